@@ -1,0 +1,53 @@
+//! `receptord`: the mesh daemon. Loads and validates its config before binding anything,
+//! then runs until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use receptord::config::Config;
+
+/// A persistent node of the receptor mesh.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(short, long, default_value = "/etc/receptor.toml", env = "RECEPTOR_CONFIG")]
+    config: PathBuf,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// EX_USAGE / EX_CONFIG from sysexits.h.
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match Config::load(&args.config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("receptord: invalid configuration: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if args.check_config {
+        println!("{}: configuration OK (node {})", args.config.display(), cfg.node.id);
+        return ExitCode::SUCCESS;
+    }
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("receptord: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cfg: Config) -> anyhow::Result<()> {
+    let _guard = receptord::logging::init(&cfg.log.level, cfg.log.format, cfg.log.file.as_deref())
+        .context("setting up logging")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(receptord::daemon::run(cfg)).context("daemon")
+}

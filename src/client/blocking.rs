@@ -1,0 +1,25 @@
+//! Blocking wrappers over the async client, for callers without a tokio runtime.
+
+use std::time::Duration;
+
+use super::{ClientError, ClientOptions, MeshClient};
+use crate::wire::NodeId;
+
+/// Builds the runtime the blocking API drives its work on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ClientError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| ClientError::Io { context: "starting the client runtime".into(), source })
+}
+
+/// Pings `dst` through a fresh short-lived node.
+pub fn ping(opts: &ClientOptions, dst: &NodeId, timeout: Duration) -> Result<Duration, ClientError> {
+    runtime()?.block_on(async {
+        let client = MeshClient::connect(opts).await?;
+        let r = client.ping(dst, timeout).await;
+        client.close().await;
+        r
+    })
+}

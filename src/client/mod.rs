@@ -1,0 +1,199 @@
+//! The client library: join the mesh as a short-lived node (`receptor_peer`,
+//! `receptor_node_id`), then ping, inspect, or run work on any node (`via_receptor`).
+//!
+//! Everything here is async; [`blocking`] wraps it for callers without a runtime.
+
+pub mod blocking;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::mesh::{Chunk, JoinError, MeshStatus, Node, NodeOptions, OpenError, PingError, StreamReader, StreamWriter};
+use crate::transport::PeerUrl;
+use crate::wire::NodeId;
+use crate::work::{JobResult, WORK_SERVICE, WorkRequest};
+
+/// Where a client enters the mesh when no peer is given.
+pub const DEFAULT_PEER: &str = "receptor://localhost:8888";
+
+/// How a client joins the mesh.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Entry point into the mesh; default [`DEFAULT_PEER`].
+    pub receptor_peer: Option<PeerUrl>,
+    /// This client's node ID; default a unique temporary ID.
+    pub receptor_node_id: Option<NodeId>,
+    /// How long joining may take.
+    pub join_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { receptor_peer: None, receptor_node_id: None, join_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Ping(#[from] PingError),
+    #[error("{0}")]
+    Remote(String),
+    #[error("connection to node {node} lost: {reason}")]
+    Lost { node: NodeId, reason: String },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("invalid job result from {node}: {reason}")]
+    BadResult { node: NodeId, reason: String },
+}
+
+/// A unique temporary node ID for a client.
+pub fn temporary_node_id() -> NodeId {
+    let id = format!("receptor-client-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    NodeId::new(id).expect("UNWRAP: generated ids are valid")
+}
+
+/// A short-lived node joined to the mesh.
+pub struct MeshClient {
+    node: Node,
+}
+
+impl MeshClient {
+    /// Starts a short-lived node and joins the mesh through the peer.
+    pub async fn connect(opts: &ClientOptions) -> Result<MeshClient, ClientError> {
+        let client = MeshClient::detached(opts);
+        let peer = match &opts.receptor_peer {
+            Some(p) => p.clone(),
+            None => DEFAULT_PEER.parse().expect("UNWRAP: the default peer URL is valid"),
+        };
+        if let Err(e) = client.node.join(&peer, opts.join_timeout).await {
+            client.node.shutdown(Duration::from_secs(1)).await;
+            return Err(e.into());
+        }
+        Ok(client)
+    }
+
+    /// Starts a short-lived node that is not connected to anything (it can only reach itself).
+    pub fn detached(opts: &ClientOptions) -> MeshClient {
+        let id = opts.receptor_node_id.clone().unwrap_or_else(temporary_node_id);
+        let mut node_opts = NodeOptions::new(id);
+        node_opts.ephemeral = true;
+        MeshClient { node: Node::start(node_opts) }
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub async fn ping(&self, dst: &NodeId, timeout: Duration) -> Result<Duration, ClientError> {
+        Ok(self.node.ping(dst, timeout).await?)
+    }
+
+    pub async fn status(&self) -> Option<MeshStatus> {
+        self.node.status().await
+    }
+
+    /// Opens a work stream to `node` for `work_type`.
+    pub async fn open_work(
+        &self,
+        node: &NodeId,
+        work_type: &str,
+        params: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(StreamWriter, StreamReader), ClientError> {
+        let req = WorkRequest { work_type: work_type.to_owned(), params };
+        let header = serde_json::to_vec(&req).map_err(|e| ClientError::Remote(e.to_string()))?;
+        Ok(self.node.open(node, WORK_SERVICE, Bytes::from(header)).await?)
+    }
+
+    /// Runs `work_type` on `node`, streaming `payload` in and the output to `out`.
+    pub async fn submit<R, W>(
+        &self,
+        node: &NodeId,
+        work_type: &str,
+        params: serde_json::Map<String, serde_json::Value>,
+        payload: R,
+        out: &mut W,
+    ) -> Result<JobResult, ClientError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let (writer, mut reader) = self.open_work(node, work_type, params).await?;
+        let send = send_payload(payload, writer);
+        let recv = async {
+            let trailer = copy_output(&mut reader, out, node).await?;
+            parse_result(node, &trailer)
+        };
+        let (sent, result) = tokio::join!(send, recv);
+        let result = result?;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "payload not fully sent (the job ended first)");
+        }
+        Ok(result)
+    }
+
+    /// Leaves the mesh cleanly.
+    pub async fn close(self) {
+        self.node.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+/// Streams `payload` into the job's input, then ends it.
+pub async fn send_payload<R: AsyncRead + Unpin>(mut payload: R, mut writer: StreamWriter) -> Result<(), ClientError> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        buf.reserve(64 * 1024);
+        let n = payload
+            .read_buf(&mut buf)
+            .await
+            .map_err(|source| ClientError::Io { context: "reading the payload".into(), source })?;
+        if n == 0 {
+            break;
+        }
+        writer.write(buf.split().freeze()).await.map_err(|e| ClientError::Remote(e.to_string()))?;
+    }
+    writer.finish(Bytes::new()).await;
+    Ok(())
+}
+
+/// Copies job output to `out` until the end of the stream; returns the trailer.
+pub async fn copy_output<W: AsyncWrite + Unpin>(
+    reader: &mut StreamReader,
+    out: &mut W,
+    node: &NodeId,
+) -> Result<Bytes, ClientError> {
+    loop {
+        match reader.recv().await {
+            Ok(Chunk::Data(data)) => out
+                .write_all(&data)
+                .await
+                .map_err(|source| ClientError::Io { context: "writing the output".into(), source })?,
+            Ok(Chunk::End(trailer)) => {
+                out.flush().await.map_err(|source| ClientError::Io { context: "writing the output".into(), source })?;
+                return Ok(trailer);
+            }
+            Err(e) => return Err(stream_failure(node, e)),
+        }
+    }
+}
+
+/// Turns a stream reset into the most specific client error.
+pub fn stream_failure(node: &NodeId, e: crate::mesh::StreamError) -> ClientError {
+    let crate::mesh::StreamError::Reset(reason) = e;
+    if reason.starts_with("lost the route") || reason.starts_with("no route") || reason.contains("lost in transit") {
+        ClientError::Lost { node: node.clone(), reason }
+    } else {
+        ClientError::Remote(reason)
+    }
+}
+
+pub fn parse_result(node: &NodeId, trailer: &[u8]) -> Result<JobResult, ClientError> {
+    serde_json::from_slice(trailer).map_err(|e| ClientError::BadResult { node: node.clone(), reason: e.to_string() })
+}

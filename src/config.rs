@@ -1,0 +1,242 @@
+//! The daemon's configuration: a TOML file plus `RECEPTOR_…` environment overrides, parsed
+//! into typed, validated values before any socket is bound. Every error names the file,
+//! the key and the reason.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::transport::PeerUrl;
+use crate::wire::NodeId;
+
+/// Environment variables starting with this prefix override file keys:
+/// `RECEPTOR_NODE__ID=node1`, `RECEPTOR_LOG__LEVEL=debug` (`__` separates levels).
+pub const ENV_PREFIX: &str = "RECEPTOR";
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {source}")]
+    Load { file: String, source: config::ConfigError },
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid { file: String, key: String, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    #[serde(default)]
+    pub listeners: Vec<LinkSection>,
+    #[serde(default)]
+    pub peers: Vec<LinkSection>,
+    #[serde(default)]
+    pub mesh: MeshSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub work: WorkSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub id: NodeId,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// How long running jobs may continue after SIGTERM before they are killed.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSection {
+    pub url: PeerUrl,
+    #[serde(default = "one")]
+    pub cost: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshSection {
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub route_refresh: Duration,
+    #[serde(with = "humantime_serde")]
+    pub node_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub dial_timeout: Duration,
+    pub max_hops: u8,
+    pub stream_window: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub level: String,
+    pub file: Option<PathBuf>,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkSection {
+    pub command: Vec<CommandSection>,
+    pub ansible_runner: AnsibleRunnerSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSection {
+    pub name: String,
+    pub program: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default = "default_version")]
+    pub version: String,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnsibleRunnerSection {
+    /// `auto` registers the worker when ansible-runner is found; `false` never does.
+    pub enabled: bool,
+    /// An explicit `ansible-runner` executable.
+    pub path: Option<PathBuf>,
+    /// A virtualenv whose `bin/ansible-runner` to use.
+    pub virtualenv: Option<PathBuf>,
+    pub keep_job_dirs: bool,
+    pub max_archive_bytes: u64,
+    pub max_archive_entries: u64,
+    pub max_compression_ratio: u64,
+}
+
+impl Default for AnsibleRunnerSection {
+    fn default() -> Self {
+        AnsibleRunnerSection {
+            enabled: true,
+            path: None,
+            virtualenv: None,
+            keep_job_dirs: false,
+            max_archive_bytes: 1 << 30,
+            max_archive_entries: 100_000,
+            max_compression_ratio: 200,
+        }
+    }
+}
+
+impl Default for MeshSection {
+    fn default() -> Self {
+        MeshSection {
+            idle_timeout: Duration::from_secs(4),
+            route_refresh: Duration::from_secs(10),
+            node_timeout: Duration::from_secs(40),
+            dial_timeout: Duration::from_secs(5),
+            max_hops: crate::wire::DEFAULT_HOPS,
+            stream_window: 2 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection { level: "info".into(), file: None, format: LogFormat::Text }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/receptor")
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_version() -> String {
+    "1".into()
+}
+fn one() -> f64 {
+    1.0
+}
+
+impl Config {
+    /// Loads `path` with environment overrides and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let load = |source| ConfigError::Load { file: file.clone(), source };
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(load)?;
+        let cfg: Config = raw.try_deserialize().map_err(load)?;
+        cfg.validate().map_err(|(key, reason)| ConfigError::Invalid { file, key, reason })?;
+        Ok(cfg)
+    }
+
+    /// Checks what types alone cannot; returns the offending key and why.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: String, reason: &str| Err((key, reason.to_owned()));
+        for (section, links) in [("listeners", &self.listeners), ("peers", &self.peers)] {
+            for (i, l) in links.iter().enumerate() {
+                if !(l.cost.is_finite() && l.cost > 0.0) {
+                    return bad(format!("{section}[{i}].cost"), "must be a positive number");
+                }
+            }
+        }
+        let m = &self.mesh;
+        if m.idle_timeout < Duration::from_millis(500) {
+            return bad("mesh.idle_timeout".into(), "must be at least 500ms");
+        }
+        if m.node_timeout <= m.route_refresh * 2 {
+            return bad("mesh.node_timeout".into(), "must be more than twice mesh.route_refresh");
+        }
+        if m.max_hops == 0 {
+            return bad("mesh.max_hops".into(), "must be at least 1");
+        }
+        if m.stream_window < 64 * 1024 {
+            return bad("mesh.stream_window".into(), "must be at least 65536 bytes");
+        }
+        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            return bad("log.level".into(), "is not a valid log filter (e.g. info, debug, receptord=trace)");
+        }
+        self.validate_work()
+    }
+
+    fn validate_work(&self) -> Result<(), (String, String)> {
+        let mut names = BTreeSet::new();
+        for (i, c) in self.work.command.iter().enumerate() {
+            let key = |k: &str| format!("work.command[{i}].{k}");
+            if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch)) {
+                return Err((key("name"), "must be letters, digits, '_', '-' or '.'".into()));
+            }
+            if !names.insert(c.name.as_str()) || c.name == "ansible_runner" || c.name == "ansible-runner" {
+                return Err((key("name"), format!("{:?} is already taken", c.name)));
+            }
+            if crate::work::command::resolve_program(&c.program).is_none() {
+                let reason = format!("program {} not found (or not executable)", c.program.display());
+                return Err((key("program"), reason));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! Assembles a persistent node from its [`Config`]: binds listeners, dials peers, builds the
+//! work registry, serves work, and handles signals (SIGTERM/SIGINT: drain then stop).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Config;
+use crate::mesh::{MeshConfig, Node, NodeOptions};
+use crate::transport::{Listener, TransportError};
+use crate::work::command::CommandWork;
+use crate::work::service::WorkService;
+use crate::work::Registry;
+
+/// Why the daemon stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("listeners[{index}]: {source}")]
+    Bind { index: usize, source: TransportError },
+    #[error("data dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Fatal(String),
+    #[error("signal handling: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Mesh options derived from the config.
+pub fn node_options(cfg: &Config) -> NodeOptions {
+    let mut opts = NodeOptions::new(cfg.node.id.clone());
+    opts.mesh = MeshConfig {
+        refresh: cfg.mesh.route_refresh,
+        node_timeout: cfg.mesh.node_timeout,
+        max_hops: cfg.mesh.max_hops,
+    };
+    opts.idle_timeout = cfg.mesh.idle_timeout;
+    opts.window = cfg.mesh.stream_window;
+    opts.dial_timeout = cfg.mesh.dial_timeout;
+    opts
+}
+
+/// The work types the config declares, plus the detected ansible-runner worker.
+pub fn build_registry(cfg: &Config) -> Registry {
+    let mut reg = Registry::default();
+    for c in &cfg.work.command {
+        let program = crate::work::command::resolve_program(&c.program).unwrap_or_else(|| c.program.clone());
+        let work = CommandWork {
+            program,
+            args: c.args.clone(),
+            version: c.version.clone(),
+            env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            cwd: c.cwd.clone(),
+            grace: cfg.node.shutdown_grace.min(Duration::from_secs(10)),
+        };
+        reg.register(c.name.clone(), Arc::new(work));
+    }
+    reg
+}
+
+/// Runs the daemon until a signal or a fatal condition.
+pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+    let data_dir = cfg.node.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|source| DaemonError::DataDir { path: data_dir.display().to_string(), source })?;
+    let mut listeners = Vec::new();
+    for (index, l) in cfg.listeners.iter().enumerate() {
+        let bound = Listener::bind(&l.url).await.map_err(|source| DaemonError::Bind { index, source })?;
+        listeners.push((bound, l.cost));
+    }
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let node = Node::start(node_options(&cfg));
+    for (listener, cost) in listeners {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(url = %listener.url(), %addr, "listener bound");
+        }
+        node.listen(listener, cost);
+    }
+    for p in &cfg.peers {
+        node.add_peer(p.url.clone(), p.cost);
+    }
+    let work = WorkService::new(node.clone(), build_registry(&cfg), data_dir);
+    work.start();
+    tracing::info!(node = %node.id(), work_types = ?work.registry().names(), "receptord ready");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut fatal = node.fatal();
+    let outcome = tokio::select! {
+        _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
+        _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
+        r = fatal.wait_for(Option::is_some) => {
+            let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
+            Err(DaemonError::Fatal(msg))
+        }
+    };
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let grace = cfg.node.shutdown_grace;
+    if work.running() > 0 {
+        tracing::info!(jobs = work.running(), ?grace, "waiting for running jobs");
+    }
+    work.drain(grace).await;
+    node.shutdown(Duration::from_secs(5)).await;
+    tracing::info!("receptord stopped");
+    outcome
+}

@@ -1,0 +1,15 @@
+//! receptord: a mesh overlay network that carries Ansible jobs to the hosts that must run them.
+//!
+//! Module boundaries (see ARCHITECTURE.md): [`wire`] encodes frames without I/O; [`mesh`]
+//! routes and multiplexes; [`transport`] carries links; [`work`] runs jobs (and is the only
+//! module that spawns processes); [`client`] is the library API; the binaries sit at the edge.
+
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod mesh;
+pub mod work;
+pub mod runner;
+pub mod transport;
+pub mod wire;

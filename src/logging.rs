@@ -1,0 +1,48 @@
+//! Log output through `tracing`: human-readable or JSON lines on stderr (journald-friendly),
+//! optionally also to a daily-rotated file via `tracing-appender`.
+
+use std::path::Path;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, fmt};
+
+use crate::config::LogFormat;
+
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("invalid log level {0:?}")]
+    Level(String),
+    #[error("log file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// Installs the global subscriber. Keep the returned guard alive to flush file output.
+pub fn init(level: &str, format: LogFormat, file: Option<&Path>) -> Result<Option<WorkerGuard>, LogError> {
+    let filter = || EnvFilter::try_new(level).map_err(|_| LogError::Level(level.to_owned()));
+    let stderr = match format {
+        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).with_target(false).boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
+    }
+    .with_filter(filter()?);
+    let (file_layer, guard) = match file {
+        None => (None, None),
+        Some(path) => {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let name = path.file_name().ok_or_else(|| LogError::File {
+                path: path.display().to_string(),
+                reason: "not a file name".into(),
+            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LogError::File { path: path.display().to_string(), reason: e.to_string() })?;
+            let appender = tracing_appender::rolling::daily(dir, name);
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let layer = fmt::layer().with_writer(writer).with_ansi(false).with_filter(filter()?);
+            (Some(layer), Some(guard))
+        }
+    };
+    let _ = tracing_subscriber::registry().with(stderr).with(file_layer).try_init();
+    Ok(guard)
+}

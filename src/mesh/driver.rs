@@ -1,0 +1,220 @@
+//! The thin tokio task that drives the [`Mesh`] state machine: it feeds it link events and
+//! clock ticks, and carries out the actions it returns.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::router::{LinkTx, Router};
+use super::state::{Action, Admission, LinkId, Mesh};
+use crate::wire::{Frame, Hello, Lsa, NodeId, WorkTypeAd};
+
+/// Everything that reaches the driver.
+pub(crate) enum Event {
+    Admit { link: LinkId, hello: Hello, cost: f64, dialed_by_me: bool, reply: oneshot::Sender<Admission> },
+    Up { link: LinkId, tx: LinkTx, peer: Hello, stop: CancellationToken },
+    Down { link: LinkId },
+    Lsa { link: LinkId, lsa: Lsa },
+    SyncDone { link: LinkId },
+    SetWorkTypes(Vec<WorkTypeAd>),
+    Status(oneshot::Sender<MeshStatus>),
+    Leave(oneshot::Sender<()>),
+}
+
+/// What `receptor status` shows: this node's view of the mesh.
+#[derive(Debug, Clone)]
+pub struct MeshStatus {
+    pub node_id: NodeId,
+    pub nodes: Vec<Lsa>,
+    pub routes: Vec<RouteInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    pub dst: NodeId,
+    pub next_hop: NodeId,
+    pub cost: f64,
+    pub hops: u8,
+}
+
+/// Link-level facts that waiters (dialers, clients) watch for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Topology {
+    /// Peers with an up link.
+    pub linked: BTreeSet<NodeId>,
+    /// Peers that finished sending us their database.
+    pub synced: BTreeSet<NodeId>,
+    /// Nodes with a route from here.
+    pub reachable: BTreeSet<NodeId>,
+}
+
+struct LinkHandle {
+    tx: LinkTx,
+    stop: CancellationToken,
+    peer: NodeId,
+}
+
+pub(crate) struct Driver {
+    pub(crate) mesh: Mesh,
+    pub(crate) router: Arc<Router>,
+    pub(crate) events: mpsc::Receiver<Event>,
+    pub(crate) topology: watch::Sender<Topology>,
+    pub(crate) fatal: watch::Sender<Option<String>>,
+    pub(crate) cancel: CancellationToken,
+    links: HashMap<LinkId, LinkHandle>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        mesh: Mesh,
+        router: Arc<Router>,
+        events: mpsc::Receiver<Event>,
+        topology: watch::Sender<Topology>,
+        fatal: watch::Sender<Option<String>>,
+        cancel: CancellationToken,
+    ) -> Driver {
+        Driver { mesh, router, events, topology, fatal, cancel, links: HashMap::new() }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                ev = self.events.recv() => match ev {
+                    Some(ev) => self.handle(ev),
+                    None => break,
+                },
+                _ = tick.tick() => self.mesh.tick(Instant::now()),
+            }
+            self.apply();
+        }
+        for (_, link) in self.links.drain() {
+            link.stop.cancel();
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Admit { link, hello, cost, dialed_by_me, reply } => {
+                let verdict = self.mesh.admit(link, &hello, cost, dialed_by_me);
+                if let Admission::Reject(reason) = &verdict {
+                    tracing::warn!(peer = %hello.node_id, %reason, "refusing link");
+                }
+                let _ = reply.send(verdict);
+            }
+            Event::Up { link, tx, peer, stop } => {
+                tracing::info!(peer = %peer.node_id, link, "link up");
+                self.links.insert(link, LinkHandle { tx, stop, peer: peer.node_id.clone() });
+                self.mesh.link_up(now, link);
+                self.publish_topology();
+            }
+            Event::Down { link } => {
+                if let Some(h) = self.links.remove(&link) {
+                    tracing::info!(peer = %h.peer, link, "link down");
+                    self.topology.send_modify(|t| {
+                        t.synced.remove(&h.peer);
+                    });
+                }
+                self.mesh.link_down(now, link);
+                self.publish_topology();
+            }
+            Event::Lsa { link, lsa } => self.mesh.on_lsa(now, link, lsa),
+            Event::SyncDone { link } => {
+                if let Some(peer) = self.mesh.link_peer(link).cloned() {
+                    self.topology.send_modify(|t| {
+                        t.synced.insert(peer);
+                    });
+                }
+            }
+            Event::SetWorkTypes(wts) => self.mesh.set_work_types(now, wts),
+            Event::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Event::Leave(reply) => {
+                self.mesh.leave();
+                self.apply();
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn apply(&mut self) {
+        for action in self.mesh.drain_actions() {
+            match action {
+                Action::Send { link, frame } => self.send(link, &frame),
+                Action::Close { link, reason } => self.close(link, reason),
+                Action::RoutesChanged => self.routes_changed(),
+                Action::DuplicateSelf { other_epoch } => {
+                    let msg = format!(
+                        "duplicate node id: an older live node (epoch {other_epoch}) already uses id {}; \
+                         this node stops",
+                        self.mesh.me()
+                    );
+                    tracing::error!("{msg}");
+                    let _ = self.fatal.send(Some(msg));
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, link: LinkId, frame: &Frame) {
+        let Some(h) = self.links.get(&link) else { return };
+        if h.tx.ctrl.try_send(frame.encode()).is_err() {
+            self.close(link, "control queue overflow: peer is not reading".into());
+        }
+    }
+
+    fn close(&mut self, link: LinkId, reason: String) {
+        let Some(h) = self.links.get(&link) else { return };
+        tracing::warn!(peer = %h.peer, link, %reason, "closing link");
+        let _ = h.tx.ctrl.try_send(Frame::Goodbye { reason }.encode());
+        h.stop.cancel();
+    }
+
+    fn routes_changed(&mut self) {
+        let table: HashMap<NodeId, LinkTx> = self
+            .mesh
+            .routes()
+            .iter()
+            .filter_map(|(dst, r)| self.links.get(&r.link).map(|h| (dst.clone(), h.tx.clone())))
+            .collect();
+        self.router.publish(table);
+        let router = self.router.clone();
+        let me = self.mesh.me().clone();
+        self.router.streams.reset_where(
+            |peer| *peer != me && !router.reachable(peer),
+            |peer| format!("lost the route to node {peer}"),
+        );
+        self.publish_topology();
+    }
+
+    fn publish_topology(&self) {
+        let linked: BTreeSet<NodeId> = self.links.values().map(|h| h.peer.clone()).collect();
+        let reachable: BTreeSet<NodeId> = self.mesh.routes().keys().cloned().collect();
+        self.topology.send_if_modified(|t| {
+            let changed = t.linked != linked || t.reachable != reachable;
+            t.linked = linked;
+            t.reachable = reachable;
+            t.synced.retain(|p| t.linked.contains(p));
+            changed
+        });
+    }
+
+    fn status(&self) -> MeshStatus {
+        let mut routes: Vec<RouteInfo> = self
+            .mesh
+            .routes()
+            .iter()
+            .map(|(dst, r)| RouteInfo { dst: dst.clone(), next_hop: r.next_hop.clone(), cost: r.cost, hops: r.hops })
+            .collect();
+        routes.sort_by(|a, b| a.dst.cmp(&b.dst));
+        MeshStatus { node_id: self.mesh.me().clone(), nodes: self.mesh.known(), routes }
+    }
+}

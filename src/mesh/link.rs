@@ -1,0 +1,221 @@
+//! One link's life: preface and handshake, then a reader and a writer task.
+//!
+//! Garbage, an oversized frame or a silent peer ends this link only. Handshake results go
+//! to the driver, which decides admission; routed frames go straight to the router.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::driver::Event;
+use super::router::{LinkTx, Router};
+use super::state::{Admission, LinkId};
+use crate::transport::BoxedIo;
+use crate::wire::{FrameCodec, Frame, Hello, PREFACE, PROTOCOL_VERSION, codec::CodecError};
+
+/// How long a peer may take to complete the handshake.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CTRL_QUEUE: usize = 1024;
+const DATA_QUEUE: usize = 64;
+
+/// Everything a link task needs from its node.
+pub(crate) struct LinkCtx {
+    pub(crate) router: Arc<Router>,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) hello: Hello,
+    pub(crate) cancel: CancellationToken,
+}
+
+/// Why a link ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("not a receptord peer (bad preface)")]
+    BadPreface,
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error("peer speaks protocol version {0}, this node speaks {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("peer refused the link: {0}")]
+    Refused(String),
+    #[error("refused the peer: {0}")]
+    Refusing(String),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no traffic for {0:?}; peer presumed dead")]
+    Idle(Duration),
+    #[error("node is shutting down")]
+    Shutdown,
+}
+
+/// The outcome of a handshake: who the peer is, and where its frames come from.
+pub(crate) struct Established {
+    pub(crate) link: LinkId,
+    pub(crate) peer: Hello,
+    reader: FramedRead<ReadHalf<BoxedIo>, FrameCodec>,
+    writer: WriteHalf<BoxedIo>,
+}
+
+/// Runs the handshake on a fresh connection and asks the driver to admit the peer.
+pub(crate) async fn handshake(
+    ctx: &LinkCtx,
+    link: LinkId,
+    io: BoxedIo,
+    cost: f64,
+    dialed_by_me: bool,
+    seen: &mut Option<crate::wire::NodeId>,
+) -> Result<Established, LinkError> {
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut hello = ctx.hello.clone();
+    hello.cost = cost;
+    let mut out = PREFACE.to_vec();
+    out.extend_from_slice(&Frame::Hello(hello).encode());
+    wr.write_all(&out).await?;
+    let mut preface = [0u8; 4];
+    within(deadline, rd.read_exact(&mut preface)).await??;
+    if preface != PREFACE {
+        return Err(LinkError::BadPreface);
+    }
+    let mut reader = FramedRead::new(rd, FrameCodec);
+    let peer = match within(deadline, reader.next()).await? {
+        Some(Ok(Frame::Hello(h))) => h,
+        Some(Ok(other)) => return Err(LinkError::Protocol(format!("expected hello, got {other:?}"))),
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(LinkError::Protocol("connection closed during handshake".into())),
+    };
+    *seen = Some(peer.node_id.clone());
+    if peer.version != PROTOCOL_VERSION {
+        let _ = wr.write_all(&Frame::Reject { reason: version_reason(peer.version) }.encode()).await;
+        return Err(LinkError::Version(peer.version));
+    }
+    let (reply, verdict) = oneshot::channel();
+    let ev = Event::Admit { link, hello: peer.clone(), cost, dialed_by_me, reply };
+    ctx.events.send(ev).await.map_err(|_| LinkError::Shutdown)?;
+    match verdict.await.map_err(|_| LinkError::Shutdown)? {
+        Admission::Admit => wr.write_all(&Frame::Admit.encode()).await?,
+        Admission::Reject(reason) => {
+            let _ = wr.write_all(&Frame::Reject { reason: reason.clone() }.encode()).await;
+            return Err(LinkError::Refusing(reason));
+        }
+    }
+    match within(deadline, reader.next()).await? {
+        Some(Ok(Frame::Admit)) => Ok(Established { link, peer, reader, writer: wr }),
+        Some(Ok(Frame::Reject { reason })) => Err(LinkError::Refused(reason)),
+        Some(Ok(other)) => Err(LinkError::Protocol(format!("expected admit, got {other:?}"))),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(LinkError::Protocol("connection closed during handshake".into())),
+    }
+}
+
+fn version_reason(theirs: u16) -> String {
+    format!("protocol version {theirs} is not supported (this node speaks {PROTOCOL_VERSION})")
+}
+
+async fn within<F: std::future::Future>(deadline: Instant, f: F) -> Result<F::Output, LinkError> {
+    tokio::time::timeout_at(deadline, f).await.map_err(|_| LinkError::HandshakeTimeout)
+}
+
+/// Runs an established link until it fails, the peer leaves, or the node stops.
+pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError> {
+    let Established { link, peer, mut reader, writer } = est;
+    let idle = Duration::from_millis(u64::from(ctx.hello.idle_timeout_ms.max(peer.idle_timeout_ms)));
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
+    let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
+    let tx = LinkTx { ctrl: ctrl_tx, data: data_tx };
+    let stop = ctx.cancel.child_token();
+    let up = Event::Up { link, tx, peer: peer.clone(), stop: stop.clone() };
+    ctx.events.send(up).await.map_err(|_| LinkError::Shutdown)?;
+    let write_task = tokio::spawn(write_loop(writer, ctrl_rx, data_rx, idle / 4, stop.clone()));
+    let result = read_loop(ctx, link, &mut reader, idle, &stop).await;
+    stop.cancel();
+    let _ = write_task.await;
+    result
+}
+
+async fn read_loop(
+    ctx: &LinkCtx,
+    link: LinkId,
+    reader: &mut FramedRead<ReadHalf<BoxedIo>, FrameCodec>,
+    idle: Duration,
+    stop: &CancellationToken,
+) -> Result<(), LinkError> {
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return Err(LinkError::Shutdown),
+            r = timeout(idle, reader.next()) => r.map_err(|_| LinkError::Idle(idle))?,
+        };
+        let frame = match next {
+            None => return Ok(()),
+            Some(r) => r?,
+        };
+        match frame {
+            Frame::Keepalive => {}
+            Frame::Routed(r) => ctx.router.route(r).await,
+            Frame::Lsa(lsa) => send(ctx, Event::Lsa { link, lsa }).await?,
+            Frame::SyncDone => send(ctx, Event::SyncDone { link }).await?,
+            Frame::Goodbye { reason } => {
+                tracing::debug!(%reason, "peer said goodbye");
+                return Ok(());
+            }
+            other => return Err(LinkError::Protocol(format!("unexpected {other:?} after handshake"))),
+        }
+    }
+}
+
+async fn send(ctx: &LinkCtx, ev: Event) -> Result<(), LinkError> {
+    ctx.events.send(ev).await.map_err(|_| LinkError::Shutdown)
+}
+
+async fn write_loop(
+    wr: WriteHalf<BoxedIo>,
+    mut ctrl: mpsc::Receiver<Bytes>,
+    mut data: mpsc::Receiver<Bytes>,
+    keepalive: Duration,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let mut wr = BufWriter::with_capacity(256 * 1024, wr);
+    let ka = Frame::Keepalive.encode();
+    let mut ticker = tokio::time::interval(keepalive.max(Duration::from_millis(100)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some(f) = ctrl.recv() => f,
+            Some(f) = data.recv() => f,
+            _ = ticker.tick() => ka.clone(),
+        };
+        let goodbye = is_goodbye(&frame);
+        wr.write_all(&frame).await?;
+        // Batch whatever else is queued before paying for a flush.
+        while let Ok(f) = ctrl.try_recv().or_else(|_| data.try_recv()) {
+            wr.write_all(&f).await?;
+        }
+        wr.flush().await?;
+        ticker.reset();
+        if goodbye {
+            break;
+        }
+    }
+    // Drain control frames (a final goodbye, resets) so the peer learns why we left.
+    while let Ok(f) = ctrl.try_recv() {
+        wr.write_all(&f).await?;
+    }
+    wr.flush().await?;
+    wr.shutdown().await
+}
+
+fn is_goodbye(frame: &Bytes) -> bool {
+    frame.len() > 4 && frame[4] == 0x07
+}

@@ -1,0 +1,20 @@
+//! The mesh: membership, link-state routing and flow-controlled streams.
+//!
+//! [`state`] and [`routing`] are pure (fed events and time); [`driver`] is the thin tokio
+//! task around them; [`link`] runs connections, [`router`] forwards frames, [`stream`]
+//! carries work end to end, and [`node`] is the handle the rest of the program uses.
+
+pub mod backoff;
+pub mod driver;
+pub mod link;
+pub mod node;
+pub(crate) mod router;
+pub mod routing;
+pub mod state;
+pub mod stream;
+
+pub use driver::{MeshStatus, RouteInfo, Topology};
+pub use node::{JoinError, Node, NodeOptions, OpenError, PingError};
+pub use router::Incoming;
+pub use state::MeshConfig;
+pub use stream::{Chunk, StreamError, StreamReader, StreamWriter};

@@ -1,0 +1,408 @@
+//! [`Node`]: the public handle of one mesh node, persistent daemon or short-lived client.
+//!
+//! It owns the driver task, the listeners' accept loops and the peers' dial loops, all
+//! under one cancellation token and task tracker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::backoff::Backoff;
+use super::driver::{Driver, Event, MeshStatus, Topology};
+use super::link::{self, LinkCtx, LinkError};
+use super::router::{Incoming, Router};
+use super::state::{Mesh, MeshConfig};
+use super::stream::{StreamKey, StreamReader, StreamWriter};
+use crate::transport::{self, Listener, PeerUrl, TransportError};
+use crate::wire::{Body, Hello, NodeId, PROTOCOL_VERSION, Side, WorkTypeAd, caps};
+
+/// How a node is set up.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub id: NodeId,
+    /// Short-lived client nodes are leaves: never used as relays.
+    pub ephemeral: bool,
+    pub mesh: MeshConfig,
+    /// A link with no traffic for this long is declared dead (the larger of both ends wins).
+    pub idle_timeout: Duration,
+    /// Per-stream receive window in bytes.
+    pub window: u32,
+    pub dial_timeout: Duration,
+}
+
+impl NodeOptions {
+    pub fn new(id: NodeId) -> NodeOptions {
+        NodeOptions {
+            id,
+            ephemeral: false,
+            mesh: MeshConfig::default(),
+            idle_timeout: Duration::from_secs(4),
+            window: 2 * 1024 * 1024,
+            dial_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("node {node} is not known to the mesh{}", known_list(.known))]
+    UnknownNode { node: NodeId, known: Vec<NodeId> },
+}
+
+/// Why a ping failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    #[error(transparent)]
+    Unknown(#[from] OpenError),
+    #[error("no reply from {0} within {1:?}")]
+    Timeout(NodeId, Duration),
+}
+
+/// Why a client could not join through a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("cannot reach peer {url}: {source}")]
+    Transport { url: PeerUrl, source: TransportError },
+    #[error("peer {url}: {source}")]
+    Link { url: PeerUrl, source: LinkError },
+    #[error("peer {url} did not send its routing table within {timeout:?}")]
+    SyncTimeout { url: PeerUrl, timeout: Duration },
+}
+
+fn known_list(known: &[NodeId]) -> String {
+    if known.is_empty() {
+        return "; no other node is reachable".into();
+    }
+    let names: Vec<&str> = known.iter().map(|n| n.as_str()).collect();
+    format!("; known nodes: {}", names.join(", "))
+}
+
+struct Inner {
+    router: Arc<Router>,
+    events: mpsc::Sender<Event>,
+    topology: watch::Receiver<Topology>,
+    fatal: watch::Receiver<Option<String>>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    next_link: AtomicU64,
+    hello: Hello,
+    opts: NodeOptions,
+}
+
+/// A running mesh node. Cloning gives another handle to the same node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl Node {
+    /// Starts the node's driver; add listeners and peers afterwards.
+    pub fn start(opts: NodeOptions) -> Node {
+        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let router = Router::new(opts.id.clone(), opts.window, opts.mesh.max_hops, tracker.clone());
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let (topo_tx, topo_rx) = watch::channel(Topology::default());
+        let (fatal_tx, fatal_rx) = watch::channel(None);
+        let mesh = Mesh::new(opts.id.clone(), epoch, opts.ephemeral, opts.mesh.clone(), Instant::now());
+        let driver = Driver::new(mesh, router.clone(), events_rx, topo_tx, fatal_tx, cancel.clone());
+        tracker.spawn(driver.run());
+        let mut caps_bits = caps::STREAMS;
+        if opts.ephemeral {
+            caps_bits |= caps::EPHEMERAL;
+        }
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            node_id: opts.id.clone(),
+            epoch,
+            caps: caps_bits,
+            idle_timeout_ms: opts.idle_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+            cost: 1.0,
+        };
+        let inner = Inner {
+            router,
+            events: events_tx,
+            topology: topo_rx,
+            fatal: fatal_rx,
+            cancel,
+            tracker,
+            next_link: AtomicU64::new(1),
+            hello,
+            opts,
+        };
+        Node { inner: Arc::new(inner) }
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.inner.opts.id
+    }
+
+    pub fn topology(&self) -> watch::Receiver<Topology> {
+        self.inner.topology.clone()
+    }
+
+    /// Becomes `Some(reason)` when the node must stop (e.g. its ID is taken).
+    pub fn fatal(&self) -> watch::Receiver<Option<String>> {
+        self.inner.fatal.clone()
+    }
+
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.inner.cancel.clone()
+    }
+
+    pub fn tracker(&self) -> TaskTracker {
+        self.inner.tracker.clone()
+    }
+
+    fn ctx(&self) -> LinkCtx {
+        LinkCtx {
+            router: self.inner.router.clone(),
+            events: self.inner.events.clone(),
+            hello: self.inner.hello.clone(),
+            cancel: self.inner.cancel.clone(),
+        }
+    }
+
+    /// Serves incoming links on `listener` until the node stops.
+    pub fn listen(&self, listener: Listener, cost: f64) {
+        let node = self.clone();
+        self.inner.tracker.spawn(async move { node.accept_loop(listener, cost).await });
+    }
+
+    async fn accept_loop(self, listener: Listener, cost: f64) {
+        let handshakes = Arc::new(Semaphore::new(256));
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        loop {
+            let accepted = tokio::select! {
+                _ = self.inner.cancel.cancelled() => return,
+                r = listener.accept() => r,
+            };
+            let (io, addr) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    self.sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            };
+            backoff.reset();
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                tracing::warn!(%addr, "too many handshakes in progress; dropping connection");
+                continue;
+            };
+            let node = self.clone();
+            self.inner.tracker.spawn(async move {
+                let mut seen = None;
+                let r = node.connection(io, cost, false, &mut seen, Some(permit), None).await;
+                log_link_end(&addr.to_string(), seen.as_ref(), r);
+            });
+        }
+    }
+
+    /// Keeps a link to `url` up, redialing with jittered exponential backoff.
+    pub fn add_peer(&self, url: PeerUrl, cost: f64) {
+        let node = self.clone();
+        self.inner.tracker.spawn(async move { node.dial_loop(url, cost).await });
+    }
+
+    async fn dial_loop(self, url: PeerUrl, cost: f64) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut peer: Option<NodeId> = None;
+        let mut failures = 0u32;
+        while !self.inner.cancel.is_cancelled() {
+            if let Some(p) = &peer {
+                self.wait_unlinked(p).await;
+            }
+            match transport::dial(&url, self.inner.opts.dial_timeout).await {
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures % 10 == 0 {
+                        tracing::warn!(peer = %url, error = %e, attempts = failures, "cannot reach peer");
+                    }
+                }
+                Ok(io) => {
+                    let started = Instant::now();
+                    let r = self.connection(io, cost, true, &mut peer, None, None).await;
+                    if started.elapsed() > Duration::from_secs(10) {
+                        backoff.reset();
+                    }
+                    failures = 0;
+                    log_link_end(&url.to_string(), peer.as_ref(), r);
+                }
+            }
+            self.sleep(backoff.next_delay()).await;
+        }
+    }
+
+    async fn wait_unlinked(&self, peer: &NodeId) {
+        let mut topo = self.topology();
+        tokio::select! {
+            _ = self.inner.cancel.cancelled() => {}
+            _ = topo.wait_for(|t| !t.linked.contains(peer)) => {}
+        }
+    }
+
+    async fn sleep(&self, d: Duration) {
+        tokio::select! {
+            _ = self.inner.cancel.cancelled() => {}
+            _ = tokio::time::sleep(d) => {}
+        }
+    }
+
+    /// Handshakes and runs one connection; reports the peer ID once the link is up.
+    async fn connection(
+        &self,
+        io: transport::BoxedIo,
+        cost: f64,
+        dialed_by_me: bool,
+        seen: &mut Option<NodeId>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        on_up: Option<oneshot::Sender<Result<NodeId, LinkError>>>,
+    ) -> Result<(), LinkError> {
+        let ctx = self.ctx();
+        let id = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
+        let est = link::handshake(&ctx, id, io, cost, dialed_by_me, seen).await;
+        drop(permit);
+        let est = match est {
+            Ok(est) => est,
+            Err(e) => {
+                let _ = self.inner.events.send(Event::Down { link: id }).await;
+                if let Some(tx) = on_up {
+                    let _ = tx.send(Err(e));
+                    return Ok(());
+                }
+                return Err(e);
+            }
+        };
+        if let Some(tx) = on_up {
+            let _ = tx.send(Ok(est.peer.node_id.clone()));
+        }
+        let r = link::run(&ctx, est).await;
+        let _ = self.inner.events.send(Event::Down { link: id }).await;
+        r
+    }
+
+    /// Joins the mesh through `url` once (client nodes): returns when the peer has sent
+    /// its whole routing database. The link then lives until the node stops.
+    pub async fn join(&self, url: &PeerUrl, timeout: Duration) -> Result<NodeId, JoinError> {
+        let io = transport::dial(url, self.inner.opts.dial_timeout)
+            .await
+            .map_err(|source| JoinError::Transport { url: url.clone(), source })?;
+        let (tx, rx) = oneshot::channel();
+        let node = self.clone();
+        self.inner.tracker.spawn(async move {
+            let mut seen = None;
+            let r = node.connection(io, 1.0, true, &mut seen, None, Some(tx)).await;
+            log_link_end("client link", seen.as_ref(), r);
+        });
+        let peer = match rx.await {
+            Ok(Ok(peer)) => peer,
+            Ok(Err(source)) => return Err(JoinError::Link { url: url.clone(), source }),
+            Err(_) => return Err(JoinError::Link { url: url.clone(), source: LinkError::Shutdown }),
+        };
+        let mut topo = self.topology();
+        let synced = tokio::time::timeout(timeout, topo.wait_for(|t| t.synced.contains(&peer))).await;
+        match synced {
+            Ok(Ok(_)) => Ok(peer),
+            _ => Err(JoinError::SyncTimeout { url: url.clone(), timeout }),
+        }
+    }
+
+    /// Registers a stream service; incoming streams for it arrive on the returned queue.
+    pub fn serve(&self, service: &str, backlog: usize) -> mpsc::Receiver<Incoming> {
+        let (tx, rx) = mpsc::channel(backlog.max(1));
+        self.inner.router.register_service(service, tx);
+        rx
+    }
+
+    fn check_known(&self, dst: &NodeId) -> Result<(), OpenError> {
+        if self.inner.router.reachable(dst) {
+            return Ok(());
+        }
+        let known: Vec<NodeId> = self.inner.topology.borrow().reachable.iter().cloned().collect();
+        Err(OpenError::UnknownNode { node: dst.clone(), known })
+    }
+
+    /// Opens a stream to `service` on `dst`.
+    pub async fn open(
+        &self,
+        dst: &NodeId,
+        service: &str,
+        header: Bytes,
+    ) -> Result<(StreamWriter, StreamReader), OpenError> {
+        self.check_known(dst)?;
+        let router = &self.inner.router;
+        let id = router.streams.next_id();
+        let key = StreamKey { peer: dst.clone(), id, local: Side::Opener };
+        let (writer, reader) = router.endpoints(key, 0);
+        let body = Body::Open { stream: id, service: service.to_owned(), window: router.window, header };
+        router.originate(dst, body).await;
+        Ok((writer, reader))
+    }
+
+    /// Round-trip time to `dst`.
+    pub async fn ping(&self, dst: &NodeId, timeout: Duration) -> Result<Duration, PingError> {
+        self.check_known(dst)?;
+        let id = rand::random::<u64>();
+        let rx = self.inner.router.expect_pong(id);
+        let start = Instant::now();
+        self.inner.router.originate(dst, Body::Ping { id }).await;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(())) => Ok(start.elapsed()),
+            _ => {
+                self.inner.router.forget_ping(id);
+                Err(PingError::Timeout(dst.clone(), timeout))
+            }
+        }
+    }
+
+    pub async fn status(&self) -> Option<MeshStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.events.send(Event::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn set_work_types(&self, work_types: Vec<WorkTypeAd>) {
+        let _ = self.inner.events.send(Event::SetWorkTypes(work_types)).await;
+    }
+
+    /// Number of streams currently open at this node.
+    pub fn open_streams(&self) -> usize {
+        self.inner.router.streams.len()
+    }
+
+    /// Leaves the mesh cleanly (peers forget this node at once), then stops every task.
+    pub async fn shutdown(&self, grace: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.events.send(Event::Leave(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
+        }
+        self.inner.cancel.cancel();
+        self.inner.tracker.close();
+        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_err() {
+            tracing::warn!(tasks = self.inner.tracker.len(), "tasks still running after shutdown grace");
+        }
+    }
+}
+
+fn log_link_end(addr: &str, peer: Option<&NodeId>, r: Result<(), LinkError>) {
+    let peer = peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+    match r {
+        Ok(()) | Err(LinkError::Shutdown) => tracing::debug!(%addr, %peer, "link closed"),
+        Err(e @ (LinkError::Refused(_) | LinkError::Refusing(_))) => {
+            tracing::warn!(%addr, %peer, "link refused: {e}")
+        }
+        Err(e @ (LinkError::BadPreface | LinkError::Codec(_) | LinkError::Protocol(_))) => {
+            tracing::warn!(%addr, %peer, "dropped connection: {e}")
+        }
+        Err(e) => tracing::info!(%addr, %peer, "link ended: {e}"),
+    }
+}

@@ -1,0 +1,219 @@
+//! The forwarding plane: routes each routed frame to the next hop or to a local endpoint.
+//!
+//! Link readers call [`Router::route`] directly, so relaying never queues behind the
+//! control-plane driver. The table they read is a snapshot the driver republishes
+//! whenever routing changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+use super::stream::{StreamKey, StreamReader, StreamTable, StreamWriter};
+use crate::wire::{Body, Frame, NodeId, Routed, Side};
+
+/// Queues feeding one link's writer. Stream data waits behind a bounded queue (this is
+/// where relays apply backpressure); everything else takes the priority queue.
+#[derive(Clone, Debug)]
+pub(crate) struct LinkTx {
+    pub(crate) ctrl: mpsc::Sender<Bytes>,
+    pub(crate) data: mpsc::Sender<Bytes>,
+}
+
+impl LinkTx {
+    pub(crate) async fn send(&self, frame: &Frame) {
+        // Data and Fin share one queue so a stream's end never overtakes its bytes.
+        let is_data =
+            matches!(frame, Frame::Routed(Routed { body: Body::Data { .. } | Body::Fin { .. }, .. }));
+        let bytes = frame.encode();
+        let queue = if is_data { &self.data } else { &self.ctrl };
+        // A closed queue means the link just died; stream offsets expose any loss.
+        let _ = queue.send(bytes).await;
+    }
+}
+
+/// A stream opened towards this node for a registered service.
+pub struct Incoming {
+    pub peer: NodeId,
+    pub header: Bytes,
+    pub writer: StreamWriter,
+    pub reader: StreamReader,
+}
+
+pub(crate) struct Router {
+    pub(crate) me: NodeId,
+    table: RwLock<Arc<HashMap<NodeId, LinkTx>>>,
+    pub(crate) streams: StreamTable,
+    services: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
+    pings: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    pub(crate) window: u32,
+    pub(crate) max_hops: u8,
+    tracker: TaskTracker,
+    this: Weak<Router>,
+}
+
+impl Router {
+    pub(crate) fn new(me: NodeId, window: u32, max_hops: u8, tracker: TaskTracker) -> Arc<Router> {
+        Arc::new_cyclic(|this| Router {
+            me,
+            table: RwLock::new(Arc::new(HashMap::new())),
+            streams: StreamTable::default(),
+            services: Mutex::new(HashMap::new()),
+            pings: Mutex::new(HashMap::new()),
+            window,
+            max_hops,
+            tracker,
+            this: this.clone(),
+        })
+    }
+
+    pub(crate) fn publish(&self, table: HashMap<NodeId, LinkTx>) {
+        if let Ok(mut t) = self.table.write() {
+            *t = Arc::new(table);
+        }
+    }
+
+    pub(crate) fn reachable(&self, dst: &NodeId) -> bool {
+        *dst == self.me || self.next(dst).is_some()
+    }
+
+    fn next(&self, dst: &NodeId) -> Option<LinkTx> {
+        self.table.read().ok().and_then(|t| t.get(dst).cloned())
+    }
+
+    pub(crate) fn register_service(&self, name: &str, tx: mpsc::Sender<Incoming>) {
+        if let Ok(mut s) = self.services.lock() {
+            s.insert(name.to_owned(), tx);
+        }
+    }
+
+    pub(crate) fn expect_pong(&self, id: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut p) = self.pings.lock() {
+            p.insert(id, tx);
+        }
+        rx
+    }
+
+    pub(crate) fn forget_ping(&self, id: u64) {
+        if let Ok(mut p) = self.pings.lock() {
+            p.remove(&id);
+        }
+    }
+
+    /// Sends a body we originate to `dst`.
+    pub(crate) async fn originate(&self, dst: &NodeId, body: Body) {
+        let routed = Routed { src: self.me.clone(), dst: dst.clone(), hops_left: self.max_hops, body };
+        self.route(routed).await;
+    }
+
+    /// Sends a stream frame; if the destination is unreachable the stream is reset locally.
+    pub(crate) async fn send_stream(&self, dst: &NodeId, body: Body) {
+        self.originate(dst, body).await;
+    }
+
+    /// Sends from a synchronous context (drop handlers) without waiting.
+    pub(crate) fn send_detached(self: &Arc<Self>, dst: NodeId, body: Body) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let router = self.clone();
+        self.tracker.spawn(async move { router.originate(&dst, body).await });
+    }
+
+    /// Forwards `routed` towards its destination or handles it here.
+    pub(crate) async fn route(&self, mut routed: Routed) {
+        if routed.dst == self.me {
+            Box::pin(self.local(routed)).await;
+            return;
+        }
+        let fail = match (routed.hops_left, self.next(&routed.dst)) {
+            (0, _) => format!("hop limit exceeded at {} on the way to {}", self.me, routed.dst),
+            (_, None) => format!("no route to node {} from {}", routed.dst, self.me),
+            (_, Some(link)) => {
+                if routed.src != self.me {
+                    routed.hops_left -= 1;
+                }
+                link.send(&Frame::Routed(routed)).await;
+                return;
+            }
+        };
+        Box::pin(self.unreachable(routed, fail)).await;
+    }
+
+    /// Tells the source that `routed` could not be delivered.
+    async fn unreachable(&self, routed: Routed, reason: String) {
+        if matches!(routed.body, Body::Unreachable { .. }) {
+            return;
+        }
+        let stream = routed.body.stream();
+        if routed.src == self.me {
+            if let Some((id, from)) = stream {
+                self.streams.reset_one(&StreamKey { peer: routed.dst.clone(), id, local: from }, &reason);
+            }
+            return;
+        }
+        self.originate(&routed.src, Body::Unreachable { stream, reason }).await;
+    }
+
+    async fn local(&self, routed: Routed) {
+        let Routed { src, body, .. } = routed;
+        match body {
+            Body::Ping { id } => self.originate(&src, Body::Pong { id }).await,
+            Body::Pong { id } => {
+                let waiter = self.pings.lock().ok().and_then(|mut p| p.remove(&id));
+                if let Some(tx) = waiter {
+                    let _ = tx.send(());
+                }
+            }
+            Body::Unreachable { stream: Some((id, from)), reason } => {
+                self.streams.reset_one(&StreamKey { peer: src, id, local: from }, &reason);
+            }
+            Body::Unreachable { stream: None, .. } => {}
+            Body::Open { stream, service, window, header } => {
+                self.accept(src, stream, service, window, header).await;
+            }
+            other => {
+                if let Some(reset) = self.streams.deliver(&src, other) {
+                    self.originate(&src, reset).await;
+                }
+            }
+        }
+    }
+
+    async fn accept(&self, src: NodeId, id: u64, service: String, window: u32, header: Bytes) {
+        let key = StreamKey { peer: src.clone(), id, local: Side::Acceptor };
+        let handler = self.services.lock().ok().and_then(|s| s.get(&service).cloned());
+        let Some(handler) = handler else {
+            let reason = format!("node {} offers no service {service:?}", self.me);
+            self.originate(&src, Body::Reset { stream: id, from: Side::Acceptor, reason }).await;
+            return;
+        };
+        let (writer, reader) = self.endpoints(key, window);
+        let incoming = Incoming { peer: src.clone(), header, writer, reader };
+        if let Err(err) = handler.try_send(incoming) {
+            let reason = format!("node {} is too busy to accept a {service} stream", self.me);
+            let incoming = match err {
+                mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i) => i,
+            };
+            incoming.writer.reset(&reason).await;
+            return;
+        }
+        self.originate(&src, Body::Credit { stream: id, from: Side::Acceptor, n: self.window }).await;
+    }
+
+    /// Registers both halves of a local stream end.
+    pub(crate) fn endpoints(&self, key: StreamKey, send_credit: u32) -> (StreamWriter, StreamReader) {
+        let (rx, credit) = self.streams.register(key.clone(), self.window, send_credit);
+        let router = self.self_arc();
+        let writer = StreamWriter { key: key.clone(), router: router.clone(), credit, offset: 0, done: false };
+        let reader = StreamReader { key, router, rx, window: self.window, unacked: 0, ended: false };
+        (writer, reader)
+    }
+
+    fn self_arc(&self) -> Arc<Router> {
+        self.this.upgrade().expect("UNWRAP: a Router is only reachable through its Arc")
+    }
+}

@@ -1,0 +1,402 @@
+//! End-to-end streams over the mesh with credit-based flow control.
+//!
+//! A stream joins two nodes across any number of relays. Each direction carries byte
+//! offsets (a gap is detected, never silently skipped) and is limited by credit the
+//! receiver grants as its application consumes data, so no node buffers more than one
+//! window per stream whatever the sizes involved.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+
+use super::router::Router;
+use crate::wire::{Body, MAX_DATA_CHUNK, NodeId, Side};
+
+/// Identifies a stream at one end: the remote node, the opener's number, and our role.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    pub peer: NodeId,
+    pub id: u64,
+    pub local: Side,
+}
+
+/// Why a stream ended abnormally.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StreamError {
+    #[error("stream reset: {0}")]
+    Reset(String),
+}
+
+/// What a reader gets from a stream.
+#[derive(Debug)]
+pub enum Chunk {
+    Data(Bytes),
+    /// The remote end finished; `trailer` is its end-of-stream metadata.
+    End(Bytes),
+}
+
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Data(Bytes),
+    Fin(Bytes),
+    Reset(String),
+}
+
+/// Send-side credit shared between the writer and the frame dispatcher.
+#[derive(Debug, Default)]
+pub(crate) struct Credit {
+    avail: AtomicU64,
+    closed: AtomicBool,
+    reason: Mutex<Option<String>>,
+    notify: Notify,
+}
+
+impl Credit {
+    fn add(&self, n: u64) {
+        self.avail.fetch_add(n, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+
+    fn close(&self, reason: &str) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert_with(|| reason.to_owned());
+        }
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn closed_reason(&self) -> Option<String> {
+        if !self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.reason.lock().ok().and_then(|r| r.clone()).unwrap_or_else(|| "stream closed".into()))
+    }
+
+    /// Waits until some credit is available and takes up to `want` bytes of it.
+    async fn take(&self, want: u64) -> Result<u64, StreamError> {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(reason) = self.closed_reason() {
+                return Err(StreamError::Reset(reason));
+            }
+            let cur = self.avail.load(Ordering::Acquire);
+            if cur > 0 {
+                let n = cur.min(want);
+                if self.avail.compare_exchange(cur, cur - n, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    return Ok(n);
+                }
+                continue;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct Slot {
+    inbound: mpsc::UnboundedSender<Inbound>,
+    credit: Arc<Credit>,
+    /// Bytes the remote may still send before exceeding the credit we granted.
+    recv_allowance: u64,
+    recv_offset: u64,
+    remote_done: bool,
+    local_done: bool,
+}
+
+/// All streams ending at this node.
+#[derive(Default)]
+pub(crate) struct StreamTable {
+    slots: Mutex<HashMap<StreamKey, Slot>>,
+    next_id: AtomicU64,
+}
+
+impl StreamTable {
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers a stream end; `send_credit` is what the remote granted us up front.
+    pub(crate) fn register(
+        &self,
+        key: StreamKey,
+        window: u32,
+        send_credit: u32,
+    ) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Credit>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let credit = Arc::new(Credit::default());
+        credit.add(u64::from(send_credit));
+        let slot = Slot {
+            inbound: tx,
+            credit: credit.clone(),
+            recv_allowance: u64::from(window),
+            recv_offset: 0,
+            remote_done: false,
+            local_done: false,
+        };
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.insert(key, slot);
+        }
+        (rx, credit)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Handles a stream frame addressed to us. Returns a reset to send back when the
+    /// frame violates the protocol or names an unknown stream.
+    pub(crate) fn deliver(&self, src: &NodeId, body: Body) -> Option<Body> {
+        let (id, from) = body.stream()?;
+        let key = StreamKey { peer: src.clone(), id, local: from.other() };
+        let mut slots = self.slots.lock().ok()?;
+        let Some(slot) = slots.get_mut(&key) else {
+            return match body {
+                Body::Reset { .. } | Body::Fin { .. } | Body::Credit { .. } => None,
+                _ => Some(Body::Reset { stream: id, from: key.local, reason: "no such stream".into() }),
+            };
+        };
+        let verdict = apply(slot, body);
+        let finished = slot.remote_done && slot.local_done;
+        match verdict {
+            Ok(()) if finished => {
+                slots.remove(&key);
+                None
+            }
+            Ok(()) => None,
+            Err(reason) => {
+                let _ = slot.inbound.send(Inbound::Reset(reason.clone()));
+                slot.credit.close(&reason);
+                slots.remove(&key);
+                Some(Body::Reset { stream: id, from: key.local, reason })
+            }
+        }
+    }
+
+    /// Marks our sending direction finished (Fin or Reset sent).
+    pub(crate) fn local_done(&self, key: &StreamKey, reset: bool) {
+        let Ok(mut slots) = self.slots.lock() else { return };
+        let remove = match slots.get_mut(key) {
+            Some(slot) => {
+                slot.local_done = true;
+                reset || slot.remote_done
+            }
+            None => false,
+        };
+        if remove {
+            slots.remove(key);
+        }
+    }
+
+    /// Records that the application consumed `n` bytes (credit is granted separately).
+    pub(crate) fn granted(&self, key: &StreamKey, n: u64) {
+        if let Ok(mut slots) = self.slots.lock() {
+            if let Some(slot) = slots.get_mut(key) {
+                slot.recv_allowance += n;
+            }
+        }
+    }
+
+    /// Resets every stream whose peer satisfies `lost`, telling local readers why.
+    pub(crate) fn reset_where(&self, lost: impl Fn(&NodeId) -> bool, reason: impl Fn(&NodeId) -> String) {
+        let Ok(mut slots) = self.slots.lock() else { return };
+        slots.retain(|key, slot| {
+            if !lost(&key.peer) {
+                return true;
+            }
+            let why = reason(&key.peer);
+            let _ = slot.inbound.send(Inbound::Reset(why.clone()));
+            slot.credit.close(&why);
+            false
+        });
+    }
+
+    /// Resets one stream locally (used when the network reports it unreachable).
+    pub(crate) fn reset_one(&self, key: &StreamKey, reason: &str) {
+        let Ok(mut slots) = self.slots.lock() else { return };
+        if let Some(slot) = slots.remove(key) {
+            let _ = slot.inbound.send(Inbound::Reset(reason.to_owned()));
+            slot.credit.close(reason);
+        }
+    }
+}
+
+fn apply(slot: &mut Slot, body: Body) -> Result<(), String> {
+    match body {
+        Body::Data { offset, data, .. } => {
+            if slot.remote_done {
+                return Err("data after end of stream".into());
+            }
+            if offset != slot.recv_offset {
+                return Err(format!(
+                    "stream data lost in transit (expected offset {}, got {offset}); a link failed mid-stream",
+                    slot.recv_offset
+                ));
+            }
+            let len = data.len() as u64;
+            if len > slot.recv_allowance {
+                return Err("peer exceeded the flow-control window".into());
+            }
+            slot.recv_allowance -= len;
+            slot.recv_offset += len;
+            let _ = slot.inbound.send(Inbound::Data(data));
+        }
+        Body::Credit { n, .. } => slot.credit.add(u64::from(n)),
+        Body::Fin { trailer, .. } => {
+            slot.remote_done = true;
+            let _ = slot.inbound.send(Inbound::Fin(trailer));
+        }
+        Body::Reset { reason, .. } => {
+            slot.remote_done = true;
+            slot.local_done = true;
+            let _ = slot.inbound.send(Inbound::Reset(reason.clone()));
+            slot.credit.close(&reason);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The sending half of a stream.
+pub struct StreamWriter {
+    pub(crate) key: StreamKey,
+    pub(crate) router: Arc<Router>,
+    pub(crate) credit: Arc<Credit>,
+    pub(crate) offset: u64,
+    pub(crate) done: bool,
+}
+
+impl StreamWriter {
+    /// Sends `data`, waiting for credit as needed (this is where a slow reader slows us).
+    pub async fn write(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+        while !data.is_empty() {
+            let want = data.len().min(MAX_DATA_CHUNK) as u64;
+            let n = self.credit.take(want).await? as usize;
+            let chunk = data.split_to(n);
+            let body = Body::Data { stream: self.key.id, from: self.key.local, offset: self.offset, data: chunk };
+            self.offset += n as u64;
+            self.router.send_stream(&self.key.peer, body).await;
+        }
+        Ok(())
+    }
+
+    /// Ends our direction with `trailer` as end-of-stream metadata.
+    pub async fn finish(mut self, trailer: Bytes) {
+        self.done = true;
+        let body = Body::Fin { stream: self.key.id, from: self.key.local, trailer };
+        self.router.send_stream(&self.key.peer, body).await;
+        self.router.streams.local_done(&self.key, false);
+    }
+
+    /// Aborts the stream in both directions.
+    pub async fn reset(mut self, reason: &str) {
+        self.done = true;
+        let body = Body::Reset { stream: self.key.id, from: self.key.local, reason: reason.to_owned() };
+        self.router.send_stream(&self.key.peer, body).await;
+        self.router.streams.reset_one(&self.key, reason);
+    }
+
+    pub fn peer(&self) -> &NodeId {
+        &self.key.peer
+    }
+
+    /// A handle that resolves when the stream is reset or its path lost, usable while
+    /// the writer itself is busy elsewhere.
+    pub fn close_watch(&self) -> CloseWatch {
+        CloseWatch { credit: self.credit.clone() }
+    }
+}
+
+/// See [`StreamWriter::close_watch`].
+pub struct CloseWatch {
+    credit: Arc<Credit>,
+}
+
+impl CloseWatch {
+    /// Resolves with the reason once the stream is reset.
+    pub async fn closed(&self) -> String {
+        loop {
+            let notified = self.credit.notify.notified();
+            if let Some(reason) = self.credit.closed_reason() {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for StreamWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let body = Body::Reset { stream: self.key.id, from: self.key.local, reason: "stream abandoned".into() };
+            self.router.send_detached(self.key.peer.clone(), body);
+            self.router.streams.reset_one(&self.key, "stream abandoned");
+        }
+    }
+}
+
+/// The receiving half of a stream.
+pub struct StreamReader {
+    pub(crate) key: StreamKey,
+    pub(crate) router: Arc<Router>,
+    pub(crate) rx: mpsc::UnboundedReceiver<Inbound>,
+    pub(crate) window: u32,
+    pub(crate) unacked: u64,
+    pub(crate) ended: bool,
+}
+
+impl StreamReader {
+    /// The next chunk of data, or the end of the stream.
+    pub async fn recv(&mut self) -> Result<Chunk, StreamError> {
+        if self.ended {
+            return Err(StreamError::Reset("read past end of stream".into()));
+        }
+        let item = self.rx.recv().await;
+        match item {
+            Some(Inbound::Data(data)) => {
+                self.consumed(data.len() as u64).await;
+                Ok(Chunk::Data(data))
+            }
+            Some(Inbound::Fin(trailer)) => {
+                self.ended = true;
+                Ok(Chunk::End(trailer))
+            }
+            Some(Inbound::Reset(reason)) => {
+                self.ended = true;
+                Err(StreamError::Reset(reason))
+            }
+            None => {
+                self.ended = true;
+                Err(StreamError::Reset("stream closed".into()))
+            }
+        }
+    }
+
+    /// Grants credit back in batches of a quarter window.
+    async fn consumed(&mut self, n: u64) {
+        self.unacked += n;
+        if self.unacked >= u64::from(self.window / 4).max(1) {
+            let grant = self.unacked.min(u64::from(u32::MAX)) as u32;
+            self.unacked -= u64::from(grant);
+            self.router.streams.granted(&self.key, u64::from(grant));
+            let body = Body::Credit { stream: self.key.id, from: self.key.local, n: grant };
+            self.router.send_stream(&self.key.peer, body).await;
+        }
+    }
+
+    pub fn peer(&self) -> &NodeId {
+        &self.key.peer
+    }
+}
+
+impl Drop for StreamReader {
+    fn drop(&mut self) {
+        if !self.ended {
+            let body =
+                Body::Reset { stream: self.key.id, from: self.key.local, reason: "reader went away".into() };
+            self.router.send_detached(self.key.peer.clone(), body);
+            self.router.streams.reset_one(&self.key, "reader went away");
+        }
+    }
+}

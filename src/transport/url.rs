@@ -1,0 +1,132 @@
+//! Peer and listener URLs: `receptor://host:port` (alias `rnp://`, default port 8888) and
+//! `receptors://host:port` (alias `rnps://`, TLS, default port 8899). A bare `host:port`
+//! means plain TCP.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Default port of plain links, as in the original Receptor.
+pub const DEFAULT_TCP_PORT: u16 = 8888;
+/// Default port of TLS links.
+pub const DEFAULT_TLS_PORT: u16 = 8899;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Tcp,
+    Tls,
+}
+
+/// A parsed link address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerUrl {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UrlError {
+    #[error("unsupported scheme {0:?} (use receptor://, rnp://, receptors:// or rnps://)")]
+    Scheme(String),
+    #[error("missing host in {0:?}")]
+    Host(String),
+    #[error("invalid port in {0:?}")]
+    Port(String),
+    #[error("unexpected path or query in {0:?}")]
+    Path(String),
+}
+
+impl FromStr for PeerUrl {
+    type Err = UrlError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (scheme, rest) = match s.split_once("://") {
+            Some(("receptor" | "rnp" | "tcp", rest)) => (Scheme::Tcp, rest),
+            Some(("receptors" | "rnps" | "tls", rest)) => (Scheme::Tls, rest),
+            Some((other, _)) => return Err(UrlError::Scheme(other.to_owned())),
+            None => (Scheme::Tcp, s),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#']) {
+            return Err(UrlError::Path(s.to_owned()));
+        }
+        let default_port = match scheme {
+            Scheme::Tcp => DEFAULT_TCP_PORT,
+            Scheme::Tls => DEFAULT_TLS_PORT,
+        };
+        let (host, port) = split_host_port(rest, s)?;
+        let port = match port {
+            None => default_port,
+            Some(p) => p.parse().map_err(|_| UrlError::Port(s.to_owned()))?,
+        };
+        if host.is_empty() {
+            return Err(UrlError::Host(s.to_owned()));
+        }
+        Ok(PeerUrl { scheme, host: host.to_owned(), port })
+    }
+}
+
+/// Splits `host[:port]`, accepting bracketed IPv6 literals.
+fn split_host_port<'a>(rest: &'a str, whole: &str) -> Result<(&'a str, Option<&'a str>), UrlError> {
+    if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| UrlError::Host(whole.to_owned()))?;
+        return match after {
+            "" => Ok((host, None)),
+            p => Ok((host, Some(p.strip_prefix(':').ok_or_else(|| UrlError::Port(whole.to_owned()))?))),
+        };
+    }
+    Ok(match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    })
+}
+
+impl fmt::Display for PeerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Tcp => "receptor",
+            Scheme::Tls => "receptors",
+        };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PeerUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PeerUrl {
+        s.parse().expect("parses")
+    }
+
+    #[test]
+    fn parses_schemes_and_default_ports() {
+        assert_eq!(p("receptor://h"), PeerUrl { scheme: Scheme::Tcp, host: "h".into(), port: 8888 });
+        assert_eq!(p("rnp://h:1234").port, 1234);
+        assert_eq!(p("receptors://h").port, 8899);
+        assert_eq!(p("rnps://h").scheme, Scheme::Tls);
+        assert_eq!(p("127.0.0.1:9").port, 9);
+        assert_eq!(p("receptor://[::1]:7").host, "::1");
+        assert_eq!(p("receptor://host.example.com:1234/").to_string(), "receptor://host.example.com:1234");
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        assert!(matches!("http://h".parse::<PeerUrl>(), Err(UrlError::Scheme(_))));
+        assert!(matches!("receptor://h:x".parse::<PeerUrl>(), Err(UrlError::Port(_))));
+        assert!(matches!("receptor://:8".parse::<PeerUrl>(), Err(UrlError::Host(_))));
+        assert!(matches!("receptor://h:1/x".parse::<PeerUrl>(), Err(UrlError::Path(_))));
+        assert!(matches!("receptor://h:99999".parse::<PeerUrl>(), Err(UrlError::Port(_))));
+    }
+}

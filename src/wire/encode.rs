@@ -1,0 +1,180 @@
+//! Binary encoding of [`Frame`]s: big-endian integers, u16-prefixed strings, u32-prefixed blobs.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{Body, Frame, Hello, Lsa, Routed, Side};
+
+pub(super) mod tag {
+    pub const HELLO: u8 = 0x01;
+    pub const ADMIT: u8 = 0x02;
+    pub const REJECT: u8 = 0x03;
+    pub const KEEPALIVE: u8 = 0x04;
+    pub const LSA: u8 = 0x05;
+    pub const SYNC_DONE: u8 = 0x06;
+    pub const GOODBYE: u8 = 0x07;
+    pub const ROUTED: u8 = 0x10;
+
+    pub const PING: u8 = 0x01;
+    pub const PONG: u8 = 0x02;
+    pub const UNREACHABLE: u8 = 0x03;
+    pub const OPEN: u8 = 0x10;
+    pub const DATA: u8 = 0x11;
+    pub const CREDIT: u8 = 0x12;
+    pub const FIN: u8 = 0x13;
+    pub const RESET: u8 = 0x14;
+}
+
+impl Frame {
+    /// Encodes the frame with its 4-byte length prefix.
+    pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.size_hint() + 4);
+        self.encode_into(&mut buf);
+        buf.freeze()
+    }
+
+    /// Appends the length-prefixed frame to `buf`.
+    pub fn encode_into(&self, buf: &mut BytesMut) {
+        let start = buf.len();
+        buf.put_u32(0);
+        self.encode_body(buf);
+        let len = (buf.len() - start - 4) as u32;
+        buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    fn size_hint(&self) -> usize {
+        match self {
+            Frame::Routed(Routed { body: Body::Data { data, .. }, .. }) => data.len() + 160,
+            _ => 256,
+        }
+    }
+
+    fn encode_body(&self, buf: &mut BytesMut) {
+        match self {
+            Frame::Hello(h) => encode_hello(h, buf),
+            Frame::Admit => buf.put_u8(tag::ADMIT),
+            Frame::Reject { reason } => {
+                buf.put_u8(tag::REJECT);
+                put_str(buf, reason);
+            }
+            Frame::Keepalive => buf.put_u8(tag::KEEPALIVE),
+            Frame::Lsa(lsa) => encode_lsa(lsa, buf),
+            Frame::SyncDone => buf.put_u8(tag::SYNC_DONE),
+            Frame::Goodbye { reason } => {
+                buf.put_u8(tag::GOODBYE);
+                put_str(buf, reason);
+            }
+            Frame::Routed(r) => encode_routed(r, buf),
+        }
+    }
+}
+
+fn encode_hello(h: &Hello, buf: &mut BytesMut) {
+    buf.put_u8(tag::HELLO);
+    buf.put_u16(h.version);
+    put_str(buf, h.node_id.as_str());
+    buf.put_u64(h.epoch);
+    buf.put_u32(h.caps);
+    buf.put_u32(h.idle_timeout_ms);
+    buf.put_f64(h.cost);
+}
+
+fn encode_lsa(lsa: &Lsa, buf: &mut BytesMut) {
+    buf.put_u8(tag::LSA);
+    put_str(buf, lsa.origin.as_str());
+    buf.put_u64(lsa.epoch);
+    buf.put_u64(lsa.seq);
+    buf.put_u8(u8::from(lsa.leaving) | (u8::from(lsa.ephemeral) << 1));
+    buf.put_u16(lsa.neighbors.len() as u16);
+    for (id, cost) in &lsa.neighbors {
+        put_str(buf, id.as_str());
+        buf.put_f64(*cost);
+    }
+    buf.put_u16(lsa.work_types.len() as u16);
+    for wt in &lsa.work_types {
+        put_str(buf, &wt.name);
+        put_str(buf, &wt.version);
+    }
+}
+
+fn encode_routed(r: &Routed, buf: &mut BytesMut) {
+    buf.put_u8(tag::ROUTED);
+    put_str(buf, r.src.as_str());
+    put_str(buf, r.dst.as_str());
+    buf.put_u8(r.hops_left);
+    match &r.body {
+        Body::Ping { id } => {
+            buf.put_u8(tag::PING);
+            buf.put_u64(*id);
+        }
+        Body::Pong { id } => {
+            buf.put_u8(tag::PONG);
+            buf.put_u64(*id);
+        }
+        Body::Unreachable { stream, reason } => {
+            buf.put_u8(tag::UNREACHABLE);
+            match stream {
+                None => {
+                    buf.put_u8(0);
+                    buf.put_u64(0);
+                }
+                Some((id, side)) => {
+                    buf.put_u8(1 + side_byte(*side));
+                    buf.put_u64(*id);
+                }
+            }
+            put_str(buf, reason);
+        }
+        Body::Open { stream, service, window, header } => {
+            buf.put_u8(tag::OPEN);
+            buf.put_u64(*stream);
+            put_str(buf, service);
+            buf.put_u32(*window);
+            put_blob(buf, header);
+        }
+        Body::Data { stream, from, offset, data } => {
+            stream_head(buf, tag::DATA, *stream, *from);
+            buf.put_u64(*offset);
+            put_blob(buf, data);
+        }
+        Body::Credit { stream, from, n } => {
+            stream_head(buf, tag::CREDIT, *stream, *from);
+            buf.put_u32(*n);
+        }
+        Body::Fin { stream, from, trailer } => {
+            stream_head(buf, tag::FIN, *stream, *from);
+            put_blob(buf, trailer);
+        }
+        Body::Reset { stream, from, reason } => {
+            stream_head(buf, tag::RESET, *stream, *from);
+            put_str(buf, reason);
+        }
+    }
+}
+
+fn stream_head(buf: &mut BytesMut, t: u8, stream: u64, from: Side) {
+    buf.put_u8(t);
+    buf.put_u64(stream);
+    buf.put_u8(side_byte(from));
+}
+
+pub(super) fn side_byte(side: Side) -> u8 {
+    match side {
+        Side::Opener => 0,
+        Side::Acceptor => 1,
+    }
+}
+
+/// Strings longer than u16::MAX are truncated at a char boundary; callers bound them first.
+fn put_str(buf: &mut BytesMut, s: &str) {
+    let mut end = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    buf.put_u16(end as u16);
+    buf.put_slice(&s.as_bytes()[..end]);
+}
+
+fn put_blob(buf: &mut BytesMut, b: &[u8]) {
+    buf.put_u32(b.len() as u32);
+    buf.put_slice(b);
+}

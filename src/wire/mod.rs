@@ -1,0 +1,174 @@
+//! The receptord wire protocol: typed frames and their binary encoding, with no I/O.
+//!
+//! Every byte read from a peer passes through [`Frame::decode`], which bounds every length
+//! and never panics; the framing itself lives in [`codec`]. `docs/PROTOCOL.md` is the
+//! normative description of what is encoded here.
+
+pub mod codec;
+mod decode;
+mod encode;
+mod node_id;
+
+use bytes::Bytes;
+
+pub use codec::FrameCodec;
+pub use node_id::{NodeId, NodeIdError};
+
+/// Protocol version spoken by this build. Peers must announce the same major version.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Magic bytes opening every connection, before any frame: "RCPT".
+pub const PREFACE: [u8; 4] = *b"RCPT";
+/// Largest frame body accepted from the network, in bytes.
+pub const MAX_FRAME: usize = 256 * 1024;
+/// Largest payload of one [`Routed::Data`] frame.
+pub const MAX_DATA_CHUNK: usize = 64 * 1024;
+/// Largest opaque header/trailer of a stream, in bytes.
+pub const MAX_META: usize = 64 * 1024;
+/// Largest human-readable reason string, in bytes.
+pub const MAX_REASON: usize = 4096;
+/// Most neighbours or work types one link-state advertisement may list.
+pub const MAX_LSA_ITEMS: usize = 1024;
+/// Default hop budget of a routed frame.
+pub const DEFAULT_HOPS: u8 = 30;
+
+/// Capability bits announced in [`Hello`].
+pub mod caps {
+    /// The node can carry flow-controlled streams.
+    pub const STREAMS: u32 = 1 << 0;
+    /// The node is short-lived (a CLI or API client) and will not relay traffic.
+    pub const EPHEMERAL: u32 = 1 << 1;
+}
+
+/// One frame on a link.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// First frame in each direction.
+    Hello(Hello),
+    /// Sent after both hellos: this side accepts the link.
+    Admit,
+    /// Sent after both hellos: this side refuses the link; the connection closes.
+    Reject { reason: String },
+    /// Liveness probe; carries nothing.
+    Keepalive,
+    /// A link-state advertisement being flooded.
+    Lsa(Lsa),
+    /// The sender has finished dumping its link-state database on this link.
+    SyncDone,
+    /// The sender is closing the link on purpose.
+    Goodbye { reason: String },
+    /// A message routed between two nodes, possibly across relays.
+    Routed(Routed),
+}
+
+/// Handshake contents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hello {
+    pub version: u16,
+    pub node_id: NodeId,
+    /// Start-up instant of the sender's incarnation (Unix nanoseconds); distinguishes restarts.
+    pub epoch: u64,
+    pub caps: u32,
+    /// The sender's idle timeout in milliseconds; the link uses the larger of the two.
+    pub idle_timeout_ms: u32,
+    /// The cost the sender assigns to this link.
+    pub cost: f64,
+}
+
+/// A link-state advertisement: what one node says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lsa {
+    pub origin: NodeId,
+    pub epoch: u64,
+    pub seq: u64,
+    /// The origin is leaving the mesh; forget it now.
+    pub leaving: bool,
+    pub ephemeral: bool,
+    pub neighbors: Vec<(NodeId, f64)>,
+    pub work_types: Vec<WorkTypeAd>,
+}
+
+/// One advertised work type.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WorkTypeAd {
+    pub name: String,
+    pub version: String,
+}
+
+/// Header of every routed message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    pub src: NodeId,
+    pub dst: NodeId,
+    pub hops_left: u8,
+    pub body: Body,
+}
+
+/// Which end of a stream sent a stream frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Opener,
+    Acceptor,
+}
+
+/// Routed message bodies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Ping { id: u64 },
+    Pong { id: u64 },
+    /// A frame for `dst` could not be delivered; sent back to the frame's source.
+    Unreachable { stream: Option<(u64, Side)>, reason: String },
+    /// Opens stream `stream` to `service`; `window` is the opener's receive window.
+    Open { stream: u64, service: String, window: u32, header: Bytes },
+    /// Stream bytes starting at byte `offset` of this direction.
+    Data { stream: u64, from: Side, offset: u64, data: Bytes },
+    /// The receiver consumed bytes: the sender may send `n` more.
+    Credit { stream: u64, from: Side, n: u32 },
+    /// The sender will send no more data; `trailer` is opaque end-of-stream metadata.
+    Fin { stream: u64, from: Side, trailer: Bytes },
+    /// The stream is aborted in both directions.
+    Reset { stream: u64, from: Side, reason: String },
+}
+
+/// Why a frame could not be decoded. Any of these closes the link it came from.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("frame truncated")]
+    Truncated,
+    #[error("unknown frame type {0:#04x}")]
+    UnknownType(u8),
+    #[error("unknown routed body type {0:#04x}")]
+    UnknownBody(u8),
+    #[error("{what} of {len} bytes exceeds the limit of {max}")]
+    TooLong { what: &'static str, len: usize, max: usize },
+    #[error("invalid UTF-8 in {0}")]
+    Utf8(&'static str),
+    #[error("invalid node id: {0}")]
+    NodeId(#[from] NodeIdError),
+    #[error("{0} trailing bytes after frame")]
+    Trailing(usize),
+    #[error("invalid value in {0}")]
+    Invalid(&'static str),
+}
+
+impl Body {
+    /// The stream a body belongs to, if any, with the side that sent it.
+    pub fn stream(&self) -> Option<(u64, Side)> {
+        match self {
+            Body::Open { stream, .. } => Some((*stream, Side::Opener)),
+            Body::Data { stream, from, .. }
+            | Body::Credit { stream, from, .. }
+            | Body::Fin { stream, from, .. }
+            | Body::Reset { stream, from, .. } => Some((*stream, *from)),
+            _ => None,
+        }
+    }
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Opener => Side::Acceptor,
+            Side::Acceptor => Side::Opener,
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Work: the plugin registry, the job service that runs work arriving over the mesh, and
+//! the plugins themselves. This is the only module that spawns processes.
+//!
+//! Plugins see a [`Job`] (parameters, an input to read, an output to write, a cancel
+//! token) and return a [`JobResult`]; they never touch sockets or mesh frames.
+
+pub mod command;
+pub mod io;
+pub mod process;
+pub mod service;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+pub use io::{JobInput, JobOutput};
+use crate::wire::{NodeId, WorkTypeAd};
+
+/// The name of the mesh service that accepts work.
+pub const WORK_SERVICE: &str = "work";
+
+/// What a requester sends when opening a work stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkRequest {
+    pub work_type: String,
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How a job ended; sent back as the stream's trailer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The process's exit code, when it exited normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that ended the process, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Why the job could not run or was stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The last bytes the process wrote to stderr.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr_tail: String,
+}
+
+impl JobResult {
+    pub fn failed(error: impl Into<String>) -> JobResult {
+        JobResult { error: Some(error.into()), ..JobResult::default() }
+    }
+
+    /// A conventional process exit status for this result (128+signal, 1 on error).
+    pub fn exit_status(&self) -> i32 {
+        match (self.exit_code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => 1,
+        }
+    }
+}
+
+/// One unit of work handed to a plugin.
+pub struct Job {
+    pub id: String,
+    pub submitter: NodeId,
+    pub node: NodeId,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub input: JobInput,
+    pub output: JobOutput,
+    pub cancel: CancellationToken,
+    /// A directory this job may use under the node's data dir (not yet created).
+    pub job_dir: PathBuf,
+}
+
+pub type JobFuture = Pin<Box<dyn Future<Output = JobResult> + Send>>;
+
+/// A kind of work a node can run.
+pub trait WorkType: Send + Sync {
+    fn version(&self) -> String;
+    fn run(&self, job: Job) -> JobFuture;
+}
+
+/// Why a job could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("node {node} has no work type {work_type:?} (it offers: {offers})")]
+    Unknown { node: NodeId, work_type: String, offers: String },
+    #[error("node {0} is shutting down and accepts no new work")]
+    Draining(NodeId),
+    #[error("bad work request: {0}")]
+    BadRequest(String),
+}
+
+/// Work types by name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    types: BTreeMap<String, Arc<dyn WorkType>>,
+    /// Names a node deliberately explains (e.g. why `ansible_runner` is missing).
+    absent: BTreeMap<String, String>,
+}
+
+impl Registry {
+    pub fn register(&mut self, name: impl Into<String>, work_type: Arc<dyn WorkType>) {
+        let name = name.into();
+        self.absent.remove(&name);
+        self.types.insert(name, work_type);
+    }
+
+    /// Records why `name` is not offered, so requesters get that explanation.
+    pub fn explain_absent(&mut self, name: impl Into<String>, why: impl Into<String>) {
+        self.absent.insert(name.into(), why.into());
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn WorkType>> {
+        self.types.get(name).cloned()
+    }
+
+    pub fn absent_reason(&self, name: &str) -> Option<&str> {
+        self.absent.get(name).map(String::as_str)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.types.keys().map(String::as_str).collect()
+    }
+
+    /// What this node advertises to the mesh.
+    pub fn ads(&self) -> Vec<WorkTypeAd> {
+        self.types.iter().map(|(name, wt)| WorkTypeAd { name: name.clone(), version: wt.version() }).collect()
+    }
+}

@@ -1,0 +1,161 @@
+//! Child processes for jobs: explicit program and arguments (no shell), their own process
+//! group, stdin fed from the job input, stdout streamed to the job output, and the whole
+//! group killed on cancel (SIGTERM, a grace period, then SIGKILL) and after exit.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio_util::sync::CancellationToken;
+
+use super::{JobInput, JobOutput, JobResult};
+
+/// Bytes of stderr kept for the job result.
+const STDERR_TAIL: usize = 4096;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ChildSpec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<(OsString, OsString)>,
+    /// How long a cancelled child gets between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+/// Feeds the child's stdin before the job input (e.g. a rewritten header).
+pub type Prelude = Option<Bytes>;
+
+/// Runs `spec` to completion or cancellation.
+pub async fn run_child(
+    spec: &ChildSpec,
+    prelude: Prelude,
+    input: JobInput,
+    mut output: JobOutput,
+    cancel: CancellationToken,
+) -> JobResult {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return JobResult::failed(format!("cannot start {}: {e}", spec.program.display())),
+    };
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let feeder = tokio::spawn(feed_stdin(stdin, prelude, input));
+    let tail = tokio::spawn(collect_stderr(stderr));
+    let pump_cancel = cancel.clone();
+    let stdout_done = async {
+        if let Some(out) = stdout {
+            if let Err(e) = pump_stdout(out, &mut output).await {
+                tracing::debug!(error = %e, "output stream closed; stopping job");
+                pump_cancel.cancel();
+            }
+        }
+    };
+    let (status, ()) = tokio::join!(wait_or_kill(&mut child, pgid, &cancel, spec.grace), stdout_done);
+    // Reap stragglers that outlived the leader (and release their pipe ends).
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    feeder.abort();
+    let stderr_tail = tail.await.unwrap_or_default();
+    to_result(status, cancel.is_cancelled(), stderr_tail)
+}
+
+fn to_result(status: std::io::Result<ExitStatus>, cancelled: bool, stderr_tail: String) -> JobResult {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Err(e) => JobResult { error: Some(format!("waiting for the process failed: {e}")), stderr_tail, ..Default::default() },
+        Ok(st) => JobResult {
+            exit_code: st.code(),
+            signal: st.signal(),
+            error: cancelled.then(|| "job cancelled".to_owned()),
+            stderr_tail,
+        },
+    }
+}
+
+async fn wait_or_kill(
+    child: &mut Child,
+    pgid: Option<Pid>,
+    cancel: &CancellationToken,
+    grace: Duration,
+) -> std::io::Result<ExitStatus> {
+    tokio::select! {
+        st = child.wait() => return st,
+        _ = cancel.cancelled() => {}
+    }
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGTERM);
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(st) => st,
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+            child.wait().await
+        }
+    }
+}
+
+async fn feed_stdin(stdin: Option<ChildStdin>, prelude: Prelude, mut input: JobInput) {
+    let Some(mut stdin) = stdin else { return };
+    if let Some(p) = prelude {
+        if stdin.write_all(&p).await.is_err() {
+            return;
+        }
+    }
+    while let Ok(Some(chunk)) = input.read().await {
+        if stdin.write_all(&chunk).await.is_err() {
+            return;
+        }
+    }
+    // Dropping stdin closes it: the child sees end of input.
+}
+
+async fn pump_stdout(mut out: ChildStdout, output: &mut JobOutput) -> Result<(), super::io::PipeError> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        buf.reserve(READ_CHUNK);
+        match out.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(_) => output.write(buf.split().freeze()).await?,
+        }
+    }
+}
+
+async fn collect_stderr(stderr: Option<ChildStderr>) -> String {
+    let Some(mut stderr) = stderr else { return String::new() };
+    let mut tail: VecDeque<u8> = VecDeque::with_capacity(STDERR_TAIL);
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = stderr.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        tail.extend(&buf[..n]);
+        while tail.len() > STDERR_TAIL {
+            tail.pop_front();
+        }
+    }
+    String::from_utf8_lossy(tail.make_contiguous()).into_owned()
+}
