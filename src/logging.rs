@@ -1,6 +1,7 @@
 //! Log output through `tracing`: human-readable or JSON lines on stderr (journald-friendly),
 //! optionally also to a daily-rotated file via `tracing-appender`.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
@@ -23,7 +24,11 @@ pub enum LogError {
 pub fn init(level: &str, format: LogFormat, file: Option<&Path>) -> Result<Option<WorkerGuard>, LogError> {
     let filter = || EnvFilter::try_new(level).map_err(|_| LogError::Level(level.to_owned()));
     let stderr = match format {
-        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).with_target(false).boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .boxed(),
         LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     }
     .with_filter(filter()?);

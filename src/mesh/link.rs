@@ -134,10 +134,10 @@ pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError
     let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
     let tx = LinkTx { ctrl: ctrl_tx, data: data_tx };
     let stop = ctx.cancel.child_token();
-    let up = Event::Up { link, tx, peer: peer.clone(), stop: stop.clone() };
+    let up = Event::Up { link, tx: tx.clone(), peer: peer.clone(), stop: stop.clone() };
     ctx.events.send(up).await.map_err(|_| LinkError::Shutdown)?;
     let write_task = tokio::spawn(write_loop(writer, ctrl_rx, data_rx, idle / 4, stop.clone()));
-    let result = read_loop(ctx, link, &mut reader, idle, &stop).await;
+    let result = read_loop(ctx, link, &tx, &mut reader, idle, &stop).await;
     stop.cancel();
     let _ = write_task.await;
     result
@@ -146,6 +146,7 @@ pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError
 async fn read_loop(
     ctx: &LinkCtx,
     link: LinkId,
+    tx: &LinkTx,
     reader: &mut FramedRead<ReadHalf<BoxedIo>, FrameCodec>,
     idle: Duration,
     stop: &CancellationToken,
@@ -161,7 +162,7 @@ async fn read_loop(
         };
         match frame {
             Frame::Keepalive => {}
-            Frame::Routed(r) => ctx.router.route(r).await,
+            Frame::Routed(r) => ctx.router.route_from(r, tx).await,
             Frame::Lsa(lsa) => send(ctx, Event::Lsa { link, lsa }).await?,
             Frame::SyncDone => send(ctx, Event::SyncDone { link }).await?,
             Frame::Goodbye { reason } => {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
 use super::stream::{StreamKey, StreamReader, StreamTable, StreamWriter};
@@ -52,7 +53,14 @@ pub(crate) struct Router {
     pub(crate) max_hops: u8,
     tracker: TaskTracker,
     this: Weak<Router>,
+    /// Reverse paths: the link a node's traffic last arrived on, for nodes the link-state
+    /// table does not know yet (a client that just joined). Replies can then flow before
+    /// its advertisement has reached every node.
+    learned: Mutex<HashMap<NodeId, (LinkTx, Instant)>>,
 }
+
+/// How long a learned reverse path is trusted without fresh traffic.
+const LEARNED_TTL: Duration = Duration::from_secs(30);
 
 impl Router {
     pub(crate) fn new(me: NodeId, window: u32, max_hops: u8, tracker: TaskTracker) -> Arc<Router> {
@@ -66,13 +74,34 @@ impl Router {
             max_hops,
             tracker,
             this: this.clone(),
+            learned: Mutex::new(HashMap::new()),
         })
     }
 
     pub(crate) fn publish(&self, table: HashMap<NodeId, LinkTx>) {
+        if let Ok(mut learned) = self.learned.lock() {
+            let now = Instant::now();
+            learned.retain(|node, (_, at)| !table.contains_key(node) && now.duration_since(*at) < LEARNED_TTL);
+        }
         if let Ok(mut t) = self.table.write() {
             *t = Arc::new(table);
         }
+    }
+
+    /// Remembers that `src` is reachable through the link its frame arrived on.
+    fn learn(&self, src: &NodeId, via: &LinkTx) {
+        if *src == self.me || self.table.read().is_ok_and(|t| t.contains_key(src)) {
+            return;
+        }
+        if let Ok(mut learned) = self.learned.lock() {
+            learned.insert(src.clone(), (via.clone(), Instant::now()));
+        }
+    }
+
+    /// Handles a frame that arrived on a link.
+    pub(crate) async fn route_from(&self, routed: Routed, via: &LinkTx) {
+        self.learn(&routed.src, via);
+        self.route(routed).await;
     }
 
     pub(crate) fn reachable(&self, dst: &NodeId) -> bool {
@@ -80,7 +109,12 @@ impl Router {
     }
 
     fn next(&self, dst: &NodeId) -> Option<LinkTx> {
-        self.table.read().ok().and_then(|t| t.get(dst).cloned())
+        if let Some(tx) = self.table.read().ok().and_then(|t| t.get(dst).cloned()) {
+            return Some(tx);
+        }
+        let learned = self.learned.lock().ok()?;
+        let (tx, at) = learned.get(dst)?;
+        (at.elapsed() < LEARNED_TTL && !tx.ctrl.is_closed()).then(|| tx.clone())
     }
 
     pub(crate) fn register_service(&self, name: &str, tx: mpsc::Sender<Incoming>) {

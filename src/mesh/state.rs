@@ -160,8 +160,9 @@ impl Mesh {
         let (old_id, old) = (*old_id, old.clone());
         if old.peer_epoch != epoch {
             return Some(format!(
-                "node id {peer} is already connected to this node (another instance, epoch {}); \
+                "node id {peer} is already in use by a node linked to {} (epoch {}); \
                  a restarted node is accepted once the old link times out",
+                self.me,
                 old.peer_epoch
             ));
         }

@@ -50,6 +50,8 @@ pub(crate) enum Inbound {
 pub(crate) struct Credit {
     avail: AtomicU64,
     closed: AtomicBool,
+    /// Closed because the remote stopped reading (not an abort): finish politely.
+    stopped: AtomicBool,
     reason: Mutex<Option<String>>,
     notify: Notify,
 }
@@ -103,6 +105,8 @@ struct Slot {
     recv_offset: u64,
     remote_done: bool,
     local_done: bool,
+    /// Our reader is gone: inbound data is discarded.
+    reader_gone: bool,
 }
 
 /// All streams ending at this node.
@@ -134,6 +138,7 @@ impl StreamTable {
             recv_offset: 0,
             remote_done: false,
             local_done: false,
+            reader_gone: false,
         };
         if let Ok(mut slots) = self.slots.lock() {
             slots.insert(key, slot);
@@ -189,6 +194,15 @@ impl StreamTable {
         }
     }
 
+    /// Our reader went away: discard further inbound data for this stream.
+    pub(crate) fn reader_gone(&self, key: &StreamKey) {
+        if let Ok(mut slots) = self.slots.lock() {
+            if let Some(slot) = slots.get_mut(key) {
+                slot.reader_gone = true;
+            }
+        }
+    }
+
     /// Records that the application consumed `n` bytes (credit is granted separately).
     pub(crate) fn granted(&self, key: &StreamKey, n: u64) {
         if let Ok(mut slots) = self.slots.lock() {
@@ -235,17 +249,23 @@ fn apply(slot: &mut Slot, body: Body) -> Result<(), String> {
                 ));
             }
             let len = data.len() as u64;
-            if len > slot.recv_allowance {
+            if len > slot.recv_allowance && !slot.reader_gone {
                 return Err("peer exceeded the flow-control window".into());
             }
-            slot.recv_allowance -= len;
+            slot.recv_allowance = slot.recv_allowance.saturating_sub(len);
             slot.recv_offset += len;
-            let _ = slot.inbound.send(Inbound::Data(data));
+            if !slot.reader_gone {
+                let _ = slot.inbound.send(Inbound::Data(data));
+            }
         }
         Body::Credit { n, .. } => slot.credit.add(u64::from(n)),
         Body::Fin { trailer, .. } => {
             slot.remote_done = true;
             let _ = slot.inbound.send(Inbound::Fin(trailer));
+        }
+        Body::Stop { .. } => {
+            slot.credit.stopped.store(true, Ordering::Release);
+            slot.credit.close("the remote end stopped reading");
         }
         Body::Reset { reason, .. } => {
             slot.remote_done = true;
@@ -328,7 +348,12 @@ impl CloseWatch {
 
 impl Drop for StreamWriter {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done && self.credit.stopped.load(Ordering::Acquire) {
+            // The remote stopped reading and asked us to stop: end our side politely.
+            let body = Body::Fin { stream: self.key.id, from: self.key.local, trailer: Bytes::new() };
+            self.router.send_detached(self.key.peer.clone(), body);
+            self.router.streams.local_done(&self.key, false);
+        } else if !self.done {
             let body = Body::Reset { stream: self.key.id, from: self.key.local, reason: "stream abandoned".into() };
             self.router.send_detached(self.key.peer.clone(), body);
             self.router.streams.reset_one(&self.key, "stream abandoned");
@@ -393,10 +418,10 @@ impl StreamReader {
 impl Drop for StreamReader {
     fn drop(&mut self) {
         if !self.ended {
-            let body =
-                Body::Reset { stream: self.key.id, from: self.key.local, reason: "reader went away".into() };
+            // Half-close: the remote stops sending, our own direction carries on.
+            self.router.streams.reader_gone(&self.key);
+            let body = Body::Stop { stream: self.key.id, from: self.key.local };
             self.router.send_detached(self.key.peer.clone(), body);
-            self.router.streams.reset_one(&self.key, "reader went away");
         }
     }
 }

@@ -12,6 +12,7 @@
 //! bits are dropped. Content already written stays inside `dest`; the caller removes it.
 
 use crate::runner::dostime::{self, Civil};
+use crate::runner::guard;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek};
@@ -126,11 +127,21 @@ struct Plan {
 }
 
 fn refused(entry: &str, rule: &'static str) -> ExtractError {
-    ExtractError::Refused { entry: entry.to_owned(), rule }
+    ExtractError::Refused {
+        entry: entry.to_owned(),
+        rule,
+    }
+}
+
+fn io_zip(e: io::Error) -> ExtractError {
+    ExtractError::Zip(e.into())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExtractError + '_ {
-    move |source| ExtractError::Io { path: path.to_owned(), source }
+    move |source| ExtractError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Opens the spooled zip at `zip_path` and extracts it into `dest` (see [`extract_zip`]).
@@ -146,10 +157,12 @@ pub fn extract_zip_path(
 /// Extracts the archive read from `zip` into `dest` (created if missing), enforcing the rules
 /// in the module docs. Every entry is validated before anything is written.
 pub fn extract_zip<R: Read + Seek>(
-    zip: R,
+    mut zip: R,
     dest: &Path,
     limits: &ExtractLimits,
 ) -> Result<ExtractStats, ExtractError> {
+    let bound = guard::bound_entry_count(&mut zip, limits.max_entries).map_err(io_zip)?;
+    bound.map_err(|r| refused("(central directory)", r))?;
     let mut archive = ZipArchive::new(zip)?;
     let plans = plan_all(&mut archive, limits)?;
     fs::create_dir_all(dest).map_err(io_err(dest))?;
@@ -176,7 +189,9 @@ fn plan_all<R: Read + Seek>(
     let (mut plans, mut total, mut packed) = (Vec::with_capacity(count), 0u64, 0u64);
     for index in 0..count {
         let file = archive.by_index_raw(index)?;
-        let Some(plan) = plan_entry(&file, index, limits)? else { continue };
+        let Some(plan) = plan_entry(&file, index, limits)? else {
+            continue;
+        };
         total = total.saturating_add(plan.size);
         packed = packed.saturating_add(file.compressed_size());
         if total > limits.max_total_bytes {
@@ -188,8 +203,11 @@ fn plan_all<R: Read + Seek>(
         let last = plans.last().map(|p| p.name.as_str()).unwrap_or_default();
         return Err(refused(last, rule::RATIO));
     }
-    let links: HashSet<&[String]> =
-        plans.iter().filter(|p| p.kind == Kind::Symlink).map(|p| p.parts.as_slice()).collect();
+    let links: HashSet<&[String]> = plans
+        .iter()
+        .filter(|p| p.kind == Kind::Symlink)
+        .map(|p| p.parts.as_slice())
+        .collect();
     for p in &plans {
         if (1..p.parts.len()).any(|n| links.contains(&p.parts[..n])) {
             return Err(refused(&p.name, rule::THROUGH_SYMLINK));
@@ -205,7 +223,7 @@ fn plan_entry<R: Read>(
     limits: &ExtractLimits,
 ) -> Result<Option<Plan>, ExtractError> {
     let name = file.name().to_owned();
-    let parts = split_name(&name)?;
+    let parts = guard::split_name(&name).map_err(|r| refused(&name, r))?;
     if parts.is_empty() {
         return Ok(None);
     }
@@ -229,63 +247,35 @@ fn plan_entry<R: Read>(
     if kind == Kind::Symlink && size > MAX_LINK {
         return Err(refused(&name, rule::SYMLINK_TARGET));
     }
-    let mtime = file.last_modified().and_then(|t| {
-        let c = Civil {
-            year: i64::from(t.year()),
-            month: t.month(),
-            day: t.day(),
-            hour: t.hour(),
-            minute: t.minute(),
-            second: t.second(),
-        };
-        dostime::unix_from_civil(&c)
-    });
-    Ok(Some(Plan { index, name, parts, kind, mode, size, mtime }))
+    let mtime = file.last_modified().and_then(dos_to_unix);
+    Ok(Some(Plan {
+        index,
+        name,
+        parts,
+        kind,
+        mode,
+        size,
+        mtime,
+    }))
 }
 
-/// Splits a zip name into safe components, dropping empty and `.` parts like Python's
-/// `ZipFile.extract`, and refusing absolute names, `..` and NUL bytes.
-fn split_name(name: &str) -> Result<Vec<String>, ExtractError> {
-    if name.starts_with('/') {
-        return Err(refused(name, rule::ABSOLUTE));
-    }
-    if name.contains('\0') {
-        return Err(refused(name, rule::BAD_NAME));
-    }
-    let mut parts = Vec::new();
-    for part in name.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return Err(refused(name, rule::PARENT)),
-            p => parts.push(p.to_owned()),
-        }
-    }
-    Ok(parts)
+/// The entry's DOS timestamp (read as UTC) in Unix seconds; `None` if the fields are invalid.
+fn dos_to_unix(t: zip::DateTime) -> Option<i64> {
+    dostime::unix_from_civil(&Civil {
+        year: i64::from(t.year()),
+        month: t.month(),
+        day: t.day(),
+        hour: t.hour(),
+        minute: t.minute(),
+        second: t.second(),
+    })
 }
 
-/// Checks a symlink target for an entry whose parent directory is `parents` (relative to dest).
-/// Accepted: relative targets whose `..` parts all come first and never climb above dest, so
-/// the link can only lead into dest even when later parts are themselves (checked) symlinks.
-fn check_link_target(plan: &Plan, target: &[u8]) -> Result<(), ExtractError> {
-    if target.is_empty() || target.contains(&0) {
-        return Err(refused(&plan.name, rule::SYMLINK_TARGET));
+fn conflict(plan: &Plan, what: &'static str) -> ExtractError {
+    ExtractError::Conflict {
+        entry: plan.name.clone(),
+        what,
     }
-    if target.starts_with(b"/") {
-        return Err(refused(&plan.name, rule::SYMLINK_OUT));
-    }
-    let mut depth = plan.parts.len() - 1;
-    let mut descended = false;
-    for part in target.split(|b| *b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." if descended => return Err(refused(&plan.name, rule::SYMLINK_OUT)),
-            b".." => {
-                depth = depth.checked_sub(1).ok_or_else(|| refused(&plan.name, rule::SYMLINK_OUT))?;
-            }
-            _ => descended = true,
-        }
-    }
-    Ok(())
 }
 
 /// Creates the missing parents of `plan` under `dest`, refusing to pass through symlinks.
@@ -298,16 +288,16 @@ fn ensure_parents(dest: &Path, plan: &Plan) -> Result<PathBuf, ExtractError> {
                 return Err(refused(&plan.name, rule::THROUGH_SYMLINK));
             }
             Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(ExtractError::Conflict {
-                    entry: plan.name.clone(),
-                    what: "a parent path is not a directory",
-                });
-            }
+            Ok(_) => return Err(conflict(plan, "a parent path is not a directory")),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir(&cur).map_err(io_err(&cur))?;
             }
-            Err(e) => return Err(ExtractError::Io { path: cur, source: e }),
+            Err(e) => {
+                return Err(ExtractError::Io {
+                    path: cur,
+                    source: e,
+                });
+            }
         }
     }
     Ok(cur.join(&plan.parts[plan.parts.len() - 1]))
@@ -319,6 +309,7 @@ enum Existing {
     Nothing,
     Dir,
     Fifo,
+    Symlink,
     Other,
 }
 
@@ -326,9 +317,13 @@ fn existing(path: &Path) -> Result<Existing, ExtractError> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(Existing::Dir),
         Ok(m) if m.file_type().is_fifo() => Ok(Existing::Fifo),
+        Ok(m) if m.file_type().is_symlink() => Ok(Existing::Symlink),
         Ok(_) => Ok(Existing::Other),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Existing::Nothing),
-        Err(e) => Err(ExtractError::Io { path: path.to_owned(), source: e }),
+        Err(e) => Err(ExtractError::Io {
+            path: path.to_owned(),
+            source: e,
+        }),
     }
 }
 
@@ -349,19 +344,21 @@ fn extract_one<R: Read>(
             remove(&path)?;
             stats.skipped += 1;
         }
+        // A symlink (possibly to a directory) is left alone: nothing is written through it,
+        // and later entries below it are refused.
+        (Kind::Dir, Existing::Symlink) => stats.skipped += 1,
         (Kind::Dir, Existing::Other) => {
-            // A symlink (possibly to a directory) is left alone: nothing is written through
-            // it, and later entries below it are refused.
-            if !fs::symlink_metadata(&path).map_err(io_err(&path))?.file_type().is_symlink() {
-                let what = "a file exists where a directory is expected";
-                return Err(ExtractError::Conflict { entry: plan.name.clone(), what });
-            }
-            stats.skipped += 1;
+            return Err(conflict(
+                plan,
+                "a file exists where a directory is expected",
+            ));
         }
         (Kind::Dir, Existing::Nothing) => make_dir(&path, plan, stats)?,
         (Kind::Symlink, Existing::Dir) => {
-            let what = "a directory exists where a symlink is expected";
-            return Err(ExtractError::Conflict { entry: plan.name.clone(), what });
+            return Err(conflict(
+                plan,
+                "a directory exists where a symlink is expected",
+            ));
         }
         (Kind::File | Kind::Symlink, ex) => {
             if ex != Existing::Nothing {
@@ -378,7 +375,10 @@ fn extract_one<R: Read>(
 }
 
 fn make_dir(path: &Path, plan: &Plan, stats: &mut ExtractStats) -> Result<(), ExtractError> {
-    fs::DirBuilder::new().mode(0o700).create(path).map_err(io_err(path))?;
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err(path))?;
     let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_DIRECTORY;
     let dir = OpenOptions::new()
         .read(true)
@@ -392,7 +392,8 @@ fn make_dir(path: &Path, plan: &Plan, stats: &mut ExtractStats) -> Result<(), Ex
 
 /// Sets mode and mtime on an open handle, so no symlink can redirect the change.
 fn finish_handle(f: &File, path: &Path, plan: &Plan) -> Result<(), ExtractError> {
-    f.set_permissions(fs::Permissions::from_mode(plan.mode)).map_err(io_err(path))?;
+    f.set_permissions(fs::Permissions::from_mode(plan.mode))
+        .map_err(io_err(path))?;
     if let Some(secs) = plan.mtime {
         let t = if secs >= 0 {
             SystemTime::UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
@@ -426,7 +427,7 @@ fn write_file<R: Read>(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ExtractError::Zip(e.into())),
+            Err(e) => return Err(io_zip(e)),
         };
         written += n as u64;
         stats.bytes += n as u64;
@@ -451,7 +452,9 @@ fn make_symlink<R: Read>(
     stats: &mut ExtractStats,
 ) -> Result<(), ExtractError> {
     let mut target = Vec::new();
-    file.take(MAX_LINK + 1).read_to_end(&mut target).map_err(|e| ExtractError::Zip(e.into()))?;
+    file.take(MAX_LINK + 1)
+        .read_to_end(&mut target)
+        .map_err(io_zip)?;
     if target.len() as u64 > plan.size {
         return Err(refused(&plan.name, rule::OVERSIZE));
     }
@@ -459,7 +462,7 @@ fn make_symlink<R: Read>(
     if stats.bytes > limits.max_total_bytes {
         return Err(refused(&plan.name, rule::TOTAL));
     }
-    check_link_target(plan, &target)?;
+    guard::check_link_target(plan.parts.len() - 1, &target).map_err(|r| refused(&plan.name, r))?;
     let target = std::ffi::OsStr::from_bytes(&target);
     std::os::unix::fs::symlink(target, path).map_err(io_err(path))?;
     stats.symlinks += 1;

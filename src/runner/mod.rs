@@ -15,6 +15,7 @@
 pub mod decode;
 pub mod dostime;
 pub mod extract;
+mod guard;
 pub mod pack;
 pub mod process;
 pub mod pyjson;

@@ -58,7 +58,10 @@ struct Entry {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PackError + '_ {
-    move |source| PackError::Io { path: path.to_owned(), source }
+    move |source| PackError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Zips `root` into `out` (e.g. a fresh temp file) and returns the archive size in bytes.
@@ -93,7 +96,9 @@ fn walk(root: &Path) -> Result<Vec<Entry>, PackError> {
             let dent = dent.map_err(io_err(&dir))?;
             let path = dent.path();
             let name = dent.file_name();
-            let name = name.to_str().ok_or_else(|| PackError::NonUtf8 { path: path.clone() })?;
+            let name = name
+                .to_str()
+                .ok_or_else(|| PackError::NonUtf8 { path: path.clone() })?;
             let rel = format!("{prefix}{name}");
             let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
             let ft = meta.file_type();
@@ -105,11 +110,20 @@ fn walk(root: &Path) -> Result<Vec<Entry>, PackError> {
             } else if ft.is_file() {
                 EntryKind::File
             } else {
-                let what = if ft.is_fifo() { "FIFO" } else { "socket or device" };
+                let what = if ft.is_fifo() {
+                    "FIFO"
+                } else {
+                    "socket or device"
+                };
                 tracing::debug!(path = %path.display(), "skipping {what}");
                 continue;
             };
-            out.push(Entry { rel, path, kind, meta });
+            out.push(Entry {
+                rel,
+                path,
+                kind,
+                meta,
+            });
         }
     }
     out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
@@ -132,15 +146,19 @@ fn add_entry<W: Write + Seek>(
 ) -> Result<(), PackError> {
     let mode = e.meta.mode();
     let mtime = dos_time(dostime::dos_clamped(e.meta.mtime()));
-    let opts = SimpleFileOptions::default().unix_permissions(mode).last_modified_time(mtime);
+    let opts = SimpleFileOptions::default()
+        .unix_permissions(mode)
+        .last_modified_time(mtime);
     match e.kind {
         EntryKind::Dir => zw.add_directory(e.rel.as_str(), opts)?,
         EntryKind::Symlink => {
             let target = fs::read_link(&e.path).map_err(io_err(&e.path))?;
-            let target = target
-                .to_str()
-                .ok_or_else(|| PackError::NonUtf8 { path: e.path.clone() })?;
-            let opts = opts.unix_permissions(0o777).last_modified_time(DateTime::default());
+            let target = target.to_str().ok_or_else(|| PackError::NonUtf8 {
+                path: e.path.clone(),
+            })?;
+            let opts = opts
+                .unix_permissions(0o777)
+                .last_modified_time(DateTime::default());
             zw.add_symlink(e.rel.as_str(), target, opts)?;
         }
         EntryKind::File => {
@@ -173,7 +191,12 @@ fn copy_file<W: Write>(
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(PackError::Io { path: path.to_owned(), source: e }),
+            Err(e) => {
+                return Err(PackError::Io {
+                    path: path.to_owned(),
+                    source: e,
+                });
+            }
         };
         zw.write_all(&buf[..n]).map_err(PackError::Stream)?;
         *done += n as u64;
@@ -196,15 +219,19 @@ fn patch_central_directory<F: Read + Write + Seek>(f: &mut F, start: u64) -> Res
     }
     for (at, minor, is_dir) in patches {
         let made_by = [minor.max(20), 3];
-        f.seek(SeekFrom::Start(start + at + 4)).map_err(PackError::Stream)?;
+        f.seek(SeekFrom::Start(start + at + 4))
+            .map_err(PackError::Stream)?;
         f.write_all(&made_by).map_err(PackError::Stream)?;
         if is_dir {
             let mut attr = [0u8; 4];
-            f.seek(SeekFrom::Start(start + at + 38)).map_err(PackError::Stream)?;
+            f.seek(SeekFrom::Start(start + at + 38))
+                .map_err(PackError::Stream)?;
             f.read_exact(&mut attr).map_err(PackError::Stream)?;
             let attr = u32::from_le_bytes(attr) | 0x10;
-            f.seek(SeekFrom::Start(start + at + 38)).map_err(PackError::Stream)?;
-            f.write_all(&attr.to_le_bytes()).map_err(PackError::Stream)?;
+            f.seek(SeekFrom::Start(start + at + 38))
+                .map_err(PackError::Stream)?;
+            f.write_all(&attr.to_le_bytes())
+                .map_err(PackError::Stream)?;
         }
     }
     f.flush().map_err(PackError::Stream)
@@ -226,7 +253,10 @@ pub fn write_zip_section<W: Write + ?Sized>(
         let want = usize::try_from(left.min(B64_READ as u64)).unwrap_or(B64_READ);
         let got = read_full(zip, &mut buf[..want])?;
         if got < want {
-            return Err(PackError::ShortZip { expected: size, got: size - left + got as u64 });
+            return Err(PackError::ShortZip {
+                expected: size,
+                got: size - left + got as u64,
+            });
         }
         enc.clear();
         STANDARD.encode_string(&buf[..got], &mut enc);
@@ -258,7 +288,8 @@ pub fn write_transmit<W: Write + ?Sized>(
 ) -> Result<(), PackError> {
     let mut line = Map::new();
     line.insert("kwargs".to_owned(), Value::Object(kwargs.clone()));
-    out.write_all(&pyjson::line(&Value::Object(line))).map_err(PackError::Stream)?;
+    out.write_all(&pyjson::line(&Value::Object(line)))
+        .map_err(PackError::Stream)?;
     if let Some((reader, size)) = zip {
         write_zip_section(out, reader, size)?;
     }

@@ -85,8 +85,7 @@ pub fn float_repr(f: f64) -> String {
     if f.is_infinite() {
         return if f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
     }
-    // `{:e}` gives the shortest round-trip digits, e.g. "-1.2345e-7" or "0e0".
-    let sci = format!("{f:e}");
+    let sci = shortest_sci(f);
     let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
@@ -106,6 +105,27 @@ pub fn float_repr(f: f64) -> String {
         format!("{m}e{esign}{:02}", exp.unsigned_abs())
     };
     format!("{sign}{body}")
+}
+
+/// Shortest round-trip digits in `{:e}` form (e.g. "-1.2345e-7", "0e0"), with Python's tie rule.
+///
+/// `{:e}` picks the right digit count but, when the exact binary value lies exactly halfway
+/// between two shortest candidates (e.g. ...068.25 → .2 or .3), rounds up, while Python's
+/// `dtoa` rounds half to even. Re-formatting with that many digits in Rust's exact mode (which
+/// rounds half to even) fixes this; the exact candidate is used only if it still round-trips.
+fn shortest_sci(f: f64) -> String {
+    let sci = format!("{f:e}");
+    let mantissa = sci.split_once('e').map_or(sci.as_str(), |(m, _)| m);
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit).count();
+    if digits < 2 {
+        return sci;
+    }
+    let exact = format!("{f:.prec$e}", prec = digits - 1);
+    if exact != sci && exact.parse::<f64>() == Ok(f) {
+        exact
+    } else {
+        sci
+    }
 }
 
 /// Places the decimal point in `digits` (d1 d2 d3 ... meaning d1.d2d3 × 10^exp).
@@ -199,14 +219,20 @@ mod tests {
             (1.2345e-7, "1.2345e-07"),
             (1e100, "1e+100"),
             (9999999999999998.0, "9999999999999998.0"),
+            // Exact halfway cases: Python rounds the last digit half to even.
+            (1297737583407068.2, "1297737583407068.2"),
+            (89612309705156.12, "89612309705156.12"),
+            (157426029420678.62, "157426029420678.62"),
         ];
         for (f, want) in cases {
             assert_eq!(float_repr(f), want, "{f:e}");
         }
         assert_eq!(float_repr(f64::NAN), "NaN");
         assert_eq!(float_repr(f64::NEG_INFINITY), "-Infinity");
-        assert_eq!(to_string(&json!({"d": 0.25, "i": -3, "u": u64::MAX})),
-            r#"{"d": 0.25, "i": -3, "u": 18446744073709551615}"#);
+        assert_eq!(
+            to_string(&json!({"d": 0.25, "i": -3, "u": u64::MAX})),
+            r#"{"d": 0.25, "i": -3, "u": 18446744073709551615}"#
+        );
     }
 
     #[test]

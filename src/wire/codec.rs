@@ -103,6 +103,7 @@ mod tests {
             r(Body::Credit { stream: 1, from: Side::Acceptor, n: 77 }),
             r(Body::Fin { stream: 1, from: Side::Acceptor, trailer: Bytes::from_static(b"t") }),
             r(Body::Reset { stream: 1, from: Side::Opener, reason: "gone".into() }),
+            r(Body::Stop { stream: 1, from: Side::Acceptor }),
         ]
     }
 

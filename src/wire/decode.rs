@@ -102,6 +102,7 @@ fn decode_routed(b: &mut Bytes) -> Result<Routed, DecodeError> {
             from: get_side(b)?,
             reason: get_str(b, "reason", MAX_REASON)?,
         },
+        tag::STOP => Body::Stop { stream: get_u64(b)?, from: get_side(b)? },
         other => return Err(DecodeError::UnknownBody(other)),
     };
     Ok(Routed { src, dst, hops_left, body })

@@ -22,6 +22,7 @@ pub(super) mod tag {
     pub const CREDIT: u8 = 0x12;
     pub const FIN: u8 = 0x13;
     pub const RESET: u8 = 0x14;
+    pub const STOP: u8 = 0x15;
 }
 
 impl Frame {
@@ -148,6 +149,7 @@ fn encode_routed(r: &Routed, buf: &mut BytesMut) {
             stream_head(buf, tag::RESET, *stream, *from);
             put_str(buf, reason);
         }
+        Body::Stop { stream, from } => stream_head(buf, tag::STOP, *stream, *from),
     }
 }
 

@@ -127,6 +127,8 @@ pub enum Body {
     Fin { stream: u64, from: Side, trailer: Bytes },
     /// The stream is aborted in both directions.
     Reset { stream: u64, from: Side, reason: String },
+    /// The sender stopped reading: the receiver must stop sending (and then finish).
+    Stop { stream: u64, from: Side },
 }
 
 /// Why a frame could not be decoded. Any of these closes the link it came from.
@@ -158,7 +160,8 @@ impl Body {
             Body::Data { stream, from, .. }
             | Body::Credit { stream, from, .. }
             | Body::Fin { stream, from, .. }
-            | Body::Reset { stream, from, .. } => Some((*stream, *from)),
+            | Body::Reset { stream, from, .. }
+            | Body::Stop { stream, from } => Some((*stream, *from)),
             _ => None,
         }
     }

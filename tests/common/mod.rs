@@ -1,0 +1,225 @@
+//! Test harness: real `receptord` processes on 127.0.0.1:0 in temporary directories, the
+//! real `receptor` CLI, and polling helpers (no sleep-and-hope).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const RECEPTORD: &str = env!("CARGO_BIN_EXE_receptord");
+pub const RECEPTOR: &str = env!("CARGO_BIN_EXE_receptor");
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running daemon; killed (SIGKILL) on drop unless stopped first.
+pub struct Daemon {
+    pub id: String,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+/// What a daemon should look like.
+pub struct Spec<'a> {
+    pub id: &'a str,
+    pub peers: Vec<u16>,
+    /// Extra TOML appended to the generated config (work types, mesh timers...).
+    pub extra: String,
+    pub listen: bool,
+}
+
+impl<'a> Spec<'a> {
+    pub fn new(id: &'a str) -> Spec<'a> {
+        Spec { id, peers: Vec::new(), extra: String::new(), listen: true }
+    }
+
+    pub fn peer(mut self, port: u16) -> Self {
+        self.peers.push(port);
+        self
+    }
+
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+}
+
+/// Standard work types used by the tests.
+pub const CAT: &str = "[[work.command]]\nname = \"cat\"\nprogram = \"cat\"\n";
+
+/// Fast timers so failure detection and convergence take seconds, not minutes.
+pub const FAST_MESH: &str = "[mesh]\nidle_timeout = \"1500ms\"\nroute_refresh = \"2s\"\nnode_timeout = \"6s\"\n";
+
+pub fn config_text(spec: &Spec<'_>, data_dir: &Path) -> String {
+    let mut cfg = format!("[node]\nid = \"{}\"\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n", spec.id, data_dir.display());
+    if spec.listen {
+        cfg.push_str("[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\n");
+    }
+    for p in &spec.peers {
+        cfg.push_str(&format!("[[peers]]\nurl = \"receptor://127.0.0.1:{p}\"\n"));
+    }
+    if !spec.extra.contains("[log]") {
+        cfg.push_str("[log]\nlevel = \"info\"\n");
+    }
+    cfg.push_str(&spec.extra);
+    cfg
+}
+
+impl Daemon {
+    pub fn start(spec: Spec<'_>) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg_path = dir.path().join("receptor.toml");
+        std::fs::write(&cfg_path, config_text(&spec, &dir.path().join("data"))).expect("write config");
+        let mut child = Command::new(RECEPTORD)
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn receptord");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("RECEPTOR_TEST_ECHO").is_some() {
+                    eprintln!("{line}");
+                }
+                let mut l = sink.lock().expect("log lock");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut d = Daemon { id: spec.id.to_owned(), port: 0, child: Some(child), dir, log };
+        if spec.listen {
+            d.port = d.wait_port();
+        } else {
+            d.wait_log("receptord ready", Duration::from_secs(10));
+        }
+        d
+    }
+
+    fn wait_port(&self) -> u16 {
+        let mut port = 0;
+        wait_until("listener bound", Duration::from_secs(10), || {
+            let log = self.log();
+            port = log
+                .lines()
+                .find(|l| l.contains("listener bound"))
+                .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            port != 0
+        });
+        port
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        wait_until(&format!("{} log line {needle:?}", self.id), timeout, || self.log().contains(needle));
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("receptor://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Kills the daemon abruptly (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs the CLI against `peer` and returns its output.
+pub fn receptor(peer: &Daemon, args: &[&str]) -> Output {
+    receptor_cmd(peer).args(args).output().expect("run receptor")
+}
+
+pub fn receptor_cmd(peer: &Daemon) -> Command {
+    let mut cmd = Command::new(RECEPTOR);
+    cmd.arg("--receptor-peer").arg(peer.peer_url());
+    cmd
+}
+
+/// Waits until `from` can ping `node` (routes converged).
+pub fn wait_route(from: &Daemon, node: &str) {
+    wait_until(&format!("route from {} to {node}", from.id), Duration::from_secs(20), || {
+        receptor(from, &["ping", node, "-c", "1", "--timeout", "1s"]).status.success()
+    });
+}
+
+/// Starts node1–node2–node3 in a line with `extra` config on each.
+pub fn line3(extra: &str) -> (Daemon, Daemon, Daemon) {
+    let n1 = Daemon::start(Spec::new("node1").extra(extra));
+    let n2 = Daemon::start(Spec::new("node2").peer(n1.port).extra(extra));
+    let n3 = Daemon::start(Spec::new("node3").peer(n2.port).extra(extra));
+    wait_route(&n1, "node3");
+    (n1, n2, n3)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Whether any process in process group `pgid` is still alive.
+pub fn group_alive(pgid: i32) -> bool {
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok()
+}
