@@ -226,7 +226,8 @@ impl Config {
         let mut names = BTreeSet::new();
         for (i, c) in self.work.command.iter().enumerate() {
             let key = |k: &str| format!("work.command[{i}].{k}");
-            if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch)) {
+            if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+            {
                 return Err((key("name"), "must be letters, digits, '_', '-' or '.'".into()));
             }
             if !names.insert(c.name.as_str()) || c.name == "ansible_runner" || c.name == "ansible-runner" {

@@ -9,9 +9,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::Config;
 use crate::mesh::{MeshConfig, Node, NodeOptions};
 use crate::transport::{Listener, TransportError};
+use crate::work::Registry;
 use crate::work::command::CommandWork;
 use crate::work::service::WorkService;
-use crate::work::Registry;
 
 /// Why the daemon stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod logging;
 pub mod mesh;
-pub mod work;
 pub mod runner;
 pub mod transport;
 pub mod wire;
+pub mod work;

@@ -170,7 +170,9 @@ async fn submit(
         None => Box::new(tokio::io::empty()),
         Some(p) if p.as_os_str() == "-" => Box::new(tokio::io::stdin()),
         Some(p) => Box::new(
-            tokio::fs::File::open(&p).await.with_context(|| format!("cannot open payload {}", p.display()))?,
+            tokio::fs::File::open(&p)
+                .await
+                .with_context(|| format!("cannot open payload {}", p.display()))?,
         ),
     };
     let mut stdout = tokio::io::stdout();

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
 fn run(cfg: Config) -> anyhow::Result<()> {
     let _guard = receptord::logging::init(&cfg.log.level, cfg.log.format, cfg.log.file.as_deref())
         .context("setting up logging")?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(receptord::daemon::run(cfg)).context("daemon")
 }

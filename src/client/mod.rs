@@ -10,7 +10,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::mesh::{Chunk, JoinError, MeshStatus, Node, NodeOptions, OpenError, PingError, StreamReader, StreamWriter};
+use crate::mesh::{
+    Chunk, JoinError, MeshStatus, Node, NodeOptions, OpenError, PingError, StreamReader, StreamWriter,
+};
 use crate::transport::PeerUrl;
 use crate::wire::NodeId;
 use crate::work::{JobResult, WORK_SERVICE, WorkRequest};
@@ -146,7 +148,10 @@ impl MeshClient {
 }
 
 /// Streams `payload` into the job's input, then ends it.
-pub async fn send_payload<R: AsyncRead + Unpin>(mut payload: R, mut writer: StreamWriter) -> Result<(), ClientError> {
+pub async fn send_payload<R: AsyncRead + Unpin>(
+    mut payload: R,
+    mut writer: StreamWriter,
+) -> Result<(), ClientError> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         buf.reserve(64 * 1024);
@@ -176,7 +181,9 @@ pub async fn copy_output<W: AsyncWrite + Unpin>(
                 .await
                 .map_err(|source| ClientError::Io { context: "writing the output".into(), source })?,
             Ok(Chunk::End(trailer)) => {
-                out.flush().await.map_err(|source| ClientError::Io { context: "writing the output".into(), source })?;
+                out.flush()
+                    .await
+                    .map_err(|source| ClientError::Io { context: "writing the output".into(), source })?;
                 return Ok(trailer);
             }
             Err(e) => return Err(stream_failure(node, e)),
@@ -187,7 +194,10 @@ pub async fn copy_output<W: AsyncWrite + Unpin>(
 /// Turns a stream reset into the most specific client error.
 pub fn stream_failure(node: &NodeId, e: crate::mesh::StreamError) -> ClientError {
     let crate::mesh::StreamError::Reset(reason) = e;
-    if reason.starts_with("lost the route") || reason.starts_with("no route") || reason.contains("lost in transit") {
+    if reason.starts_with("lost the route")
+        || reason.starts_with("no route")
+        || reason.contains("lost in transit")
+    {
         ClientError::Lost { node: node.clone(), reason }
     } else {
         ClientError::Remote(reason)
@@ -195,5 +205,6 @@ pub fn stream_failure(node: &NodeId, e: crate::mesh::StreamError) -> ClientError
 }
 
 pub fn parse_result(node: &NodeId, trailer: &[u8]) -> Result<JobResult, ClientError> {
-    serde_json::from_slice(trailer).map_err(|e| ClientError::BadResult { node: node.clone(), reason: e.to_string() })
+    serde_json::from_slice(trailer)
+        .map_err(|e| ClientError::BadResult { node: node.clone(), reason: e.to_string() })
 }

@@ -212,7 +212,12 @@ impl Driver {
             .mesh
             .routes()
             .iter()
-            .map(|(dst, r)| RouteInfo { dst: dst.clone(), next_hop: r.next_hop.clone(), cost: r.cost, hops: r.hops })
+            .map(|(dst, r)| RouteInfo {
+                dst: dst.clone(),
+                next_hop: r.next_hop.clone(),
+                cost: r.cost,
+                hops: r.hops,
+            })
             .collect();
         routes.sort_by(|a, b| a.dst.cmp(&b.dst));
         MeshStatus { node_id: self.mesh.me().clone(), nodes: self.mesh.known(), routes }

@@ -18,7 +18,7 @@ use super::driver::Event;
 use super::router::{LinkTx, Router};
 use super::state::{Admission, LinkId};
 use crate::transport::BoxedIo;
-use crate::wire::{FrameCodec, Frame, Hello, PREFACE, PROTOCOL_VERSION, codec::CodecError};
+use crate::wire::{Frame, FrameCodec, Hello, PREFACE, PROTOCOL_VERSION, codec::CodecError};
 
 /// How long a peer may take to complete the handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

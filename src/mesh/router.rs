@@ -81,7 +81,8 @@ impl Router {
     pub(crate) fn publish(&self, table: HashMap<NodeId, LinkTx>) {
         if let Ok(mut learned) = self.learned.lock() {
             let now = Instant::now();
-            learned.retain(|node, (_, at)| !table.contains_key(node) && now.duration_since(*at) < LEARNED_TTL);
+            learned
+                .retain(|node, (_, at)| !table.contains_key(node) && now.duration_since(*at) < LEARNED_TTL);
         }
         if let Ok(mut t) = self.table.write() {
             *t = Arc::new(table);
@@ -242,7 +243,8 @@ impl Router {
     pub(crate) fn endpoints(&self, key: StreamKey, send_credit: u32) -> (StreamWriter, StreamReader) {
         let (rx, credit) = self.streams.register(key.clone(), self.window, send_credit);
         let router = self.self_arc();
-        let writer = StreamWriter { key: key.clone(), router: router.clone(), credit, offset: 0, done: false };
+        let writer =
+            StreamWriter { key: key.clone(), router: router.clone(), credit, offset: 0, done: false };
         let reader = StreamReader { key, router, rx, window: self.window, unacked: 0, ended: false };
         (writer, reader)
     }

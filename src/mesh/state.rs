@@ -39,12 +39,20 @@ impl Default for MeshConfig {
 /// What the driver must do next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Send { link: LinkId, frame: Frame },
-    Close { link: LinkId, reason: String },
+    Send {
+        link: LinkId,
+        frame: Frame,
+    },
+    Close {
+        link: LinkId,
+        reason: String,
+    },
     /// The routing table changed; republish it.
     RoutesChanged,
     /// Another, older node holds this node's ID and is alive: this node must stop.
-    DuplicateSelf { other_epoch: u64 },
+    DuplicateSelf {
+        other_epoch: u64,
+    },
 }
 
 /// The answer to a completed handshake.
@@ -162,8 +170,7 @@ impl Mesh {
             return Some(format!(
                 "node id {peer} is already in use by a node linked to {} (epoch {}); \
                  a restarted node is accepted once the old link times out",
-                self.me,
-                old.peer_epoch
+                self.me, old.peer_epoch
             ));
         }
         // Both nodes keep the connection dialed by the node with the smaller ID, so
@@ -175,7 +182,8 @@ impl Mesh {
             return Some(format!("duplicate link: already connected to {peer}"));
         }
         self.links.remove(&old_id);
-        self.actions.push(Action::Close { link: old_id, reason: format!("replaced by a newer link to {peer}") });
+        self.actions
+            .push(Action::Close { link: old_id, reason: format!("replaced by a newer link to {peer}") });
         self.recompute();
         None
     }
@@ -381,12 +389,8 @@ impl Mesh {
     }
 
     fn recompute(&mut self) {
-        let peers: HashMap<NodeId, (LinkId, f64)> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.up)
-            .map(|(id, l)| (l.peer.clone(), (*id, l.cost)))
-            .collect();
+        let peers: HashMap<NodeId, (LinkId, f64)> =
+            self.links.iter().filter(|(_, l)| l.up).map(|(id, l)| (l.peer.clone(), (*id, l.cost))).collect();
         let graph: HashMap<&NodeId, &Lsa> =
             self.lsdb.iter().filter(|(_, e)| !e.lsa.leaving).map(|(k, e)| (k, &e.lsa)).collect();
         let routes = routing::shortest_paths(&self.me, &peers, &graph, self.cfg.max_hops);

@@ -294,7 +294,8 @@ impl StreamWriter {
             let want = data.len().min(MAX_DATA_CHUNK) as u64;
             let n = self.credit.take(want).await? as usize;
             let chunk = data.split_to(n);
-            let body = Body::Data { stream: self.key.id, from: self.key.local, offset: self.offset, data: chunk };
+            let body =
+                Body::Data { stream: self.key.id, from: self.key.local, offset: self.offset, data: chunk };
             self.offset += n as u64;
             self.router.send_stream(&self.key.peer, body).await;
         }
@@ -354,7 +355,8 @@ impl Drop for StreamWriter {
             self.router.send_detached(self.key.peer.clone(), body);
             self.router.streams.local_done(&self.key, false);
         } else if !self.done {
-            let body = Body::Reset { stream: self.key.id, from: self.key.local, reason: "stream abandoned".into() };
+            let body =
+                Body::Reset { stream: self.key.id, from: self.key.local, reason: "stream abandoned".into() };
             self.router.send_detached(self.key.peer.clone(), body);
             self.router.streams.reset_one(&self.key, "stream abandoned");
         }

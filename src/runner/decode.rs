@@ -24,10 +24,7 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits {
-            max_line: 64 << 20,
-            max_zip: 1 << 30,
-        }
+        DecodeLimits { max_line: 64 << 20, max_zip: 1 << 30 }
     }
 }
 
@@ -126,12 +123,7 @@ pub struct StreamDecoder {
 impl StreamDecoder {
     /// A decoder at the start of a stream.
     pub fn new(limits: DecodeLimits) -> Self {
-        StreamDecoder {
-            limits,
-            buf: BytesMut::new(),
-            scanned: 0,
-            state: State::Lines,
-        }
+        StreamDecoder { limits, buf: BytesMut::new(), scanned: 0, state: State::Lines }
     }
 
     /// Appends input. Input after the eof line is dropped.
@@ -165,15 +157,11 @@ impl StreamDecoder {
     pub fn finish(&mut self) -> Result<(), DecodeError> {
         match &self.state {
             State::Done => Ok(()),
-            State::Zip(_) => Err(DecodeError::Truncated {
-                what: "inside a zip section",
-            }),
-            State::Lines if !self.buf.is_empty() => Err(DecodeError::Truncated {
-                what: "in the middle of a line",
-            }),
-            State::Lines => Err(DecodeError::Truncated {
-                what: "before the eof line",
-            }),
+            State::Zip(_) => Err(DecodeError::Truncated { what: "inside a zip section" }),
+            State::Lines if !self.buf.is_empty() => {
+                Err(DecodeError::Truncated { what: "in the middle of a line" })
+            }
+            State::Lines => Err(DecodeError::Truncated { what: "before the eof line" }),
         }
     }
 
@@ -182,18 +170,14 @@ impl StreamDecoder {
         let Some(off) = found else {
             self.scanned = self.buf.len();
             if self.buf.len() > self.limits.max_line {
-                return Err(DecodeError::LineTooLong {
-                    limit: self.limits.max_line,
-                });
+                return Err(DecodeError::LineTooLong { limit: self.limits.max_line });
             }
             return Ok(None);
         };
         let end = self.scanned + off;
         self.scanned = 0;
         if end > self.limits.max_line {
-            return Err(DecodeError::LineTooLong {
-                limit: self.limits.max_line,
-            });
+            return Err(DecodeError::LineTooLong { limit: self.limits.max_line });
         }
         let raw = self.buf.split_to(end).freeze();
         self.buf.advance(1);
@@ -209,14 +193,11 @@ impl StreamDecoder {
             return Ok(Item::Line { raw, value });
         }
         if let Some(size) = obj.get("zipfile") {
-            let size = size.as_u64().ok_or(DecodeError::ZipHeader {
-                reason: "size is not a non-negative integer",
-            })?;
+            let size = size
+                .as_u64()
+                .ok_or(DecodeError::ZipHeader { reason: "size is not a non-negative integer" })?;
             if size > self.limits.max_zip {
-                return Err(DecodeError::ZipTooLarge {
-                    size,
-                    limit: self.limits.max_zip,
-                });
+                return Err(DecodeError::ZipTooLarge { size, limit: self.limits.max_zip });
             }
             self.state = State::Zip(ZipState {
                 expected: size,
@@ -240,36 +221,23 @@ impl StreamDecoder {
         };
         let consumed = gather_b64(&self.buf, z)?;
         self.buf.advance(consumed);
-        let usable = if z.chars_left == 0 {
-            z.pending.len()
-        } else {
-            z.pending.len() & !3
-        };
+        let usable = if z.chars_left == 0 { z.pending.len() } else { z.pending.len() & !3 };
         if usable == 0 {
             if z.chars_left > 0 {
                 return Ok(None);
             }
             if z.decoded != z.expected {
-                return Err(DecodeError::ZipLength {
-                    expected: z.expected,
-                    got: z.decoded,
-                });
+                return Err(DecodeError::ZipLength { expected: z.expected, got: z.decoded });
             }
             self.state = State::Lines;
             return Ok(Some(Item::ZipEnd));
         }
-        let out = B64
-            .decode(&z.pending[..usable])
-            .map_err(|e| DecodeError::Base64 {
-                reason: e.to_string(),
-            })?;
+        let out =
+            B64.decode(&z.pending[..usable]).map_err(|e| DecodeError::Base64 { reason: e.to_string() })?;
         z.pending.drain(..usable);
         z.decoded += out.len() as u64;
         if z.decoded > z.expected {
-            return Err(DecodeError::ZipLength {
-                expected: z.expected,
-                got: z.decoded,
-            });
+            return Err(DecodeError::ZipLength { expected: z.expected, got: z.decoded });
         }
         Ok(Some(Item::ZipData(Bytes::from(out))))
     }
@@ -291,9 +259,7 @@ fn gather_b64(buf: &[u8], z: &mut ZipState) -> Result<usize, DecodeError> {
                 z.chars_left -= 1;
             }
             other => {
-                return Err(DecodeError::Base64 {
-                    reason: format!("unexpected byte 0x{other:02x}"),
-                });
+                return Err(DecodeError::Base64 { reason: format!("unexpected byte 0x{other:02x}") });
             }
         }
     }
@@ -301,26 +267,16 @@ fn gather_b64(buf: &[u8], z: &mut ZipState) -> Result<usize, DecodeError> {
 }
 
 fn parse_line(raw: &[u8]) -> Result<Value, DecodeError> {
-    if raw
-        .iter()
-        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-    {
+    if raw.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) {
         return Err(DecodeError::EmptyLine);
     }
-    serde_json::from_slice(raw).map_err(|e| DecodeError::Json {
-        error: e.to_string(),
-        excerpt: excerpt(raw),
-    })
+    serde_json::from_slice(raw).map_err(|e| DecodeError::Json { error: e.to_string(), excerpt: excerpt(raw) })
 }
 
 fn excerpt(raw: &[u8]) -> String {
     let cut = &raw[..raw.len().min(EXCERPT)];
     let text = format!("{:?}", String::from_utf8_lossy(cut));
-    if raw.len() > EXCERPT {
-        format!("{text}...")
-    } else {
-        text
-    }
+    if raw.len() > EXCERPT { format!("{text}...") } else { text }
 }
 
 /// Python truthiness of a JSON value (`0`, `""`, `[]`, `{}`, `false`, `null` are falsy).

@@ -38,20 +38,12 @@ fn expect_transmit(items: &[Item], zip: &[u8]) {
     assert_eq!(items.len(), 5, "{items:?}");
     match &items[0] {
         Item::Line { raw, value } => {
-            assert_eq!(
-                &raw[..],
-                b"{\"kwargs\": {\"ident\": \"job42\", \"playbook\": \"test.yml\"}}"
-            );
+            assert_eq!(&raw[..], b"{\"kwargs\": {\"ident\": \"job42\", \"playbook\": \"test.yml\"}}");
             assert_eq!(kind(value), LineKind::Kwargs);
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(
-        items[1],
-        Item::ZipStart {
-            size: zip.len() as u64
-        }
-    );
+    assert_eq!(items[1], Item::ZipStart { size: zip.len() as u64 });
     assert_eq!(items[2], Item::ZipData(Bytes::copy_from_slice(zip)));
     assert_eq!(items[3], Item::ZipEnd);
     assert_eq!(items[4], Item::Eof);
@@ -109,18 +101,9 @@ fn lf_after_base64_is_an_empty_line() {
     let mut input = transmit_fixture(b"abcd");
     let pos = input.windows(2).position(|w| w == b"={").expect("padding") + 1;
     input.insert(pos, b'\n');
-    assert_eq!(
-        decode_all(&input, 3, DecodeLimits::default()),
-        Err(DecodeError::EmptyLine)
-    );
-    assert_eq!(
-        decode_all(b"\n", 1, DecodeLimits::default()),
-        Err(DecodeError::EmptyLine)
-    );
-    assert_eq!(
-        decode_all(b" \r\n", 1, DecodeLimits::default()),
-        Err(DecodeError::EmptyLine)
-    );
+    assert_eq!(decode_all(&input, 3, DecodeLimits::default()), Err(DecodeError::EmptyLine));
+    assert_eq!(decode_all(b"\n", 1, DecodeLimits::default()), Err(DecodeError::EmptyLine));
+    assert_eq!(decode_all(b" \r\n", 1, DecodeLimits::default()), Err(DecodeError::EmptyLine));
 }
 
 #[test]
@@ -139,12 +122,8 @@ fn invalid_json_reports_an_excerpt() {
 
 #[test]
 fn crlf_and_surrounding_space_are_fine() {
-    let items = decode_all(
-        b" {\"status\": \"running\"} \r\n{\"eof\": true}\n",
-        1,
-        DecodeLimits::default(),
-    )
-    .expect("decodes");
+    let items = decode_all(b" {\"status\": \"running\"} \r\n{\"eof\": true}\n", 1, DecodeLimits::default())
+        .expect("decodes");
     match &items[0] {
         Item::Line { raw, value } => {
             assert_eq!(&raw[..], b" {\"status\": \"running\"} \r");
@@ -156,39 +135,20 @@ fn crlf_and_surrounding_space_are_fine() {
 
 #[test]
 fn limits_are_enforced() {
-    let limits = DecodeLimits {
-        max_line: 20,
-        max_zip: 10,
-    };
+    let limits = DecodeLimits { max_line: 20, max_zip: 10 };
     let long = b"{\"status\": \"0123456789012345\"}\n";
-    assert_eq!(
-        decode_all(long, 1, limits),
-        Err(DecodeError::LineTooLong { limit: 20 })
-    );
-    assert_eq!(
-        decode_all(long, 4096, limits),
-        Err(DecodeError::LineTooLong { limit: 20 })
-    );
+    assert_eq!(decode_all(long, 1, limits), Err(DecodeError::LineTooLong { limit: 20 }));
+    assert_eq!(decode_all(long, 4096, limits), Err(DecodeError::LineTooLong { limit: 20 }));
     // No LF at all: the buffer must not grow without bound.
     let mut d = StreamDecoder::new(limits);
     d.feed(&[b'x'; 21]);
     assert_eq!(d.next_item(), Err(DecodeError::LineTooLong { limit: 20 }));
     assert_eq!(
         decode_all(b"{\"zipfile\": 11}\n", 1, limits),
-        Err(DecodeError::ZipTooLarge {
-            size: 11,
-            limit: 10
-        })
+        Err(DecodeError::ZipTooLarge { size: 11, limit: 10 })
     );
-    for bad in [
-        &b"{\"zipfile\": -1}\n"[..],
-        b"{\"zipfile\": 1.5}\n",
-        b"{\"zipfile\": \"3\"}\n",
-    ] {
-        assert!(matches!(
-            decode_all(bad, 1, limits),
-            Err(DecodeError::ZipHeader { .. })
-        ));
+    for bad in [&b"{\"zipfile\": -1}\n"[..], b"{\"zipfile\": 1.5}\n", b"{\"zipfile\": \"3\"}\n"] {
+        assert!(matches!(decode_all(bad, 1, limits), Err(DecodeError::ZipHeader { .. })));
     }
 }
 
@@ -213,35 +173,23 @@ fn truncation_is_reported() {
 #[test]
 fn bad_base64_and_wrong_length() {
     let input = b"{\"zipfile\": 3}\nab!d{\"eof\": true}\n";
-    assert!(matches!(
-        decode_all(input, 1, DecodeLimits::default()),
-        Err(DecodeError::Base64 { .. })
-    ));
+    assert!(matches!(decode_all(input, 1, DecodeLimits::default()), Err(DecodeError::Base64 { .. })));
     // 4 chars announced for N=3, but the padding says 2 bytes.
     let input = b"{\"zipfile\": 3}\nYWI={\"eof\": true}\n";
     assert_eq!(
         decode_all(input, 2, DecodeLimits::default()),
-        Err(DecodeError::ZipLength {
-            expected: 3,
-            got: 2
-        })
+        Err(DecodeError::ZipLength { expected: 3, got: 2 })
     );
     // Padding in the middle of the section.
     let input = b"{\"zipfile\": 6}\nYQ==YWJj{\"eof\": true}\n";
-    assert!(matches!(
-        decode_all(input, 100, DecodeLimits::default()),
-        Err(DecodeError::Base64 { .. })
-    ));
+    assert!(matches!(decode_all(input, 100, DecodeLimits::default()), Err(DecodeError::Base64 { .. })));
 }
 
 #[test]
 fn zero_length_zip_and_input_after_eof() {
     let input = b"{\"zipfile\": 0}\n{\"eof\": true}\ngarbage without newline";
     let items = decode_all(input, 1, DecodeLimits::default()).expect("decodes");
-    assert_eq!(
-        items,
-        vec![Item::ZipStart { size: 0 }, Item::ZipEnd, Item::Eof]
-    );
+    assert_eq!(items, vec![Item::ZipStart { size: 0 }, Item::ZipEnd, Item::Eof]);
 }
 
 #[test]
@@ -249,9 +197,7 @@ fn worker_stream_with_keepalives() {
     let zip = b"PK\x05\x06 fake";
     let mut input = b"{\"event\": \"keepalive\", \"counter\": 0, \"uuid\": 0}\n".to_vec();
     input.extend_from_slice(b"{\"status\": \"starting\", \"runner_ident\": \"job42\"}\n");
-    input.extend_from_slice(
-        b"{\"uuid\": \"e8\", \"counter\": 1, \"stdout\": \"\", \"event\": \"x\"}\n",
-    );
+    input.extend_from_slice(b"{\"uuid\": \"e8\", \"counter\": 1, \"stdout\": \"\", \"event\": \"x\"}\n");
     input.extend_from_slice(b"{\"status\": \"successful\", \"runner_ident\": \"job42\"}\n");
     input.extend_from_slice(format!("{{\"zipfile\": {}}}\n", zip.len()).as_bytes());
     input.extend_from_slice(STANDARD.encode(zip).as_bytes());
@@ -264,15 +210,7 @@ fn worker_stream_with_keepalives() {
             _ => None,
         })
         .collect();
-    assert_eq!(
-        kinds,
-        [
-            LineKind::Keepalive,
-            LineKind::Status,
-            LineKind::Event,
-            LineKind::Status
-        ]
-    );
+    assert_eq!(kinds, [LineKind::Keepalive, LineKind::Status, LineKind::Event, LineKind::Status]);
     assert_eq!(items.len(), 8);
 }
 

@@ -23,23 +23,9 @@ pub struct Civil {
 }
 
 /// The earliest time a DOS timestamp can hold (1980-01-01 00:00:00).
-pub const DOS_MIN: Civil = Civil {
-    year: 1980,
-    month: 1,
-    day: 1,
-    hour: 0,
-    minute: 0,
-    second: 0,
-};
+pub const DOS_MIN: Civil = Civil { year: 1980, month: 1, day: 1, hour: 0, minute: 0, second: 0 };
 /// The latest time a DOS timestamp can hold (2107-12-31 23:59:58, seconds are even).
-pub const DOS_MAX: Civil = Civil {
-    year: 2107,
-    month: 12,
-    day: 31,
-    hour: 23,
-    minute: 59,
-    second: 58,
-};
+pub const DOS_MAX: Civil = Civil { year: 2107, month: 12, day: 31, hour: 23, minute: 59, second: 58 };
 
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -115,17 +101,7 @@ mod tests {
     #[test]
     fn round_trips_known_dates() {
         let c = civil_from_unix(1_795_974_551); // 2026-11-29T17:49:11Z
-        assert_eq!(
-            c,
-            Civil {
-                year: 2026,
-                month: 11,
-                day: 29,
-                hour: 17,
-                minute: 49,
-                second: 11
-            }
-        );
+        assert_eq!(c, Civil { year: 2026, month: 11, day: 29, hour: 17, minute: 49, second: 11 });
         assert_eq!(unix_from_civil(&c), Some(1_795_974_551));
         assert_eq!(civil_from_unix(0).year, 1970);
         assert_eq!(unix_from_civil(&DOS_MIN), Some(315_532_800));
@@ -143,15 +119,9 @@ mod tests {
 
     #[test]
     fn rejects_invalid_fields() {
-        let bad = Civil {
-            month: 0,
-            ..DOS_MIN
-        };
+        let bad = Civil { month: 0, ..DOS_MIN };
         assert_eq!(unix_from_civil(&bad), None);
-        let bad = Civil {
-            hour: 24,
-            ..DOS_MIN
-        };
+        let bad = Civil { hour: 24, ..DOS_MIN };
         assert_eq!(unix_from_civil(&bad), None);
     }
 }

@@ -127,10 +127,7 @@ struct Plan {
 }
 
 fn refused(entry: &str, rule: &'static str) -> ExtractError {
-    ExtractError::Refused {
-        entry: entry.to_owned(),
-        rule,
-    }
+    ExtractError::Refused { entry: entry.to_owned(), rule }
 }
 
 fn io_zip(e: io::Error) -> ExtractError {
@@ -138,10 +135,7 @@ fn io_zip(e: io::Error) -> ExtractError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExtractError + '_ {
-    move |source| ExtractError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| ExtractError::Io { path: path.to_owned(), source }
 }
 
 /// Opens the spooled zip at `zip_path` and extracts it into `dest` (see [`extract_zip`]).
@@ -203,11 +197,8 @@ fn plan_all<R: Read + Seek>(
         let last = plans.last().map(|p| p.name.as_str()).unwrap_or_default();
         return Err(refused(last, rule::RATIO));
     }
-    let links: HashSet<&[String]> = plans
-        .iter()
-        .filter(|p| p.kind == Kind::Symlink)
-        .map(|p| p.parts.as_slice())
-        .collect();
+    let links: HashSet<&[String]> =
+        plans.iter().filter(|p| p.kind == Kind::Symlink).map(|p| p.parts.as_slice()).collect();
     for p in &plans {
         if (1..p.parts.len()).any(|n| links.contains(&p.parts[..n])) {
             return Err(refused(&p.name, rule::THROUGH_SYMLINK));
@@ -248,15 +239,7 @@ fn plan_entry<R: Read>(
         return Err(refused(&name, rule::SYMLINK_TARGET));
     }
     let mtime = file.last_modified().and_then(dos_to_unix);
-    Ok(Some(Plan {
-        index,
-        name,
-        parts,
-        kind,
-        mode,
-        size,
-        mtime,
-    }))
+    Ok(Some(Plan { index, name, parts, kind, mode, size, mtime }))
 }
 
 /// The entry's DOS timestamp (read as UTC) in Unix seconds; `None` if the fields are invalid.
@@ -272,10 +255,7 @@ fn dos_to_unix(t: zip::DateTime) -> Option<i64> {
 }
 
 fn conflict(plan: &Plan, what: &'static str) -> ExtractError {
-    ExtractError::Conflict {
-        entry: plan.name.clone(),
-        what,
-    }
+    ExtractError::Conflict { entry: plan.name.clone(), what }
 }
 
 /// Creates the missing parents of `plan` under `dest`, refusing to pass through symlinks.
@@ -293,10 +273,7 @@ fn ensure_parents(dest: &Path, plan: &Plan) -> Result<PathBuf, ExtractError> {
                 fs::create_dir(&cur).map_err(io_err(&cur))?;
             }
             Err(e) => {
-                return Err(ExtractError::Io {
-                    path: cur,
-                    source: e,
-                });
+                return Err(ExtractError::Io { path: cur, source: e });
             }
         }
     }
@@ -320,10 +297,7 @@ fn existing(path: &Path) -> Result<Existing, ExtractError> {
         Ok(m) if m.file_type().is_symlink() => Ok(Existing::Symlink),
         Ok(_) => Ok(Existing::Other),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Existing::Nothing),
-        Err(e) => Err(ExtractError::Io {
-            path: path.to_owned(),
-            source: e,
-        }),
+        Err(e) => Err(ExtractError::Io { path: path.to_owned(), source: e }),
     }
 }
 
@@ -348,17 +322,11 @@ fn extract_one<R: Read>(
         // and later entries below it are refused.
         (Kind::Dir, Existing::Symlink) => stats.skipped += 1,
         (Kind::Dir, Existing::Other) => {
-            return Err(conflict(
-                plan,
-                "a file exists where a directory is expected",
-            ));
+            return Err(conflict(plan, "a file exists where a directory is expected"));
         }
         (Kind::Dir, Existing::Nothing) => make_dir(&path, plan, stats)?,
         (Kind::Symlink, Existing::Dir) => {
-            return Err(conflict(
-                plan,
-                "a directory exists where a symlink is expected",
-            ));
+            return Err(conflict(plan, "a directory exists where a symlink is expected"));
         }
         (Kind::File | Kind::Symlink, ex) => {
             if ex != Existing::Nothing {
@@ -375,16 +343,9 @@ fn extract_one<R: Read>(
 }
 
 fn make_dir(path: &Path, plan: &Plan, stats: &mut ExtractStats) -> Result<(), ExtractError> {
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(path)
-        .map_err(io_err(path))?;
+    fs::DirBuilder::new().mode(0o700).create(path).map_err(io_err(path))?;
     let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_DIRECTORY;
-    let dir = OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits())
-        .open(path)
-        .map_err(io_err(path))?;
+    let dir = OpenOptions::new().read(true).custom_flags(flags.bits()).open(path).map_err(io_err(path))?;
     finish_handle(&dir, path, plan)?;
     stats.dirs += 1;
     Ok(())
@@ -392,8 +353,7 @@ fn make_dir(path: &Path, plan: &Plan, stats: &mut ExtractStats) -> Result<(), Ex
 
 /// Sets mode and mtime on an open handle, so no symlink can redirect the change.
 fn finish_handle(f: &File, path: &Path, plan: &Plan) -> Result<(), ExtractError> {
-    f.set_permissions(fs::Permissions::from_mode(plan.mode))
-        .map_err(io_err(path))?;
+    f.set_permissions(fs::Permissions::from_mode(plan.mode)).map_err(io_err(path))?;
     if let Some(secs) = plan.mtime {
         let t = if secs >= 0 {
             SystemTime::UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
@@ -452,9 +412,7 @@ fn make_symlink<R: Read>(
     stats: &mut ExtractStats,
 ) -> Result<(), ExtractError> {
     let mut target = Vec::new();
-    file.take(MAX_LINK + 1)
-        .read_to_end(&mut target)
-        .map_err(io_zip)?;
+    file.take(MAX_LINK + 1).read_to_end(&mut target).map_err(io_zip)?;
     if target.len() as u64 > plan.size {
         return Err(refused(&plan.name, rule::OVERSIZE));
     }

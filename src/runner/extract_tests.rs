@@ -64,31 +64,16 @@ fn sandbox() -> Sandbox {
     let outside = base.path().join("outside");
     fs::create_dir(&dest).expect("mkdir");
     fs::create_dir(&outside).expect("mkdir");
-    Sandbox {
-        base: base.path().to_path_buf(),
-        _base: base,
-        dest,
-        outside,
-    }
+    Sandbox { base: base.path().to_path_buf(), _base: base, dest, outside }
 }
 
 impl Sandbox {
     fn assert_outside_untouched(&self) {
-        assert_eq!(
-            fs::read_dir(&self.outside).expect("ls").count(),
-            0,
-            "outside/ modified"
-        );
-        let mut top: Vec<_> = fs::read_dir(&self.base)
-            .expect("ls")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
+        assert_eq!(fs::read_dir(&self.outside).expect("ls").count(), 0, "outside/ modified");
+        let mut top: Vec<_> =
+            fs::read_dir(&self.base).expect("ls").map(|e| e.expect("entry").file_name()).collect();
         top.sort();
-        assert_eq!(
-            top,
-            ["dest", "outside"],
-            "something was created next to dest"
-        );
+        assert_eq!(top, ["dest", "outside"], "something was created next to dest");
     }
 }
 
@@ -112,18 +97,8 @@ fn refuses_path_traversal_and_absolute_names() {
         "../outside/escape",
         rule::PARENT,
     );
-    expect_refused(
-        build_zip(&[E::File("a/../../outside/x", b"x")]),
-        d,
-        "a/../../outside/x",
-        rule::PARENT,
-    );
-    expect_refused(
-        build_zip(&[E::File("/tmp/abs", b"x")]),
-        d,
-        "/tmp/abs",
-        rule::ABSOLUTE,
-    );
+    expect_refused(build_zip(&[E::File("a/../../outside/x", b"x")]), d, "a/../../outside/x", rule::PARENT);
+    expect_refused(build_zip(&[E::File("/tmp/abs", b"x")]), d, "/tmp/abs", rule::ABSOLUTE);
     expect_refused(build_zip(&[E::Dir("..")]), d, "../", rule::PARENT);
 }
 
@@ -136,24 +111,9 @@ fn refuses_escaping_symlinks() {
         "evil/passwd",
         rule::THROUGH_SYMLINK,
     );
-    expect_refused(
-        build_zip(&[E::Link("evil", "/etc")]),
-        d,
-        "evil",
-        rule::SYMLINK_OUT,
-    );
-    expect_refused(
-        build_zip(&[E::Link("a/up", "../../outside")]),
-        d,
-        "a/up",
-        rule::SYMLINK_OUT,
-    );
-    expect_refused(
-        build_zip(&[E::Link("a/l", "x/../..")]),
-        d,
-        "a/l",
-        rule::SYMLINK_OUT,
-    );
+    expect_refused(build_zip(&[E::Link("evil", "/etc")]), d, "evil", rule::SYMLINK_OUT);
+    expect_refused(build_zip(&[E::Link("a/up", "../../outside")]), d, "a/up", rule::SYMLINK_OUT);
+    expect_refused(build_zip(&[E::Link("a/l", "x/../..")]), d, "a/l", rule::SYMLINK_OUT);
     expect_refused(build_zip(&[E::Link("l", "")]), d, "l", rule::SYMLINK_TARGET);
     // Even a link that stays inside must not be walked through by a later entry.
     expect_refused(
@@ -170,13 +130,7 @@ fn refuses_paths_through_existing_symlinks() {
     symlink(&sb.outside, sb.dest.join("pre")).expect("symlink");
     let zip = build_zip(&[E::File("pre/x", b"x")]);
     let err = extract_zip(Cursor::new(zip), &sb.dest, &ExtractLimits::default());
-    assert!(matches!(
-        err,
-        Err(ExtractError::Refused {
-            rule: rule::THROUGH_SYMLINK,
-            ..
-        })
-    ));
+    assert!(matches!(err, Err(ExtractError::Refused { rule: rule::THROUGH_SYMLINK, .. })));
     assert_eq!(fs::read_dir(&sb.outside).expect("ls").count(), 0);
 }
 
@@ -197,18 +151,8 @@ fn replaces_existing_symlink_instead_of_writing_through_it() {
 #[test]
 fn refuses_special_files() {
     let d = ExtractLimits::default();
-    for (mode, name) in [
-        (0o010_644, "fifo"),
-        (0o020_644, "chr"),
-        (0o060_644, "blk"),
-        (0o140_644, "sock"),
-    ] {
-        expect_refused(
-            build_zip(&[E::File("ok", b""), E::Raw(name, mode)]),
-            d,
-            name,
-            rule::SPECIAL,
-        );
+    for (mode, name) in [(0o010_644, "fifo"), (0o020_644, "chr"), (0o060_644, "blk"), (0o140_644, "sock")] {
+        expect_refused(build_zip(&[E::File("ok", b""), E::Raw(name, mode)]), d, name, rule::SPECIAL);
     }
 }
 
@@ -224,27 +168,11 @@ fn refuses_zip_bomb_by_ratio() {
 fn refuses_by_count_and_total_size() {
     let names: Vec<String> = (0..11).map(|i| format!("f{i:02}")).collect();
     let entries: Vec<E<'_>> = names.iter().map(|n| E::File(n, b"x")).collect();
-    let limits = ExtractLimits {
-        max_entries: 10,
-        ..ExtractLimits::default()
-    };
-    expect_refused(
-        build_zip(&entries),
-        limits,
-        "(central directory)",
-        rule::COUNT,
-    );
-    let limits = ExtractLimits {
-        max_total_bytes: 1000,
-        ..ExtractLimits::default()
-    };
+    let limits = ExtractLimits { max_entries: 10, ..ExtractLimits::default() };
+    expect_refused(build_zip(&entries), limits, "(central directory)", rule::COUNT);
+    let limits = ExtractLimits { max_total_bytes: 1000, ..ExtractLimits::default() };
     let big = vec![7u8; 600];
-    expect_refused(
-        build_zip(&[E::File("a", &big), E::File("b", &big)]),
-        limits,
-        "b",
-        rule::TOTAL,
-    );
+    expect_refused(build_zip(&[E::File("a", &big), E::File("b", &big)]), limits, "b", rule::TOTAL);
 }
 
 /// A header that under-declares the uncompressed size must not let more bytes through.
@@ -253,28 +181,13 @@ fn lying_size_header_is_caught() {
     let data = vec![1u8; 4096];
     let mut zip = build_zip(&[E::File("liar", &data)]);
     // Patch the uncompressed size in the local header (offset 22) and central header (24).
-    let cd = zip
-        .windows(4)
-        .position(|w| w == b"PK\x01\x02")
-        .expect("central dir");
+    let cd = zip.windows(4).position(|w| w == b"PK\x01\x02").expect("central dir");
     zip[22..26].copy_from_slice(&100u32.to_le_bytes());
     zip[cd + 24..cd + 28].copy_from_slice(&100u32.to_le_bytes());
     let sb = sandbox();
-    let err =
-        extract_zip(Cursor::new(zip), &sb.dest, &ExtractLimits::default()).expect_err("must fail");
-    assert!(
-        matches!(
-            &err,
-            ExtractError::Refused {
-                rule: rule::OVERSIZE,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let written = fs::metadata(sb.dest.join("liar"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let err = extract_zip(Cursor::new(zip), &sb.dest, &ExtractLimits::default()).expect_err("must fail");
+    assert!(matches!(&err, ExtractError::Refused { rule: rule::OVERSIZE, .. }), "{err:?}");
+    let written = fs::metadata(sb.dest.join("liar")).map(|m| m.len()).unwrap_or(0);
     assert!(written <= 100, "wrote {written} bytes");
     sb.assert_outside_untouched();
 }
@@ -309,18 +222,9 @@ fn extracts_like_unstream_dir() {
     assert_eq!(mode("ro/x.sh"), 0o755);
     assert_eq!(mode("suid"), 0o755, "setuid dropped");
     assert_eq!(mode("nomode"), 0o644);
-    assert_eq!(
-        fs::read_link(sb.dest.join("toplink")).expect("link"),
-        Path::new("ro/x.sh")
-    );
-    assert_eq!(
-        fs::read_link(sb.dest.join("ro/up")).expect("link"),
-        Path::new("../over")
-    );
-    assert_eq!(
-        fs::read(sb.dest.join("deep/auto/parent")).expect("read"),
-        b"p"
-    );
+    assert_eq!(fs::read_link(sb.dest.join("toplink")).expect("link"), Path::new("ro/x.sh"));
+    assert_eq!(fs::read_link(sb.dest.join("ro/up")).expect("link"), Path::new("../over"));
+    assert_eq!(fs::read(sb.dest.join("deep/auto/parent")).expect("read"), b"p");
 }
 
 #[test]
@@ -332,12 +236,7 @@ fn round_trip_with_pack_keeps_modes_links_and_mtimes() {
     fs::write(s.join("run.sh"), "#!/bin/sh\n").expect("write");
     fs::set_permissions(s.join("run.sh"), fs::Permissions::from_mode(0o750)).expect("chmod");
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_001);
-    File::options()
-        .write(true)
-        .open(s.join("run.sh"))
-        .expect("open")
-        .set_modified(mtime)
-        .expect("mtime");
+    File::options().write(true).open(s.join("run.sh")).expect("open").set_modified(mtime).expect("mtime");
     symlink("inventory/hosts", s.join("hosts")).expect("symlink");
     let mut tmp = tempfile::tempfile().expect("tmp");
     crate::runner::pack::zip_dir(s, &mut tmp, &mut |_| {}).expect("zip");
@@ -349,14 +248,8 @@ fn round_trip_with_pack_keeps_modes_links_and_mtimes() {
     // DOS time has 2-second resolution.
     assert_eq!(meta.mtime(), 1_700_000_000);
     assert!(sb.dest.join("inventory/group_vars").is_dir());
-    assert_eq!(
-        fs::read_link(sb.dest.join("hosts")).expect("link"),
-        Path::new("inventory/hosts")
-    );
-    assert_eq!(
-        fs::read(sb.dest.join("hosts")).expect("read"),
-        b"localhost\n"
-    );
+    assert_eq!(fs::read_link(sb.dest.join("hosts")).expect("link"), Path::new("inventory/hosts"));
+    assert_eq!(fs::read(sb.dest.join("hosts")).expect("read"), b"localhost\n");
 }
 
 /// Bytes captured from a real `ansible-runner transmit src -p test.yml -i job42` (2.4.3): the
@@ -380,30 +273,14 @@ fn real_python_transmit_stream_round_trips() {
     }
     dec.finish().expect("complete");
     let (raw, value) = kwargs_line.expect("kwargs line");
-    assert_eq!(
-        crate::runner::pyjson::to_string(&value).as_bytes(),
-        &raw[..]
-    );
+    assert_eq!(crate::runner::pyjson::to_string(&value).as_bytes(), &raw[..]);
     let sb = sandbox();
-    let stats =
-        extract_zip(Cursor::new(zip), &sb.dest, &ExtractLimits::default()).expect("extract");
+    let stats = extract_zip(Cursor::new(zip), &sb.dest, &ExtractLimits::default()).expect("extract");
     assert_eq!((stats.files, stats.dirs, stats.symlinks), (4, 5, 2));
     let d = &sb.dest;
-    assert_eq!(
-        fs::read_link(d.join("toplink")).expect("link"),
-        Path::new("sub")
-    );
-    assert_eq!(
-        fs::read_link(d.join("sub/link")).expect("link"),
-        Path::new("../project/test.yml")
-    );
-    assert_eq!(
-        fs::metadata(d.join("sub/deep/x.sh")).expect("stat").mode() & 0o7777,
-        0o755
-    );
-    assert_eq!(
-        fs::metadata(d.join("env/extravars")).expect("stat").mtime(),
-        1_795_888_040
-    );
+    assert_eq!(fs::read_link(d.join("toplink")).expect("link"), Path::new("sub"));
+    assert_eq!(fs::read_link(d.join("sub/link")).expect("link"), Path::new("../project/test.yml"));
+    assert_eq!(fs::metadata(d.join("sub/deep/x.sh")).expect("stat").mode() & 0o7777, 0o755);
+    assert_eq!(fs::metadata(d.join("env/extravars")).expect("stat").mtime(), 1_795_888_040);
     sb.assert_outside_untouched();
 }

@@ -109,19 +109,12 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(
-            split_name("./a//b/./c"),
-            Ok(vec!["a".into(), "b".into(), "c".into()])
-        );
+        assert_eq!(split_name("./a//b/./c"), Ok(vec!["a".into(), "b".into(), "c".into()]));
         assert_eq!(split_name("./"), Ok(vec![]));
         assert_eq!(split_name("/etc/passwd"), Err(rule::ABSOLUTE));
         assert_eq!(split_name("a/../b"), Err(rule::PARENT));
         assert_eq!(split_name("a\0b"), Err(rule::BAD_NAME));
-        assert_eq!(
-            split_name("a\\..\\b"),
-            Ok(vec!["a\\..\\b".into()]),
-            "backslash is a name byte"
-        );
+        assert_eq!(split_name("a\\..\\b"), Ok(vec!["a\\..\\b".into()]), "backslash is a name byte");
     }
 
     #[test]
@@ -143,30 +136,15 @@ mod tests {
             // Signatures straddling the 64 KiB read boundary are found too.
             data.splice(k * 70..k * 70, CDFH_SIG.iter().copied());
         }
-        assert_eq!(
-            bound_entry_count(&mut Cursor::new(&data), 11).expect("io"),
-            Err(rule::COUNT)
-        );
-        assert_eq!(
-            bound_entry_count(&mut Cursor::new(&data), 12).expect("io"),
-            Ok(())
-        );
-        assert_eq!(
-            bound_entry_count(&mut Cursor::new(&data), 1000).expect("io"),
-            Ok(())
-        );
+        assert_eq!(bound_entry_count(&mut Cursor::new(&data), 11).expect("io"), Err(rule::COUNT));
+        assert_eq!(bound_entry_count(&mut Cursor::new(&data), 12).expect("io"), Ok(()));
+        assert_eq!(bound_entry_count(&mut Cursor::new(&data), 1000).expect("io"), Ok(()));
         let mut big = vec![b'P'; 64 * 1024 - 2];
         big.extend_from_slice(CDFH_SIG);
         big.extend_from_slice(&[0u8; 100]);
-        assert_eq!(
-            bound_entry_count(&mut Cursor::new(&big), 0).expect("io"),
-            Err(rule::COUNT)
-        );
+        assert_eq!(bound_entry_count(&mut Cursor::new(&big), 0).expect("io"), Err(rule::COUNT));
         let mut trickle = Trickle(Cursor::new(data));
-        assert_eq!(
-            bound_entry_count(&mut trickle, 11).expect("io"),
-            Err(rule::COUNT)
-        );
+        assert_eq!(bound_entry_count(&mut trickle, 11).expect("io"), Err(rule::COUNT));
         assert_eq!(bound_entry_count(&mut trickle, 12).expect("io"), Ok(()));
     }
 

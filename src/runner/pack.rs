@@ -58,10 +58,7 @@ struct Entry {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PackError + '_ {
-    move |source| PackError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| PackError::Io { path: path.to_owned(), source }
 }
 
 /// Zips `root` into `out` (e.g. a fresh temp file) and returns the archive size in bytes.
@@ -96,9 +93,7 @@ fn walk(root: &Path) -> Result<Vec<Entry>, PackError> {
             let dent = dent.map_err(io_err(&dir))?;
             let path = dent.path();
             let name = dent.file_name();
-            let name = name
-                .to_str()
-                .ok_or_else(|| PackError::NonUtf8 { path: path.clone() })?;
+            let name = name.to_str().ok_or_else(|| PackError::NonUtf8 { path: path.clone() })?;
             let rel = format!("{prefix}{name}");
             let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
             let ft = meta.file_type();
@@ -110,20 +105,11 @@ fn walk(root: &Path) -> Result<Vec<Entry>, PackError> {
             } else if ft.is_file() {
                 EntryKind::File
             } else {
-                let what = if ft.is_fifo() {
-                    "FIFO"
-                } else {
-                    "socket or device"
-                };
+                let what = if ft.is_fifo() { "FIFO" } else { "socket or device" };
                 tracing::debug!(path = %path.display(), "skipping {what}");
                 continue;
             };
-            out.push(Entry {
-                rel,
-                path,
-                kind,
-                meta,
-            });
+            out.push(Entry { rel, path, kind, meta });
         }
     }
     out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
@@ -134,8 +120,7 @@ fn dos_time(c: Civil) -> DateTime {
     // Civil values come from dos_clamped, so they are always in DOS range; the fallback
     // (1980-01-01) is unreachable in practice.
     let year = u16::try_from(c.year).unwrap_or(1980);
-    DateTime::from_date_and_time(year, c.month, c.day, c.hour, c.minute, c.second)
-        .unwrap_or_default()
+    DateTime::from_date_and_time(year, c.month, c.day, c.hour, c.minute, c.second).unwrap_or_default()
 }
 
 fn add_entry<W: Write + Seek>(
@@ -146,19 +131,13 @@ fn add_entry<W: Write + Seek>(
 ) -> Result<(), PackError> {
     let mode = e.meta.mode();
     let mtime = dos_time(dostime::dos_clamped(e.meta.mtime()));
-    let opts = SimpleFileOptions::default()
-        .unix_permissions(mode)
-        .last_modified_time(mtime);
+    let opts = SimpleFileOptions::default().unix_permissions(mode).last_modified_time(mtime);
     match e.kind {
         EntryKind::Dir => zw.add_directory(e.rel.as_str(), opts)?,
         EntryKind::Symlink => {
             let target = fs::read_link(&e.path).map_err(io_err(&e.path))?;
-            let target = target.to_str().ok_or_else(|| PackError::NonUtf8 {
-                path: e.path.clone(),
-            })?;
-            let opts = opts
-                .unix_permissions(0o777)
-                .last_modified_time(DateTime::default());
+            let target = target.to_str().ok_or_else(|| PackError::NonUtf8 { path: e.path.clone() })?;
+            let opts = opts.unix_permissions(0o777).last_modified_time(DateTime::default());
             zw.add_symlink(e.rel.as_str(), target, opts)?;
         }
         EntryKind::File => {
@@ -180,11 +159,7 @@ fn copy_file<W: Write>(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), PackError> {
     let nofollow = nix::fcntl::OFlag::O_NOFOLLOW.bits();
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags(nofollow)
-        .open(path)
-        .map_err(io_err(path))?;
+    let mut f = OpenOptions::new().read(true).custom_flags(nofollow).open(path).map_err(io_err(path))?;
     let mut buf = vec![0u8; COPY_BUF];
     loop {
         let n = match f.read(&mut buf) {
@@ -192,10 +167,7 @@ fn copy_file<W: Write>(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(PackError::Io {
-                    path: path.to_owned(),
-                    source: e,
-                });
+                return Err(PackError::Io { path: path.to_owned(), source: e });
             }
         };
         zw.write_all(&buf[..n]).map_err(PackError::Stream)?;
@@ -219,19 +191,15 @@ fn patch_central_directory<F: Read + Write + Seek>(f: &mut F, start: u64) -> Res
     }
     for (at, minor, is_dir) in patches {
         let made_by = [minor.max(20), 3];
-        f.seek(SeekFrom::Start(start + at + 4))
-            .map_err(PackError::Stream)?;
+        f.seek(SeekFrom::Start(start + at + 4)).map_err(PackError::Stream)?;
         f.write_all(&made_by).map_err(PackError::Stream)?;
         if is_dir {
             let mut attr = [0u8; 4];
-            f.seek(SeekFrom::Start(start + at + 38))
-                .map_err(PackError::Stream)?;
+            f.seek(SeekFrom::Start(start + at + 38)).map_err(PackError::Stream)?;
             f.read_exact(&mut attr).map_err(PackError::Stream)?;
             let attr = u32::from_le_bytes(attr) | 0x10;
-            f.seek(SeekFrom::Start(start + at + 38))
-                .map_err(PackError::Stream)?;
-            f.write_all(&attr.to_le_bytes())
-                .map_err(PackError::Stream)?;
+            f.seek(SeekFrom::Start(start + at + 38)).map_err(PackError::Stream)?;
+            f.write_all(&attr.to_le_bytes()).map_err(PackError::Stream)?;
         }
     }
     f.flush().map_err(PackError::Stream)
@@ -253,10 +221,7 @@ pub fn write_zip_section<W: Write + ?Sized>(
         let want = usize::try_from(left.min(B64_READ as u64)).unwrap_or(B64_READ);
         let got = read_full(zip, &mut buf[..want])?;
         if got < want {
-            return Err(PackError::ShortZip {
-                expected: size,
-                got: size - left + got as u64,
-            });
+            return Err(PackError::ShortZip { expected: size, got: size - left + got as u64 });
         }
         enc.clear();
         STANDARD.encode_string(&buf[..got], &mut enc);
@@ -288,8 +253,7 @@ pub fn write_transmit<W: Write + ?Sized>(
 ) -> Result<(), PackError> {
     let mut line = Map::new();
     line.insert("kwargs".to_owned(), Value::Object(kwargs.clone()));
-    out.write_all(&pyjson::line(&Value::Object(line)))
-        .map_err(PackError::Stream)?;
+    out.write_all(&pyjson::line(&Value::Object(line))).map_err(PackError::Stream)?;
     if let Some((reader, size)) = zip {
         write_zip_section(out, reader, size)?;
     }

@@ -17,19 +17,11 @@ fn sample_pdd() -> tempfile::TempDir {
     fs::write(r.join("sub/deep/x.sh"), "#!/bin/sh\necho hi\n").expect("write");
     fs::set_permissions(r.join("sub/deep/x.sh"), fs::Permissions::from_mode(0o755)).expect("chmod");
     fs::write(r.join("old"), "").expect("write");
-    let old = File::options()
-        .write(true)
-        .open(r.join("old"))
-        .expect("open");
-    old.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(157_766_400))
-        .expect("mtime");
+    let old = File::options().write(true).open(r.join("old")).expect("open");
+    old.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(157_766_400)).expect("mtime");
     symlink("../project/test.yml", r.join("sub/link")).expect("symlink");
     symlink("sub", r.join("toplink")).expect("symlink");
-    nix::unistd::mkfifo(
-        &r.join("fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o644),
-    )
-    .expect("mkfifo");
+    nix::unistd::mkfifo(&r.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
     dir
 }
 
@@ -116,21 +108,10 @@ fn zip_layout_matches_python_stream_dir() {
 
 fn check_archive_contents(zip: Vec<u8>) {
     let mut archive = ZipArchive::new(std::io::Cursor::new(zip)).expect("archive");
-    let old = archive
-        .by_name("old")
-        .expect("old")
-        .last_modified()
-        .expect("time");
-    assert_eq!(
-        (old.year(), old.month(), old.day(), old.hour()),
-        (1980, 1, 1, 0)
-    );
+    let old = archive.by_name("old").expect("old").last_modified().expect("time");
+    assert_eq!((old.year(), old.month(), old.day(), old.hour()), (1980, 1, 1, 0));
     let mut target = String::new();
-    archive
-        .by_name("sub/link")
-        .expect("link")
-        .read_to_string(&mut target)
-        .expect("read");
+    archive.by_name("sub/link").expect("link").read_to_string(&mut target).expect("read");
     assert_eq!(target, "../project/test.yml");
 }
 
@@ -185,11 +166,5 @@ fn zip_section_streams_in_three_byte_multiples() {
 fn short_zip_source_is_an_error() {
     let mut out = Vec::new();
     let err = write_zip_section(&mut out, &mut &b"abc"[..], 10).expect_err("short");
-    assert!(matches!(
-        err,
-        PackError::ShortZip {
-            expected: 10,
-            got: 3
-        }
-    ));
+    assert!(matches!(err, PackError::ShortZip { expected: 10, got: 3 }));
 }

@@ -72,10 +72,7 @@ struct Spool {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ProcessError + '_ {
-    move |source| ProcessError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| ProcessError::Io { path: path.to_owned(), source }
 }
 
 impl ArtifactWriter {
@@ -85,10 +82,7 @@ impl ArtifactWriter {
         fs::create_dir_all(&artifact_dir).map_err(io_err(&artifact_dir))?;
         let events_dir = artifact_dir.join("job_events");
         if !events_dir.is_dir() {
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&events_dir)
-                .map_err(io_err(&events_dir))?;
+            fs::DirBuilder::new().mode(0o700).create(&events_dir).map_err(io_err(&events_dir))?;
         }
         Ok(ArtifactWriter {
             artifact_dir,
@@ -145,10 +139,7 @@ impl ArtifactWriter {
             Some(name) => self.write_event_file(&name, trim_line(raw))?,
             None => tracing::warn!("event with unusable counter/uuid not written to job_events"),
         }
-        Ok(value
-            .get("stdout")
-            .and_then(Value::as_str)
-            .map(str::to_owned))
+        Ok(value.get("stdout").and_then(Value::as_str).map(str::to_owned))
     }
 
     fn write_event_file(&self, name: &str, content: &[u8]) -> Result<(), ProcessError> {
@@ -162,28 +153,20 @@ impl ArtifactWriter {
             .open(&path)
             .map_err(io_err(&path))?;
         f.write_all(content).map_err(io_err(&path))?;
-        f.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io_err(&path))
+        f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err(&path))
     }
 
     /// Starts spooling a `{"zipfile": size}` section into an anonymous temp file.
     pub fn zip_start(&mut self, size: u64) -> Result<(), ProcessError> {
         let file = tempfile::tempfile().map_err(io_err(&self.artifact_dir))?;
-        self.spool = Some(Spool {
-            file,
-            expected: size,
-            written: 0,
-        });
+        self.spool = Some(Spool { file, expected: size, written: 0 });
         Ok(())
     }
 
     /// Appends decoded zip bytes to the spool.
     pub fn zip_data(&mut self, data: &[u8]) -> Result<(), ProcessError> {
         let spool = self.spool.as_mut().ok_or(ProcessError::NoZip)?;
-        spool
-            .file
-            .write_all(data)
-            .map_err(io_err(&self.artifact_dir))?;
+        spool.file.write_all(data).map_err(io_err(&self.artifact_dir))?;
         spool.written += data.len() as u64;
         Ok(())
     }
@@ -192,15 +175,9 @@ impl ArtifactWriter {
     pub fn zip_end(&mut self) -> Result<ExtractStats, ProcessError> {
         let mut spool = self.spool.take().ok_or(ProcessError::NoZip)?;
         if spool.written != spool.expected {
-            return Err(ProcessError::ShortZip {
-                expected: spool.expected,
-                got: spool.written,
-            });
+            return Err(ProcessError::ShortZip { expected: spool.expected, got: spool.written });
         }
-        spool
-            .file
-            .seek(SeekFrom::Start(0))
-            .map_err(io_err(&self.artifact_dir))?;
+        spool.file.seek(SeekFrom::Start(0)).map_err(io_err(&self.artifact_dir))?;
         self.extract_artifacts(spool.file)
     }
 
@@ -212,14 +189,8 @@ impl ArtifactWriter {
 
 /// The line without trailing CR/whitespace (Python writes `json.dumps(event)`, which has none).
 fn trim_line(raw: &[u8]) -> &[u8] {
-    let end = raw
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    let start = raw[..end]
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(end);
+    let end = raw.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    let start = raw[..end].iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(end);
     &raw[start..end]
 }
 
@@ -231,9 +202,7 @@ fn event_file_name(value: &Value) -> Option<String> {
     let safe = !uuid.is_empty()
         && uuid.len() <= MAX_UUID
         && !uuid.starts_with('.')
-        && uuid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     safe.then(|| format!("{counter}-{uuid}.json"))
 }
 

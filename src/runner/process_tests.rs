@@ -33,10 +33,7 @@ fn worker_artifacts() -> tempfile::TempDir {
         fs::write(p.join(name), text).expect("write");
         fs::set_permissions(p.join(name), fs::Permissions::from_mode(mode)).expect("chmod");
     }
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(p.join("job_events"))
-        .expect("mkdir");
+    fs::DirBuilder::new().mode(0o700).create(p.join("job_events")).expect("mkdir");
     fs::create_dir(p.join("fact_cache")).expect("mkdir");
     fs::write(p.join("fact_cache/localhost"), "{}").expect("write");
     dir
@@ -83,17 +80,8 @@ fn artifact_tree_matches_ansible_runner_process() {
     let pdd = tempfile::tempdir().expect("tempdir");
     let adir = pdd.path().join("artifacts/job42");
     let (w, printed) = run_process(&worker_stream(), adir.clone(), 7);
-    assert_eq!(
-        printed,
-        [
-            "",
-            "\r\nPLAY [Two task play] ***\u{1b}[0;32m h\u{e9}\u{1b}[0m"
-        ]
-    );
-    assert_eq!(
-        w.last_status(),
-        Some(&serde_json::json!({"status": "successful", "runner_ident": "job42"}))
-    );
+    assert_eq!(printed, ["", "\r\nPLAY [Two task play] ***\u{1b}[0;32m h\u{e9}\u{1b}[0m"]);
+    assert_eq!(w.last_status(), Some(&serde_json::json!({"status": "successful", "runner_ident": "job42"})));
     let mode = |p: &Path| fs::symlink_metadata(p).expect("stat").mode() & 0o7777;
     assert_eq!(mode(&adir.join("job_events")), 0o700);
     let mut events: Vec<String> = fs::read_dir(adir.join("job_events"))
@@ -103,29 +91,16 @@ fn artifact_tree_matches_ansible_runner_process() {
     events.sort();
     assert_eq!(
         events,
-        [
-            "1-f07e4a56-7859-48e4-ae62-02a8b2a6ea60.json",
-            "2-02fc0000-0001-5c1b-78b0-000000000002.json",
-        ]
+        ["1-f07e4a56-7859-48e4-ae62-02a8b2a6ea60.json", "2-02fc0000-0001-5c1b-78b0-000000000002.json",]
     );
     let ev2 = adir.join("job_events").join(&events[1]);
-    assert_eq!(
-        fs::read(&ev2).expect("read"),
-        EV2.as_bytes(),
-        "wire line without LF"
-    );
+    assert_eq!(fs::read(&ev2).expect("read"), EV2.as_bytes(), "wire line without LF");
     assert_eq!(mode(&ev2), 0o600);
     assert_eq!(fs::read(adir.join("rc")).expect("rc"), b"0");
-    assert_eq!(
-        fs::read(adir.join("status")).expect("status"),
-        b"successful"
-    );
+    assert_eq!(fs::read(adir.join("status")).expect("status"), b"successful");
     assert_eq!(mode(&adir.join("stdout")), 0o600);
     assert_eq!(mode(&adir.join("stderr")), 0o644);
-    assert_eq!(
-        fs::read(adir.join("fact_cache/localhost")).expect("facts"),
-        b"{}"
-    );
+    assert_eq!(fs::read(adir.join("fact_cache/localhost")).expect("facts"), b"{}");
 }
 
 #[test]
@@ -143,12 +118,7 @@ fn hostile_event_names_are_not_used_as_paths() {
     assert_eq!(w.event(b"{}", &v).expect("event"), Some("x".to_owned()));
     let v = serde_json::json!({"uuid": "u", "counter": "1/../..", "stdout": "y"});
     assert_eq!(w.event(b"{}", &v).expect("event"), Some("y".to_owned()));
-    assert_eq!(
-        fs::read_dir(dir.path().join("a/job_events"))
-            .expect("ls")
-            .count(),
-        0
-    );
+    assert_eq!(fs::read_dir(dir.path().join("a/job_events")).expect("ls").count(), 0);
     assert!(!dir.path().join("escape.json").exists());
 }
 
@@ -161,12 +131,6 @@ fn keepalives_and_bad_zip_sequences() {
     assert!(matches!(w.zip_data(b"x"), Err(ProcessError::NoZip)));
     w.zip_start(10).expect("start");
     w.zip_data(b"abc").expect("data");
-    assert!(matches!(
-        w.zip_end(),
-        Err(ProcessError::ShortZip {
-            expected: 10,
-            got: 3
-        })
-    ));
+    assert!(matches!(w.zip_end(), Err(ProcessError::ShortZip { expected: 10, got: 3 })));
     assert_eq!(trim_line(b" {\"a\": 1}\r"), b"{\"a\": 1}");
 }

@@ -121,11 +121,7 @@ fn shortest_sci(f: f64) -> String {
         return sci;
     }
     let exact = format!("{f:.prec$e}", prec = digits - 1);
-    if exact != sci && exact.parse::<f64>() == Ok(f) {
-        exact
-    } else {
-        sci
-    }
+    if exact != sci && exact.parse::<f64>() == Ok(f) { exact } else { sci }
 }
 
 /// Places the decimal point in `digits` (d1 d2 d3 ... meaning d1.d2d3 × 10^exp).
@@ -172,12 +168,9 @@ mod tests {
 
     #[test]
     fn separators_and_order() {
-        let v: Value = serde_json::from_str(r#"{"b": 1, "a": [1, 2, {"x": null}], "c": true}"#)
-            .expect("valid json");
-        assert_eq!(
-            to_string(&v),
-            r#"{"b": 1, "a": [1, 2, {"x": null}], "c": true}"#
-        );
+        let v: Value =
+            serde_json::from_str(r#"{"b": 1, "a": [1, 2, {"x": null}], "c": true}"#).expect("valid json");
+        assert_eq!(to_string(&v), r#"{"b": 1, "a": [1, 2, {"x": null}], "c": true}"#);
         assert_eq!(line(&json!({"eof": true})), b"{\"eof\": true}\n");
         assert_eq!(to_string(&json!({})), "{}");
         assert_eq!(to_string(&json!([])), "[]");
@@ -186,15 +179,9 @@ mod tests {
     #[test]
     fn string_escapes_match_python() {
         let v = json!("a\"b\\c\nd\re\tf\u{8}g\u{c}h\u{1b}i\u{0}/\u{7f}");
-        assert_eq!(
-            to_string(&v),
-            r#""a\"b\\c\nd\re\tf\bg\fh\u001bi\u0000/\u007f""#
-        );
+        assert_eq!(to_string(&v), r#""a\"b\\c\nd\re\tf\bg\fh\u001bi\u0000/\u007f""#);
         // json.dumps("héllo ✓ 😀") in Python 3.11
-        assert_eq!(
-            to_string(&json!("héllo ✓ 😀")),
-            r#""h\u00e9llo \u2713 \ud83d\ude00""#
-        );
+        assert_eq!(to_string(&json!("héllo ✓ 😀")), r#""h\u00e9llo \u2713 \ud83d\ude00""#);
         assert_eq!(to_string(&json!("\u{ffff}")), r#""\uffff""#);
     }
 

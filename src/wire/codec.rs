@@ -94,12 +94,7 @@ mod tests {
                 window: 1 << 20,
                 header: Bytes::from_static(b"{}"),
             }),
-            r(Body::Data {
-                stream: 1,
-                from: Side::Opener,
-                offset: 10,
-                data: Bytes::from(vec![7u8; 1000]),
-            }),
+            r(Body::Data { stream: 1, from: Side::Opener, offset: 10, data: Bytes::from(vec![7u8; 1000]) }),
             r(Body::Credit { stream: 1, from: Side::Acceptor, n: 77 }),
             r(Body::Fin { stream: 1, from: Side::Acceptor, trailer: Bytes::from_static(b"t") }),
             r(Body::Reset { stream: 1, from: Side::Opener, reason: "gone".into() }),

@@ -4,8 +4,8 @@ use bytes::{Buf, Bytes};
 
 use super::encode::tag;
 use super::{
-    Body, DecodeError, Frame, Hello, Lsa, MAX_DATA_CHUNK, MAX_LSA_ITEMS, MAX_META, MAX_REASON,
-    NodeId, Routed, Side, WorkTypeAd,
+    Body, DecodeError, Frame, Hello, Lsa, MAX_DATA_CHUNK, MAX_LSA_ITEMS, MAX_META, MAX_REASON, NodeId,
+    Routed, Side, WorkTypeAd,
 };
 
 /// Most bytes of a work-type name or version string.
@@ -60,15 +60,7 @@ fn decode_lsa(b: &mut Bytes) -> Result<Lsa, DecodeError> {
         let version = get_str(b, "work type version", MAX_NAME)?;
         work_types.push(WorkTypeAd { name, version });
     }
-    Ok(Lsa {
-        origin,
-        epoch,
-        seq,
-        leaving: flags & 1 != 0,
-        ephemeral: flags & 2 != 0,
-        neighbors,
-        work_types,
-    })
+    Ok(Lsa { origin, epoch, seq, leaving: flags & 1 != 0, ephemeral: flags & 2 != 0, neighbors, work_types })
 }
 
 fn decode_routed(b: &mut Bytes) -> Result<Routed, DecodeError> {
@@ -97,11 +89,9 @@ fn decode_routed(b: &mut Bytes) -> Result<Routed, DecodeError> {
             from: get_side(b)?,
             trailer: get_blob(b, "stream trailer", MAX_META)?,
         },
-        tag::RESET => Body::Reset {
-            stream: get_u64(b)?,
-            from: get_side(b)?,
-            reason: get_str(b, "reason", MAX_REASON)?,
-        },
+        tag::RESET => {
+            Body::Reset { stream: get_u64(b)?, from: get_side(b)?, reason: get_str(b, "reason", MAX_REASON)? }
+        }
         tag::STOP => Body::Stop { stream: get_u64(b)?, from: get_side(b)? },
         other => return Err(DecodeError::UnknownBody(other)),
     };

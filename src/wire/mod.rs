@@ -113,22 +113,54 @@ pub enum Side {
 /// Routed message bodies.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
-    Ping { id: u64 },
-    Pong { id: u64 },
+    Ping {
+        id: u64,
+    },
+    Pong {
+        id: u64,
+    },
     /// A frame for `dst` could not be delivered; sent back to the frame's source.
-    Unreachable { stream: Option<(u64, Side)>, reason: String },
+    Unreachable {
+        stream: Option<(u64, Side)>,
+        reason: String,
+    },
     /// Opens stream `stream` to `service`; `window` is the opener's receive window.
-    Open { stream: u64, service: String, window: u32, header: Bytes },
+    Open {
+        stream: u64,
+        service: String,
+        window: u32,
+        header: Bytes,
+    },
     /// Stream bytes starting at byte `offset` of this direction.
-    Data { stream: u64, from: Side, offset: u64, data: Bytes },
+    Data {
+        stream: u64,
+        from: Side,
+        offset: u64,
+        data: Bytes,
+    },
     /// The receiver consumed bytes: the sender may send `n` more.
-    Credit { stream: u64, from: Side, n: u32 },
+    Credit {
+        stream: u64,
+        from: Side,
+        n: u32,
+    },
     /// The sender will send no more data; `trailer` is opaque end-of-stream metadata.
-    Fin { stream: u64, from: Side, trailer: Bytes },
+    Fin {
+        stream: u64,
+        from: Side,
+        trailer: Bytes,
+    },
     /// The stream is aborted in both directions.
-    Reset { stream: u64, from: Side, reason: String },
+    Reset {
+        stream: u64,
+        from: Side,
+        reason: String,
+    },
     /// The sender stopped reading: the receiver must stop sending (and then finish).
-    Stop { stream: u64, from: Side },
+    Stop {
+        stream: u64,
+        from: Side,
+    },
 }
 
 /// Why a frame could not be decoded. Any of these closes the link it came from.

@@ -39,7 +39,8 @@ impl WorkType for CommandWork {
 /// Finds `program` the way exec would: a path as given, or a bare name on `PATH`.
 pub fn resolve_program(program: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let executable =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if program.components().count() > 1 || program.is_absolute() {
         return executable(program).then(|| program.to_path_buf());
     }

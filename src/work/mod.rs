@@ -18,8 +18,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-pub use io::{JobInput, JobOutput};
 use crate::wire::{NodeId, WorkTypeAd};
+pub use io::{JobInput, JobOutput};
 
 /// The name of the mesh service that accepts work.
 pub const WORK_SERVICE: &str = "work";

@@ -84,7 +84,11 @@ pub async fn run_child(
 fn to_result(status: std::io::Result<ExitStatus>, cancelled: bool, stderr_tail: String) -> JobResult {
     use std::os::unix::process::ExitStatusExt;
     match status {
-        Err(e) => JobResult { error: Some(format!("waiting for the process failed: {e}")), stderr_tail, ..Default::default() },
+        Err(e) => JobResult {
+            error: Some(format!("waiting for the process failed: {e}")),
+            stderr_tail,
+            ..Default::default()
+        },
         Ok(st) => JobResult {
             exit_code: st.code(),
             signal: st.signal(),

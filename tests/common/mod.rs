@@ -59,10 +59,15 @@ impl<'a> Spec<'a> {
 pub const CAT: &str = "[[work.command]]\nname = \"cat\"\nprogram = \"cat\"\n";
 
 /// Fast timers so failure detection and convergence take seconds, not minutes.
-pub const FAST_MESH: &str = "[mesh]\nidle_timeout = \"1500ms\"\nroute_refresh = \"2s\"\nnode_timeout = \"6s\"\n";
+pub const FAST_MESH: &str =
+    "[mesh]\nidle_timeout = \"1500ms\"\nroute_refresh = \"2s\"\nnode_timeout = \"6s\"\n";
 
 pub fn config_text(spec: &Spec<'_>, data_dir: &Path) -> String {
-    let mut cfg = format!("[node]\nid = \"{}\"\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n", spec.id, data_dir.display());
+    let mut cfg = format!(
+        "[node]\nid = \"{}\"\ndata_dir = \"{}\"\nshutdown_grace = \"3s\"\n",
+        spec.id,
+        data_dir.display()
+    );
     if spec.listen {
         cfg.push_str("[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\n");
     }
@@ -150,7 +155,8 @@ impl Daemon {
     /// Sends SIGTERM and waits for a clean exit; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
         child.wait().ok().and_then(|s| s.code())
     }
 

@@ -1,0 +1,41 @@
+# receptord — the two commands that matter on a fresh machine are `make demo` and `make test`.
+CARGO ?= cargo
+VENV  ?= $(CURDIR)/.venv
+
+.PHONY: all build venv demo test unit lint fmt bench package clean
+
+all: build
+
+build:
+	$(CARGO) build --release --locked
+
+# Project-local virtualenv with the real ansible-runner and ansible-core from PyPI.
+venv:
+	VENV=$(VENV) ./scripts/venv.sh
+
+# A local three-node mesh on 127.0.0.1 running a playbook via a remote node.
+demo: build venv
+	VENV=$(VENV) ./scripts/demo.sh
+
+# Every test layer: unit, simulations, real daemons on loopback, real ansible-runner.
+test: build venv
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --release --locked --no-fail-fast; \
+	else \
+		$(CARGO) test --release --locked --no-fail-fast; \
+	fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Prints throughput, latency and memory figures (never asserts on time).
+bench: build venv
+	VENV=$(VENV) $(CARGO) bench --locked --bench mesh
+
+clean:
+	$(CARGO) clean
+	rm -rf .demo
