@@ -1,0 +1,2 @@
+//! Mesh benchmarks (`make bench`): prints figures, asserts nothing about time.
+fn main() {}
