@@ -9,7 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::Config;
 use crate::mesh::{MeshConfig, Node, NodeOptions};
 use crate::transport::{Listener, TransportError};
-use crate::work::Registry;
+use crate::work::{Registry, ansible};
 use crate::work::command::CommandWork;
 use crate::work::service::WorkService;
 
@@ -55,6 +55,7 @@ pub fn build_registry(cfg: &Config) -> Registry {
         };
         reg.register(c.name.clone(), Arc::new(work));
     }
+    ansible::register(&mut reg, &cfg.work.ansible_runner, cfg.node.shutdown_grace.min(Duration::from_secs(10)));
     reg
 }
 

@@ -70,7 +70,18 @@ pub fn zip_dir<F: Read + Write + Seek>(
     out: &mut F,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, PackError> {
-    let entries = walk(root)?;
+    zip_dir_excluding(root, out, progress, &[])
+}
+
+/// Like [`zip_dir`], leaving out the top-level entries named in `exclude` (and everything
+/// below them), e.g. `artifacts` of earlier runs, which a remote worker never reads.
+pub fn zip_dir_excluding<F: Read + Write + Seek>(
+    root: &Path,
+    out: &mut F,
+    progress: &mut dyn FnMut(u64),
+    exclude: &[&str],
+) -> Result<u64, PackError> {
+    let entries = walk(root, exclude)?;
     let start = out.stream_position().map_err(PackError::Stream)?;
     let mut zw = ZipWriter::new(&mut *out);
     let mut done = 0u64;
@@ -85,7 +96,7 @@ pub fn zip_dir<F: Read + Write + Seek>(
 }
 
 /// All entries below `root` (root excluded), sorted by relative path bytes.
-fn walk(root: &Path) -> Result<Vec<Entry>, PackError> {
+fn walk(root: &Path, exclude: &[&str]) -> Result<Vec<Entry>, PackError> {
     let mut out = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
@@ -94,6 +105,9 @@ fn walk(root: &Path) -> Result<Vec<Entry>, PackError> {
             let path = dent.path();
             let name = dent.file_name();
             let name = name.to_str().ok_or_else(|| PackError::NonUtf8 { path: path.clone() })?;
+            if prefix.is_empty() && exclude.contains(&name) {
+                continue;
+            }
             let rel = format!("{prefix}{name}");
             let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
             let ft = meta.file_type();

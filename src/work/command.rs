@@ -32,7 +32,7 @@ impl WorkType for CommandWork {
             env: self.env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
             grace: self.grace,
         };
-        Box::pin(async move { run_child(&spec, None, job.input, job.output, job.cancel).await })
+        Box::pin(async move { run_child(&spec, None, Some(job.input), job.output, job.cancel).await })
     }
 }
 

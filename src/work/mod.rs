@@ -4,6 +4,7 @@
 //! Plugins see a [`Job`] (parameters, an input to read, an output to write, a cancel
 //! token) and return a [`JobResult`]; they never touch sockets or mesh frames.
 
+pub mod ansible;
 pub mod command;
 pub mod io;
 pub mod process;

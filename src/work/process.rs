@@ -39,7 +39,7 @@ pub type Prelude = Option<Bytes>;
 pub async fn run_child(
     spec: &ChildSpec,
     prelude: Prelude,
-    input: JobInput,
+    input: Option<JobInput>,
     mut output: JobOutput,
     cancel: CancellationToken,
 ) -> JobResult {
@@ -122,13 +122,14 @@ async fn wait_or_kill(
     }
 }
 
-async fn feed_stdin(stdin: Option<ChildStdin>, prelude: Prelude, mut input: JobInput) {
+async fn feed_stdin(stdin: Option<ChildStdin>, prelude: Prelude, input: Option<JobInput>) {
     let Some(mut stdin) = stdin else { return };
     if let Some(p) = prelude {
         if stdin.write_all(&p).await.is_err() {
             return;
         }
     }
+    let Some(mut input) = input else { return };
     while let Ok(Some(chunk)) = input.read().await {
         if stdin.write_all(&chunk).await.is_err() {
             return;
@@ -162,4 +163,20 @@ async fn collect_stderr(stderr: Option<ChildStderr>) -> String {
         }
     }
     String::from_utf8_lossy(tail.make_contiguous()).into_owned()
+}
+
+/// Runs `program --version` and returns its first output line (e.g. `2.4.3`).
+pub fn program_version(program: &std::path::Path, path: &std::ffi::OsStr) -> Result<String, String> {
+    let out = std::process::Command::new(program)
+        .arg("--version")
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("`--version` failed: {}", err.lines().last().unwrap_or("no output")));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().next().unwrap_or("unknown").trim().chars().take(64).collect())
 }
