@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod logging;
 pub mod mesh;
+pub mod report;
 pub mod runner;
 pub mod transport;
 pub mod wire;

@@ -50,6 +50,74 @@ enum Command {
     /// Run work on a node.
     #[command(subcommand)]
     Work(WorkCommand),
+    /// Run a playbook like `ansible-runner run`, on mesh node --via-receptor (or here).
+    #[command(after_help = RUN_AFTER_HELP)]
+    Run(Box<RunArgs>),
+}
+
+const RUN_AFTER_HELP: &str = "\
+The output is printed live; PRIVATE_DATA_DIR/artifacts/IDENT/ is written as \
+`ansible-runner process` would; the exit status is the playbook's rc (0 ok, 2 failed play, ...).
+
+Left out, and why:
+  --process-isolation*, --container-*   isolation is the execution node's choice, not the client's
+  -r/--role, --role-vars, --roles-path   roles are resolved from paths on the client; put the play in project/
+  --artifact-dir, --project-dir          absolute client paths mean nothing on the remote node
+  -b/--binary                            raw commands are not an ansible-runner `run` job
+  start, stop, is-alive                  daemon mode: the mesh job lives only as long as this command";
+
+#[derive(ClapArgs, Debug)]
+struct RunArgs {
+    /// The private data directory (project/, inventory/, env/ ...).
+    private_data_dir: PathBuf,
+    /// Run the job on this mesh node instead of locally.
+    #[arg(long, value_name = "NODE")]
+    via_receptor: Option<NodeId>,
+    /// Playbook to run, relative to PRIVATE_DATA_DIR/project.
+    #[arg(short, long)]
+    playbook: Option<String>,
+    /// Module to run ad hoc (with --hosts).
+    #[arg(short, long)]
+    module: Option<String>,
+    /// Module arguments.
+    #[arg(short = 'a', long = "args", value_name = "ARGS")]
+    module_args: Option<String>,
+    /// Host pattern for -m.
+    #[arg(long)]
+    hosts: Option<String>,
+    /// Identifier of this run (names artifacts/IDENT) [default: a new UUID].
+    #[arg(short, long)]
+    ident: Option<String>,
+    /// Inventory path, inside the private data dir.
+    #[arg(long)]
+    inventory: Option<String>,
+    /// Host limit.
+    #[arg(long)]
+    limit: Option<String>,
+    /// Number of parallel processes.
+    #[arg(long)]
+    forks: Option<u32>,
+    /// Increase verbosity (-v ... -vvvvv).
+    #[arg(short, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Extra ansible-playbook command-line arguments.
+    #[arg(long, allow_hyphen_values = true)]
+    cmdline: Option<String>,
+    /// Print the raw event JSON lines instead of the playbook output.
+    #[arg(short, long)]
+    json: bool,
+    /// Omit event data from events.
+    #[arg(long)]
+    omit_event_data: bool,
+    /// Only keep event data of failed tasks.
+    #[arg(long)]
+    only_failed_event_data: bool,
+    /// Keep only the N most recent artifact directories.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    rotate_artifacts: u32,
+    /// Print nothing of the playbook output.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,7 +156,7 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("receptor: error: {e:#}");
+            eprintln!("receptor: error: {}", receptord::report::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -103,6 +171,9 @@ fn client_options(mesh: &MeshArgs) -> ClientOptions {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Run(args) = cli.command {
+        return run(&cli.mesh, *args).await;
+    }
     let opts = client_options(&cli.mesh);
     let client = MeshClient::connect(&opts).await?;
     let result = match cli.command {
@@ -111,6 +182,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Work(WorkCommand::Submit { work_type, node, payload, params }) => {
             submit(&client, &node, &work_type, payload, &params).await
         }
+        Command::Run(_) => unreachable!("handled above"),
     };
     client.close().await;
     result
@@ -184,4 +256,38 @@ async fn submit(
         eprintln!("receptor: job on {node}: {err}");
     }
     Ok(u8::try_from(result.exit_status()).unwrap_or(1))
+}
+
+async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
+    use receptord::client::run::{Callbacks, RunOptions, RunRequest};
+    let options = RunOptions {
+        private_data_dir: a.private_data_dir,
+        playbook: a.playbook,
+        module: a.module,
+        module_args: a.module_args,
+        host_pattern: a.hosts,
+        ident: a.ident,
+        inventory: a.inventory,
+        limit: a.limit,
+        forks: a.forks,
+        verbosity: (a.verbose > 0).then_some(a.verbose),
+        cmdline: a.cmdline,
+        json_mode: a.json,
+        omit_event_data: a.omit_event_data,
+        only_failed_event_data: a.only_failed_event_data,
+        rotate_artifacts: a.rotate_artifacts,
+    };
+    let req = RunRequest {
+        via_receptor: a.via_receptor,
+        receptor_peer: mesh.receptor_peer.clone(),
+        receptor_node_id: mesh.receptor_node_id.clone(),
+        options,
+    };
+    let output: Option<Box<dyn Write + Send>> = (!a.quiet).then(|| Box::new(std::io::stdout()) as _);
+    let callbacks = Callbacks { output, progress: true, ..Callbacks::default() };
+    let outcome = receptord::client::run::run(&req, callbacks).await?;
+    if outcome.status != "successful" {
+        eprintln!("receptor: run {} ended with status {} (rc {})", outcome.ident, outcome.status, outcome.rc);
+    }
+    Ok(u8::try_from(outcome.rc).unwrap_or(1))
 }

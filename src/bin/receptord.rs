@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("receptord: {e:#}");
+            eprintln!("receptord: {}", receptord::report::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

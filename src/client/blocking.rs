@@ -23,3 +23,12 @@ pub fn ping(opts: &ClientOptions, dst: &NodeId, timeout: Duration) -> Result<Dur
         r
     })
 }
+
+/// Runs a playbook as [`super::run::run`] does, blocking until it ends.
+pub fn run(
+    req: &super::run::RunRequest,
+    callbacks: super::run::Callbacks,
+) -> Result<super::run::RunOutcome, super::run::RunError> {
+    let rt = runtime().map_err(super::run::RunError::Client)?;
+    rt.block_on(super::run::run(req, callbacks))
+}

@@ -96,6 +96,8 @@ pub enum SubmitError {
     Draining(NodeId),
     #[error("bad work request: {0}")]
     BadRequest(String),
+    #[error("node {node} has no {work_type} worker: {why}")]
+    NoWorker { node: NodeId, work_type: String, why: String },
 }
 
 /// Work types by name.

@@ -138,10 +138,8 @@ impl WorkService {
             return Ok((req, wt));
         }
         if let Some(why) = reg.absent_reason(&req.work_type) {
-            return Err(SubmitError::BadRequest(format!(
-                "node {node} has no {} worker: {why}",
-                req.work_type
-            )));
+            let why = why.to_owned();
+            return Err(SubmitError::NoWorker { node, work_type: req.work_type, why });
         }
         let offers = match reg.names() {
             n if n.is_empty() => "no work types".to_owned(),

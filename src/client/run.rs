@@ -1,0 +1,407 @@
+//! `receptor run --via-receptor NODE`: run a playbook on a mesh node as if it ran here.
+//!
+//! The private data dir is packed into ansible-runner's transmit stream (streamed from a
+//! temporary zip, never held in memory), sent to NODE's `ansible_runner` worker, and the
+//! worker stream that comes back is printed live and turned into `PDD/artifacts/<ident>/`
+//! exactly as `ansible-runner process` would.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use super::{ClientError, ClientOptions, MeshClient, parse_result, stream_failure};
+use crate::mesh::{Chunk, StreamReader, StreamWriter};
+use crate::runner::{self, ArtifactWriter, DecodeLimits, Item, LineKind, PrintPolicy, StreamDecoder, decode};
+use crate::transport::PeerUrl;
+use crate::wire::NodeId;
+use crate::work::ansible::WORK_TYPE;
+
+/// The `ansible-runner run` options that make sense remotely.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub private_data_dir: PathBuf,
+    pub playbook: Option<String>,
+    pub module: Option<String>,
+    pub module_args: Option<String>,
+    pub host_pattern: Option<String>,
+    pub ident: Option<String>,
+    pub inventory: Option<String>,
+    pub limit: Option<String>,
+    pub forks: Option<u32>,
+    pub verbosity: Option<u8>,
+    pub cmdline: Option<String>,
+    pub json_mode: bool,
+    pub omit_event_data: bool,
+    pub only_failed_event_data: bool,
+    /// Keep only this many artifact directories locally (0 = keep all).
+    pub rotate_artifacts: u32,
+}
+
+/// Where to run: the three options of the original feature, plus the run options.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Run on this mesh node; `None` runs through this client's own node.
+    pub via_receptor: Option<NodeId>,
+    /// Entry point into the mesh (default `receptor://localhost:8888`).
+    pub receptor_peer: Option<PeerUrl>,
+    /// This client's node ID (default a unique temporary ID). Equal to `via_receptor`,
+    /// the job runs through this client's own node without any peer.
+    pub receptor_node_id: Option<NodeId>,
+    pub options: RunOptions,
+}
+
+type Handler = Box<dyn FnMut(&Value) + Send>;
+
+/// Event and status callbacks, and where to print the playbook's output.
+#[derive(Default)]
+pub struct Callbacks {
+    pub event_handler: Option<Handler>,
+    pub status_handler: Option<Handler>,
+    /// Receives the playbook's output as `ansible-runner run` prints it; `None` is quiet.
+    pub output: Option<Box<dyn Write + Send>>,
+    /// Show a packing progress bar on stderr (only drawn when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The runner's final status: `successful`, `failed`, `timeout`, `canceled`.
+    pub status: String,
+    /// The playbook's return code (0, 2 for a failed play, ...).
+    pub rc: i32,
+    pub ident: String,
+    pub artifact_dir: PathBuf,
+}
+
+/// Why a run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("bad private data dir {path}: {reason}")]
+    BadPdd { path: String, reason: String },
+    #[error("{0}")]
+    BadOptions(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("node {node} refused the job: {reason}")]
+    Worker { node: NodeId, reason: String },
+    /// The node refused the stream itself (e.g. it has no ansible_runner worker).
+    #[error("{0}")]
+    Remote(String),
+    #[error("packing the private data dir: {0}")]
+    Pack(#[from] runner::PackError),
+    #[error("invalid worker stream from {node}: {reason}")]
+    Stream { node: NodeId, reason: String },
+    #[error("writing artifacts: {0}")]
+    Artifacts(#[from] runner::ProcessError),
+}
+
+/// Runs the request and returns the playbook's status and rc.
+pub async fn run(req: &RunRequest, mut callbacks: Callbacks) -> Result<RunOutcome, RunError> {
+    let opts = &req.options;
+    let pdd = check_pdd(opts)?;
+    let ident = opts.ident.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let kwargs = kwargs(opts, &ident, &pdd)?;
+    let (client, target, _local_dir) = connect(req).await?;
+    let result = async {
+        let (writer, reader) = client.open_work(&target, WORK_TYPE, Map::new()).await?;
+        let progress = callbacks.progress;
+        let send = send_transmit(pdd.clone(), kwargs, writer, progress);
+        let artifact_dir = pdd.join("artifacts").join(&ident);
+        let recv = receive(&target, reader, &artifact_dir, opts.json_mode, &mut callbacks);
+        let (sent, received) = tokio::join!(send, recv);
+        let status = received?;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "transmit stream not fully sent");
+        }
+        Ok::<_, RunError>((status, artifact_dir))
+    }
+    .await;
+    client.close().await;
+    let (status, artifact_dir) = result?;
+    if opts.rotate_artifacts > 0 {
+        rotate(&pdd.join("artifacts"), opts.rotate_artifacts as usize);
+    }
+    let rc = read_rc(&artifact_dir).unwrap_or(status.1);
+    Ok(RunOutcome { status: status.0, rc, ident, artifact_dir })
+}
+
+fn check_pdd(opts: &RunOptions) -> Result<PathBuf, RunError> {
+    let shown = opts.private_data_dir.display().to_string();
+    let bad = |reason: String| RunError::BadPdd { path: shown.clone(), reason };
+    let pdd = opts.private_data_dir.canonicalize().map_err(|e| bad(e.to_string()))?;
+    if !pdd.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    match (&opts.playbook, &opts.module) {
+        (None, None) => return Err(RunError::BadOptions("give a playbook (-p) or a module (-m)".into())),
+        (Some(_), Some(_)) => return Err(RunError::BadOptions("-p and -m are mutually exclusive".into())),
+        _ => {}
+    }
+    if let Some(pb) = &opts.playbook {
+        let project = pdd.join("project");
+        if !Path::new(pb).is_absolute() && project.is_dir() && !project.join(pb).exists() {
+            return Err(bad(format!("playbook {pb} not found in {}", project.display())));
+        }
+    }
+    Ok(pdd)
+}
+
+/// The kwargs line, with the keys `ansible-runner transmit` sends, in its order.
+fn kwargs(opts: &RunOptions, ident: &str, pdd: &Path) -> Result<Map<String, Value>, RunError> {
+    let inventory = match &opts.inventory {
+        None => Value::Null,
+        Some(inv) if Path::new(inv).is_absolute() => match Path::new(inv).strip_prefix(pdd) {
+            Ok(rel) => json!(rel.to_string_lossy()),
+            Err(_) => {
+                return Err(RunError::BadOptions(format!(
+                    "--inventory {inv} is outside the private data dir; the remote node cannot read it"
+                )));
+            }
+        },
+        Some(inv) => json!(inv),
+    };
+    let v = json!({
+        "ident": ident,
+        "binary": null,
+        "playbook": opts.playbook,
+        "module": opts.module,
+        "module_args": opts.module_args,
+        "host_pattern": opts.host_pattern,
+        "verbosity": opts.verbosity,
+        "quiet": false,
+        "rotate_artifacts": 0,
+        "json_mode": opts.json_mode,
+        "omit_event_data": opts.omit_event_data,
+        "only_failed_event_data": opts.only_failed_event_data,
+        "inventory": inventory,
+        "forks": opts.forks.map(|f| f.to_string()),
+        "project_dir": null,
+        "artifact_dir": null,
+        "roles_path": null,
+        "cmdline": opts.cmdline,
+        "limit": opts.limit,
+        "suppress_env_files": false,
+    });
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => unreachable!("json! of an object literal is an object"),
+    }
+}
+
+/// Joins the mesh (or starts a private local node) and says which node runs the job.
+async fn connect(req: &RunRequest) -> Result<(MeshClient, NodeId, Option<tempfile::TempDir>), RunError> {
+    let opts = ClientOptions {
+        receptor_peer: req.receptor_peer.clone(),
+        receptor_node_id: req.receptor_node_id.clone(),
+        ..ClientOptions::default()
+    };
+    let local = match (&req.via_receptor, &req.receptor_node_id) {
+        (None, _) => true,
+        (Some(via), Some(me)) => via == me,
+        _ => false,
+    };
+    if !local {
+        let client = MeshClient::connect(&opts).await?;
+        let target = req.via_receptor.clone().expect("UNWRAP: not local means via_receptor is set");
+        return Ok((client, target, None));
+    }
+    let dir = tempfile::tempdir().map_err(|e| RunError::BadOptions(format!("temporary directory: {e}")))?;
+    let client = MeshClient::detached(&opts);
+    let mut reg = crate::work::Registry::default();
+    let section = crate::config::AnsibleRunnerSection::default();
+    crate::work::ansible::register(&mut reg, &section, Duration::from_secs(10));
+    let service = crate::work::service::WorkService::new(client.node().clone(), reg, dir.path().to_path_buf());
+    service.start();
+    let target = client.node().id().clone();
+    Ok((client, target, Some(dir)))
+}
+
+/// Packs the private data dir and streams the transmit stream into the job.
+async fn send_transmit(
+    pdd: PathBuf,
+    kwargs: Map<String, Value>,
+    mut writer: StreamWriter,
+    progress: bool,
+) -> Result<(), RunError> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let packer = tokio::task::spawn_blocking(move || -> Result<(), runner::PackError> {
+        let mut tmp = tempfile::tempfile().map_err(runner::PackError::Stream)?;
+        let bar = progress_bar(&pdd, progress);
+        let mut tick = |n: u64| bar.as_ref().map_or((), |b| b.set_position(n));
+        let size = runner::pack::zip_dir_excluding(&pdd, &mut tmp, &mut tick, &["artifacts"])?;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        std::io::Seek::seek(&mut tmp, std::io::SeekFrom::Start(0)).map_err(runner::PackError::Stream)?;
+        let mut out = ChannelWriter { tx, buf: Vec::with_capacity(CHUNK) };
+        runner::write_transmit(&mut out, &kwargs, Some((&mut tmp, size)))
+    });
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = writer.write(chunk).await {
+            return Err(RunError::BadOptions(format!("sending the job: {e}")));
+        }
+    }
+    packer.await.map_err(|e| RunError::BadOptions(format!("packing task failed: {e}")))??;
+    writer.finish(Bytes::new()).await;
+    Ok(())
+}
+
+const CHUNK: usize = 64 * 1024;
+
+/// Bridges the synchronous stream writer to the async job stream, chunk by chunk.
+struct ChannelWriter {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(chunk).map_err(|_| std::io::Error::other("job stream closed"))
+    }
+}
+
+/// A progress bar for large directories when stderr is a terminal.
+fn progress_bar(pdd: &Path, wanted: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !wanted || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total = dir_size(pdd);
+    if total < 16 << 20 {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("packing {bar:40} {bytes}/{total_bytes} {eta}") {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) if m.is_file() => m.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Reads the worker stream: prints output, calls back, writes artifacts.
+/// Returns the final status and the worker's exit status.
+async fn receive(
+    node: &NodeId,
+    mut reader: StreamReader,
+    artifact_dir: &Path,
+    json_mode: bool,
+    cb: &mut Callbacks,
+) -> Result<(String, i32), RunError> {
+    let mut writer = ArtifactWriter::new(artifact_dir.to_path_buf())?;
+    let limits = DecodeLimits { max_zip: 16 << 30, ..DecodeLimits::default() };
+    let mut decoder = StreamDecoder::new(limits);
+    let mut status = String::from("unknown");
+    let mut explanation: Option<String> = None;
+    let bad = |reason: String| RunError::Stream { node: node.clone(), reason };
+    let trailer = loop {
+        match reader.recv().await {
+            Ok(Chunk::Data(data)) => decoder.feed(&data),
+            Ok(Chunk::End(trailer)) => break trailer,
+            Err(e) => return Err(remote_error(stream_failure(node, e))),
+        }
+        while let Some(item) = decoder.next_item().map_err(|e| bad(e.to_string()))? {
+            if let Item::Line { raw, value } = &item {
+                if decode::kind(value) == LineKind::Status {
+                    status = value["status"].as_str().unwrap_or("unknown").to_owned();
+                    if status == "error" {
+                        explanation = value["job_explanation"].as_str().map(str::to_owned);
+                    }
+                    call(&mut cb.status_handler, value);
+                } else if decode::kind(value) == LineKind::Event {
+                    call(&mut cb.event_handler, value);
+                    print_event(cb, raw, writer.event(raw, value)?, json_mode);
+                }
+                continue;
+            }
+            writer.handle(&item)?;
+        }
+    };
+    let result = parse_result(node, &trailer)?;
+    if let Some(reason) = explanation.or_else(|| result.error.clone().filter(|_| status == "unknown")) {
+        return Err(RunError::Worker { node: node.clone(), reason });
+    }
+    if !decoder.is_done() {
+        decoder.finish().map_err(|e| bad(e.to_string()))?;
+    }
+    Ok((status, result.exit_status()))
+}
+
+fn call(handler: &mut Option<Handler>, value: &Value) {
+    if let Some(h) = handler.as_mut() {
+        h(value);
+    }
+}
+
+fn print_event(cb: &mut Callbacks, raw: &[u8], stdout: Option<String>, json_mode: bool) {
+    let Some(out) = cb.output.as_mut() else { return };
+    let ok = if json_mode {
+        out.write_all(raw).and_then(|()| out.write_all(b"\n"))
+    } else {
+        match stdout.and_then(|s| PrintPolicy::Run.render(&s)) {
+            Some(text) => out.write_all(text.as_bytes()),
+            None => Ok(()),
+        }
+    };
+    if ok.and_then(|()| out.flush()).is_err() {
+        // Output closed (e.g. piped into `head`): keep running, stop printing.
+        cb.output = None;
+    }
+}
+
+/// A refusal by the remote node is reported verbatim (it names the node and the reason).
+fn remote_error(e: ClientError) -> RunError {
+    match e {
+        ClientError::Remote(reason) => RunError::Remote(reason),
+        other => RunError::Client(other),
+    }
+}
+
+fn read_rc(artifact_dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(artifact_dir.join("rc")).ok()?.trim().parse().ok()
+}
+
+/// Keeps the `keep` most recent artifact directories.
+fn rotate(artifacts: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(artifacts) else { return };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            m.is_dir().then(|| (m.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()))
+        })
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, old) in dirs.into_iter().skip(keep) {
+        if let Err(e) = std::fs::remove_dir_all(&old) {
+            tracing::warn!(dir = %old.display(), error = %e, "cannot rotate artifacts");
+        }
+    }
+}
