@@ -72,6 +72,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let node = Node::start(node_options(&cfg));
+    // Work is served before any link exists, so nothing reaches a node without its service.
+    let work = WorkService::new(node.clone(), build_registry(&cfg), data_dir);
+    work.start();
     for (listener, cost) in listeners {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(url = %listener.url(), %addr, "listener bound");
@@ -81,8 +84,6 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     for p in &cfg.peers {
         node.add_peer(p.url.clone(), p.cost);
     }
-    let work = WorkService::new(node.clone(), build_registry(&cfg), data_dir);
-    work.start();
     tracing::info!(node = %node.id(), work_types = ?work.registry().names(), "receptord ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let mut fatal = node.fatal();

@@ -185,7 +185,9 @@ impl Driver {
             .iter()
             .filter_map(|(dst, r)| self.links.get(&r.link).map(|h| (dst.clone(), h.tx.clone())))
             .collect();
-        self.router.publish(table);
+        let known: std::collections::HashSet<NodeId> =
+            self.mesh.known().into_iter().map(|l| l.origin).collect();
+        self.router.publish(table, |n| known.contains(n));
         let router = self.router.clone();
         let me = self.mesh.me().clone();
         self.router.streams.reset_where(

@@ -68,8 +68,9 @@ pub enum PingError {
 /// Why a client could not join through a peer.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
-    #[error("cannot reach peer {url}: {source}")]
-    Transport { url: PeerUrl, source: TransportError },
+    /// The transport error names the peer and the reason.
+    #[error(transparent)]
+    Transport(TransportError),
     #[error("peer {url}: {source}")]
     Link { url: PeerUrl, source: LinkError },
     #[error("peer {url} did not send its routing table within {timeout:?}")]
@@ -295,7 +296,7 @@ impl Node {
     pub async fn join(&self, url: &PeerUrl, timeout: Duration) -> Result<NodeId, JoinError> {
         let io = transport::dial(url, self.inner.opts.dial_timeout)
             .await
-            .map_err(|source| JoinError::Transport { url: url.clone(), source })?;
+            .map_err(JoinError::Transport)?;
         let (tx, rx) = oneshot::channel();
         let node = self.clone();
         self.inner.tracker.spawn(async move {

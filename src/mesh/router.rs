@@ -78,11 +78,13 @@ impl Router {
         })
     }
 
-    pub(crate) fn publish(&self, table: HashMap<NodeId, LinkTx>) {
+    /// Installs a new routing table. `known` says which nodes the link-state database
+    /// knows: their learned reverse paths are dropped, so a node that leaves or becomes
+    /// unreachable is not kept alive by one.
+    pub(crate) fn publish(&self, table: HashMap<NodeId, LinkTx>, known: impl Fn(&NodeId) -> bool) {
         if let Ok(mut learned) = self.learned.lock() {
             let now = Instant::now();
-            learned
-                .retain(|node, (_, at)| !table.contains_key(node) && now.duration_since(*at) < LEARNED_TTL);
+            learned.retain(|node, (_, at)| !known(node) && now.duration_since(*at) < LEARNED_TTL);
         }
         if let Ok(mut t) = self.table.write() {
             *t = Arc::new(table);

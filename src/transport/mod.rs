@@ -25,9 +25,9 @@ pub type BoxedIo = Box<dyn Io>;
 pub enum TransportError {
     #[error("cannot resolve {url}: {source}")]
     Resolve { url: String, source: io::Error },
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot reach peer {url}: {source}")]
     Connect { url: String, source: io::Error },
-    #[error("connecting to {url} timed out after {timeout:?}")]
+    #[error("cannot reach peer {url}: no answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
     #[error("cannot listen on {url}: {source}")]
     Bind { url: String, source: io::Error },

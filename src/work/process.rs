@@ -2,7 +2,7 @@
 //! group, stdin fed from the job input, stdout streamed to the job output, and the whole
 //! group killed on cancel (SIGTERM, a grace period, then SIGKILL) and after exit.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -108,18 +108,64 @@ async fn wait_or_kill(
         st = child.wait() => return st,
         _ = cancel.cancelled() => {}
     }
-    if let Some(pgid) = pgid {
-        let _ = killpg(pgid, Signal::SIGTERM);
-    }
-    match tokio::time::timeout(grace, child.wait()).await {
+    let Some(pgid) = pgid else { return child.wait().await };
+    // Descendants may live in process groups of their own (ansible-runner runs
+    // ansible-playbook under a pty, in a new session): signal every group of the tree.
+    let mut groups = tree_groups(pgid);
+    signal_groups(&groups, Signal::SIGTERM);
+    let status = match tokio::time::timeout(grace, child.wait()).await {
         Ok(st) => st,
         Err(_) => {
-            if let Some(pgid) = pgid {
-                let _ = killpg(pgid, Signal::SIGKILL);
-            }
+            groups.extend(tree_groups(pgid));
+            signal_groups(&groups, Signal::SIGKILL);
             child.wait().await
         }
+    };
+    // Whatever the leader left behind in those groups goes with it.
+    signal_groups(&groups, Signal::SIGKILL);
+    status
+}
+
+fn signal_groups(groups: &BTreeSet<i32>, sig: Signal) {
+    for g in groups {
+        let _ = killpg(Pid::from_raw(*g), sig);
     }
+}
+
+/// The process groups of `root` and all its descendants, from /proc. Never includes the
+/// daemon's own group.
+fn tree_groups(root: Pid) -> BTreeSet<i32> {
+    let own = nix::unistd::getpgrp().as_raw();
+    let procs = proc_table();
+    let mut groups = BTreeSet::from([root.as_raw()]);
+    let mut frontier = vec![root.as_raw()];
+    while let Some(pid) = frontier.pop() {
+        for &(child, ppid, pgrp) in &procs {
+            if ppid == pid {
+                frontier.push(child);
+                groups.insert(pgrp);
+            }
+        }
+    }
+    groups.remove(&own);
+    groups
+}
+
+/// (pid, ppid, pgrp) of every process, read from /proc/PID/stat.
+fn proc_table() -> Vec<(i32, i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command name (which may hold spaces and parentheses).
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let mut f = rest.split_whitespace().skip(1);
+            let ppid = f.next()?.parse().ok()?;
+            let pgrp = f.next()?.parse().ok()?;
+            Some((pid, ppid, pgrp))
+        })
+        .collect()
 }
 
 async fn feed_stdin(stdin: Option<ChildStdin>, prelude: Prelude, input: Option<JobInput>) {

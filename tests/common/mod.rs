@@ -36,15 +36,23 @@ pub struct Spec<'a> {
     /// Extra TOML appended to the generated config (work types, mesh timers...).
     pub extra: String,
     pub listen: bool,
+    /// PATH for the daemon (default: this process's PATH without the venv).
+    pub path: Option<String>,
 }
 
 impl<'a> Spec<'a> {
     pub fn new(id: &'a str) -> Spec<'a> {
-        Spec { id, peers: Vec::new(), extra: String::new(), listen: true }
+        Spec { id, peers: Vec::new(), extra: String::new(), listen: true, path: None }
     }
 
     pub fn peer(mut self, port: u16) -> Self {
         self.peers.push(port);
+        self
+    }
+
+    /// Gives the daemon the project's virtualenv (ansible-runner) on its PATH.
+    pub fn with_ansible(mut self) -> Self {
+        self.path = Some(path_with_venv());
         self
     }
 
@@ -87,6 +95,7 @@ impl Daemon {
         let cfg_path = dir.path().join("receptor.toml");
         std::fs::write(&cfg_path, config_text(&spec, &dir.path().join("data"))).expect("write config");
         let mut child = Command::new(RECEPTORD)
+            .env("PATH", spec.path.clone().unwrap_or_else(path_without_venv))
             .arg("--config")
             .arg(&cfg_path)
             .stdin(Stdio::null())
@@ -228,4 +237,27 @@ pub fn stderr(o: &Output) -> String {
 /// Whether any process in process group `pgid` is still alive.
 pub fn group_alive(pgid: i32) -> bool {
     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok()
+}
+
+/// The project's virtualenv with the real ansible-runner and ansible-core (`make venv`).
+pub fn venv_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin");
+    assert!(
+        bin.join("ansible-runner").exists(),
+        "{} has no ansible-runner: run `make venv` (`make test` does it for you)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn path_with_venv() -> String {
+    format!("{}:{}", venv_bin().display(), path_without_venv())
+}
+
+/// This process's PATH minus the project's virtualenv, so "no ansible-runner" is real.
+pub fn path_without_venv() -> String {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).filter(|d| !d.starts_with(&venv)).collect();
+    std::env::join_paths(dirs).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
 }
