@@ -1,24 +1,12 @@
 //! `receptord`: the mesh daemon. Loads and validates its config before binding anything,
 //! then runs until SIGTERM/SIGINT.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use receptord::cli::receptord::Args;
 use receptord::config::Config;
-
-/// A persistent node of the receptor mesh.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// Configuration file (TOML).
-    #[arg(short, long, default_value = "/etc/receptor.toml", env = "RECEPTOR_CONFIG")]
-    config: PathBuf,
-    /// Validate the configuration and exit.
-    #[arg(long)]
-    check_config: bool,
-}
 
 /// EX_USAGE / EX_CONFIG from sysexits.h.
 const EX_CONFIG: u8 = 78;

@@ -1,0 +1,134 @@
+//! Command-line definitions of the `receptor` client, kept in the library so man pages
+//! and shell completions can be generated from the same source.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+use crate::transport::PeerUrl;
+use crate::wire::NodeId;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Client for the receptor mesh: ping, status, work, run playbooks remotely")]
+pub struct Cli {
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+    /// Log level for the client's own diagnostics (stderr).
+    #[arg(long, global = true, default_value = "warn", env = "RECEPTOR_LOG_LEVEL")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct MeshArgs {
+    /// Where to enter the mesh [default: receptor://localhost:8888].
+    #[arg(long, global = true, value_name = "URL")]
+    pub receptor_peer: Option<PeerUrl>,
+    /// This client's node ID [default: a unique temporary ID].
+    #[arg(long, global = true, value_name = "ID")]
+    pub receptor_node_id: Option<NodeId>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Measure the round trip to a node.
+    Ping {
+        node: NodeId,
+        #[arg(short, long, default_value_t = 4)]
+        count: u32,
+        /// Give up on one ping after this long.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Show the mesh: nodes, their links, routes and work types.
+    Status,
+    /// Run work on a node.
+    #[command(subcommand)]
+    Work(WorkCommand),
+    /// Run a playbook like `ansible-runner run`, on mesh node --via-receptor (or here).
+    #[command(after_help = RUN_AFTER_HELP)]
+    Run(Box<RunArgs>),
+}
+
+pub const RUN_AFTER_HELP: &str = "\
+The output is printed live; PRIVATE_DATA_DIR/artifacts/IDENT/ is written as \
+`ansible-runner process` would; the exit status is the playbook's rc (0 ok, 2 failed play, ...).
+
+Left out, and why:
+  --process-isolation*, --container-*   isolation is the execution node's choice, not the client's
+  -r/--role, --role-vars, --roles-path   roles are resolved from paths on the client; put the play in project/
+  --artifact-dir, --project-dir          absolute client paths mean nothing on the remote node
+  -b/--binary                            raw commands are not an ansible-runner `run` job
+  start, stop, is-alive                  daemon mode: the mesh job lives only as long as this command";
+
+#[derive(ClapArgs, Debug)]
+pub struct RunArgs {
+    /// The private data directory (project/, inventory/, env/ ...).
+    pub private_data_dir: PathBuf,
+    /// Run the job on this mesh node instead of locally.
+    #[arg(long, value_name = "NODE")]
+    pub via_receptor: Option<NodeId>,
+    /// Playbook to run, relative to PRIVATE_DATA_DIR/project.
+    #[arg(short, long)]
+    pub playbook: Option<String>,
+    /// Module to run ad hoc (with --hosts).
+    #[arg(short, long)]
+    pub module: Option<String>,
+    /// Module arguments.
+    #[arg(short = 'a', long = "args", value_name = "ARGS")]
+    pub module_args: Option<String>,
+    /// Host pattern for -m.
+    #[arg(long)]
+    pub hosts: Option<String>,
+    /// Identifier of this run (names artifacts/IDENT) [default: a new UUID].
+    #[arg(short, long)]
+    pub ident: Option<String>,
+    /// Inventory path, inside the private data dir.
+    #[arg(long)]
+    pub inventory: Option<String>,
+    /// Host limit.
+    #[arg(long)]
+    pub limit: Option<String>,
+    /// Number of parallel processes.
+    #[arg(long)]
+    pub forks: Option<u32>,
+    /// Increase verbosity (-v ... -vvvvv).
+    #[arg(short, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Extra ansible-playbook command-line arguments.
+    #[arg(long, allow_hyphen_values = true)]
+    pub cmdline: Option<String>,
+    /// Print the raw event JSON lines instead of the playbook output.
+    #[arg(short, long)]
+    pub json: bool,
+    /// Omit event data from events.
+    #[arg(long)]
+    pub omit_event_data: bool,
+    /// Only keep event data of failed tasks.
+    #[arg(long)]
+    pub only_failed_event_data: bool,
+    /// Keep only the N most recent artifact directories.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub rotate_artifacts: u32,
+    /// Print nothing of the playbook output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkCommand {
+    /// Run WORK_TYPE on --node with the payload on its stdin; its output is printed.
+    Submit {
+        work_type: String,
+        #[arg(long)]
+        node: NodeId,
+        /// File whose bytes are the job's input; `-` for stdin. Default: no input.
+        #[arg(short, long)]
+        payload: Option<PathBuf>,
+        /// A parameter passed to the work type, as KEY=VALUE (repeatable).
+        #[arg(short = 'a', long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+    },
+}
