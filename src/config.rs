@@ -241,3 +241,46 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("receptor.toml");
+        std::fs::write(&path, text).expect("write");
+        Config::load(&path)
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid_and_complete() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/receptor.toml");
+        let cfg = Config::load(&path).expect("config/receptor.toml loads");
+        assert_eq!(cfg.node.id.as_str(), "node1");
+        assert_eq!(cfg.listeners.len(), 1);
+        assert_eq!(cfg.work.command[0].name, "echo");
+        assert!(cfg.work.ansible_runner.enabled);
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let cfg = load_text("[node]\nid = \"n\"\n").expect("loads");
+        assert_eq!(cfg.node.data_dir, PathBuf::from("/var/lib/receptor"));
+        assert_eq!(cfg.mesh.max_hops, 30);
+        assert_eq!(cfg.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = load_text("[node]\nid = \"n\"\n[mesh]\nmax_hops = 0\n").expect_err("invalid");
+        assert!(err.to_string().contains("mesh.max_hops"), "{err}");
+        let err = load_text("[node]\nid = \"bad id\"\n").expect_err("invalid");
+        assert!(err.to_string().contains("bad id"), "{err}");
+        let err = load_text("[node]\nid = \"n\"\n[[work.command]]\nname = \"x\"\nprogram = \"/nonexistent\"\n")
+            .expect_err("invalid");
+        assert!(err.to_string().contains("work.command[0].program"), "{err}");
+        let err = load_text("[node]\nid = \"n\"\n[log]\nformat = \"xml\"\n").expect_err("invalid");
+        assert!(err.to_string().contains("xml"), "{err}");
+    }
+}
