@@ -86,18 +86,25 @@ async fn ping(client: &MeshClient, node: &NodeId, count: u32, timeout: Duration)
 
 async fn status(client: &MeshClient) -> anyhow::Result<u8> {
     let st = client.status().await.context("reading mesh status")?;
+    let names: Vec<String> = st
+        .nodes
+        .iter()
+        .map(|n| if n.ephemeral { format!("{} (client)", n.origin) } else { n.origin.to_string() })
+        .collect();
+    let w = names.iter().map(String::len).max().unwrap_or(4).max(8) + 2;
     let mut out = std::io::stdout().lock();
     writeln!(out, "Node ID: {}", st.node_id)?;
-    writeln!(out, "\n{:<24} {:<32} {}", "Node", "Links (cost)", "Work types")?;
-    for n in &st.nodes {
+    writeln!(out, "\n{:<w$}{:<w$}Work types", "Node", "Links (cost)")?;
+    for (n, name) in st.nodes.iter().zip(&names) {
         let links: Vec<String> = n.neighbors.iter().map(|(id, c)| format!("{id} ({c})")).collect();
         let wts: Vec<String> = n.work_types.iter().map(|w| format!("{} {}", w.name, w.version)).collect();
-        let name = if n.ephemeral { format!("{} (client)", n.origin) } else { n.origin.to_string() };
-        writeln!(out, "{:<24} {:<32} {}", name, links.join(", "), wts.join(", "))?;
+        let links = links.join(", ");
+        let pad = if links.len() + 1 >= w { format!("{links} ") } else { format!("{links:<w$}") };
+        writeln!(out, "{name:<w$}{pad}{}", wts.join(", "))?;
     }
-    writeln!(out, "\n{:<24} {:<24} {:>6} {:>5}", "Route to", "Via", "Cost", "Hops")?;
+    writeln!(out, "\n{:<w$}{:<w$}{:>6} {:>5}", "Route to", "Via", "Cost", "Hops")?;
     for r in &st.routes {
-        writeln!(out, "{:<24} {:<24} {:>6} {:>5}", r.dst, r.next_hop, r.cost, r.hops)?;
+        writeln!(out, "{:<w$}{:<w$}{:>6} {:>5}", r.dst, r.next_hop, r.cost, r.hops)?;
     }
     Ok(0)
 }
