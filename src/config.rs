@@ -277,8 +277,9 @@ mod tests {
         assert!(err.to_string().contains("mesh.max_hops"), "{err}");
         let err = load_text("[node]\nid = \"bad id\"\n").expect_err("invalid");
         assert!(err.to_string().contains("bad id"), "{err}");
-        let err = load_text("[node]\nid = \"n\"\n[[work.command]]\nname = \"x\"\nprogram = \"/nonexistent\"\n")
-            .expect_err("invalid");
+        let err =
+            load_text("[node]\nid = \"n\"\n[[work.command]]\nname = \"x\"\nprogram = \"/nonexistent\"\n")
+                .expect_err("invalid");
         assert!(err.to_string().contains("work.command[0].program"), "{err}");
         let err = load_text("[node]\nid = \"n\"\n[log]\nformat = \"xml\"\n").expect_err("invalid");
         assert!(err.to_string().contains("xml"), "{err}");

@@ -9,9 +9,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::Config;
 use crate::mesh::{MeshConfig, Node, NodeOptions};
 use crate::transport::{Listener, TransportError};
-use crate::work::{Registry, ansible};
 use crate::work::command::CommandWork;
 use crate::work::service::WorkService;
+use crate::work::{Registry, ansible};
 
 /// Why the daemon stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,11 @@ pub fn build_registry(cfg: &Config) -> Registry {
         };
         reg.register(c.name.clone(), Arc::new(work));
     }
-    ansible::register(&mut reg, &cfg.work.ansible_runner, cfg.node.shutdown_grace.min(Duration::from_secs(10)));
+    ansible::register(
+        &mut reg,
+        &cfg.work.ansible_runner,
+        cfg.node.shutdown_grace.min(Duration::from_secs(10)),
+    );
     reg
 }
 

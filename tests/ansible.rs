@@ -78,7 +78,12 @@ fn mesh() -> (Daemon, Daemon, Daemon) {
 
 fn run_cmd(peer: &Daemon, pdd: &Path, extra: &[&str]) -> Command {
     let mut cmd = receptor_cmd(peer);
-    cmd.env("PATH", path_without_venv()).arg("run").arg(pdd).args(["-p", "test.yml", "--via-receptor", "node3"]);
+    cmd.env("PATH", path_without_venv()).arg("run").arg(pdd).args([
+        "-p",
+        "test.yml",
+        "--via-receptor",
+        "node3",
+    ]);
     cmd.args(extra);
     cmd
 }
@@ -191,7 +196,10 @@ fn interop_with_ansible_runner_transmit_and_process() {
     assert!(transmit.status.success());
     let stream = work.path().join("transmit.out");
     std::fs::write(&stream, &transmit.stdout).expect("write");
-    let out = receptor(&n1, &["work", "submit", "ansible-runner", "--node", "node3", "--payload", stream.to_str().expect("utf8")]);
+    let out = receptor(
+        &n1,
+        &["work", "submit", "ansible-runner", "--node", "node3", "--payload", stream.to_str().expect("utf8")],
+    );
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     let mut process = Command::new(&runner)
         .env("PATH", path_with_venv())
@@ -240,7 +248,11 @@ fn hostile_transmit(entries: &[Entry<'_>]) -> Vec<u8> {
     }
     let mut cur = zw.finish().expect("finish");
     for (name, mode) in patches {
-        let at = zip::ZipArchive::new(&mut cur).expect("zip").by_name(&name).expect("entry").central_header_start();
+        let at = zip::ZipArchive::new(&mut cur)
+            .expect("zip")
+            .by_name(&name)
+            .expect("entry")
+            .central_header_start();
         cur.seek(SeekFrom::Start(at + 38)).expect("seek");
         cur.write_all(&(mode << 16).to_le_bytes()).expect("patch");
     }
@@ -250,7 +262,8 @@ fn hostile_transmit(entries: &[Entry<'_>]) -> Vec<u8> {
     kwargs.insert("ident".into(), "hostile".into());
     let mut out = Vec::new();
     let mut reader: &[u8] = &zip;
-    receptord::runner::write_transmit(&mut out, &kwargs, Some((&mut reader, zip.len() as u64))).expect("stream");
+    receptord::runner::write_transmit(&mut out, &kwargs, Some((&mut reader, zip.len() as u64)))
+        .expect("stream");
     out
 }
 
@@ -265,11 +278,7 @@ fn hostile_archives_are_refused_and_nothing_escapes() {
     let cases: Vec<(&str, Vec<Entry<'_>>, &str)> = vec![
         ("parent", vec![Entry::File("../escape", b"x".to_vec())], "parent directory (..) component"),
         ("absolute", vec![Entry::File(abs.to_str().expect("utf8"), b"x".to_vec())], "absolute path"),
-        (
-            "symlink",
-            vec![Entry::Link("evil", "/etc"), Entry::File(&through_link, b"x".to_vec())],
-            "symlink",
-        ),
+        ("symlink", vec![Entry::Link("evil", "/etc"), Entry::File(&through_link, b"x".to_vec())], "symlink"),
         ("bomb", vec![Entry::File("project/bomb", bomb)], "limit"),
         ("fifo", vec![Entry::Mode("project/fifo", 0o010_644)], "special file (device/FIFO/socket)"),
     ];
@@ -277,10 +286,24 @@ fn hostile_archives_are_refused_and_nothing_escapes() {
     for (name, entries, rule) in cases {
         let payload = scratch.path().join(name);
         std::fs::write(&payload, hostile_transmit(&entries)).expect("write");
-        let out = receptor(&n1, &["work", "submit", "ansible_runner", "--node", "node1", "--payload", payload.to_str().expect("utf8")]);
+        let out = receptor(
+            &n1,
+            &[
+                "work",
+                "submit",
+                "ansible_runner",
+                "--node",
+                "node1",
+                "--payload",
+                payload.to_str().expect("utf8"),
+            ],
+        );
         let text = stdout(&out);
         assert!(text.contains("\"status\": \"error\""), "{name}: worker-format error line: {text}");
-        assert!(text.contains("archive refused") && text.contains(rule), "{name}: names the rule {rule:?}: {text}");
+        assert!(
+            text.contains("archive refused") && text.contains(rule),
+            "{name}: names the rule {rule:?}: {text}"
+        );
         assert!(!out.status.success(), "{name}: non-zero exit");
     }
     assert!(!abs.exists(), "absolute path not written");
@@ -289,7 +312,8 @@ fn hostile_archives_are_refused_and_nothing_escapes() {
     wait_until("job dirs removed", Duration::from_secs(5), || {
         std::fs::read_dir(data.join("jobs")).map(|d| d.count() == 0).unwrap_or(true)
     });
-    let stray: Vec<PathBuf> = std::fs::read_dir(&data).expect("data dir").flatten().map(|e| e.path()).collect();
+    let stray: Vec<PathBuf> =
+        std::fs::read_dir(&data).expect("data dir").flatten().map(|e| e.path()).collect();
     assert!(stray.iter().all(|p| p.ends_with("jobs")), "nothing outside the job dir: {stray:?}");
     let out = receptor(&n1, &["ping", "node1", "-c", "1"]);
     assert!(out.status.success(), "daemon unaffected");
@@ -314,7 +338,11 @@ fn clear_errors_for_missing_worker_unknown_node_and_unreachable_peer() {
     let mut cmd = receptor_cmd(&n1);
     cmd.arg("run").arg(pdd.path()).args(["-p", "test.yml", "--via-receptor", "node9"]);
     let out = cmd.output().expect("run");
-    assert!(stderr(&out).contains("node node9 is not known to the mesh; known nodes: node1, node2"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("node node9 is not known to the mesh; known nodes: node1, node2"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = Command::new(RECEPTOR)
         .args(["run"])
@@ -339,11 +367,23 @@ fn local_node_id_equal_to_via_runs_without_a_peer() {
         .env("PATH", path_with_venv())
         .arg("run")
         .arg(pdd.path())
-        .args(["-p", "test.yml", "-i", "l1", "--via-receptor", "runner-node", "--receptor-node-id", "runner-node"])
+        .args([
+            "-p",
+            "test.yml",
+            "-i",
+            "l1",
+            "--via-receptor",
+            "runner-node",
+            "--receptor-node-id",
+            "runner-node",
+        ])
         .output()
         .expect("run");
     assert!(out.status.success(), "stderr: {}", stderr(&out));
-    assert_eq!(std::fs::read_to_string(pdd.path().join("artifacts/l1/status")).expect("status"), "successful");
+    assert_eq!(
+        std::fs::read_to_string(pdd.path().join("artifacts/l1/status")).expect("status"),
+        "successful"
+    );
 }
 
 /// Processes whose command line mentions `needle`.
@@ -375,5 +415,7 @@ fn killing_the_client_kills_the_remote_process_group() {
     assert!(!processes_mentioning(&data).is_empty(), "the worker runs under node3's data dir");
     child.kill().expect("kill");
     let _ = child.wait();
-    wait_until("remote worker processes gone", Duration::from_secs(15), || processes_mentioning(&data).is_empty());
+    wait_until("remote worker processes gone", Duration::from_secs(15), || {
+        processes_mentioning(&data).is_empty()
+    });
 }

@@ -215,7 +215,8 @@ async fn connect(req: &RunRequest) -> Result<(MeshClient, NodeId, Option<tempfil
     let mut reg = crate::work::Registry::default();
     let section = crate::config::AnsibleRunnerSection::default();
     crate::work::ansible::register(&mut reg, &section, Duration::from_secs(10));
-    let service = crate::work::service::WorkService::new(client.node().clone(), reg, dir.path().to_path_buf());
+    let service =
+        crate::work::service::WorkService::new(client.node().clone(), reg, dir.path().to_path_buf());
     service.start();
     let target = client.node().id().clone();
     Ok((client, target, Some(dir)))
@@ -288,7 +289,8 @@ fn progress_bar(pdd: &Path, wanted: bool) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("packing {bar:40} {bytes}/{total_bytes} {eta}") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template("packing {bar:40} {bytes}/{total_bytes} {eta}")
+    {
         bar.set_style(style);
     }
     Some(bar)
@@ -398,7 +400,7 @@ fn rotate(artifacts: &Path, keep: usize) {
             m.is_dir().then(|| (m.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()))
         })
         .collect();
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
     for (_, old) in dirs.into_iter().skip(keep) {
         if let Err(e) = std::fs::remove_dir_all(&old) {
             tracing::warn!(dir = %old.display(), error = %e, "cannot rotate artifacts");

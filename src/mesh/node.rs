@@ -294,9 +294,7 @@ impl Node {
     /// Joins the mesh through `url` once (client nodes): returns when the peer has sent
     /// its whole routing database. The link then lives until the node stops.
     pub async fn join(&self, url: &PeerUrl, timeout: Duration) -> Result<NodeId, JoinError> {
-        let io = transport::dial(url, self.inner.opts.dial_timeout)
-            .await
-            .map_err(JoinError::Transport)?;
+        let io = transport::dial(url, self.inner.opts.dial_timeout).await.map_err(JoinError::Transport)?;
         let (tx, rx) = oneshot::channel();
         let node = self.clone();
         self.inner.tracker.spawn(async move {

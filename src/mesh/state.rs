@@ -378,7 +378,9 @@ impl Mesh {
         let claims = self.claims.entry(self.me.clone()).or_default();
         let prev = claims.seen.get(&lsa.epoch).map(|s| s.0);
         let first_seen = claims.seen.entry(lsa.epoch).or_insert((lsa.seq, now)).1;
-        claims.seen.get_mut(&lsa.epoch).map(|s| s.0 = s.0.max(lsa.seq));
+        if let Some(s) = claims.seen.get_mut(&lsa.epoch) {
+            s.0 = s.0.max(lsa.seq);
+        }
         let progressing = prev.is_some_and(|p| lsa.seq > p);
         if progressing && now.duration_since(first_seen) >= self.cfg.refresh / 2 {
             self.actions.push(Action::DuplicateSelf { other_epoch: lsa.epoch });

@@ -17,7 +17,9 @@ use serde_json::json;
 use super::process::{ChildSpec, run_child};
 use super::{Job, JobFuture, JobOutput, JobResult, Registry, WorkType};
 use crate::config::AnsibleRunnerSection;
-use crate::runner::{DecodeLimits, ExtractLimits, Item, LineKind, StreamDecoder, decode, extract_zip_path, pyjson};
+use crate::runner::{
+    DecodeLimits, ExtractLimits, Item, LineKind, StreamDecoder, decode, extract_zip_path, pyjson,
+};
 
 /// The name the work type is registered under.
 pub const WORK_TYPE: &str = "ansible_runner";
@@ -171,7 +173,9 @@ impl AnsibleRunner {
             }
             while let Some(item) = decoder.next_item()? {
                 match item {
-                    Item::Line { raw, value } if decode::kind(&value) == LineKind::Kwargs => kwargs = Some(raw),
+                    Item::Line { raw, value } if decode::kind(&value) == LineKind::Kwargs => {
+                        kwargs = Some(raw)
+                    }
                     Item::Line { .. } => {}
                     Item::ZipStart { .. } => {
                         zips += 1;
