@@ -35,6 +35,7 @@ fmt:
 # Prints throughput, latency and memory figures (never asserts on time).
 bench: build venv
 	VENV=$(VENV) $(CARGO) bench --locked --bench mesh
+	VENV=$(VENV) $(CARGO) bench --locked --bench ansible
 
 clean:
 	$(CARGO) clean
