@@ -38,6 +38,54 @@ pub struct Config {
     pub log: LogSection,
     #[serde(default)]
     pub work: WorkSection,
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+}
+
+/// TLS material and policy for `receptors://` listeners and peers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// This node's certificate (PEM; its otherName SAN must name the node ID).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// CA certificates peers must chain to.
+    pub ca: Vec<PathBuf>,
+    /// TLS listeners demand a client certificate (mutual TLS).
+    #[serde(default = "yes")]
+    pub require_client_cert: bool,
+    /// If set, only peers whose leaf certificate has one of these SHA-256 fingerprints.
+    #[serde(default)]
+    pub pinned_fingerprints: Vec<String>,
+    /// "1.2" (1.3 preferred, 1.2 with AEAD suites allowed) or "1.3".
+    #[serde(default = "tls12")]
+    pub min_version: String,
+    /// Run even if the certificate does not name this node's ID.
+    #[serde(default)]
+    pub skip_node_id_check: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn tls12() -> String {
+    "1.2".into()
+}
+
+impl TlsSection {
+    /// The transport's view of this section (fingerprints already validated).
+    pub fn settings(&self) -> crate::transport::TlsSettings {
+        crate::transport::TlsSettings {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+            require_client_cert: self.require_client_cert,
+            pinned: self.pinned_fingerprints.iter().filter_map(|f| crate::transport::tls::parse_fingerprint(f)).collect(),
+            min_tls13: self.min_version == "1.3",
+            skip_node_id_check: self.skip_node_id_check,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +120,8 @@ pub struct MeshSection {
     pub dial_timeout: Duration,
     pub max_hops: u8,
     pub stream_window: u32,
+    /// If non-empty, only these node IDs may link with this node.
+    pub allowed_peers: Vec<NodeId>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +145,18 @@ pub enum LogFormat {
 pub struct WorkSection {
     pub command: Vec<CommandSection>,
     pub ansible_runner: AnsibleRunnerSection,
+    /// Who may submit what. No rules: any node admitted to the mesh may submit any work
+    /// type (admission is the trust boundary: with mutual TLS, holders of a certificate
+    /// from your CA). With rules, only what a rule allows.
+    pub allow: Vec<AllowRule>,
+}
+
+/// Lets `submitters` (node IDs; `*` alone or as a suffix wildcard) run `work_types`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    pub submitters: Vec<String>,
+    pub work_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +212,7 @@ impl Default for MeshSection {
             dial_timeout: Duration::from_secs(5),
             max_hops: crate::wire::DEFAULT_HOPS,
             stream_window: 2 * 1024 * 1024,
+            allowed_peers: Vec::new(),
         }
     }
 }
@@ -215,6 +278,26 @@ impl Config {
         }
         if m.stream_window < 64 * 1024 {
             return bad("mesh.stream_window".into(), "must be at least 65536 bytes");
+        }
+        for (section, links) in [("listeners", &self.listeners), ("peers", &self.peers)] {
+            for (i, l) in links.iter().enumerate() {
+                if l.url.scheme == crate::transport::Scheme::Tls && self.tls.is_none() {
+                    return bad(format!("{section}[{i}].url"), "is a TLS address (receptors://) but there is no [tls] section");
+                }
+            }
+        }
+        if let Some(tls) = &self.tls {
+            for (i, f) in tls.pinned_fingerprints.iter().enumerate() {
+                if crate::transport::tls::parse_fingerprint(f).is_none() {
+                    return bad(format!("tls.pinned_fingerprints[{i}]"), "is not a SHA-256 fingerprint (64 hex digits)");
+                }
+            }
+            if tls.min_version != "1.2" && tls.min_version != "1.3" {
+                return bad("tls.min_version".into(), "must be \"1.2\" or \"1.3\"");
+            }
+            if tls.ca.is_empty() {
+                return bad("tls.ca".into(), "needs at least one CA certificate");
+            }
         }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return bad("log.level".into(), "is not a valid log filter (e.g. info, debug, receptord=trace)");

@@ -1,6 +1,7 @@
 //! Assembles a persistent node from its [`Config`]: binds listeners, dials peers, builds the
 //! work registry, serves work, and handles signals (SIGTERM/SIGINT: drain then stop).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
 use crate::mesh::{MeshConfig, Node, NodeOptions};
-use crate::transport::{Listener, TransportError};
+use crate::transport::{Listener, TlsContext, TlsError, TransportError};
+use crate::work::authz::Authorization;
 use crate::work::command::CommandWork;
 use crate::work::service::WorkService;
 use crate::work::{Registry, ansible};
@@ -22,6 +24,8 @@ pub enum DaemonError {
     DataDir { path: String, source: std::io::Error },
     #[error("{0}")]
     Fatal(String),
+    #[error("TLS: {0}")]
+    Tls(TlsError),
     #[error("signal handling: {0}")]
     Signal(std::io::Error),
 }
@@ -37,6 +41,7 @@ pub fn node_options(cfg: &Config) -> NodeOptions {
     opts.idle_timeout = cfg.mesh.idle_timeout;
     opts.window = cfg.mesh.stream_window;
     opts.dial_timeout = cfg.mesh.dial_timeout;
+    opts.allowed_peers = cfg.mesh.allowed_peers.clone();
     opts
 }
 
@@ -63,21 +68,33 @@ pub fn build_registry(cfg: &Config) -> Registry {
     reg
 }
 
-/// Runs the daemon until a signal or a fatal condition.
-pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+/// Loads the TLS material the config names (before anything is bound).
+pub fn load_tls(cfg: &Config) -> Result<Option<TlsContext>, DaemonError> {
+    let Some(tls) = &cfg.tls else { return Ok(None) };
+    TlsContext::load(tls.settings(), cfg.node.id.as_str()).map(Some).map_err(DaemonError::Tls)
+}
+
+/// Runs the daemon until a signal or a fatal condition. `config_path` is re-read on SIGHUP.
+pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     let data_dir = cfg.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|source| DaemonError::DataDir { path: data_dir.display().to_string(), source })?;
+    let tls = load_tls(&cfg)?;
     let mut listeners = Vec::new();
     for (index, l) in cfg.listeners.iter().enumerate() {
-        let bound = Listener::bind(&l.url).await.map_err(|source| DaemonError::Bind { index, source })?;
+        let bound =
+            Listener::bind(&l.url, tls.clone()).await.map_err(|source| DaemonError::Bind { index, source })?;
         listeners.push((bound, l.cost));
     }
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    let node = Node::start(node_options(&cfg));
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+    let mut opts = node_options(&cfg);
+    opts.tls = tls.clone();
+    let node = Node::start(opts);
     // Work is served before any link exists, so nothing reaches a node without its service.
     let work = WorkService::new(node.clone(), build_registry(&cfg), data_dir);
+    work.set_authorization(Authorization::new(cfg.work.allow.clone()));
     work.start();
     for (listener, cost) in listeners {
         if let Ok(addr) = listener.local_addr() {
@@ -91,12 +108,15 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     tracing::info!(node = %node.id(), work_types = ?work.registry().names(), "receptord ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let mut fatal = node.fatal();
-    let outcome = tokio::select! {
-        _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
-        _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
-        r = fatal.wait_for(Option::is_some) => {
-            let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
-            Err(DaemonError::Fatal(msg))
+    let outcome = loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break Ok(()) }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break Ok(()) }
+            _ = sighup.recv() => reload(&config_path, &cfg, tls.as_ref(), &work).await,
+            r = fatal.wait_for(Option::is_some) => {
+                let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
+                break Err(DaemonError::Fatal(msg));
+            }
         }
     };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -108,4 +128,32 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     node.shutdown(Duration::from_secs(5)).await;
     tracing::info!("receptord stopped");
     outcome
+}
+
+/// SIGHUP: re-reads the config file, then certificates and keys (established links keep
+/// theirs, new links use the new material), work types, ansible-runner detection and
+/// authorization rules. Anything invalid keeps the old state and is logged.
+async fn reload(path: &Path, running: &Config, tls: Option<&TlsContext>, work: &WorkService) {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    let cfg = match Config::load(path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            tracing::error!("reload: keeping the running configuration: {e}");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            return;
+        }
+    };
+    if cfg.node.id != running.node.id {
+        tracing::warn!("reload: node.id changes need a restart; keeping {}", running.node.id);
+    }
+    if let Some(ctx) = tls {
+        match ctx.reload(running.node.id.as_str()) {
+            Ok(()) => tracing::info!("reload: TLS material reloaded"),
+            Err(e) => tracing::error!("reload: keeping the old TLS material: {e}"),
+        }
+    }
+    work.set_authorization(Authorization::new(cfg.work.allow.clone()));
+    work.set_registry(build_registry(&cfg)).await;
+    tracing::info!(work_types = ?work.registry().names(), "reload: done");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use receptord::cli::receptor::{Cli, Command, MeshArgs, RunArgs, WorkCommand};
+use receptord::certs::{self, Subject};
+use receptord::cli::receptor::{CertCommand, Cli, Command, MeshArgs, RunArgs, SubjectArgs, WorkCommand};
 use receptord::client::{ClientOptions, MeshClient};
 use receptord::wire::NodeId;
 
@@ -42,23 +43,39 @@ fn client_options(mesh: &MeshArgs) -> ClientOptions {
     ClientOptions {
         receptor_peer: mesh.receptor_peer.clone(),
         receptor_node_id: mesh.receptor_node_id.clone(),
+        tls: tls_settings(mesh),
         ..ClientOptions::default()
     }
 }
 
+fn tls_settings(mesh: &MeshArgs) -> Option<receptord::transport::TlsSettings> {
+    let (cert, key) = (mesh.tls_cert.clone()?, mesh.tls_key.clone()?);
+    Some(receptord::transport::TlsSettings {
+        cert,
+        key,
+        ca: mesh.tls_ca.clone(),
+        require_client_cert: true,
+        pinned: Vec::new(),
+        min_tls13: false,
+        skip_node_id_check: false,
+    })
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
-    if let Command::Run(args) = cli.command {
-        return run(&cli.mesh, *args).await;
-    }
+    let command = match cli.command {
+        Command::Run(args) => return run(&cli.mesh, *args).await,
+        Command::Cert(c) => return cert(c),
+        other => other,
+    };
     let opts = client_options(&cli.mesh);
     let client = MeshClient::connect(&opts).await?;
-    let result = match cli.command {
+    let result = match command {
         Command::Ping { node, count, timeout } => ping(&client, &node, count, timeout).await,
         Command::Status => status(&client).await,
         Command::Work(WorkCommand::Submit { work_type, node, payload, params }) => {
             submit(&client, &node, &work_type, payload, &params).await
         }
-        Command::Run(_) => unreachable!("handled above"),
+        Command::Run(_) | Command::Cert(_) => unreachable!("handled above"),
     };
     client.close().await;
     result
@@ -164,6 +181,7 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
         via_receptor: a.via_receptor,
         receptor_peer: mesh.receptor_peer.clone(),
         receptor_node_id: mesh.receptor_node_id.clone(),
+        tls: tls_settings(mesh),
         options,
     };
     let output: Option<Box<dyn Write + Send>> = (!a.quiet).then(|| Box::new(std::io::stdout()) as _);
@@ -173,4 +191,51 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
         eprintln!("receptor: run {} ended with status {} (rc {})", outcome.ident, outcome.status, outcome.rc);
     }
     Ok(u8::try_from(outcome.rc).unwrap_or(1))
+}
+
+fn subject(s: SubjectArgs) -> Subject {
+    Subject { node_ids: s.node_ids, dns: s.dns, ips: s.ip }
+}
+
+fn cert(cmd: CertCommand) -> anyhow::Result<u8> {
+    match cmd {
+        CertCommand::Init { common_name, days, out_cert, out_key, force } => {
+            let (cert, key) = certs::init_ca(&common_name, days)?;
+            certs::write_new(&out_key, &key, 0o600, force)?;
+            certs::write_new(&out_cert, &cert, 0o644, force)?;
+            println!("CA certificate {} and key {} written", out_cert.display(), out_key.display());
+        }
+        CertCommand::Issue { subject: s, ca_cert, ca_key, days, out_cert, out_key, force } => {
+            let name = s.node_ids.first().cloned().unwrap_or_default();
+            let out_cert = out_cert.unwrap_or_else(|| PathBuf::from(format!("{name}.crt")));
+            let out_key = out_key.unwrap_or_else(|| PathBuf::from(format!("{name}.key")));
+            let (cert, key) = certs::issue(&ca_cert, &ca_key, &subject(s), days)?;
+            certs::write_new(&out_key, &key, 0o600, force)?;
+            certs::write_new(&out_cert, &cert, 0o644, force)?;
+            println!("certificate {} and key {} written", out_cert.display(), out_key.display());
+        }
+        CertCommand::Makereq { subject: s, in_key, out_req, out_key, force } => {
+            let name = s.node_ids.first().cloned().unwrap_or_default();
+            let out_req = out_req.unwrap_or_else(|| PathBuf::from(format!("{name}.csr")));
+            let key_pem = match &in_key {
+                Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+                None => None,
+            };
+            let (req, new_key) = certs::make_request(&subject(s), key_pem.as_deref())?;
+            if let Some(key) = new_key {
+                let out_key = out_key.unwrap_or_else(|| PathBuf::from(format!("{name}.key")));
+                certs::write_new(&out_key, &key, 0o600, force)?;
+                println!("key {} written", out_key.display());
+            }
+            certs::write_new(&out_req, &req, 0o644, force)?;
+            println!("request {} written", out_req.display());
+        }
+        CertCommand::Signreq { req, ca_cert, ca_key, days, out_cert, force } => {
+            let pem = std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
+            let cert = certs::sign_request(&pem, &ca_cert, &ca_key, days)?;
+            certs::write_new(&out_cert, &cert, 0o644, force)?;
+            println!("certificate {} written", out_cert.display());
+        }
+    }
+    Ok(0)
 }

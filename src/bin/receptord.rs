@@ -21,10 +21,14 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
+        if let Err(e) = receptord::daemon::load_tls(&cfg) {
+            eprintln!("receptord: invalid configuration: {}", receptord::report::chain(&e));
+            return ExitCode::from(EX_CONFIG);
+        }
         println!("{}: configuration OK (node {})", args.config.display(), cfg.node.id);
         return ExitCode::SUCCESS;
     }
-    match run(cfg) {
+    match run(cfg, args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("receptord: {}", receptord::report::chain(e.as_ref()));
@@ -33,10 +37,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cfg: Config) -> anyhow::Result<()> {
+fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     let _guard = receptord::logging::init(&cfg.log.level, cfg.log.format, cfg.log.file.as_deref())
         .context("setting up logging")?;
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    rt.block_on(receptord::daemon::run(cfg)).context("daemon")
+    rt.block_on(receptord::daemon::run(cfg, path)).context("daemon")
 }

@@ -26,9 +26,18 @@ pub struct MeshArgs {
     /// Where to enter the mesh [default: receptor://localhost:8888].
     #[arg(long, global = true, value_name = "URL")]
     pub receptor_peer: Option<PeerUrl>,
-    /// This client's node ID [default: a unique temporary ID].
+    /// This client's node ID [default: a unique temporary ID, or the ID in --tls-cert].
     #[arg(long, global = true, value_name = "ID")]
     pub receptor_node_id: Option<NodeId>,
+    /// Certificate presented on receptors:// links (must name the node ID).
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate the peer must chain to (repeatable).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_ca: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,6 +56,9 @@ pub enum Command {
     /// Run work on a node.
     #[command(subcommand)]
     Work(WorkCommand),
+    /// Certificates: a CA, node certificates (node ID in the SAN), and the CSR flow.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Run a playbook like `ansible-runner run`, on mesh node --via-receptor (or here).
     #[command(after_help = RUN_AFTER_HELP)]
     Run(Box<RunArgs>),
@@ -131,4 +143,83 @@ pub enum WorkCommand {
         #[arg(short = 'a', long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    /// Create a certificate authority (ECDSA P-256).
+    Init {
+        #[arg(long, default_value = "receptord CA")]
+        common_name: String,
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        #[arg(long, default_value = "ca.crt")]
+        out_cert: PathBuf,
+        #[arg(long, default_value = "ca.key")]
+        out_key: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a node key and certificate signed by the CA.
+    Issue {
+        #[command(flatten)]
+        subject: SubjectArgs,
+        #[arg(long, default_value = "ca.crt")]
+        ca_cert: PathBuf,
+        #[arg(long, default_value = "ca.key")]
+        ca_key: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Output certificate [default: NODE_ID.crt].
+        #[arg(long)]
+        out_cert: Option<PathBuf>,
+        /// Output key [default: NODE_ID.key].
+        #[arg(long)]
+        out_key: Option<PathBuf>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Make a key (or use --in-key) and a signing request, on the node's own host.
+    Makereq {
+        #[command(flatten)]
+        subject: SubjectArgs,
+        /// Use this existing key instead of generating one.
+        #[arg(long)]
+        in_key: Option<PathBuf>,
+        #[arg(long)]
+        out_req: Option<PathBuf>,
+        #[arg(long)]
+        out_key: Option<PathBuf>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign a request with the CA.
+    Signreq {
+        #[arg(long)]
+        req: PathBuf,
+        #[arg(long, default_value = "ca.crt")]
+        ca_cert: PathBuf,
+        #[arg(long, default_value = "ca.key")]
+        ca_key: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[arg(long)]
+        out_cert: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(ClapArgs, Debug)]
+pub struct SubjectArgs {
+    /// The node ID the certificate names (repeatable).
+    #[arg(long = "node-id", required = true)]
+    pub node_ids: Vec<String>,
+    /// A DNS name (repeatable).
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// An IP address (repeatable).
+    #[arg(long)]
+    pub ip: Vec<std::net::IpAddr>,
 }

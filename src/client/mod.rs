@@ -30,11 +30,13 @@ pub struct ClientOptions {
     pub receptor_node_id: Option<NodeId>,
     /// How long joining may take.
     pub join_timeout: Duration,
+    /// TLS material for `receptors://` peers; the node ID must be in the certificate.
+    pub tls: Option<crate::transport::TlsSettings>,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { receptor_peer: None, receptor_node_id: None, join_timeout: Duration::from_secs(5) }
+        ClientOptions { receptor_peer: None, receptor_node_id: None, join_timeout: Duration::from_secs(5), tls: None }
     }
 }
 
@@ -53,6 +55,10 @@ pub enum ClientError {
     Lost { node: NodeId, reason: String },
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::transport::TlsError),
+    #[error("{0}")]
+    Identity(String),
     #[error("invalid job result from {node}: {reason}")]
     BadResult { node: NodeId, reason: String },
 }
@@ -71,7 +77,7 @@ pub struct MeshClient {
 impl MeshClient {
     /// Starts a short-lived node and joins the mesh through the peer.
     pub async fn connect(opts: &ClientOptions) -> Result<MeshClient, ClientError> {
-        let client = MeshClient::detached(opts);
+        let client = MeshClient::detached(opts)?;
         let peer = match &opts.receptor_peer {
             Some(p) => p.clone(),
             None => DEFAULT_PEER.parse().expect("UNWRAP: the default peer URL is valid"),
@@ -84,11 +90,19 @@ impl MeshClient {
     }
 
     /// Starts a short-lived node that is not connected to anything (it can only reach itself).
-    pub fn detached(opts: &ClientOptions) -> MeshClient {
-        let id = opts.receptor_node_id.clone().unwrap_or_else(temporary_node_id);
-        let mut node_opts = NodeOptions::new(id);
+    /// With TLS, the node ID defaults to the one in the certificate and must match it.
+    pub fn detached(opts: &ClientOptions) -> Result<MeshClient, ClientError> {
+        let id = match (&opts.receptor_node_id, &opts.tls) {
+            (Some(id), _) => id.clone(),
+            (None, Some(tls)) => cert_node_id(&tls.cert)?,
+            (None, None) => temporary_node_id(),
+        };
+        let mut node_opts = NodeOptions::new(id.clone());
         node_opts.ephemeral = true;
-        MeshClient { node: Node::start(node_opts) }
+        if let Some(tls) = &opts.tls {
+            node_opts.tls = Some(crate::transport::TlsContext::load(tls.clone(), id.as_str())?);
+        }
+        Ok(MeshClient { node: Node::start(node_opts) })
     }
 
     pub fn node(&self) -> &Node {
@@ -208,4 +222,15 @@ pub fn stream_failure(node: &NodeId, e: crate::mesh::StreamError) -> ClientError
 pub fn parse_result(node: &NodeId, trailer: &[u8]) -> Result<JobResult, ClientError> {
     serde_json::from_slice(trailer)
         .map_err(|e| ClientError::BadResult { node: node.clone(), reason: e.to_string() })
+}
+
+/// The first node ID named by a certificate file.
+fn cert_node_id(cert: &std::path::Path) -> Result<NodeId, ClientError> {
+    let pem = std::fs::read_to_string(cert)
+        .map_err(|source| ClientError::Io { context: format!("reading {}", cert.display()), source })?;
+    let ids = crate::transport::tls::node_ids_in_pem(&pem).map_err(ClientError::Identity)?;
+    let first = ids.first().ok_or_else(|| {
+        ClientError::Identity(format!("{} names no node ID; give --receptor-node-id", cert.display()))
+    })?;
+    NodeId::new(first).map_err(|e| ClientError::Identity(e.to_string()))
 }

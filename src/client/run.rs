@@ -51,6 +51,8 @@ pub struct RunRequest {
     /// This client's node ID (default a unique temporary ID). Equal to `via_receptor`,
     /// the job runs through this client's own node without any peer.
     pub receptor_node_id: Option<NodeId>,
+    /// TLS material for `receptors://` peers.
+    pub tls: Option<crate::transport::TlsSettings>,
     pub options: RunOptions,
 }
 
@@ -198,6 +200,7 @@ async fn connect(req: &RunRequest) -> Result<(MeshClient, NodeId, Option<tempfil
     let opts = ClientOptions {
         receptor_peer: req.receptor_peer.clone(),
         receptor_node_id: req.receptor_node_id.clone(),
+        tls: req.tls.clone(),
         ..ClientOptions::default()
     };
     let local = match (&req.via_receptor, &req.receptor_node_id) {
@@ -211,7 +214,7 @@ async fn connect(req: &RunRequest) -> Result<(MeshClient, NodeId, Option<tempfil
         return Ok((client, target, None));
     }
     let dir = tempfile::tempdir().map_err(|e| RunError::BadOptions(format!("temporary directory: {e}")))?;
-    let client = MeshClient::detached(&opts);
+    let client = MeshClient::detached(&opts)?;
     let mut reg = crate::work::Registry::default();
     let section = crate::config::AnsibleRunnerSection::default();
     crate::work::ansible::register(&mut reg, &section, Duration::from_secs(10));

@@ -27,6 +27,8 @@ const DATA_QUEUE: usize = 64;
 
 /// Everything a link task needs from its node.
 pub(crate) struct LinkCtx {
+    /// Node IDs allowed to link with us (empty: any).
+    pub(crate) allowed_peers: Arc<Vec<crate::wire::NodeId>>,
     pub(crate) router: Arc<Router>,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) hello: Hello,
@@ -74,6 +76,7 @@ pub(crate) async fn handshake(
     cost: f64,
     dialed_by_me: bool,
     seen: &mut Option<crate::wire::NodeId>,
+    identity: Option<&crate::transport::PeerIdentity>,
 ) -> Result<Established, LinkError> {
     let (mut rd, mut wr) = tokio::io::split(io);
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
@@ -99,6 +102,10 @@ pub(crate) async fn handshake(
         let _ = wr.write_all(&Frame::Reject { reason: version_reason(peer.version) }.encode()).await;
         return Err(LinkError::Version(peer.version));
     }
+    if let Some(reason) = vet_peer(ctx, &peer, identity) {
+        let _ = wr.write_all(&Frame::Reject { reason: reason.clone() }.encode()).await;
+        return Err(LinkError::Refusing(reason));
+    }
     let (reply, verdict) = oneshot::channel();
     let ev = Event::Admit { link, hello: peer.clone(), cost, dialed_by_me, reply };
     ctx.events.send(ev).await.map_err(|_| LinkError::Shutdown)?;
@@ -116,6 +123,23 @@ pub(crate) async fn handshake(
         Some(Err(e)) => Err(e.into()),
         None => Err(LinkError::Protocol("connection closed during handshake".into())),
     }
+}
+
+/// Checks the announced node ID against the peer's certificate and `allowed_peers`.
+fn vet_peer(ctx: &LinkCtx, peer: &Hello, identity: Option<&crate::transport::PeerIdentity>) -> Option<String> {
+    let id = peer.node_id.as_str();
+    if let Some(identity) = identity {
+        if !identity.node_ids.iter().any(|n| n == id) {
+            return Some(format!(
+                "the peer announces node id {id} but its certificate names {:?}",
+                identity.node_ids
+            ));
+        }
+    }
+    if !ctx.allowed_peers.is_empty() && !ctx.allowed_peers.contains(&peer.node_id) {
+        return Some(format!("node id {id} is not in allowed_peers of {}", ctx.hello.node_id));
+    }
+    None
 }
 
 fn version_reason(theirs: u16) -> String {

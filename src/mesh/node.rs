@@ -34,6 +34,10 @@ pub struct NodeOptions {
     /// Per-stream receive window in bytes.
     pub window: u32,
     pub dial_timeout: Duration,
+    /// TLS material for `receptors://` peers and listeners.
+    pub tls: Option<crate::transport::TlsContext>,
+    /// Node IDs allowed to link with this node (empty: any).
+    pub allowed_peers: Vec<NodeId>,
 }
 
 impl NodeOptions {
@@ -45,6 +49,8 @@ impl NodeOptions {
             idle_timeout: Duration::from_secs(4),
             window: 2 * 1024 * 1024,
             dial_timeout: Duration::from_secs(5),
+            tls: None,
+            allowed_peers: Vec::new(),
         }
     }
 }
@@ -165,6 +171,7 @@ impl Node {
 
     fn ctx(&self) -> LinkCtx {
         LinkCtx {
+            allowed_peers: Arc::new(self.inner.opts.allowed_peers.clone()),
             router: self.inner.router.clone(),
             events: self.inner.events.clone(),
             hello: self.inner.hello.clone(),
@@ -201,8 +208,14 @@ impl Node {
             };
             let node = self.clone();
             self.inner.tracker.spawn(async move {
+                let secured = tokio::time::timeout(link::HANDSHAKE_TIMEOUT, io.secure()).await;
+                let (io, identity) = match secured {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return tracing::warn!(%addr, "dropped connection: {e}"),
+                    Err(_) => return tracing::warn!(%addr, "dropped connection: TLS handshake timed out"),
+                };
                 let mut seen = None;
-                let r = node.connection(io, cost, false, &mut seen, Some(permit), None).await;
+                let r = node.connection(io, identity, cost, false, &mut seen, Some(permit), None).await;
                 log_link_end(&addr.to_string(), seen.as_ref(), r);
             });
         }
@@ -222,16 +235,16 @@ impl Node {
             if let Some(p) = &peer {
                 self.wait_unlinked(p).await;
             }
-            match transport::dial(&url, self.inner.opts.dial_timeout).await {
+            match transport::dial(&url, self.inner.opts.dial_timeout, self.inner.opts.tls.as_ref()).await {
                 Err(e) => {
                     failures += 1;
                     if failures == 1 || failures % 10 == 0 {
                         tracing::warn!(peer = %url, error = %e, attempts = failures, "cannot reach peer");
                     }
                 }
-                Ok(io) => {
+                Ok((io, identity)) => {
                     let started = Instant::now();
-                    let r = self.connection(io, cost, true, &mut peer, None, None).await;
+                    let r = self.connection(io, identity, cost, true, &mut peer, None, None).await;
                     if started.elapsed() > Duration::from_secs(10) {
                         backoff.reset();
                     }
@@ -262,6 +275,7 @@ impl Node {
     async fn connection(
         &self,
         io: transport::BoxedIo,
+        identity: Option<transport::PeerIdentity>,
         cost: f64,
         dialed_by_me: bool,
         seen: &mut Option<NodeId>,
@@ -270,7 +284,7 @@ impl Node {
     ) -> Result<(), LinkError> {
         let ctx = self.ctx();
         let id = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
-        let est = link::handshake(&ctx, id, io, cost, dialed_by_me, seen).await;
+        let est = link::handshake(&ctx, id, io, cost, dialed_by_me, seen, identity.as_ref()).await;
         drop(permit);
         let est = match est {
             Ok(est) => est,
@@ -294,12 +308,14 @@ impl Node {
     /// Joins the mesh through `url` once (client nodes): returns when the peer has sent
     /// its whole routing database. The link then lives until the node stops.
     pub async fn join(&self, url: &PeerUrl, timeout: Duration) -> Result<NodeId, JoinError> {
-        let io = transport::dial(url, self.inner.opts.dial_timeout).await.map_err(JoinError::Transport)?;
+        let (io, identity) = transport::dial(url, self.inner.opts.dial_timeout, self.inner.opts.tls.as_ref())
+            .await
+            .map_err(JoinError::Transport)?;
         let (tx, rx) = oneshot::channel();
         let node = self.clone();
         self.inner.tracker.spawn(async move {
             let mut seen = None;
-            let r = node.connection(io, 1.0, true, &mut seen, None, Some(tx)).await;
+            let r = node.connection(io, identity, 1.0, true, &mut seen, None, Some(tx)).await;
             log_link_end("client link", seen.as_ref(), r);
         });
         let peer = match rx.await {

@@ -5,6 +5,7 @@
 //! token) and return a [`JobResult`]; they never touch sockets or mesh frames.
 
 pub mod ansible;
+pub mod authz;
 pub mod command;
 pub mod io;
 pub mod process;
@@ -96,6 +97,8 @@ pub enum SubmitError {
     Draining(NodeId),
     #[error("bad work request: {0}")]
     BadRequest(String),
+    #[error("node {node} does not allow {submitter} to run {work_type:?}")]
+    NotAllowed { node: NodeId, submitter: NodeId, work_type: String },
     #[error("node {node} has no {work_type} worker: {why}")]
     NoWorker { node: NodeId, work_type: String, why: String },
 }

@@ -19,6 +19,7 @@ use crate::mesh::{Incoming, Node, StreamWriter};
 pub struct WorkService {
     node: Node,
     registry: Arc<std::sync::RwLock<Registry>>,
+    authz: Arc<std::sync::RwLock<super::authz::Authorization>>,
     data_dir: std::path::PathBuf,
     draining: Arc<AtomicBool>,
     /// Cancelled to kill every running job.
@@ -31,6 +32,7 @@ impl WorkService {
         WorkService {
             node,
             registry: Arc::new(std::sync::RwLock::new(registry)),
+            authz: Arc::default(),
             data_dir,
             draining: Arc::new(AtomicBool::new(false)),
             kill: CancellationToken::new(),
@@ -45,6 +47,13 @@ impl WorkService {
             *r = registry;
         }
         self.node.set_work_types(ads).await;
+    }
+
+    /// Replaces the authorization rules.
+    pub fn set_authorization(&self, authz: super::authz::Authorization) {
+        if let Ok(mut a) = self.authz.write() {
+            *a = authz;
+        }
     }
 
     pub fn registry(&self) -> Registry {
@@ -87,7 +96,7 @@ impl WorkService {
 
     async fn handle(&self, inc: Incoming) {
         let Incoming { peer, header, writer, reader } = inc;
-        let (req, wt) = match self.lookup(&header) {
+        let (req, wt) = match self.lookup(&peer, &header) {
             Ok(found) => found,
             Err(e) => {
                 tracing::info!(submitter = %peer, "work refused: {e}");
@@ -126,13 +135,23 @@ impl WorkService {
         tracing::info!(exit_code = ?result.exit_code, signal = ?result.signal, error = ?result.error, "job finished");
     }
 
-    fn lookup(&self, header: &Bytes) -> Result<(WorkRequest, Arc<dyn super::WorkType>), SubmitError> {
+    fn lookup(
+        &self,
+        submitter: &crate::wire::NodeId,
+        header: &Bytes,
+    ) -> Result<(WorkRequest, Arc<dyn super::WorkType>), SubmitError> {
         let node = self.node.id().clone();
         if self.draining.load(Ordering::SeqCst) {
             return Err(SubmitError::Draining(node));
         }
         let req: WorkRequest =
             serde_json::from_slice(header).map_err(|e| SubmitError::BadRequest(e.to_string()))?;
+        let allowed = self.authz.read().map(|a| a.allows(submitter, &req.work_type)).unwrap_or(false);
+        if !allowed {
+            let submitter = submitter.clone();
+            tracing::warn!(%submitter, work_type = %req.work_type, "work refused by authorization rules");
+            return Err(SubmitError::NotAllowed { node, submitter, work_type: req.work_type });
+        }
         let reg = self.registry();
         if let Some(wt) = reg.get(&req.work_type) {
             return Ok((req, wt));
