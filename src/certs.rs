@@ -84,7 +84,8 @@ pub fn init_ca(common_name: &str, days: u32) -> Result<(String, String), CertErr
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, common_name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     validity(&mut params, days);
     let cert = params.self_signed(&key).map_err(rc("signing the CA"))?;
     Ok((cert.pem(), key.serialize_pem()))
@@ -103,7 +104,8 @@ fn node_params(subject: &Subject) -> Result<CertificateParams, CertError> {
         params.subject_alt_names.push(SanType::OtherName((NODE_ID_OID.to_vec(), value)));
     }
     for dns in &subject.dns {
-        let name = dns.as_str().try_into().map_err(|_| CertError::Invalid(format!("invalid DNS name {dns:?}")))?;
+        let name =
+            dns.as_str().try_into().map_err(|_| CertError::Invalid(format!("invalid DNS name {dns:?}")))?;
         params.subject_alt_names.push(SanType::DnsName(name));
     }
     params.subject_alt_names.extend(subject.ips.iter().map(|ip| SanType::IpAddress(*ip)));
@@ -113,20 +115,27 @@ fn node_params(subject: &Subject) -> Result<CertificateParams, CertError> {
 fn leaf_usage(params: &mut CertificateParams, days: u32) {
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     validity(params, days);
 }
 
 /// Loads the CA as an issuer.
 fn issuer(ca_cert: &Path, ca_key: &Path) -> Result<(rcgen::Certificate, KeyPair), CertError> {
     let key = KeyPair::from_pem(&read(ca_key)?).map_err(rc("reading the CA key"))?;
-    let params = CertificateParams::from_ca_cert_pem(&read(ca_cert)?).map_err(rc("reading the CA certificate"))?;
+    let params =
+        CertificateParams::from_ca_cert_pem(&read(ca_cert)?).map_err(rc("reading the CA certificate"))?;
     let cert = params.self_signed(&key).map_err(rc("loading the CA"))?;
     Ok((cert, key))
 }
 
 /// A node key and certificate signed by the CA: returns (certificate PEM, key PEM).
-pub fn issue(ca_cert: &Path, ca_key: &Path, subject: &Subject, days: u32) -> Result<(String, String), CertError> {
+pub fn issue(
+    ca_cert: &Path,
+    ca_key: &Path,
+    subject: &Subject,
+    days: u32,
+) -> Result<(String, String), CertError> {
     let (ca, ca_key) = issuer(ca_cert, ca_key)?;
     let key = KeyPair::generate().map_err(rc("generating the node key"))?;
     let mut params = node_params(subject)?;
@@ -154,9 +163,15 @@ pub fn make_request(subject: &Subject, key_pem: Option<&str>) -> Result<(String,
 pub fn sign_request(req_pem: &str, ca_cert: &Path, ca_key: &Path, days: u32) -> Result<String, CertError> {
     let (ca, ca_key) = issuer(ca_cert, ca_key)?;
     let mut csr = CertificateSigningRequestParams::from_pem(req_pem).map_err(rc("reading the request"))?;
-    let has_node_id = csr.params.subject_alt_names.iter().any(|s| matches!(s, SanType::OtherName((oid, _)) if *oid == NODE_ID_OID));
+    let has_node_id = csr
+        .params
+        .subject_alt_names
+        .iter()
+        .any(|s| matches!(s, SanType::OtherName((oid, _)) if *oid == NODE_ID_OID));
     if !has_node_id {
-        return Err(CertError::Invalid("the request names no node ID (otherName 1.3.6.1.4.1.2312.19.1)".into()));
+        return Err(CertError::Invalid(
+            "the request names no node ID (otherName 1.3.6.1.4.1.2312.19.1)".into(),
+        ));
     }
     leaf_usage(&mut csr.params, days);
     let cert = csr.signed_by(&ca, &ca_key).map_err(rc("signing the request"))?;
@@ -180,8 +195,9 @@ mod tests {
         let ids = crate::transport::tls::node_ids_in_pem(&cert).expect("parse");
         assert_eq!(ids, vec!["node1".to_owned()]);
 
-        let (req, key) = make_request(&Subject { node_ids: vec!["node2".into()], ..Default::default() }, None)
-            .expect("request");
+        let (req, key) =
+            make_request(&Subject { node_ids: vec!["node2".into()], ..Default::default() }, None)
+                .expect("request");
         assert!(key.is_some());
         let signed = sign_request(&req, &ca_path, &key_path, 1).expect("sign");
         assert_eq!(crate::transport::tls::node_ids_in_pem(&signed).expect("parse"), vec!["node2".to_owned()]);

@@ -81,7 +81,11 @@ impl TlsSection {
             key: self.key.clone(),
             ca: self.ca.clone(),
             require_client_cert: self.require_client_cert,
-            pinned: self.pinned_fingerprints.iter().filter_map(|f| crate::transport::tls::parse_fingerprint(f)).collect(),
+            pinned: self
+                .pinned_fingerprints
+                .iter()
+                .filter_map(|f| crate::transport::tls::parse_fingerprint(f))
+                .collect(),
             min_tls13: self.min_version == "1.3",
             skip_node_id_check: self.skip_node_id_check,
         }
@@ -282,14 +286,20 @@ impl Config {
         for (section, links) in [("listeners", &self.listeners), ("peers", &self.peers)] {
             for (i, l) in links.iter().enumerate() {
                 if l.url.scheme == crate::transport::Scheme::Tls && self.tls.is_none() {
-                    return bad(format!("{section}[{i}].url"), "is a TLS address (receptors://) but there is no [tls] section");
+                    return bad(
+                        format!("{section}[{i}].url"),
+                        "is a TLS address (receptors://) but there is no [tls] section",
+                    );
                 }
             }
         }
         if let Some(tls) = &self.tls {
             for (i, f) in tls.pinned_fingerprints.iter().enumerate() {
                 if crate::transport::tls::parse_fingerprint(f).is_none() {
-                    return bad(format!("tls.pinned_fingerprints[{i}]"), "is not a SHA-256 fingerprint (64 hex digits)");
+                    return bad(
+                        format!("tls.pinned_fingerprints[{i}]"),
+                        "is not a SHA-256 fingerprint (64 hex digits)",
+                    );
                 }
             }
             if tls.min_version != "1.2" && tls.min_version != "1.3" {

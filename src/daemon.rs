@@ -82,8 +82,9 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     let tls = load_tls(&cfg)?;
     let mut listeners = Vec::new();
     for (index, l) in cfg.listeners.iter().enumerate() {
-        let bound =
-            Listener::bind(&l.url, tls.clone()).await.map_err(|source| DaemonError::Bind { index, source })?;
+        let bound = Listener::bind(&l.url, tls.clone())
+            .await
+            .map_err(|source| DaemonError::Bind { index, source })?;
         listeners.push((bound, l.cost));
     }
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;

@@ -218,7 +218,9 @@ fn cert(cmd: CertCommand) -> anyhow::Result<u8> {
             let name = s.node_ids.first().cloned().unwrap_or_default();
             let out_req = out_req.unwrap_or_else(|| PathBuf::from(format!("{name}.csr")));
             let key_pem = match &in_key {
-                Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+                Some(p) => {
+                    Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+                }
                 None => None,
             };
             let (req, new_key) = certs::make_request(&subject(s), key_pem.as_deref())?;

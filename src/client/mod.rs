@@ -36,7 +36,12 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { receptor_peer: None, receptor_node_id: None, join_timeout: Duration::from_secs(5), tls: None }
+        ClientOptions {
+            receptor_peer: None,
+            receptor_node_id: None,
+            join_timeout: Duration::from_secs(5),
+            tls: None,
+        }
     }
 }
 

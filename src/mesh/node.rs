@@ -103,6 +103,14 @@ struct Inner {
     opts: NodeOptions,
 }
 
+/// A fresh connection waiting for its handshake.
+struct Conn {
+    io: transport::BoxedIo,
+    identity: Option<transport::PeerIdentity>,
+    cost: f64,
+    dialed_by_me: bool,
+}
+
 /// A running mesh node. Cloning gives another handle to the same node.
 #[derive(Clone)]
 pub struct Node {
@@ -215,7 +223,14 @@ impl Node {
                     Err(_) => return tracing::warn!(%addr, "dropped connection: TLS handshake timed out"),
                 };
                 let mut seen = None;
-                let r = node.connection(io, identity, cost, false, &mut seen, Some(permit), None).await;
+                let r = node
+                    .connection(
+                        Conn { io, identity, cost, dialed_by_me: false },
+                        &mut seen,
+                        Some(permit),
+                        None,
+                    )
+                    .await;
                 log_link_end(&addr.to_string(), seen.as_ref(), r);
             });
         }
@@ -244,7 +259,9 @@ impl Node {
                 }
                 Ok((io, identity)) => {
                     let started = Instant::now();
-                    let r = self.connection(io, identity, cost, true, &mut peer, None, None).await;
+                    let r = self
+                        .connection(Conn { io, identity, cost, dialed_by_me: true }, &mut peer, None, None)
+                        .await;
                     if started.elapsed() > Duration::from_secs(10) {
                         backoff.reset();
                     }
@@ -274,16 +291,14 @@ impl Node {
     /// Handshakes and runs one connection; reports the peer ID once the link is up.
     async fn connection(
         &self,
-        io: transport::BoxedIo,
-        identity: Option<transport::PeerIdentity>,
-        cost: f64,
-        dialed_by_me: bool,
+        conn: Conn,
         seen: &mut Option<NodeId>,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
         on_up: Option<oneshot::Sender<Result<NodeId, LinkError>>>,
     ) -> Result<(), LinkError> {
         let ctx = self.ctx();
         let id = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
+        let Conn { io, identity, cost, dialed_by_me } = conn;
         let est = link::handshake(&ctx, id, io, cost, dialed_by_me, seen, identity.as_ref()).await;
         drop(permit);
         let est = match est {
@@ -315,7 +330,9 @@ impl Node {
         let node = self.clone();
         self.inner.tracker.spawn(async move {
             let mut seen = None;
-            let r = node.connection(io, identity, 1.0, true, &mut seen, None, Some(tx)).await;
+            let r = node
+                .connection(Conn { io, identity, cost: 1.0, dialed_by_me: true }, &mut seen, None, Some(tx))
+                .await;
             log_link_end("client link", seen.as_ref(), r);
         });
         let peer = match rx.await {
@@ -417,6 +434,9 @@ fn log_link_end(addr: &str, peer: Option<&NodeId>, r: Result<(), LinkError>) {
         }
         Err(e @ (LinkError::BadPreface | LinkError::Codec(_) | LinkError::Protocol(_))) => {
             tracing::warn!(%addr, %peer, "dropped connection: {e}")
+        }
+        Err(LinkError::Io(e)) if e.to_string().contains("fatal alert") => {
+            tracing::warn!(%addr, %peer, "peer refused TLS: {e}")
         }
         Err(e) => tracing::info!(%addr, %peer, "link ended: {e}"),
     }

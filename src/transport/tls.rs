@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
@@ -125,7 +125,8 @@ impl TlsContext {
 }
 
 fn identity(certs: Option<&[CertificateDer<'_>]>) -> Result<PeerIdentity, TlsError> {
-    let leaf = certs.and_then(|c| c.first()).ok_or_else(|| TlsError::Config("peer sent no certificate".into()))?;
+    let leaf =
+        certs.and_then(|c| c.first()).ok_or_else(|| TlsError::Config("peer sent no certificate".into()))?;
     let digest = ring::digest::digest(&ring::digest::SHA256, leaf);
     let mut fingerprint = [0u8; 32];
     fingerprint.copy_from_slice(digest.as_ref());
@@ -161,7 +162,11 @@ pub fn node_ids_in_der(der: &[u8]) -> Result<Vec<String>, String> {
         if !oid.iter().is_some_and(|arcs| arcs.eq(NODE_ID_OID.iter().copied())) {
             continue;
         }
-        let Ok((_, inner)) = TaggedExplicit::<Any<'_>, x509_parser::der_parser::asn1_rs::Error, 0>::from_der(value) else { continue };
+        let Ok((_, inner)) =
+            TaggedExplicit::<Any<'_>, x509_parser::der_parser::asn1_rs::Error, 0>::from_der(value)
+        else {
+            continue;
+        };
         let inner = inner.into_inner();
         if inner.tag() == Tag::Utf8String {
             if let Ok(s) = std::str::from_utf8(inner.data) {
@@ -197,7 +202,8 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 fn build(s: &TlsSettings, node_id: &str) -> Result<Material, TlsError> {
     let chain = load_certs(&s.cert)?;
     std::fs::metadata(&s.key).map_err(|e| file_err(&s.key, e))?;
-    let key = PrivateKeyDer::from_pem_file(&s.key).map_err(|e| file_err(&s.key, format!("not a PEM private key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_file(&s.key)
+        .map_err(|e| file_err(&s.key, format!("not a PEM private key: {e}")))?;
     check_own_cert(&s.cert, &chain[0], node_id, s.skip_node_id_check)?;
     let mut roots = RootCertStore::empty();
     for ca in &s.ca {
@@ -210,13 +216,17 @@ fn build(s: &TlsSettings, node_id: &str) -> Result<Material, TlsError> {
     }
     let roots = Arc::new(roots);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] =
-        if s.min_tls13 { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS13, &rustls::version::TLS12] };
+    let versions: &[&rustls::SupportedProtocolVersion] = if s.min_tls13 {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
     let cfg_err = |e: rustls::Error| TlsError::Config(e.to_string());
     let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
-    let client_verifier = if s.require_client_cert { client_verifier } else { client_verifier.allow_unauthenticated() }
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let client_verifier =
+        if s.require_client_cert { client_verifier } else { client_verifier.allow_unauthenticated() }
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
     let server = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(cfg_err)?
@@ -247,7 +257,9 @@ fn check_own_cert(path: &Path, der: &CertificateDer<'_>, node_id: &str, skip: bo
         let names = if ids.is_empty() { "no node ID".to_owned() } else { format!("node IDs {ids:?}") };
         return Err(file_err(
             path,
-            format!("certificate names {names}, not this node's ID {node_id:?} (tls.skip_node_id_check overrides)"),
+            format!(
+                "certificate names {names}, not this node's ID {node_id:?} (tls.skip_node_id_check overrides)"
+            ),
         ));
     }
     Ok(())

@@ -38,11 +38,13 @@ pub struct Spec<'a> {
     pub listen: bool,
     /// PATH for the daemon (default: this process's PATH without the venv).
     pub path: Option<String>,
+    /// Listen and dial with receptors:// (the extra config must hold a [tls] section).
+    pub tls: bool,
 }
 
 impl<'a> Spec<'a> {
     pub fn new(id: &'a str) -> Spec<'a> {
-        Spec { id, peers: Vec::new(), extra: String::new(), listen: true, path: None }
+        Spec { id, peers: Vec::new(), extra: String::new(), listen: true, path: None, tls: false }
     }
 
     pub fn peer(mut self, port: u16) -> Self {
@@ -76,11 +78,12 @@ pub fn config_text(spec: &Spec<'_>, data_dir: &Path) -> String {
         spec.id,
         data_dir.display()
     );
+    let scheme = if spec.tls { "receptors" } else { "receptor" };
     if spec.listen {
-        cfg.push_str("[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\n");
+        cfg.push_str(&format!("[[listeners]]\nurl = \"{scheme}://127.0.0.1:0\"\n"));
     }
     for p in &spec.peers {
-        cfg.push_str(&format!("[[peers]]\nurl = \"receptor://127.0.0.1:{p}\"\n"));
+        cfg.push_str(&format!("[[peers]]\nurl = \"{scheme}://127.0.0.1:{p}\"\n"));
     }
     if !spec.extra.contains("[log]") {
         cfg.push_str("[log]\nlevel = \"info\"\n");
@@ -146,7 +149,16 @@ impl Daemon {
     }
 
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
-        wait_until(&format!("{} log line {needle:?}", self.id), timeout, || self.log().contains(needle));
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {} log line {needle:?}; log:\n{}",
+                self.id,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn peer_url(&self) -> String {
