@@ -365,6 +365,20 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_authorization_sections_parse() {
+        let cfg = load_text(
+            "[node]\nid = \"n\"\n[[listeners]]\nurl = \"receptors://0.0.0.0\"\n[tls]\ncert = \"c\"\nkey = \"k\"\nca = [\"a\"]\n\
+             [mesh]\nallowed_peers = [\"x\"]\n[[work.allow]]\nsubmitters = [\"*\"]\nwork_types = [\"cat\"]\n",
+        )
+        .expect("loads");
+        assert_eq!(cfg.listeners[0].url.port, 8899);
+        assert!(cfg.tls.expect("tls").require_client_cert);
+        assert_eq!(cfg.work.allow.len(), 1);
+        let err = load_text("[node]\nid = \"n\"\n[[listeners]]\nurl = \"receptors://h\"\n").expect_err("no tls");
+        assert!(err.to_string().contains("listeners[0].url"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let err = load_text("[node]\nid = \"n\"\n[mesh]\nmax_hops = 0\n").expect_err("invalid");
         assert!(err.to_string().contains("mesh.max_hops"), "{err}");
