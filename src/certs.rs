@@ -71,6 +71,33 @@ pub fn write_new(path: &Path, text: &str, mode: u32, force: bool) -> Result<(), 
     Ok(())
 }
 
+/// The kind of key to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KeyType {
+    /// ECDSA on P-256 (fast, small; the default).
+    #[default]
+    EcdsaP256,
+    /// RSA, 4096 bits (for PKI that requires RSA).
+    Rsa4096,
+}
+
+/// Generates a key of `kind`.
+pub fn generate_key(kind: KeyType) -> Result<KeyPair, CertError> {
+    match kind {
+        KeyType::EcdsaP256 => KeyPair::generate().map_err(rc("generating an ECDSA key")),
+        KeyType::Rsa4096 => {
+            use rsa::pkcs8::EncodePrivateKey;
+            let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 4096)
+                .map_err(|e| CertError::Invalid(format!("generating an RSA key: {e}")))?;
+            let pem = key
+                .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+                .map_err(|e| CertError::Invalid(format!("encoding the RSA key: {e}")))?;
+            KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256)
+                .map_err(rc("loading the RSA key"))
+        }
+    }
+}
+
 fn validity(params: &mut CertificateParams, days: u32) {
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::from_secs(3600);
@@ -78,8 +105,8 @@ fn validity(params: &mut CertificateParams, days: u32) {
 }
 
 /// A new self-signed CA (ECDSA P-256): returns (certificate PEM, key PEM).
-pub fn init_ca(common_name: &str, days: u32) -> Result<(String, String), CertError> {
-    let key = KeyPair::generate().map_err(rc("generating the CA key"))?;
+pub fn init_ca(common_name: &str, days: u32, kind: KeyType) -> Result<(String, String), CertError> {
+    let key = generate_key(kind)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, common_name);
@@ -137,7 +164,7 @@ pub fn issue(
     days: u32,
 ) -> Result<(String, String), CertError> {
     let (ca, ca_key) = issuer(ca_cert, ca_key)?;
-    let key = KeyPair::generate().map_err(rc("generating the node key"))?;
+    let key = generate_key(KeyType::EcdsaP256)?;
     let mut params = node_params(subject)?;
     leaf_usage(&mut params, days);
     let cert = params.signed_by(&key, &ca, &ca_key).map_err(rc("signing the node certificate"))?;
@@ -185,7 +212,7 @@ mod tests {
     #[test]
     fn issued_certificates_carry_node_ids_and_chain_to_the_ca() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, ca_key) = init_ca("test CA", 10).expect("ca");
+        let (ca, ca_key) = init_ca("test CA", 10, KeyType::EcdsaP256).expect("ca");
         let (ca_path, key_path) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
         write_new(&ca_path, &ca, 0o644, false).expect("write");
         write_new(&key_path, &ca_key, 0o600, false).expect("write");
@@ -201,5 +228,18 @@ mod tests {
         assert!(key.is_some());
         let signed = sign_request(&req, &ca_path, &key_path, 1).expect("sign");
         assert_eq!(crate::transport::tls::node_ids_in_pem(&signed).expect("parse"), vec!["node2".to_owned()]);
+    }
+
+    #[test]
+    fn an_rsa_ca_signs_node_certificates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, ca_key) = init_ca("rsa CA", 10, KeyType::Rsa4096).expect("rsa ca");
+        assert!(ca_key.contains("BEGIN PRIVATE KEY"));
+        let (ca_path, key_path) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+        write_new(&ca_path, &ca, 0o644, false).expect("write");
+        write_new(&key_path, &ca_key, 0o600, false).expect("write");
+        let subject = Subject { node_ids: vec!["node1".into()], ..Default::default() };
+        let (cert, _) = issue(&ca_path, &key_path, &subject, 1).expect("issue");
+        assert_eq!(crate::transport::tls::node_ids_in_pem(&cert).expect("parse"), vec!["node1".to_owned()]);
     }
 }

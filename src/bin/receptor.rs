@@ -199,8 +199,8 @@ fn subject(s: SubjectArgs) -> Subject {
 
 fn cert(cmd: CertCommand) -> anyhow::Result<u8> {
     match cmd {
-        CertCommand::Init { common_name, days, out_cert, out_key, force } => {
-            let (cert, key) = certs::init_ca(&common_name, days)?;
+        CertCommand::Init { common_name, days, key_type, out_cert, out_key, force } => {
+            let (cert, key) = certs::init_ca(&common_name, days, key_type)?;
             certs::write_new(&out_key, &key, 0o600, force)?;
             certs::write_new(&out_cert, &cert, 0o644, force)?;
             println!("CA certificate {} and key {} written", out_cert.display(), out_key.display());

@@ -153,6 +153,9 @@ pub enum CertCommand {
         common_name: String,
         #[arg(long, default_value_t = 3650)]
         days: u32,
+        /// Key algorithm of the CA.
+        #[arg(long, value_enum, default_value_t = crate::certs::KeyType::EcdsaP256)]
+        key_type: crate::certs::KeyType,
         #[arg(long, default_value = "ca.crt")]
         out_cert: PathBuf,
         #[arg(long, default_value = "ca.key")]
