@@ -117,6 +117,23 @@ fn a_three_node_tls_mesh_runs_a_job() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "over three TLS hops\n");
+    // The same through a client config file instead of flags.
+    let client_cfg = pki.path("client.toml");
+    let text = format!(
+        "peer = \"receptors://127.0.0.1:{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = [\"{}\"]\n",
+        n1.port,
+        pki.path("ctl.crt").display(),
+        pki.path("ctl.key").display(),
+        pki.path("ca.crt").display()
+    );
+    std::fs::write(&client_cfg, text).expect("write");
+    let out = Command::new(RECEPTOR)
+        .arg("--client-config")
+        .arg(&client_cfg)
+        .args(["ping", "node3", "-c", "1"])
+        .output();
+    let out = out.expect("receptor");
+    assert!(out.status.success(), "{}", stderr(&out));
     let key_mode = std::fs::metadata(pki.path("node1.key")).expect("key").permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777, 0o600);
 }

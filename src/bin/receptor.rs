@@ -39,6 +39,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Fills unset flags from the client config file, if any.
+fn with_client_file(mut mesh: MeshArgs) -> anyhow::Result<MeshArgs> {
+    let Some(path) = &mesh.client_config else { return Ok(mesh) };
+    let file = receptord::client::ClientFile::load(path)?;
+    mesh.receptor_peer = mesh.receptor_peer.or(file.peer);
+    mesh.receptor_node_id = mesh.receptor_node_id.or(file.node_id);
+    if let (None, Some(tls)) = (&mesh.tls_cert, file.tls) {
+        mesh.tls_cert = Some(tls.cert);
+        mesh.tls_key = Some(tls.key);
+        if mesh.tls_ca.is_empty() {
+            mesh.tls_ca = tls.ca;
+        }
+    }
+    Ok(mesh)
+}
+
 fn client_options(mesh: &MeshArgs) -> ClientOptions {
     ClientOptions {
         receptor_peer: mesh.receptor_peer.clone(),
@@ -61,7 +77,8 @@ fn tls_settings(mesh: &MeshArgs) -> Option<receptord::transport::TlsSettings> {
     })
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
+    cli.mesh = with_client_file(cli.mesh)?;
     let command = match cli.command {
         Command::Run(args) => return run(&cli.mesh, *args).await,
         Command::Cert(c) => return cert(c),

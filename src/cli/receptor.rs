@@ -38,6 +38,9 @@ pub struct MeshArgs {
     /// CA certificate the peer must chain to (repeatable).
     #[arg(long, global = true, value_name = "FILE")]
     pub tls_ca: Vec<PathBuf>,
+    /// Client config file (TOML: peer, node_id, [tls] cert/key/ca); flags take precedence.
+    #[arg(long, global = true, value_name = "FILE", env = "RECEPTOR_CLIENT_CONFIG")]
+    pub client_config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -239,3 +239,36 @@ fn cert_node_id(cert: &std::path::Path) -> Result<NodeId, ClientError> {
     })?;
     NodeId::new(first).map_err(|e| ClientError::Identity(e.to_string()))
 }
+
+/// A client configuration file: the same settings as the CLI flags.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    pub peer: Option<PeerUrl>,
+    pub node_id: Option<NodeId>,
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS material of a client.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    #[serde(default)]
+    pub ca: Vec<std::path::PathBuf>,
+}
+
+impl ClientFile {
+    /// Reads a client config file (TOML).
+    pub fn load(path: &std::path::Path) -> Result<ClientFile, crate::config::ConfigError> {
+        let file = path.display().to_string();
+        let load = |source| crate::config::ConfigError::Load { file: file.clone(), source };
+        config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true))
+            .build()
+            .map_err(load)?
+            .try_deserialize()
+            .map_err(load)
+    }
+}
