@@ -144,11 +144,13 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkSection {
     pub command: Vec<CommandSection>,
     pub ansible_runner: AnsibleRunnerSection,
+    /// Most jobs running at once; further requests are refused until one ends.
+    pub max_jobs: usize,
     /// Who may submit what. No rules: any node admitted to the mesh may submit any work
     /// type (admission is the trust boundary: with mutual TLS, holders of a certificate
     /// from your CA). With rules, only what a rule allows.
@@ -203,6 +205,17 @@ impl Default for AnsibleRunnerSection {
             max_archive_bytes: 1 << 30,
             max_archive_entries: 100_000,
             max_compression_ratio: 200,
+        }
+    }
+}
+
+impl Default for WorkSection {
+    fn default() -> Self {
+        WorkSection {
+            command: Vec::new(),
+            ansible_runner: AnsibleRunnerSection::default(),
+            max_jobs: 64,
+            allow: Vec::new(),
         }
     }
 }
@@ -276,6 +289,9 @@ impl Config {
         }
         if m.node_timeout <= m.route_refresh * 2 {
             return bad("mesh.node_timeout".into(), "must be more than twice mesh.route_refresh");
+        }
+        if self.work.max_jobs == 0 {
+            return bad("work.max_jobs".into(), "must be at least 1");
         }
         if m.max_hops == 0 {
             return bad("mesh.max_hops".into(), "must be at least 1");
@@ -374,7 +390,8 @@ mod tests {
         assert_eq!(cfg.listeners[0].url.port, 8899);
         assert!(cfg.tls.expect("tls").require_client_cert);
         assert_eq!(cfg.work.allow.len(), 1);
-        let err = load_text("[node]\nid = \"n\"\n[[listeners]]\nurl = \"receptors://h\"\n").expect_err("no tls");
+        let err =
+            load_text("[node]\nid = \"n\"\n[[listeners]]\nurl = \"receptors://h\"\n").expect_err("no tls");
         assert!(err.to_string().contains("listeners[0].url"), "{err}");
     }
 

@@ -94,7 +94,8 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     opts.tls = tls.clone();
     let node = Node::start(opts);
     // Work is served before any link exists, so nothing reaches a node without its service.
-    let work = WorkService::new(node.clone(), build_registry(&cfg), data_dir);
+    let work =
+        WorkService::new(node.clone(), build_registry(&cfg), data_dir).with_max_jobs(cfg.work.max_jobs);
     work.set_authorization(Authorization::new(cfg.work.allow.clone()));
     work.start();
     for (listener, cost) in listeners {

@@ -270,3 +270,16 @@ fn read_aligned(r: &mut impl Read, buf: &mut [u8]) -> usize {
     }
     n
 }
+
+#[test]
+fn a_full_node_refuses_more_jobs_with_a_reason() {
+    let extra = format!("{SLEEPER}[work]\nmax_jobs = 1\n");
+    let n1 = Daemon::start(Spec::new("node1").extra(&extra));
+    let (mut first, pgid) = start_sleeper(&n1, "node1");
+    let out = receptor(&n1, &["work", "submit", "sleeper", "--node", "node1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("node node1 is busy: all job slots are in use"), "{}", stderr(&out));
+    first.kill().expect("kill");
+    let _ = first.wait();
+    wait_until("first job gone", Duration::from_secs(15), || !group_alive(pgid));
+}

@@ -61,6 +61,8 @@ pub(crate) struct Router {
 
 /// How long a learned reverse path is trusted without fresh traffic.
 const LEARNED_TTL: Duration = Duration::from_secs(30);
+/// Most reverse paths remembered at once (a peer inventing sources cannot grow it).
+const LEARNED_MAX: usize = 4096;
 
 impl Router {
     pub(crate) fn new(me: NodeId, window: u32, max_hops: u8, tracker: TaskTracker) -> Arc<Router> {
@@ -97,6 +99,13 @@ impl Router {
             return;
         }
         if let Ok(mut learned) = self.learned.lock() {
+            if learned.len() >= LEARNED_MAX && !learned.contains_key(src) {
+                let now = Instant::now();
+                learned.retain(|_, (_, at)| now.duration_since(*at) < LEARNED_TTL);
+                if learned.len() >= LEARNED_MAX {
+                    return;
+                }
+            }
             learned.insert(src.clone(), (via.clone(), Instant::now()));
         }
     }

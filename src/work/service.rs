@@ -22,6 +22,7 @@ pub struct WorkService {
     authz: Arc<std::sync::RwLock<super::authz::Authorization>>,
     data_dir: std::path::PathBuf,
     draining: Arc<AtomicBool>,
+    slots: Arc<tokio::sync::Semaphore>,
     /// Cancelled to kill every running job.
     kill: CancellationToken,
     jobs: TaskTracker,
@@ -35,6 +36,7 @@ impl WorkService {
             authz: Arc::default(),
             data_dir,
             draining: Arc::new(AtomicBool::new(false)),
+            slots: Arc::new(tokio::sync::Semaphore::new(64)),
             kill: CancellationToken::new(),
             jobs: TaskTracker::new(),
         }
@@ -47,6 +49,12 @@ impl WorkService {
             *r = registry;
         }
         self.node.set_work_types(ads).await;
+    }
+
+    /// Limits how many jobs run at once (call before [`WorkService::start`]).
+    pub fn with_max_jobs(mut self, max: usize) -> WorkService {
+        self.slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+        self
     }
 
     /// Replaces the authorization rules.
@@ -96,6 +104,12 @@ impl WorkService {
 
     async fn handle(&self, inc: Incoming) {
         let Incoming { peer, header, writer, reader } = inc;
+        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+            let reason = format!("node {} is busy: all job slots are in use", self.node.id());
+            tracing::warn!(submitter = %peer, "{reason}");
+            writer.reset(&reason).await;
+            return;
+        };
         let (req, wt) = match self.lookup(&peer, &header) {
             Ok(found) => found,
             Err(e) => {
