@@ -1,2 +1,244 @@
-//! Mesh benchmarks (`make bench`): prints figures, asserts nothing about time.
-fn main() {}
+//! Mesh benchmarks (`make bench`): in one run on loopback, prints (1) throughput of a
+//! command job's output (1 GiB) across three hops, plain and TLS, each against a raw
+//! loopback TCP copy of the same size measured in the same run; (2) ping round trips across
+//! three hops, plain and TLS; (3) idle RSS of a daemon with two links. Figures only: nothing
+//! here asserts on time.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RECEPTORD: &str = env!("CARGO_BIN_EXE_receptord");
+const RECEPTOR: &str = env!("CARGO_BIN_EXE_receptor");
+const SIZE: u64 = 1 << 30;
+const RUNS: usize = 3;
+
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A line of three daemons; `tls` holds the PKI directory when the links are TLS.
+struct Line {
+    nodes: Vec<Daemon>,
+    tls: Option<tempfile::TempDir>,
+    _dir: tempfile::TempDir,
+}
+
+const GEN: &str =
+    "[[work.command]]\nname = \"gen\"\nprogram = \"head\"\nargs = [\"-c\", \"1073741824\", \"/dev/zero\"]\n";
+
+fn start(dir: &Path, id: &str, peer: Option<u16>, tls: Option<&Path>) -> Daemon {
+    let scheme = if tls.is_some() { "receptors" } else { "receptor" };
+    let mut cfg = format!(
+        "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\n[[listeners]]\nurl = \"{scheme}://127.0.0.1:0\"\n{GEN}",
+        dir.join(id).display()
+    );
+    if let Some(p) = peer {
+        cfg.push_str(&format!("[[peers]]\nurl = \"{scheme}://127.0.0.1:{p}\"\n"));
+    }
+    if let Some(pki) = tls {
+        let p = |f: &str| pki.join(f).display().to_string();
+        cfg.push_str(&format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = [\"{}\"]\n",
+            p(&format!("{id}.crt")),
+            p(&format!("{id}.key")),
+            p("ca.crt")
+        ));
+    }
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(&path, cfg).expect("config");
+    let mut child =
+        Command::new(RECEPTORD).arg("-c").arg(&path).stderr(Stdio::piped()).spawn().expect("receptord");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let port = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split("addr=127.0.0.1:").nth(1).and_then(|p| p.split_whitespace().next()?.parse().ok())
+        })
+        .expect("listener port");
+    std::thread::spawn(move || for _ in lines {});
+    Daemon { child, port }
+}
+
+impl Line {
+    fn new(tls: bool) -> Line {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = tls.then(|| {
+            let pki = tempfile::tempdir().expect("tempdir");
+            let cli = |args: &[&str]| {
+                let st =
+                    Command::new(RECEPTOR).current_dir(pki.path()).args(args).stdout(Stdio::null()).status();
+                assert!(st.expect("receptor cert").success());
+            };
+            cli(&["cert", "init"]);
+            for n in ["node1", "node2", "node3", "bench"] {
+                cli(&["cert", "issue", "--node-id", n]);
+            }
+            pki
+        });
+        let p = pki.as_ref().map(|d| d.path());
+        let n1 = start(dir.path(), "node1", None, p);
+        let n2 = start(dir.path(), "node2", Some(n1.port), p);
+        let n3 = start(dir.path(), "node3", Some(n2.port), p);
+        let line = Line { nodes: vec![n1, n2, n3], tls: pki, _dir: dir };
+        let t0 = Instant::now();
+        while !line
+            .cli()
+            .args(["ping", "node3", "-c", "1", "--timeout", "1s"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(t0.elapsed() < Duration::from_secs(30), "mesh did not converge");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        line
+    }
+
+    fn cli(&self) -> Command {
+        let mut cmd = Command::new(RECEPTOR);
+        match &self.tls {
+            None => cmd.arg("--receptor-peer").arg(format!("receptor://127.0.0.1:{}", self.nodes[0].port)),
+            Some(pki) => {
+                let p = |f: &str| pki.path().join(f);
+                cmd.arg("--receptor-peer")
+                    .arg(format!("receptors://127.0.0.1:{}", self.nodes[0].port))
+                    .arg("--tls-cert")
+                    .arg(p("bench.crt"))
+                    .arg("--tls-key")
+                    .arg(p("bench.key"))
+                    .arg("--tls-ca")
+                    .arg(p("ca.crt"))
+            }
+        };
+        cmd
+    }
+
+    /// Seconds to stream 1 GiB of job output from node3 to a client entering at node1.
+    fn throughput_run(&self) -> f64 {
+        let start = Instant::now();
+        let mut child = self
+            .cli()
+            .args(["work", "submit", "gen", "--node", "node3"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let n = drain(child.stdout.take().expect("stdout"));
+        assert!(child.wait().expect("wait").success());
+        assert_eq!(n, SIZE, "every byte arrived");
+        start.elapsed().as_secs_f64()
+    }
+
+    /// (median, p99) round trip to node3 in milliseconds.
+    fn pings(&self, count: usize) -> (f64, f64) {
+        let out = self
+            .cli()
+            .args(["ping", "node3", "-c", &count.to_string(), "--interval", "0s"])
+            .output()
+            .expect("ping");
+        let mut ms: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(" in ").nth(1)?.strip_suffix(" ms")?.parse().ok())
+            .collect();
+        assert!(!ms.is_empty(), "no ping replies");
+        ms.sort_by(f64::total_cmp);
+        (ms[ms.len() / 2], ms[(ms.len() * 99 / 100).min(ms.len() - 1)])
+    }
+}
+
+fn drain(mut r: impl Read) -> u64 {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => return n,
+            Ok(k) => n += k as u64,
+        }
+    }
+}
+
+/// Seconds for a raw loopback TCP copy of 1 GiB in 64 KiB writes.
+fn raw_tcp_run() -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..SIZE / chunk.len() as u64 {
+            s.write_all(&chunk).expect("write");
+        }
+    });
+    let (s, _) = listener.accept().expect("accept");
+    let n = drain(s);
+    writer.join().expect("writer");
+    assert_eq!(n, SIZE);
+    start.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "met" } else { "missed" }
+}
+
+fn main() {
+    let gib = SIZE as f64 / (1u64 << 30) as f64;
+    let raw = median((0..RUNS).map(|_| raw_tcp_run()).collect());
+    let plain = Line::new(false);
+    std::thread::sleep(Duration::from_secs(3));
+    let idle: Vec<u64> = plain.nodes.iter().map(|d| rss_kib(d.child.id())).collect();
+    let (p50, p99) = plain.pings(1000);
+    let mesh = median((0..RUNS).map(|_| plain.throughput_run()).collect());
+    drop(plain);
+    let tls = Line::new(true);
+    let (t50, t99) = tls.pings(1000);
+    let tls_tp = median((0..RUNS).map(|_| tls.throughput_run()).collect());
+    let raw_tls = median((0..RUNS).map(|_| raw_tcp_run()).collect());
+    drop(tls);
+    let (r1, r2) = (raw / mesh, raw_tls / tls_tp);
+    println!("| figure (loopback, median of {RUNS} unless noted) | value | target |");
+    println!("|---|---|---|");
+    println!("| raw loopback TCP copy, 1 GiB | {:.0} MiB/s | |", 1024.0 * gib / raw);
+    println!("| command job output, 1 GiB across 3 hops | {:.0} MiB/s | |", 1024.0 * gib / mesh);
+    println!("| ratio 3 hops / raw TCP | {r1:.2} | >= 0.30 ({}) |", mark(r1 >= 0.30));
+    println!(
+        "| ping RTT across 3 hops, median / p99 of 1000 | {p50:.3} / {p99:.3} ms | < 1 ms median ({}) |",
+        mark(p50 < 1.0)
+    );
+    println!(
+        "| idle RSS, node2 (two links) | {:.1} MiB | <= 10 MB ({}) |",
+        idle[1] as f64 / 1024.0,
+        mark(idle[1] * 1024 <= 10_000_000)
+    );
+    println!(
+        "| idle RSS, node1 / node3 (one link) | {:.1} / {:.1} MiB | |",
+        idle[0] as f64 / 1024.0,
+        idle[2] as f64 / 1024.0
+    );
+    println!("| TLS: command job output, 1 GiB across 3 TLS hops | {:.0} MiB/s | |", 1024.0 * gib / tls_tp);
+    println!("| TLS: ratio 3 TLS hops / raw TCP | {r2:.2} | >= 0.15 ({}) |", mark(r2 >= 0.15));
+    println!("| TLS: ping RTT across 3 hops, median / p99 of 1000 | {t50:.3} / {t99:.3} ms | |");
+}

@@ -87,7 +87,9 @@ async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
     let opts = client_options(&cli.mesh);
     let client = MeshClient::connect(&opts).await?;
     let result = match command {
-        Command::Ping { node, count, timeout } => ping(&client, &node, count, timeout).await,
+        Command::Ping { node, count, timeout, interval } => {
+            ping(&client, &node, count, timeout, interval).await
+        }
         Command::Status => status(&client).await,
         Command::Work(WorkCommand::Submit { work_type, node, payload, params }) => {
             submit(&client, &node, &work_type, payload, &params).await
@@ -98,11 +100,17 @@ async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
     result
 }
 
-async fn ping(client: &MeshClient, node: &NodeId, count: u32, timeout: Duration) -> anyhow::Result<u8> {
+async fn ping(
+    client: &MeshClient,
+    node: &NodeId,
+    count: u32,
+    timeout: Duration,
+    interval: Duration,
+) -> anyhow::Result<u8> {
     let mut failures = 0;
     for i in 0..count {
         if i > 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(interval).await;
         }
         match client.ping(node, timeout).await {
             Ok(rtt) => println!("Reply from {node} in {:.3} ms", rtt.as_secs_f64() * 1000.0),

@@ -53,6 +53,9 @@ pub enum Command {
         /// Give up on one ping after this long.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Pause between pings.
+        #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+        interval: Duration,
     },
     /// Show the mesh: nodes, their links, routes and work types.
     Status,

@@ -19,7 +19,9 @@ use super::{JobInput, JobOutput, JobResult};
 
 /// Bytes of stderr kept for the job result.
 const STDERR_TAIL: usize = 4096;
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
+/// Pipe buffer asked for the child's stdout, so reads carry more than the 64 KiB default.
+const PIPE_SIZE: i32 = 1 << 20;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -60,6 +62,11 @@ pub async fn run_child(
     };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    if let Some(out) = &stdout {
+        // Best effort: fewer, larger reads per megabyte of output.
+        use std::os::fd::AsRawFd;
+        let _ = nix::fcntl::fcntl(out.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    }
     let feeder = tokio::spawn(feed_stdin(stdin, prelude, input));
     let tail = tokio::spawn(collect_stderr(stderr));
     let pump_cancel = cancel.clone();
