@@ -45,7 +45,12 @@ pub async fn run_child(
     mut output: JobOutput,
     cancel: CancellationToken,
 ) -> JobResult {
+    // Every process of the job inherits this marker, so descendants that left the process
+    // group (setsid, as ansible-runner does for ansible-playbook) and were orphaned are
+    // still found and stopped with the job.
+    let marker = uuid::Uuid::new_v4().simple().to_string();
     let mut cmd = Command::new(&spec.program);
+    cmd.env(JOB_MARKER, &marker);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
@@ -78,11 +83,13 @@ pub async fn run_child(
             }
         }
     };
-    let (status, ()) = tokio::join!(wait_or_kill(&mut child, pgid, &cancel, spec.grace), stdout_done);
+    let (status, ()) =
+        tokio::join!(wait_or_kill(&mut child, pgid, &marker, &cancel, spec.grace), stdout_done);
     // Reap stragglers that outlived the leader (and release their pipe ends).
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGKILL);
     }
+    kill_marked(&marker, Signal::SIGKILL);
     feeder.abort();
     let stderr_tail = tail.await.unwrap_or_default();
     to_result(status, cancel.is_cancelled(), stderr_tail)
@@ -108,6 +115,7 @@ fn to_result(status: std::io::Result<ExitStatus>, cancelled: bool, stderr_tail: 
 async fn wait_or_kill(
     child: &mut Child,
     pgid: Option<Pid>,
+    marker: &str,
     cancel: &CancellationToken,
     grace: Duration,
 ) -> std::io::Result<ExitStatus> {
@@ -120,6 +128,7 @@ async fn wait_or_kill(
     // ansible-playbook under a pty, in a new session): signal every group of the tree.
     let mut groups = tree_groups(pgid);
     signal_groups(&groups, Signal::SIGTERM);
+    kill_marked(marker, Signal::SIGTERM);
     let status = match tokio::time::timeout(grace, child.wait()).await {
         Ok(st) => st,
         Err(_) => {
@@ -128,9 +137,25 @@ async fn wait_or_kill(
             child.wait().await
         }
     };
-    // Whatever the leader left behind in those groups goes with it.
+    // Whatever the leader left behind goes with it.
     signal_groups(&groups, Signal::SIGKILL);
+    kill_marked(marker, Signal::SIGKILL);
     status
+}
+
+/// The environment variable carrying a job's marker.
+pub const JOB_MARKER: &str = "RECEPTOR_JOB_MARKER";
+
+/// Signals every process whose environment carries `marker`.
+fn kill_marked(marker: &str, sig: Signal) {
+    let needle = format!("{JOB_MARKER}={marker}");
+    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    for pid in dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        if env.split(|b| *b == 0).any(|entry| entry == needle.as_bytes()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+        }
+    }
 }
 
 fn signal_groups(groups: &BTreeSet<i32>, sig: Signal) {
