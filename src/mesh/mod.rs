@@ -18,3 +18,6 @@ pub use node::{JoinError, Node, NodeOptions, OpenError, PingError};
 pub use router::Incoming;
 pub use state::MeshConfig;
 pub use stream::{Chunk, StreamError, StreamReader, StreamWriter};
+
+#[cfg(test)]
+mod sim_tests;
