@@ -4,9 +4,9 @@
 //! routes and multiplexes; [`transport`] carries links; [`work`] runs jobs (and is the only
 //! module that spawns processes); [`client`] is the library API; the binaries sit at the edge.
 
+pub mod certs;
 pub mod cli;
 pub mod client;
-pub mod certs;
 pub mod config;
 pub mod daemon;
 pub mod logging;

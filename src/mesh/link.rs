@@ -126,7 +126,11 @@ pub(crate) async fn handshake(
 }
 
 /// Checks the announced node ID against the peer's certificate and `allowed_peers`.
-fn vet_peer(ctx: &LinkCtx, peer: &Hello, identity: Option<&crate::transport::PeerIdentity>) -> Option<String> {
+fn vet_peer(
+    ctx: &LinkCtx,
+    peer: &Hello,
+    identity: Option<&crate::transport::PeerIdentity>,
+) -> Option<String> {
     let id = peer.node_id.as_str();
     if let Some(identity) = identity {
         if !identity.node_ids.iter().any(|n| n == id) {
