@@ -108,7 +108,17 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         node.add_peer(p.url.clone(), p.cost);
     }
     tracing::info!(node = %node.id(), work_types = ?work.registry().names(), "receptord ready");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let (topo, jobs) = (node.topology(), work.clone());
+    crate::systemd::spawn_heartbeat(&node.tracker(), node.cancel_token(), move || {
+        let t = topo.borrow();
+        format!(
+            "links: {}, reachable nodes: {}, running jobs: {}",
+            t.linked.len(),
+            t.reachable.len(),
+            jobs.running()
+        )
+    });
+    crate::systemd::ready();
     let mut fatal = node.fatal();
     let outcome = loop {
         tokio::select! {
@@ -121,7 +131,8 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
             }
         }
     };
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    crate::systemd::stopping();
+    crate::systemd::status("stopping: draining jobs");
     let grace = cfg.node.shutdown_grace;
     if work.running() > 0 {
         tracing::info!(jobs = work.running(), ?grace, "waiting for running jobs");
@@ -136,12 +147,12 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
 /// theirs, new links use the new material), work types, ansible-runner detection and
 /// authorization rules. Anything invalid keeps the old state and is logged.
 async fn reload(path: &Path, running: &Config, tls: Option<&TlsContext>, work: &WorkService) {
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    crate::systemd::reloading();
     let cfg = match Config::load(path) {
         Ok(cfg) => cfg,
         Err(e) => {
             tracing::error!("reload: keeping the running configuration: {e}");
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            crate::systemd::ready();
             return;
         }
     };
@@ -157,5 +168,5 @@ async fn reload(path: &Path, running: &Config, tls: Option<&TlsContext>, work: &
     work.set_authorization(Authorization::new(cfg.work.allow.clone()));
     work.set_registry(build_registry(&cfg)).await;
     tracing::info!(work_types = ?work.registry().names(), "reload: done");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    crate::systemd::ready();
 }

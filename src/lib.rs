@@ -13,6 +13,7 @@ pub mod logging;
 pub mod mesh;
 pub mod report;
 pub mod runner;
+pub mod systemd;
 pub mod transport;
 pub mod wire;
 pub mod work;

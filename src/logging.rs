@@ -1,5 +1,6 @@
 //! Log output through `tracing`: human-readable or JSON lines on stderr (journald-friendly),
-//! optionally also to a daily-rotated file via `tracing-appender`.
+//! optionally also to a daily-rotated file via `tracing-appender`. Under systemd (stderr is
+//! the journal) text lines carry `<N>` syslog priorities and no timestamp of their own.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -24,6 +25,11 @@ pub enum LogError {
 pub fn init(level: &str, format: LogFormat, file: Option<&Path>) -> Result<Option<WorkerGuard>, LogError> {
     let filter = || EnvFilter::try_new(level).map_err(|_| LogError::Level(level.to_owned()));
     let stderr = match format {
+        LogFormat::Text if crate::systemd::under_journald() => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .event_format(Journald::default())
+            .boxed(),
         LogFormat::Text => fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
@@ -50,4 +56,38 @@ pub fn init(level: &str, format: LogFormat, file: Option<&Path>) -> Result<Optio
     };
     let _ = tracing_subscriber::registry().with(stderr).with(file_layer).try_init();
     Ok(guard)
+}
+
+/// Text lines for the journal: a `<N>` syslog priority prefix, no timestamp (journald
+/// stamps each line itself), otherwise the usual compact format.
+struct Journald {
+    inner: fmt::format::Format<fmt::format::Full, ()>,
+}
+
+impl Default for Journald {
+    fn default() -> Self {
+        Journald { inner: fmt::format().without_time().with_target(false).with_ansi(false) }
+    }
+}
+
+impl<S, N> fmt::FormatEvent<S, N> for Journald
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &fmt::FmtContext<'_, S, N>,
+        mut writer: fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.inner.format_event(ctx, writer, event)
+    }
 }
