@@ -2,7 +2,7 @@
 CARGO ?= cargo
 VENV  ?= $(CURDIR)/.venv
 
-.PHONY: all build venv demo test unit lint fmt bench package clean
+.PHONY: all build venv demo test lint fmt bench clean
 
 all: build
 
@@ -24,6 +24,7 @@ test: build venv
 	else \
 		$(CARGO) test --release --locked --no-fail-fast; \
 	fi
+	$(MAKE) package-test
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -40,3 +41,5 @@ bench: build venv
 clean:
 	$(CARGO) clean
 	rm -rf .demo
+
+include packaging/package.mk

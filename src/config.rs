@@ -95,6 +95,8 @@ impl TlsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSection {
+    /// Default: the host name.
+    #[serde(default = "host_node_id")]
     pub id: NodeId,
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -240,6 +242,12 @@ impl Default for LogSection {
     }
 }
 
+fn host_node_id() -> NodeId {
+    let name = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    NodeId::new(name.split('.').next().unwrap_or_default())
+        .unwrap_or_else(|_| NodeId::new("receptor-node").expect("UNWRAP: a valid literal node id"))
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/receptor")
 }
@@ -370,6 +378,12 @@ mod tests {
         assert_eq!(cfg.listeners.len(), 1);
         assert_eq!(cfg.work.command[0].name, "echo");
         assert!(cfg.work.ansible_runner.enabled);
+    }
+
+    #[test]
+    fn the_node_id_defaults_to_the_host_name() {
+        let cfg = load_text("[node]\n").expect("loads");
+        assert!(!cfg.node.id.as_str().is_empty());
     }
 
     #[test]

@@ -13,13 +13,16 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match Config::load(&args.config) {
+    let mut cfg = match Config::load(&args.config) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("receptord: invalid configuration: {e}");
             return ExitCode::from(EX_CONFIG);
         }
     };
+    if let Some(f) = args.log_format {
+        cfg.log.format = f.into();
+    }
     if args.check_config {
         if let Err(e) = receptord::daemon::load_tls(&cfg) {
             eprintln!("receptord: invalid configuration: {}", receptord::report::chain(&e));

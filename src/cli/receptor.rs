@@ -10,7 +10,11 @@ use crate::transport::PeerUrl;
 use crate::wire::NodeId;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Client for the receptor mesh: ping, status, work, run playbooks remotely")]
+#[command(
+    name = "receptor",
+    version,
+    about = "Client for the receptor mesh: ping, status, work, run playbooks remotely"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub mesh: MeshArgs,

@@ -6,7 +6,7 @@ use clap::Parser;
 
 /// A persistent node of the receptor mesh.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "receptord", version, about)]
 pub struct Args {
     /// Configuration file (TOML).
     #[arg(short, long, default_value = "/etc/receptor.toml", env = "RECEPTOR_CONFIG")]
@@ -14,4 +14,23 @@ pub struct Args {
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check_config: bool,
+    /// Override log.format: text (journald-friendly) or json (one object per line).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for crate::config::LogFormat {
+    fn from(a: LogFormatArg) -> Self {
+        match a {
+            LogFormatArg::Text => crate::config::LogFormat::Text,
+            LogFormatArg::Json => crate::config::LogFormat::Json,
+        }
+    }
 }
