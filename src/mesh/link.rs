@@ -206,30 +206,42 @@ async fn send(ctx: &LinkCtx, ev: Event) -> Result<(), LinkError> {
     ctx.events.send(ev).await.map_err(|_| LinkError::Shutdown)
 }
 
+/// Frames are gathered in this buffer so one write carries several of them (on loopback
+/// and fast links the number of syscalls, not copying, limits throughput).
+const WRITE_BUFFER: usize = 256 * 1024;
+
 async fn write_loop(
     wr: WriteHalf<BoxedIo>,
     mut ctrl: mpsc::Receiver<Bytes>,
-    mut data: mpsc::Receiver<Bytes>,
+    mut data: mpsc::Receiver<(Bytes, Bytes)>,
     keepalive: Duration,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut wr = BufWriter::with_capacity(256 * 1024, wr);
+    let mut wr = BufWriter::with_capacity(WRITE_BUFFER, wr);
     let ka = Frame::Keepalive.encode();
     let mut ticker = tokio::time::interval(keepalive.max(Duration::from_millis(100)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let frame = tokio::select! {
+        let (head, body) = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            Some(f) = ctrl.recv() => f,
+            Some(f) = ctrl.recv() => (f, Bytes::new()),
             Some(f) = data.recv() => f,
-            _ = ticker.tick() => ka.clone(),
+            _ = ticker.tick() => (ka.clone(), Bytes::new()),
         };
-        let goodbye = is_goodbye(&frame);
-        wr.write_all(&frame).await?;
+        let goodbye = is_goodbye(&head);
+        wr.write_all(&head).await?;
+        wr.write_all(&body).await?;
         // Batch whatever else is queued before paying for a flush.
-        while let Ok(f) = ctrl.try_recv().or_else(|_| data.try_recv()) {
-            wr.write_all(&f).await?;
+        loop {
+            if let Ok(f) = ctrl.try_recv() {
+                wr.write_all(&f).await?;
+            } else if let Ok((h, b)) = data.try_recv() {
+                wr.write_all(&h).await?;
+                wr.write_all(&b).await?;
+            } else {
+                break;
+            }
         }
         wr.flush().await?;
         ticker.reset();

@@ -20,18 +20,22 @@ use crate::wire::{Body, Frame, NodeId, Routed, Side};
 #[derive(Clone, Debug)]
 pub(crate) struct LinkTx {
     pub(crate) ctrl: mpsc::Sender<Bytes>,
-    pub(crate) data: mpsc::Sender<Bytes>,
+    /// (frame up to its payload, payload): stream data is never copied into a new frame.
+    pub(crate) data: mpsc::Sender<(Bytes, Bytes)>,
 }
 
 impl LinkTx {
     pub(crate) async fn send(&self, frame: &Frame) {
-        // Data and Fin share one queue so a stream's end never overtakes its bytes.
-        let is_data =
-            matches!(frame, Frame::Routed(Routed { body: Body::Data { .. } | Body::Fin { .. }, .. }));
-        let bytes = frame.encode();
-        let queue = if is_data { &self.data } else { &self.ctrl };
-        // A closed queue means the link just died; stream offsets expose any loss.
-        let _ = queue.send(bytes).await;
+        // Data and Fin share one queue so a stream's end never overtakes its bytes. A closed
+        // queue means the link just died; stream offsets expose any loss.
+        match frame {
+            Frame::Routed(r @ Routed { body: Body::Data { .. } | Body::Fin { .. }, .. }) => {
+                let _ = self.data.send(r.encode_split()).await;
+            }
+            other => {
+                let _ = self.ctrl.send(other.encode()).await;
+            }
+        }
     }
 }
 

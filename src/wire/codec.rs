@@ -117,6 +117,18 @@ mod tests {
     }
 
     #[test]
+    fn split_encoding_equals_whole_encoding() {
+        for f in samples() {
+            if let Frame::Routed(r) = &f {
+                let (head, body) = r.encode_split();
+                let mut joined = head.to_vec();
+                joined.extend_from_slice(&body);
+                assert_eq!(joined, f.encode().to_vec());
+            }
+        }
+    }
+
+    #[test]
     fn partial_input_waits_for_more() {
         let bytes = samples()[4].encode();
         let mut codec = FrameCodec;

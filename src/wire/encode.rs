@@ -69,6 +69,29 @@ impl Frame {
     }
 }
 
+impl Routed {
+    /// Encodes the frame as (everything before the payload, the payload) when it carries
+    /// stream data, so the payload is queued and written without being copied; other
+    /// frames come whole with an empty second part.
+    pub fn encode_split(&self) -> (Bytes, Bytes) {
+        let Body::Data { stream, from, offset, data } = &self.body else {
+            return (Frame::Routed(self.clone()).encode(), Bytes::new());
+        };
+        let mut buf = BytesMut::with_capacity(64 + self.src.as_str().len() + self.dst.as_str().len());
+        buf.put_u32(0);
+        buf.put_u8(tag::ROUTED);
+        put_str(&mut buf, self.src.as_str());
+        put_str(&mut buf, self.dst.as_str());
+        buf.put_u8(self.hops_left);
+        stream_head(&mut buf, tag::DATA, *stream, *from);
+        buf.put_u64(*offset);
+        buf.put_u32(data.len() as u32);
+        let len = (buf.len() - 4 + data.len()) as u32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        (buf.freeze(), data.clone())
+    }
+}
+
 fn encode_hello(h: &Hello, buf: &mut BytesMut) {
     buf.put_u8(tag::HELLO);
     buf.put_u16(h.version);

@@ -21,7 +21,7 @@ pub const PREFACE: [u8; 4] = *b"RCPT";
 /// Largest frame body accepted from the network, in bytes.
 pub const MAX_FRAME: usize = 256 * 1024;
 /// Largest payload of one [`Routed::Data`] frame.
-pub const MAX_DATA_CHUNK: usize = 128 * 1024;
+pub const MAX_DATA_CHUNK: usize = 64 * 1024;
 /// Largest opaque header/trailer of a stream, in bytes.
 pub const MAX_META: usize = 64 * 1024;
 /// Largest human-readable reason string, in bytes.
