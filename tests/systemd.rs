@@ -81,3 +81,72 @@ fn recv_until(sock: &UnixDatagram, want: &str, path: &Path) -> String {
         }
     }
 }
+
+/// Runs receptord until it is ready, with stderr into a file; returns the file's text.
+fn log_of(extra_args: &[&str], journal: bool) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("r.toml");
+    let text = format!("[node]\nid = \"n1\"\ndata_dir = \"{}\"\n", dir.path().join("data").display());
+    std::fs::write(&cfg, text).expect("config");
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut cmd = Command::new(RECEPTORD);
+    cmd.arg("-c").arg(&cfg).args(extra_args).stderr(log.try_clone().expect("clone"));
+    if journal {
+        use std::os::unix::fs::MetadataExt;
+        let meta = log.metadata().expect("metadata");
+        cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+    }
+    let mut child = cmd.spawn().expect("receptord");
+    wait_until("receptord ready", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log_path).unwrap_or_default().contains("receptord ready")
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).expect("term");
+    assert!(child.wait().expect("wait").success());
+    std::fs::read_to_string(&log_path).expect("log")
+}
+
+#[test]
+fn logs_suit_the_journal_and_aggregators() {
+    let journal = log_of(&[], true);
+    for line in journal.lines() {
+        assert!(
+            line.starts_with("<6>") || line.starts_with("<4>") || line.starts_with("<3>"),
+            "priority: {line}"
+        );
+        assert!(!line.contains("Z "), "no timestamp of our own: {line}");
+    }
+    let plain = log_of(&[], false);
+    assert!(plain.lines().all(|l| !l.starts_with('<')), "no priorities outside the journal");
+    let json = log_of(&["--log-format", "json"], false);
+    for line in json.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+    }
+}
+
+#[test]
+fn log_file_output_is_rotated_daily() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("r.toml");
+    let logs = dir.path().join("logs");
+    let text = format!(
+        "[node]\nid = \"n1\"\ndata_dir = \"{}\"\n[log]\nfile = \"{}\"\n",
+        dir.path().join("data").display(),
+        logs.join("receptord.log").display()
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let mut child =
+        Command::new(RECEPTORD).arg("-c").arg(&cfg).stderr(Stdio::null()).spawn().expect("receptord");
+    wait_until("log file", Duration::from_secs(10), || {
+        std::fs::read_dir(&logs).map(|d| d.count() > 0).unwrap_or(false)
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).expect("term");
+    assert!(child.wait().expect("wait").success());
+    let file = std::fs::read_dir(&logs).expect("logs").flatten().next().expect("a log file").path();
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    assert!(name.starts_with("receptord.log."), "dated file name: {name}");
+    assert!(std::fs::read_to_string(&file).expect("read").contains("receptord ready"));
+}
