@@ -2,26 +2,21 @@
 //! divided by the wall time of a local `ansible-runner run` of the same playbook (median of
 //! several runs each), and the client's peak RSS. Prints figures; asserts nothing on time.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+#[path = "common/mod.rs"]
+mod harness;
 use std::time::{Duration, Instant};
 
 const RECEPTORD: &str = env!("CARGO_BIN_EXE_receptord");
 const RECEPTOR: &str = env!("CARGO_BIN_EXE_receptor");
 const RUNS: usize = 7;
 
-struct Daemon {
-    child: Child,
-    port: u16,
+/// A daemon and its temporary directory.
+struct Node {
+    daemon: harness::Daemon,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn venv_bin() -> PathBuf {
@@ -34,7 +29,7 @@ fn path_with_venv() -> String {
     format!("{}:{}", venv_bin().display(), std::env::var("PATH").unwrap_or_default())
 }
 
-fn start(id: &str, peer: Option<u16>) -> Daemon {
+fn start(id: &str, peer: Option<u16>) -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = format!(
         "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\n[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\n",
@@ -45,23 +40,8 @@ fn start(id: &str, peer: Option<u16>) -> Daemon {
     }
     let path = dir.path().join("receptor.toml");
     std::fs::write(&path, cfg).expect("config");
-    let mut child = Command::new(RECEPTORD)
-        .env("PATH", path_with_venv())
-        .arg("-c")
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("receptord");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let port = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.split("addr=127.0.0.1:").nth(1).and_then(|p| p.split_whitespace().next()?.parse().ok())
-        })
-        .expect("listener port");
-    std::thread::spawn(move || for _ in lines {});
-    Daemon { child, port, _dir: dir }
+    let daemon = harness::spawn(RECEPTORD, &path, Some(&path_with_venv()));
+    Node { daemon, _dir: dir }
 }
 
 fn pdd() -> tempfile::TempDir {
@@ -97,9 +77,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let n1 = start("node1", None);
-    let n2 = start("node2", Some(n1.port));
-    let n3 = start("node3", Some(n2.port));
-    let peer = format!("receptor://127.0.0.1:{}", n1.port);
+    let n2 = start("node2", Some(n1.daemon.port));
+    let n3 = start("node3", Some(n2.daemon.port));
+    let peer = format!("receptor://127.0.0.1:{}", n1.daemon.port);
     let t0 = Instant::now();
     while !Command::new(RECEPTOR)
         .args(["--receptor-peer", &peer, "ping", "node3", "-c", "1", "--timeout", "1s"])

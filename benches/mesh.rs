@@ -4,28 +4,20 @@
 //! three hops, plain and TLS; (3) idle RSS of a daemon with two links. Figures only: nothing
 //! here asserts on time.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+#[path = "common/mod.rs"]
+mod harness;
+use harness::Daemon;
 use std::time::{Duration, Instant};
 
 const RECEPTORD: &str = env!("CARGO_BIN_EXE_receptord");
 const RECEPTOR: &str = env!("CARGO_BIN_EXE_receptor");
 const SIZE: u64 = 1 << 30;
 const RUNS: usize = 3;
-
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A line of three daemons; `tls` holds the PKI directory when the links are TLS.
 struct Line {
@@ -57,18 +49,7 @@ fn start(dir: &Path, id: &str, peer: Option<u16>, tls: Option<&Path>) -> Daemon 
     }
     let path = dir.join(format!("{id}.toml"));
     std::fs::write(&path, cfg).expect("config");
-    let mut child =
-        Command::new(RECEPTORD).arg("-c").arg(&path).stderr(Stdio::piped()).spawn().expect("receptord");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let port = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.split("addr=127.0.0.1:").nth(1).and_then(|p| p.split_whitespace().next()?.parse().ok())
-        })
-        .expect("listener port");
-    std::thread::spawn(move || for _ in lines {});
-    Daemon { child, port }
+    harness::spawn(RECEPTORD, &path, None)
 }
 
 impl Line {
