@@ -283,3 +283,41 @@ fn a_full_node_refuses_more_jobs_with_a_reason() {
     let _ = first.wait();
     wait_until("first job gone", Duration::from_secs(15), || !group_alive(pgid));
 }
+
+#[test]
+fn environment_overrides_and_sighup_reload_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("r.toml");
+    let data = dir.path().join("data");
+    let base = format!(
+        "[node]\nid = \"from-file\"\ndata_dir = \"{}\"\n[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\n",
+        data.display()
+    );
+    std::fs::write(&cfg, &base).expect("config");
+    let out = std::process::Command::new(RECEPTORD)
+        .env("RECEPTOR_NODE__ID", "from-env")
+        .args(["--check-config", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(stdout(&out).contains("node from-env"), "{}{}", stdout(&out), stderr(&out));
+
+    let mut spec = Spec::new("reloader");
+    spec.extra = CAT.to_owned();
+    let d = Daemon::start(spec);
+    let status = || stdout(&receptor(&d, &["status"]));
+    assert!(status().contains("cat 1") && !status().contains("echo2"), "{}", status());
+    let cfg = d.dir.path().join("receptor.toml");
+    let mut text = std::fs::read_to_string(&cfg).expect("read");
+    text.push_str("[[work.command]]\nname = \"echo2\"\nprogram = \"cat\"\nversion = \"7\"\n");
+    std::fs::write(&cfg, text).expect("write");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), nix::sys::signal::SIGHUP)
+        .expect("hup");
+    d.wait_log("reload: done", Duration::from_secs(10));
+    wait_until("new work type advertised", Duration::from_secs(10), || status().contains("echo2 7"));
+    std::fs::write(&cfg, "not toml [").expect("write");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), nix::sys::signal::SIGHUP)
+        .expect("hup");
+    d.wait_log("keeping the running configuration", Duration::from_secs(10));
+    assert!(status().contains("echo2 7"), "a bad file keeps the running configuration");
+}
