@@ -40,6 +40,34 @@ pub struct Config {
     pub work: WorkSection,
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    #[serde(default)]
+    pub control: ControlSection,
+}
+
+/// The control socket `receptorctl` talks to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSection {
+    pub enabled: bool,
+    /// Unix socket path; default /run/receptor/receptor.sock, used when /run/receptor exists.
+    pub socket: Option<PathBuf>,
+    /// Socket file permissions, octal.
+    pub mode: String,
+    /// Group owning the socket (e.g. the group AWX runs as).
+    pub group: Option<String>,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection { enabled: true, socket: None, mode: "0660".into(), group: None }
+    }
+}
+
+impl ControlSection {
+    /// The socket mode as a number (validated at load).
+    pub fn mode_bits(&self) -> u32 {
+        u32::from_str_radix(self.mode.trim_start_matches("0o"), 8).unwrap_or(0o660)
+    }
 }
 
 /// TLS material and policy for `receptors://` listeners and peers.
@@ -297,6 +325,9 @@ impl Config {
         }
         if m.node_timeout <= m.route_refresh * 2 {
             return bad("mesh.node_timeout".into(), "must be more than twice mesh.route_refresh");
+        }
+        if u32::from_str_radix(self.control.mode.trim_start_matches("0o"), 8).map_or(true, |m| m > 0o777) {
+            return bad("control.mode".into(), "must be octal permissions such as \"0660\"");
         }
         if self.work.max_jobs == 0 {
             return bad("work.max_jobs".into(), "must be at least 1");

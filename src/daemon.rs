@@ -26,6 +26,8 @@ pub enum DaemonError {
     Fatal(String),
     #[error("TLS: {0}")]
     Tls(TlsError),
+    #[error(transparent)]
+    Control(crate::control::ControlError),
     #[error("signal handling: {0}")]
     Signal(std::io::Error),
 }
@@ -87,6 +89,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
             .map_err(|source| DaemonError::Bind { index, source })?;
         listeners.push((bound, l.cost));
     }
+    let control = bind_control(&cfg)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
@@ -98,6 +101,16 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         WorkService::new(node.clone(), build_registry(&cfg), data_dir).with_max_jobs(cfg.work.max_jobs);
     work.set_authorization(Authorization::new(cfg.work.allow.clone()));
     work.start();
+    if let Some(listener) = control {
+        let (path, running, ctx, svc) =
+            (config_path.clone(), Arc::new(cfg.clone()), tls.clone(), work.clone());
+        let reload_fn: crate::control::ReloadFn = Arc::new(move || {
+            let (path, running, ctx, svc) = (path.clone(), running.clone(), ctx.clone(), svc.clone());
+            Box::pin(async move { reload(&path, &running, ctx.as_ref(), &svc).await })
+        });
+        let control = crate::control::Control { node: node.clone(), reload: reload_fn };
+        control.serve(listener, &node.tracker(), node.cancel_token());
+    }
     for (listener, cost) in listeners {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(url = %listener.url(), %addr, "listener bound");
@@ -124,7 +137,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break Ok(()) }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break Ok(()) }
-            _ = sighup.recv() => reload(&config_path, &cfg, tls.as_ref(), &work).await,
+            _ = sighup.recv() => { let _ = reload(&config_path, &cfg, tls.as_ref(), &work).await; }
             r = fatal.wait_for(Option::is_some) => {
                 let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
                 break Err(DaemonError::Fatal(msg));
@@ -146,27 +159,61 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
 /// SIGHUP: re-reads the config file, then certificates and keys (established links keep
 /// theirs, new links use the new material), work types, ansible-runner detection and
 /// authorization rules. Anything invalid keeps the old state and is logged.
-async fn reload(path: &Path, running: &Config, tls: Option<&TlsContext>, work: &WorkService) {
+async fn reload(
+    path: &Path,
+    running: &Config,
+    tls: Option<&TlsContext>,
+    work: &WorkService,
+) -> Result<(), String> {
     crate::systemd::reloading();
     let cfg = match Config::load(path) {
         Ok(cfg) => cfg,
         Err(e) => {
             tracing::error!("reload: keeping the running configuration: {e}");
             crate::systemd::ready();
-            return;
+            return Err(e.to_string());
         }
     };
     if cfg.node.id != running.node.id {
         tracing::warn!("reload: node.id changes need a restart; keeping {}", running.node.id);
     }
+    let mut outcome = Ok(());
     if let Some(ctx) = tls {
         match ctx.reload(running.node.id.as_str()) {
             Ok(()) => tracing::info!("reload: TLS material reloaded"),
-            Err(e) => tracing::error!("reload: keeping the old TLS material: {e}"),
+            Err(e) => {
+                tracing::error!("reload: keeping the old TLS material: {e}");
+                outcome = Err(format!("TLS material not reloaded: {e}"));
+            }
         }
     }
     work.set_authorization(Authorization::new(cfg.work.allow.clone()));
     work.set_registry(build_registry(&cfg)).await;
     tracing::info!(work_types = ?work.registry().names(), "reload: done");
     crate::systemd::ready();
+    outcome
+}
+
+/// Binds the control socket the config asks for; the default path only when its
+/// directory exists (under systemd, RuntimeDirectory creates it).
+fn bind_control(cfg: &Config) -> Result<Option<tokio::net::UnixListener>, DaemonError> {
+    let c = &cfg.control;
+    if !c.enabled {
+        return Ok(None);
+    }
+    let path = match &c.socket {
+        Some(p) => p.clone(),
+        None => {
+            let p = crate::control::default_socket();
+            if !p.parent().is_some_and(Path::is_dir) {
+                tracing::info!(path = %p.display(), "control socket not started: its directory does not exist");
+                return Ok(None);
+            }
+            p
+        }
+    };
+    let listener =
+        crate::control::bind(&path, c.mode_bits(), c.group.as_deref()).map_err(DaemonError::Control)?;
+    tracing::info!(path = %path.display(), "control socket bound");
+    Ok(Some(listener))
 }

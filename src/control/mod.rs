@@ -1,0 +1,305 @@
+//! The control socket: the Receptor control protocol that `receptorctl` (and AWX) speak,
+//! on a Unix socket. A greeting line, then request lines (plain `cmd params` or a JSON
+//! object), each answered by one JSON line or an `ERROR: …` line.
+//!
+//! Implemented commands: `status` (with `requested_fields`), `ping`, `reload`. Others get
+//! `ERROR: Unknown command`, as Go Receptor answers for commands it does not register.
+
+pub mod gojson;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::mesh::{Node, PingError};
+use crate::wire::NodeId;
+
+/// Longest request line accepted; a longer one ends the session with an error.
+pub const MAX_LINE: usize = 1 << 20;
+/// How long a ping waits for its reply (as Go Receptor).
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Re-reads the configuration; `Err` carries the reason.
+pub type ReloadFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// Why the control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("control socket {path}: {reason}")]
+pub struct ControlError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Binds the Unix socket: removes a stale socket file, binds, applies `mode` and `group`.
+pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, ControlError> {
+    let err = |reason: String| ControlError { path: path.display().to_string(), reason };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(err("exists and is not a socket".into()));
+        }
+        std::fs::remove_file(path).map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| err(e.to_string()))?;
+    if let Some(name) = group {
+        let g = nix::unistd::Group::from_name(name)
+            .map_err(|e| err(e.to_string()))?
+            .ok_or_else(|| err(format!("no group {name:?}")))?;
+        nix::unistd::chown(path, None, Some(g.gid)).map_err(|e| err(format!("chown to {name}: {e}")))?;
+    }
+    Ok(listener)
+}
+
+/// What the control protocol needs from the daemon.
+#[derive(Clone)]
+pub struct Control {
+    pub node: Node,
+    pub reload: ReloadFn,
+}
+
+impl Control {
+    /// Serves sessions on `listener` until `cancel`.
+    pub fn serve(self, listener: UnixListener, tracker: &TaskTracker, cancel: CancellationToken) {
+        let sessions = tracker.clone();
+        tracker.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                match accepted {
+                    Ok((stream, _)) => {
+                        let control = self.clone();
+                        let cancel = cancel.clone();
+                        sessions.spawn(async move {
+                            tokio::select! {
+                                _ = cancel.cancelled() => {}
+                                r = control.session(stream) => if let Err(e) = r {
+                                    tracing::debug!(error = %e, "control session ended");
+                                },
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn session(&self, stream: UnixStream) -> std::io::Result<()> {
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = BufReader::new(rd);
+        wr.write_all(format!("Receptor Control, node {}\n", self.node.id()).as_bytes()).await?;
+        loop {
+            let line = match read_line(&mut rd).await? {
+                Line::Eof => return Ok(()),
+                Line::TooLong => {
+                    wr.write_all(format!("ERROR: request line longer than {MAX_LINE} bytes\n").as_bytes())
+                        .await?;
+                    return Ok(());
+                }
+                Line::Text(l) => l,
+            };
+            let reply = self.handle(&line).await;
+            wr.write_all(reply.as_bytes()).await?;
+        }
+    }
+
+    /// Answers one request line (already without `\r` and `\n`, not empty).
+    async fn handle(&self, line: &str) -> String {
+        let (cmd, request) = match parse(line) {
+            Ok(parsed) => parsed,
+            // Go answers a bad JSON request twice: the parse error, then "Unknown command".
+            Err(e) => return format!("ERROR: {e}\nERROR: Unknown command\n"),
+        };
+        let result = match cmd.as_str() {
+            "status" => self.status(&request).await,
+            "ping" => self.ping(&request).await,
+            "reload" => Ok(self.reload().await),
+            _ => Err("Unknown command".to_owned()),
+        };
+        match result {
+            Ok(v) => format!("{}\n", gojson::to_string(&v)),
+            Err(e) => format!("ERROR: {e}\n"),
+        }
+    }
+
+    async fn status(&self, req: &Request) -> Result<Value, String> {
+        let wanted: Option<Vec<String>> = match req {
+            Request::Text(p) if !p.is_empty() => return Err("status command does not take parameters".into()),
+            Request::Text(_) => None,
+            Request::Json(m) => match m.get("requested_fields") {
+                None => None,
+                Some(Value::Array(items)) => Some(
+                    items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or("each element of requested_fields must be a string")?,
+                ),
+                Some(_) => return Err("requested_fields must be an array of strings".into()),
+            },
+        };
+        let full = self.full_status().await.ok_or("the node is shutting down")?;
+        Ok(Value::Object(match wanted {
+            None => full,
+            Some(fields) => full.into_iter().filter(|(k, _)| fields.contains(k)).collect(),
+        }))
+    }
+
+    async fn full_status(&self) -> Option<Map<String, Value>> {
+        let st = self.node.status().await?;
+        let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+        let me = self.node.id().clone();
+        let mut connections = Vec::new();
+        let mut costs: BTreeMap<String, Value> = BTreeMap::new();
+        let mut ads = Vec::new();
+        for lsa in &st.nodes {
+            let neighbours: BTreeMap<String, Value> =
+                lsa.neighbors.iter().map(|(n, c)| (n.to_string(), json!(c))).collect();
+            if lsa.origin == me {
+                connections =
+                    lsa.neighbors.iter().map(|(n, c)| json!({"NodeID": n.as_str(), "Cost": c})).collect();
+            }
+            if !neighbours.is_empty() {
+                costs.insert(lsa.origin.to_string(), json!(neighbours));
+            }
+            let work: Vec<Value> =
+                lsa.work_types.iter().map(|w| json!({"WorkType": w.name, "Secure": false})).collect();
+            ads.push(json!({
+                "NodeID": lsa.origin.as_str(),
+                "Service": "control",
+                "Time": now,
+                "ConnType": 1,
+                "Tags": {"type": "Control Service"},
+                "WorkCommands": if work.is_empty() { Value::Null } else { Value::Array(work) },
+            }));
+        }
+        let routes: BTreeMap<String, Value> =
+            st.routes.iter().map(|r| (r.dst.to_string(), json!(r.next_hop.as_str()))).collect();
+        let mut m = Map::new();
+        // Go writes top-level map keys sorted.
+        m.insert("Advertisements".into(), Value::Array(ads));
+        m.insert("Connections".into(), Value::Array(connections));
+        m.insert("KnownConnectionCosts".into(), json!(costs));
+        m.insert("NodeID".into(), json!(me.as_str()));
+        m.insert("RoutingTable".into(), json!(routes));
+        m.insert("SystemCPUCount".into(), json!(std::thread::available_parallelism().map_or(1, |n| n.get())));
+        m.insert("SystemMemoryMiB".into(), json!(memory_mib()));
+        m.insert("Version".into(), json!(env!("CARGO_PKG_VERSION")));
+        Some(m)
+    }
+
+    async fn ping(&self, req: &Request) -> Result<Value, String> {
+        let target = match req {
+            Request::Text(p) if p.is_empty() => return Err("no ping target".into()),
+            Request::Text(p) => p.clone(),
+            Request::Json(m) => match m.get("target") {
+                None => return Err("no ping target".into()),
+                Some(Value::String(s)) => s.clone(),
+                Some(_) => return Err("ping target must be string".into()),
+            },
+        };
+        let node = if target.eq_ignore_ascii_case("localhost") {
+            self.node.id().clone()
+        } else {
+            match NodeId::new(&target) {
+                Ok(n) => n,
+                Err(_) => return Ok(json!({"Error": "no route to node", "Success": false})),
+            }
+        };
+        Ok(match self.node.ping(&node, PING_TIMEOUT).await {
+            Ok(rtt) => json!({
+                "From": node.as_str(),
+                "Success": true,
+                "Time": rtt.as_nanos() as u64,
+                "TimeStr": gojson::duration_string(rtt),
+            }),
+            Err(PingError::Unknown(_)) => json!({"Error": "no route to node", "Success": false}),
+            Err(PingError::Timeout(..)) => json!({"Error": "timeout", "Success": false}),
+        })
+    }
+
+    async fn reload(&self) -> Value {
+        match (self.reload)().await {
+            Ok(()) => json!({"Success": true}),
+            Err(e) => json!({"Error": format!("{e} ERRORCODE 4"), "Success": false}),
+        }
+    }
+}
+
+/// A request's parameters: the text after the command, or the whole JSON object.
+enum Request {
+    Text(String),
+    Json(Map<String, Value>),
+}
+
+fn parse(line: &str) -> Result<(String, Request), String> {
+    if line.starts_with('{') {
+        let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let Value::Object(m) = v else { return Err("JSON did not contain a command".into()) };
+        let cmd = match m.get("command") {
+            None => return Err("JSON did not contain a command".into()),
+            Some(Value::String(c)) => c.clone(),
+            Some(_) => return Err("command must be a string".into()),
+        };
+        return Ok((cmd, Request::Json(m)));
+    }
+    let (cmd, params) = line.split_once(' ').unwrap_or((line, ""));
+    Ok((cmd.to_lowercase(), Request::Text(params.to_owned())))
+}
+
+enum Line {
+    Text(String),
+    Eof,
+    TooLong,
+}
+
+/// Reads one request line: `\r` dropped anywhere, empty lines skipped, bounded length.
+/// A partial last line before EOF is still a request (as Go Receptor treats it).
+async fn read_line<R: AsyncBufReadExt + Unpin>(rd: &mut R) -> std::io::Result<Line> {
+    loop {
+        let mut raw = Vec::new();
+        let mut limited = (&mut *rd).take(MAX_LINE as u64 + 1);
+        let n = limited.read_until(b'\n', &mut raw).await?;
+        if n == 0 {
+            return Ok(Line::Eof);
+        }
+        if raw.len() > MAX_LINE {
+            return Ok(Line::TooLong);
+        }
+        raw.retain(|b| *b != b'\r' && *b != b'\n');
+        if raw.is_empty() {
+            continue;
+        }
+        return Ok(Line::Text(String::from_utf8_lossy(&raw).into_owned()));
+    }
+}
+
+/// Total memory in MiB, from /proc/meminfo.
+fn memory_mib() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+/// The default socket path, used only when its directory exists.
+pub fn default_socket() -> PathBuf {
+    PathBuf::from("/run/receptor/receptor.sock")
+}

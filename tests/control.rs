@@ -1,0 +1,133 @@
+//! The control socket against the real receptorctl 1.6.9 (CLI and Python class), and
+//! hostile input on the socket.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+
+fn with_socket(id: &str, dir: &Path) -> (String, PathBuf) {
+    let sock = dir.join(format!("{id}.sock"));
+    (format!("[control]\nsocket = \"{}\"\n", sock.display()), sock)
+}
+
+fn receptorctl(sock: &Path, args: &[&str]) -> Output {
+    Command::new(venv_bin().join("receptorctl"))
+        .env("PATH", path_with_venv())
+        .arg("--socket")
+        .arg(sock)
+        .args(args)
+        .output()
+        .expect("receptorctl")
+}
+
+#[test]
+fn receptorctl_status_ping_version_and_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let n1 = Daemon::start(Spec::new("node1").extra(&format!("{ctl}{CAT}")));
+    let _n2 = Daemon::start(Spec::new("node2").peer(n1.port));
+    wait_route(&n1, "node2");
+
+    let out = receptorctl(&sock, &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Node ID: node1") && text.contains("node2"), "{text}");
+    assert!(text.contains("cat"), "work types listed: {text}");
+
+    let out = receptorctl(&sock, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["NodeID"], "node1");
+    assert!(v["Connections"].as_array().expect("array").iter().any(|c| c["NodeID"] == "node2"));
+    assert_eq!(v["RoutingTable"]["node2"], "node2");
+
+    let out = receptorctl(&sock, &["ping", "node2", "--count", "2", "--delay", "0.1"]);
+    assert!(
+        out.status.success() && stdout(&out).contains("Reply from node2 in"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = receptorctl(&sock, &["ping", "nosuch", "--count", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no route to node") || stdout(&out).contains("no route to node"));
+
+    let out = receptorctl(&sock, &["version"]);
+    assert!(
+        stdout(&out).contains(&format!("receptor     {}", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = receptorctl(&sock, &["reload"]);
+    assert!(
+        out.status.success() && stdout(&out).contains("Reload successful"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    let py = format!(
+        "from receptorctl.socket_interface import ReceptorControl\n\
+         rc = ReceptorControl('{}')\n\
+         print(rc.simple_command('status')['NodeID'])\n\
+         print(rc.simple_command('ping node2')['Success'])\n",
+        sock.display()
+    );
+    let out = Command::new(venv_bin().join("python3")).arg("-c").arg(&py).output().expect("python");
+    assert_eq!(stdout(&out), "node1\nTrue\n", "{}", stderr(&out));
+}
+
+/// Sends `request` on a fresh session and returns the reply lines (after the greeting).
+fn session(sock: &Path, request: &[u8], lines: usize) -> Vec<String> {
+    let s = UnixStream::connect(sock).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let mut r = BufReader::new(s);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).expect("greeting");
+    assert_eq!(greeting, "Receptor Control, node node1\n");
+    // A request the daemon refuses half-way may meet a closed socket: the reply matters.
+    let _ = w.write_all(request);
+    (0..lines)
+        .map(|_| {
+            let mut l = String::new();
+            r.read_line(&mut l).expect("reply");
+            l
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_input_gets_error_lines_and_the_daemon_carries_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let _n1 = Daemon::start(Spec::new("node1").extra(&ctl));
+    assert_eq!(session(&sock, b"frobnicate\n", 1), ["ERROR: Unknown command\n"]);
+    assert_eq!(session(&sock, b"\x00\xff garbage\r\n", 1), ["ERROR: Unknown command\n"]);
+    assert_eq!(session(&sock, b"{\"command\":\"Status\"}\n", 1), ["ERROR: Unknown command\n"]);
+    assert_eq!(
+        session(&sock, b"{\"nocommand\":1}\n", 2),
+        ["ERROR: JSON did not contain a command\n", "ERROR: Unknown command\n"]
+    );
+    assert_eq!(session(&sock, b"{not json\n", 2)[1], "ERROR: Unknown command\n");
+    assert_eq!(session(&sock, b"status x\n", 1), ["ERROR: status command does not take parameters\n"]);
+    assert_eq!(session(&sock, b"ping\n", 1), ["ERROR: no ping target\n"]);
+    assert_eq!(
+        session(&sock, b"{\"command\":\"status\",\"requested_fields\":[\"NodeID\",\"Bogus\"]}\n", 1),
+        ["{\"NodeID\":\"node1\"}\n"]
+    );
+    assert_eq!(
+        session(&sock, b"{\"command\":\"status\",\"requested_fields\":null}\n", 1),
+        ["ERROR: requested_fields must be an array of strings\n"]
+    );
+    let mut huge = vec![b'a'; 2 << 20];
+    huge.push(b'\n');
+    assert!(session(&sock, &huge, 1)[0].starts_with("ERROR: request line longer than"));
+    assert_eq!(session(&sock, b"\n\r\nSTATUS\n", 1)[0].get(..12), Some("{\"Advertisem"));
+}
