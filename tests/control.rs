@@ -131,3 +131,20 @@ fn hostile_input_gets_error_lines_and_the_daemon_carries_on() {
     assert!(session(&sock, &huge, 1)[0].starts_with("ERROR: request line longer than"));
     assert_eq!(session(&sock, b"\n\r\nSTATUS\n", 1)[0].get(..12), Some("{\"Advertisem"));
 }
+
+#[test]
+fn receptorctl_traceroute_walks_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let n1 = Daemon::start(Spec::new("node1").extra(&ctl));
+    let n2 = Daemon::start(Spec::new("node2").peer(n1.port));
+    let _n3 = Daemon::start(Spec::new("node3").peer(n2.port));
+    wait_route(&n1, "node3");
+    let out = receptorctl(&sock, &["traceroute", "node3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let hops: Vec<&str> = text.lines().map(|l| l.split(" in ").next().unwrap_or_default()).collect();
+    assert_eq!(hops, ["0: node1", "1: node2", "2: node3"], "{text}");
+    let out = receptorctl(&sock, &["traceroute", "nosuch"]);
+    assert!(stderr(&out).contains("Error no route to node"), "{}{}", stdout(&out), stderr(&out));
+}

@@ -2,7 +2,7 @@
 //! on a Unix socket. A greeting line, then request lines (plain `cmd params` or a JSON
 //! object), each answered by one JSON line or an `ERROR: …` line.
 //!
-//! Implemented commands: `status` (with `requested_fields`), `ping`, `reload`. Others get
+//! Implemented commands: `status` (with `requested_fields`), `ping`, `traceroute`, `reload`. Others get
 //! `ERROR: Unknown command`, as Go Receptor answers for commands it does not register.
 
 pub mod gojson;
@@ -130,6 +130,7 @@ impl Control {
             "status" => self.status(&request).await,
             "ping" => self.ping(&request).await,
             "reload" => Ok(self.reload().await),
+            "traceroute" => self.traceroute(&request).await,
             _ => Err("Unknown command".to_owned()),
         };
         match result {
@@ -204,23 +205,50 @@ impl Control {
         Some(m)
     }
 
-    async fn ping(&self, req: &Request) -> Result<Value, String> {
+    /// The target node of `ping`/`traceroute` (`None`: not a valid node ID).
+    fn target(&self, req: &Request, what: &str) -> Result<Option<NodeId>, String> {
         let target = match req {
-            Request::Text(p) if p.is_empty() => return Err("no ping target".into()),
+            Request::Text(p) if p.is_empty() => return Err(format!("no {what} target")),
             Request::Text(p) => p.clone(),
             Request::Json(m) => match m.get("target") {
-                None => return Err("no ping target".into()),
+                None => return Err(format!("no {what} target")),
                 Some(Value::String(s)) => s.clone(),
-                Some(_) => return Err("ping target must be string".into()),
+                Some(_) => return Err(format!("{what} target must be string")),
             },
         };
-        let node = if target.eq_ignore_ascii_case("localhost") {
-            self.node.id().clone()
-        } else {
-            match NodeId::new(&target) {
-                Ok(n) => n,
-                Err(_) => return Ok(json!({"Error": "no route to node", "Success": false})),
-            }
+        if target.eq_ignore_ascii_case("localhost") {
+            return Ok(Some(self.node.id().clone()));
+        }
+        Ok(NodeId::new(&target).ok())
+    }
+
+    async fn traceroute(&self, req: &Request) -> Result<Value, String> {
+        let me = self.node.id().as_str().to_owned();
+        let Some(node) = self.target(req, "traceroute")? else {
+            return Ok(json!({"0": {"Error": "no route to node", "From": me, "Time": 0, "TimeStr": "0s"}}));
+        };
+        let mut m = Map::new();
+        for (hop, r) in self.node.traceroute(&node, PING_TIMEOUT).await {
+            let entry = match r {
+                Ok(reply) => json!({
+                    "From": reply.from.as_str(),
+                    "Time": reply.rtt.as_nanos() as u64,
+                    "TimeStr": gojson::duration_string(reply.rtt),
+                }),
+                Err(e) => {
+                    let error =
+                        if matches!(e, PingError::Unknown(_)) { "no route to node" } else { "timeout" };
+                    json!({"Error": error, "From": me, "Time": 0, "TimeStr": "0s"})
+                }
+            };
+            m.insert(hop.to_string(), entry);
+        }
+        Ok(Value::Object(m))
+    }
+
+    async fn ping(&self, req: &Request) -> Result<Value, String> {
+        let Some(node) = self.target(req, "ping")? else {
+            return Ok(json!({"Error": "no route to node", "Success": false}));
         };
         Ok(match self.node.ping(&node, PING_TIMEOUT).await {
             Ok(rtt) => json!({

@@ -62,6 +62,15 @@ pub enum OpenError {
     UnknownNode { node: NodeId, known: Vec<NodeId> },
 }
 
+/// Who answered a ping, and how fast.
+#[derive(Debug, Clone)]
+pub struct PingReply {
+    pub from: NodeId,
+    /// The target answered (otherwise a relay where the hop budget ran out).
+    pub reached: bool,
+    pub rtt: Duration,
+}
+
 /// Why a ping failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PingError {
@@ -382,18 +391,53 @@ impl Node {
 
     /// Round-trip time to `dst`.
     pub async fn ping(&self, dst: &NodeId, timeout: Duration) -> Result<Duration, PingError> {
+        let max = self.inner.opts.mesh.max_hops;
+        self.ping_hops(dst, max, timeout).await.map(|r| r.rtt)
+    }
+
+    /// Pings `dst` with a hop budget: the answer comes from `dst`, or from the node where
+    /// the budget ran out (`reached` false).
+    pub async fn ping_hops(
+        &self,
+        dst: &NodeId,
+        hops_left: u8,
+        timeout: Duration,
+    ) -> Result<PingReply, PingError> {
         self.check_known(dst)?;
         let id = rand::random::<u64>();
         let rx = self.inner.router.expect_pong(id);
         let start = Instant::now();
-        self.inner.router.originate(dst, Body::Ping { id }).await;
+        self.inner.router.originate_hops(dst, Body::Ping { id }, hops_left).await;
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(())) => Ok(start.elapsed()),
+            Ok(Ok((from, reached))) => Ok(PingReply { from, reached, rtt: start.elapsed() }),
             _ => {
                 self.inner.router.forget_ping(id);
                 Err(PingError::Timeout(dst.clone(), timeout))
             }
         }
+    }
+
+    /// The nodes on the way to `dst`, by hop number: hop 0 is this node; the walk ends at
+    /// `dst` or at the first error.
+    pub async fn traceroute(
+        &self,
+        dst: &NodeId,
+        timeout: Duration,
+    ) -> Vec<(u8, Result<PingReply, PingError>)> {
+        let here = PingReply { from: self.id().clone(), reached: *dst == *self.id(), rtt: Duration::ZERO };
+        let mut hops = vec![(0, Ok(here))];
+        if *dst == *self.id() {
+            return hops;
+        }
+        for k in 1..=self.inner.opts.mesh.max_hops {
+            let r = self.ping_hops(dst, k - 1, timeout).await;
+            let done = !matches!(r, Ok(PingReply { reached: false, .. }));
+            hops.push((k, r));
+            if done {
+                break;
+            }
+        }
+        hops
     }
 
     pub async fn status(&self) -> Option<MeshStatus> {

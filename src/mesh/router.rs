@@ -52,7 +52,8 @@ pub(crate) struct Router {
     table: RwLock<Arc<HashMap<NodeId, LinkTx>>>,
     pub(crate) streams: StreamTable,
     services: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
-    pings: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Pings awaiting an answer: the node that answered, and whether it was the target.
+    pings: Mutex<HashMap<u64, oneshot::Sender<(NodeId, bool)>>>,
     pub(crate) window: u32,
     pub(crate) max_hops: u8,
     tracker: TaskTracker,
@@ -139,7 +140,7 @@ impl Router {
         }
     }
 
-    pub(crate) fn expect_pong(&self, id: u64) -> oneshot::Receiver<()> {
+    pub(crate) fn expect_pong(&self, id: u64) -> oneshot::Receiver<(NodeId, bool)> {
         let (tx, rx) = oneshot::channel();
         if let Ok(mut p) = self.pings.lock() {
             p.insert(id, tx);
@@ -155,7 +156,12 @@ impl Router {
 
     /// Sends a body we originate to `dst`.
     pub(crate) async fn originate(&self, dst: &NodeId, body: Body) {
-        let routed = Routed { src: self.me.clone(), dst: dst.clone(), hops_left: self.max_hops, body };
+        self.originate_hops(dst, body, self.max_hops).await;
+    }
+
+    /// Sends a body we originate with a given hop budget (0: the next hop is the last).
+    pub(crate) async fn originate_hops(&self, dst: &NodeId, body: Body, hops_left: u8) {
+        let routed = Routed { src: self.me.clone(), dst: dst.clone(), hops_left, body };
         self.route(routed).await;
     }
 
@@ -179,8 +185,16 @@ impl Router {
             Box::pin(self.local(routed)).await;
             return;
         }
+        if routed.hops_left == 0 && routed.src != self.me {
+            if let Body::Ping { id } = routed.body {
+                Box::pin(self.originate(&routed.src, Body::Expired { id })).await;
+                return;
+            }
+        }
         let fail = match (routed.hops_left, self.next(&routed.dst)) {
-            (0, _) => format!("hop limit exceeded at {} on the way to {}", self.me, routed.dst),
+            (0, _) if routed.src != self.me => {
+                format!("hop limit exceeded at {} on the way to {}", self.me, routed.dst)
+            }
             (_, None) => format!("no route to node {} from {}", routed.dst, self.me),
             (_, Some(link)) => {
                 if routed.src != self.me {
@@ -212,10 +226,11 @@ impl Router {
         let Routed { src, body, .. } = routed;
         match body {
             Body::Ping { id } => self.originate(&src, Body::Pong { id }).await,
-            Body::Pong { id } => {
+            Body::Pong { id } | Body::Expired { id } => {
+                let reached = matches!(body, Body::Pong { .. });
                 let waiter = self.pings.lock().ok().and_then(|mut p| p.remove(&id));
                 if let Some(tx) = waiter {
-                    let _ = tx.send(());
+                    let _ = tx.send((src, reached));
                 }
             }
             Body::Unreachable { stream: Some((id, from)), reason } => {

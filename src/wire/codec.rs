@@ -86,6 +86,7 @@ mod tests {
             Frame::Goodbye { reason: "bye".into() },
             r(Body::Ping { id: 3 }),
             r(Body::Pong { id: 3 }),
+            r(Body::Expired { id: 3 }),
             r(Body::Unreachable { stream: Some((5, Side::Acceptor)), reason: "x".into() }),
             r(Body::Unreachable { stream: None, reason: "y".into() }),
             r(Body::Open {

@@ -70,6 +70,7 @@ fn decode_routed(b: &mut Bytes) -> Result<Routed, DecodeError> {
     let body = match get_u8(b)? {
         tag::PING => Body::Ping { id: get_u64(b)? },
         tag::PONG => Body::Pong { id: get_u64(b)? },
+        tag::EXPIRED => Body::Expired { id: get_u64(b)? },
         tag::UNREACHABLE => decode_unreachable(b)?,
         tag::OPEN => Body::Open {
             stream: get_u64(b)?,

@@ -17,6 +17,7 @@ pub(super) mod tag {
     pub const PING: u8 = 0x01;
     pub const PONG: u8 = 0x02;
     pub const UNREACHABLE: u8 = 0x03;
+    pub const EXPIRED: u8 = 0x04;
     pub const OPEN: u8 = 0x10;
     pub const DATA: u8 = 0x11;
     pub const CREDIT: u8 = 0x12;
@@ -132,6 +133,10 @@ fn encode_routed(r: &Routed, buf: &mut BytesMut) {
         }
         Body::Pong { id } => {
             buf.put_u8(tag::PONG);
+            buf.put_u64(*id);
+        }
+        Body::Expired { id } => {
+            buf.put_u8(tag::EXPIRED);
             buf.put_u64(*id);
         }
         Body::Unreachable { stream, reason } => {

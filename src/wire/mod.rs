@@ -119,6 +119,10 @@ pub enum Body {
     Pong {
         id: u64,
     },
+    /// Ping `id` ran out of hops at the sending node (traceroute).
+    Expired {
+        id: u64,
+    },
     /// A frame for `dst` could not be delivered; sent back to the frame's source.
     Unreachable {
         stream: Option<(u64, Side)>,
