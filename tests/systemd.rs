@@ -139,8 +139,13 @@ fn log_file_output_is_rotated_daily() {
     std::fs::write(&cfg, text).expect("config");
     let mut child =
         Command::new(RECEPTORD).arg("-c").arg(&cfg).stderr(Stdio::null()).spawn().expect("receptord");
-    wait_until("log file", Duration::from_secs(10), || {
-        std::fs::read_dir(&logs).map(|d| d.count() > 0).unwrap_or(false)
+    // Signal handlers are installed by the time "receptord ready" is logged.
+    wait_until("ready in the log file", Duration::from_secs(10), || {
+        std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains("receptord ready"))
     });
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).expect("term");
