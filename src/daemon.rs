@@ -121,6 +121,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         node.add_peer(p.url.clone(), p.cost);
     }
     tracing::info!(node = %node.id(), work_types = ?work.registry().names(), "receptord ready");
+    warn_if_open(&cfg, &work);
     let (topo, jobs) = (node.topology(), work.clone());
     crate::systemd::spawn_heartbeat(&node.tracker(), node.cancel_token(), move || {
         let t = topo.borrow();
@@ -192,6 +193,23 @@ async fn reload(
     tracing::info!(work_types = ?work.registry().names(), "reload: done");
     crate::systemd::ready();
     outcome
+}
+
+/// Says so loudly when anyone who can reach a plaintext listener may run this node's work.
+fn warn_if_open(cfg: &Config, work: &WorkService) {
+    let names = work.registry().names().join(", ");
+    let plain: Vec<String> = cfg
+        .listeners
+        .iter()
+        .filter(|l| l.url.scheme == crate::transport::Scheme::Tcp)
+        .map(|l| l.url.to_string())
+        .collect();
+    if cfg.work.allow.is_empty() && !plain.is_empty() && !names.is_empty() {
+        tracing::warn!(
+            "any host that can reach {} may run work here ({names}): use TLS listeners or [[work.allow]] rules",
+            plain.join(", ")
+        );
+    }
 }
 
 /// Binds the control socket the config asks for; the default path only when its
