@@ -24,6 +24,11 @@ fn line_of_three_carries_bytes_exactly_and_propagates_exit_codes() {
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     assert!(out.stdout == data, "output differs from payload ({} vs {} bytes)", out.stdout.len(), data.len());
 
+    let out = receptor(&n1, &["traceroute", "node3"]);
+    let hops: Vec<String> =
+        stdout(&out).lines().map(|l| l.split(" in ").next().unwrap_or_default().to_owned()).collect();
+    assert_eq!(hops[1..], ["1: node1", "2: node2", "3: node3"], "{}", stdout(&out));
+
     let out = receptor(&n1, &["work", "submit", "fail", "--node", "node3", "--payload", p]);
     assert_eq!(out.status.code(), Some(3), "stderr: {}", stderr(&out));
     assert!(stderr(&out).contains("oops"), "stderr tail is reported: {}", stderr(&out));

@@ -91,6 +91,7 @@ async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
             ping(&client, &node, count, timeout, interval).await
         }
         Command::Status => status(&client).await,
+        Command::Traceroute { node, timeout } => traceroute(&client, &node, timeout).await,
         Command::Work(WorkCommand::Submit { work_type, node, payload, params }) => {
             submit(&client, &node, &work_type, payload, &params).await
         }
@@ -124,6 +125,20 @@ async fn ping(
         }
     }
     Ok(if failures == count { 1 } else { 0 })
+}
+
+async fn traceroute(client: &MeshClient, node: &NodeId, timeout: Duration) -> anyhow::Result<u8> {
+    let mut failed = false;
+    for (hop, r) in client.node().traceroute(node, timeout).await {
+        match r {
+            Ok(reply) => println!("{hop}: {} in {:.3} ms", reply.from, reply.rtt.as_secs_f64() * 1000.0),
+            Err(e) => {
+                failed = true;
+                println!("{hop}: {e}");
+            }
+        }
+    }
+    Ok(u8::from(failed))
 }
 
 async fn status(client: &MeshClient) -> anyhow::Result<u8> {

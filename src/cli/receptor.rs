@@ -63,6 +63,13 @@ pub enum Command {
     },
     /// Show the mesh: nodes, their links, routes and work types.
     Status,
+    /// List the nodes on the way to a node, hop by hop, with round trips.
+    Traceroute {
+        node: NodeId,
+        /// Give up on one hop after this long.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Run work on a node.
     #[command(subcommand)]
     Work(WorkCommand),
