@@ -115,12 +115,13 @@ impl Line {
             .spawn()
             .expect("spawn");
         let n = drain(child.stdout.take().expect("stdout"));
+        let secs = start.elapsed().as_secs_f64();
         assert!(child.wait().expect("wait").success());
         assert_eq!(n, SIZE, "every byte arrived");
-        start.elapsed().as_secs_f64()
+        secs
     }
 
-    /// (median, p99) round trip to node3 in milliseconds.
+    /// (median, p99) round trip to node3 in milliseconds; every ping must be answered.
     fn pings(&self, count: usize) -> (f64, f64) {
         let out = self
             .cli()
@@ -131,7 +132,7 @@ impl Line {
             .lines()
             .filter_map(|l| l.split(" in ").nth(1)?.strip_suffix(" ms")?.parse().ok())
             .collect();
-        assert!(!ms.is_empty(), "no ping replies");
+        assert_eq!(ms.len(), count, "ping replies: {}", String::from_utf8_lossy(&out.stderr));
         ms.sort_by(f64::total_cmp);
         (ms[ms.len() / 2], ms[(ms.len() * 99 / 100).min(ms.len() - 1)])
     }

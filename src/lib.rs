@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod jsonfmt;
 pub mod logging;
 pub mod mesh;
 pub mod report;

@@ -7,42 +7,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// Go's `encoding/json` spelling.
+const GO: crate::jsonfmt::Dialect =
+    crate::jsonfmt::Dialect { item_sep: ",", key_sep: ":", string: write_str, number: write_number };
+
 /// Encodes `v` like Go's `json.Marshal` (no trailing newline).
 pub fn to_string(v: &Value) -> String {
     let mut out = String::new();
-    write_value(&mut out, v);
+    crate::jsonfmt::write(&mut out, v, &GO);
     out
-}
-
-fn write_value(out: &mut String, v: &Value) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => write_number(out, n),
-        Value::String(s) => write_str(out, s),
-        Value::Array(a) => {
-            out.push('[');
-            for (i, item) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(m) => {
-            out.push('{');
-            for (i, (k, item)) in m.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_str(out, k);
-                out.push(':');
-                write_value(out, item);
-            }
-            out.push('}');
-        }
-    }
 }
 
 fn write_number(out: &mut String, n: &serde_json::Number) {

@@ -17,10 +17,14 @@
 use serde_json::{Number, Value};
 use std::fmt::Write as _;
 
+/// Python's default `json.dumps` spelling.
+const PYTHON: crate::jsonfmt::Dialect =
+    crate::jsonfmt::Dialect { item_sep: ", ", key_sep: ": ", string: write_str, number: write_number };
+
 /// Serialises `v` exactly like Python's `json.dumps(v)`.
 pub fn to_string(v: &Value) -> String {
     let mut out = String::new();
-    write_value(&mut out, v);
+    crate::jsonfmt::write(&mut out, v, &PYTHON);
     out
 }
 
@@ -29,38 +33,6 @@ pub fn line(v: &Value) -> Vec<u8> {
     let mut s = to_string(v);
     s.push('\n');
     s.into_bytes()
-}
-
-fn write_value(out: &mut String, v: &Value) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(true) => out.push_str("true"),
-        Value::Bool(false) => out.push_str("false"),
-        Value::Number(n) => write_number(out, n),
-        Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_value(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_str(out, k);
-                out.push_str(": ");
-                write_value(out, item);
-            }
-            out.push('}');
-        }
-    }
 }
 
 fn write_number(out: &mut String, n: &Number) {
