@@ -27,12 +27,16 @@ impl Eq for Candidate {}
 
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> Ordering {
-        // Min-heap on (cost, hops, node id) for deterministic results.
+        // Min-heap on (cost, hops, node id, first hop id) for deterministic results. The
+        // first hop must take part: equal-cost paths to one node differ only there, and the
+        // heap's order of equal elements depends on the order of `peers` (a HashMap), so
+        // without it a node's next hop could flip at every recomputation.
         other
             .cost
             .total_cmp(&self.cost)
             .then_with(|| other.hops.cmp(&self.hops))
             .then_with(|| other.node.cmp(&self.node))
+            .then_with(|| other.first.0.cmp(&self.first.0))
     }
 }
 

@@ -81,8 +81,8 @@ struct Entry {
 /// Per-origin evidence used to tell a restart from a second live node with the same ID.
 #[derive(Debug, Default)]
 struct Claims {
-    /// epoch → (highest seq seen, first time seen)
-    seen: BTreeMap<u64, (u64, Instant)>,
+    /// epoch → (highest seq seen, first time seen, time that highest seq was first seen)
+    seen: BTreeMap<u64, (u64, Instant, Instant)>,
     banned: Vec<u64>,
 }
 
@@ -101,6 +101,8 @@ pub struct Mesh {
     routes: HashMap<NodeId, Route>,
     last_refresh: Instant,
     warned_newer_self: bool,
+    /// `leave` was called: never advertise this node as present again.
+    left: bool,
     actions: Vec<Action>,
 }
 
@@ -119,6 +121,7 @@ impl Mesh {
             routes: HashMap::new(),
             last_refresh: now,
             warned_newer_self: false,
+            left: false,
             actions: Vec::new(),
         }
     }
@@ -203,7 +206,14 @@ impl Mesh {
 
     /// Both ends admitted the link: advertise it and sync our database to the peer.
     pub fn link_up(&mut self, now: Instant, link: LinkId) {
-        let Some(info) = self.links.get_mut(&link) else { return };
+        let Some(info) = self.links.get_mut(&link) else {
+            // Admitted, then replaced by a preferred duplicate while its handshake was still
+            // running (a Close is a no-op for the driver until the link is up): close it now,
+            // or it would live on unused and keep the peer in the driver's `linked` set.
+            self.actions
+                .push(Action::Close { link, reason: "replaced by another link to the same peer".into() });
+            return;
+        };
         info.up = true;
         // Our fresh advertisement (listing the new peer) goes first, then the database,
         // then the marker: a client that saw SyncDone has a complete, current view.
@@ -245,6 +255,7 @@ impl Mesh {
 
     /// Floods a "leaving" advertisement so every node forgets this one at once.
     pub fn leave(&mut self) {
+        self.left = true;
         self.seq += 1;
         let lsa = Lsa { leaving: true, neighbors: Vec::new(), work_types: Vec::new(), ..self.own_lsa() };
         self.flood(&Frame::Lsa(lsa), None);
@@ -280,6 +291,11 @@ impl Mesh {
     }
 
     fn originate(&mut self, now: Instant) {
+        if self.left {
+            // A fresh advertisement (e.g. on a link going down during shutdown) would
+            // supersede the "leaving" one and resurrect this node until node_timeout.
+            return;
+        }
         self.seq += 1;
         self.last_refresh = now;
         let frame = Frame::Lsa(self.own_lsa());
@@ -315,14 +331,15 @@ impl Mesh {
 
     /// Decides whether `lsa` supersedes what we hold, recording duplicate-ID evidence.
     fn accept_lsa(&mut self, now: Instant, link: LinkId, lsa: &Lsa) -> bool {
-        let guard = self.cfg.refresh / 2;
         let claims = self.claims.entry(lsa.origin.clone()).or_default();
         if claims.banned.contains(&lsa.epoch) {
             return false;
         }
-        let prev_seq = claims.seen.get(&lsa.epoch).map(|s| s.0);
-        let seen = claims.seen.entry(lsa.epoch).or_insert((lsa.seq, now));
-        seen.0 = seen.0.max(lsa.seq);
+        let prev = claims.seen.get(&lsa.epoch).map(|s| (s.0, s.2));
+        let seen = claims.seen.entry(lsa.epoch).or_insert((lsa.seq, now, now));
+        if lsa.seq > seen.0 {
+            (seen.0, seen.2) = (lsa.seq, now);
+        }
         while claims.seen.len() > 4 {
             claims.seen.pop_first();
         }
@@ -336,9 +353,21 @@ impl Mesh {
         }
         // An older incarnation is still advertising progress after the newer one appeared:
         // two live nodes share an ID, and the older one keeps it.
-        let newer_age = claims.seen.get(&stored_epoch).map(|s| now.duration_since(s.1));
-        let progressing = prev_seq.is_some_and(|p| lsa.seq > p);
-        if !(progressing && newer_age.is_some_and(|a| a >= guard)) {
+        //
+        // A restart must not pass for that. Parts of the mesh that lost sight of the dead
+        // incarnation at different moments hold copies with different seqs, and merging
+        // partitions deliver them one after the other: "progress" from stale copies. So
+        // progress counts only over a high-water mark itself seen after the newer one
+        // appeared, and only once it has gone on for node_timeout, which is how long a
+        // stale copy lasts at the node that holds it.
+        let newer_first = claims.seen.get(&stored_epoch).map(|s| s.1);
+        let progressing = match (prev, newer_first) {
+            (Some((seq, raised)), Some(newer)) => {
+                lsa.seq > seq && raised >= newer && now.duration_since(newer) >= self.cfg.node_timeout
+            }
+            _ => false,
+        };
+        if !progressing {
             return false;
         }
         claims.banned.push(stored_epoch);
@@ -377,7 +406,7 @@ impl Mesh {
         }
         let claims = self.claims.entry(self.me.clone()).or_default();
         let prev = claims.seen.get(&lsa.epoch).map(|s| s.0);
-        let first_seen = claims.seen.entry(lsa.epoch).or_insert((lsa.seq, now)).1;
+        let first_seen = claims.seen.entry(lsa.epoch).or_insert((lsa.seq, now, now)).1;
         if let Some(s) = claims.seen.get_mut(&lsa.epoch) {
             s.0 = s.0.max(lsa.seq);
         }
@@ -391,8 +420,16 @@ impl Mesh {
     }
 
     fn recompute(&mut self) {
-        let peers: HashMap<NodeId, (LinkId, f64)> =
-            self.links.iter().filter(|(_, l)| l.up).map(|(id, l)| (l.peer.clone(), (*id, l.cost))).collect();
+        // A peer whose stored advertisement says it is leaving is gone already, even while
+        // its link is still open (the routing graph omits it, which `shortest_paths` would
+        // otherwise read as "its first advertisement has not arrived yet").
+        let left = |peer: &NodeId| self.lsdb.get(peer).is_some_and(|e| e.lsa.leaving);
+        let peers: HashMap<NodeId, (LinkId, f64)> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.up && !left(&l.peer))
+            .map(|(id, l)| (l.peer.clone(), (*id, l.cost)))
+            .collect();
         let graph: HashMap<&NodeId, &Lsa> =
             self.lsdb.iter().filter(|(_, e)| !e.lsa.leaving).map(|(k, e)| (k, &e.lsa)).collect();
         let routes = routing::shortest_paths(&self.me, &peers, &graph, self.cfg.max_hops);
