@@ -205,7 +205,7 @@ fn main() {
     println!("|---|---|---|");
     println!("| raw loopback TCP copy, 1 GiB | {:.0} MiB/s | |", 1024.0 * gib / raw);
     println!("| command job output, 1 GiB across 3 hops | {:.0} MiB/s | |", 1024.0 * gib / mesh);
-    println!("| ratio 3 hops / raw TCP | {r1:.2} | >= 0.30 ({}) |", mark(r1 >= 0.30));
+    println!("| ratio 3 hops / raw TCP | {r1:.3} | >= 0.30 ({}) |", mark(r1 >= 0.30));
     println!(
         "| ping RTT across 3 hops, median / p99 of 1000 | {p50:.3} / {p99:.3} ms | < 1 ms median ({}) |",
         mark(p50 < 1.0)
@@ -221,6 +221,6 @@ fn main() {
         idle[2] as f64 / 1024.0
     );
     println!("| TLS: command job output, 1 GiB across 3 TLS hops | {:.0} MiB/s | |", 1024.0 * gib / tls_tp);
-    println!("| TLS: ratio 3 TLS hops / raw TCP | {r2:.2} | >= 0.15 ({}) |", mark(r2 >= 0.15));
+    println!("| TLS: ratio 3 TLS hops / raw TCP | {r2:.3} | >= 0.15 ({}) |", mark(r2 >= 0.15));
     println!("| TLS: ping RTT across 3 hops, median / p99 of 1000 | {t50:.3} / {t99:.3} ms | |");
 }
