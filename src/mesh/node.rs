@@ -450,11 +450,6 @@ impl Node {
         let _ = self.inner.events.send(Event::SetWorkTypes(work_types)).await;
     }
 
-    /// Number of streams currently open at this node.
-    pub fn open_streams(&self) -> usize {
-        self.inner.router.streams.len()
-    }
-
     /// Leaves the mesh cleanly (peers forget this node at once), then stops every task.
     pub async fn shutdown(&self, grace: Duration) {
         let (tx, rx) = oneshot::channel();

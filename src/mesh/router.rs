@@ -165,11 +165,6 @@ impl Router {
         self.route(routed).await;
     }
 
-    /// Sends a stream frame; if the destination is unreachable the stream is reset locally.
-    pub(crate) async fn send_stream(&self, dst: &NodeId, body: Body) {
-        self.originate(dst, body).await;
-    }
-
     /// Sends from a synchronous context (drop handlers) without waiting.
     pub(crate) fn send_detached(self: &Arc<Self>, dst: NodeId, body: Body) {
         if tokio::runtime::Handle::try_current().is_err() {

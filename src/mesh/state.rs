@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::routing::{self, Route};
-use crate::wire::{Frame, Hello, Lsa, NodeId, WorkTypeAd, caps};
+use crate::wire::{Frame, Hello, Lsa, NodeId, WorkTypeAd};
 
 /// Identifies one connection of this node, for the lifetime of the process.
 pub type LinkId = u64;
@@ -75,7 +75,6 @@ struct LinkInfo {
 struct Entry {
     lsa: Lsa,
     received: Instant,
-    via: Option<LinkId>,
 }
 
 /// Per-origin evidence used to tell a restart from a second live node with the same ID.
@@ -240,11 +239,6 @@ impl Mesh {
         self.links.get(&link).filter(|l| l.up).map(|l| &l.peer)
     }
 
-    /// Whether an up link to `peer` exists.
-    pub fn linked_to(&self, peer: &NodeId) -> bool {
-        self.links.values().any(|l| l.up && l.peer == *peer)
-    }
-
     pub fn set_work_types(&mut self, now: Instant, mut work_types: Vec<WorkTypeAd>) {
         work_types.sort();
         if work_types != self.work_types {
@@ -324,7 +318,7 @@ impl Mesh {
             return;
         }
         let frame = Frame::Lsa(lsa.clone());
-        self.lsdb.insert(lsa.origin.clone(), Entry { lsa, received: now, via: Some(link) });
+        self.lsdb.insert(lsa.origin.clone(), Entry { lsa, received: now });
         self.flood(&frame, Some(link));
         self.recompute();
     }
@@ -453,14 +447,5 @@ impl Mesh {
         v.push(self.own_lsa());
         v.sort_by(|a, b| a.origin.cmp(&b.origin));
         v
-    }
-
-    /// Whether `node` ever came through `link` (used to attribute duplicate IDs in logs).
-    pub fn learned_via(&self, node: &NodeId) -> Option<LinkId> {
-        self.lsdb.get(node).and_then(|e| e.via)
-    }
-
-    pub fn advertises_ephemeral(hello: &Hello) -> bool {
-        hello.caps & caps::EPHEMERAL != 0
     }
 }

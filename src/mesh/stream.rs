@@ -146,10 +146,6 @@ impl StreamTable {
         (rx, credit)
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.slots.lock().map(|s| s.len()).unwrap_or(0)
-    }
-
     /// Handles a stream frame addressed to us. Returns a reset to send back when the
     /// frame violates the protocol or names an unknown stream.
     pub(crate) fn deliver(&self, src: &NodeId, body: Body) -> Option<Body> {
@@ -297,7 +293,7 @@ impl StreamWriter {
             let body =
                 Body::Data { stream: self.key.id, from: self.key.local, offset: self.offset, data: chunk };
             self.offset += n as u64;
-            self.router.send_stream(&self.key.peer, body).await;
+            self.router.originate(&self.key.peer, body).await;
         }
         Ok(())
     }
@@ -306,7 +302,7 @@ impl StreamWriter {
     pub async fn finish(mut self, trailer: Bytes) {
         self.done = true;
         let body = Body::Fin { stream: self.key.id, from: self.key.local, trailer };
-        self.router.send_stream(&self.key.peer, body).await;
+        self.router.originate(&self.key.peer, body).await;
         self.router.streams.local_done(&self.key, false);
     }
 
@@ -314,7 +310,7 @@ impl StreamWriter {
     pub async fn reset(mut self, reason: &str) {
         self.done = true;
         let body = Body::Reset { stream: self.key.id, from: self.key.local, reason: reason.to_owned() };
-        self.router.send_stream(&self.key.peer, body).await;
+        self.router.originate(&self.key.peer, body).await;
         self.router.streams.reset_one(&self.key, reason);
     }
 
@@ -408,7 +404,7 @@ impl StreamReader {
             self.unacked -= u64::from(grant);
             self.router.streams.granted(&self.key, u64::from(grant));
             let body = Body::Credit { stream: self.key.id, from: self.key.local, n: grant };
-            self.router.send_stream(&self.key.peer, body).await;
+            self.router.originate(&self.key.peer, body).await;
         }
     }
 
