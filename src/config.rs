@@ -185,6 +185,34 @@ pub struct WorkSection {
     /// type (admission is the trust boundary: with mutual TLS, holders of a certificate
     /// from your CA). With rules, only what a rule allows.
     pub allow: Vec<AllowRule>,
+    /// Completed work units older than this are released automatically ("0s": never).
+    #[serde(with = "humantime_serde")]
+    pub unit_retention: Duration,
+    /// Signs remote work units submitted with `signwork` (JWT RS512).
+    pub signing: Option<SigningSection>,
+    /// Verifies signed submissions for work types with `verify_signature`.
+    pub verification: Option<VerificationSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSection {
+    /// PEM RSA private key (PKCS#1 or PKCS#8).
+    pub private_key: PathBuf,
+    /// Lifetime of each token.
+    #[serde(with = "humantime_serde", default = "default_token_expiration")]
+    pub token_expiration: Duration,
+}
+
+fn default_token_expiration() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationSection {
+    /// PEM RSA public key (PKIX `PUBLIC KEY`).
+    pub public_key: PathBuf,
 }
 
 /// Lets `submitters` (node IDs; `*` alone or as a suffix wildcard) run `work_types`.
@@ -208,6 +236,14 @@ pub struct CommandSection {
     pub cwd: Option<PathBuf>,
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// Whether a work unit submitted through the control socket may add arguments
+    /// (receptorctl's `params`); they are split shell-like, never run through a shell.
+    #[serde(default)]
+    pub allow_runtime_params: bool,
+    /// Whether submissions that do not come through the Unix control socket must carry a
+    /// token signed by the key in `[work.verification]` (Go Receptor's `verifysignature`).
+    #[serde(default)]
+    pub verify_signature: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,6 +282,9 @@ impl Default for WorkSection {
             ansible_runner: AnsibleRunnerSection::default(),
             max_jobs: 64,
             allow: Vec::new(),
+            unit_retention: Duration::from_secs(7 * 24 * 3600),
+            signing: None,
+            verification: None,
         }
     }
 }
@@ -378,7 +417,12 @@ impl Config {
             {
                 return Err((key("name"), "must be letters, digits, '_', '-' or '.'".into()));
             }
-            if !names.insert(c.name.as_str()) || c.name == "ansible_runner" || c.name == "ansible-runner" {
+            if c.verify_signature && self.work.verification.is_none() {
+                return Err((key("verify_signature"), "needs a [work.verification] public_key".into()));
+            }
+            if !names.insert(c.name.as_str())
+                || ["ansible_runner", "ansible-runner", "remote"].contains(&c.name.as_str())
+            {
                 return Err((key("name"), format!("{:?} is already taken", c.name)));
             }
             if crate::work::command::resolve_program(&c.program).is_none() {

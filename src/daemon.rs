@@ -59,6 +59,9 @@ pub fn build_registry(cfg: &Config) -> Registry {
             env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             cwd: c.cwd.clone(),
             grace: cfg.node.shutdown_grace.min(Duration::from_secs(10)),
+            allow_runtime_params: c.allow_runtime_params,
+            verify_signature: c.verify_signature,
+            merge_stderr: false,
         };
         reg.register(c.name.clone(), Arc::new(work));
     }

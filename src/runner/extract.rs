@@ -24,7 +24,7 @@ use zip::ZipArchive;
 use zip::read::ZipFile;
 
 /// Limits applied to one archive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExtractLimits {
     /// Total uncompressed bytes (declared and actually written).
     pub max_total_bytes: u64,

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::process::{ChildSpec, run_child};
-use super::{Job, JobFuture, JobOutput, JobResult, Registry, WorkType};
+use super::{Job, JobFuture, JobOutput, JobResult, Registry, UnitPlan, WorkType};
 use crate::config::AnsibleRunnerSection;
 use crate::runner::{
     DecodeLimits, ExtractLimits, Item, LineKind, StreamDecoder, decode, extract_zip_path, pyjson,
@@ -27,13 +27,19 @@ pub const WORK_TYPE: &str = "ansible_runner";
 pub const AWX_WORK_TYPE: &str = "ansible-runner";
 
 /// A detected ansible-runner installation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AnsibleRunner {
     pub program: PathBuf,
     pub version: String,
     pub keep_job_dirs: bool,
     pub limits: ExtractLimits,
     pub grace: Duration,
+    /// Run `ansible-runner worker --worker-info` (AWX's health check) instead of a job.
+    #[serde(default)]
+    pub worker_info: bool,
+    /// Further `worker` options a work unit asked for (from an allow-list).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
 }
 
 /// Looks for ansible-runner as configured: an explicit path, a virtualenv, or `PATH`.
@@ -80,6 +86,8 @@ pub fn register(reg: &mut Registry, cfg: &AnsibleRunnerSection, grace: Duration)
                     ..ExtractLimits::default()
                 },
                 grace,
+                worker_info: false,
+                extra_args: Vec::new(),
             });
             reg.register(WORK_TYPE, worker.clone());
             reg.register(AWX_WORK_TYPE, worker);
@@ -112,6 +120,35 @@ impl WorkType for AnsibleRunner {
         let me = self.clone();
         Box::pin(async move { me.run_job(job).await })
     }
+
+    /// Accepts the `worker` options AWX sends. The private data directory is always one
+    /// the node makes inside the unit (the payload is unpacked there safely), so
+    /// `--private-data-dir` is accepted and ignored, as is `--delete` (job directories are
+    /// always removed unless `keep_job_dirs`).
+    fn unit_plan(&self, params: &str) -> Result<(UnitPlan, String), String> {
+        let mut plan = self.clone();
+        let words = shlex::split(params)
+            .ok_or_else(|| format!("cannot split params {params:?}: unbalanced quotes"))?;
+        let mut words = words.into_iter();
+        while let Some(w) = words.next() {
+            match w.as_str() {
+                "worker" | "--delete" => {}
+                "--worker-info" => plan.worker_info = true,
+                "--private-data-dir" => {
+                    words.next();
+                }
+                w if w.starts_with("--private-data-dir=") => {}
+                w if w.starts_with("--keepalive-seconds=") => plan.extra_args.push(w.to_owned()),
+                "--keepalive-seconds" => {
+                    let n = words.next().unwrap_or_default();
+                    plan.extra_args.push(format!("--keepalive-seconds={n}"));
+                }
+                other => return Err(format!("extra params provided but not allowed: {other}")),
+            }
+        }
+        let shown = if params.is_empty() { "worker".to_owned() } else { format!("worker {params}") };
+        Ok((UnitPlan::AnsibleRunner(plan), shown))
+    }
 }
 
 /// Why a transmit stream could not be turned into a private data directory.
@@ -131,6 +168,9 @@ enum PrepareError {
 
 impl AnsibleRunner {
     async fn run_job(self, mut job: Job) -> JobResult {
+        if self.worker_info {
+            return self.run_worker_info(job).await;
+        }
         let dir = job.job_dir.clone();
         let result = match self.prepare(&mut job).await {
             Ok(kwargs_line) => self.run_worker(job, kwargs_line).await,
@@ -217,6 +257,18 @@ impl AnsibleRunner {
         Ok(())
     }
 
+    async fn run_worker_info(&self, job: Job) -> JobResult {
+        let spec = ChildSpec {
+            program: self.program.clone(),
+            args: vec!["worker".into(), "--worker-info".into()],
+            cwd: None,
+            env: vec![("PATH".into(), path_with_bin_dir(&self.program))],
+            grace: self.grace,
+            merge_stderr: false,
+        };
+        run_child(&spec, None, None, job.output, job.cancel).await
+    }
+
     async fn run_worker(&self, job: Job, kwargs_line: Bytes) -> JobResult {
         let pdd = job.job_dir.join("pdd");
         let mut prelude = kwargs_line.to_vec();
@@ -224,10 +276,14 @@ impl AnsibleRunner {
         prelude.extend_from_slice(crate::runner::EOF_LINE);
         let spec = ChildSpec {
             program: self.program.clone(),
-            args: vec!["worker".into(), "--private-data-dir".into(), pdd.into_os_string()],
+            args: ["worker".into(), "--private-data-dir".into(), pdd.into_os_string()]
+                .into_iter()
+                .chain(self.extra_args.iter().map(OsString::from))
+                .collect(),
             cwd: Some(job.job_dir.clone()),
             env: vec![("PATH".into(), path_with_bin_dir(&self.program))],
             grace: self.grace,
+            merge_stderr: false,
         };
         run_child(&spec, Some(Bytes::from(prelude)), None, job.output, job.cancel).await
     }

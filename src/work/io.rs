@@ -1,5 +1,5 @@
 //! The byte pipes a plugin reads its input from and writes its output to. They wrap mesh
-//! streams so plugins never see frames, links or sockets.
+//! streams or a work unit's files, so plugins never see frames, links or sockets.
 
 use bytes::Bytes;
 
@@ -9,7 +9,13 @@ use crate::mesh::{Chunk, StreamReader};
 
 /// A job's input (the requester's payload).
 pub struct JobInput {
-    reader: Option<StreamReader>,
+    source: Source,
+}
+
+enum Source {
+    Stream(StreamReader),
+    File(tokio::fs::File),
+    Done,
 }
 
 /// Why reading or writing job data failed.
@@ -19,28 +25,41 @@ pub struct PipeError(pub String);
 
 impl JobInput {
     pub fn new(reader: StreamReader) -> JobInput {
-        JobInput { reader: Some(reader) }
+        JobInput { source: Source::Stream(reader) }
+    }
+
+    /// Input read from a file (a work unit's `stdin`).
+    pub fn file(file: tokio::fs::File) -> JobInput {
+        JobInput { source: Source::File(file) }
     }
 
     /// The next chunk of input, or `None` at its end.
     pub async fn read(&mut self) -> Result<Option<Bytes>, PipeError> {
-        let Some(reader) = self.reader.as_mut() else { return Ok(None) };
-        match reader.recv().await {
-            Ok(Chunk::Data(b)) => Ok(Some(b)),
-            Ok(Chunk::End(_)) => {
-                self.reader = None;
-                Ok(None)
+        let result = match &mut self.source {
+            Source::Done => return Ok(None),
+            Source::Stream(reader) => match reader.recv().await {
+                Ok(Chunk::Data(b)) => return Ok(Some(b)),
+                Ok(Chunk::End(_)) => Ok(None),
+                Err(e) => Err(PipeError(e.to_string())),
+            },
+            Source::File(file) => {
+                use tokio::io::AsyncReadExt;
+                let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+                match file.read_buf(&mut buf).await {
+                    Ok(0) => Ok(None),
+                    Ok(_) => return Ok(Some(buf.freeze())),
+                    Err(e) => Err(PipeError(format!("reading the unit's stdin: {e}"))),
+                }
             }
-            Err(e) => {
-                self.reader = None;
-                Err(PipeError(e.to_string()))
-            }
-        }
+        };
+        self.source = Source::Done;
+        result
     }
 }
 
 /// A job's output, streamed back to the requester as it is produced. Writes wait while
 /// the requester is slow (the queue behind it holds only a few chunks).
+#[derive(Clone)]
 pub struct JobOutput {
     tx: mpsc::Sender<Bytes>,
 }

@@ -9,7 +9,11 @@ pub mod authz;
 pub mod command;
 pub mod io;
 pub mod process;
+pub mod remote;
 pub mod service;
+pub mod signing;
+pub mod supervisor;
+pub mod units;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -86,6 +90,33 @@ pub type JobFuture = Pin<Box<dyn Future<Output = JobResult> + Send>>;
 pub trait WorkType: Send + Sync {
     fn version(&self) -> String;
     fn run(&self, job: Job) -> JobFuture;
+
+    /// Whether submissions must carry a signed token (advertised as `Secure`).
+    fn secure(&self) -> bool {
+        false
+    }
+
+    /// How to run this work type as a durable work unit with runtime `params`: the plan
+    /// the unit's supervisor process executes, and the parameter string to show.
+    fn unit_plan(&self, params: &str) -> Result<(UnitPlan, String), String>;
+}
+
+/// Everything a work unit's supervisor needs to rebuild and run its work type in a
+/// separate process (stored in the unit's directory).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "plugin", rename_all = "snake_case")]
+pub enum UnitPlan {
+    Command(command::CommandWork),
+    AnsibleRunner(ansible::AnsibleRunner),
+}
+
+impl UnitPlan {
+    pub fn work_type(&self) -> Arc<dyn WorkType> {
+        match self {
+            UnitPlan::Command(c) => Arc::new(c.clone()),
+            UnitPlan::AnsibleRunner(a) => Arc::new(a.clone()),
+        }
+    }
 }
 
 /// Why a job could not start.
@@ -133,6 +164,11 @@ impl Registry {
 
     pub fn names(&self) -> Vec<&str> {
         self.types.keys().map(String::as_str).collect()
+    }
+
+    /// Whether `name` requires signed submissions.
+    pub fn secure(&self, name: &str) -> bool {
+        self.types.get(name).is_some_and(|w| w.secure())
     }
 
     /// What this node advertises to the mesh.

@@ -32,6 +32,9 @@ pub struct ChildSpec {
     pub env: Vec<(OsString, OsString)>,
     /// How long a cancelled child gets between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// Also send stderr to the output (as Go Receptor's command units do); its tail is
+    /// kept for the result either way.
+    pub merge_stderr: bool,
 }
 
 /// Feeds the child's stdin before the job input (e.g. a rewritten header).
@@ -73,7 +76,7 @@ pub async fn run_child(
         let _ = nix::fcntl::fcntl(out.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     }
     let feeder = tokio::spawn(feed_stdin(stdin, prelude, input));
-    let tail = tokio::spawn(collect_stderr(stderr));
+    let tail = tokio::spawn(collect_stderr(stderr, spec.merge_stderr.then(|| output.clone())));
     let pump_cancel = cancel.clone();
     let stdout_done = async {
         if let Some(out) = stdout {
@@ -227,13 +230,18 @@ async fn pump_stdout(mut out: ChildStdout, output: &mut JobOutput) -> Result<(),
     }
 }
 
-async fn collect_stderr(stderr: Option<ChildStderr>) -> String {
+async fn collect_stderr(stderr: Option<ChildStderr>, mut forward: Option<JobOutput>) -> String {
     let Some(mut stderr) = stderr else { return String::new() };
     let mut tail: VecDeque<u8> = VecDeque::with_capacity(STDERR_TAIL);
     let mut buf = [0u8; 8192];
     while let Ok(n) = stderr.read(&mut buf).await {
         if n == 0 {
             break;
+        }
+        if let Some(out) = forward.as_mut() {
+            if out.write(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                forward = None;
+            }
         }
         tail.extend(&buf[..n]);
         while tail.len() > STDERR_TAIL {

@@ -1,0 +1,456 @@
+//! Remote work units (`work submit --node X`): this node submits the unit to X, then
+//! mirrors X's state and output into a local unit of type `remote`. The mirror resumes
+//! from the last byte it holds after any link loss or restart, so the local `stdout` ends
+//! byte-identical to X's, with no duplicates and no gaps.
+//!
+//! How X is reached is behind [`RemoteControl`] (the control protocol over a mesh stream,
+//! in `control::client`): this module only sees typed requests and bytes.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use super::units::{Outcome, State, Unit, UnitError, UnitKind, UnitStatus, Units, file_len};
+use crate::mesh::backoff::Backoff;
+use crate::wire::NodeId;
+
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a remote unit remembers (part of `unit.json`, rewritten as it progresses).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteUnit {
+    pub node: NodeId,
+    pub work_type: String,
+    /// Every work parameter, secrets included (they are sent to the remote node).
+    pub params: BTreeMap<String, String>,
+    pub sign_work: bool,
+    pub expiration: Option<SystemTime>,
+    pub remote_unit_id: String,
+    pub remote_started: bool,
+    pub local_cancelled: bool,
+    pub local_released: bool,
+}
+
+impl RemoteUnit {
+    /// `ExtraData` as Go Receptor shows it (struct order, secrets removed).
+    pub fn extra_data(&self) -> Value {
+        let params: serde_json::Map<String, Value> = self
+            .params
+            .iter()
+            .filter(|(k, _)| !k.to_ascii_lowercase().starts_with("secret_"))
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        json!({
+            "RemoteNode": self.node.as_str(),
+            "RemoteWorkType": self.work_type,
+            "RemoteParams": params,
+            "RemoteUnitID": self.remote_unit_id,
+            "RemoteStarted": self.remote_started,
+            "LocalCancelled": self.local_cancelled,
+            "LocalReleased": self.local_released,
+            "SignWork": self.sign_work,
+            "TLSClient": "",
+            "Expiration": self.expiration.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), rfc3339),
+        })
+    }
+}
+
+/// RFC 3339 with trailing fractional zeros trimmed (Go's `RFC3339Nano`).
+fn rfc3339(t: SystemTime) -> String {
+    let s = humantime::format_rfc3339_nanos(t).to_string();
+    match s.split_once('.') {
+        Some((head, frac)) => {
+            let digits = frac.trim_end_matches('Z').trim_end_matches('0');
+            if digits.is_empty() { format!("{head}Z") } else { format!("{head}.{digits}Z") }
+        }
+        None => s,
+    }
+}
+
+/// Why talking to a remote node failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    /// Not reachable now (no route, link lost, stream reset): try again later.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The remote node answered with an error.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A submission to forward.
+pub struct RemoteSubmit {
+    pub work_type: String,
+    pub params: BTreeMap<String, String>,
+    /// The local unit's `stdin`, sent as the payload.
+    pub stdin: PathBuf,
+    pub signature: Option<String>,
+}
+
+/// What to ask of a remote unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteOp {
+    Cancel,
+    Release,
+    ForceRelease,
+}
+
+/// A remote unit's output, from some offset.
+pub trait RemoteBytes: Send {
+    /// The next bytes; `None` when the remote unit is complete and all was sent.
+    fn next(&mut self) -> BoxFut<'_, Result<Option<Bytes>, RemoteError>>;
+}
+
+/// How this node reaches other nodes' work units.
+pub trait RemoteControl: Send + Sync {
+    fn reachable(&self, node: &NodeId) -> bool;
+    /// Whether the mesh links are TLS (secrets may be sent).
+    fn links_are_tls(&self) -> bool;
+    /// Creates the unit on `node` and sends its payload; returns the remote unit ID.
+    fn submit<'a>(&'a self, node: &'a NodeId, req: RemoteSubmit) -> BoxFut<'a, Result<String, RemoteError>>;
+    fn status<'a>(&'a self, node: &'a NodeId, unit: &'a str) -> BoxFut<'a, Result<UnitStatus, RemoteError>>;
+    fn results<'a>(
+        &'a self,
+        node: &'a NodeId,
+        unit: &'a str,
+        from: u64,
+        signature: Option<String>,
+    ) -> BoxFut<'a, Result<Box<dyn RemoteBytes>, RemoteError>>;
+    fn operate<'a>(
+        &'a self,
+        node: &'a NodeId,
+        unit: &'a str,
+        op: RemoteOp,
+        signature: Option<String>,
+    ) -> BoxFut<'a, Result<(), RemoteError>>;
+}
+
+fn remote_of(unit: &Unit) -> Option<RemoteUnit> {
+    match unit.kind() {
+        UnitKind::Remote(r) => Some(r),
+        UnitKind::Local(_) => None,
+    }
+}
+
+fn sign(units: &Units, r: &RemoteUnit) -> Result<Option<String>, String> {
+    if !r.sign_work {
+        return Ok(None);
+    }
+    match units.config().signer {
+        Some(s) => s.token(r.node.as_str()).map(Some),
+        None => Err("cannot sign work: signing key is empty".into()),
+    }
+}
+
+fn update_remote(unit: &Unit, f: impl FnOnce(&mut RemoteUnit)) -> Result<Value, UnitError> {
+    let mut extra = Value::Null;
+    unit.update_kind(|k| {
+        if let UnitKind::Remote(r) = k {
+            f(r);
+            extra = r.extra_data();
+        }
+    })?;
+    Ok(extra)
+}
+
+fn fail(unit: &Unit, detail: String) {
+    tracing::warn!(unit = %unit.id, %detail, "remote work unit failed");
+    let _ = unit.update_status(|st| {
+        st.state = State::Failed;
+        st.detail = detail;
+    });
+}
+
+/// Starts mirroring `unit` (submitting it first if that has not happened yet).
+pub(super) fn spawn_driver(units: Units, unit: Arc<Unit>) {
+    let tracker = units.inner.tracker.clone();
+    tracker.spawn(async move {
+        let stop = unit.stop.clone();
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = drive(&units, &unit) => {}
+        }
+    });
+}
+
+async fn drive(units: &Units, unit: &Arc<Unit>) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let Some(r) = remote_of(unit) else { return };
+        if unit.status().state.is_final() {
+            return;
+        }
+        let step =
+            if r.remote_started { mirror(units, unit, &r).await } else { submit(units, unit, &r).await };
+        match step {
+            Step::Done => return,
+            Step::Progress => backoff.reset(),
+            Step::Retry(why) => {
+                let delay = backoff.next_delay();
+                tracing::debug!(unit = %unit.id, %why, ?delay, "remote work unit: retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+enum Step {
+    Done,
+    Progress,
+    Retry(String),
+}
+
+async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
+    if let Some(exp) = r.expiration {
+        if SystemTime::now() >= exp {
+            let when = humantime::format_rfc3339_seconds(exp);
+            fail(unit, format!("Work unit expired on {when}"));
+            return Step::Done;
+        }
+    }
+    let remote = units.inner.remote.clone();
+    if !remote.reachable(&r.node) {
+        return Step::Retry(format!("node {} is not reachable", r.node));
+    }
+    let signature = match sign(units, r) {
+        Ok(s) => s,
+        Err(e) => {
+            fail(unit, e);
+            return Step::Done;
+        }
+    };
+    let req = RemoteSubmit {
+        work_type: r.work_type.clone(),
+        params: r.params.clone(),
+        stdin: unit.stdin_path(),
+        signature,
+    };
+    match remote.submit(&r.node, req).await {
+        Ok(rid) => {
+            tracing::info!(unit = %unit.id, node = %r.node, remote_unit = %rid, "remote work unit submitted");
+            let extra = match update_remote(unit, |r| {
+                r.remote_unit_id = rid.clone();
+                r.remote_started = true;
+            }) {
+                Ok(extra) => extra,
+                Err(e) => {
+                    fail(unit, format!("cannot record the remote unit: {e}"));
+                    return Step::Done;
+                }
+            };
+            let _ = unit.update_status(|st| {
+                st.detail = format!("Submitted to {} as {rid}", r.node);
+                st.extra = extra;
+            });
+            Step::Progress
+        }
+        Err(RemoteError::Unreachable(why)) => Step::Retry(why),
+        Err(RemoteError::Refused(why)) => {
+            fail(unit, format!("Error starting worker: {why}"));
+            Step::Done
+        }
+    }
+}
+
+/// Downloads output from where the local copy ends, mirroring state as it goes; finishes
+/// the unit once the remote one is complete and every byte is here.
+async fn mirror(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
+    let remote = units.inner.remote.clone();
+    let rid = r.remote_unit_id.as_str();
+    let path = unit.stdout_path();
+    let mut have = file_len(&path);
+    let signature = sign(units, r).unwrap_or(None);
+    let mut stream = match remote.results(&r.node, rid, have, signature).await {
+        Ok(s) => s,
+        Err(e) => return gone_or_retry(unit, e),
+    };
+    let mut file = match tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            fail(unit, format!("cannot write {}: {e}", path.display()));
+            return Step::Done;
+        }
+    };
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    let mut progressed = false;
+    let ended = loop {
+        tokio::select! {
+            chunk = stream.next() => match chunk {
+                Ok(Some(data)) => {
+                    if let Err(e) = file.write_all(&data).await {
+                        fail(unit, format!("cannot write {}: {e}", path.display()));
+                        return Step::Done;
+                    }
+                    have += data.len() as u64;
+                    progressed = true;
+                    unit.status_in_memory(|st| st.stdout_size = have);
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            },
+            _ = poll.tick() => {
+                if let Ok(st) = remote.status(&r.node, rid).await {
+                    if !st.state.is_final() {
+                        let _ = unit.update_status(|local| {
+                            local.state = st.state;
+                            local.detail = st.detail.clone();
+                            local.stdout_size = have;
+                        });
+                    }
+                }
+            }
+        }
+    };
+    let _ = file.flush().await;
+    let _ = file.sync_data().await;
+    if let Err(e) = ended {
+        let _ = unit.update_status(|st| st.stdout_size = have);
+        return gone_or_retry(unit, e);
+    }
+    // The results stream ended: the remote unit should be complete.
+    match remote.status(&r.node, rid).await {
+        Ok(st) if st.state.is_final() && have >= st.stdout_size => {
+            let _ = unit.update_status(|local| {
+                local.state = st.state;
+                local.detail = st.detail.clone();
+                local.stdout_size = have;
+            });
+            tracing::info!(unit = %unit.id, state = st.state.name(), bytes = have, "remote work unit finished");
+            Step::Done
+        }
+        Ok(_) if progressed => Step::Progress,
+        Ok(st) => Step::Retry(format!(
+            "remote unit is {} with {} bytes; have {have}",
+            st.state.name(),
+            st.stdout_size
+        )),
+        Err(e) => gone_or_retry(unit, e),
+    }
+}
+
+fn gone_or_retry(unit: &Unit, e: RemoteError) -> Step {
+    match e {
+        RemoteError::Refused(msg) if msg.contains("unknown work unit") => {
+            if !unit.is_releasing() {
+                fail(unit, "Remote work unit is gone".into());
+            }
+            Step::Done
+        }
+        RemoteError::Refused(msg) => Step::Retry(msg),
+        RemoteError::Unreachable(msg) => Step::Retry(msg),
+    }
+}
+
+/// Cancels or releases a remote unit: locally at once, remotely now or (when the node
+/// cannot be reached) in the background.
+pub(super) async fn cancel(
+    units: &Units,
+    unit: &Arc<Unit>,
+    release: bool,
+    force: bool,
+) -> Result<Outcome, UnitError> {
+    let Some(r) = remote_of(unit) else { return Err(UnitError::Unknown(unit.id.clone())) };
+    let extra = update_remote(unit, |r| {
+        r.local_cancelled = true;
+        r.local_released |= release;
+    })?;
+    let _ = unit.update_status(|st| st.extra = extra);
+    if !r.remote_started {
+        unit.stop.cancel();
+        if release {
+            units.forget(unit, force)?;
+        } else if !unit.status().state.is_final() {
+            fail(unit, "Locally Cancelled".into());
+        }
+        return Ok(Outcome::Done);
+    }
+    let op = match (release, force) {
+        (false, _) => RemoteOp::Cancel,
+        (true, false) => RemoteOp::Release,
+        (true, true) => RemoteOp::ForceRelease,
+    };
+    let signature = sign(units, &r).map_err(UnitError::Signature)?;
+    let remote = units.inner.remote.clone();
+    let attempt = remote.operate(&r.node, &r.remote_unit_id, op, signature.clone()).await;
+    match attempt {
+        Ok(()) => {}
+        Err(RemoteError::Refused(msg)) if release && msg.contains("unknown work unit") => {}
+        Err(_) if force => {}
+        Err(RemoteError::Refused(msg)) => return Err(UnitError::Refused(msg)),
+        Err(RemoteError::Unreachable(why)) => {
+            tracing::info!(unit = %unit.id, %why, "remote node unreachable; will retry {op:?}");
+            spawn_retry(units.clone(), unit.clone(), r, op);
+            return Ok(Outcome::Pending);
+        }
+    }
+    if release {
+        units.forget(unit, force)?;
+    }
+    Ok(Outcome::Done)
+}
+
+fn spawn_retry(units: Units, unit: Arc<Unit>, r: RemoteUnit, op: RemoteOp) {
+    let tracker = units.inner.tracker.clone();
+    let cancel = units.inner.cancel.clone();
+    tracker.spawn(async move {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+            let signature = sign(&units, &r).unwrap_or(None);
+            match units.inner.remote.operate(&r.node, &r.remote_unit_id, op, signature).await {
+                Err(RemoteError::Unreachable(_)) => continue,
+                Err(RemoteError::Refused(msg)) if !msg.contains("unknown work unit") => {
+                    tracing::warn!(unit = %unit.id, "remote {op:?} refused: {msg}");
+                }
+                _ => {}
+            }
+            if op != RemoteOp::Cancel {
+                let _ = units.forget(&unit, true);
+            }
+            return;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_data_hides_secrets_and_keeps_go_order() {
+        let r = RemoteUnit {
+            node: NodeId::new("bar").expect("id"),
+            work_type: "echo".into(),
+            params: BTreeMap::from([("params".into(), "-x".into()), ("Secret_key".into(), "s".into())]),
+            sign_work: false,
+            expiration: None,
+            remote_unit_id: "AbC".into(),
+            remote_started: true,
+            local_cancelled: false,
+            local_released: false,
+        };
+        let text = serde_json::to_string(&r.extra_data()).unwrap_or_default();
+        assert_eq!(
+            text,
+            r#"{"RemoteNode":"bar","RemoteWorkType":"echo","RemoteParams":{"params":"-x"},"RemoteUnitID":"AbC","RemoteStarted":true,"LocalCancelled":false,"LocalReleased":false,"SignWork":false,"TLSClient":"","Expiration":"0001-01-01T00:00:00Z"}"#
+        );
+    }
+
+    #[test]
+    fn times_trim_zeros() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1500);
+        assert_eq!(rfc3339(t), "1970-01-01T00:00:01.5Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+}

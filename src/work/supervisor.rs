@@ -1,0 +1,219 @@
+//! The work-unit supervisor: `receptord --supervise-unit DIR`, a small process of its
+//! own (own process group, not tied to the daemon) that runs one unit's plan, appends the
+//! job's output to `DIR/stdout` as it comes, and records the unit's status. It holds an
+//! exclusive lock on `DIR/supervisor.lock` while alive, which is how a (re)started daemon
+//! tells a live unit from one whose process is gone.
+//!
+//! SIGINT means "cancel" (the unit ends Canceled); SIGTERM means the host is stopping it
+//! (the unit ends Failed, "Killed"). Either way the job's whole process tree is stopped.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use super::units::{MONITOR_TICK, State, UnitKind, UnitStatus, read_json, write_json};
+use super::{Job, JobInput, JobOutput, JobResult};
+
+/// Runs the unit in `dir` to completion; returns the process exit code.
+pub fn main(dir: &Path) -> i32 {
+    let lock = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("supervisor.lock"))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("receptord supervisor: {}: {e}", dir.display());
+            return 1;
+        }
+    };
+    let _lock = match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, e)) => {
+            eprintln!("receptord supervisor: {} is already supervised: {e}", dir.display());
+            return 1;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("receptord supervisor: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(supervise(dir)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("receptord supervisor: {}: {e}", dir.display());
+            let mut st = read_json::<UnitStatus>(&dir.join("status")).unwrap_or_else(|| UnitStatus {
+                state: State::Failed,
+                detail: String::new(),
+                stdout_size: 0,
+                work_type: String::new(),
+                extra: Value::Null,
+            });
+            st.state = State::Failed;
+            st.detail = format!("Failed to start command runner: {e}");
+            st.extra = Value::Null;
+            let _ = write_json(&dir.join("status"), &st);
+            1
+        }
+    }
+}
+
+/// Why the unit ended, when it was stopped from outside.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    None,
+    Cancel,
+    Kill,
+}
+
+async fn supervise(dir: &Path) -> Result<(), String> {
+    let kind: UnitKind = read_json(&dir.join("unit.json")).ok_or("unit.json missing or unreadable")?;
+    let UnitKind::Local(unit) = kind else { return Err("not a local unit".into()) };
+    let id = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    let stdout_path = dir.join("stdout");
+    let mut out = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&stdout_path)
+        .await
+        .map_err(|e| format!("opening {}: {e}", stdout_path.display()))?;
+    let size = Arc::new(AtomicU64::new(out.metadata().await.map(|m| m.len()).unwrap_or(0)));
+    let stdin = tokio::fs::File::open(dir.join("stdin")).await.map_err(|e| format!("opening stdin: {e}"))?;
+    let pid = std::process::id();
+    let status = |state: State, detail: String, size: u64, extra: Value| UnitStatus {
+        state,
+        detail,
+        stdout_size: size,
+        work_type: unit.work_type.clone(),
+        extra,
+    };
+    let running_extra = json!({"Pid": pid, "Params": unit.params});
+    let write_status = |st: &UnitStatus| {
+        if let Err(e) = write_json(&dir.join("status"), st) {
+            eprintln!("receptord supervisor: {e}");
+        }
+    };
+    write_status(&status(
+        State::Running,
+        format!("Running: PID {pid}"),
+        size.load(Ordering::SeqCst),
+        running_extra.clone(),
+    ));
+
+    let (output, mut rx) = JobOutput::channel();
+    let cancel = CancellationToken::new();
+    let job = Job {
+        id: id.clone(),
+        submitter: unit.submitter.clone(),
+        node: unit.submitter.clone(),
+        params: serde_json::Map::new(),
+        input: JobInput::file(stdin),
+        output,
+        cancel: cancel.clone(),
+        job_dir: dir.join("job"),
+    };
+    let work = unit.plan.work_type().run(job);
+
+    // Output goes to disk as it comes; the size is published for the status.
+    let written = size.clone();
+    let writer = async move {
+        let mut err = None;
+        while let Some(chunk) = rx.recv().await {
+            if err.is_some() {
+                continue;
+            }
+            match out.write_all(&chunk).await {
+                Ok(()) => {
+                    written.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                }
+                Err(e) => err = Some(e.to_string()),
+            }
+        }
+        let _ = out.flush().await;
+        let _ = out.sync_all().await;
+        err
+    };
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut stop = Stop::None;
+    let mut ticker = tokio::time::interval(MONITOR_TICK);
+    let mut reported = size.load(Ordering::SeqCst);
+    let both = async { tokio::join!(work, writer) };
+    tokio::pin!(both);
+    let (result, write_err): (JobResult, Option<String>) = loop {
+        tokio::select! {
+            r = &mut both => break r,
+            _ = sigint.recv(), if stop == Stop::None => { stop = Stop::Cancel; cancel.cancel(); }
+            _ = sigterm.recv(), if stop == Stop::None => { stop = Stop::Kill; cancel.cancel(); }
+            _ = ticker.tick() => {
+                let now = size.load(Ordering::SeqCst);
+                if now != reported {
+                    reported = now;
+                    write_status(&status(State::Running, format!("Running: PID {pid}"), now, running_extra.clone()));
+                }
+            }
+        }
+    };
+    let size = size.load(Ordering::SeqCst);
+    let (state, detail) = match (stop, write_err) {
+        (Stop::Cancel, _) => (State::Canceled, "Canceled".to_owned()),
+        (Stop::Kill, _) => (State::Failed, "Killed".to_owned()),
+        (Stop::None, Some(e)) => (State::Failed, format!("Error writing output: {e}")),
+        (Stop::None, None) => outcome(&result),
+    };
+    write_status(&status(state, detail, size, Value::Null));
+    Ok(())
+}
+
+/// State and Detail for a job that ran to its end, in Go's wording.
+fn outcome(r: &JobResult) -> (State, String) {
+    match (r.exit_code, r.signal, &r.error) {
+        (_, _, Some(e)) if r.exit_code.is_none() && r.signal.is_none() => (State::Failed, e.clone()),
+        (Some(0), _, _) => (State::Succeeded, "exit status 0".into()),
+        (Some(c), _, _) => (State::Failed, format!("exit status {c}")),
+        (None, Some(s), _) => (State::Failed, format!("signal: {}", signal_name(s))),
+        (None, None, _) => (State::Failed, "Failed: no exit status".into()),
+    }
+}
+
+/// Go's names for the common signals (`signal: killed`).
+fn signal_name(sig: i32) -> String {
+    match sig {
+        1 => "hangup".into(),
+        2 => "interrupt".into(),
+        6 => "aborted".into(),
+        9 => "killed".into(),
+        11 => "segmentation fault".into(),
+        13 => "broken pipe".into(),
+        15 => "terminated".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_use_go_wording() {
+        let ok = JobResult { exit_code: Some(0), ..JobResult::default() };
+        assert_eq!(outcome(&ok), (State::Succeeded, "exit status 0".into()));
+        let bad = JobResult { exit_code: Some(2), ..JobResult::default() };
+        assert_eq!(outcome(&bad), (State::Failed, "exit status 2".into()));
+        let killed = JobResult { signal: Some(9), ..JobResult::default() };
+        assert_eq!(outcome(&killed), (State::Failed, "signal: killed".into()));
+        let err = JobResult::failed("cannot start x: No such file");
+        assert_eq!(outcome(&err), (State::Failed, "cannot start x: No such file".into()));
+    }
+}
