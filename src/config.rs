@@ -55,11 +55,15 @@ pub struct ControlSection {
     pub mode: String,
     /// Group owning the socket (e.g. the group AWX runs as).
     pub group: Option<String>,
+    /// Also serve the control protocol to other nodes as the `control` mesh service
+    /// (`receptorctl work list --node X`, remote work units). `[[work.allow]]` rules apply
+    /// to what other nodes may do with work units; `reload` is refused to them.
+    pub mesh_service: bool,
 }
 
 impl Default for ControlSection {
     fn default() -> Self {
-        ControlSection { enabled: true, socket: None, mode: "0660".into(), group: None }
+        ControlSection { enabled: true, socket: None, mode: "0660".into(), group: None, mesh_service: true }
     }
 }
 

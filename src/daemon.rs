@@ -13,6 +13,8 @@ use crate::transport::{Listener, TlsContext, TlsError, TransportError};
 use crate::work::authz::Authorization;
 use crate::work::command::CommandWork;
 use crate::work::service::WorkService;
+use crate::work::signing::{Signer, Verifier};
+use crate::work::units::{Units, UnitsConfig};
 use crate::work::{Registry, ansible};
 
 /// Why the daemon stopped abnormally.
@@ -30,6 +32,44 @@ pub enum DaemonError {
     Control(crate::control::ControlError),
     #[error("signal handling: {0}")]
     Signal(std::io::Error),
+    #[error("work.{key}: {source}")]
+    Key { key: &'static str, source: crate::work::signing::KeyError },
+    #[error("work units: {0}")]
+    Units(crate::work::units::UnitError),
+}
+
+/// Settings of the work-unit store (signing keys loaded: a bad key fails here, before
+/// anything is bound).
+pub fn units_config(cfg: &Config) -> Result<UnitsConfig, DaemonError> {
+    let signer = match &cfg.work.signing {
+        Some(s) => Some(
+            Signer::load(&s.private_key, s.token_expiration)
+                .map_err(|source| DaemonError::Key { key: "signing.private_key", source })?,
+        ),
+        None => None,
+    };
+    let verifier = match &cfg.work.verification {
+        Some(v) => Some(
+            Verifier::load(&v.public_key)
+                .map_err(|source| DaemonError::Key { key: "verification.public_key", source })?,
+        ),
+        None => None,
+    };
+    let retention = Some(cfg.work.unit_retention).filter(|d| !d.is_zero());
+    Ok(UnitsConfig {
+        node: cfg.node.id.clone(),
+        root: cfg.node.data_dir.join("units"),
+        supervisor_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("receptord")),
+        retention,
+        signer,
+        verifier,
+        cancel_wait: cfg.node.shutdown_grace.min(Duration::from_secs(10)),
+    })
+}
+
+/// Whether every link this node makes or accepts is TLS.
+fn tls_only(cfg: &Config) -> bool {
+    cfg.listeners.iter().chain(&cfg.peers).all(|l| l.url.scheme == crate::transport::Scheme::Tls)
 }
 
 /// Mesh options derived from the config.
@@ -85,6 +125,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|source| DaemonError::DataDir { path: data_dir.display().to_string(), source })?;
     let tls = load_tls(&cfg)?;
+    let units_cfg = units_config(&cfg)?;
     let mut listeners = Vec::new();
     for (index, l) in cfg.listeners.iter().enumerate() {
         let bound = Listener::bind(&l.url, tls.clone())
@@ -92,7 +133,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
             .map_err(|source| DaemonError::Bind { index, source })?;
         listeners.push((bound, l.cost));
     }
-    let control = bind_control(&cfg)?;
+    let control_listener = bind_control(&cfg)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
@@ -104,14 +145,23 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         WorkService::new(node.clone(), build_registry(&cfg), data_dir).with_max_jobs(cfg.work.max_jobs);
     work.set_authorization(Authorization::new(cfg.work.allow.clone()));
     work.start();
-    if let Some(listener) = control {
-        let (path, running, ctx, svc) =
-            (config_path.clone(), Arc::new(cfg.clone()), tls.clone(), work.clone());
-        let reload_fn: crate::control::ReloadFn = Arc::new(move || {
-            let (path, running, ctx, svc) = (path.clone(), running.clone(), ctx.clone(), svc.clone());
-            Box::pin(async move { reload(&path, &running, ctx.as_ref(), &svc).await })
-        });
-        let control = crate::control::Control { node: node.clone(), reload: reload_fn };
+    let (registry, authz) = work.shared();
+    let remote =
+        Arc::new(crate::control::client::MeshControl { node: node.clone(), tls_only: tls_only(&cfg) });
+    let units = Units::open(units_cfg, registry, authz, remote, node.tracker(), node.cancel_token())
+        .map_err(DaemonError::Units)?;
+    let (path, running, ctx, svc, us) =
+        (config_path.clone(), Arc::new(cfg.clone()), tls.clone(), work.clone(), units.clone());
+    let reload_fn: crate::control::ReloadFn = Arc::new(move || {
+        let (path, running, ctx, svc, us) =
+            (path.clone(), running.clone(), ctx.clone(), svc.clone(), us.clone());
+        Box::pin(async move { reload(&path, &running, ctx.as_ref(), &svc, &us).await })
+    });
+    let control = crate::control::Control { node: node.clone(), reload: reload_fn, units: units.clone() };
+    if cfg.control.mesh_service {
+        control.clone().serve_mesh(&node.tracker(), node.cancel_token());
+    }
+    if let Some(listener) = control_listener {
         control.serve(listener, &node.tracker(), node.cancel_token());
     }
     for (listener, cost) in listeners {
@@ -141,7 +191,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break Ok(()) }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break Ok(()) }
-            _ = sighup.recv() => { let _ = reload(&config_path, &cfg, tls.as_ref(), &work).await; }
+            _ = sighup.recv() => { let _ = reload(&config_path, &cfg, tls.as_ref(), &work, &units).await; }
             r = fatal.wait_for(Option::is_some) => {
                 let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
                 break Err(DaemonError::Fatal(msg));
@@ -168,6 +218,7 @@ async fn reload(
     running: &Config,
     tls: Option<&TlsContext>,
     work: &WorkService,
+    units: &Units,
 ) -> Result<(), String> {
     crate::systemd::reloading();
     let cfg = match Config::load(path) {
@@ -189,6 +240,17 @@ async fn reload(
                 tracing::error!("reload: keeping the old TLS material: {e}");
                 outcome = Err(format!("TLS material not reloaded: {e}"));
             }
+        }
+    }
+    match units_config(&cfg) {
+        Ok(mut ucfg) => {
+            ucfg.node = running.node.id.clone();
+            ucfg.root = running.node.data_dir.join("units");
+            units.reconfigure(ucfg);
+        }
+        Err(e) => {
+            tracing::error!("reload: keeping the old work signing keys: {e}");
+            outcome = Err(e.to_string());
         }
     }
     work.set_authorization(Authorization::new(cfg.work.allow.clone()));

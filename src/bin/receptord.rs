@@ -13,6 +13,10 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.supervise_unit {
+        let code = receptord::work::supervisor::main(dir);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let mut cfg = match Config::load(&args.config) {
         Ok(cfg) => cfg,
         Err(e) => {

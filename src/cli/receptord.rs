@@ -17,6 +17,9 @@ pub struct Args {
     /// Override log.format: text (journald-friendly) or json (one object per line).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,
+    /// Internal: supervise the work unit in this directory (started by the daemon).
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub supervise_unit: Option<PathBuf>,
 }
 
 /// `--log-format` values.

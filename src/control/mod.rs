@@ -1,11 +1,17 @@
 //! The control socket: the Receptor control protocol that `receptorctl` (and AWX) speak,
-//! on a Unix socket. A greeting line, then request lines (plain `cmd params` or a JSON
-//! object), each answered by one JSON line or an `ERROR: …` line.
+//! on a Unix socket and, as the `control` mesh service, to other nodes. A greeting line,
+//! then request lines (plain `cmd params` or a JSON object), each answered by one JSON line
+//! or an `ERROR: …` line; `work submit`, `work results` and `connect` switch the session
+//! to raw bytes.
 //!
-//! Implemented commands: `status` (with `requested_fields`), `ping`, `traceroute`, `reload`. Others get
-//! `ERROR: Unknown command`, as Go Receptor answers for commands it does not register.
+//! Commands: `status` (with `requested_fields`), `ping`, `traceroute`, `reload`,
+//! `connect`, and `work` (`submit`, `list`, `status`, `results`, `cancel`, `release`,
+//! `force-release`). Anything else gets `ERROR: Unknown command`, as from Go Receptor.
 
+pub mod client;
 pub mod gojson;
+pub mod io;
+mod work;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,15 +21,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::io::{ByteRead, ByteWrite, IoRead, IoWrite, Line, LineReader, MeshWrite};
 use crate::mesh::{Node, PingError};
 use crate::wire::NodeId;
+use crate::work::units::{Origin, Units};
 
+/// The `Version` reported by `status`: the receptorctl release whose protocol this
+/// implements, so that receptorctl does not warn on every call. `receptord --version`
+/// gives receptord's own version.
+pub const RECEPTORCTL_VERSION: &str = "1.6.9";
+
+/// The mesh service name of the control protocol (as in Go Receptor).
+pub const CONTROL_SERVICE: &str = "control";
 /// Longest request line accepted; a longer one ends the session with an error.
 pub const MAX_LINE: usize = 1 << 20;
 /// How long a ping waits for its reply (as Go Receptor).
@@ -66,6 +81,14 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener,
 pub struct Control {
     pub node: Node,
     pub reload: ReloadFn,
+    pub units: Units,
+}
+
+/// What the session does after a command.
+pub(crate) enum Flow {
+    Continue,
+    /// The command took over the connection (results streamed, bridge ended): close it.
+    End,
 }
 
 impl Control {
@@ -83,9 +106,10 @@ impl Control {
                         let control = self.clone();
                         let cancel = cancel.clone();
                         sessions.spawn(async move {
+                            let (rd, wr) = stream.into_split();
                             tokio::select! {
                                 _ = cancel.cancelled() => {}
-                                r = control.session(stream) => if let Err(e) = r {
+                                r = control.session(IoRead(rd), IoWrite(wr), Origin::Socket) => if let Err(e) = r {
                                     tracing::debug!(error = %e, "control session ended");
                                 },
                             }
@@ -100,43 +124,146 @@ impl Control {
         });
     }
 
-    async fn session(&self, stream: UnixStream) -> std::io::Result<()> {
-        let (rd, mut wr) = stream.into_split();
-        let mut rd = BufReader::new(rd);
-        wr.write_all(format!("Receptor Control, node {}\n", self.node.id()).as_bytes()).await?;
+    /// Serves the control protocol to other nodes as the `control` mesh service.
+    pub fn serve_mesh(self, tracker: &TaskTracker, cancel: CancellationToken) {
+        let mut incoming = self.node.serve(CONTROL_SERVICE, 64);
+        let sessions = tracker.clone();
+        tracker.spawn(async move {
+            loop {
+                let inc = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    i = incoming.recv() => match i { Some(i) => i, None => return },
+                };
+                let control = self.clone();
+                let cancel = cancel.clone();
+                sessions.spawn(async move {
+                    let origin = Origin::Mesh(inc.peer.clone());
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        r = control.session(inc.reader, MeshWrite(Some(inc.writer)), origin) => if let Err(e) = r {
+                            tracing::debug!(error = %e, "mesh control session ended");
+                        },
+                    }
+                });
+            }
+        });
+    }
+
+    /// One session: greeting, then commands until the client is done.
+    pub async fn session<R: ByteRead, W: ByteWrite>(
+        &self,
+        rd: R,
+        mut wr: W,
+        origin: Origin,
+    ) -> std::io::Result<()> {
+        let mut rd = LineReader::new(rd);
+        wr.write(Bytes::from(format!("Receptor Control, node {}\n", self.node.id()))).await?;
         loop {
-            let line = match read_line(&mut rd).await? {
-                Line::Eof => return Ok(()),
+            let line = match rd.line(MAX_LINE).await? {
+                Line::Eof => break,
                 Line::TooLong => {
-                    wr.write_all(format!("ERROR: request line longer than {MAX_LINE} bytes\n").as_bytes())
-                        .await?;
-                    return Ok(());
+                    let msg = format!("ERROR: request line longer than {MAX_LINE} bytes\n");
+                    wr.write(Bytes::from(msg)).await?;
+                    break;
                 }
                 Line::Text(l) => l,
             };
-            let reply = self.handle(&line).await;
-            wr.write_all(reply.as_bytes()).await?;
+            match self.handle(&line, &mut rd, &mut wr, &origin).await? {
+                Flow::Continue => {}
+                Flow::End => break,
+            }
         }
+        wr.close().await;
+        Ok(())
     }
 
     /// Answers one request line (already without `\r` and `\n`, not empty).
-    async fn handle(&self, line: &str) -> String {
+    async fn handle<R: ByteRead, W: ByteWrite>(
+        &self,
+        line: &str,
+        rd: &mut LineReader<R>,
+        wr: &mut W,
+        origin: &Origin,
+    ) -> std::io::Result<Flow> {
         let (cmd, request) = match parse(line) {
             Ok(parsed) => parsed,
             // Go answers a bad JSON request twice: the parse error, then "Unknown command".
-            Err(e) => return format!("ERROR: {e}\nERROR: Unknown command\n"),
+            Err(e) => {
+                wr.write(Bytes::from(format!("ERROR: {e}\nERROR: Unknown command\n"))).await?;
+                return Ok(Flow::Continue);
+            }
         };
         let result = match cmd.as_str() {
+            "work" => return work::handle(self, &request, rd, wr, origin).await,
+            "connect" => return self.connect(&request, rd, wr).await,
             "status" => self.status(&request).await,
             "ping" => self.ping(&request).await,
+            "reload" if *origin != Origin::Socket => {
+                Err("reload is only accepted on the local control socket".to_owned())
+            }
             "reload" => Ok(self.reload().await),
             "traceroute" => self.traceroute(&request).await,
             _ => Err("Unknown command".to_owned()),
         };
-        match result {
-            Ok(v) => format!("{}\n", gojson::to_string(&v)),
-            Err(e) => format!("ERROR: {e}\n"),
+        wr.write(Bytes::from(reply_line(result))).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// `connect <node> <service> [<tls>]`: bridges this session to a mesh stream.
+    async fn connect<R: ByteRead, W: ByteWrite>(
+        &self,
+        req: &Request,
+        rd: &mut LineReader<R>,
+        wr: &mut W,
+    ) -> std::io::Result<Flow> {
+        let target = match connect_target(req) {
+            Ok(t) => t,
+            Err(e) => {
+                wr.write(Bytes::from(format!("ERROR: {e}\n"))).await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let (node, service, tls) = target;
+        if !tls.is_empty() {
+            let msg = format!("ERROR: unknown TLS config {tls}\n");
+            wr.write(Bytes::from(msg)).await?;
+            return Ok(Flow::Continue);
         }
+        let dst = if node.eq_ignore_ascii_case("localhost") {
+            Ok(self.node.id().clone())
+        } else {
+            NodeId::new(&node).map_err(|e| e.to_string())
+        };
+        let opened = match dst {
+            Ok(dst) => self.node.open(&dst, &service, Bytes::new()).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        let (mut mw, mut mr) = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                wr.write(Bytes::from(format!("ERROR: {e}\n"))).await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        wr.write(Bytes::from_static(b"Connecting\n")).await?;
+        let up = async {
+            while let Ok(Some(data)) = rd.raw().await {
+                if mw.write(data).await.is_err() {
+                    return;
+                }
+            }
+            mw.finish(Bytes::new()).await;
+        };
+        let down = async {
+            while let Ok(Some(data)) = mr.read().await {
+                if wr.write(data).await.is_err() {
+                    break;
+                }
+            }
+            wr.close().await;
+        };
+        tokio::join!(up, down);
+        Ok(Flow::End)
     }
 
     async fn status(&self, req: &Request) -> Result<Value, String> {
@@ -179,8 +306,11 @@ impl Control {
             if !neighbours.is_empty() {
                 costs.insert(lsa.origin.to_string(), json!(neighbours));
             }
-            let work: Vec<Value> =
-                lsa.work_types.iter().map(|w| json!({"WorkType": w.name, "Secure": false})).collect();
+            let work: Vec<Value> = lsa
+                .work_types
+                .iter()
+                .map(|w| json!({"WorkType": w.name, "Secure": lsa.origin == me && self.units.is_secure(&w.name)}))
+                .collect();
             ads.push(json!({
                 "NodeID": lsa.origin.as_str(),
                 "Service": "control",
@@ -201,7 +331,7 @@ impl Control {
         m.insert("RoutingTable".into(), json!(routes));
         m.insert("SystemCPUCount".into(), json!(std::thread::available_parallelism().map_or(1, |n| n.get())));
         m.insert("SystemMemoryMiB".into(), json!(memory_mib()));
-        m.insert("Version".into(), json!(env!("CARGO_PKG_VERSION")));
+        m.insert("Version".into(), json!(RECEPTORCTL_VERSION));
         Some(m)
     }
 
@@ -276,6 +406,45 @@ enum Request {
     Json(Map<String, Value>),
 }
 
+/// An `ERROR:` line or a JSON line.
+fn reply_line(result: Result<Value, String>) -> String {
+    match result {
+        Ok(v) => format!("{}\n", gojson::to_string(&v)),
+        Err(e) => format!("ERROR: {e}\n"),
+    }
+}
+
+/// The node, service and TLS name of a `connect` request.
+fn connect_target(req: &Request) -> Result<(String, String, String), String> {
+    match req {
+        Request::Text(p) => {
+            let tokens: Vec<&str> = p.split(' ').collect();
+            if tokens.len() < 2 || tokens[0].is_empty() {
+                return Err("no connect target".into());
+            }
+            if tokens.len() > 3 {
+                return Err("too many parameters".into());
+            }
+            Ok((tokens[0].into(), tokens[1].into(), tokens.get(2).copied().unwrap_or("").into()))
+        }
+        Request::Json(m) => {
+            let field = |key: &str, what: &str| match m.get(key) {
+                None => Err(format!("no connect target {what}")),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(_) => Err(format!("connect target {what} must be string")),
+            };
+            let node = field("node", "node")?;
+            let service = field("service", "service")?;
+            let tls = match m.get("tls") {
+                None => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(_) => return Err("connect tls name must be string".into()),
+            };
+            Ok((node, service, tls))
+        }
+    }
+}
+
 fn parse(line: &str) -> Result<(String, Request), String> {
     if line.starts_with('{') {
         let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
@@ -289,33 +458,6 @@ fn parse(line: &str) -> Result<(String, Request), String> {
     }
     let (cmd, params) = line.split_once(' ').unwrap_or((line, ""));
     Ok((cmd.to_lowercase(), Request::Text(params.to_owned())))
-}
-
-enum Line {
-    Text(String),
-    Eof,
-    TooLong,
-}
-
-/// Reads one request line: `\r` dropped anywhere, empty lines skipped, bounded length.
-/// A partial last line before EOF is still a request (as Go Receptor treats it).
-async fn read_line<R: AsyncBufReadExt + Unpin>(rd: &mut R) -> std::io::Result<Line> {
-    loop {
-        let mut raw = Vec::new();
-        let mut limited = (&mut *rd).take(MAX_LINE as u64 + 1);
-        let n = limited.read_until(b'\n', &mut raw).await?;
-        if n == 0 {
-            return Ok(Line::Eof);
-        }
-        if raw.len() > MAX_LINE {
-            return Ok(Line::TooLong);
-        }
-        raw.retain(|b| *b != b'\r' && *b != b'\n');
-        if raw.is_empty() {
-            continue;
-        }
-        return Ok(Line::Text(String::from_utf8_lossy(&raw).into_owned()));
-    }
 }
 
 /// Total memory in MiB, from /proc/meminfo.

@@ -64,6 +64,13 @@ impl WorkService {
         }
     }
 
+    /// The registry and authorization rules, shared with the work-unit store.
+    pub fn shared(
+        &self,
+    ) -> (Arc<std::sync::RwLock<Registry>>, Arc<std::sync::RwLock<super::authz::Authorization>>) {
+        (self.registry.clone(), self.authz.clone())
+    }
+
     pub fn registry(&self) -> Registry {
         self.registry.read().map(|r| r.clone()).unwrap_or_default()
     }

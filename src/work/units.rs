@@ -365,6 +365,11 @@ impl Units {
         &self.inner.node
     }
 
+    /// Whether work type `name` requires signed submissions.
+    pub fn is_secure(&self, name: &str) -> bool {
+        self.inner.registry.read().map(|r| r.secure(name)).unwrap_or(false)
+    }
+
     fn recover(&self) -> Result<(), UnitError> {
         let dir = std::fs::read_dir(&self.inner.root).map_err(io_err("reading", &self.inner.root))?;
         for entry in dir.flatten() {
@@ -679,9 +684,13 @@ impl Units {
         let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
         unit.supervised.store(true, Ordering::SeqCst);
         tracing::debug!(unit = %unit.id, pid = ?child.id(), "supervisor started");
-        // Reap it when it exits (it is not killed when the daemon stops).
+        // Reap it when it exits. It is not killed when the daemon stops (then init reaps it).
+        let cancel = self.inner.cancel.clone();
         self.inner.tracker.spawn(async move {
-            let _ = child.wait().await;
+            tokio::select! {
+                _ = child.wait() => {}
+                _ = cancel.cancelled() => {}
+            }
         });
         Ok(())
     }

@@ -1,0 +1,270 @@
+//! The client side of the control protocol: [`ControlClient`] speaks it over any byte
+//! transport (the `receptor work` CLI over the Unix socket), and [`MeshControl`] uses it
+//! over mesh streams to drive work units on other nodes (remote units).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use tokio::io::AsyncReadExt;
+
+use super::io::{ByteRead, ByteWrite, Line, LineReader, MeshWrite};
+use super::{CONTROL_SERVICE, MAX_LINE, gojson};
+use crate::mesh::{Node, StreamReader};
+use crate::wire::NodeId;
+use crate::work::remote::{BoxFut, RemoteBytes, RemoteControl, RemoteError, RemoteOp, RemoteSubmit};
+use crate::work::units::UnitStatus;
+
+/// How long a remote node has to greet us.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a control request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The connection failed or closed early.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The daemon answered `ERROR: …`.
+    #[error("{0}")]
+    Remote(String),
+    /// The daemon answered something this client does not understand.
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+}
+
+/// One control session.
+pub struct ControlClient<R, W> {
+    rd: LineReader<R>,
+    wr: W,
+    /// The node ID from the greeting.
+    pub node: String,
+}
+
+impl<R: ByteRead, W: ByteWrite> ControlClient<R, W> {
+    /// Reads the greeting.
+    pub async fn connect(rd: R, wr: W) -> Result<ControlClient<R, W>, ClientError> {
+        let mut rd = LineReader::new(rd);
+        let line = next_line(&mut rd).await?;
+        let node = line
+            .strip_prefix("Receptor Control, node ")
+            .ok_or_else(|| ClientError::Protocol(format!("not a Receptor control greeting: {line}")))?
+            .to_owned();
+        Ok(ControlClient { rd, wr, node })
+    }
+
+    pub async fn send_line(&mut self, line: &str) -> Result<(), ClientError> {
+        self.wr.write(Bytes::from(format!("{line}\n"))).await?;
+        Ok(())
+    }
+
+    /// Reads one reply line; `ERROR: …` becomes [`ClientError::Remote`].
+    pub async fn read_line(&mut self) -> Result<String, ClientError> {
+        let line = next_line(&mut self.rd).await?;
+        match line.strip_prefix("ERROR: ") {
+            Some(msg) => Err(ClientError::Remote(msg.to_owned())),
+            None => Ok(line),
+        }
+    }
+
+    /// Sends a request and parses its one-line JSON reply.
+    pub async fn request(&mut self, line: &str) -> Result<Value, ClientError> {
+        self.send_line(line).await?;
+        let reply = self.read_line().await?;
+        serde_json::from_str(&reply).map_err(|_| ClientError::Protocol(reply))
+    }
+
+    /// `work submit`: creates the unit, sends `payload` (then ends our direction) and
+    /// returns the unit ID and the final reply (`result`, `unitid`).
+    pub async fn submit(
+        &mut self,
+        fields: Map<String, Value>,
+        mut payload: impl ByteRead,
+    ) -> Result<(String, Value), ClientError> {
+        let mut req = Map::new();
+        req.insert("command".into(), json!("work"));
+        req.insert("subcommand".into(), json!("submit"));
+        req.extend(fields);
+        self.send_line(&gojson::to_string(&Value::Object(req))).await?;
+        let created = self.read_line().await?;
+        // As Go Receptor parses it: `with ID ([a-zA-Z0-9]+)\.`
+        let id = created
+            .split("with ID ")
+            .nth(1)
+            .and_then(|rest| rest.split('.').next())
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .ok_or_else(|| ClientError::Protocol(created.clone()))?
+            .to_owned();
+        while let Some(chunk) = payload.read().await? {
+            self.wr.write(chunk).await?;
+        }
+        self.wr.close().await;
+        let reply = self.read_line().await?;
+        let v = serde_json::from_str(&reply).map_err(|_| ClientError::Protocol(reply))?;
+        Ok((id, v))
+    }
+
+    /// `work results`: after the header, the raw output until the daemon closes.
+    pub async fn results(mut self, unit: &str, from: u64) -> Result<LineReader<R>, ClientError> {
+        self.send_line(&format!("work results {unit} {from}")).await?;
+        let header = self.read_line().await?;
+        if !header.starts_with("Streaming results for work unit ") {
+            return Err(ClientError::Protocol(header));
+        }
+        self.wr.close().await;
+        Ok(self.rd)
+    }
+}
+
+async fn next_line<R: ByteRead>(rd: &mut LineReader<R>) -> Result<String, ClientError> {
+    match rd.line(MAX_LINE).await? {
+        Line::Text(t) => Ok(t),
+        Line::Eof => Err(ClientError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the control connection closed",
+        ))),
+        Line::TooLong => Err(ClientError::Protocol("reply line too long".into())),
+    }
+}
+
+/// Drives work units on other nodes through their `control` mesh service.
+pub struct MeshControl {
+    pub node: Node,
+    /// Whether every mesh link of this node is TLS (secrets may travel).
+    pub tls_only: bool,
+}
+
+type MeshClient = ControlClient<StreamReader, MeshWrite>;
+
+fn unreachable(e: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Unreachable(e.to_string())
+}
+
+fn classify(e: ClientError) -> RemoteError {
+    match e {
+        ClientError::Remote(msg) => RemoteError::Refused(msg),
+        ClientError::Protocol(msg) => RemoteError::Refused(format!("could not parse response: {msg}")),
+        ClientError::Io(e) => unreachable(e),
+    }
+}
+
+impl MeshControl {
+    async fn session(&self, node: &NodeId) -> Result<MeshClient, RemoteError> {
+        let (w, r) = self.node.open(node, CONTROL_SERVICE, Bytes::new()).await.map_err(unreachable)?;
+        let client = tokio::time::timeout(GREETING_TIMEOUT, ControlClient::connect(r, MeshWrite(Some(w))))
+            .await
+            .map_err(|_| unreachable(format!("no greeting from {node} within {GREETING_TIMEOUT:?}")))?
+            .map_err(classify)?;
+        if client.node != node.as_str() {
+            return Err(RemoteError::Refused(format!("expected node {node}, reached {}", client.node)));
+        }
+        Ok(client)
+    }
+}
+
+/// A file's bytes as a [`ByteRead`].
+pub struct FileRead(pub tokio::fs::File);
+
+impl ByteRead for FileRead {
+    async fn read(&mut self) -> std::io::Result<Option<Bytes>> {
+        let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+        match self.0.read_buf(&mut buf).await? {
+            0 => Ok(None),
+            _ => Ok(Some(buf.freeze())),
+        }
+    }
+}
+
+struct MeshResults(LineReader<StreamReader>);
+
+impl RemoteBytes for MeshResults {
+    fn next(&mut self) -> BoxFut<'_, Result<Option<Bytes>, RemoteError>> {
+        Box::pin(async move { self.0.raw().await.map_err(unreachable) })
+    }
+}
+
+impl RemoteControl for MeshControl {
+    fn reachable(&self, node: &NodeId) -> bool {
+        self.node.topology().borrow().reachable.contains(node)
+    }
+
+    fn links_are_tls(&self) -> bool {
+        self.tls_only
+    }
+
+    fn submit<'a>(&'a self, node: &'a NodeId, req: RemoteSubmit) -> BoxFut<'a, Result<String, RemoteError>> {
+        Box::pin(async move {
+            let mut c = self.session(node).await?;
+            let mut fields: BTreeMap<String, Value> =
+                req.params.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            fields.insert("node".into(), json!(node.as_str()));
+            fields.insert("worktype".into(), json!(req.work_type));
+            if let Some(sig) = req.signature {
+                fields.insert("signature".into(), json!(sig));
+            }
+            let file = tokio::fs::File::open(&req.stdin)
+                .await
+                .map_err(|e| RemoteError::Refused(format!("reading stdin: {e}")))?;
+            let (id, _) = c.submit(fields.into_iter().collect(), FileRead(file)).await.map_err(classify)?;
+            Ok(id)
+        })
+    }
+
+    fn status<'a>(&'a self, node: &'a NodeId, unit: &'a str) -> BoxFut<'a, Result<UnitStatus, RemoteError>> {
+        Box::pin(async move {
+            let mut c = self.session(node).await?;
+            let v = c.request(&format!("work status {unit}")).await.map_err(classify)?;
+            let st = serde_json::from_value(v).map_err(|e| RemoteError::Refused(format!("bad status: {e}")));
+            c.wr.close().await;
+            st
+        })
+    }
+
+    fn results<'a>(
+        &'a self,
+        node: &'a NodeId,
+        unit: &'a str,
+        from: u64,
+        signature: Option<String>,
+    ) -> BoxFut<'a, Result<Box<dyn RemoteBytes>, RemoteError>> {
+        Box::pin(async move {
+            let mut c = self.session(node).await?;
+            let mut req =
+                json!({"command": "work", "subcommand": "results", "unitid": unit, "startpos": from});
+            if let Some(sig) = signature {
+                req["signature"] = json!(sig);
+            }
+            c.send_line(&gojson::to_string(&req)).await.map_err(classify)?;
+            let header = c.read_line().await.map_err(classify)?;
+            if !header.contains("Streaming results") {
+                return Err(RemoteError::Refused(format!("could not parse response: {header}")));
+            }
+            c.wr.close().await;
+            Ok(Box::new(MeshResults(c.rd)) as Box<dyn RemoteBytes>)
+        })
+    }
+
+    fn operate<'a>(
+        &'a self,
+        node: &'a NodeId,
+        unit: &'a str,
+        op: RemoteOp,
+        signature: Option<String>,
+    ) -> BoxFut<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            let mut c = self.session(node).await?;
+            let sub = match op {
+                RemoteOp::Cancel => "cancel",
+                RemoteOp::Release => "release",
+                RemoteOp::ForceRelease => "force-release",
+            };
+            let mut req = json!({"command": "work", "subcommand": sub, "unitid": unit});
+            if let Some(sig) = signature {
+                req["signature"] = json!(sig);
+            }
+            c.request(&gojson::to_string(&req)).await.map_err(classify)?;
+            c.wr.close().await;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,194 @@
+//! Byte transports for control sessions: a Unix socket, or a stream across the mesh (the
+//! `control` service, `connect`, remote work units). Sessions and clients are written once
+//! against [`ByteRead`]/[`ByteWrite`]; [`LineReader`] reads request lines and hands every
+//! byte it read ahead to whoever takes the raw payload next (`work submit`, `connect`).
+
+use std::future::Future;
+use std::io;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::mesh::{Chunk, StreamReader, StreamWriter};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A source of bytes; `None` at end of input.
+pub trait ByteRead: Send {
+    fn read(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;
+}
+
+/// A sink of bytes that can end its direction.
+pub trait ByteWrite: Send {
+    fn write(&mut self, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Ends this direction (after flushing); further writes fail.
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Reads from any tokio reader (a socket half).
+pub struct IoRead<R>(pub R);
+
+impl<R: AsyncRead + Unpin + Send> ByteRead for IoRead<R> {
+    async fn read(&mut self) -> io::Result<Option<Bytes>> {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        match self.0.read_buf(&mut buf).await? {
+            0 => Ok(None),
+            _ => Ok(Some(buf.freeze())),
+        }
+    }
+}
+
+/// Writes to any tokio writer (a socket half).
+pub struct IoWrite<W>(pub W);
+
+impl<W: AsyncWrite + Unpin + Send> ByteWrite for IoWrite<W> {
+    async fn write(&mut self, data: Bytes) -> io::Result<()> {
+        self.0.write_all(&data).await
+    }
+
+    async fn close(&mut self) {
+        let _ = self.0.flush().await;
+        let _ = self.0.shutdown().await;
+    }
+}
+
+impl ByteRead for StreamReader {
+    async fn read(&mut self) -> io::Result<Option<Bytes>> {
+        match self.recv().await {
+            Ok(Chunk::Data(b)) => Ok(Some(b)),
+            Ok(Chunk::End(_)) => Ok(None),
+            Err(e) => Err(io::Error::new(io::ErrorKind::ConnectionReset, e.to_string())),
+        }
+    }
+}
+
+/// The writing half of a mesh stream.
+pub struct MeshWrite(pub Option<StreamWriter>);
+
+impl ByteWrite for MeshWrite {
+    async fn write(&mut self, data: Bytes) -> io::Result<()> {
+        let Some(w) = self.0.as_mut() else {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream already closed"));
+        };
+        w.write(data).await.map_err(|e| io::Error::new(io::ErrorKind::ConnectionReset, e.to_string()))
+    }
+
+    async fn close(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.finish(Bytes::new()).await;
+        }
+    }
+}
+
+/// One request line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// The line without `\r` (anywhere) and without its `\n`; never empty.
+    Text(String),
+    Eof,
+    /// Longer than the limit: the session cannot continue.
+    TooLong,
+}
+
+/// Splits a byte source into lines without losing what follows them.
+pub struct LineReader<R> {
+    inner: R,
+    buf: BytesMut,
+    eof: bool,
+}
+
+impl<R: ByteRead> LineReader<R> {
+    pub fn new(inner: R) -> LineReader<R> {
+        LineReader { inner, buf: BytesMut::new(), eof: false }
+    }
+
+    /// The next non-empty line. A partial line before end of input still counts (as in
+    /// Go Receptor).
+    pub async fn line(&mut self, max: usize) -> io::Result<Line> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                if pos > max {
+                    return Ok(Line::TooLong);
+                }
+                let raw = self.buf.split_to(pos + 1);
+                match clean(&raw) {
+                    Some(text) => return Ok(Line::Text(text)),
+                    None => continue,
+                }
+            }
+            if self.buf.len() > max {
+                return Ok(Line::TooLong);
+            }
+            if self.eof {
+                let raw = self.buf.split();
+                return Ok(clean(&raw).map_or(Line::Eof, Line::Text));
+            }
+            match self.inner.read().await? {
+                Some(data) => self.buf.extend_from_slice(&data),
+                None => self.eof = true,
+            }
+        }
+    }
+
+    /// The next raw bytes (first whatever was read past the last line); `None` at end.
+    pub async fn raw(&mut self) -> io::Result<Option<Bytes>> {
+        if self.buf.has_remaining() {
+            return Ok(Some(self.buf.split().freeze()));
+        }
+        if self.eof {
+            return Ok(None);
+        }
+        match self.inner.read().await? {
+            Some(data) => Ok(Some(data)),
+            None => {
+                self.eof = true;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Drops `\r` and `\n`; `None` when nothing else is left.
+fn clean(raw: &[u8]) -> Option<String> {
+    let kept: Vec<u8> = raw.iter().copied().filter(|b| *b != b'\r' && *b != b'\n').collect();
+    (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds fixed chunks.
+    struct Chunks(Vec<&'static [u8]>);
+
+    impl ByteRead for Chunks {
+        async fn read(&mut self) -> io::Result<Option<Bytes>> {
+            if self.0.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Bytes::from_static(self.0.remove(0))))
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_then_raw_bytes_lose_nothing() {
+        let mut r = LineReader::new(Chunks(vec![b"st\r", b"atus\n\n\r\nwork submit\npay", b"load"]));
+        assert_eq!(r.line(100).await.ok(), Some(Line::Text("status".into())));
+        assert_eq!(r.line(100).await.ok(), Some(Line::Text("work submit".into())));
+        let mut payload = Vec::new();
+        while let Ok(Some(b)) = r.raw().await {
+            payload.extend_from_slice(&b);
+        }
+        assert_eq!(payload, b"payload");
+        assert_eq!(r.line(100).await.ok(), Some(Line::Eof));
+    }
+
+    #[tokio::test]
+    async fn partial_last_line_counts_and_long_lines_stop() {
+        let mut r = LineReader::new(Chunks(vec![b"ping x"]));
+        assert_eq!(r.line(100).await.ok(), Some(Line::Text("ping x".into())));
+        assert_eq!(r.line(100).await.ok(), Some(Line::Eof));
+        let mut r = LineReader::new(Chunks(vec![b"0123456789", b"0123456789\n"]));
+        assert_eq!(r.line(15).await.ok(), Some(Line::TooLong));
+    }
+}

@@ -1,0 +1,367 @@
+//! The control protocol's `work` command: parses `submit`, `list`, `status`, `results`,
+//! `cancel`, `release` and `force-release` in both request syntaxes, calls the unit store,
+//! and writes the replies (and raw streams) exactly as receptorctl and AWX read them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use tokio::io::AsyncWriteExt;
+
+use super::io::{ByteRead, ByteWrite, LineReader};
+use super::{Control, Flow, Request, reply_line};
+use crate::wire::NodeId;
+use crate::work::units::{Origin, Outcome, Started, SubmitRequest, UnitStatus};
+
+/// Largest payload a `work submit` may send (a transmit stream of a big project fits).
+pub const MAX_PAYLOAD: u64 = 16 << 30;
+
+/// Keys of a JSON submit that are not work parameters.
+const SUBMIT_FIELDS: [&str; 8] =
+    ["command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork", "signature"];
+
+pub(super) async fn handle<R: ByteRead, W: ByteWrite>(
+    ctl: &Control,
+    req: &Request,
+    rd: &mut LineReader<R>,
+    wr: &mut W,
+    origin: &Origin,
+) -> std::io::Result<Flow> {
+    let (sub, tokens) = match req {
+        Request::Text(p) => {
+            let mut t: Vec<String> = p.split(' ').map(str::to_owned).collect();
+            let sub = t.remove(0).to_lowercase();
+            (sub, t)
+        }
+        Request::Json(m) => match m.get("subcommand") {
+            None => return reply(wr, Err("field subcommand missing".into())).await,
+            Some(Value::String(s)) => (s.to_lowercase(), Vec::new()),
+            Some(_) => return reply(wr, Err("field subcommand must be a string".into())).await,
+        },
+    };
+    match sub.as_str() {
+        "submit" => submit(ctl, req, &tokens, rd, wr, origin).await,
+        "results" => results(ctl, req, &tokens, wr, origin).await,
+        "list" => reply(wr, list(ctl, req, &tokens)).await,
+        "status" => {
+            let r = unit_id(req, &tokens, "status")
+                .and_then(|id| ctl.units.get(&id.0).map_err(|e| e.to_string()))
+                .map(|u| status_json(&u.status()));
+            reply(wr, r).await
+        }
+        "cancel" | "release" | "force-release" => {
+            let r = match unit_id(req, &tokens, &sub) {
+                Ok((id, sig)) => operate(ctl, &sub, &id, sig.as_deref(), origin).await,
+                Err(e) => Err(e),
+            };
+            reply(wr, r).await
+        }
+        _ => reply(wr, Err("bad command".into())).await,
+    }
+}
+
+async fn reply<W: ByteWrite>(wr: &mut W, r: Result<Value, String>) -> std::io::Result<Flow> {
+    wr.write(Bytes::from(reply_line(r))).await?;
+    Ok(Flow::Continue)
+}
+
+/// A unit's status as `work status` and `work list` show it (sorted keys).
+pub fn status_json(st: &UnitStatus) -> Value {
+    json!({
+        "Detail": st.detail,
+        "ExtraData": st.extra,
+        "State": st.state as u8,
+        "StateName": st.state.name(),
+        "StdoutSize": st.stdout_size,
+        "WorkType": st.work_type,
+    })
+}
+
+fn list(ctl: &Control, req: &Request, tokens: &[String]) -> Result<Value, String> {
+    let wanted: Option<String> = match req {
+        Request::Text(_) if tokens.len() > 1 => return Err("work list only takes an optional unit ID".into()),
+        Request::Text(_) => tokens.first().cloned(),
+        Request::Json(m) => m.get("unitid").and_then(Value::as_str).map(str::to_owned),
+    };
+    let mut out = Map::new();
+    match wanted {
+        Some(id) => {
+            let unit = ctl.units.get(&id).map_err(|e| e.to_string())?;
+            out.insert(id, status_json(&unit.status()));
+        }
+        None => {
+            for (id, st) in ctl.units.list() {
+                out.insert(id, status_json(&st));
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// The unit ID (and signature) of `status`, `cancel`, `release`, `force-release`.
+fn unit_id(req: &Request, tokens: &[String], sub: &str) -> Result<(String, Option<String>), String> {
+    match req {
+        Request::Text(_) => match tokens {
+            [] => Err(format!("work {sub} requires a unit ID")),
+            [id] => Ok((id.clone(), None)),
+            _ => Err(format!("work {sub} does not take parameters after the unit ID")),
+        },
+        Request::Json(m) => {
+            let id = match m.get("unitid") {
+                None => return Err("field unitid missing".into()),
+                Some(Value::String(s)) => s.clone(),
+                Some(_) => return Err("field unitid must be a string".into()),
+            };
+            let sig = m.get("signature").and_then(Value::as_str).map(str::to_owned);
+            Ok((id, sig))
+        }
+    }
+}
+
+async fn operate(
+    ctl: &Control,
+    sub: &str,
+    id: &str,
+    sig: Option<&str>,
+    origin: &Origin,
+) -> Result<Value, String> {
+    let (outcome, done, pending) = match sub {
+        "cancel" => (ctl.units.cancel(origin, id, sig).await, "cancelled", "cancel pending"),
+        "release" => (ctl.units.release(origin, id, false, sig).await, "released", "release pending"),
+        _ => (ctl.units.release(origin, id, true, sig).await, "released", "release pending"),
+    };
+    match outcome.map_err(|e| e.to_string())? {
+        Outcome::Done => Ok(json!({ done: id })),
+        Outcome::Pending => Ok(json!({ pending: id })),
+    }
+}
+
+/// Parses a submit request into the store's terms.
+fn submit_request(ctl: &Control, req: &Request, tokens: &[String]) -> Result<SubmitRequest, String> {
+    let mut fields: BTreeMap<String, String> = BTreeMap::new();
+    match req {
+        Request::Text(_) => {
+            if tokens.len() < 2 {
+                return Err("work submit requires a target node and work type".into());
+            }
+            fields.insert("node".into(), tokens[0].clone());
+            fields.insert("worktype".into(), tokens[1].clone());
+            if tokens.len() > 2 {
+                fields.insert("params".into(), tokens[2..].join(" "));
+            }
+        }
+        Request::Json(m) => {
+            for (k, v) in m {
+                match v {
+                    Value::String(s) => {
+                        fields.insert(k.clone(), s.clone());
+                    }
+                    _ => return Err(format!("submit parameters must all be strings and {k} is not")),
+                }
+            }
+        }
+    }
+    let node = fields.get("node").cloned().ok_or("field node missing")?;
+    let work_type = fields.get("worktype").cloned().ok_or("field worktype missing")?;
+    let local = node.eq_ignore_ascii_case("localhost") || node == ctl.node.id().as_str();
+    let node = if local {
+        None
+    } else {
+        Some(NodeId::new(&node).map_err(|e| format!("unknown node {node:?}: {e}"))?)
+    };
+    let ttl = match fields.get("ttl").filter(|t| !t.is_empty()) {
+        Some(t) => Some(parse_go_duration(t)?),
+        None => None,
+    };
+    let params = fields
+        .iter()
+        .filter(|(k, _)| !SUBMIT_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(SubmitRequest {
+        node,
+        work_type,
+        params,
+        tls_client: fields.get("tlsclient").cloned(),
+        ttl,
+        sign_work: fields.get("signwork").is_some_and(|v| v == "true"),
+        signature: fields.get("signature").cloned(),
+    })
+}
+
+async fn submit<R: ByteRead, W: ByteWrite>(
+    ctl: &Control,
+    req: &Request,
+    tokens: &[String],
+    rd: &mut LineReader<R>,
+    wr: &mut W,
+    origin: &Origin,
+) -> std::io::Result<Flow> {
+    let unit = match submit_request(ctl, req, tokens)
+        .and_then(|r| ctl.units.create(origin, r).map_err(|e| e.to_string()))
+    {
+        Ok(u) => u,
+        Err(e) => return reply(wr, Err(e)).await,
+    };
+    wr.write(Bytes::from(format!("Work unit created with ID {}. Send stdin data and EOF.\n", unit.id)))
+        .await?;
+    if let Err(e) = receive_payload(rd, &unit.stdin_path()).await {
+        ctl.units.input_failed(&unit, &e);
+        return reply(wr, Err(e)).await;
+    }
+    let r = match ctl.units.start(&unit) {
+        Ok(Started::Started) => Ok(json!({"result": "Job Started", "unitid": unit.id})),
+        Ok(Started::Submitted) => Ok(json!({"result": "Job Submitted", "unitid": unit.id})),
+        Err(e) => Err(e.to_string()),
+    };
+    reply(wr, r).await
+}
+
+/// Copies the raw payload (everything up to the client's end of input) into `stdin`.
+async fn receive_payload<R: ByteRead>(rd: &mut LineReader<R>, path: &std::path::Path) -> Result<(), String> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .await
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let mut total = 0u64;
+    loop {
+        match rd.raw().await {
+            Ok(Some(data)) => {
+                total += data.len() as u64;
+                if total > MAX_PAYLOAD {
+                    return Err(format!("payload larger than {MAX_PAYLOAD} bytes"));
+                }
+                file.write_all(&data).await.map_err(|e| format!("writing {}: {e}", path.display()))?;
+            }
+            Ok(None) => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    file.flush().await.map_err(|e| e.to_string())?;
+    file.sync_all().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn results<W: ByteWrite>(
+    ctl: &Control,
+    req: &Request,
+    tokens: &[String],
+    wr: &mut W,
+    origin: &Origin,
+) -> std::io::Result<Flow> {
+    let parsed: Result<(String, u64, Option<String>), String> = match req {
+        Request::Text(_) => match tokens {
+            [] => Err("work results requires a unit ID".into()),
+            [_, _, _, ..] => Err("work results only takes a unit ID and optional start position".into()),
+            [id, rest @ ..] => match rest.first() {
+                None => Ok((id.clone(), 0, None)),
+                Some(p) => p.parse::<u64>().map(|n| (id.clone(), n, None)).map_err(|_| {
+                    format!("error converting start position to integer: strconv.ParseInt: parsing {p:?}: invalid syntax")
+                }),
+            },
+        },
+        Request::Json(m) => (|| {
+            let id = match m.get("unitid") {
+                None => return Err("field unitid missing".to_owned()),
+                Some(Value::String(s)) => s.clone(),
+                Some(_) => return Err("field unitid must be a string".to_owned()),
+            };
+            let pos = match m.get("startpos") {
+                None => return Err("field startpos missing".to_owned()),
+                Some(Value::Number(n)) => n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64),
+                Some(Value::String(s)) => s.parse::<u64>().ok(),
+                Some(_) => None,
+            }
+            .ok_or_else(|| format!("field startpos value {} is not convertible to an int", m["startpos"]))?;
+            Ok((id, pos, m.get("signature").and_then(Value::as_str).map(str::to_owned)))
+        })(),
+    };
+    let follow = parsed.and_then(|(id, pos, sig)| {
+        ctl.units.follow(origin, &id, pos, sig.as_deref()).map(|f| (id, f)).map_err(|e| e.to_string())
+    });
+    let (id, mut follow) = match follow {
+        Ok(f) => f,
+        Err(e) => return reply(wr, Err(e)).await,
+    };
+    wr.write(Bytes::from(format!("Streaming results for work unit {id}\n"))).await?;
+    loop {
+        match follow.next().await {
+            Ok(Some(data)) => {
+                if wr.write(data).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(unit = %id, "reading results: {e}");
+                break;
+            }
+        }
+    }
+    Ok(Flow::End)
+}
+
+/// Go's `time.ParseDuration`: e.g. `20s`, `1h20m30s`, `1.5h`, `300ms`.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("time: invalid duration {:?}", text);
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += num * scale;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gojson;
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_go_duration("1h20m30s"), Ok(Duration::from_secs(4830)));
+        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_go_duration("abc"), Err("time: invalid duration \"abc\"".into()));
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("").is_err());
+    }
+
+    #[test]
+    fn status_object_has_sorted_keys() {
+        let st = UnitStatus {
+            state: crate::work::units::State::Running,
+            detail: "Running: PID 5".into(),
+            stdout_size: 3,
+            work_type: "local".into(),
+            extra: json!({"Pid": 5, "Params": "worker"}),
+        };
+        assert_eq!(
+            gojson::to_string(&status_json(&st)),
+            r#"{"Detail":"Running: PID 5","ExtraData":{"Pid":5,"Params":"worker"},"State":1,"StateName":"Running","StdoutSize":3,"WorkType":"local"}"#
+        );
+    }
+}
