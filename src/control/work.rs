@@ -204,8 +204,11 @@ async fn submit<R: ByteRead, W: ByteWrite>(
         Ok(u) => u,
         Err(e) => return reply(wr, Err(e)).await,
     };
-    wr.write(Bytes::from(format!("Work unit created with ID {}. Send stdin data and EOF.\n", unit.id)))
-        .await?;
+    let created = format!("Work unit created with ID {}. Send stdin data and EOF.\n", unit.id);
+    if let Err(e) = wr.write(Bytes::from(created)).await {
+        ctl.units.input_failed(&unit, &format!("the client went away: {e}"));
+        return Err(e);
+    }
     if let Err(e) = receive_payload(rd, &unit.stdin_path()).await {
         ctl.units.input_failed(&unit, &e);
         return reply(wr, Err(e)).await;

@@ -27,6 +27,8 @@ pub struct Daemon {
     pub child: Option<Child>,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
+    path: String,
+    listen: bool,
 }
 
 /// What a daemon should look like.
@@ -97,10 +99,25 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg_path = dir.path().join("receptor.toml");
         std::fs::write(&cfg_path, config_text(&spec, &dir.path().join("data"))).expect("write config");
+        let mut d = Daemon {
+            id: spec.id.to_owned(),
+            port: 0,
+            child: None,
+            dir,
+            log: Arc::default(),
+            path: spec.path.clone().unwrap_or_else(path_without_venv),
+            listen: spec.listen,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts (again) from the same config file and data directory.
+    fn spawn(&mut self) {
         let mut child = Command::new(RECEPTORD)
-            .env("PATH", spec.path.clone().unwrap_or_else(path_without_venv))
+            .env("PATH", &self.path)
             .arg("--config")
-            .arg(&cfg_path)
+            .arg(self.dir.path().join("receptor.toml"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -119,13 +136,26 @@ impl Daemon {
                 l.push('\n');
             }
         });
-        let mut d = Daemon { id: spec.id.to_owned(), port: 0, child: Some(child), dir, log };
-        if spec.listen {
-            d.port = d.wait_port();
+        self.child = Some(child);
+        self.log = log;
+        if self.listen {
+            self.port = self.wait_port();
         } else {
-            d.wait_log("receptord ready", Duration::from_secs(10));
+            self.wait_log("receptord ready", Duration::from_secs(10));
         }
-        d
+    }
+
+    /// Kills the daemon (SIGKILL) if it runs, then starts it again on the same config
+    /// and data directory (listeners get new ports).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the daemon: its links go silent, as in a partition.
+    pub fn freeze(&self, frozen: bool) {
+        let sig = if frozen { nix::sys::signal::SIGSTOP } else { nix::sys::signal::SIGCONT };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig);
     }
 
     fn wait_port(&self) -> u16 {
@@ -272,4 +302,31 @@ pub fn path_without_venv() -> String {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs: Vec<PathBuf> = std::env::split_paths(&path).filter(|d| !d.starts_with(&venv)).collect();
     std::env::join_paths(dirs).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// A `[control]` section with a socket in `dir`, and the socket's path.
+pub fn with_socket(id: &str, dir: &Path) -> (String, PathBuf) {
+    let sock = dir.join(format!("{id}.sock"));
+    (format!("[control]\nsocket = \"{}\"\n", sock.display()), sock)
+}
+
+/// Runs the real receptorctl (from the project's virtualenv) against `sock`.
+pub fn receptorctl(sock: &Path, args: &[&str]) -> Output {
+    Command::new(venv_bin().join("receptorctl"))
+        .env("PATH", path_with_venv())
+        .arg("--socket")
+        .arg(sock)
+        .args(args)
+        .output()
+        .expect("receptorctl")
+}
+
+/// Runs a Python snippet with the virtualenv's interpreter (receptorctl's library).
+pub fn python(code: &str) -> Output {
+    Command::new(venv_bin().join("python"))
+        .env("PATH", path_with_venv())
+        .arg("-c")
+        .arg(code)
+        .output()
+        .expect("python")
 }

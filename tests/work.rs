@@ -1,0 +1,444 @@
+//! Durable work units through the control socket, driven by the real receptorctl 1.6.9
+//! (CLI and Python `ReceptorControl`): local and remote units, cancel and release, a
+//! daemon killed mid-job, a link cut under a remote unit, and hostile requests.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// Work types for the tests: `echo` prints its payload then `done`; `sh` runs what the
+/// submitter passes in `params`.
+const WORK: &str = r#"
+[[work.command]]
+name = "echo"
+program = "/bin/sh"
+args = ["-c", "cat; echo done"]
+[[work.command]]
+name = "sh"
+program = "/bin/sh"
+allow_runtime_params = true
+"#;
+
+fn list(sock: &Path) -> Value {
+    let out = receptorctl(sock, &["work", "list"]);
+    assert!(out.status.success(), "work list: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("work list is JSON")
+}
+
+fn unit_status(sock: &Path, id: &str) -> Value {
+    list(sock)[id].clone()
+}
+
+/// Submits without following; returns the unit ID.
+fn submit(sock: &Path, args: &[&str]) -> String {
+    let mut all = vec!["work", "submit"];
+    all.extend_from_slice(args);
+    let out = receptorctl(sock, &all);
+    assert!(out.status.success(), "submit {args:?}: {}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Unit ID: "))
+        .unwrap_or_else(|| panic!("no unit ID in {text}"))
+        .trim()
+        .to_owned()
+}
+
+fn wait_state(sock: &Path, id: &str, state: &str) -> Value {
+    let mut last = Value::Null;
+    wait_until(&format!("unit {id} {state}"), Duration::from_secs(30), || {
+        last = unit_status(sock, id);
+        last["StateName"] == state
+    });
+    last
+}
+
+fn results(sock: &Path, id: &str) -> String {
+    let out = receptorctl(sock, &["work", "results", id]);
+    stdout(&out)
+}
+
+#[test]
+fn receptorctl_drives_local_work_units() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let _n1 = Daemon::start(Spec::new("node1").extra(&format!("{ctl}{WORK}")));
+
+    // Submit and follow: the payload goes to stdin, the output comes back, exit 0.
+    let out = receptorctl(&sock, &["work", "submit", "echo", "-l", "hello", "-f"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hello\ndone\n");
+    assert!(!stderr(&out).contains("different versions"));
+
+    // Refusals: unknown type, params not allowed, a failing unit.
+    let out = receptorctl(&sock, &["work", "submit", "nosuch", "-n"]);
+    assert_eq!(out.status.code(), Some(101));
+    assert!(stderr(&out).contains("Failed to start work unit: unknown work type nosuch"), "{}", stderr(&out));
+    let out = receptorctl(&sock, &["work", "submit", "echo", "-n", "-a", "params=-x"]);
+    assert_eq!(out.status.code(), Some(101));
+    assert!(stderr(&out).contains("extra params provided but not allowed"), "{}", stderr(&out));
+    let out =
+        receptorctl(&sock, &["work", "submit", "sh", "-n", "-a", "params=-c 'echo partial; exit 3'", "-f"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "partial\n");
+    assert!(stderr(&out).contains("Remote unit failed: exit status 3"), "{}", stderr(&out));
+
+    // A running unit: status while running, results from an offset, cancel.
+    let id = submit(&sock, &["sh", "-n", "-a", "params=-c 'echo started; exec sleep 60'"]);
+    let st = wait_state(&sock, &id, "Running");
+    assert_eq!(st["WorkType"], "sh");
+    assert!(st["Detail"].as_str().unwrap_or_default().starts_with("Running: PID "), "{st}");
+    assert!(st["ExtraData"]["Pid"].as_u64().unwrap_or(0) > 0, "{st}");
+    wait_until("output written", Duration::from_secs(10), || unit_status(&sock, &id)["StdoutSize"] == 8);
+    let out = receptorctl(&sock, &["work", "cancel", &id]);
+    assert_eq!(stdout(&out), format!("Cancelled:\n({id}, cancelled)\n"), "{}", stderr(&out));
+    let st = wait_state(&sock, &id, "Canceled");
+    assert_eq!(st["ExtraData"], Value::Null);
+    assert_eq!(results(&sock, &id), "started\n", "results of a cancelled unit end");
+
+    // The Python class, as AWX uses it.
+    let py = format!(
+        "from receptorctl.socket_interface import ReceptorControl\n\
+         rc = ReceptorControl('{sock}')\n\
+         r = rc.submit_work('echo', 'py-payload\\n')\n\
+         print(r['result'])\n\
+         uid = r['unitid']\n\
+         f = rc.get_work_results(uid, startpos=3)\n\
+         print(repr(f.read()))\n\
+         rc = ReceptorControl('{sock}')\n\
+         st = rc.simple_command('work status ' + uid)\n\
+         print(st['StateName'], st['StdoutSize'], st['Detail'])\n\
+         print(rc.simple_command('work cancel ' + uid))\n\
+         print(rc.simple_command('work release ' + uid) == {{'released': uid}})\n\
+         print(uid in rc.simple_command('work list'))\n",
+        sock = sock.display()
+    );
+    let out = python(&py);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap_or_default().lines().collect();
+    assert_eq!(lines[0], "Job Started");
+    assert_eq!(lines[1], "b'payload\\ndone\\n'", "results from byte 3");
+    assert_eq!(lines[2], "Succeeded 16 exit status 0");
+    assert!(lines[3].starts_with("{'cancelled': "), "{}", lines[3]);
+    assert_eq!(&lines[4..], ["True", "False"]);
+
+    // Release one, then all; force-release of an unknown unit is an error.
+    let out = receptorctl(&sock, &["work", "release", &id]);
+    assert_eq!(stdout(&out), format!("Released:\n({id}, released)\n"));
+    let out = receptorctl(&sock, &["work", "release", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(list(&sock), serde_json::json!({}));
+    let out = receptorctl(&sock, &["work", "release", "--force", "Nope1234"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unknown work unit Nope1234"), "{}", stderr(&out));
+}
+
+#[test]
+fn remote_units_mirror_state_and_output_and_connect_reaches_other_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let n1 = Daemon::start(Spec::new("node1").extra(&ctl));
+    let n2 = Daemon::start(Spec::new("node2").peer(n1.port));
+    let n3 = Daemon::start(Spec::new("node3").peer(n2.port).extra(WORK));
+    wait_route(&n1, "node3");
+
+    let out = receptorctl(&sock, &["work", "submit", "echo", "--node", "node3", "-l", "over two hops", "-f"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "over two hops\ndone\n");
+
+    // `work list --node` goes through `connect node3 control`.
+    let out = receptorctl(&sock, &["work", "list", "--node", "node3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let remote: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let units = remote.as_object().expect("object");
+    assert_eq!(units.len(), 1);
+    let (rid, rst) = units.iter().next().expect("one unit");
+    assert_eq!(rst["StateName"], "Succeeded");
+
+    // The local mirror says where it ran.
+    let local = list(&sock);
+    let (lid, lst) = local.as_object().and_then(|m| m.iter().next()).expect("local unit");
+    assert_eq!(lst["WorkType"], "remote");
+    assert_eq!(lst["ExtraData"]["RemoteNode"], "node3");
+    assert_eq!(lst["ExtraData"]["RemoteUnitID"], rid.as_str());
+    assert_eq!(lst["ExtraData"]["RemoteStarted"], true);
+
+    // Releasing the mirror releases the remote unit.
+    let out = receptorctl(&sock, &["work", "release", lid]);
+    assert_eq!(stdout(&out), format!("Released:\n({lid}, released)\n"), "{}", stderr(&out));
+    let out = receptorctl(&sock, &["work", "list", "--node", "node3"]);
+    assert_eq!(stdout(&out).trim(), "{}");
+
+    // Cancel a running remote unit: it ends Canceled on both nodes.
+    let py = format!(
+        "from receptorctl.socket_interface import ReceptorControl\n\
+         rc = ReceptorControl('{}')\n\
+         r = rc.submit_work('sh', '', node='node3', params={{'params': \"-c 'echo up; exec sleep 60'\"}})\n\
+         print(r['unitid'])\n",
+        sock.display()
+    );
+    let out = python(&py);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    wait_until("remote unit running with output", Duration::from_secs(20), || {
+        let st = unit_status(&sock, &id);
+        st["StateName"] == "Running" && st["StdoutSize"] == 3
+    });
+    let out = receptorctl(&sock, &["work", "cancel", &id]);
+    assert_eq!(stdout(&out), format!("Cancelled:\n({id}, cancelled)\n"), "{}", stderr(&out));
+    wait_state(&sock, &id, "Canceled");
+    assert_eq!(results(&sock, &id), "up\n");
+
+    // A unit for a node that never appears expires.
+    let id = submit(&sock, &["echo", "--node", "nosuch", "--ttl", "1s", "-n"]);
+    let st = wait_state(&sock, &id, "Failed");
+    assert!(st["Detail"].as_str().unwrap_or_default().starts_with("Work unit expired on "), "{st}");
+    drop(n3);
+}
+
+#[test]
+fn a_daemon_killed_mid_job_reattaches_or_reports_the_loss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let mut n1 = Daemon::start(Spec::new("node1").extra(&format!("{ctl}{WORK}")));
+
+    // The supervisor outlives the daemon: the restarted daemon reattaches.
+    let script = "params=-c 'for i in $(seq 1 30); do echo tick $i; sleep 0.1; done'";
+    let id = submit(&sock, &["sh", "-n", "-a", script]);
+    wait_until("some output", Duration::from_secs(10), || {
+        unit_status(&sock, &id)["StdoutSize"].as_u64() > Some(0)
+    });
+    n1.restart();
+    n1.wait_log("reattached to a running work unit", Duration::from_secs(10));
+    wait_state(&sock, &id, "Succeeded");
+    let expected: String = (1..=30).map(|i| format!("tick {i}\n")).collect();
+    assert_eq!(results(&sock, &id), expected);
+
+    // Daemon and supervisor both gone: the unit fails, saying why; its output is kept.
+    let id = submit(&sock, &["sh", "-n", "-a", "params=-c 'echo before; exec sleep 5'"]);
+    wait_until("output", Duration::from_secs(10), || unit_status(&sock, &id)["StdoutSize"] == 7);
+    let pid = unit_status(&sock, &id)["ExtraData"]["Pid"].as_i64().expect("pid") as i32;
+    n1.kill();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    wait_until("supervisor gone", Duration::from_secs(5), || !Path::new(&format!("/proc/{pid}")).exists());
+    n1.restart();
+    let st = unit_status(&sock, &id);
+    assert_eq!(st["StateName"], "Failed", "{st}");
+    assert!(st["Detail"].as_str().unwrap_or_default().contains("process was gone"), "{st}");
+    assert_eq!(st["StdoutSize"], 7);
+    assert_eq!(results(&sock, &id), "before\n");
+}
+
+/// The bytes of unit `id`'s stdout on a daemon.
+fn unit_stdout(d: &Daemon, id: &str) -> Vec<u8> {
+    std::fs::read(d.data_dir().join("units").join(id).join("stdout")).unwrap_or_default()
+}
+
+#[test]
+fn a_remote_unit_mirror_survives_a_link_cut_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let ticker = r#"
+[[work.command]]
+name = "ticker"
+program = "/bin/sh"
+args = ["-c", "i=0; while [ $i -lt 80 ]; do i=$((i+1)); printf 'line %05d %0300d\n' $i $i; sleep 0.05; done"]
+"#;
+    let n1 = Daemon::start(Spec::new("node1").extra(&format!("{ctl}{FAST_MESH}")));
+    let n2 = Daemon::start(Spec::new("node2").peer(n1.port).extra(FAST_MESH));
+    let n3 = Daemon::start(Spec::new("node3").peer(n2.port).extra(&format!("{FAST_MESH}{ticker}")));
+    wait_route(&n1, "node3");
+
+    let id = submit(&sock, &["ticker", "--node", "node3", "-n"]);
+    wait_until("mirroring started", Duration::from_secs(20), || {
+        unit_status(&sock, &id)["StdoutSize"].as_u64() > Some(0)
+    });
+    // Partition: the relay goes silent until both sides drop their links to it.
+    n2.freeze(true);
+    n1.wait_log("link ended", Duration::from_secs(20));
+    let during = unit_status(&sock, &id);
+    n2.freeze(false);
+    let st = wait_state(&sock, &id, "Succeeded");
+    assert_ne!(during["StateName"], "Succeeded", "the cut happened mid-run: {during}");
+
+    let rid = st["ExtraData"]["RemoteUnitID"].as_str().expect("remote id").to_owned();
+    let remote = unit_stdout(&n3, &rid);
+    let expected: String = (1..=80).map(|i| format!("line {i:05} {i:0300}\n")).collect();
+    assert_eq!(remote, expected.as_bytes());
+    assert_eq!(unit_stdout(&n1, &id), remote, "the mirror is byte-identical");
+    assert_eq!(st["StdoutSize"].as_u64(), Some(remote.len() as u64));
+}
+
+/// Sends `request` on a fresh session and returns `lines` reply lines.
+fn session(sock: &Path, request: &[u8], lines: usize) -> Vec<String> {
+    let s = UnixStream::connect(sock).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let mut r = BufReader::new(s);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).expect("greeting");
+    let _ = w.write_all(request);
+    let _ = w.shutdown(std::net::Shutdown::Write);
+    (0..lines)
+        .map(|_| {
+            let mut l = String::new();
+            r.read_line(&mut l).expect("reply");
+            l
+        })
+        .collect()
+}
+
+#[test]
+fn bad_work_requests_get_clear_errors_and_nothing_escapes_the_data_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let n1 = Daemon::start(Spec::new("node1").extra(&format!("{ctl}{WORK}")));
+    let cases: &[(&[u8], &str)] = &[
+        (b"work\n", "ERROR: bad command\n"),
+        (b"work frob\n", "ERROR: bad command\n"),
+        (b"work li", "ERROR: bad command\n"),
+        (b"{\"command\":\"work\"}\n", "ERROR: field subcommand missing\n"),
+        (b"work status\n", "ERROR: work status requires a unit ID\n"),
+        (b"work status a b\n", "ERROR: work status does not take parameters after the unit ID\n"),
+        (b"work results\n", "ERROR: work results requires a unit ID\n"),
+        (b"work results nope 0\n", "ERROR: unknown work unit nope\n"),
+        (
+            b"work results X abc\n",
+            "ERROR: error converting start position to integer: strconv.ParseInt: parsing \"abc\": invalid syntax\n",
+        ),
+        (b"work submit localhost\n", "ERROR: work submit requires a target node and work type\n"),
+        (
+            b"{\"command\":\"work\",\"subcommand\":\"submit\",\"node\":\"localhost\",\"worktype\":\"echo\",\"x\":1}\n",
+            "ERROR: submit parameters must all be strings and x is not\n",
+        ),
+        (
+            b"{\"command\":\"work\",\"subcommand\":\"submit\",\"node\":\"localhost\",\"worktype\":\"echo\",\"ttl\":\"1m\"}\n",
+            "ERROR: ttl option is intended for remote work only\n",
+        ),
+        (b"connect node2\n", "ERROR: no connect target\n"),
+        (b"connect node2 control tlsname\n", "ERROR: unknown TLS config tlsname\n"),
+        (b"{\"command\":\"connect\",\"node\":\"node2\"}\n", "ERROR: no connect target service\n"),
+    ];
+    for (req, want) in cases {
+        assert_eq!(session(&sock, req, 1), [*want], "request {:?}", String::from_utf8_lossy(req));
+    }
+    // Unit IDs name directories: path tricks are refused before touching the disk.
+    let secret = dir.path().join("secret");
+    std::fs::create_dir_all(&secret).expect("mkdir");
+    for trick in ["../../secret", "..", "a/b", "%2e%2e", "/etc"] {
+        for verb in ["status", "results", "cancel", "release", "force-release"] {
+            let reply = session(&sock, format!("work {verb} {trick}\n").as_bytes(), 1);
+            assert!(reply[0].starts_with("ERROR: invalid work unit ID"), "{verb} {trick}: {reply:?}");
+        }
+    }
+    assert!(secret.exists());
+    let reply = session(&sock, b"{\"command\":\"work\",\"subcommand\":\"list\",\"unitid\":\"../x\"}\n", 1);
+    assert!(reply[0].starts_with("ERROR: invalid work unit ID"), "{reply:?}");
+    // A client that goes away mid-submit never leaves a unit waiting forever: it runs
+    // (the payload ended where the client closed) or fails saying why, depending on
+    // whether the client was still there when told the unit ID. The daemon carries on.
+    let s = UnixStream::connect(&sock).expect("connect");
+    let mut w = s.try_clone().expect("clone");
+    let mut greeting = String::new();
+    BufReader::new(s).read_line(&mut greeting).expect("greeting");
+    w.write_all(b"work submit localhost echo\npartial").expect("write");
+    drop(w);
+    let reply = session(&sock, b"status\n", 1);
+    assert!(reply[0].starts_with("{\"Advertisements\""), "{reply:?}");
+    let mut id = String::new();
+    wait_until("the unit of the vanished client", Duration::from_secs(10), || {
+        let mut buf = String::new();
+        let mut s = UnixStream::connect(&sock).expect("connect");
+        s.write_all(b"work list\n").expect("write");
+        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        s.read_to_string(&mut buf).expect("read");
+        let v: Value = buf.lines().nth(1).and_then(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
+        id = v.as_object().and_then(|m| m.keys().next().cloned()).unwrap_or_default();
+        !id.is_empty()
+    });
+    let mut st = Value::Null;
+    let settled = (0..200).any(|_| {
+        st = unit_status(&sock, &id);
+        std::thread::sleep(Duration::from_millis(50));
+        st["StateName"] == "Succeeded" || st["StateName"] == "Failed"
+    });
+    assert!(settled, "unit never settled: {st}");
+    let detail = st["Detail"].as_str().unwrap_or_default();
+    assert!(
+        detail == "exit status 0" || detail.starts_with("Error reading input data: the client went away"),
+        "{st}"
+    );
+    drop(n1);
+}
+
+#[test]
+fn completed_units_are_released_after_the_retention_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let n1 =
+        Daemon::start(Spec::new("node1").extra(&format!("{ctl}{WORK}\n[work]\nunit_retention = \"2s\"\n")));
+    let id = submit(&sock, &["echo", "-l", "x"]);
+    wait_state(&sock, &id, "Succeeded");
+    wait_until("unit released by retention", Duration::from_secs(20), || list(&sock).get(&id).is_none());
+    assert!(!n1.data_dir().join("units").join(&id).exists());
+    n1.wait_log("releasing expired work unit", Duration::from_secs(1));
+}
+
+/// An RSA key pair (PKCS#8 private, PKIX public) made with openssl.
+fn rsa_keys(dir: &Path) -> (PathBuf, PathBuf) {
+    let (private, public) = (dir.join("signing.pem"), dir.join("verify.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .arg(&private)
+        .status()
+        .expect("openssl")
+        .success();
+    assert!(ok);
+    let ok = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public)
+        .status()
+        .expect("openssl")
+        .success();
+    assert!(ok);
+    (private, public)
+}
+
+#[test]
+fn signed_work_is_verified_on_the_executing_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = rsa_keys(dir.path());
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let (ctl3, sock3) = with_socket("node3", dir.path());
+    let signing =
+        format!("[work.signing]\nprivate_key = \"{}\"\ntoken_expiration = \"1m\"\n", private.display());
+    let verify = format!(
+        "[[work.command]]\nname = \"secure\"\nprogram = \"/bin/echo\"\nargs = [\"signed ok\"]\nverify_signature = true\n\
+         [work.verification]\npublic_key = \"{}\"\n",
+        public.display()
+    );
+    let n1 = Daemon::start(Spec::new("node1").extra(&format!("{ctl}{signing}")));
+    let n3 = Daemon::start(Spec::new("node3").peer(n1.port).extra(&format!("{ctl3}{verify}")));
+    wait_route(&n1, "node3");
+
+    let out = receptorctl(&sock3, &["status"]);
+    assert!(stdout(&out).contains("Secure Work Types"), "{}", stdout(&out));
+    let out = receptorctl(&sock, &["work", "submit", "secure", "--node", "node3", "--signwork", "-n", "-f"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "signed ok\n");
+    // Without a token the executing node refuses it.
+    let id = submit(&sock, &["secure", "--node", "node3", "-n"]);
+    let st = wait_state(&sock, &id, "Failed");
+    assert!(st["Detail"].as_str().unwrap_or_default().contains("signature is empty"), "{st}");
+    // Its own Unix socket is trusted, as in Go Receptor.
+    let out = receptorctl(&sock3, &["work", "submit", "secure", "-n", "-f"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(n3);
+}
