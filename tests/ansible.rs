@@ -222,6 +222,50 @@ fn interop_with_ansible_runner_transmit_and_process() {
     assert_eq!(events(&processed), events(&ours), "and the same events");
 }
 
+#[test]
+fn the_awx_flow_runs_unchanged_through_receptorctl_across_three_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let n1 = Daemon::start(Spec::new("node1").extra(&ctl));
+    let n2 = Daemon::start(Spec::new("node2").peer(n1.port));
+    let _n3 = Daemon::start(Spec::new("node3").peer(n2.port).with_ansible());
+    wait_route(&n1, "node3");
+    let pdd = make_pdd(PLAY);
+    let out_dir = dir.path().join("out");
+    // Exactly the pipeline AWX's receptor integration amounts to.
+    let pipeline = format!(
+        "set -o pipefail; ansible-runner transmit '{pdd}' -p test.yml -i awx1 \
+         | receptorctl --socket '{sock}' work submit --node node3 ansible-runner --payload - -f \
+         | ansible-runner process '{out}' --ident awx1",
+        pdd = pdd.path().display(),
+        sock = sock.display(),
+        out = out_dir.display()
+    );
+    let out = Command::new("bash").env("PATH", path_with_venv()).arg("-c").arg(&pipeline).output().expect("bash");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let processed = out_dir.join("artifacts/awx1");
+    assert_eq!(std::fs::read_to_string(processed.join("rc")).expect("rc"), "0");
+    assert_eq!(std::fs::read_to_string(processed.join("status")).expect("status"), "successful");
+
+    let local_pdd = make_pdd(PLAY);
+    let st = Command::new(venv_bin().join("ansible-runner"))
+        .env("PATH", path_with_venv())
+        .arg("run")
+        .arg(local_pdd.path())
+        .args(["-p", "test.yml", "-i", "local1"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("ansible-runner run");
+    assert!(st.success());
+    assert_eq!(events(&processed), events(&local_pdd.path().join("artifacts/local1")), "every event");
+    // The unit stays listed on node1 as a finished remote unit until released.
+    let out = receptorctl(&sock, &["work", "list"]);
+    let units: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let unit = units.as_object().and_then(|m| m.values().next()).expect("a unit").clone();
+    assert_eq!(unit["StateName"], "Succeeded", "{unit}");
+    assert_eq!(unit["ExtraData"]["RemoteWorkType"], "ansible-runner");
+}
+
 enum Entry<'a> {
     File(&'a str, Vec<u8>),
     Link(&'a str, &'a str),
