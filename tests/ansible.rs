@@ -241,7 +241,8 @@ fn the_awx_flow_runs_unchanged_through_receptorctl_across_three_nodes() {
         sock = sock.display(),
         out = out_dir.display()
     );
-    let out = Command::new("bash").env("PATH", path_with_venv()).arg("-c").arg(&pipeline).output().expect("bash");
+    let out =
+        Command::new("bash").env("PATH", path_with_venv()).arg("-c").arg(&pipeline).output().expect("bash");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let processed = out_dir.join("artifacts/awx1");
     assert_eq!(std::fs::read_to_string(processed.join("rc")).expect("rc"), "0");
@@ -264,6 +265,32 @@ fn the_awx_flow_runs_unchanged_through_receptorctl_across_three_nodes() {
     let unit = units.as_object().and_then(|m| m.values().next()).expect("a unit").clone();
     assert_eq!(unit["StateName"], "Succeeded", "{unit}");
     assert_eq!(unit["ExtraData"]["RemoteWorkType"], "ansible-runner");
+}
+
+#[test]
+fn receptor_run_without_a_peer_goes_through_the_local_daemons_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let n1 = Daemon::start(Spec::new("node1").extra(&ctl));
+    let _n2 = Daemon::start(Spec::new("node2").peer(n1.port).with_ansible());
+    wait_route(&n1, "node2");
+    let pdd = make_pdd(PLAY);
+    let out = std::process::Command::new(RECEPTOR)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("run")
+        .arg(pdd.path())
+        .args(["-p", "test.yml", "--via-receptor", "node2", "-i", "sock1"])
+        .output()
+        .expect("receptor run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let art = pdd.path().join("artifacts/sock1");
+    assert_eq!(out.stdout, std::fs::read(art.join("stdout")).expect("stdout artifact"));
+    assert_eq!(std::fs::read_to_string(art.join("rc")).expect("rc"), "0");
+    assert!(events(&art).len() >= 8);
+    // The run's work unit is released when it ends.
+    let out = receptorctl(&sock, &["work", "list"]);
+    assert_eq!(stdout(&out).trim(), "{}");
 }
 
 enum Entry<'a> {

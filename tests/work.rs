@@ -442,3 +442,42 @@ fn signed_work_is_verified_on_the_executing_node() {
     assert!(out.status.success(), "{}", stderr(&out));
     drop(n3);
 }
+
+#[test]
+fn the_receptor_cli_drives_work_units_over_the_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let n1 = Daemon::start(Spec::new("node1").extra(&ctl));
+    let _n2 = Daemon::start(Spec::new("node2").peer(n1.port).extra(WORK));
+    wait_route(&n1, "node2");
+    let cli = |args: &[&str]| {
+        std::process::Command::new(RECEPTOR).arg("--socket").arg(&sock).args(args).output().expect("receptor")
+    };
+    let out = cli(&["work", "submit", "echo", "--node", "node2", "-l", "cli", "-f"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "cli\ndone\n");
+    let out =
+        cli(&["work", "submit", "sh", "--node", "node2", "-a", "params=-c 'echo x; exit 4'", "-f", "--rm"]);
+    assert_eq!(out.status.code(), Some(4), "the unit's exit status: {}", stderr(&out));
+    let out = cli(&["work", "submit", "sh", "--node", "node2", "-a", "params=-c 'exec sleep 60'"]);
+    let id = stdout(&out).lines().find_map(|l| l.strip_prefix("Unit ID: ")).expect("unit id").to_owned();
+    wait_until("running", Duration::from_secs(20), || {
+        serde_json::from_slice::<Value>(&cli(&["work", "status", &id]).stdout)
+            .is_ok_and(|v| v["StateName"] == "Running")
+    });
+    let out = cli(&["work", "cancel", &id]);
+    assert_eq!(stdout(&out), format!("{id}: cancelled\n"));
+    wait_until("cancelled", Duration::from_secs(20), || {
+        serde_json::from_slice::<Value>(&cli(&["work", "status", &id]).stdout)
+            .is_ok_and(|v| v["StateName"] == "Canceled")
+    });
+    let out = cli(&["work", "list", "-q"]);
+    assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
+    let out = cli(&["work", "results", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = cli(&["work", "release", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&cli(&["work", "list"])).trim(), "{}");
+    let out = cli(&["work", "status", "nope"]);
+    assert!(stderr(&out).contains("unknown work unit nope"), "{}", stderr(&out));
+}

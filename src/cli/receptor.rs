@@ -45,6 +45,10 @@ pub struct MeshArgs {
     /// Client config file (TOML: peer, node_id, [tls] cert/key/ca); flags take precedence.
     #[arg(long, global = true, value_name = "FILE", env = "RECEPTOR_CLIENT_CONFIG")]
     pub client_config: Option<PathBuf>,
+    /// The local daemon's control socket, for `work` and for `run` without a peer
+    /// [default: /run/receptor/receptor.sock, when it exists].
+    #[arg(long, global = true, value_name = "PATH", env = "RECEPTOR_SOCKET")]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,19 +150,68 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
+/// Work units of the local daemon, through its control socket (as receptorctl does).
+/// `work submit` with --receptor-peer instead runs the work directly over the mesh on
+/// --node and prints its output (nothing is kept).
 #[derive(Subcommand, Debug)]
 pub enum WorkCommand {
-    /// Run WORK_TYPE on --node with the payload on its stdin; its output is printed.
+    /// Submit a work unit of WORK_TYPE, on this node or on --node.
     Submit {
         work_type: String,
+        /// The node to run it on [default: the local daemon's node].
         #[arg(long)]
-        node: NodeId,
-        /// File whose bytes are the job's input; `-` for stdin. Default: no input.
-        #[arg(short, long)]
+        node: Option<NodeId>,
+        /// File whose bytes are the unit's stdin; `-` for this command's stdin.
+        #[arg(short, long, conflicts_with = "payload_literal")]
         payload: Option<PathBuf>,
-        /// A parameter passed to the work type, as KEY=VALUE (repeatable).
+        /// This text (and a newline) is the unit's stdin.
+        #[arg(short = 'l', long)]
+        payload_literal: Option<String>,
+        /// A work parameter, KEY=VALUE (repeatable); `params=...` adds command arguments.
         #[arg(short = 'a', long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
+        /// Remote units only: fail if not started within this long (e.g. 30s, 1h).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Sign the work for the remote node ([work.signing] on the local daemon).
+        #[arg(long)]
+        signwork: bool,
+        /// Print the unit's output as it comes; exit with its exit status.
+        #[arg(short, long)]
+        follow: bool,
+        /// Release the unit once followed.
+        #[arg(long, requires = "follow")]
+        rm: bool,
+    },
+    /// List work units (JSON), or only UNIT.
+    List {
+        unit: Option<String>,
+        /// Only the unit IDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show one unit's status (JSON).
+    Status { unit: String },
+    /// Print a unit's output from byte --start, following it until the unit is complete.
+    Results {
+        unit: String,
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+    },
+    /// Cancel units: their processes are stopped; the units and their output stay.
+    Cancel {
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Release units: cancel if needed, then delete them (on their remote node too).
+    Release {
+        units: Vec<String>,
+        /// Release even if cancelling or deleting fails.
+        #[arg(long)]
+        force: bool,
+        /// Release every unit.
+        #[arg(long)]
+        all: bool,
     },
 }
 

@@ -5,6 +5,7 @@
 
 pub mod blocking;
 pub mod run;
+pub mod socket;
 
 use std::time::Duration;
 

@@ -13,11 +13,12 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::{ClientError, ClientOptions, MeshClient, parse_result, stream_failure};
+use super::{ClientError, ClientOptions, MeshClient, parse_result, socket, stream_failure};
 use crate::mesh::{Chunk, StreamReader, StreamWriter};
 use crate::runner::{self, ArtifactWriter, DecodeLimits, Item, LineKind, PrintPolicy, StreamDecoder, decode};
 use crate::transport::PeerUrl;
 use crate::wire::NodeId;
+use crate::work::JobResult;
 use crate::work::ansible::WORK_TYPE;
 
 /// The `ansible-runner run` options that make sense remotely.
@@ -53,6 +54,9 @@ pub struct RunRequest {
     pub receptor_node_id: Option<NodeId>,
     /// TLS material for `receptors://` peers.
     pub tls: Option<crate::transport::TlsSettings>,
+    /// Submit through this local daemon's control socket instead of joining the mesh:
+    /// the job becomes a durable work unit of that daemon (released when the run ends).
+    pub control_socket: Option<PathBuf>,
     pub options: RunOptions,
 }
 
@@ -108,13 +112,19 @@ pub async fn run(req: &RunRequest, mut callbacks: Callbacks) -> Result<RunOutcom
     let pdd = check_pdd(opts)?;
     let ident = opts.ident.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let kwargs = kwargs(opts, &ident, &pdd)?;
+    if let (Some(sock), Some(target)) = (&req.control_socket, &req.via_receptor) {
+        let artifact_dir = pdd.join("artifacts").join(&ident);
+        let status =
+            run_via_socket(sock, target, &pdd, kwargs, &artifact_dir, opts.json_mode, &mut callbacks).await?;
+        return Ok(finish(opts, &pdd, status, ident, artifact_dir));
+    }
     let (client, target, _local_dir) = connect(req).await?;
     let result = async {
         let (writer, reader) = client.open_work(&target, WORK_TYPE, Map::new()).await?;
         let progress = callbacks.progress;
         let send = send_transmit(pdd.clone(), kwargs, writer, progress);
         let artifact_dir = pdd.join("artifacts").join(&ident);
-        let recv = receive(&target, reader, &artifact_dir, opts.json_mode, &mut callbacks);
+        let recv = receive(&target, Source::Mesh(reader), &artifact_dir, opts.json_mode, &mut callbacks);
         let (sent, received) = tokio::join!(send, recv);
         let status = received?;
         if let Err(e) = sent {
@@ -125,11 +135,66 @@ pub async fn run(req: &RunRequest, mut callbacks: Callbacks) -> Result<RunOutcom
     .await;
     client.close().await;
     let (status, artifact_dir) = result?;
+    Ok(finish(opts, &pdd, status, ident, artifact_dir))
+}
+
+fn finish(
+    opts: &RunOptions,
+    pdd: &Path,
+    status: (String, i32),
+    ident: String,
+    artifact_dir: PathBuf,
+) -> RunOutcome {
     if opts.rotate_artifacts > 0 {
         rotate(&pdd.join("artifacts"), opts.rotate_artifacts as usize);
     }
     let rc = read_rc(&artifact_dir).unwrap_or(status.1);
-    Ok(RunOutcome { status: status.0, rc, ident, artifact_dir })
+    RunOutcome { status: status.0, rc, ident, artifact_dir }
+}
+
+/// Runs the job as a work unit of the local daemon: submit the transmit stream, follow
+/// the unit's output, then release the unit. Interrupted (Ctrl-C, SIGTERM), the unit is
+/// cancelled and released, as a mesh run's job is stopped when its client goes.
+async fn run_via_socket(
+    sock: &Path,
+    target: &NodeId,
+    pdd: &Path,
+    kwargs: Map<String, Value>,
+    artifact_dir: &Path,
+    json_mode: bool,
+    cb: &mut Callbacks,
+) -> Result<(String, i32), RunError> {
+    let sock_err = |e: socket::SocketError| RunError::Client(ClientError::Remote(e.to_string()));
+    let (rx, packer) = start_packer(pdd.to_path_buf(), kwargs, cb.progress);
+    let mut c = socket::connect(sock).await.map_err(sock_err)?;
+    let fields = socket::submit_fields(target.as_str(), WORK_TYPE, &[]);
+    let (unit, _) = c
+        .submit(fields, socket::ChannelRead(rx))
+        .await
+        .map_err(|e| RunError::Remote(format!("submitting to {}: {e}", sock.display())))?;
+    packer.await.map_err(|e| RunError::BadOptions(format!("packing task failed: {e}")))??;
+    tracing::info!(%unit, "work unit submitted through {}", sock.display());
+    let follow = async {
+        let rd = socket::connect(sock)
+            .await
+            .map_err(sock_err)?
+            .results(&unit, 0)
+            .await
+            .map_err(|e| sock_err(socket::ctl(sock, e)))?;
+        let source = Source::Unit { rd, sock: sock.to_path_buf(), unit: unit.clone() };
+        receive(target, source, artifact_dir, json_mode, cb).await
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| RunError::BadOptions(format!("signal handling: {e}")))?;
+    let outcome = tokio::select! {
+        r = follow => r,
+        _ = tokio::signal::ctrl_c() => Err(RunError::BadOptions("interrupted".into())),
+        _ = term.recv() => Err(RunError::BadOptions("terminated".into())),
+    };
+    if let Err(e) = socket::request(sock, &format!("work release {unit}")).await {
+        tracing::warn!(%unit, "could not release the work unit: {e}");
+    }
+    outcome
 }
 
 fn check_pdd(opts: &RunOptions) -> Result<PathBuf, RunError> {
@@ -232,7 +297,22 @@ async fn send_transmit(
     mut writer: StreamWriter,
     progress: bool,
 ) -> Result<(), RunError> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let (mut rx, packer) = start_packer(pdd, kwargs, progress);
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = writer.write(chunk).await {
+            return Err(RunError::BadOptions(format!("sending the job: {e}")));
+        }
+    }
+    packer.await.map_err(|e| RunError::BadOptions(format!("packing task failed: {e}")))??;
+    writer.finish(Bytes::new()).await;
+    Ok(())
+}
+
+type Packer = tokio::task::JoinHandle<Result<(), runner::PackError>>;
+
+/// Packs the private data dir into a transmit stream, chunk by chunk, on a blocking thread.
+fn start_packer(pdd: PathBuf, kwargs: Map<String, Value>, progress: bool) -> (mpsc::Receiver<Bytes>, Packer) {
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
     let packer = tokio::task::spawn_blocking(move || -> Result<(), runner::PackError> {
         let mut tmp = tempfile::tempfile().map_err(runner::PackError::Stream)?;
         let bar = progress_bar(&pdd, progress);
@@ -245,14 +325,48 @@ async fn send_transmit(
         let mut out = ChannelWriter { tx, buf: Vec::with_capacity(CHUNK) };
         runner::write_transmit(&mut out, &kwargs, Some((&mut tmp, size)))
     });
-    while let Some(chunk) = rx.recv().await {
-        if let Err(e) = writer.write(chunk).await {
-            return Err(RunError::BadOptions(format!("sending the job: {e}")));
+    (rx, packer)
+}
+
+/// Where the worker stream comes from.
+enum Source {
+    /// A mesh stream; its trailer is the job result.
+    Mesh(StreamReader),
+    /// A work unit's results on the local daemon; the result is read from its status.
+    Unit {
+        rd: crate::control::io::LineReader<crate::control::io::IoRead<tokio::net::unix::OwnedReadHalf>>,
+        sock: PathBuf,
+        unit: String,
+    },
+}
+
+enum Next {
+    Data(Bytes),
+    End(JobResult),
+}
+
+impl Source {
+    async fn next(&mut self, node: &NodeId) -> Result<Next, RunError> {
+        match self {
+            Source::Mesh(reader) => match reader.recv().await {
+                Ok(Chunk::Data(data)) => Ok(Next::Data(data)),
+                Ok(Chunk::End(trailer)) => Ok(Next::End(parse_result(node, &trailer)?)),
+                Err(e) => Err(remote_error(stream_failure(node, e))),
+            },
+            Source::Unit { rd, sock, unit } => match rd.raw().await {
+                Ok(Some(data)) => Ok(Next::Data(data)),
+                Ok(None) => {
+                    let st = socket::unit_status(sock, unit)
+                        .await
+                        .map_err(|e| RunError::Client(ClientError::Remote(e.to_string())))?;
+                    Ok(Next::End(socket::job_result(&st)))
+                }
+                Err(e) => {
+                    Err(RunError::Client(ClientError::Remote(format!("reading work unit {unit}: {e}"))))
+                }
+            },
         }
     }
-    packer.await.map_err(|e| RunError::BadOptions(format!("packing task failed: {e}")))??;
-    writer.finish(Bytes::new()).await;
-    Ok(())
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -315,7 +429,7 @@ fn dir_size(dir: &Path) -> u64 {
 /// Returns the final status and the worker's exit status.
 async fn receive(
     node: &NodeId,
-    mut reader: StreamReader,
+    mut source: Source,
     artifact_dir: &Path,
     json_mode: bool,
     cb: &mut Callbacks,
@@ -326,11 +440,10 @@ async fn receive(
     let mut status = String::from("unknown");
     let mut explanation: Option<String> = None;
     let bad = |reason: String| RunError::Stream { node: node.clone(), reason };
-    let trailer = loop {
-        match reader.recv().await {
-            Ok(Chunk::Data(data)) => decoder.feed(&data),
-            Ok(Chunk::End(trailer)) => break trailer,
-            Err(e) => return Err(remote_error(stream_failure(node, e))),
+    let result = loop {
+        match source.next(node).await? {
+            Next::Data(data) => decoder.feed(&data),
+            Next::End(result) => break result,
         }
         while let Some(item) = decoder.next_item().map_err(|e| bad(e.to_string()))? {
             if let Item::Line { raw, value } = &item {
@@ -349,7 +462,6 @@ async fn receive(
             writer.handle(&item)?;
         }
     };
-    let result = parse_result(node, &trailer)?;
     if let Some(reason) = explanation.or_else(|| result.error.clone().filter(|_| status == "unknown")) {
         return Err(RunError::Worker { node: node.clone(), reason });
     }

@@ -13,6 +13,8 @@ use receptord::cli::receptor::{CertCommand, Cli, Command, MeshArgs, RunArgs, Sub
 use receptord::client::{ClientOptions, MeshClient};
 use receptord::wire::NodeId;
 
+mod work;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
@@ -37,6 +39,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The control socket to use: --socket, or the packaged daemon's when it exists.
+fn socket_path(mesh: &MeshArgs) -> anyhow::Result<PathBuf> {
+    mesh.socket.clone().or_else(receptord::client::socket::default_socket).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no control socket: pass --socket PATH (a daemon's [control] socket; default {} when it exists), \
+             or --receptor-peer to run work over the mesh",
+            receptord::client::socket::DEFAULT_SOCKET
+        )
+    })
 }
 
 /// Fills unset flags from the client config file, if any.
@@ -82,6 +95,9 @@ async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
     let command = match cli.command {
         Command::Run(args) => return run(&cli.mesh, *args).await,
         Command::Cert(c) => return cert(c),
+        Command::Work(w) if cli.mesh.receptor_peer.is_none() => {
+            return work::dispatch(w, socket_path(&cli.mesh)?).await;
+        }
         other => other,
     };
     let opts = client_options(&cli.mesh);
@@ -92,9 +108,13 @@ async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Status => status(&client).await,
         Command::Traceroute { node, timeout } => traceroute(&client, &node, timeout).await,
-        Command::Work(WorkCommand::Submit { work_type, node, payload, params }) => {
-            submit(&client, &node, &work_type, payload, &params).await
-        }
+        Command::Work(WorkCommand::Submit { work_type, node, payload, params, .. }) => match node {
+            Some(node) => submit(&client, &node, &work_type, payload, &params).await,
+            None => Err(anyhow::anyhow!("--node is required to run work over the mesh (--receptor-peer)")),
+        },
+        Command::Work(_) => Err(anyhow::anyhow!(
+            "work units live on a daemon: use its control socket (--socket) rather than --receptor-peer"
+        )),
         Command::Run(_) | Command::Cert(_) => unreachable!("handled above"),
     };
     client.close().await;
@@ -217,11 +237,18 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
         only_failed_event_data: a.only_failed_event_data,
         rotate_artifacts: a.rotate_artifacts,
     };
+    // Without a peer, a local daemon's control socket (if there is one) carries the job.
+    let local = a.via_receptor.is_none() || a.via_receptor == mesh.receptor_node_id;
+    let control_socket = match (&mesh.receptor_peer, local) {
+        (None, false) => mesh.socket.clone().or_else(receptord::client::socket::default_socket),
+        _ => None,
+    };
     let req = RunRequest {
         via_receptor: a.via_receptor,
         receptor_peer: mesh.receptor_peer.clone(),
         receptor_node_id: mesh.receptor_node_id.clone(),
         tls: tls_settings(mesh),
+        control_socket,
         options,
     };
     let output: Option<Box<dyn Write + Send>> = (!a.quiet).then(|| Box::new(std::io::stdout()) as _);
