@@ -37,6 +37,7 @@ fmt:
 bench: build venv
 	VENV=$(VENV) $(CARGO) bench --locked --bench mesh
 	VENV=$(VENV) $(CARGO) bench --locked --bench ansible
+	$(CARGO) bench --locked --bench work
 
 clean:
 	$(CARGO) clean
