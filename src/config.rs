@@ -59,11 +59,33 @@ pub struct ControlSection {
     /// (`receptorctl work list --node X`, remote work units). `[[work.allow]]` rules apply
     /// to what other nodes may do with work units; `reload` is refused to them.
     pub mesh_service: bool,
+    /// Also listen for control sessions on TCP, `HOST:PORT` (a bare port means all
+    /// addresses). Anyone who can connect controls the node: prefer a loopback address, or
+    /// `tcp_tls` with `[tls] require_client_cert`.
+    pub tcp_listen: Option<String>,
+    /// Serve the TCP control listener with TLS, using the `[tls]` certificate and policy.
+    pub tcp_tls: bool,
 }
 
 impl Default for ControlSection {
     fn default() -> Self {
-        ControlSection { enabled: true, socket: None, mode: "0660".into(), group: None, mesh_service: true }
+        ControlSection {
+            enabled: true,
+            socket: None,
+            mode: "0660".into(),
+            group: None,
+            mesh_service: true,
+            tcp_listen: None,
+            tcp_tls: false,
+        }
+    }
+}
+
+impl ControlSection {
+    /// The TCP control address (validated at load).
+    pub fn tcp_addr(&self) -> Option<String> {
+        let l = self.tcp_listen.as_ref()?;
+        Some(if l.contains(':') { l.clone() } else { format!("0.0.0.0:{l}") })
     }
 }
 
@@ -371,6 +393,14 @@ impl Config {
         }
         if u32::from_str_radix(self.control.mode.trim_start_matches("0o"), 8).map_or(true, |m| m > 0o777) {
             return bad("control.mode".into(), "must be octal permissions such as \"0660\"");
+        }
+        if let Some(addr) = self.control.tcp_addr() {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return bad("control.tcp_listen".into(), "must be HOST:PORT with an IP address, or a port");
+            }
+            if self.control.tcp_tls && self.tls.is_none() {
+                return bad("control.tcp_tls".into(), "needs a [tls] section");
+            }
         }
         if self.work.max_jobs == 0 {
             return bad("work.max_jobs".into(), "must be at least 1");

@@ -134,6 +134,24 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         listeners.push((bound, l.cost));
     }
     let control_listener = bind_control(&cfg)?;
+    let control_tcp = match cfg.control.tcp_addr().filter(|_| cfg.control.enabled) {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+                DaemonError::Control(crate::control::ControlError {
+                    path: addr.clone(),
+                    reason: e.to_string(),
+                })
+            })?;
+            let bound = l.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+            let kind = if cfg.control.tcp_tls { "TLS" } else { "plain TCP" };
+            tracing::info!(addr = %bound, "control TCP socket ready ({kind})");
+            if !cfg.control.tcp_tls && !l.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
+                tracing::warn!(addr = %bound, "the plain TCP control listener is reachable from the network: anyone who connects controls this node");
+            }
+            Some(l)
+        }
+        None => None,
+    };
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
@@ -160,6 +178,10 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     let control = crate::control::Control { node: node.clone(), reload: reload_fn, units: units.clone() };
     if cfg.control.mesh_service {
         control.clone().serve_mesh(&node.tracker(), node.cancel_token());
+    }
+    if let Some(listener) = control_tcp {
+        let ctx = if cfg.control.tcp_tls { tls.clone() } else { None };
+        control.clone().serve_tcp(listener, ctx, &node.tracker(), node.cancel_token());
     }
     if let Some(listener) = control_listener {
         control.serve(listener, &node.tracker(), node.cancel_token());

@@ -372,3 +372,58 @@ fn reload_swaps_the_certificate_without_dropping_links() {
     n2.wait_log("keeping the old TLS material", Duration::from_secs(10));
     wait_tls_route(&n1, &pki, "node2");
 }
+
+/// The TCP port of a daemon's control listener, from its log.
+fn control_port(d: &Daemon) -> u16 {
+    let mut port = 0;
+    wait_until("control TCP socket", Duration::from_secs(10), || {
+        port = d
+            .log()
+            .lines()
+            .find(|l| l.contains("control TCP socket ready"))
+            .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
+            .and_then(|p| p.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        port != 0
+    });
+    port
+}
+
+#[test]
+fn receptorctl_works_over_the_tls_control_listener() {
+    let pki = Pki::new();
+    pki.issue("node1", "node1");
+    pki.issue("admin", "admin");
+    let work = "[[work.command]]\nname = \"echo\"\nprogram = \"/bin/echo\"\nargs = [\"over tls\"]\n";
+    let control = "[control]\ntcp_listen = \"127.0.0.1:0\"\ntcp_tls = true\n";
+    let n1 = Daemon::start(tls_spec("node1", &pki, "node1", &format!("{work}{control}")));
+    let url = format!("tls://127.0.0.1:{}", control_port(&n1));
+    let ctl = |args: &[&str]| {
+        Command::new(venv_bin().join("receptorctl"))
+            .env("PATH", path_with_venv())
+            .args(["--socket", &url, "--rootcas"])
+            .arg(pki.path("ca.crt"))
+            .arg("--cert")
+            .arg(pki.path("admin.crt"))
+            .arg("--key")
+            .arg(pki.path("admin.key"))
+            .args(args)
+            .output()
+            .expect("receptorctl")
+    };
+    let out = ctl(&["status"]);
+    assert!(out.status.success() && stdout(&out).contains("Node ID: node1"), "{}", stderr(&out));
+    let out = ctl(&["work", "submit", "echo", "-n", "-f"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "over tls\n");
+    // Without a client certificate the handshake is refused (mutual TLS by default).
+    let out = Command::new(venv_bin().join("receptorctl"))
+        .env("PATH", path_with_venv())
+        .args(["--socket", &url, "--rootcas"])
+        .arg(pki.path("ca.crt"))
+        .arg("status")
+        .output()
+        .expect("receptorctl");
+    assert!(!out.status.success());
+    n1.wait_log("control TLS handshake failed", Duration::from_secs(5));
+}

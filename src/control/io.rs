@@ -31,9 +31,13 @@ pub struct IoRead<R>(pub R);
 impl<R: AsyncRead + Unpin + Send> ByteRead for IoRead<R> {
     async fn read(&mut self) -> io::Result<Option<Bytes>> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        match self.0.read_buf(&mut buf).await? {
-            0 => Ok(None),
-            _ => Ok(Some(buf.freeze())),
+        match self.0.read_buf(&mut buf).await {
+            Ok(0) => Ok(None),
+            Ok(_) => Ok(Some(buf.freeze())),
+            // A TLS client's half-close (Python's shutdown(SHUT_WR) on an SSL socket) is a
+            // bare TCP FIN without close_notify: for this protocol it is the end of input.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }

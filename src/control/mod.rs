@@ -41,6 +41,8 @@ pub const RECEPTORCTL_VERSION: &str = "1.6.9";
 pub const CONTROL_SERVICE: &str = "control";
 /// Longest request line accepted; a longer one ends the session with an error.
 pub const MAX_LINE: usize = 1 << 20;
+/// How long a TLS control client has to finish its handshake (as Go Receptor).
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 /// How long a ping waits for its reply (as Go Receptor).
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -124,6 +126,53 @@ impl Control {
         });
     }
 
+    /// Serves sessions on a TCP listener (TLS when `tls` is given) until `cancel`.
+    pub fn serve_tcp(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<crate::transport::TlsContext>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) {
+        let sessions = tracker.clone();
+        tracker.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                let (tcp, addr) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let (control, cancel, tls) = (self.clone(), cancel.clone(), tls.clone());
+                sessions.spawn(async move {
+                    let io: crate::transport::BoxedIo = match tls {
+                        None => Box::new(tcp),
+                        // As Go Receptor: the handshake gets 10 s.
+                        Some(ctx) => match tokio::time::timeout(TLS_HANDSHAKE, ctx.accept(tcp)).await {
+                            Ok(Ok((io, _))) => io,
+                            Ok(Err(e)) => return tracing::warn!(%addr, "control TLS handshake failed: {e}"),
+                            Err(_) => return tracing::warn!(%addr, "control TLS handshake timed out"),
+                        },
+                    };
+                    let (rd, wr) = tokio::io::split(io);
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        r = control.session(IoRead(rd), IoWrite(wr), Origin::Network) => if let Err(e) = r {
+                            tracing::debug!(%addr, error = %e, "control session ended");
+                        },
+                    }
+                });
+            }
+        });
+    }
+
     /// Serves the control protocol to other nodes as the `control` mesh service.
     pub fn serve_mesh(self, tracker: &TaskTracker, cancel: CancellationToken) {
         let mut incoming = self.node.serve(CONTROL_SERVICE, 64);
@@ -198,8 +247,8 @@ impl Control {
             "connect" => return self.connect(&request, rd, wr).await,
             "status" => self.status(&request).await,
             "ping" => self.ping(&request).await,
-            "reload" if *origin != Origin::Socket => {
-                Err("reload is only accepted on the local control socket".to_owned())
+            "reload" if matches!(origin, Origin::Mesh(_)) => {
+                Err("reload is not accepted from other nodes".to_owned())
             }
             "reload" => Ok(self.reload().await),
             "traceroute" => self.traceroute(&request).await,

@@ -140,6 +140,8 @@ pub struct LocalUnit {
 pub enum Origin {
     /// The local Unix control socket: trusted, as in Go Receptor.
     Socket,
+    /// The TCP (or TLS) control listener: full control, but signed work is verified.
+    Network,
     /// A control session opened over the mesh by this node.
     Mesh(NodeId),
 }
@@ -539,7 +541,7 @@ impl Units {
         let params = req.params.get("params").map(String::as_str).unwrap_or("");
         let (plan, shown) = wt.unit_plan(params).map_err(UnitError::Refused)?;
         let submitter = match origin {
-            Origin::Socket => self.inner.node.clone(),
+            Origin::Socket | Origin::Network => self.inner.node.clone(),
             Origin::Mesh(n) => n.clone(),
         };
         let kind = UnitKind::Local(LocalUnit {
