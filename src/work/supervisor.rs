@@ -90,6 +90,8 @@ async fn supervise(dir: &Path) -> Result<(), String> {
     let size = Arc::new(AtomicU64::new(out.metadata().await.map(|m| m.len()).unwrap_or(0)));
     let stdin = tokio::fs::File::open(dir.join("stdin")).await.map_err(|e| format!("opening stdin: {e}"))?;
     let pid = std::process::id();
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let status = |state: State, detail: String, size: u64, extra: Value| UnitStatus {
         state,
         detail,
@@ -103,6 +105,11 @@ async fn supervise(dir: &Path) -> Result<(), String> {
             eprintln!("receptord supervisor: {e}");
         }
     };
+    // Cancelled before it could start.
+    if dir.join("cancel").exists() {
+        write_status(&status(State::Canceled, "Canceled".into(), size.load(Ordering::SeqCst), Value::Null));
+        return Ok(());
+    }
     write_status(&status(
         State::Running,
         format!("Running: PID {pid}"),
@@ -144,8 +151,6 @@ async fn supervise(dir: &Path) -> Result<(), String> {
         err
     };
 
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut stop = Stop::None;
     let mut ticker = tokio::time::interval(MONITOR_TICK);
     let mut reported = size.load(Ordering::SeqCst);

@@ -413,7 +413,14 @@ impl Units {
             UnitKind::Local(_) if supervisor_alive(dir) => {
                 tracing::info!(unit = %id, "reattached to a running work unit");
                 unit.supervised.store(true, Ordering::SeqCst);
-                self.spawn_monitor(unit);
+                self.spawn_monitor(unit, None);
+            }
+            UnitKind::Local(_) if dir.join("cancel").exists() => {
+                status.state = State::Canceled;
+                status.detail = "Canceled".into();
+                status.stdout_size = size;
+                status.extra = Value::Null;
+                unit.set_status(status)?;
             }
             UnitKind::Local(_) => {
                 status.detail = if status.state == State::Pending {
@@ -653,20 +660,22 @@ impl Units {
             }
             UnitKind::Local(_) => {
                 unit.update_status(|st| st.detail = "Starting Worker".into())?;
-                if let Err(e) = self.spawn_supervisor(unit) {
-                    let _ = unit.update_status(|st| {
-                        st.state = State::Failed;
-                        st.detail = format!("Error starting worker: {e}");
-                    });
-                    return Err(UnitError::Io(e));
+                match self.spawn_supervisor(unit) {
+                    Ok(child) => self.spawn_monitor(unit.clone(), Some(child)),
+                    Err(e) => {
+                        let _ = unit.update_status(|st| {
+                            st.state = State::Failed;
+                            st.detail = format!("Error starting worker: {e}");
+                        });
+                        return Err(UnitError::Io(e));
+                    }
                 }
-                self.spawn_monitor(unit.clone());
                 Ok(Started::Started)
             }
         }
     }
 
-    fn spawn_supervisor(&self, unit: &Unit) -> Result<(), String> {
+    fn spawn_supervisor(&self, unit: &Unit) -> Result<tokio::process::Child, String> {
         let exe = self.config().supervisor_exe;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -683,53 +692,61 @@ impl Units {
             .stderr(log2)
             // Its own process group: the daemon's signals and shutdown leave it alone.
             .process_group(0);
-        let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
         unit.supervised.store(true, Ordering::SeqCst);
         tracing::debug!(unit = %unit.id, pid = ?child.id(), "supervisor started");
-        // Reap it when it exits. It is not killed when the daemon stops (then init reaps it).
-        let cancel = self.inner.cancel.clone();
-        self.inner.tracker.spawn(async move {
-            tokio::select! {
-                _ = child.wait() => {}
-                _ = cancel.cancelled() => {}
-            }
-        });
-        Ok(())
+        Ok(child)
     }
 
-    /// Watches a supervised unit until it is final; a supervisor that vanishes without a
-    /// result fails the unit.
-    fn spawn_monitor(&self, unit: Arc<Unit>) {
+    /// Watches a supervised unit until it is final. With `child` (a supervisor this daemon
+    /// started) its exit is seen directly; a reattached one is watched through its lock.
+    /// A supervisor gone without a result fails the unit (or cancels it, if asked to).
+    fn spawn_monitor(&self, unit: Arc<Unit>, mut child: Option<tokio::process::Child>) {
         let stop = unit.stop.clone();
         self.inner.tracker.spawn(async move {
-            let mut seen_running = false;
-            loop {
+            let exited = loop {
+                let wait_child = async {
+                    match child.as_mut() {
+                        Some(c) => c.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
+                    // Not killed when the daemon stops: init reaps it then.
                     _ = stop.cancelled() => return,
+                    status = wait_child => break status,
                     _ = tokio::time::sleep(MONITOR_TICK) => {}
                 }
                 let Some(st) = unit.refresh() else { continue };
                 if st.state.is_final() {
-                    tracing::info!(unit = %unit.id, state = st.state.name(), detail = %st.detail, "work unit finished");
-                    return;
+                    break String::new();
                 }
-                seen_running |= st.state == State::Running;
-                if seen_running && !supervisor_alive(&unit.dir) {
-                    // It may have written its result just before exiting.
-                    if unit.refresh().is_some_and(|s| s.state.is_final()) {
-                        continue;
-                    }
-                    let size = file_len(&unit.stdout_path());
-                    let _ = unit.update_status(|st| {
-                        st.state = State::Failed;
-                        st.detail = "the unit's supervisor process died without recording a result".into();
-                        st.stdout_size = size;
-                        st.extra = Value::Null;
-                    });
-                    tracing::warn!(unit = %unit.id, "work unit supervisor died");
-                    return;
+                if child.is_none() && !supervisor_alive(&unit.dir) {
+                    break "gone".to_owned();
                 }
+            };
+            // It may have written its result just before exiting.
+            if let Some(st) = unit.refresh().filter(|s| s.state.is_final()) {
+                tracing::info!(unit = %unit.id, state = st.state.name(), detail = %st.detail, "work unit finished");
+                if let Some(mut c) = child {
+                    let _ = c.wait().await;
+                }
+                return;
             }
+            let size = file_len(&unit.stdout_path());
+            let cancelled = unit.dir.join("cancel").exists();
+            tracing::warn!(unit = %unit.id, supervisor = %exited, "work unit supervisor exited without a result");
+            let _ = unit.update_status(|st| {
+                if cancelled {
+                    st.state = State::Canceled;
+                    st.detail = "Canceled".into();
+                } else {
+                    st.state = State::Failed;
+                    st.detail = format!("the unit's supervisor process died without recording a result ({exited})");
+                }
+                st.stdout_size = size;
+                st.extra = Value::Null;
+            });
         });
     }
 
@@ -761,26 +778,23 @@ impl Units {
             })?;
             return Ok(Outcome::Done);
         }
-        let pid = unit.status().extra.get("Pid").and_then(Value::as_i64).unwrap_or(0);
-        if pid > 0 && supervisor_alive(&unit.dir) {
-            let pid = nix::unistd::Pid::from_raw(pid as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        }
+        // The marker covers a supervisor still starting: it checks for it before running
+        // the job, and its monitor records Canceled if it exits without a result.
+        std::fs::write(unit.dir.join("cancel"), b"").map_err(io_err("writing", &unit.dir.join("cancel")))?;
         let mut rx = unit.watch();
         let deadline = self.config().cancel_wait + Duration::from_secs(5);
+        let mut signalled = false;
         let waited = tokio::time::timeout(deadline, async {
             loop {
-                if rx.borrow_and_update().state.is_final() {
+                let st = rx.borrow_and_update().clone();
+                if st.state.is_final() {
                     return;
                 }
-                if !supervisor_alive(&unit.dir) && unit.refresh().is_some_and(|s| !s.state.is_final()) {
-                    // Not started yet or already gone: record the cancel ourselves.
-                    let _ = unit.update_status(|st| {
-                        st.state = State::Canceled;
-                        st.detail = "Canceled".into();
-                        st.extra = Value::Null;
-                    });
-                    return;
+                let pid = st.extra.get("Pid").and_then(Value::as_i64).unwrap_or(0);
+                if !signalled && pid > 0 && st.state == State::Running && supervisor_alive(&unit.dir) {
+                    let pid = nix::unistd::Pid::from_raw(pid as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+                    signalled = true;
                 }
                 let _ = tokio::time::timeout(MONITOR_TICK, rx.changed()).await;
             }
@@ -822,25 +836,10 @@ impl Units {
     pub(super) fn forget(&self, unit: &Unit, force: bool) -> Result<(), UnitError> {
         unit.releasing.store(true, Ordering::SeqCst);
         unit.stop.cancel();
-        let mut last = Ok(());
-        for attempt in 0..3 {
-            match std::fs::remove_dir_all(&unit.dir) {
-                Ok(()) => {
-                    last = Ok(());
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    last = Ok(());
-                    break;
-                }
-                Err(e) => {
-                    last = Err(io_err("removing", &unit.dir)(e));
-                    if attempt < 2 {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-        }
+        let last = match std::fs::remove_dir_all(&unit.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", &unit.dir)(e)),
+            _ => Ok(()),
+        };
         if last.is_ok() || force {
             self.lock().remove(&unit.id);
             // Wake followers so they notice the release.
