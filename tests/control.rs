@@ -130,3 +130,46 @@ fn receptorctl_traceroute_walks_the_line() {
     let out = receptorctl(&sock, &["traceroute", "nosuch"]);
     assert!(stderr(&out).contains("Error no route to node"), "{}{}", stdout(&out), stderr(&out));
 }
+
+#[test]
+fn connect_bridges_to_another_nodes_control_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let n1 = Daemon::start(Spec::new("node1").extra(&ctl));
+    let _n2 = Daemon::start(Spec::new("node2").peer(n1.port));
+    wait_route(&n1, "node2");
+    // receptorctl's `connect` wants a terminal on stdin: give it a pty, type a command
+    // for node2's control service, and read node2's greeting and reply.
+    let py = format!(
+        "import os, pty, subprocess, sys\n\
+         m, s = pty.openpty()\n\
+         p = subprocess.Popen(['{rc}', '--socket', '{sock}', 'connect', 'node2', 'control'],\n\
+                              stdin=s, stdout=subprocess.PIPE, stderr=subprocess.PIPE)\n\
+         os.write(m, b'ping localhost\\n')\n\
+         print(p.stdout.readline().decode().strip())\n\
+         print(p.stdout.readline().decode().strip()[:30])\n\
+         p.kill()\n\
+         from receptorctl.socket_interface import ReceptorControl\n\
+         rc = ReceptorControl('{sock}')\n\
+         rc.connect_to_service('node2', 'control', '')\n\
+         rc.handshake()\n\
+         print(rc.simple_command('status')['NodeID'])\n\
+         rc.close()\n\
+         rc = ReceptorControl('{sock}')\n\
+         print(sorted(rc.simple_command('traceroute node2').keys()))\n\
+         print(rc.simple_command('reload'))\n",
+        rc = venv_bin().join("receptorctl").display(),
+        sock = sock.display()
+    );
+    let out = python(&py);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "Receptor Control, node node2\n{\"From\":\"node2\",\"Success\":true\nnode2\n['0', '1']\n{'Success': True}\n",
+        "{}",
+        stderr(&out)
+    );
+    let out = receptorctl(&sock, &["work", "list", "--node", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nosuch"), "{}", stderr(&out));
+}

@@ -115,7 +115,9 @@ fn receptorctl_drives_local_work_units() {
          print(st['StateName'], st['StdoutSize'], st['Detail'])\n\
          print(rc.simple_command('work cancel ' + uid))\n\
          print(rc.simple_command('work release ' + uid) == {{'released': uid}})\n\
-         print(uid in rc.simple_command('work list'))\n",
+         print(uid in rc.simple_command('work list'))\n\
+         r = rc.submit_work('sh', '', params={{'params': \"-c 'exec sleep 60'\"}})\n\
+         print(rc.simple_command('work force-release ' + r['unitid']) == {{'released': r['unitid']}})\n",
         sock = sock.display()
     );
     let out = python(&py);
@@ -125,7 +127,7 @@ fn receptorctl_drives_local_work_units() {
     assert_eq!(lines[1], "b'payload\\ndone\\n'", "results from byte 3");
     assert_eq!(lines[2], "Succeeded 16 exit status 0");
     assert!(lines[3].starts_with("{'cancelled': "), "{}", lines[3]);
-    assert_eq!(&lines[4..], ["True", "False"]);
+    assert_eq!(&lines[4..], ["True", "False", "True"]);
 
     // Release one, then all; force-release of an unknown unit is an error.
     let out = receptorctl(&sock, &["work", "release", &id]);
