@@ -483,3 +483,47 @@ fn the_receptor_cli_drives_work_units_over_the_socket() {
     let out = cli(&["work", "status", "nope"]);
     assert!(stderr(&out).contains("unknown work unit nope"), "{}", stderr(&out));
 }
+
+/// Reads one line from a raw session.
+fn read_reply(r: &mut BufReader<UnixStream>) -> String {
+    let mut l = String::new();
+    r.read_line(&mut l).expect("reply");
+    l
+}
+
+#[test]
+fn other_nodes_are_held_to_the_allow_rules_and_cannot_act_for_this_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let rules = "[[work.allow]]\nsubmitters = [\"trusted-*\"]\nwork_types = [\"echo\"]\n";
+    let n1 = Daemon::start(Spec::new("node1").extra(&ctl));
+    let _n2 = Daemon::start(Spec::new("node2").peer(n1.port).extra(&format!("{WORK}{rules}")));
+    wait_route(&n1, "node2");
+
+    // node1 is not allowed to run echo on node2: its remote unit fails, saying so.
+    let id = submit(&sock, &["echo", "--node", "node2", "-l", "x"]);
+    let st = wait_state(&sock, &id, "Failed");
+    assert!(st["Detail"].as_str().unwrap_or_default().contains("does not allow node1"), "{st}");
+
+    // Bridged into node2's control service, node1 is "another node" there.
+    let s = UnixStream::connect(&sock).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let mut r = BufReader::new(s);
+    assert!(read_reply(&mut r).starts_with("Receptor Control, node node1"));
+    w.write_all(b"connect node2 control \n").expect("write");
+    assert_eq!(read_reply(&mut r), "Connecting\n");
+    assert_eq!(read_reply(&mut r), "Receptor Control, node node2\n");
+    let mut ask = |line: &str| {
+        w.write_all(line.as_bytes()).expect("write");
+        read_reply(&mut r)
+    };
+    assert_eq!(ask("reload\n"), "ERROR: reload is not accepted from other nodes\n");
+    assert_eq!(ask("connect node1 control \n"), "ERROR: connect is not accepted from other nodes\n");
+    assert!(
+        ask("work submit node1 echo\n").starts_with("ERROR: remote work units can only be created"),
+        "no relaying under node2's name"
+    );
+    assert!(ask("work submit node2 echo\n").contains("does not allow node1"));
+    assert!(ask("ping localhost\n").contains("\"Success\":true"), "harmless commands are fine");
+}

@@ -244,6 +244,11 @@ impl Control {
         };
         let result = match cmd.as_str() {
             "work" => return work::handle(self, &request, rd, wr, origin).await,
+            // From another node, a bridge would let it open streams under this node's
+            // name (and around [[work.allow]]): only local clients may connect.
+            "connect" if matches!(origin, Origin::Mesh(_)) => {
+                Err("connect is not accepted from other nodes".to_owned())
+            }
             "connect" => return self.connect(&request, rd, wr).await,
             "status" => self.status(&request).await,
             "ping" => self.ping(&request).await,
