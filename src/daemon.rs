@@ -197,14 +197,15 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     }
     tracing::info!(node = %node.id(), work_types = ?work.registry().names(), "receptord ready");
     warn_if_open(&cfg, &work);
-    let (topo, jobs) = (node.topology(), work.clone());
+    let (topo, jobs, us) = (node.topology(), work.clone(), units.clone());
     crate::systemd::spawn_heartbeat(&node.tracker(), node.cancel_token(), move || {
         let t = topo.borrow();
         format!(
-            "links: {}, reachable nodes: {}, running jobs: {}",
+            "links: {}, reachable nodes: {}, running jobs: {}, active work units: {}",
             t.linked.len(),
             t.reachable.len(),
-            jobs.running()
+            jobs.running(),
+            us.active()
         )
     });
     crate::systemd::ready();

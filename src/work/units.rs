@@ -463,6 +463,11 @@ impl Units {
         self.lock().get(id).cloned().ok_or_else(|| UnitError::Unknown(id.to_owned()))
     }
 
+    /// How many units are not final yet.
+    pub fn active(&self) -> usize {
+        self.lock().values().filter(|u| !u.status().state.is_final()).count()
+    }
+
     /// Every unit's ID and status.
     pub fn list(&self) -> Vec<(String, UnitStatus)> {
         self.lock().values().map(|u| (u.id.clone(), u.status())).collect()
