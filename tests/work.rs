@@ -477,6 +477,8 @@ fn the_receptor_cli_drives_work_units_over_the_socket() {
     assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
     let out = cli(&["work", "results", &id]);
     assert_eq!(out.status.code(), Some(1));
+    let out = cli(&["work", "release", "--state", "canceled"]);
+    assert_eq!(stdout(&out), format!("{id}: released\n"), "release by state: {}", stderr(&out));
     let out = cli(&["work", "release", "--all"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&cli(&["work", "list"])).trim(), "{}");

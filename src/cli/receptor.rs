@@ -212,6 +212,9 @@ pub enum WorkCommand {
         /// Release every unit.
         #[arg(long)]
         all: bool,
+        /// Release every unit in this state (Succeeded, Failed, Canceled, ...).
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
     },
 }
 

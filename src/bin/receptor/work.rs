@@ -80,14 +80,27 @@ pub async fn dispatch(cmd: WorkCommand, sock: PathBuf) -> anyhow::Result<u8> {
         }
         WorkCommand::Results { unit, start } => results(&sock, &unit, start).await,
         WorkCommand::Cancel { units } => each(&sock, "cancel", &units).await,
-        WorkCommand::Release { mut units, force, all } => {
-            if all {
+        WorkCommand::Release { mut units, force, all, state } => {
+            if all || state.is_some() {
                 let v = socket::request(&sock, "work list").await?;
-                units
-                    .extend(v.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default());
+                let wanted = |st: &serde_json::Value| {
+                    state
+                        .as_ref()
+                        .is_none_or(|s| st["StateName"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(s)))
+                };
+                let found = v
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, st)| wanted(st))
+                    .map(|(id, _)| id.clone());
+                units.extend(found.collect::<Vec<_>>());
+                if units.is_empty() {
+                    return Ok(0);
+                }
             }
             if units.is_empty() {
-                bail!("no unit IDs given (or --all)");
+                bail!("no unit IDs given (or --all, --state)");
             }
             each(&sock, if force { "force-release" } else { "release" }, &units).await
         }
