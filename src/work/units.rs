@@ -214,6 +214,8 @@ pub struct Unit {
     pub(super) stop: CancellationToken,
     /// Set once a supervisor process was started for it (the daemon then only reads).
     supervised: AtomicBool,
+    /// Serialises status writes.
+    write_lock: Mutex<()>,
     releasing: AtomicBool,
 }
 
@@ -242,20 +244,17 @@ impl Unit {
         self.kind.lock().map(|k| k.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// Changes `unit.json` (memory and disk, in one step: concurrent updates never
+    /// leave an older copy on disk).
     pub(super) fn update_kind(&self, f: impl FnOnce(&mut UnitKind)) -> Result<(), UnitError> {
-        let snapshot = {
-            let mut k = self.kind.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut k);
-            k.clone()
-        };
-        write_json(&self.dir.join("unit.json"), &snapshot)
+        let mut k = self.kind.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut k);
+        write_json(&self.dir.join("unit.json"), &*k)
     }
 
     /// Records a new status (memory and disk).
     pub(super) fn set_status(&self, st: UnitStatus) -> Result<(), UnitError> {
-        let r = write_json(&self.dir.join("status"), &st);
-        self.status.send_replace(st);
-        r
+        self.update_status(|s| *s = st)
     }
 
     /// Publishes a change to followers without writing it to disk (yet).
@@ -263,10 +262,18 @@ impl Unit {
         self.status.send_modify(f);
     }
 
+    /// Changes the status (memory and disk, serialised with other writers).
     pub(super) fn update_status(&self, f: impl FnOnce(&mut UnitStatus)) -> Result<(), UnitError> {
-        let mut st = self.status();
-        f(&mut st);
-        self.set_status(st)
+        let _writer = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut snapshot = None;
+        self.status.send_modify(|st| {
+            f(st);
+            snapshot = Some(st.clone());
+        });
+        match snapshot {
+            Some(st) => write_json(&self.dir.join("status"), &st),
+            None => Ok(()),
+        }
     }
 
     /// Re-reads `status` from disk (written by the supervisor), publishing changes.
@@ -447,6 +454,7 @@ impl Units {
             kind: Mutex::new(kind),
             stop: self.inner.cancel.child_token(),
             supervised: AtomicBool::new(false),
+            write_lock: Mutex::new(()),
             releasing: AtomicBool::new(false),
         });
         self.lock().insert(id.to_owned(), unit.clone());
