@@ -976,8 +976,8 @@ impl Follow {
                 }
                 return Ok(None);
             }
-            // Back off while nothing arrives (5 ms up to 100 ms); a status change wakes us.
-            self.idle = (self.idle * 2).clamp(Duration::from_millis(5), Duration::from_millis(100));
+            // Back off while nothing arrives (1 ms up to 64 ms); a status change wakes us.
+            self.idle = (self.idle * 2).clamp(Duration::from_millis(1), Duration::from_millis(64));
             let _ = tokio::time::timeout(self.idle, self.rx.changed()).await;
         }
     }
