@@ -265,6 +265,23 @@ fn the_awx_flow_runs_unchanged_through_receptorctl_across_three_nodes() {
     let unit = units.as_object().and_then(|m| m.values().next()).expect("a unit").clone();
     assert_eq!(unit["StateName"], "Succeeded", "{unit}");
     assert_eq!(unit["ExtraData"]["RemoteWorkType"], "ansible-runner");
+    // AWX's health check of an execution node.
+    let args = [
+        "work",
+        "submit",
+        "ansible-runner",
+        "--node",
+        "node3",
+        "-n",
+        "-a",
+        "params=--worker-info",
+        "--ttl",
+        "20s",
+        "-f",
+    ];
+    let out = receptorctl(&sock, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("runner_version: 2.4.3"), "{}", stdout(&out));
 }
 
 #[test]
