@@ -4,8 +4,6 @@
 //! three hops, plain and TLS; (3) idle RSS of a daemon with two links. Figures only: nothing
 //! here asserts on time.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -114,7 +112,7 @@ impl Line {
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn");
-        let n = drain(child.stdout.take().expect("stdout"));
+        let n = harness::drain(child.stdout.take().expect("stdout"));
         let secs = start.elapsed().as_secs_f64();
         assert!(child.wait().expect("wait").success());
         assert_eq!(n, SIZE, "every byte arrived");
@@ -138,35 +136,7 @@ impl Line {
     }
 }
 
-fn drain(mut r: impl Read) -> u64 {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        match r.read(&mut buf) {
-            Ok(0) | Err(_) => return n,
-            Ok(k) => n += k as u64,
-        }
-    }
-}
 
-/// Seconds for a raw loopback TCP copy of 1 GiB in 64 KiB writes.
-fn raw_tcp_run() -> f64 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let start = Instant::now();
-    let writer = std::thread::spawn(move || {
-        let mut s = TcpStream::connect(addr).expect("connect");
-        let chunk = vec![0u8; 64 * 1024];
-        for _ in 0..SIZE / chunk.len() as u64 {
-            s.write_all(&chunk).expect("write");
-        }
-    });
-    let (s, _) = listener.accept().expect("accept");
-    let n = drain(s);
-    writer.join().expect("writer");
-    assert_eq!(n, SIZE);
-    start.elapsed().as_secs_f64()
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -188,7 +158,7 @@ fn mark(ok: bool) -> &'static str {
 
 fn main() {
     let gib = SIZE as f64 / (1u64 << 30) as f64;
-    let raw = median((0..RUNS).map(|_| raw_tcp_run()).collect());
+    let raw = median((0..RUNS).map(|_| harness::raw_tcp_run(SIZE)).collect());
     let plain = Line::new(false);
     std::thread::sleep(Duration::from_secs(3));
     let idle: Vec<u64> = plain.nodes.iter().map(|d| rss_kib(d.child.id())).collect();
@@ -198,7 +168,7 @@ fn main() {
     let tls = Line::new(true);
     let (t50, t99) = tls.pings(1000);
     let tls_tp = median((0..RUNS).map(|_| tls.throughput_run()).collect());
-    let raw_tls = median((0..RUNS).map(|_| raw_tcp_run()).collect());
+    let raw_tls = median((0..RUNS).map(|_| harness::raw_tcp_run(SIZE)).collect());
     drop(tls);
     let (r1, r2) = (raw / mesh, raw_tls / tls_tp);
     println!("| figure (loopback, median of {RUNS} unless noted) | value | target |");

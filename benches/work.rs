@@ -6,7 +6,6 @@
 //! Figures only: nothing here asserts on time.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -84,27 +83,17 @@ fn release(sock: &Path, id: &str) {
     r.read_line(&mut line).expect("reply");
 }
 
-fn drain(mut r: impl Read) -> u64 {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        match r.read(&mut buf) {
-            Ok(0) | Err(_) => return n,
-            Ok(k) => n += k as u64,
-        }
-    }
-}
 
 /// Seconds to submit `gen` on `node` and follow its results to the end; then seconds to
 /// read the complete unit again from node1.
 fn unit_run(sock: &Path, node: &str) -> (f64, f64) {
     let start = Instant::now();
     let id = submit(sock, node, "gen");
-    let n = drain(results(sock, &id));
+    let n = harness::drain(results(sock, &id));
     let follow = start.elapsed().as_secs_f64();
     assert_eq!(n, SIZE, "every byte arrived");
     let start = Instant::now();
-    let n = drain(results(sock, &id));
+    let n = harness::drain(results(sock, &id));
     let reread = start.elapsed().as_secs_f64();
     assert_eq!(n, SIZE);
     release(sock, &id);
@@ -119,27 +108,11 @@ fn first_byte_ms(sock: &Path, node: &str) -> f64 {
     let mut byte = [0u8; 1];
     r.read_exact(&mut byte).expect("first byte");
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    drain(r);
+    harness::drain(r);
     release(sock, &id);
     ms
 }
 
-fn raw_tcp_run() -> f64 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let start = Instant::now();
-    let writer = std::thread::spawn(move || {
-        let mut s = TcpStream::connect(addr).expect("connect");
-        let chunk = vec![0u8; 64 * 1024];
-        for _ in 0..SIZE / chunk.len() as u64 {
-            s.write_all(&chunk).expect("write");
-        }
-    });
-    let (s, _) = listener.accept().expect("accept");
-    assert_eq!(drain(s), SIZE);
-    writer.join().expect("writer");
-    start.elapsed().as_secs_f64()
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -168,7 +141,7 @@ fn main() {
     let sock: PathBuf = dir.path().join("node1.sock");
     wait_route(&sock, "node3");
 
-    let raw = median((0..RUNS).map(|_| raw_tcp_run()).collect());
+    let raw = median((0..RUNS).map(|_| harness::raw_tcp_run(SIZE)).collect());
     let local: Vec<(f64, f64)> = (0..RUNS).map(|_| unit_run(&sock, "localhost")).collect();
     let remote: Vec<(f64, f64)> = (0..RUNS).map(|_| unit_run(&sock, "node3")).collect();
     let fb_local = median((0..LATENCY_RUNS).map(|_| first_byte_ms(&sock, "localhost")).collect());

@@ -68,6 +68,23 @@ fn make_pdd(playbook: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Runs `playbook` with the real `ansible-runner run`; returns its private data dir and
+/// the run's artifact dir.
+fn local_run(playbook: &str, ident: &str) -> (tempfile::TempDir, PathBuf) {
+    let pdd = make_pdd(playbook);
+    let st = Command::new(venv_bin().join("ansible-runner"))
+        .env("PATH", path_with_venv())
+        .arg("run")
+        .arg(pdd.path())
+        .args(["-p", "test.yml", "-i", ident])
+        .stdout(Stdio::null())
+        .status()
+        .expect("ansible-runner run");
+    assert!(st.success());
+    let art = pdd.path().join("artifacts").join(ident);
+    (pdd, art)
+}
+
 fn mesh() -> (Daemon, Daemon, Daemon) {
     let n1 = Daemon::start(Spec::new("node1"));
     let n2 = Daemon::start(Spec::new("node2").peer(n1.port));
@@ -133,17 +150,7 @@ fn three_hop_run_matches_a_local_ansible_runner_run() {
     assert_eq!(std::fs::read_to_string(remote.join("rc")).expect("rc"), "0");
     assert_eq!(std::fs::read_to_string(remote.join("status")).expect("status"), "successful");
 
-    let local_pdd = make_pdd(PLAY);
-    let st = Command::new(venv_bin().join("ansible-runner"))
-        .env("PATH", path_with_venv())
-        .args(["run"])
-        .arg(local_pdd.path())
-        .args(["-p", "test.yml", "-i", "local1"])
-        .stdout(Stdio::null())
-        .status()
-        .expect("ansible-runner run");
-    assert!(st.success());
-    let local = local_pdd.path().join("artifacts/local1");
+    let (_local_pdd, local) = local_run(PLAY, "local1");
     assert_eq!(events(&remote), events(&local), "same events in the same order");
     assert!(events(&remote).len() >= 8);
     assert_eq!(tree(&remote), tree(&local), "same artifact files");
@@ -248,17 +255,8 @@ fn the_awx_flow_runs_unchanged_through_receptorctl_across_three_nodes() {
     assert_eq!(std::fs::read_to_string(processed.join("rc")).expect("rc"), "0");
     assert_eq!(std::fs::read_to_string(processed.join("status")).expect("status"), "successful");
 
-    let local_pdd = make_pdd(PLAY);
-    let st = Command::new(venv_bin().join("ansible-runner"))
-        .env("PATH", path_with_venv())
-        .arg("run")
-        .arg(local_pdd.path())
-        .args(["-p", "test.yml", "-i", "local1"])
-        .stdout(Stdio::null())
-        .status()
-        .expect("ansible-runner run");
-    assert!(st.success());
-    assert_eq!(events(&processed), events(&local_pdd.path().join("artifacts/local1")), "every event");
+    let (_local_pdd, local) = local_run(PLAY, "local1");
+    assert_eq!(events(&processed), events(&local), "every event");
     // The unit stays listed on node1 as a finished remote unit until released.
     let out = receptorctl(&sock, &["work", "list"]);
     let units: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");

@@ -3,11 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 
@@ -65,53 +61,34 @@ fn receptorctl_status_ping_version_and_reload() {
     assert_eq!(stdout(&out), "node1\nTrue\n", "{}", stderr(&out));
 }
 
-/// Sends `request` on a fresh session and returns the reply lines (after the greeting).
-fn session(sock: &Path, request: &[u8], lines: usize) -> Vec<String> {
-    let s = UnixStream::connect(sock).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let mut w = s.try_clone().expect("clone");
-    let mut r = BufReader::new(s);
-    let mut greeting = String::new();
-    r.read_line(&mut greeting).expect("greeting");
-    assert_eq!(greeting, "Receptor Control, node node1\n");
-    // A request the daemon refuses half-way may meet a closed socket: the reply matters.
-    let _ = w.write_all(request);
-    (0..lines)
-        .map(|_| {
-            let mut l = String::new();
-            r.read_line(&mut l).expect("reply");
-            l
-        })
-        .collect()
-}
 
 #[test]
 fn hostile_input_gets_error_lines_and_the_daemon_carries_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, sock) = with_socket("node1", dir.path());
     let _n1 = Daemon::start(Spec::new("node1").extra(&ctl));
-    assert_eq!(session(&sock, b"frobnicate\n", 1), ["ERROR: Unknown command\n"]);
-    assert_eq!(session(&sock, b"\x00\xff garbage\r\n", 1), ["ERROR: Unknown command\n"]);
-    assert_eq!(session(&sock, b"{\"command\":\"Status\"}\n", 1), ["ERROR: Unknown command\n"]);
+    assert_eq!(raw_session(&sock, b"frobnicate\n", 1), ["ERROR: Unknown command\n"]);
+    assert_eq!(raw_session(&sock, b"\x00\xff garbage\r\n", 1), ["ERROR: Unknown command\n"]);
+    assert_eq!(raw_session(&sock, b"{\"command\":\"Status\"}\n", 1), ["ERROR: Unknown command\n"]);
     assert_eq!(
-        session(&sock, b"{\"nocommand\":1}\n", 2),
+        raw_session(&sock, b"{\"nocommand\":1}\n", 2),
         ["ERROR: JSON did not contain a command\n", "ERROR: Unknown command\n"]
     );
-    assert_eq!(session(&sock, b"{not json\n", 2)[1], "ERROR: Unknown command\n");
-    assert_eq!(session(&sock, b"status x\n", 1), ["ERROR: status command does not take parameters\n"]);
-    assert_eq!(session(&sock, b"ping\n", 1), ["ERROR: no ping target\n"]);
+    assert_eq!(raw_session(&sock, b"{not json\n", 2)[1], "ERROR: Unknown command\n");
+    assert_eq!(raw_session(&sock, b"status x\n", 1), ["ERROR: status command does not take parameters\n"]);
+    assert_eq!(raw_session(&sock, b"ping\n", 1), ["ERROR: no ping target\n"]);
     assert_eq!(
-        session(&sock, b"{\"command\":\"status\",\"requested_fields\":[\"NodeID\",\"Bogus\"]}\n", 1),
+        raw_session(&sock, b"{\"command\":\"status\",\"requested_fields\":[\"NodeID\",\"Bogus\"]}\n", 1),
         ["{\"NodeID\":\"node1\"}\n"]
     );
     assert_eq!(
-        session(&sock, b"{\"command\":\"status\",\"requested_fields\":null}\n", 1),
+        raw_session(&sock, b"{\"command\":\"status\",\"requested_fields\":null}\n", 1),
         ["ERROR: requested_fields must be an array of strings\n"]
     );
     let mut huge = vec![b'a'; 2 << 20];
     huge.push(b'\n');
-    assert!(session(&sock, &huge, 1)[0].starts_with("ERROR: request line longer than"));
-    assert_eq!(session(&sock, b"\n\r\nSTATUS\n", 1)[0].get(..12), Some("{\"Advertisem"));
+    assert!(raw_session(&sock, &huge, 1)[0].starts_with("ERROR: request line longer than"));
+    assert_eq!(raw_session(&sock, b"\n\r\nSTATUS\n", 1)[0].get(..12), Some("{\"Advertisem"));
 }
 
 #[test]

@@ -276,24 +276,6 @@ args = ["-c", "i=0; while [ $i -lt 80 ]; do i=$((i+1)); printf 'line %05d %0300d
     assert_eq!(st["StdoutSize"].as_u64(), Some(remote.len() as u64));
 }
 
-/// Sends `request` on a fresh session and returns `lines` reply lines.
-fn session(sock: &Path, request: &[u8], lines: usize) -> Vec<String> {
-    let s = UnixStream::connect(sock).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let mut w = s.try_clone().expect("clone");
-    let mut r = BufReader::new(s);
-    let mut greeting = String::new();
-    r.read_line(&mut greeting).expect("greeting");
-    let _ = w.write_all(request);
-    let _ = w.shutdown(std::net::Shutdown::Write);
-    (0..lines)
-        .map(|_| {
-            let mut l = String::new();
-            r.read_line(&mut l).expect("reply");
-            l
-        })
-        .collect()
-}
 
 #[test]
 fn bad_work_requests_get_clear_errors_and_nothing_escapes_the_data_dir() {
@@ -327,19 +309,19 @@ fn bad_work_requests_get_clear_errors_and_nothing_escapes_the_data_dir() {
         (b"{\"command\":\"connect\",\"node\":\"node2\"}\n", "ERROR: no connect target service\n"),
     ];
     for (req, want) in cases {
-        assert_eq!(session(&sock, req, 1), [*want], "request {:?}", String::from_utf8_lossy(req));
+        assert_eq!(raw_session(&sock, req, 1), [*want], "request {:?}", String::from_utf8_lossy(req));
     }
     // Unit IDs name directories: path tricks are refused before touching the disk.
     let secret = dir.path().join("secret");
     std::fs::create_dir_all(&secret).expect("mkdir");
     for trick in ["../../secret", "..", "a/b", "%2e%2e", "/etc"] {
         for verb in ["status", "results", "cancel", "release", "force-release"] {
-            let reply = session(&sock, format!("work {verb} {trick}\n").as_bytes(), 1);
+            let reply = raw_session(&sock, format!("work {verb} {trick}\n").as_bytes(), 1);
             assert!(reply[0].starts_with("ERROR: invalid work unit ID"), "{verb} {trick}: {reply:?}");
         }
     }
     assert!(secret.exists());
-    let reply = session(&sock, b"{\"command\":\"work\",\"subcommand\":\"list\",\"unitid\":\"../x\"}\n", 1);
+    let reply = raw_session(&sock, b"{\"command\":\"work\",\"subcommand\":\"list\",\"unitid\":\"../x\"}\n", 1);
     assert!(reply[0].starts_with("ERROR: invalid work unit ID"), "{reply:?}");
     // A client that goes away mid-submit never leaves a unit waiting forever: it runs
     // (the payload ended where the client closed) or fails saying why, depending on
@@ -350,7 +332,7 @@ fn bad_work_requests_get_clear_errors_and_nothing_escapes_the_data_dir() {
     BufReader::new(s).read_line(&mut greeting).expect("greeting");
     w.write_all(b"work submit localhost echo\npartial").expect("write");
     drop(w);
-    let reply = session(&sock, b"status\n", 1);
+    let reply = raw_session(&sock, b"status\n", 1);
     assert!(reply[0].starts_with("{\"Advertisements\""), "{reply:?}");
     let mut id = String::new();
     wait_until("the unit of the vanished client", Duration::from_secs(10), || {

@@ -1,6 +1,10 @@
-//! Shared by the benchmarks: start a real receptord and learn the port it bound.
+//! Shared by the benchmarks: start a real receptord and learn the port it bound; the raw
+//! loopback TCP reference figure.
+#![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Instant;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -36,4 +40,34 @@ pub fn spawn(receptord: &str, config: &Path, path: Option<&str>) -> Daemon {
         .expect("listener port");
     std::thread::spawn(move || for _ in lines {});
     Daemon { child, port }
+}
+
+/// Reads to the end; returns the byte count.
+pub fn drain(mut r: impl Read) -> u64 {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => return n,
+            Ok(k) => n += k as u64,
+        }
+    }
+}
+
+/// Seconds for a raw loopback TCP copy of `size` bytes in 64 KiB writes.
+pub fn raw_tcp_run(size: u64) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..size / chunk.len() as u64 {
+            s.write_all(&chunk).expect("write");
+        }
+    });
+    let (s, _) = listener.accept().expect("accept");
+    assert_eq!(drain(s), size);
+    writer.join().expect("writer");
+    start.elapsed().as_secs_f64()
 }

@@ -330,3 +330,26 @@ pub fn python(code: &str) -> Output {
         .output()
         .expect("python")
 }
+
+/// Sends `request` on a fresh control session (then ends its input) and returns `lines`
+/// reply lines after the greeting.
+pub fn raw_session(sock: &Path, request: &[u8], lines: usize) -> Vec<String> {
+    use std::io::Write;
+    let s = std::os::unix::net::UnixStream::connect(sock).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let mut r = BufReader::new(s);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).expect("greeting");
+    assert!(greeting.starts_with("Receptor Control, node "), "{greeting}");
+    // A request the daemon refuses half-way may meet a closed socket: the reply matters.
+    let _ = w.write_all(request);
+    let _ = w.shutdown(std::net::Shutdown::Write);
+    (0..lines)
+        .map(|_| {
+            let mut l = String::new();
+            r.read_line(&mut l).expect("reply");
+            l
+        })
+        .collect()
+}
