@@ -136,8 +136,6 @@ impl Line {
     }
 }
 
-
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

@@ -83,7 +83,6 @@ fn release(sock: &Path, id: &str) {
     r.read_line(&mut line).expect("reply");
 }
 
-
 /// Seconds to submit `gen` on `node` and follow its results to the end; then seconds to
 /// read the complete unit again from node1.
 fn unit_run(sock: &Path, node: &str) -> (f64, f64) {
@@ -112,7 +111,6 @@ fn first_byte_ms(sock: &Path, node: &str) -> f64 {
     release(sock, &id);
     ms
 }
-
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

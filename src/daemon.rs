@@ -59,12 +59,23 @@ pub fn units_config(cfg: &Config) -> Result<UnitsConfig, DaemonError> {
     Ok(UnitsConfig {
         node: cfg.node.id.clone(),
         root: cfg.node.data_dir.join("units"),
-        supervisor_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("receptord")),
+        supervisor_exe: supervisor_exe(),
         retention,
         signer,
         verifier,
         cancel_wait: cfg.node.shutdown_grace.min(Duration::from_secs(10)),
     })
+}
+
+/// This very binary, for work-unit supervisors: `/proc/self/exe` still runs it after a
+/// package upgrade has replaced (deleted) the file, and keeps supervisor and daemon at the
+/// same version.
+fn supervisor_exe() -> PathBuf {
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        return proc_exe;
+    }
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("receptord"))
 }
 
 /// Whether every link this node makes or accepts is TLS.

@@ -276,7 +276,6 @@ args = ["-c", "i=0; while [ $i -lt 80 ]; do i=$((i+1)); printf 'line %05d %0300d
     assert_eq!(st["StdoutSize"].as_u64(), Some(remote.len() as u64));
 }
 
-
 #[test]
 fn bad_work_requests_get_clear_errors_and_nothing_escapes_the_data_dir() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -321,7 +320,8 @@ fn bad_work_requests_get_clear_errors_and_nothing_escapes_the_data_dir() {
         }
     }
     assert!(secret.exists());
-    let reply = raw_session(&sock, b"{\"command\":\"work\",\"subcommand\":\"list\",\"unitid\":\"../x\"}\n", 1);
+    let reply =
+        raw_session(&sock, b"{\"command\":\"work\",\"subcommand\":\"list\",\"unitid\":\"../x\"}\n", 1);
     assert!(reply[0].starts_with("ERROR: invalid work unit ID"), "{reply:?}");
     // A client that goes away mid-submit never leaves a unit waiting forever: it runs
     // (the payload ended where the client closed) or fails saying why, depending on
@@ -479,10 +479,17 @@ fn read_reply(r: &mut BufReader<UnixStream>) -> String {
 fn other_nodes_are_held_to_the_allow_rules_and_cannot_act_for_this_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, sock) = with_socket("node1", dir.path());
-    let rules = "[[work.allow]]\nsubmitters = [\"trusted-*\"]\nwork_types = [\"echo\"]\n";
+    let (ctl2, sock2) = with_socket("node2", dir.path());
+    let rules = "[[work.allow]]\nsubmitters = [\"trusted-*\"]\nwork_types = [\"echo\"]\n\
+                 [[work.allow]]\nsubmitters = [\"node1\"]\nwork_types = [\"sh\"]\n";
     let n1 = Daemon::start(Spec::new("node1").extra(&ctl));
-    let _n2 = Daemon::start(Spec::new("node2").peer(n1.port).extra(&format!("{WORK}{rules}")));
+    let _n2 = Daemon::start(Spec::new("node2").peer(n1.port).extra(&format!("{ctl2}{WORK}{rules}")));
     wait_route(&n1, "node2");
+    // node2's own unit, and one node1 may run there.
+    let own = submit(&sock2, &["echo", "-l", "mine"]);
+    let theirs = submit(&sock, &["sh", "--node", "node2", "-n", "-a", "params=-c 'echo theirs'"]);
+    let theirs =
+        wait_state(&sock, &theirs, "Succeeded")["ExtraData"]["RemoteUnitID"].as_str().expect("id").to_owned();
 
     // node1 is not allowed to run echo on node2: its remote unit fails, saying so.
     let id = submit(&sock, &["echo", "--node", "node2", "-l", "x"]);
@@ -510,4 +517,11 @@ fn other_nodes_are_held_to_the_allow_rules_and_cannot_act_for_this_node() {
     );
     assert!(ask("work submit node2 echo\n").contains("does not allow node1"));
     assert!(ask("ping localhost\n").contains("\"Success\":true"), "harmless commands are fine");
+    // Another node sees and touches only the units it submitted.
+    let listed = ask("work list\n");
+    assert!(listed.contains(&theirs) && !listed.contains(&own), "{listed}");
+    assert_eq!(ask(&format!("work status {own}\n")), format!("ERROR: unknown work unit {own}\n"));
+    assert_eq!(ask(&format!("work release {own}\n")), format!("ERROR: unknown work unit {own}\n"));
+    assert_eq!(ask(&format!("work results {own} 0\n")), format!("ERROR: unknown work unit {own}\n"));
+    assert!(list(&sock2).get(&own).is_some(), "node2's unit is untouched");
 }

@@ -168,13 +168,17 @@ async fn run_via_socket(
     let (rx, packer) = start_packer(pdd.to_path_buf(), kwargs, cb.progress);
     let mut c = socket::connect(sock).await.map_err(sock_err)?;
     let fields = socket::submit_fields(target.as_str(), WORK_TYPE, &[]);
-    let (unit, _) = c
-        .submit(fields, socket::ChannelRead(rx))
+    let unit = c
+        .submit_create(fields)
         .await
         .map_err(|e| RunError::Remote(format!("submitting to {}: {e}", sock.display())))?;
-    packer.await.map_err(|e| RunError::BadOptions(format!("packing task failed: {e}")))??;
-    tracing::info!(%unit, "work unit submitted through {}", sock.display());
-    let follow = async {
+    tracing::info!(%unit, "work unit created through {}", sock.display());
+    // From here on the unit exists: whatever happens, it is released at the end.
+    let job = async {
+        c.submit_payload(socket::ChannelRead(rx))
+            .await
+            .map_err(|e| RunError::Remote(format!("submitting to {}: {e}", sock.display())))?;
+        packer.await.map_err(|e| RunError::BadOptions(format!("packing task failed: {e}")))??;
         let rd = socket::connect(sock)
             .await
             .map_err(sock_err)?
@@ -187,7 +191,7 @@ async fn run_via_socket(
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| RunError::BadOptions(format!("signal handling: {e}")))?;
     let outcome = tokio::select! {
-        r = follow => r,
+        r = job => r,
         _ = tokio::signal::ctrl_c() => Err(RunError::BadOptions("interrupted".into())),
         _ = term.recv() => Err(RunError::BadOptions("terminated".into())),
     };

@@ -79,8 +79,15 @@ impl<R: ByteRead, W: ByteWrite> ControlClient<R, W> {
     pub async fn submit(
         &mut self,
         fields: Map<String, Value>,
-        mut payload: impl ByteRead,
+        payload: impl ByteRead,
     ) -> Result<(String, Value), ClientError> {
+        let id = self.submit_create(fields).await?;
+        let reply = self.submit_payload(payload).await?;
+        Ok((id, reply))
+    }
+
+    /// The first half of `work submit`: sends the request, returns the new unit's ID.
+    pub async fn submit_create(&mut self, fields: Map<String, Value>) -> Result<String, ClientError> {
         let mut req = Map::new();
         req.insert("command".into(), json!("work"));
         req.insert("subcommand".into(), json!("submit"));
@@ -95,13 +102,17 @@ impl<R: ByteRead, W: ByteWrite> ControlClient<R, W> {
             .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
             .ok_or_else(|| ClientError::Protocol(created.clone()))?
             .to_owned();
+        Ok(id)
+    }
+
+    /// The second half of `work submit`: the payload, our end of input, the final reply.
+    pub async fn submit_payload(&mut self, mut payload: impl ByteRead) -> Result<Value, ClientError> {
         while let Some(chunk) = payload.read().await? {
             self.wr.write(chunk).await?;
         }
         self.wr.close().await;
         let reply = self.read_line().await?;
-        let v = serde_json::from_str(&reply).map_err(|_| ClientError::Protocol(reply))?;
-        Ok((id, v))
+        serde_json::from_str(&reply).map_err(|_| ClientError::Protocol(reply))
     }
 
     /// `work results`: after the header, the raw output until the daemon closes.
@@ -192,7 +203,12 @@ impl RemoteControl for MeshControl {
         self.tls_only
     }
 
-    fn submit<'a>(&'a self, node: &'a NodeId, req: RemoteSubmit) -> BoxFut<'a, Result<String, RemoteError>> {
+    fn submit<'a>(
+        &'a self,
+        node: &'a NodeId,
+        req: RemoteSubmit,
+        on_created: &'a (dyn Fn(&str) + Send + Sync),
+    ) -> BoxFut<'a, Result<String, RemoteError>> {
         Box::pin(async move {
             let mut c = self.session(node).await?;
             let mut fields: BTreeMap<String, Value> =
@@ -205,7 +221,9 @@ impl RemoteControl for MeshControl {
             let file = tokio::fs::File::open(&req.stdin)
                 .await
                 .map_err(|e| RemoteError::Refused(format!("reading stdin: {e}")))?;
-            let (id, _) = c.submit(fields.into_iter().collect(), FileRead(file)).await.map_err(classify)?;
+            let id = c.submit_create(fields.into_iter().collect()).await.map_err(classify)?;
+            on_created(&id);
+            c.submit_payload(FileRead(file)).await.map_err(classify)?;
             Ok(id)
         })
     }

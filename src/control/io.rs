@@ -98,19 +98,23 @@ pub enum Line {
 pub struct LineReader<R> {
     inner: R,
     buf: BytesMut,
+    /// How much of `buf` is known to hold no newline (so it is not searched again).
+    scanned: usize,
     eof: bool,
 }
 
 impl<R: ByteRead> LineReader<R> {
     pub fn new(inner: R) -> LineReader<R> {
-        LineReader { inner, buf: BytesMut::new(), eof: false }
+        LineReader { inner, buf: BytesMut::new(), scanned: 0, eof: false }
     }
 
     /// The next non-empty line. A partial line before end of input still counts (as in
     /// Go Receptor).
     pub async fn line(&mut self, max: usize) -> io::Result<Line> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            let found = self.buf[self.scanned..].iter().position(|b| *b == b'\n');
+            if let Some(pos) = found.map(|p| p + self.scanned) {
+                self.scanned = 0;
                 if pos > max {
                     return Ok(Line::TooLong);
                 }
@@ -120,11 +124,13 @@ impl<R: ByteRead> LineReader<R> {
                     None => continue,
                 }
             }
+            self.scanned = self.buf.len();
             if self.buf.len() > max {
                 return Ok(Line::TooLong);
             }
             if self.eof {
                 let raw = self.buf.split();
+                self.scanned = 0;
                 return Ok(clean(&raw).map_or(Line::Eof, Line::Text));
             }
             match self.inner.read().await? {
@@ -137,6 +143,7 @@ impl<R: ByteRead> LineReader<R> {
     /// The next raw bytes (first whatever was read past the last line); `None` at end.
     pub async fn raw(&mut self) -> io::Result<Option<Bytes>> {
         if self.buf.has_remaining() {
+            self.scanned = 0;
             return Ok(Some(self.buf.split().freeze()));
         }
         if self.eof {

@@ -316,7 +316,14 @@ impl Control {
             }
             wr.close().await;
         };
-        tokio::join!(up, down);
+        tokio::pin!(up, down);
+        // Once the service's side ends, the session ends (whatever the client still
+        // holds open); once the client's side ends, the service gets the end of input and
+        // its remaining output is still delivered.
+        tokio::select! {
+            () = &mut down => {}
+            () = &mut up => down.await,
+        }
         Ok(Flow::End)
     }
 

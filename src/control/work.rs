@@ -43,11 +43,11 @@ pub(super) async fn handle<R: ByteRead, W: ByteWrite>(
     match sub.as_str() {
         "submit" => submit(ctl, req, &tokens, rd, wr, origin).await,
         "results" => results(ctl, req, &tokens, wr, origin).await,
-        "list" => reply(wr, list(ctl, req, &tokens)).await,
+        "list" => reply(wr, list(ctl, req, &tokens, origin)).await,
         "status" => {
             let r = unit_id(req, &tokens, "status")
-                .and_then(|id| ctl.units.get(&id.0).map_err(|e| e.to_string()))
-                .map(|u| status_json(&u.status()));
+                .and_then(|id| ctl.units.status_for(origin, &id.0).map_err(|e| e.to_string()))
+                .map(|st| status_json(&st));
             reply(wr, r).await
         }
         "cancel" | "release" | "force-release" => {
@@ -78,7 +78,7 @@ pub fn status_json(st: &UnitStatus) -> Value {
     })
 }
 
-fn list(ctl: &Control, req: &Request, tokens: &[String]) -> Result<Value, String> {
+fn list(ctl: &Control, req: &Request, tokens: &[String], origin: &Origin) -> Result<Value, String> {
     let wanted: Option<String> = match req {
         Request::Text(_) if tokens.len() > 1 => return Err("work list only takes an optional unit ID".into()),
         Request::Text(_) => tokens.first().cloned(),
@@ -87,11 +87,11 @@ fn list(ctl: &Control, req: &Request, tokens: &[String]) -> Result<Value, String
     let mut out = Map::new();
     match wanted {
         Some(id) => {
-            let unit = ctl.units.get(&id).map_err(|e| e.to_string())?;
-            out.insert(id, status_json(&unit.status()));
+            let st = ctl.units.status_for(origin, &id).map_err(|e| e.to_string())?;
+            out.insert(id, status_json(&st));
         }
         None => {
-            for (id, st) in ctl.units.list() {
+            for (id, st) in ctl.units.list_for(origin) {
                 out.insert(id, status_json(&st));
             }
         }
@@ -211,7 +211,9 @@ async fn submit<R: ByteRead, W: ByteWrite>(
     }
     if let Err(e) = receive_payload(rd, &unit.stdin_path()).await {
         ctl.units.input_failed(&unit, &e);
-        return reply(wr, Err(e)).await;
+        // The rest of the client's input is payload, never commands: answer and close.
+        reply(wr, Err(e)).await?;
+        return Ok(Flow::End);
     }
     let r = match ctl.units.start(&unit) {
         Ok(Started::Started) => Ok(json!({"result": "Job Started", "unitid": unit.id})),
@@ -239,7 +241,7 @@ async fn receive_payload<R: ByteRead>(rd: &mut LineReader<R>, path: &std::path::
                 file.write_all(&data).await.map_err(|e| format!("writing {}: {e}", path.display()))?;
             }
             Ok(None) => break,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(format!("the client went away: {e}")),
         }
     }
     file.flush().await.map_err(|e| e.to_string())?;

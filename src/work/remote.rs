@@ -115,7 +115,14 @@ pub trait RemoteControl: Send + Sync {
     /// Whether the mesh links are TLS (secrets may be sent).
     fn links_are_tls(&self) -> bool;
     /// Creates the unit on `node` and sends its payload; returns the remote unit ID.
-    fn submit<'a>(&'a self, node: &'a NodeId, req: RemoteSubmit) -> BoxFut<'a, Result<String, RemoteError>>;
+    /// `on_created` is told the remote unit's ID as soon as it exists, before the payload
+    /// is sent, so an interrupted submission can be found again.
+    fn submit<'a>(
+        &'a self,
+        node: &'a NodeId,
+        req: RemoteSubmit,
+        on_created: &'a (dyn Fn(&str) + Send + Sync),
+    ) -> BoxFut<'a, Result<String, RemoteError>>;
     fn status<'a>(&'a self, node: &'a NodeId, unit: &'a str) -> BoxFut<'a, Result<UnitStatus, RemoteError>>;
     fn results<'a>(
         &'a self,
@@ -208,6 +215,44 @@ enum Step {
     Retry(String),
 }
 
+/// An earlier submission created unit `r.remote_unit_id` on the remote node but was cut
+/// off before it was confirmed. If the payload arrived whole the unit runs there: adopt it.
+/// If not (still waiting for input, or failed reading it), release it so the job does not
+/// run twice. `None`: submit again.
+async fn settle_earlier_attempt(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Option<Step> {
+    let remote = units.inner.remote.clone();
+    let rid = r.remote_unit_id.as_str();
+    match remote.status(&r.node, rid).await {
+        Ok(st) => {
+            let incomplete = (st.state == State::Pending && st.detail == "Waiting for Input Data")
+                || (st.state == State::Failed && st.detail.starts_with("Error reading input data"));
+            if incomplete {
+                let signature = sign(units, r).unwrap_or(None);
+                if let Err(RemoteError::Unreachable(why)) =
+                    remote.operate(&r.node, rid, RemoteOp::ForceRelease, signature).await
+                {
+                    return Some(Step::Retry(why));
+                }
+                tracing::info!(unit = %unit.id, remote_unit = %rid, "discarded an incomplete remote submission");
+                return None;
+            }
+            tracing::info!(unit = %unit.id, remote_unit = %rid, "an interrupted submission did start; adopting it");
+            match update_remote(unit, |r| r.remote_started = true) {
+                Ok(extra) => {
+                    let _ = unit.update_status(|st| st.extra = extra);
+                    Some(Step::Progress)
+                }
+                Err(e) => {
+                    fail(unit, format!("cannot record the remote unit: {e}"));
+                    Some(Step::Done)
+                }
+            }
+        }
+        Err(RemoteError::Refused(msg)) if msg.contains("unknown work unit") => None,
+        Err(RemoteError::Refused(msg)) | Err(RemoteError::Unreachable(msg)) => Some(Step::Retry(msg)),
+    }
+}
+
 async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
     if let Some(exp) = r.expiration {
         if SystemTime::now() >= exp {
@@ -227,13 +272,23 @@ async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
             return Step::Done;
         }
     };
+    // An earlier attempt got as far as creating a unit there: find out what became of it.
+    if !r.remote_unit_id.is_empty() {
+        // `None`: gone or discarded, so submit afresh.
+        if let Some(step) = settle_earlier_attempt(units, unit, r).await {
+            return step;
+        }
+    }
     let req = RemoteSubmit {
         work_type: r.work_type.clone(),
         params: r.params.clone(),
         stdin: unit.stdin_path(),
         signature,
     };
-    match remote.submit(&r.node, req).await {
+    let record = |rid: &str| {
+        let _ = update_remote(unit, |r| r.remote_unit_id = rid.to_owned());
+    };
+    match remote.submit(&r.node, req, &record).await {
         Ok(rid) => {
             tracing::info!(unit = %unit.id, node = %r.node, remote_unit = %rid, "remote work unit submitted");
             let extra = match update_remote(unit, |r| {
@@ -298,6 +353,11 @@ async fn mirror(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
             },
             _ = poll.tick() => {
                 if let Ok(st) = remote.status(&r.node, rid).await {
+                    if st.state.is_final() && have >= st.stdout_size {
+                        // Complete, every byte here; a Go node never ends the results
+                        // stream of a cancelled unit, so do not wait for it.
+                        break Ok(());
+                    }
                     if !st.state.is_final() {
                         let _ = unit.update_status(|local| {
                             local.state = st.state;
@@ -365,6 +425,12 @@ pub(super) async fn cancel(
     let _ = unit.update_status(|st| st.extra = extra);
     if !r.remote_started {
         unit.stop.cancel();
+        if !r.remote_unit_id.is_empty() {
+            // A submission was under way: do not leave its unit behind on the remote node.
+            let signature = sign(units, &r).unwrap_or(None);
+            let remote = units.inner.remote.clone();
+            let _ = remote.operate(&r.node, &r.remote_unit_id, RemoteOp::ForceRelease, signature).await;
+        }
         if release {
             units.forget(unit, force)?;
         } else if !unit.status().state.is_final() {
@@ -387,7 +453,7 @@ pub(super) async fn cancel(
         Err(RemoteError::Refused(msg)) => return Err(UnitError::Refused(msg)),
         Err(RemoteError::Unreachable(why)) => {
             tracing::info!(unit = %unit.id, %why, "remote node unreachable; will retry {op:?}");
-            spawn_retry(units.clone(), unit.clone(), r, op);
+            spawn_retry(units.clone(), unit.clone());
             return Ok(Outcome::Pending);
         }
     }
@@ -397,7 +463,12 @@ pub(super) async fn cancel(
     Ok(Outcome::Done)
 }
 
-fn spawn_retry(units: Units, unit: Arc<Unit>, r: RemoteUnit, op: RemoteOp) {
+/// Keeps trying to cancel or release the remote unit (whichever the unit's latest
+/// request is) until the remote node answers. One such task per unit.
+pub(super) fn spawn_retry(units: Units, unit: Arc<Unit>) {
+    if unit.retrying.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let tracker = units.inner.tracker.clone();
     let cancel = units.inner.cancel.clone();
     tracker.spawn(async move {
@@ -407,6 +478,8 @@ fn spawn_retry(units: Units, unit: Arc<Unit>, r: RemoteUnit, op: RemoteOp) {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
+            let Some(r) = remote_of(&unit) else { break };
+            let op = if r.local_released { RemoteOp::Release } else { RemoteOp::Cancel };
             let signature = sign(&units, &r).unwrap_or(None);
             match units.inner.remote.operate(&r.node, &r.remote_unit_id, op, signature).await {
                 Err(RemoteError::Unreachable(_)) => continue,
@@ -415,11 +488,16 @@ fn spawn_retry(units: Units, unit: Arc<Unit>, r: RemoteUnit, op: RemoteOp) {
                 }
                 _ => {}
             }
-            if op != RemoteOp::Cancel {
+            // A release asked for meanwhile still needs its turn.
+            if op == RemoteOp::Cancel && remote_of(&unit).is_some_and(|r| r.local_released) {
+                continue;
+            }
+            if op == RemoteOp::Release {
                 let _ = units.forget(&unit, true);
             }
-            return;
+            break;
         }
+        unit.retrying.store(false, std::sync::atomic::Ordering::SeqCst);
     });
 }
 

@@ -216,6 +216,8 @@ pub struct Unit {
     supervised: AtomicBool,
     /// Serialises status writes.
     write_lock: Mutex<()>,
+    /// A background retry of a remote cancel or release is running.
+    pub(super) retrying: AtomicBool,
     releasing: AtomicBool,
 }
 
@@ -410,8 +412,17 @@ impl Units {
         let size = file_len(&dir.join("stdout"));
         let unit = self.insert(id, dir, kind.clone(), status.clone());
         match kind {
-            UnitKind::Remote(_) => {
-                if !status.state.is_final() {
+            UnitKind::Remote(r) => {
+                // A cancel or release that had not reached the remote node is retried.
+                if r.remote_started && r.local_released {
+                    super::remote::spawn_retry(self.clone(), unit.clone());
+                } else if r.local_released {
+                    self.forget(&unit, true)?;
+                    return Ok(());
+                } else if r.remote_started && r.local_cancelled && !status.state.is_final() {
+                    super::remote::spawn_retry(self.clone(), unit.clone());
+                }
+                if !status.state.is_final() && !r.local_released {
                     tracing::info!(unit = %id, "resuming remote work unit");
                     super::remote::spawn_driver(self.clone(), unit);
                 }
@@ -455,6 +466,7 @@ impl Units {
             stop: self.inner.cancel.child_token(),
             supervised: AtomicBool::new(false),
             write_lock: Mutex::new(()),
+            retrying: AtomicBool::new(false),
             releasing: AtomicBool::new(false),
         });
         self.lock().insert(id.to_owned(), unit.clone());
@@ -698,15 +710,17 @@ impl Units {
             .map_err(|e| format!("supervisor log: {e}"))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = tokio::process::Command::new(&exe);
-        cmd.arg("--supervise-unit")
+        cmd.arg0("receptord")
+            .arg("--supervise-unit")
             .arg(&unit.dir)
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(log2)
             // Its own process group: the daemon's signals and shutdown leave it alone.
             .process_group(0);
-        let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        // Marked first: a cancel from now on goes through the supervisor (and its marker).
         unit.supervised.store(true, Ordering::SeqCst);
+        let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
         tracing::debug!(unit = %unit.id, pid = ?child.id(), "supervisor started");
         Ok(child)
     }
@@ -783,6 +797,10 @@ impl Units {
         if unit.status().state.is_final() {
             return Ok(Outcome::Done);
         }
+        // The marker covers a supervisor still starting (or about to be started): it
+        // checks for it before running the job, and its monitor records Canceled if it
+        // exits without a result.
+        std::fs::write(unit.dir.join("cancel"), b"").map_err(io_err("writing", &unit.dir.join("cancel")))?;
         if !unit.supervised.load(Ordering::SeqCst) {
             unit.update_status(|st| {
                 st.state = State::Canceled;
@@ -791,9 +809,6 @@ impl Units {
             })?;
             return Ok(Outcome::Done);
         }
-        // The marker covers a supervisor still starting: it checks for it before running
-        // the job, and its monitor records Canceled if it exits without a result.
-        std::fs::write(unit.dir.join("cancel"), b"").map_err(io_err("writing", &unit.dir.join("cancel")))?;
         let mut rx = unit.watch();
         let deadline = self.config().cancel_wait + Duration::from_secs(5);
         let mut signalled = false;
@@ -862,12 +877,43 @@ impl Units {
         if force { Ok(()) } else { last }
     }
 
+    /// Another node may only see and act on the units it submitted itself.
+    fn owned_by(origin: &Origin, unit: &Unit) -> bool {
+        match (origin, unit.kind()) {
+            (Origin::Mesh(peer), UnitKind::Local(l)) => l.submitter == *peer,
+            (Origin::Mesh(_), UnitKind::Remote(_)) => false,
+            _ => true,
+        }
+    }
+
+    /// A unit's status, for `origin`.
+    pub fn status_for(&self, origin: &Origin, id: &str) -> Result<UnitStatus, UnitError> {
+        let unit = self.get(id)?;
+        if !Self::owned_by(origin, &unit) {
+            return Err(UnitError::Unknown(id.to_owned()));
+        }
+        Ok(unit.status())
+    }
+
+    /// The units `origin` may see, with their status.
+    pub fn list_for(&self, origin: &Origin) -> Vec<(String, UnitStatus)> {
+        self.lock()
+            .values()
+            .filter(|u| Self::owned_by(origin, u))
+            .map(|u| (u.id.clone(), u.status()))
+            .collect()
+    }
+
     fn check_unit_access(
         &self,
         origin: &Origin,
         unit: &Unit,
         signature: Option<&str>,
     ) -> Result<(), UnitError> {
+        if !Self::owned_by(origin, unit) {
+            // To another node, units it did not submit do not exist.
+            return Err(UnitError::Unknown(unit.id.clone()));
+        }
         let (work_type, sign) = match unit.kind() {
             UnitKind::Local(l) => (l.work_type, false),
             UnitKind::Remote(r) => ("remote".to_owned(), r.sign_work),
