@@ -525,3 +525,39 @@ fn other_nodes_are_held_to_the_allow_rules_and_cannot_act_for_this_node() {
     assert_eq!(ask(&format!("work results {own} 0\n")), format!("ERROR: unknown work unit {own}\n"));
     assert!(list(&sock2).get(&own).is_some(), "node2's unit is untouched");
 }
+
+#[test]
+fn an_interrupted_remote_submission_is_discarded_and_sent_again_never_run_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let count = "[[work.command]]\nname = \"count\"\nprogram = \"wc\"\nargs = [\"-c\"]\n";
+    let n1 = Daemon::start(Spec::new("node1").extra(&format!("{ctl}{FAST_MESH}")));
+    let n2 = Daemon::start(Spec::new("node2").peer(n1.port).extra(FAST_MESH));
+    let n3 = Daemon::start(Spec::new("node3").peer(n2.port).extra(&format!("{FAST_MESH}{count}")));
+    wait_route(&n1, "node3");
+    let payload = dir.path().join("payload");
+    let size: u64 = 256 << 20;
+    std::fs::File::create(&payload).and_then(|f| f.set_len(size)).expect("payload");
+
+    let id = submit(&sock, &["count", "--node", "node3", "-p", payload.to_str().expect("utf8")]);
+    // Stop node3 as soon as its unit exists, while node1 is still sending the payload.
+    let units3 = n3.data_dir().join("units");
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(&units3).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "node3 never got the unit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    n3.freeze(true);
+    n1.wait_log("remote work unit: retrying", Duration::from_secs(30));
+    n3.freeze(false);
+    let st = wait_state(&sock, &id, "Succeeded");
+    n1.wait_log("discarded an incomplete remote submission", Duration::from_secs(1));
+    assert_eq!(results(&sock, &id).trim(), size.to_string(), "the whole payload, once");
+    // node3 ran it once: the half-sent unit was released, only the resent one is left.
+    let left: Vec<String> = std::fs::read_dir(&units3)
+        .expect("units")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, [st["ExtraData"]["RemoteUnitID"].as_str().expect("id")], "{st}");
+}

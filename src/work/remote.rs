@@ -202,7 +202,7 @@ async fn drive(units: &Units, unit: &Arc<Unit>) {
             Step::Progress => backoff.reset(),
             Step::Retry(why) => {
                 let delay = backoff.next_delay();
-                tracing::debug!(unit = %unit.id, %why, ?delay, "remote work unit: retrying");
+                tracing::info!(unit = %unit.id, %why, ?delay, "remote work unit: retrying");
                 tokio::time::sleep(delay).await;
             }
         }
