@@ -14,6 +14,8 @@ const EX_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(dir) = &args.supervise_unit {
+        // Its stderr is the unit's supervisor.log.
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_target(false).init();
         let code = receptord::work::supervisor::main(dir);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
