@@ -19,7 +19,7 @@ use super::{JobInput, JobOutput, JobResult};
 
 /// Bytes of stderr kept for the job result.
 const STDERR_TAIL: usize = 4096;
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 /// Pipe buffer asked for the child's stdout, so reads carry more than the 64 KiB default.
 const PIPE_SIZE: i32 = 1 << 20;
 

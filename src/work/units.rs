@@ -38,7 +38,7 @@ pub const MAX_UNIT_ID: usize = 64;
 const MAX_META_FILE: u64 = 1 << 20;
 /// How often the daemon looks at a running unit's status.
 pub const MONITOR_TICK: Duration = Duration::from_millis(250);
-const FOLLOW_CHUNK: usize = 64 * 1024;
+const FOLLOW_CHUNK: usize = 256 * 1024;
 
 /// A unit's state, with Go Receptor's numbering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
