@@ -282,6 +282,9 @@ pub struct AnsibleRunnerSection {
     /// A virtualenv whose `bin/ansible-runner` to use.
     pub virtualenv: Option<PathBuf>,
     pub keep_job_dirs: bool,
+    /// Like a command type's `verify_signature`: submissions from outside the Unix socket
+    /// must carry a signed token (AWX execution nodes: its control node signs).
+    pub verify_signature: bool,
     pub max_archive_bytes: u64,
     pub max_archive_entries: u64,
     pub max_compression_ratio: u64,
@@ -294,6 +297,7 @@ impl Default for AnsibleRunnerSection {
             path: None,
             virtualenv: None,
             keep_job_dirs: false,
+            verify_signature: false,
             max_archive_bytes: 1 << 30,
             max_archive_entries: 100_000,
             max_compression_ratio: 200,
@@ -444,6 +448,12 @@ impl Config {
     }
 
     fn validate_work(&self) -> Result<(), (String, String)> {
+        if self.work.ansible_runner.verify_signature && self.work.verification.is_none() {
+            return Err((
+                "work.ansible_runner.verify_signature".into(),
+                "needs a [work.verification] public_key".into(),
+            ));
+        }
         let mut names = BTreeSet::new();
         for (i, c) in self.work.command.iter().enumerate() {
             let key = |k: &str| format!("work.command[{i}].{k}");

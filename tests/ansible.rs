@@ -233,16 +233,23 @@ fn interop_with_ansible_runner_transmit_and_process() {
 fn the_awx_flow_runs_unchanged_through_receptorctl_across_three_nodes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, sock) = with_socket("node1", dir.path());
-    let n1 = Daemon::start(Spec::new("node1").extra(&ctl));
+    // As AWX sets it up: the control node signs its work, the execution node verifies.
+    let (private, public) = rsa_keys(dir.path());
+    let signing = format!("[work.signing]\nprivate_key = \"{}\"\n", private.display());
+    let verify = format!(
+        "[work.ansible_runner]\nverify_signature = true\n[work.verification]\npublic_key = \"{}\"\n",
+        public.display()
+    );
+    let n1 = Daemon::start(Spec::new("node1").extra(&format!("{ctl}{signing}")));
     let n2 = Daemon::start(Spec::new("node2").peer(n1.port));
-    let _n3 = Daemon::start(Spec::new("node3").peer(n2.port).with_ansible());
+    let _n3 = Daemon::start(Spec::new("node3").peer(n2.port).with_ansible().extra(&verify));
     wait_route(&n1, "node3");
     let pdd = make_pdd(PLAY);
     let out_dir = dir.path().join("out");
     // Exactly the pipeline AWX's receptor integration amounts to.
     let pipeline = format!(
         "set -o pipefail; ansible-runner transmit '{pdd}' -p test.yml -i awx1 \
-         | receptorctl --socket '{sock}' work submit --node node3 ansible-runner --payload - -f \
+         | receptorctl --socket '{sock}' work submit --node node3 ansible-runner --signwork --payload - -f \
          | ansible-runner process '{out}' --ident awx1",
         pdd = pdd.path().display(),
         sock = sock.display(),
@@ -270,6 +277,7 @@ fn the_awx_flow_runs_unchanged_through_receptorctl_across_three_nodes() {
         "ansible-runner",
         "--node",
         "node3",
+        "--signwork",
         "-n",
         "-a",
         "params=--worker-info",

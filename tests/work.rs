@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -371,28 +371,6 @@ fn completed_units_are_released_after_the_retention_period() {
     wait_until("unit released by retention", Duration::from_secs(20), || list(&sock).get(&id).is_none());
     assert!(!n1.data_dir().join("units").join(&id).exists());
     n1.wait_log("releasing expired work unit", Duration::from_secs(1));
-}
-
-/// An RSA key pair (PKCS#8 private, PKIX public) made with openssl.
-fn rsa_keys(dir: &Path) -> (PathBuf, PathBuf) {
-    let (private, public) = (dir.join("signing.pem"), dir.join("verify.pem"));
-    let ok = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
-        .arg(&private)
-        .status()
-        .expect("openssl")
-        .success();
-    assert!(ok);
-    let ok = std::process::Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&private)
-        .arg("-out")
-        .arg(&public)
-        .status()
-        .expect("openssl")
-        .success();
-    assert!(ok);
-    (private, public)
 }
 
 #[test]

@@ -40,6 +40,9 @@ pub struct AnsibleRunner {
     /// Further `worker` options a work unit asked for (from an allow-list).
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// Submissions from outside the Unix control socket must be signed.
+    #[serde(default)]
+    pub verify_signature: bool,
 }
 
 /// Looks for ansible-runner as configured: an explicit path, a virtualenv, or `PATH`.
@@ -88,6 +91,7 @@ pub fn register(reg: &mut Registry, cfg: &AnsibleRunnerSection, grace: Duration)
                 grace,
                 worker_info: false,
                 extra_args: Vec::new(),
+                verify_signature: cfg.verify_signature,
             });
             reg.register(WORK_TYPE, worker.clone());
             reg.register(AWX_WORK_TYPE, worker);
@@ -119,6 +123,10 @@ impl WorkType for AnsibleRunner {
     fn run(&self, job: Job) -> JobFuture {
         let me = self.clone();
         Box::pin(async move { me.run_job(job).await })
+    }
+
+    fn secure(&self) -> bool {
+        self.verify_signature
     }
 
     /// Accepts the `worker` options AWX sends. The private data directory is always one

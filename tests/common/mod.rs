@@ -353,3 +353,25 @@ pub fn raw_session(sock: &Path, request: &[u8], lines: usize) -> Vec<String> {
         })
         .collect()
 }
+
+/// An RSA key pair (PKCS#8 private, PKIX public) made with openssl.
+pub fn rsa_keys(dir: &Path) -> (PathBuf, PathBuf) {
+    let (private, public) = (dir.join("signing.pem"), dir.join("verify.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .arg(&private)
+        .status()
+        .expect("openssl")
+        .success();
+    assert!(ok);
+    let ok = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public)
+        .status()
+        .expect("openssl")
+        .success();
+    assert!(ok);
+    (private, public)
+}
