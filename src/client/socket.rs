@@ -90,12 +90,3 @@ impl ByteRead for ChannelRead {
         Ok(self.0.recv().await)
     }
 }
-
-/// Bytes from any tokio reader (stdin, a file), as a submit payload.
-pub struct ReaderRead<R>(pub R);
-
-impl<R: tokio::io::AsyncRead + Unpin + Send> ByteRead for ReaderRead<R> {
-    async fn read(&mut self) -> std::io::Result<Option<Bytes>> {
-        IoRead(&mut self.0).read().await
-    }
-}

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use tokio::io::AsyncReadExt;
 
-use super::io::{ByteRead, ByteWrite, Line, LineReader, MeshWrite};
+use super::io::{ByteRead, ByteWrite, IoRead, Line, LineReader, MeshWrite};
 use super::{CONTROL_SERVICE, MAX_LINE, gojson};
 use crate::mesh::{Node, StreamReader};
 use crate::wire::NodeId;
@@ -173,19 +172,6 @@ impl MeshControl {
     }
 }
 
-/// A file's bytes as a [`ByteRead`].
-pub struct FileRead(pub tokio::fs::File);
-
-impl ByteRead for FileRead {
-    async fn read(&mut self) -> std::io::Result<Option<Bytes>> {
-        let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
-        match self.0.read_buf(&mut buf).await? {
-            0 => Ok(None),
-            _ => Ok(Some(buf.freeze())),
-        }
-    }
-}
-
 struct MeshResults(LineReader<StreamReader>);
 
 impl RemoteBytes for MeshResults {
@@ -223,7 +209,7 @@ impl RemoteControl for MeshControl {
                 .map_err(|e| RemoteError::Refused(format!("reading stdin: {e}")))?;
             let id = c.submit_create(fields.into_iter().collect()).await.map_err(classify)?;
             on_created(&id);
-            c.submit_payload(FileRead(file)).await.map_err(classify)?;
+            c.submit_payload(IoRead(file)).await.map_err(classify)?;
             Ok(id)
         })
     }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use receptord::cli::receptor::WorkCommand;
-use receptord::client::socket::{self, ReaderRead};
-use receptord::control::io::ByteRead;
+use receptord::client::socket;
+use receptord::control::io::{ByteRead, IoRead};
 
 pub async fn dispatch(cmd: WorkCommand, sock: PathBuf) -> anyhow::Result<u8> {
     match cmd {
@@ -39,8 +39,8 @@ pub async fn dispatch(cmd: WorkCommand, sock: PathBuf) -> anyhow::Result<u8> {
             let mut c = socket::connect(&sock).await?;
             let payload: Box<dyn PayloadSource> = match (payload, payload_literal) {
                 (_, Some(text)) => Box::new(Once(Some(Bytes::from(format!("{text}\n"))))),
-                (Some(p), None) if p.as_os_str() == "-" => Box::new(ReaderRead(tokio::io::stdin())),
-                (Some(p), None) => Box::new(ReaderRead(
+                (Some(p), None) if p.as_os_str() == "-" => Box::new(IoRead(tokio::io::stdin())),
+                (Some(p), None) => Box::new(IoRead(
                     tokio::fs::File::open(&p)
                         .await
                         .with_context(|| format!("cannot open payload {}", p.display()))?,
@@ -161,7 +161,7 @@ impl PayloadSource for Once {
     }
 }
 
-impl<R: tokio::io::AsyncRead + Unpin + Send> PayloadSource for ReaderRead<R> {
+impl<R: tokio::io::AsyncRead + Unpin + Send> PayloadSource for IoRead<R> {
     fn next(
         &mut self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Option<Bytes>>> + Send + '_>>
