@@ -165,6 +165,11 @@ async fn run_via_socket(
     cb: &mut Callbacks,
 ) -> Result<(String, i32), RunError> {
     let sock_err = |e: socket::SocketError| RunError::Client(ClientError::Remote(e.to_string()));
+    // Signals are caught from before the unit exists, so it is always released.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| RunError::BadOptions(format!("signal handling: {e}")))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| RunError::BadOptions(format!("signal handling: {e}")))?;
     let (rx, packer) = start_packer(pdd.to_path_buf(), kwargs, cb.progress);
     let mut c = socket::connect(sock).await.map_err(sock_err)?;
     let fields = socket::submit_fields(target.as_str(), WORK_TYPE, &[]);
@@ -188,11 +193,9 @@ async fn run_via_socket(
         let source = Source::Unit { rd, sock: sock.to_path_buf(), unit: unit.clone() };
         receive(target, source, artifact_dir, json_mode, cb).await
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| RunError::BadOptions(format!("signal handling: {e}")))?;
     let outcome = tokio::select! {
         r = job => r,
-        _ = tokio::signal::ctrl_c() => Err(RunError::BadOptions("interrupted".into())),
+        _ = int.recv() => Err(RunError::BadOptions("interrupted".into())),
         _ = term.recv() => Err(RunError::BadOptions("terminated".into())),
     };
     if let Err(e) = socket::request(sock, &format!("work release {unit}")).await {

@@ -224,8 +224,12 @@ async fn settle_earlier_attempt(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit)
     let rid = r.remote_unit_id.as_str();
     match remote.status(&r.node, rid).await {
         Ok(st) => {
+            // Never started there: waiting for input, failed reading it, or caught by a
+            // restart of that node before it started.
             let incomplete = (st.state == State::Pending && st.detail == "Waiting for Input Data")
-                || (st.state == State::Failed && st.detail.starts_with("Error reading input data"));
+                || (st.state == State::Failed
+                    && (st.detail.starts_with("Error reading input data")
+                        || st.detail == "Pending at restart"));
             if incomplete {
                 let signature = sign(units, r).unwrap_or(None);
                 if let Err(RemoteError::Unreachable(why)) =
@@ -425,11 +429,21 @@ pub(super) async fn cancel(
     let _ = unit.update_status(|st| st.extra = extra);
     if !r.remote_started {
         unit.stop.cancel();
+        // Read again: the stopped submission may have just recorded a remote unit.
+        let r = remote_of(unit).unwrap_or(r);
         if !r.remote_unit_id.is_empty() {
             // A submission was under way: do not leave its unit behind on the remote node.
             let signature = sign(units, &r).unwrap_or(None);
             let remote = units.inner.remote.clone();
-            let _ = remote.operate(&r.node, &r.remote_unit_id, RemoteOp::ForceRelease, signature).await;
+            let attempt = remote.operate(&r.node, &r.remote_unit_id, RemoteOp::ForceRelease, signature).await;
+            if let Err(RemoteError::Unreachable(why)) = attempt {
+                tracing::info!(unit = %unit.id, %why, "remote node unreachable; will retry the release there");
+                if !release && !unit.status().state.is_final() {
+                    fail(unit, "Locally Cancelled".into());
+                }
+                spawn_retry(units.clone(), unit.clone());
+                return Ok(Outcome::Pending);
+            }
         }
         if release {
             units.forget(unit, force)?;
@@ -479,7 +493,12 @@ pub(super) fn spawn_retry(units: Units, unit: Arc<Unit>) {
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
             let Some(r) = remote_of(&unit) else { break };
-            let op = if r.local_released { RemoteOp::Release } else { RemoteOp::Cancel };
+            let op = match (r.remote_started, r.local_released) {
+                // Never confirmed as started: whatever is there goes.
+                (false, _) => RemoteOp::ForceRelease,
+                (true, true) => RemoteOp::Release,
+                (true, false) => RemoteOp::Cancel,
+            };
             let signature = sign(&units, &r).unwrap_or(None);
             match units.inner.remote.operate(&r.node, &r.remote_unit_id, op, signature).await {
                 Err(RemoteError::Unreachable(_)) => continue,
@@ -492,12 +511,16 @@ pub(super) fn spawn_retry(units: Units, unit: Arc<Unit>) {
             if op == RemoteOp::Cancel && remote_of(&unit).is_some_and(|r| r.local_released) {
                 continue;
             }
-            if op == RemoteOp::Release {
+            if op != RemoteOp::Cancel && r.local_released {
                 let _ = units.forget(&unit, true);
             }
             break;
         }
         unit.retrying.store(false, std::sync::atomic::Ordering::SeqCst);
+        // A release asked for just as this task was ending gets its own turn.
+        if remote_of(&unit).is_some_and(|r| r.local_released) && !unit.is_releasing() {
+            spawn_retry(units, unit);
+        }
     });
 }
 

@@ -413,16 +413,25 @@ impl Units {
         let unit = self.insert(id, dir, kind.clone(), status.clone());
         match kind {
             UnitKind::Remote(r) => {
+                let has_remote = !r.remote_unit_id.is_empty();
+                if status.state == State::Pending && status.detail == "Waiting for Input Data" {
+                    // Its payload never finished arriving: never send a truncated one.
+                    status.state = State::Failed;
+                    status.detail = "Pending at restart".into();
+                    unit.set_status(status)?;
+                    return Ok(());
+                }
                 // A cancel or release that had not reached the remote node is retried.
-                if r.remote_started && r.local_released {
-                    super::remote::spawn_retry(self.clone(), unit.clone());
-                } else if r.local_released {
+                if r.local_released && !has_remote {
                     self.forget(&unit, true)?;
                     return Ok(());
-                } else if r.remote_started && r.local_cancelled && !status.state.is_final() {
+                }
+                let unsettled = r.local_released
+                    || (r.local_cancelled && (!r.remote_started || !status.state.is_final()));
+                if has_remote && unsettled {
                     super::remote::spawn_retry(self.clone(), unit.clone());
                 }
-                if !status.state.is_final() && !r.local_released {
+                if !status.state.is_final() && !r.local_released && (r.remote_started || !r.local_cancelled) {
                     tracing::info!(unit = %id, "resuming remote work unit");
                     super::remote::spawn_driver(self.clone(), unit);
                 }
@@ -878,8 +887,10 @@ impl Units {
     }
 
     /// Another node may only see and act on the units it submitted itself.
-    fn owned_by(origin: &Origin, unit: &Unit) -> bool {
+    fn owned_by(&self, origin: &Origin, unit: &Unit) -> bool {
         match (origin, unit.kind()) {
+            // This node reaching its own control service (`connect localhost control`).
+            (Origin::Mesh(peer), _) if *peer == self.inner.node => true,
             (Origin::Mesh(peer), UnitKind::Local(l)) => l.submitter == *peer,
             (Origin::Mesh(_), UnitKind::Remote(_)) => false,
             _ => true,
@@ -889,7 +900,7 @@ impl Units {
     /// A unit's status, for `origin`.
     pub fn status_for(&self, origin: &Origin, id: &str) -> Result<UnitStatus, UnitError> {
         let unit = self.get(id)?;
-        if !Self::owned_by(origin, &unit) {
+        if !self.owned_by(origin, &unit) {
             return Err(UnitError::Unknown(id.to_owned()));
         }
         Ok(unit.status())
@@ -899,7 +910,7 @@ impl Units {
     pub fn list_for(&self, origin: &Origin) -> Vec<(String, UnitStatus)> {
         self.lock()
             .values()
-            .filter(|u| Self::owned_by(origin, u))
+            .filter(|u| self.owned_by(origin, u))
             .map(|u| (u.id.clone(), u.status()))
             .collect()
     }
@@ -910,7 +921,7 @@ impl Units {
         unit: &Unit,
         signature: Option<&str>,
     ) -> Result<(), UnitError> {
-        if !Self::owned_by(origin, unit) {
+        if !self.owned_by(origin, unit) {
             // To another node, units it did not submit do not exist.
             return Err(UnitError::Unknown(unit.id.clone()));
         }
