@@ -193,8 +193,6 @@ pub enum UnitError {
     SecretsInClear,
     #[error("{0}")]
     Signature(String),
-    #[error("work unit {0} is being released")]
-    Releasing(String),
     #[error("{0}")]
     Io(String),
 }
@@ -372,10 +370,6 @@ impl Units {
         self.inner.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn node(&self) -> &NodeId {
-        &self.inner.node
-    }
-
     /// Whether work type `name` requires signed submissions.
     pub fn is_secure(&self, name: &str) -> bool {
         self.inner.registry.read().map(|r| r.secure(name)).unwrap_or(false)
@@ -497,11 +491,6 @@ impl Units {
         self.lock().values().filter(|u| !u.status().state.is_final()).count()
     }
 
-    /// Every unit's ID and status.
-    pub fn list(&self) -> Vec<(String, UnitStatus)> {
-        self.lock().values().map(|u| (u.id.clone(), u.status())).collect()
-    }
-
     /// Whether `origin` may act on units of `work_type`.
     fn authorize(&self, origin: &Origin, work_type: &str) -> Result<(), UnitError> {
         let Origin::Mesh(peer) = origin else { return Ok(()) };
@@ -526,8 +515,7 @@ impl Units {
         remote_sign_work: bool,
         signature: Option<&str>,
     ) -> Result<(), UnitError> {
-        let should =
-            remote_sign_work || self.inner.registry.read().map(|r| r.secure(work_type)).unwrap_or(false);
+        let should = remote_sign_work || self.is_secure(work_type);
         let signature = signature.filter(|s| !s.is_empty());
         if !should {
             return match signature {
@@ -614,7 +602,9 @@ impl Units {
                 "unknown TLS config {name} (receptord secures mesh links themselves: configure [tls] and use receptors:// links)"
             )));
         }
-        if req.params.keys().any(|k| k.to_ascii_lowercase().starts_with("secret_")) && !self.links_are_tls() {
+        if req.params.keys().any(|k| k.to_ascii_lowercase().starts_with("secret_"))
+            && !self.inner.remote.links_are_tls()
+        {
             return Err(UnitError::SecretsInClear);
         }
         if req.sign_work && self.config().signer.is_none() {
@@ -634,11 +624,6 @@ impl Units {
         };
         let status = UnitStatus::new("remote", "Waiting for Input Data", remote.extra_data());
         self.allocate(UnitKind::Remote(remote), status)
-    }
-
-    /// Whether this node's mesh links are TLS (secrets may then cross them).
-    fn links_are_tls(&self) -> bool {
-        self.inner.remote.links_are_tls()
     }
 
     fn allocate(&self, kind: UnitKind, status: UnitStatus) -> Result<Arc<Unit>, UnitError> {
