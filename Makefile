@@ -38,6 +38,7 @@ bench: build venv
 	VENV=$(VENV) $(CARGO) bench --locked --bench mesh
 	VENV=$(VENV) $(CARGO) bench --locked --bench ansible
 	$(CARGO) bench --locked --bench work
+	ulimit -n 65536 && $(CARGO) bench --locked --bench hostile
 
 clean:
 	$(CARGO) clean

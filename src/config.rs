@@ -42,6 +42,8 @@ pub struct Config {
     pub tls: Option<TlsSection>,
     #[serde(default)]
     pub control: ControlSection,
+    #[serde(default)]
+    pub limits: crate::limits::Limits,
 }
 
 /// The control socket `receptorctl` talks to.
@@ -441,6 +443,9 @@ impl Config {
                 return bad("tls.ca".into(), "needs at least one CA certificate");
             }
         }
+        if let Err((key, reason)) = self.limits.validate() {
+            return bad(format!("limits.{key}"), reason);
+        }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return bad("log.level".into(), "is not a valid log filter (e.g. info, debug, receptord=trace)");
         }
@@ -460,6 +465,11 @@ impl Config {
             if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
             {
                 return Err((key("name"), "must be letters, digits, '_', '-' or '.'".into()));
+            }
+            for (k, v) in [("name", &c.name), ("version", &c.version)] {
+                if let Err(e) = crate::wire::Name::new(v.as_str()) {
+                    return Err((key(k), e.to_string()));
+                }
             }
             if c.verify_signature && self.work.verification.is_none() {
                 return Err((key("verify_signature"), "needs a [work.verification] public_key".into()));

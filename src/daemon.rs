@@ -90,7 +90,10 @@ pub fn node_options(cfg: &Config) -> NodeOptions {
         refresh: cfg.mesh.route_refresh,
         node_timeout: cfg.mesh.node_timeout,
         max_hops: cfg.mesh.max_hops,
+        max_nodes: cfg.limits.max_nodes,
+        max_db_bytes: cfg.limits.max_db_bytes,
     };
+    opts.limits = cfg.limits.clone();
     opts.idle_timeout = cfg.mesh.idle_timeout;
     opts.window = cfg.mesh.stream_window;
     opts.dial_timeout = cfg.mesh.dial_timeout;

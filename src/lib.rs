@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod jsonfmt;
+pub mod limits;
 pub mod logging;
 pub mod mesh;
 pub mod report;

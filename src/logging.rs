@@ -91,3 +91,73 @@ where
         self.inner.format_event(ctx, writer, event)
     }
 }
+
+/// Keeps a repetitive warning from flooding the log: at most `burst` lines per `per`,
+/// after which occurrences are only counted; the next line that passes carries the count
+/// (`suppressed = N`). One `static` per call site:
+///
+/// ```ignore
+/// static DROPPED: Throttle = Throttle::new(Duration::from_secs(10), 5);
+/// if let Some(suppressed) = DROPPED.allow() { tracing::warn!(suppressed, "…"); }
+/// ```
+pub struct Throttle {
+    per: std::time::Duration,
+    burst: u32,
+    state: std::sync::Mutex<ThrottleState>,
+}
+
+struct ThrottleState {
+    window: Option<std::time::Instant>,
+    emitted: u32,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub const fn new(per: std::time::Duration, burst: u32) -> Throttle {
+        Throttle {
+            per,
+            burst,
+            state: std::sync::Mutex::new(ThrottleState { window: None, emitted: 0, suppressed: 0 }),
+        }
+    }
+
+    /// `Some(occurrences suppressed since the last line)` when this one may be logged.
+    pub fn allow(&self) -> Option<u64> {
+        self.allow_at(std::time::Instant::now())
+    }
+
+    fn allow_at(&self, now: std::time::Instant) -> Option<u64> {
+        let mut s = self.state.lock().ok()?;
+        if s.window.is_none_or(|w| now.saturating_duration_since(w) >= self.per) {
+            s.window = Some(now);
+            s.emitted = 0;
+        }
+        if s.emitted >= self.burst {
+            s.suppressed += 1;
+            return None;
+        }
+        s.emitted += 1;
+        Some(std::mem::take(&mut s.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Throttle;
+
+    #[test]
+    fn the_throttle_passes_a_burst_then_reports_what_it_held_back() {
+        let t = Throttle::new(Duration::from_secs(10), 2);
+        let t0 = Instant::now();
+        assert_eq!(t.allow_at(t0), Some(0));
+        assert_eq!(t.allow_at(t0), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(t.allow_at(t0 + Duration::from_secs(1)), None);
+        }
+        assert_eq!(t.allow_at(t0 + Duration::from_secs(11)), Some(1000));
+        assert_eq!(t.allow_at(t0 + Duration::from_secs(11)), Some(0));
+        assert_eq!(t.allow_at(t0 + Duration::from_secs(12)), None);
+    }
+}

@@ -9,9 +9,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::MeshCounters;
+use super::lane::LaneKey;
 use super::router::{LinkTx, Router};
 use super::state::{Action, Admission, LinkId, Mesh};
 use crate::wire::{Frame, Hello, Lsa, NodeId, WorkTypeAd};
+
+/// Events handled before routes are recomputed and actions carried out, at most: a burst
+/// of advertisements costs one shortest-path run, while the driver still yields often.
+const EVENT_BATCH: usize = 256;
 
 /// Everything that reaches the driver.
 pub(crate) enum Event {
@@ -65,7 +71,10 @@ pub(crate) struct Driver {
     pub(crate) topology: watch::Sender<Topology>,
     pub(crate) fatal: watch::Sender<Option<String>>,
     pub(crate) cancel: CancellationToken,
+    counters: Arc<MeshCounters>,
     links: HashMap<LinkId, LinkHandle>,
+    /// The last advertisement encoded (a flood sends the same one to every link).
+    encoded: Option<(NodeId, u64, u64, bool, bytes::Bytes)>,
 }
 
 impl Driver {
@@ -76,8 +85,19 @@ impl Driver {
         topology: watch::Sender<Topology>,
         fatal: watch::Sender<Option<String>>,
         cancel: CancellationToken,
+        counters: Arc<MeshCounters>,
     ) -> Driver {
-        Driver { mesh, router, events, topology, fatal, cancel, links: HashMap::new() }
+        Driver {
+            mesh,
+            router,
+            events,
+            topology,
+            fatal,
+            cancel,
+            counters,
+            links: HashMap::new(),
+            encoded: None,
+        }
     }
 
     pub(crate) async fn run(mut self) {
@@ -87,7 +107,15 @@ impl Driver {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 ev = self.events.recv() => match ev {
-                    Some(ev) => self.handle(ev),
+                    Some(ev) => {
+                        self.handle(ev);
+                        for _ in 1..EVENT_BATCH {
+                            match self.events.try_recv() {
+                                Ok(ev) => self.handle(ev),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
                 _ = tick.tick() => self.mesh.tick(Instant::now()),
@@ -127,6 +155,8 @@ impl Driver {
             }
             Event::Lsa { link, lsa } => self.mesh.on_lsa(now, link, lsa),
             Event::SyncDone { link } => {
+                // Whoever waits for the sync expects routes to everything it carried.
+                self.apply();
                 if let Some(peer) = self.mesh.link_peer(link).cloned() {
                     self.topology.send_modify(|t| {
                         t.synced.insert(peer);
@@ -146,7 +176,11 @@ impl Driver {
     }
 
     fn apply(&mut self) {
-        for action in self.mesh.drain_actions() {
+        let actions = self.mesh.drain_actions();
+        self.counters
+            .adverts_refused_full
+            .store(self.mesh.refused_full(), std::sync::atomic::Ordering::Relaxed);
+        for action in actions {
             match action {
                 Action::Send { link, frame } => self.send(link, &frame),
                 Action::Close { link, reason } => self.close(link, reason),
@@ -166,15 +200,25 @@ impl Driver {
 
     fn send(&mut self, link: LinkId, frame: &Frame) {
         let Some(h) = self.links.get(&link) else { return };
-        if h.tx.ctrl.try_send(frame.encode()).is_err() {
-            self.close(link, "control queue overflow: peer is not reading".into());
+        match frame {
+            Frame::Lsa(lsa) => {
+                let bytes = encoded(&mut self.encoded, lsa);
+                h.tx.adverts.push(LaneKey::Origin(lsa.origin.clone()), bytes);
+            }
+            Frame::SyncDone => h.tx.adverts.push(LaneKey::SyncDone, frame.encode()),
+            // A full queue closes the link itself (the peer is not reading).
+            other => {
+                if h.tx.send_ctrl(other.encode()).is_err() {
+                    self.counters.links_stalled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
         }
     }
 
     fn close(&mut self, link: LinkId, reason: String) {
         let Some(h) = self.links.get(&link) else { return };
         tracing::warn!(peer = %h.peer, link, %reason, "closing link");
-        let _ = h.tx.ctrl.try_send(Frame::Goodbye { reason }.encode());
+        let _ = h.tx.ctrl.try_send(Frame::Goodbye { reason: reason.into() }.encode());
         h.stop.cancel();
     }
 
@@ -224,4 +268,16 @@ impl Driver {
         routes.sort_by(|a, b| a.dst.cmp(&b.dst));
         MeshStatus { node_id: self.mesh.me().clone(), nodes: self.mesh.known(), routes }
     }
+}
+
+/// The frame of `lsa`, reusing the last encoding when it is the same advertisement.
+fn encoded(cache: &mut Option<(NodeId, u64, u64, bool, bytes::Bytes)>, lsa: &Lsa) -> bytes::Bytes {
+    if let Some((origin, epoch, seq, leaving, bytes)) = cache {
+        if *origin == lsa.origin && *epoch == lsa.epoch && *seq == lsa.seq && *leaving == lsa.leaving {
+            return bytes.clone();
+        }
+    }
+    let bytes = Frame::Lsa(lsa.clone()).encode();
+    *cache = Some((lsa.origin.clone(), lsa.epoch, lsa.seq, lsa.leaving, bytes.clone()));
+    bytes
 }

@@ -8,20 +8,25 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use std::sync::atomic::Ordering;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use super::MeshCounters;
+use super::budget::{TokenBucket, WindowCount};
 use super::driver::Event;
+use super::lane::AdvertLane;
 use super::router::{LinkTx, Router};
 use super::state::{Admission, LinkId};
+use crate::limits::Limits;
+use crate::logging::Throttle;
 use crate::transport::BoxedIo;
-use crate::wire::{Frame, FrameCodec, Hello, PREFACE, PROTOCOL_VERSION, codec::CodecError};
+use crate::wire::{Frame, FrameCodec, Hello, PREFACE, PROTOCOL_VERSION, Reason, codec::CodecError};
 
-/// How long a peer may take to complete the handshake.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CTRL_QUEUE: usize = 1024;
 const DATA_QUEUE: usize = 64;
 
@@ -33,6 +38,8 @@ pub(crate) struct LinkCtx {
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) hello: Hello,
     pub(crate) cancel: CancellationToken,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) counters: Arc<MeshCounters>,
 }
 
 /// Why a link ended.
@@ -56,6 +63,8 @@ pub enum LinkError {
     Io(#[from] std::io::Error),
     #[error("no traffic for {0:?}; peer presumed dead")]
     Idle(Duration),
+    #[error("advertisement flood: {0} advertisements over limits.advert_rate dropped within a minute")]
+    Flood(u32),
     #[error("node is shutting down")]
     Shutdown,
 }
@@ -79,7 +88,7 @@ pub(crate) async fn handshake(
     identity: Option<&crate::transport::PeerIdentity>,
 ) -> Result<Established, LinkError> {
     let (mut rd, mut wr) = tokio::io::split(io);
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let deadline = Instant::now() + ctx.limits.handshake_timeout;
     let mut hello = ctx.hello.clone();
     hello.cost = cost;
     let mut out = PREFACE.to_vec();
@@ -90,20 +99,20 @@ pub(crate) async fn handshake(
     if preface != PREFACE {
         return Err(LinkError::BadPreface);
     }
-    let mut reader = FramedRead::new(rd, FrameCodec);
+    let mut reader = FramedRead::new(rd, FrameCodec::default());
     let peer = match within(deadline, reader.next()).await? {
         Some(Ok(Frame::Hello(h))) => h,
-        Some(Ok(other)) => return Err(LinkError::Protocol(format!("expected hello, got {other:?}"))),
+        Some(Ok(other)) => return Err(LinkError::Protocol(format!("expected hello, got {}", other.kind()))),
         Some(Err(e)) => return Err(e.into()),
         None => return Err(LinkError::Protocol("connection closed during handshake".into())),
     };
     *seen = Some(peer.node_id.clone());
     if peer.version != PROTOCOL_VERSION {
-        let _ = wr.write_all(&Frame::Reject { reason: version_reason(peer.version) }.encode()).await;
+        let _ = wr.write_all(&Frame::Reject { reason: version_reason(peer.version).into() }.encode()).await;
         return Err(LinkError::Version(peer.version));
     }
     if let Some(reason) = vet_peer(ctx, &peer, identity) {
-        let _ = wr.write_all(&Frame::Reject { reason: reason.clone() }.encode()).await;
+        let _ = wr.write_all(&Frame::Reject { reason: reason.as_str().into() }.encode()).await;
         return Err(LinkError::Refusing(reason));
     }
     let (reply, verdict) = oneshot::channel();
@@ -112,14 +121,14 @@ pub(crate) async fn handshake(
     match verdict.await.map_err(|_| LinkError::Shutdown)? {
         Admission::Admit => wr.write_all(&Frame::Admit.encode()).await?,
         Admission::Reject(reason) => {
-            let _ = wr.write_all(&Frame::Reject { reason: reason.clone() }.encode()).await;
+            let _ = wr.write_all(&Frame::Reject { reason: reason.as_str().into() }.encode()).await;
             return Err(LinkError::Refusing(reason));
         }
     }
     match within(deadline, reader.next()).await? {
         Some(Ok(Frame::Admit)) => Ok(Established { link, peer, reader, writer: wr }),
-        Some(Ok(Frame::Reject { reason })) => Err(LinkError::Refused(reason)),
-        Some(Ok(other)) => Err(LinkError::Protocol(format!("expected admit, got {other:?}"))),
+        Some(Ok(Frame::Reject { reason })) => Err(LinkError::Refused(reason.into_string())),
+        Some(Ok(other)) => Err(LinkError::Protocol(format!("expected admit, got {}", other.kind()))),
         Some(Err(e)) => Err(e.into()),
         None => Err(LinkError::Protocol("connection closed during handshake".into())),
     }
@@ -160,12 +169,25 @@ pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError
     let idle = Duration::from_millis(u64::from(ctx.hello.idle_timeout_ms.max(peer.idle_timeout_ms)));
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
     let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
-    let tx = LinkTx { ctrl: ctrl_tx, data: data_tx };
     let stop = ctx.cancel.child_token();
+    let tx = LinkTx {
+        peer: peer.node_id.clone(),
+        ctrl: ctrl_tx,
+        data: data_tx,
+        adverts: Arc::new(AdvertLane::default()),
+        stop: stop.clone(),
+        stall: ctx.limits.stall_timeout,
+    };
     let up = Event::Up { link, tx: tx.clone(), peer: peer.clone(), stop: stop.clone() };
     ctx.events.send(up).await.map_err(|_| LinkError::Shutdown)?;
-    let write_task = tokio::spawn(write_loop(writer, ctrl_rx, data_rx, idle / 4, stop.clone()));
+    let lanes = Lanes { ctrl: ctrl_rx, adverts: tx.adverts.clone(), data: data_rx };
+    let write_task = tokio::spawn(write_loop(writer, lanes, idle / 4, stop.clone()));
     let result = read_loop(ctx, link, &tx, &mut reader, idle, &stop).await;
+    if let Err(e @ (LinkError::Flood(_) | LinkError::Protocol(_) | LinkError::Codec(_))) = &result {
+        // Tell the peer why, if its socket still takes bytes (the writer gives up quickly).
+        let reason = Reason::new(e.to_string());
+        let _ = tx.ctrl.try_send(Frame::Goodbye { reason }.encode());
+    }
     stop.cancel();
     let _ = write_task.await;
     result
@@ -179,6 +201,9 @@ async fn read_loop(
     idle: Duration,
     stop: &CancellationToken,
 ) -> Result<(), LinkError> {
+    let l = &ctx.limits;
+    let mut adverts = TokenBucket::new(l.advert_rate, l.advert_burst, l.advert_burst, Instant::now());
+    let mut drops = WindowCount::new(Duration::from_secs(60), l.advert_drops_to_close);
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return Err(LinkError::Shutdown),
@@ -188,18 +213,49 @@ async fn read_loop(
             None => return Ok(()),
             Some(r) => r?,
         };
-        match frame {
-            Frame::Keepalive => {}
-            Frame::Routed(r) => ctx.router.route_from(r, tx).await,
-            Frame::Lsa(lsa) => send(ctx, Event::Lsa { link, lsa }).await?,
-            Frame::SyncDone => send(ctx, Event::SyncDone { link }).await?,
-            Frame::Goodbye { reason } => {
-                tracing::debug!(%reason, "peer said goodbye");
-                return Ok(());
+        if let Frame::Lsa(lsa) = &frame {
+            let now = Instant::now();
+            if !adverts.take(reader.decoder().last_len() as u64, now) {
+                ctx.counters.adverts_dropped.fetch_add(1, Ordering::Relaxed);
+                if drops.record(now) {
+                    return Err(LinkError::Flood(l.advert_drops_to_close));
+                }
+                static DROPPED: Throttle = Throttle::new(Duration::from_secs(10), 3);
+                if let Some(suppressed) = DROPPED.allow() {
+                    tracing::warn!(peer = %tx.peer, origin = %lsa.origin, suppressed,
+                        "advertisement dropped: the link exceeds limits.advert_rate");
+                }
+                continue;
             }
-            other => return Err(LinkError::Protocol(format!("unexpected {other:?} after handshake"))),
+        }
+        // Every wait below (the driver, another link's queue) gives way when this link is
+        // closed, so a link told to close never hangs on a full queue.
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Err(LinkError::Shutdown),
+            r = handle(ctx, link, tx, frame) => {
+                if r? {
+                    return Ok(());
+                }
+            }
         }
     }
+}
+
+/// Handles one frame after the handshake; true when the peer said goodbye.
+async fn handle(ctx: &LinkCtx, link: LinkId, tx: &LinkTx, frame: Frame) -> Result<bool, LinkError> {
+    match frame {
+        Frame::Keepalive => {}
+        Frame::Routed(r) => ctx.router.route_from(r, tx).await,
+        Frame::Lsa(lsa) => send(ctx, Event::Lsa { link, lsa }).await?,
+        Frame::SyncDone => send(ctx, Event::SyncDone { link }).await?,
+        Frame::Goodbye { reason } => {
+            tracing::debug!(%reason, "peer said goodbye");
+            return Ok(true);
+        }
+        other => return Err(LinkError::Protocol(format!("unexpected {} after handshake", other.kind()))),
+    }
+    Ok(false)
 }
 
 async fn send(ctx: &LinkCtx, ev: Event) -> Result<(), LinkError> {
@@ -209,34 +265,72 @@ async fn send(ctx: &LinkCtx, ev: Event) -> Result<(), LinkError> {
 /// Frames are gathered in this buffer so one write carries several of them (on loopback
 /// and fast links the number of syscalls, not copying, limits throughput).
 const WRITE_BUFFER: usize = 256 * 1024;
+/// Advertisements written per flush at most, so a database dump is paced in batches
+/// between stream data.
+const ADVERTS_PER_BATCH: usize = 64;
+/// How long a closing link may spend telling its peer why.
+const FAREWELL: Duration = Duration::from_secs(1);
+
+/// What a link's writer drains, by priority: control frames, advertisements, stream data.
+struct Lanes {
+    ctrl: mpsc::Receiver<Bytes>,
+    adverts: Arc<AdvertLane>,
+    data: mpsc::Receiver<(Bytes, Bytes)>,
+}
 
 async fn write_loop(
     wr: WriteHalf<BoxedIo>,
-    mut ctrl: mpsc::Receiver<Bytes>,
-    mut data: mpsc::Receiver<(Bytes, Bytes)>,
+    mut lanes: Lanes,
     keepalive: Duration,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let mut wr = BufWriter::with_capacity(WRITE_BUFFER, wr);
+    // A peer that stopped reading blocks our writes: closing the link must not wait for it.
+    let result = tokio::select! {
+        r = pump(&mut wr, &mut lanes, keepalive) => r,
+        _ = stop.cancelled() => Ok(()),
+    };
+    // Drain control frames (a final goodbye, resets) so the peer learns why we left.
+    let farewell = async {
+        while let Ok(f) = lanes.ctrl.try_recv() {
+            wr.write_all(&f).await?;
+        }
+        wr.flush().await?;
+        wr.shutdown().await
+    };
+    let _ = tokio::time::timeout(FAREWELL, farewell).await;
+    result
+}
+
+async fn pump(
+    wr: &mut BufWriter<WriteHalf<BoxedIo>>,
+    lanes: &mut Lanes,
+    keepalive: Duration,
+) -> std::io::Result<()> {
     let ka = Frame::Keepalive.encode();
     let mut ticker = tokio::time::interval(keepalive.max(Duration::from_millis(100)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (head, body) = tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
-            Some(f) = ctrl.recv() => (f, Bytes::new()),
-            Some(f) = data.recv() => f,
+            Some(f) = lanes.ctrl.recv() => (f, Bytes::new()),
+            f = lanes.adverts.next() => (f, Bytes::new()),
+            Some(f) = lanes.data.recv() => f,
             _ = ticker.tick() => (ka.clone(), Bytes::new()),
+            else => return Ok(()),
         };
         let goodbye = is_goodbye(&head);
         wr.write_all(&head).await?;
         wr.write_all(&body).await?;
         // Batch whatever else is queued before paying for a flush.
+        let mut adverts = 0;
         loop {
-            if let Ok(f) = ctrl.try_recv() {
+            if let Ok(f) = lanes.ctrl.try_recv() {
                 wr.write_all(&f).await?;
-            } else if let Ok((h, b)) = data.try_recv() {
+            } else if let Some(f) = (adverts < ADVERTS_PER_BATCH).then(|| lanes.adverts.pop()).flatten() {
+                adverts += 1;
+                wr.write_all(&f).await?;
+            } else if let Ok((h, b)) = lanes.data.try_recv() {
                 wr.write_all(&h).await?;
                 wr.write_all(&b).await?;
             } else {
@@ -246,15 +340,9 @@ async fn write_loop(
         wr.flush().await?;
         ticker.reset();
         if goodbye {
-            break;
+            return Ok(());
         }
     }
-    // Drain control frames (a final goodbye, resets) so the peer learns why we left.
-    while let Ok(f) = ctrl.try_recv() {
-        wr.write_all(&f).await?;
-    }
-    wr.flush().await?;
-    wr.shutdown().await
 }
 
 fn is_goodbye(frame: &Bytes) -> bool {

@@ -8,19 +8,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::MeshCounters;
 use super::backoff::Backoff;
 use super::driver::{Driver, Event, MeshStatus, Topology};
+use super::gate::{HandshakeGate, Slot};
 use super::link::{self, LinkCtx, LinkError};
 use super::router::{Incoming, Router};
 use super::state::{Mesh, MeshConfig};
 use super::stream::{StreamKey, StreamReader, StreamWriter};
+use crate::limits::Limits;
+use crate::logging::Throttle;
 use crate::transport::{self, Listener, PeerUrl, TransportError};
-use crate::wire::{Body, Hello, NodeId, PROTOCOL_VERSION, Side, WorkTypeAd, caps};
+use crate::wire::{Body, Hello, Name, NodeId, PROTOCOL_VERSION, Side, WorkTypeAd, caps};
 
 /// How a node is set up.
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct NodeOptions {
     pub tls: Option<crate::transport::TlsContext>,
     /// Node IDs allowed to link with this node (empty: any).
     pub allowed_peers: Vec<NodeId>,
+    /// Budgets of handshakes, advertisements, the database and streams.
+    pub limits: Limits,
 }
 
 impl NodeOptions {
@@ -51,6 +57,7 @@ impl NodeOptions {
             dial_timeout: Duration::from_secs(5),
             tls: None,
             allowed_peers: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -60,6 +67,10 @@ impl NodeOptions {
 pub enum OpenError {
     #[error("node {node} is not known to the mesh{}", known_list(.known))]
     UnknownNode { node: NodeId, known: Vec<NodeId> },
+    #[error("service name: {0}")]
+    Service(#[from] crate::wire::NameError),
+    #[error("stream header of {0} bytes exceeds the protocol's {max} bytes", max = crate::wire::MAX_META)]
+    HeaderTooLarge(usize),
 }
 
 /// Who answered a ping, and how fast.
@@ -109,6 +120,8 @@ struct Inner {
     tracker: TaskTracker,
     next_link: AtomicU64,
     hello: Hello,
+    limits: Arc<Limits>,
+    counters: Arc<MeshCounters>,
     opts: NodeOptions,
 }
 
@@ -132,12 +145,21 @@ impl Node {
         let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let router = Router::new(opts.id.clone(), opts.window, opts.mesh.max_hops, tracker.clone());
+        let counters = Arc::new(MeshCounters::default());
+        let router = Router::new(
+            opts.id.clone(),
+            opts.window,
+            opts.mesh.max_hops,
+            &opts.limits,
+            counters.clone(),
+            tracker.clone(),
+        );
         let (events_tx, events_rx) = mpsc::channel(1024);
         let (topo_tx, topo_rx) = watch::channel(Topology::default());
         let (fatal_tx, fatal_rx) = watch::channel(None);
         let mesh = Mesh::new(opts.id.clone(), epoch, opts.ephemeral, opts.mesh.clone(), Instant::now());
-        let driver = Driver::new(mesh, router.clone(), events_rx, topo_tx, fatal_tx, cancel.clone());
+        let driver =
+            Driver::new(mesh, router.clone(), events_rx, topo_tx, fatal_tx, cancel.clone(), counters.clone());
         tracker.spawn(driver.run());
         let mut caps_bits = caps::STREAMS;
         if opts.ephemeral {
@@ -160,6 +182,8 @@ impl Node {
             tracker,
             next_link: AtomicU64::new(1),
             hello,
+            limits: Arc::new(opts.limits.clone()),
+            counters,
             opts,
         };
         Node { inner: Arc::new(inner) }
@@ -167,6 +191,11 @@ impl Node {
 
     pub fn id(&self) -> &NodeId {
         &self.inner.opts.id
+    }
+
+    /// What this node refused or dropped to protect itself.
+    pub fn counters(&self) -> &MeshCounters {
+        &self.inner.counters
     }
 
     pub fn topology(&self) -> watch::Receiver<Topology> {
@@ -193,6 +222,8 @@ impl Node {
             events: self.inner.events.clone(),
             hello: self.inner.hello.clone(),
             cancel: self.inner.cancel.clone(),
+            limits: self.inner.limits.clone(),
+            counters: self.inner.counters.clone(),
         }
     }
 
@@ -203,7 +234,7 @@ impl Node {
     }
 
     async fn accept_loop(self, listener: Listener, cost: f64) {
-        let handshakes = Arc::new(Semaphore::new(256));
+        let gate = HandshakeGate::new(&self.inner.limits);
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             let accepted = tokio::select! {
@@ -219,17 +250,24 @@ impl Node {
                 }
             };
             backoff.reset();
-            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                tracing::warn!(%addr, "too many handshakes in progress; dropping connection");
-                continue;
+            let permit = match gate.enter(addr.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    self.inner.counters.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                    static REFUSED: Throttle = Throttle::new(Duration::from_secs(10), 3);
+                    if let Some(suppressed) = REFUSED.allow() {
+                        tracing::warn!(%addr, suppressed, "connection closed before its handshake: {why}");
+                    }
+                    continue;
+                }
             };
             let node = self.clone();
             self.inner.tracker.spawn(async move {
-                let secured = tokio::time::timeout(link::HANDSHAKE_TIMEOUT, io.secure()).await;
+                let secured = tokio::time::timeout(node.inner.limits.handshake_timeout, io.secure()).await;
                 let (io, identity) = match secured {
                     Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return tracing::warn!(%addr, "dropped connection: {e}"),
-                    Err(_) => return tracing::warn!(%addr, "dropped connection: TLS handshake timed out"),
+                    Ok(Err(e)) => return log_dropped(&addr, &e),
+                    Err(_) => return log_dropped(&addr, &"TLS handshake timed out"),
                 };
                 let mut seen = None;
                 let r = node
@@ -302,14 +340,16 @@ impl Node {
         &self,
         conn: Conn,
         seen: &mut Option<NodeId>,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        permit: Option<Slot>,
         on_up: Option<oneshot::Sender<Result<NodeId, LinkError>>>,
     ) -> Result<(), LinkError> {
         let ctx = self.ctx();
         let id = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
         let Conn { io, identity, cost, dialed_by_me } = conn;
         let est = link::handshake(&ctx, id, io, cost, dialed_by_me, seen, identity.as_ref()).await;
-        drop(permit);
+        if let (Some(slot), Ok(_)) = (permit, &est) {
+            slot.admitted();
+        }
         let est = match est {
             Ok(est) => est,
             Err(e) => {
@@ -380,11 +420,15 @@ impl Node {
         header: Bytes,
     ) -> Result<(StreamWriter, StreamReader), OpenError> {
         self.check_known(dst)?;
+        let service = Name::new(service)?;
+        if header.len() > crate::wire::MAX_META {
+            return Err(OpenError::HeaderTooLarge(header.len()));
+        }
         let router = &self.inner.router;
         let id = router.streams.next_id();
         let key = StreamKey { peer: dst.clone(), id, local: Side::Opener };
         let (writer, reader) = router.endpoints(key, 0);
-        let body = Body::Open { stream: id, service: service.to_owned(), window: router.window, header };
+        let body = Body::Open { stream: id, service, window: router.window, header };
         router.originate(dst, body).await;
         Ok((writer, reader))
     }
@@ -464,19 +508,36 @@ impl Node {
     }
 }
 
+/// Connection-level failures of strangers are frequent under attack: throttled.
+fn log_dropped(addr: &std::net::SocketAddr, e: &dyn std::fmt::Display) {
+    static DROPPED: Throttle = Throttle::new(Duration::from_secs(10), 5);
+    if let Some(suppressed) = DROPPED.allow() {
+        tracing::warn!(%addr, suppressed, "dropped connection: {e}");
+    }
+}
+
 fn log_link_end(addr: &str, peer: Option<&NodeId>, r: Result<(), LinkError>) {
+    static WARNED: Throttle = Throttle::new(Duration::from_secs(10), 10);
     let peer = peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+    let warn = |what: &str, e: &dyn std::fmt::Display| {
+        if let Some(suppressed) = WARNED.allow() {
+            tracing::warn!(%addr, %peer, suppressed, "{what}: {e}");
+        }
+    };
     match r {
         Ok(()) | Err(LinkError::Shutdown) => tracing::debug!(%addr, %peer, "link closed"),
-        Err(e @ (LinkError::Refused(_) | LinkError::Refusing(_))) => {
-            tracing::warn!(%addr, %peer, "link refused: {e}")
-        }
-        Err(e @ (LinkError::BadPreface | LinkError::Codec(_) | LinkError::Protocol(_))) => {
-            tracing::warn!(%addr, %peer, "dropped connection: {e}")
-        }
-        Err(LinkError::Io(e)) if e.to_string().contains("fatal alert") => {
-            tracing::warn!(%addr, %peer, "peer refused TLS: {e}")
-        }
+        Err(e @ (LinkError::Refused(_) | LinkError::Refusing(_))) => warn("link refused", &e),
+        Err(
+            e @ (LinkError::BadPreface | LinkError::Codec(_) | LinkError::Protocol(_) | LinkError::Flood(_)),
+        ) => warn("dropped connection", &e),
+        Err(LinkError::Io(e)) if is_tls_alert(&e) => warn("peer refused TLS", &e),
         Err(e) => tracing::info!(%addr, %peer, "link ended: {e}"),
     }
+}
+
+/// Whether an I/O error is the peer's TLS alert (it refused our certificate).
+fn is_tls_alert(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::AlertReceived(_)))
 }

@@ -10,32 +10,91 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::MeshCounters;
+use super::lane::AdvertLane;
 use super::stream::{StreamKey, StreamReader, StreamTable, StreamWriter};
-use crate::wire::{Body, Frame, NodeId, Routed, Side};
+use crate::logging::Throttle;
+use crate::wire::{Body, Frame, NodeId, Reason, Routed, Side};
 
 /// Queues feeding one link's writer. Stream data waits behind a bounded queue (this is
-/// where relays apply backpressure); everything else takes the priority queue.
-#[derive(Clone, Debug)]
+/// where relays apply backpressure); advertisements wait in the link's [`AdvertLane`]
+/// (one per origin); everything else takes the priority queue.
+#[derive(Clone)]
 pub(crate) struct LinkTx {
+    pub(crate) peer: NodeId,
     pub(crate) ctrl: mpsc::Sender<Bytes>,
     /// (frame up to its payload, payload): stream data is never copied into a new frame.
     pub(crate) data: mpsc::Sender<(Bytes, Bytes)>,
+    pub(crate) adverts: Arc<AdvertLane>,
+    /// Closes the link.
+    pub(crate) stop: CancellationToken,
+    /// How long stream data may wait for room in `data` before the link counts as stalled.
+    pub(crate) stall: Duration,
+}
+
+impl std::fmt::Debug for LinkTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkTx").field("peer", &self.peer).finish_non_exhaustive()
+    }
+}
+
+/// Why a frame was not queued on a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendError {
+    /// The link is closed or closing.
+    Closed,
+    /// The peer stopped reading: the link has been closed.
+    Stalled,
 }
 
 impl LinkTx {
-    pub(crate) async fn send(&self, frame: &Frame) {
+    /// Queues `frame`. Never waits on a link that is not draining: a full priority queue,
+    /// or a data queue full for `stall`, closes this link (its peer is not reading; a
+    /// configured peer is redialed), so no reader anywhere can hang behind it.
+    pub(crate) async fn send(&self, frame: &Frame) -> Result<(), SendError> {
         // Data and Fin share one queue so a stream's end never overtakes its bytes. A closed
         // queue means the link just died; stream offsets expose any loss.
         match frame {
             Frame::Routed(r @ Routed { body: Body::Data { .. } | Body::Fin { .. }, .. }) => {
-                let _ = self.data.send(r.encode_split()).await;
+                let item = match self.data.try_send(r.encode_split()) {
+                    Ok(()) => return Ok(()),
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(SendError::Closed),
+                    Err(mpsc::error::TrySendError::Full(item)) => item,
+                };
+                tokio::select! {
+                    r = self.data.send_timeout(item, self.stall) => match r {
+                        Ok(()) => Ok(()),
+                        Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(SendError::Closed),
+                        Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(self.stalled("its data queue stayed full")),
+                    },
+                    _ = self.stop.cancelled() => Err(SendError::Closed),
+                }
             }
-            other => {
-                let _ = self.ctrl.send(other.encode()).await;
-            }
+            other => self.send_ctrl(other.encode()),
         }
+    }
+
+    /// Queues an encoded control frame without waiting.
+    pub(crate) fn send_ctrl(&self, frame: Bytes) -> Result<(), SendError> {
+        match self.ctrl.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(self.stalled("its control queue overflowed")),
+        }
+    }
+
+    fn stalled(&self, why: &str) -> SendError {
+        if !self.stop.is_cancelled() {
+            static STALLED: Throttle = Throttle::new(Duration::from_secs(10), 5);
+            if let Some(suppressed) = STALLED.allow() {
+                tracing::warn!(peer = %self.peer, suppressed, "closing link: the peer is not reading ({why})");
+            }
+            self.stop.cancel();
+        }
+        SendError::Stalled
     }
 }
 
@@ -56,6 +115,8 @@ pub(crate) struct Router {
     pings: Mutex<HashMap<u64, oneshot::Sender<(NodeId, bool)>>>,
     pub(crate) window: u32,
     pub(crate) max_hops: u8,
+    streams_per_peer: usize,
+    counters: Arc<MeshCounters>,
     tracker: TaskTracker,
     this: Weak<Router>,
     /// Reverse paths: the link a node's traffic last arrived on, for nodes the link-state
@@ -70,7 +131,14 @@ const LEARNED_TTL: Duration = Duration::from_secs(30);
 const LEARNED_MAX: usize = 4096;
 
 impl Router {
-    pub(crate) fn new(me: NodeId, window: u32, max_hops: u8, tracker: TaskTracker) -> Arc<Router> {
+    pub(crate) fn new(
+        me: NodeId,
+        window: u32,
+        max_hops: u8,
+        limits: &crate::limits::Limits,
+        counters: Arc<MeshCounters>,
+        tracker: TaskTracker,
+    ) -> Arc<Router> {
         Arc::new_cyclic(|this| Router {
             me,
             table: RwLock::new(Arc::new(HashMap::new())),
@@ -79,6 +147,8 @@ impl Router {
             pings: Mutex::new(HashMap::new()),
             window,
             max_hops,
+            streams_per_peer: limits.streams_per_peer,
+            counters,
             tracker,
             this: this.clone(),
             learned: Mutex::new(HashMap::new()),
@@ -195,7 +265,7 @@ impl Router {
                 if routed.src != self.me {
                     routed.hops_left -= 1;
                 }
-                link.send(&Frame::Routed(routed)).await;
+                let _ = link.send(&Frame::Routed(routed)).await;
                 return;
             }
         };
@@ -214,7 +284,7 @@ impl Router {
             }
             return;
         }
-        self.originate(&routed.src, Body::Unreachable { stream, reason }).await;
+        self.originate(&routed.src, Body::Unreachable { stream, reason: Reason::new(reason) }).await;
     }
 
     async fn local(&self, routed: Routed) {
@@ -233,7 +303,7 @@ impl Router {
             }
             Body::Unreachable { stream: None, .. } => {}
             Body::Open { stream, service, window, header } => {
-                self.accept(src, stream, service, window, header).await;
+                self.accept(src, stream, service.as_str(), window, header).await;
             }
             other => {
                 if let Some(reset) = self.streams.deliver(&src, other) {
@@ -243,11 +313,19 @@ impl Router {
         }
     }
 
-    async fn accept(&self, src: NodeId, id: u64, service: String, window: u32, header: Bytes) {
+    async fn accept(&self, src: NodeId, id: u64, service: &str, window: u32, header: Bytes) {
         let key = StreamKey { peer: src.clone(), id, local: Side::Acceptor };
-        let handler = self.services.lock().ok().and_then(|s| s.get(&service).cloned());
-        let Some(handler) = handler else {
-            let reason = format!("node {} offers no service {service:?}", self.me);
+        let handler = self.services.lock().ok().and_then(|s| s.get(service).cloned());
+        let refusal = match handler {
+            None => Some(format!("node {} offers no service {service:?}", self.me)),
+            Some(_) if self.streams.open_with(&src) >= self.streams_per_peer => {
+                self.counters.streams_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(format!("node {} has limits.streams_per_peer streams open with {src}", self.me))
+            }
+            Some(_) => None,
+        };
+        let (Some(handler), None) = (handler, refusal.clone()) else {
+            let reason = refusal.unwrap_or_default().into();
             self.originate(&src, Body::Reset { stream: id, from: Side::Acceptor, reason }).await;
             return;
         };

@@ -12,13 +12,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::state::{Action, Admission, LinkId, Mesh, MeshConfig};
-use crate::wire::{Frame, Hello, NodeId, PROTOCOL_VERSION, WorkTypeAd, caps};
+use crate::wire::{Frame, Hello, Name, NodeId, PROTOCOL_VERSION, WorkTypeAd, caps};
 
 const REFRESH: Duration = Duration::from_secs(10);
 const NODE_TIMEOUT: Duration = Duration::from_secs(40);
 
 fn cfg(max_hops: u8) -> MeshConfig {
-    MeshConfig { refresh: REFRESH, node_timeout: NODE_TIMEOUT, max_hops }
+    MeshConfig { refresh: REFRESH, node_timeout: NODE_TIMEOUT, max_hops, ..MeshConfig::default() }
 }
 
 fn nid(s: &str) -> NodeId {
@@ -26,7 +26,7 @@ fn nid(s: &str) -> NodeId {
 }
 
 fn wt(name: &str, version: &str) -> WorkTypeAd {
-    WorkTypeAd { name: name.into(), version: version.into() }
+    WorkTypeAd { name: Name::new(name).expect("name"), version: Name::new(version).expect("version") }
 }
 
 /// A connection whose handshake is running: `a` dialed `b`.

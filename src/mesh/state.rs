@@ -24,14 +24,21 @@ pub struct MeshConfig {
     pub node_timeout: Duration,
     /// Routes longer than this many hops are not used.
     pub max_hops: u8,
+    /// Most nodes the database holds (`limits.max_nodes`).
+    pub max_nodes: usize,
+    /// Most bytes of advertisements the database holds (`limits.max_db_bytes`).
+    pub max_db_bytes: usize,
 }
 
 impl Default for MeshConfig {
     fn default() -> Self {
+        let limits = crate::limits::Limits::default();
         MeshConfig {
             refresh: Duration::from_secs(10),
             node_timeout: Duration::from_secs(40),
             max_hops: crate::wire::DEFAULT_HOPS,
+            max_nodes: limits.max_nodes,
+            max_db_bytes: limits.max_db_bytes,
         }
     }
 }
@@ -102,6 +109,12 @@ pub struct Mesh {
     warned_newer_self: bool,
     /// `leave` was called: never advertise this node as present again.
     left: bool,
+    /// Encoded size of every advertisement in `lsdb`.
+    db_bytes: usize,
+    /// Advertisements refused because the database was full.
+    refused_full: u64,
+    /// The database or links changed since routes were last computed.
+    dirty: bool,
     actions: Vec<Action>,
 }
 
@@ -121,6 +134,9 @@ impl Mesh {
             last_refresh: now,
             warned_newer_self: false,
             left: false,
+            db_bytes: 0,
+            refused_full: 0,
+            dirty: false,
             actions: Vec::new(),
         }
     }
@@ -133,14 +149,34 @@ impl Mesh {
         self.epoch
     }
 
-    /// Takes the actions produced so far.
+    /// Takes the actions produced so far. Routes are recomputed here, once for however
+    /// many events came before (a burst of advertisements costs one shortest-path run).
     pub fn drain_actions(&mut self) -> Vec<Action> {
+        self.settle();
         std::mem::take(&mut self.actions)
+    }
+
+    /// Advertisements refused so far because the database was full.
+    pub fn refused_full(&self) -> u64 {
+        self.refused_full
+    }
+
+    /// Encoded bytes of the advertisements held.
+    pub fn db_bytes(&self) -> usize {
+        self.db_bytes
     }
 
     /// Decides whether a handshaken connection may become a link.
     pub fn admit(&mut self, link: LinkId, hello: &Hello, cost: f64, dialed_by_me: bool) -> Admission {
+        self.settle();
         let peer = &hello.node_id;
+        if self.links.len() >= crate::wire::MAX_LSA_ITEMS && !self.links.values().any(|l| l.peer == *peer) {
+            return Admission::Reject(format!(
+                "node {} has {} links, the most one advertisement can list",
+                self.me,
+                crate::wire::MAX_LSA_ITEMS
+            ));
+        }
         if *peer == self.me {
             return Admission::Reject(format!(
                 "duplicate node id: the peer announces {peer}, which is this node's own id"
@@ -262,7 +298,15 @@ impl Mesh {
         }
         let timeout = self.cfg.node_timeout;
         let before = self.lsdb.len();
-        self.lsdb.retain(|_, e| now.duration_since(e.received) < timeout);
+        let mut freed = 0;
+        self.lsdb.retain(|_, e| {
+            let keep = now.duration_since(e.received) < timeout;
+            if !keep {
+                freed += e.lsa.encoded_len();
+            }
+            keep
+        });
+        self.db_bytes -= freed;
         self.claims.retain(|id, _| self.lsdb.contains_key(id));
         if self.lsdb.len() != before {
             self.recompute();
@@ -314,13 +358,36 @@ impl Mesh {
             self.on_own_id(now, lsa);
             return;
         }
-        if !self.accept_lsa(now, link, &lsa) {
+        if !self.accept_lsa(now, link, &lsa) || !self.room_for(&lsa) {
             return;
         }
         let frame = Frame::Lsa(lsa.clone());
-        self.lsdb.insert(lsa.origin.clone(), Entry { lsa, received: now });
+        self.db_bytes += lsa.encoded_len();
+        if let Some(old) = self.lsdb.insert(lsa.origin.clone(), Entry { lsa, received: now }) {
+            self.db_bytes -= old.lsa.encoded_len();
+        }
         self.flood(&frame, Some(link));
         self.recompute();
+    }
+
+    /// Whether the database has room for `lsa` (`max_nodes`, `max_db_bytes`). At the cap,
+    /// nodes already known keep being updated (within the byte budget); new nodes are
+    /// refused until silent ones are forgotten.
+    fn room_for(&mut self, lsa: &Lsa) -> bool {
+        let old = self.lsdb.get(&lsa.origin).map(|e| e.lsa.encoded_len());
+        let nodes_ok = old.is_some() || self.lsdb.len() < self.cfg.max_nodes;
+        let bytes_ok = self.db_bytes - old.unwrap_or(0) + lsa.encoded_len() <= self.cfg.max_db_bytes;
+        if nodes_ok && bytes_ok {
+            return true;
+        }
+        self.refused_full += 1;
+        if self.refused_full == 1 || self.refused_full.is_power_of_two() {
+            tracing::warn!(
+                origin = %lsa.origin, nodes = self.lsdb.len(), bytes = self.db_bytes, refused = self.refused_full,
+                "link-state database full (limits.max_nodes / limits.max_db_bytes): advertisement refused"
+            );
+        }
+        false
     }
 
     /// Decides whether `lsa` supersedes what we hold, recording duplicate-ID evidence.
@@ -413,7 +480,19 @@ impl Mesh {
         }
     }
 
+    /// Marks routes stale; [`Mesh::settle`] recomputes them once.
     fn recompute(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Recomputes routes if anything changed since the last time.
+    pub fn settle(&mut self) {
+        if std::mem::take(&mut self.dirty) {
+            self.compute_routes();
+        }
+    }
+
+    fn compute_routes(&mut self) {
         // A peer whose stored advertisement says it is leaving is gone already, even while
         // its link is still open (the routing graph omits it, which `shortest_paths` would
         // otherwise read as "its first advertisement has not arrived yet").

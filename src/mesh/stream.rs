@@ -170,9 +170,14 @@ impl StreamTable {
                 let _ = slot.inbound.send(Inbound::Reset(reason.clone()));
                 slot.credit.close(&reason);
                 slots.remove(&key);
-                Some(Body::Reset { stream: id, from: key.local, reason })
+                Some(Body::Reset { stream: id, from: key.local, reason: reason.into() })
             }
         }
+    }
+
+    /// How many stream ends this node has open with `peer`.
+    pub(crate) fn open_with(&self, peer: &NodeId) -> usize {
+        self.slots.lock().map(|s| s.keys().filter(|k| k.peer == *peer).count()).unwrap_or(0)
     }
 
     /// Marks our sending direction finished (Fin or Reset sent).
@@ -238,6 +243,10 @@ fn apply(slot: &mut Slot, body: Body) -> Result<(), String> {
             if slot.remote_done {
                 return Err("data after end of stream".into());
             }
+            if data.is_empty() {
+                // Costs the receiver a queue entry and carries nothing: a protocol error.
+                return Err("empty data frame".into());
+            }
             if offset != slot.recv_offset {
                 return Err(format!(
                     "stream data lost in transit (expected offset {}, got {offset}); a link failed mid-stream",
@@ -256,6 +265,9 @@ fn apply(slot: &mut Slot, body: Body) -> Result<(), String> {
         }
         Body::Credit { n, .. } => slot.credit.add(u64::from(n)),
         Body::Fin { trailer, .. } => {
+            if slot.remote_done {
+                return Err("end of stream after end of stream".into());
+            }
             slot.remote_done = true;
             let _ = slot.inbound.send(Inbound::Fin(trailer));
         }
@@ -266,7 +278,7 @@ fn apply(slot: &mut Slot, body: Body) -> Result<(), String> {
         Body::Reset { reason, .. } => {
             slot.remote_done = true;
             slot.local_done = true;
-            let _ = slot.inbound.send(Inbound::Reset(reason.clone()));
+            let _ = slot.inbound.send(Inbound::Reset(reason.to_string()));
             slot.credit.close(&reason);
         }
         _ => {}
@@ -309,7 +321,7 @@ impl StreamWriter {
     /// Aborts the stream in both directions.
     pub async fn reset(mut self, reason: &str) {
         self.done = true;
-        let body = Body::Reset { stream: self.key.id, from: self.key.local, reason: reason.to_owned() };
+        let body = Body::Reset { stream: self.key.id, from: self.key.local, reason: reason.into() };
         self.router.originate(&self.key.peer, body).await;
         self.router.streams.reset_one(&self.key, reason);
     }
@@ -421,5 +433,43 @@ impl Drop for StreamReader {
             let body = Body::Stop { stream: self.key.id, from: self.key.local };
             self.router.send_detached(self.key.peer.clone(), body);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table_with_stream() -> (StreamTable, NodeId, mpsc::UnboundedReceiver<Inbound>) {
+        let table = StreamTable::default();
+        let peer = NodeId::new("peer").expect("id");
+        let key = StreamKey { peer: peer.clone(), id: 1, local: Side::Acceptor };
+        let (rx, _credit) = table.register(key, 1024, 0);
+        (table, peer, rx)
+    }
+
+    #[test]
+    fn fin_after_fin_is_a_protocol_error_charged_to_the_sender() {
+        let (table, peer, mut rx) = table_with_stream();
+        let fin = || Body::Fin { stream: 1, from: Side::Opener, trailer: Bytes::from_static(b"t") };
+        assert_eq!(table.deliver(&peer, fin()), None);
+        let reset = table.deliver(&peer, fin());
+        assert!(
+            matches!(reset, Some(Body::Reset { ref reason, .. }) if reason.contains("after end of stream"))
+        );
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Fin(_))));
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Reset(_))));
+        assert!(rx.try_recv().is_err(), "nothing more is queued");
+    }
+
+    #[test]
+    fn empty_data_and_data_beyond_the_window_reset_the_stream() {
+        let (table, peer, _rx) = table_with_stream();
+        let data =
+            |offset, n| Body::Data { stream: 1, from: Side::Opener, offset, data: Bytes::from(vec![0; n]) };
+        assert!(matches!(table.deliver(&peer, data(0, 0)), Some(Body::Reset { .. })));
+        let (table, peer, _rx) = table_with_stream();
+        assert_eq!(table.deliver(&peer, data(0, 1024)), None);
+        assert!(matches!(table.deliver(&peer, data(1024, 1)), Some(Body::Reset { .. })));
     }
 }

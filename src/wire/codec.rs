@@ -8,7 +8,17 @@ use super::{DecodeError, Frame, MAX_FRAME};
 /// Splits a byte stream into [`Frame`]s. An oversized length prefix is an error at once,
 /// before any of the announced bytes are buffered.
 #[derive(Debug, Default)]
-pub struct FrameCodec;
+pub struct FrameCodec {
+    last_len: usize,
+}
+
+impl FrameCodec {
+    /// The encoded size (length prefix included) of the frame decoded last, so readers
+    /// can charge budgets by what the peer actually sent.
+    pub fn last_len(&self) -> usize {
+        self.last_len
+    }
+}
 
 /// Why the framing failed; the link is closed on any of these.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +53,7 @@ impl Decoder for FrameCodec {
             return Ok(None);
         }
         src.advance(4);
+        self.last_len = 4 + len;
         let body = src.split_to(len).freeze();
         Ok(Some(Frame::decode(body)?))
     }
@@ -57,6 +68,10 @@ mod tests {
 
     fn node(s: &str) -> NodeId {
         NodeId::new(s).expect("valid")
+    }
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("valid")
     }
 
     fn samples() -> Vec<Frame> {
@@ -80,7 +95,7 @@ mod tests {
                 leaving: false,
                 ephemeral: true,
                 neighbors: vec![(node("n2"), 1.0), (node("n3"), 2.5)],
-                work_types: vec![WorkTypeAd { name: "cat".into(), version: "1".into() }],
+                work_types: vec![WorkTypeAd { name: name("cat"), version: name("1") }],
             }),
             Frame::SyncDone,
             Frame::Goodbye { reason: "bye".into() },
@@ -91,7 +106,7 @@ mod tests {
             r(Body::Unreachable { stream: None, reason: "y".into() }),
             r(Body::Open {
                 stream: 1,
-                service: "work".into(),
+                service: name("work"),
                 window: 1 << 20,
                 header: Bytes::from_static(b"{}"),
             }),
@@ -109,7 +124,7 @@ mod tests {
         for f in samples() {
             f.encode_into(&mut buf);
         }
-        let mut codec = FrameCodec;
+        let mut codec = FrameCodec::default();
         for want in samples() {
             let got = codec.decode(&mut buf).expect("decodes").expect("complete");
             assert_eq!(got, want);
@@ -132,7 +147,7 @@ mod tests {
     #[test]
     fn partial_input_waits_for_more() {
         let bytes = samples()[4].encode();
-        let mut codec = FrameCodec;
+        let mut codec = FrameCodec::default();
         let mut buf = BytesMut::new();
         for (i, b) in bytes.iter().enumerate() {
             buf.put_u8(*b);
@@ -144,7 +159,7 @@ mod tests {
     #[test]
     fn huge_length_prefix_is_refused_without_buffering() {
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(FrameCodec.decode(&mut buf), Err(CodecError::Oversized(_))));
+        assert!(matches!(FrameCodec::default().decode(&mut buf), Err(CodecError::Oversized(_))));
     }
 
     #[test]

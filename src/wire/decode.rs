@@ -4,12 +4,9 @@ use bytes::{Buf, Bytes};
 
 use super::encode::tag;
 use super::{
-    Body, DecodeError, Frame, Hello, Lsa, MAX_DATA_CHUNK, MAX_LSA_ITEMS, MAX_META, MAX_REASON, NodeId,
-    Routed, Side, WorkTypeAd,
+    Body, DecodeError, Frame, Hello, Lsa, MAX_DATA_CHUNK, MAX_LSA_ITEMS, MAX_META, MAX_NAME, MAX_REASON,
+    Name, NodeId, Reason, Routed, Side, WorkTypeAd,
 };
-
-/// Most bytes of a work-type name or version string.
-const MAX_NAME: usize = 256;
 
 impl Frame {
     /// Decodes one frame body (without its length prefix).
@@ -17,11 +14,11 @@ impl Frame {
         let frame = match get_u8(&mut b)? {
             tag::HELLO => Frame::Hello(decode_hello(&mut b)?),
             tag::ADMIT => Frame::Admit,
-            tag::REJECT => Frame::Reject { reason: get_str(&mut b, "reason", MAX_REASON)? },
+            tag::REJECT => Frame::Reject { reason: get_reason(&mut b)? },
             tag::KEEPALIVE => Frame::Keepalive,
             tag::LSA => Frame::Lsa(decode_lsa(&mut b)?),
             tag::SYNC_DONE => Frame::SyncDone,
-            tag::GOODBYE => Frame::Goodbye { reason: get_str(&mut b, "reason", MAX_REASON)? },
+            tag::GOODBYE => Frame::Goodbye { reason: get_reason(&mut b)? },
             tag::ROUTED => Frame::Routed(decode_routed(&mut b)?),
             other => return Err(DecodeError::UnknownType(other)),
         };
@@ -56,8 +53,8 @@ fn decode_lsa(b: &mut Bytes) -> Result<Lsa, DecodeError> {
     let m = get_count(b, "work type list")?;
     let mut work_types = Vec::with_capacity(m);
     for _ in 0..m {
-        let name = get_str(b, "work type name", MAX_NAME)?;
-        let version = get_str(b, "work type version", MAX_NAME)?;
+        let name = get_name(b, "work type name")?;
+        let version = get_name(b, "work type version")?;
         work_types.push(WorkTypeAd { name, version });
     }
     Ok(Lsa { origin, epoch, seq, leaving: flags & 1 != 0, ephemeral: flags & 2 != 0, neighbors, work_types })
@@ -74,7 +71,7 @@ fn decode_routed(b: &mut Bytes) -> Result<Routed, DecodeError> {
         tag::UNREACHABLE => decode_unreachable(b)?,
         tag::OPEN => Body::Open {
             stream: get_u64(b)?,
-            service: get_str(b, "service", MAX_NAME)?,
+            service: get_name(b, "service")?,
             window: get_u32(b)?,
             header: get_blob(b, "stream header", MAX_META)?,
         },
@@ -90,9 +87,7 @@ fn decode_routed(b: &mut Bytes) -> Result<Routed, DecodeError> {
             from: get_side(b)?,
             trailer: get_blob(b, "stream trailer", MAX_META)?,
         },
-        tag::RESET => {
-            Body::Reset { stream: get_u64(b)?, from: get_side(b)?, reason: get_str(b, "reason", MAX_REASON)? }
-        }
+        tag::RESET => Body::Reset { stream: get_u64(b)?, from: get_side(b)?, reason: get_reason(b)? },
         tag::STOP => Body::Stop { stream: get_u64(b)?, from: get_side(b)? },
         other => return Err(DecodeError::UnknownBody(other)),
     };
@@ -108,7 +103,7 @@ fn decode_unreachable(b: &mut Bytes) -> Result<Body, DecodeError> {
         2 => Some((id, Side::Acceptor)),
         _ => return Err(DecodeError::Invalid("unreachable stream flag")),
     };
-    Ok(Body::Unreachable { stream, reason: get_str(b, "reason", MAX_REASON)? })
+    Ok(Body::Unreachable { stream, reason: get_reason(b)? })
 }
 
 fn need(b: &Bytes, n: usize) -> Result<(), DecodeError> {
@@ -165,6 +160,14 @@ fn get_str(b: &mut Bytes, what: &'static str, max: usize) -> Result<String, Deco
     need(b, len)?;
     let raw = b.split_to(len);
     String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::Utf8(what))
+}
+
+fn get_reason(b: &mut Bytes) -> Result<Reason, DecodeError> {
+    Ok(Reason::new(get_str(b, "reason", MAX_REASON)?))
+}
+
+fn get_name(b: &mut Bytes, what: &'static str) -> Result<Name, DecodeError> {
+    Ok(Name::from_wire(get_str(b, what, MAX_NAME)?))
 }
 
 fn get_node(b: &mut Bytes) -> Result<NodeId, DecodeError> {

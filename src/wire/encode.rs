@@ -70,6 +70,23 @@ impl Frame {
     }
 }
 
+impl Lsa {
+    /// The size of this advertisement as a frame, length prefix included (what it costs
+    /// to store and to send).
+    pub fn encoded_len(&self) -> usize {
+        let s = |n: usize| 2 + n;
+        4 + 1
+            + s(self.origin.as_str().len())
+            + 8
+            + 8
+            + 1
+            + 2
+            + self.neighbors.iter().map(|(id, _)| s(id.as_str().len()) + 8).sum::<usize>()
+            + 2
+            + self.work_types.iter().map(|w| s(w.name.len()) + s(w.version.len())).sum::<usize>()
+    }
+}
+
 impl Routed {
     /// Encodes the frame as (everything before the payload, the payload) when it carries
     /// stream data, so the payload is queued and written without being copied; other

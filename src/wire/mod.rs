@@ -8,11 +8,15 @@ pub mod codec;
 mod decode;
 mod encode;
 mod node_id;
+#[cfg(test)]
+mod prop_tests;
+mod text;
 
 use bytes::Bytes;
 
 pub use codec::FrameCodec;
 pub use node_id::{NodeId, NodeIdError};
+pub use text::{MAX_NAME, Name, NameError, Reason};
 
 /// Protocol version spoken by this build. Peers must announce the same major version.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -47,7 +51,7 @@ pub enum Frame {
     /// Sent after both hellos: this side accepts the link.
     Admit,
     /// Sent after both hellos: this side refuses the link; the connection closes.
-    Reject { reason: String },
+    Reject { reason: Reason },
     /// Liveness probe; carries nothing.
     Keepalive,
     /// A link-state advertisement being flooded.
@@ -55,7 +59,7 @@ pub enum Frame {
     /// The sender has finished dumping its link-state database on this link.
     SyncDone,
     /// The sender is closing the link on purpose.
-    Goodbye { reason: String },
+    Goodbye { reason: Reason },
     /// A message routed between two nodes, possibly across relays.
     Routed(Routed),
 }
@@ -90,8 +94,8 @@ pub struct Lsa {
 /// One advertised work type.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct WorkTypeAd {
-    pub name: String,
-    pub version: String,
+    pub name: Name,
+    pub version: Name,
 }
 
 /// Header of every routed message.
@@ -126,12 +130,12 @@ pub enum Body {
     /// A frame for `dst` could not be delivered; sent back to the frame's source.
     Unreachable {
         stream: Option<(u64, Side)>,
-        reason: String,
+        reason: Reason,
     },
     /// Opens stream `stream` to `service`; `window` is the opener's receive window.
     Open {
         stream: u64,
-        service: String,
+        service: Name,
         window: u32,
         header: Bytes,
     },
@@ -158,7 +162,7 @@ pub enum Body {
     Reset {
         stream: u64,
         from: Side,
-        reason: String,
+        reason: Reason,
     },
     /// The sender stopped reading: the receiver must stop sending (and then finish).
     Stop {
@@ -186,6 +190,23 @@ pub enum DecodeError {
     Trailing(usize),
     #[error("invalid value in {0}")]
     Invalid(&'static str),
+}
+
+impl Frame {
+    /// A short name of the frame's kind, for messages (never the frame's contents, which
+    /// may be large or hostile).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "hello",
+            Frame::Admit => "admit",
+            Frame::Reject { .. } => "reject",
+            Frame::Keepalive => "keepalive",
+            Frame::Lsa(_) => "advertisement",
+            Frame::SyncDone => "sync-done",
+            Frame::Goodbye { .. } => "goodbye",
+            Frame::Routed(_) => "routed",
+        }
+    }
 }
 
 impl Body {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::wire::{NodeId, WorkTypeAd};
+use crate::wire::{Name, NodeId, WorkTypeAd};
 pub use io::{JobInput, JobOutput};
 
 /// The name of the mesh service that accepts work.
@@ -142,6 +142,9 @@ pub struct Registry {
     absent: BTreeMap<String, String>,
 }
 
+/// Most bytes the advertised work types may take in a node's advertisement.
+const MAX_WORK_TYPE_AD_BYTES: usize = 64 * 1024;
+
 impl Registry {
     pub fn register(&mut self, name: impl Into<String>, work_type: Arc<dyn WorkType>) {
         let name = name.into();
@@ -173,6 +176,24 @@ impl Registry {
 
     /// What this node advertises to the mesh.
     pub fn ads(&self) -> Vec<WorkTypeAd> {
-        self.types.iter().map(|(name, wt)| WorkTypeAd { name: name.clone(), version: wt.version() }).collect()
+        // Config validation keeps names and versions within the protocol's bounds; anything
+        // that still does not fit is left out rather than making the advertisement invalid.
+        // The list is also kept within a share of the frame (with the most neighbours a
+        // node admits, the advertisement still fits `MAX_FRAME`).
+        let mut bytes = 0;
+        self.types
+            .iter()
+            .filter_map(|(name, wt)| {
+                Some(WorkTypeAd {
+                    name: Name::new(name.as_str()).ok()?,
+                    version: Name::new(wt.version()).ok()?,
+                })
+            })
+            .take(crate::wire::MAX_LSA_ITEMS)
+            .take_while(|ad| {
+                bytes += 4 + ad.name.len() + ad.version.len();
+                bytes <= MAX_WORK_TYPE_AD_BYTES
+            })
+            .collect()
     }
 }

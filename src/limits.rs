@@ -1,0 +1,89 @@
+//! Every budget a peer, client or local job can exhaust, in one place: the `[limits]`
+//! section of the configuration. Each field is a documented key with a safe default; the
+//! modules that enforce them receive these values and hold no limits of their own.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The `[limits]` section.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// A connection must finish its TLS and mesh handshakes within this time.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Connections in their handshake at once, per listener; more are closed at accept.
+    pub handshakes: usize,
+    /// Connections in their handshake at once from one source address.
+    pub handshakes_per_source: usize,
+    /// Of `handshakes`, slots only addresses that completed a handshake before may use, so
+    /// known peers (a restarted node, a redialing hop) get through a flood of strangers.
+    pub handshakes_reserved: usize,
+    /// Sustained link-state advertisement volume one link may deliver, in bytes/second.
+    pub advert_rate: u64,
+    /// Advertisement bytes one link may deliver in a burst above `advert_rate`. A peer
+    /// sends its whole database on link-up, so this is at least `max_db_bytes`.
+    pub advert_burst: u64,
+    /// A link whose advertisements are dropped this many times within a minute is closed.
+    pub advert_drops_to_close: u32,
+    /// Most nodes the link-state database holds; advertisements of further nodes are
+    /// dropped (and counted) until some are forgotten.
+    pub max_nodes: usize,
+    /// Most bytes of advertisements the link-state database holds (encoded size; a
+    /// 10,000-node mesh of ordinary nodes needs about 2 MiB).
+    pub max_db_bytes: usize,
+    /// Most streams open at once between this node and any one other node.
+    pub streams_per_peer: usize,
+    /// How long a relay waits for room in a link's data queue before closing that link as
+    /// stalled (its peer stopped reading).
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(5),
+            handshakes: 256,
+            handshakes_per_source: 8,
+            handshakes_reserved: 64,
+            advert_rate: 256 * 1024,
+            advert_burst: 4 * 1024 * 1024,
+            advert_drops_to_close: 1000,
+            max_nodes: 20_000,
+            max_db_bytes: 4 * 1024 * 1024,
+            streams_per_peer: 256,
+            stall_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the values; returns the offending key (without the `limits.` prefix) and why.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        let positive: [(&'static str, bool); 8] = [
+            ("handshakes", self.handshakes > 0),
+            ("handshakes_per_source", self.handshakes_per_source > 0),
+            ("advert_rate", self.advert_rate > 0),
+            ("advert_drops_to_close", self.advert_drops_to_close > 0),
+            ("max_nodes", self.max_nodes > 0),
+            ("streams_per_peer", self.streams_per_peer > 0),
+            ("handshake_timeout", !self.handshake_timeout.is_zero()),
+            ("stall_timeout", !self.stall_timeout.is_zero()),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, ok)| !ok) {
+            return Err((key, "must be more than zero"));
+        }
+        if self.handshakes_reserved >= self.handshakes {
+            return Err(("handshakes_reserved", "must be less than limits.handshakes"));
+        }
+        if self.max_db_bytes < crate::wire::MAX_FRAME {
+            return Err(("max_db_bytes", "must be at least one largest frame (262144 bytes)"));
+        }
+        if self.advert_burst < self.max_db_bytes as u64 {
+            return Err(("advert_burst", "must be at least limits.max_db_bytes (a peer's database dump)"));
+        }
+        Ok(())
+    }
+}
