@@ -42,6 +42,8 @@ pub struct Config {
     pub tls: Option<TlsSection>,
     #[serde(default)]
     pub control: ControlSection,
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsSection,
 }
 
 /// The control socket `receptorctl` talks to.
@@ -444,6 +446,7 @@ impl Config {
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return bad("log.level".into(), "is not a valid log filter (e.g. info, debug, receptord=trace)");
         }
+        self.metrics.validate()?;
         self.validate_work()
     }
 

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod jsonfmt;
 pub mod logging;
 pub mod mesh;
+pub mod metrics;
 pub mod report;
 pub mod runner;
 pub mod systemd;

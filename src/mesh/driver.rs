@@ -166,6 +166,9 @@ impl Driver {
 
     fn send(&mut self, link: LinkId, frame: &Frame) {
         let Some(h) = self.links.get(&link) else { return };
+        if matches!(frame, Frame::Lsa(_)) {
+            crate::metrics::global().advert_out();
+        }
         if h.tx.ctrl.try_send(frame.encode()).is_err() {
             self.close(link, "control queue overflow: peer is not reading".into());
         }

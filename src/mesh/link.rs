@@ -78,7 +78,7 @@ pub(crate) async fn handshake(
     seen: &mut Option<crate::wire::NodeId>,
     identity: Option<&crate::transport::PeerIdentity>,
 ) -> Result<Established, LinkError> {
-    let (mut rd, mut wr) = tokio::io::split(io);
+    let (mut rd, mut wr) = tokio::io::split(crate::metrics::linkio::count_io(link, io));
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut hello = ctx.hello.clone();
     hello.cost = cost;
@@ -98,6 +98,9 @@ pub(crate) async fn handshake(
         None => return Err(LinkError::Protocol("connection closed during handshake".into())),
     };
     *seen = Some(peer.node_id.clone());
+    if dialed_by_me {
+        crate::metrics::global().dialed(&peer.node_id);
+    }
     if peer.version != PROTOCOL_VERSION {
         let _ = wr.write_all(&Frame::Reject { reason: version_reason(peer.version) }.encode()).await;
         return Err(LinkError::Version(peer.version));
@@ -157,6 +160,7 @@ async fn within<F: std::future::Future>(deadline: Instant, f: F) -> Result<F::Ou
 /// Runs an established link until it fails, the peer leaves, or the node stops.
 pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError> {
     let Established { link, peer, mut reader, writer } = est;
+    crate::metrics::linkio::link_up(link, &peer);
     let idle = Duration::from_millis(u64::from(ctx.hello.idle_timeout_ms.max(peer.idle_timeout_ms)));
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
     let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);

@@ -221,11 +221,15 @@ impl Node {
             backoff.reset();
             let Ok(permit) = handshakes.clone().try_acquire_owned() else {
                 tracing::warn!(%addr, "too many handshakes in progress; dropping connection");
+                crate::metrics::global().handshake_refused("overload");
                 continue;
             };
             let node = self.clone();
             self.inner.tracker.spawn(async move {
                 let secured = tokio::time::timeout(link::HANDSHAKE_TIMEOUT, io.secure()).await;
+                if !matches!(secured, Ok(Ok(_))) {
+                    crate::metrics::global().handshake_refused("tls");
+                }
                 let (io, identity) = match secured {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => return tracing::warn!(%addr, "dropped connection: {e}"),
@@ -313,6 +317,7 @@ impl Node {
         let est = match est {
             Ok(est) => est,
             Err(e) => {
+                crate::metrics::global().handshake_refused(crate::metrics::refusal_reason(&e));
                 let _ = self.inner.events.send(Event::Down { link: id }).await;
                 if let Some(tx) = on_up {
                     let _ = tx.send(Err(e));

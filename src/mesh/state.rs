@@ -310,11 +310,13 @@ impl Mesh {
         if !self.links.get(&link).is_some_and(|l| l.up) {
             return;
         }
+        crate::metrics::global().advert_in();
         if lsa.origin == self.me {
             self.on_own_id(now, lsa);
             return;
         }
         if !self.accept_lsa(now, link, &lsa) {
+            crate::metrics::global().advert_dropped();
             return;
         }
         let frame = Frame::Lsa(lsa.clone());
@@ -414,6 +416,7 @@ impl Mesh {
     }
 
     fn recompute(&mut self) {
+        crate::metrics::global().route_computation();
         // A peer whose stored advertisement says it is leaving is gone already, even while
         // its link is still open (the routing graph omits it, which `shortest_paths` would
         // otherwise read as "its first advertisement has not arrived yet").
