@@ -16,6 +16,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod report;
 pub mod runner;
+pub mod status;
 pub mod systemd;
 pub mod transport;
 pub mod wire;
