@@ -147,7 +147,7 @@ pub async fn bind(cfg: &crate::config::Config) -> Result<Option<tokio::net::TcpL
     let Some(addr) = cfg.metrics.addr() else { return Ok(None) };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_string());
-    tracing::info!(addr = %bound, "metrics listener bound (/metrics, /healthz, /readyz)");
+    tracing::info!(addr = %bound, "metrics endpoint ready (/metrics, /healthz, /readyz)");
     Ok(Some(listener))
 }
 
