@@ -65,3 +65,36 @@ impl MetricsSection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("receptor.toml");
+        std::fs::write(&path, format!("[node]\nid = \"n\"\n{text}")).expect("write");
+        crate::config::Config::load(&path)
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_keys_are_checked() {
+        let cfg = load("").expect("loads");
+        assert!(cfg.metrics.addr().is_none());
+        let cfg = load("[metrics]\nlisten = \"127.0.0.1:9180\"\nheader_timeout = \"2s\"\n").expect("loads");
+        assert_eq!(cfg.metrics.addr().map(|a| a.port()), Some(9180));
+        assert_eq!(cfg.metrics.header_timeout, Duration::from_secs(2));
+        for (text, key) in [
+            ("listen = \"localhost\"", "metrics.listen"),
+            ("max_connections = 0", "metrics.max_connections"),
+            ("header_timeout = \"1ms\"", "metrics.header_timeout"),
+            ("connection_timeout = \"1s\"", "metrics.connection_timeout"),
+            ("rtt_interval = \"10ms\"", "metrics.rtt_interval"),
+        ] {
+            let err = load(&format!("[metrics]\n{text}\n")).expect_err(text);
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+        let err = load("[metrics]\nport = 1\n").expect_err("unknown key");
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+}

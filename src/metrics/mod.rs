@@ -383,6 +383,35 @@ mod tests {
     }
 
     #[test]
+    fn the_grafana_dashboard_only_queries_exported_metrics() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/grafana/receptord-dashboard.json");
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("valid JSON");
+        // Families without series yet are not in the exposition: compare with the names
+        // registered above.
+        let source = include_str!("mod.rs");
+        let mut queried = 0;
+        for panel in dash["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if let Some(name) = word.strip_prefix("receptor_") {
+                        let base = name.trim_end_matches("_bucket").trim_end_matches("_total");
+                        let registered = format!("reg!(r, \"{base}\"");
+                        let registered_wrapped = format!("\n                r,\n                \"{base}\"");
+                        assert!(
+                            source.contains(&registered) || source.contains(&registered_wrapped),
+                            "{word} is not exported"
+                        );
+                        queried += 1;
+                    }
+                }
+            }
+        }
+        assert!(queried >= 20, "{queried}");
+    }
+
+    #[test]
     fn the_exposition_names_every_family() {
         let m = Metrics::new();
         m.work_started(WorkKind::Job);
