@@ -88,6 +88,14 @@ fn metrics_move_while_a_job_runs() {
     drop(job.stdin.take());
     assert!(job.wait().expect("wait").success());
 
+    // Not a receptord peer: counted as a refused handshake, by reason.
+    let mut garbage = TcpStream::connect(("127.0.0.1", d.port)).expect("connect");
+    garbage.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
+    let refused = scrape_until(port, "the bad preface counted", |t| {
+        sample(t, "receptor_handshakes_refused_total{reason=\"bad_preface\"}") == Some(1.0)
+    });
+    assert!(refused.contains("receptor_link_established_total{peer=\"_client\"} 1"), "{refused}");
+
     let after = scrape_until(port, "the job counted as succeeded", |t| {
         sample(t, "receptor_work_finished_total{kind=\"job\",outcome=\"succeeded\"}") == Some(1.0)
     });
@@ -123,7 +131,8 @@ fn readyz_follows_the_only_peer() {
     let port_a = free_port();
     let listener = format!("[[listeners]]\nurl = \"receptor://127.0.0.1:{port_a}\"\n");
     let mut a = Daemon::start(Spec { listen: false, ..Spec::new("ra").extra(FAST_MESH).extra(&listener) });
-    let b = Daemon::start(Spec::new("rb").peer(port_a).extra(FAST_MESH).extra(METRICS));
+    let metrics = format!("{METRICS}rtt_interval = \"1s\"\n");
+    let b = Daemon::start(Spec::new("rb").peer(port_a).extra(FAST_MESH).extra(&metrics));
     let port = metrics_port(&b);
     let (code, body) = get(port, "/healthz");
     assert_eq!(code, 200, "{body}");
@@ -139,6 +148,12 @@ fn readyz_follows_the_only_peer() {
     };
     let up = ready(200);
     assert!(up.contains("\"peers_linked\":[\"ra\"]"), "{up}");
+    let linked = scrape_until(port, "a measured round trip to ra", |t| {
+        sample(t, "receptor_link_rtt_seconds{peer=\"ra\"}").is_some_and(|s| s.is_finite() && s > 0.0)
+    });
+    assert!(sample(&linked, "receptor_routing_nodes").is_some_and(|n| n >= 2.0), "{linked}");
+    assert!(sample(&linked, "receptor_routing_adverts_received_total").is_some_and(|n| n >= 1.0));
+    assert!(sample(&linked, "receptor_routing_computations_total").is_some_and(|n| n >= 1.0));
 
     a.kill();
     let down = ready(503);

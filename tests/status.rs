@@ -104,3 +104,39 @@ fn every_json_flag_prints_json() {
     assert!(stderr(&unknown).contains("not known"), "{}", stderr(&unknown));
     drop(n3);
 }
+
+#[test]
+fn work_commands_print_json_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (control, sock) = with_socket("j1", dir.path());
+    let _d = Daemon::start(Spec::new("j1").extra(CAT).extra(&control));
+    let work = |args: &[&str]| {
+        let out = Command::new(RECEPTOR)
+            .arg("--socket")
+            .arg(&sock)
+            .arg("work")
+            .args(args)
+            .output()
+            .expect("receptor");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON output")
+    };
+    let created = work(&["submit", "cat", "-l", "hi", "--json"]);
+    let unit = created["unit_id"].as_str().expect("unit_id").to_owned();
+    assert!(created["result"].as_str().is_some(), "{created}");
+    let cancelled = work(&["cancel", &unit, "--json"]);
+    assert!(cancelled[&unit].is_string(), "{cancelled}");
+    let released = work(&["release", &unit, "--json"]);
+    assert!(released[&unit].is_string(), "{released}");
+    let listed = work(&["list"]);
+    assert!(listed.get(&unit).is_none(), "{listed}");
+    // An unknown unit: exit 1, the reason on stderr, nothing on stdout.
+    let out = Command::new(RECEPTOR)
+        .arg("--socket")
+        .arg(&sock)
+        .args(["work", "cancel", "nosuch1", "--json"])
+        .output()
+        .expect("receptor");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty() && stderr(&out).contains("nosuch1"), "{}", stderr(&out));
+}
