@@ -2,7 +2,7 @@
 CARGO ?= cargo
 VENV  ?= $(CURDIR)/.venv
 
-.PHONY: all build venv demo test lint fmt bench clean
+.PHONY: all build venv demo test test-tools lint fmt bench clean
 
 all: build
 
@@ -17,8 +17,18 @@ venv:
 demo: build venv
 	VENV=$(VENV) ./scripts/demo.sh
 
+# Tools the tests drive for real: curl (scrapes /metrics), graphviz `dot` (checks
+# `receptor status --graph`), rsvg-convert (renders `--svg` to PNG). Debian packages.
+TEST_TOOLS_OK = command -v curl && command -v dot && command -v rsvg-convert
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+test-tools:
+	@{ $(TEST_TOOLS_OK); } >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			curl graphviz librsvg2-bin >/dev/null; }
+
 # Every test layer: unit, simulations, real daemons on loopback, real ansible-runner.
-test: build venv
+test: build venv test-tools
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --release --locked --no-fail-fast; \
 	else \
@@ -39,6 +49,7 @@ bench: build venv
 	VENV=$(VENV) $(CARGO) bench --locked --bench ansible
 	$(CARGO) bench --locked --bench work
 	ulimit -n 65536 && $(CARGO) bench --locked --bench hostile
+	$(CARGO) bench --locked --bench metrics
 
 clean:
 	$(CARGO) clean

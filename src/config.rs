@@ -44,6 +44,8 @@ pub struct Config {
     pub control: ControlSection,
     #[serde(default)]
     pub limits: crate::limits::Limits,
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsSection,
 }
 
 /// The control socket `receptorctl` talks to.
@@ -449,6 +451,7 @@ impl Config {
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return bad("log.level".into(), "is not a valid log filter (e.g. info, debug, receptord=trace)");
         }
+        self.metrics.validate()?;
         self.validate_work()
     }
 

@@ -36,6 +36,8 @@ pub enum DaemonError {
     Key { key: &'static str, source: crate::work::signing::KeyError },
     #[error("work units: {0}")]
     Units(crate::work::units::UnitError),
+    #[error("metrics.listen: {0}")]
+    Metrics(std::io::Error),
 }
 
 /// Settings of the work-unit store (signing keys loaded: a bad key fails here, before
@@ -166,6 +168,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         }
         None => None,
     };
+    let metrics_listener = crate::metrics::probe::bind(&cfg).await.map_err(DaemonError::Metrics)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
@@ -182,6 +185,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         Arc::new(crate::control::client::MeshControl { node: node.clone(), tls_only: tls_only(&cfg) });
     let units = Units::open(units_cfg, registry, authz, remote, node.tracker(), node.cancel_token())
         .map_err(DaemonError::Units)?;
+    let probe = metrics_listener.map(|l| crate::metrics::probe::start(l, &cfg, &node, &work, &units));
     let (path, running, ctx, svc, us) =
         (config_path.clone(), Arc::new(cfg.clone()), tls.clone(), work.clone(), units.clone());
     let reload_fn: crate::control::ReloadFn = Arc::new(move || {
@@ -208,6 +212,9 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     }
     for p in &cfg.peers {
         node.add_peer(p.url.clone(), p.cost);
+    }
+    if let Some(p) = &probe {
+        p.listeners_bound.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     tracing::info!(node = %node.id(), work_types = ?work.registry().names(), "receptord ready");
     warn_if_open(&cfg, &work);

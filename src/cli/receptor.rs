@@ -64,15 +64,32 @@ pub enum Command {
         /// Pause between pings.
         #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
         interval: Duration,
+        /// One JSON object per ping (JSON Lines).
+        #[arg(long)]
+        json: bool,
     },
     /// Show the mesh: nodes, their links, routes and work types.
-    Status,
+    #[command(after_help = STATUS_AFTER_HELP)]
+    Status {
+        /// The documented JSON document (docs/STATUS.md) instead of the table.
+        #[arg(long, conflicts_with_all = ["graph", "svg"])]
+        json: bool,
+        /// The mesh as a Graphviz DOT graph (e.g. `| dot -Tpng -o mesh.png`).
+        #[arg(long, conflicts_with = "svg")]
+        graph: bool,
+        /// Draw the mesh as SVG into FILE (`-` for stdout), laid out without graphviz.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
     /// List the nodes on the way to a node, hop by hop, with round trips.
     Traceroute {
         node: NodeId,
         /// Give up on one hop after this long.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// One JSON object per hop (JSON Lines).
+        #[arg(long)]
+        json: bool,
     },
     /// Run work on a node.
     #[command(subcommand)]
@@ -84,6 +101,11 @@ pub enum Command {
     #[command(after_help = RUN_AFTER_HELP)]
     Run(Box<RunArgs>),
 }
+
+pub const STATUS_AFTER_HELP: &str = "\
+Exit status: 0 when the mesh status was read, 1 when it could not be (peer unreachable, ...).
+--json prints one document, schema_version 1 (docs/STATUS.md); --graph prints DOT with
+short-lived clients in their own cluster; --svg draws the same graph.";
 
 pub const RUN_AFTER_HELP: &str = "\
 The output is printed live; PRIVATE_DATA_DIR/artifacts/IDENT/ is written as \
@@ -182,6 +204,9 @@ pub enum WorkCommand {
         /// Release the unit once followed.
         #[arg(long, requires = "follow")]
         rm: bool,
+        /// Print {"unit_id", "result"} as JSON (without --follow).
+        #[arg(long, conflicts_with = "follow")]
+        json: bool,
     },
     /// List work units (JSON), or only UNIT.
     List {
@@ -202,6 +227,9 @@ pub enum WorkCommand {
     Cancel {
         #[arg(required = true)]
         units: Vec<String>,
+        /// Print one JSON object mapping each unit to its result.
+        #[arg(long)]
+        json: bool,
     },
     /// Release units: cancel if needed, then delete them (on their remote node too).
     Release {
@@ -215,6 +243,9 @@ pub enum WorkCommand {
         /// Release every unit in this state (Succeeded, Failed, Canceled, ...).
         #[arg(long, value_name = "STATE")]
         state: Option<String>,
+        /// Print one JSON object mapping each unit to its result.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -205,6 +205,7 @@ impl Control {
         mut wr: W,
         origin: Origin,
     ) -> std::io::Result<()> {
+        let _session = crate::metrics::global().control_session();
         let mut rd = LineReader::new(rd);
         wr.write(Bytes::from(format!("Receptor Control, node {}\n", self.node.id()))).await?;
         loop {

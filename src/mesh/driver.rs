@@ -9,7 +9,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::MeshCounters;
 use super::lane::LaneKey;
 use super::router::{LinkTx, Router};
 use super::state::{Action, Admission, LinkId, Mesh};
@@ -71,7 +70,6 @@ pub(crate) struct Driver {
     pub(crate) topology: watch::Sender<Topology>,
     pub(crate) fatal: watch::Sender<Option<String>>,
     pub(crate) cancel: CancellationToken,
-    counters: Arc<MeshCounters>,
     links: HashMap<LinkId, LinkHandle>,
     /// The last advertisement encoded (a flood sends the same one to every link).
     encoded: Option<(NodeId, u64, u64, bool, bytes::Bytes)>,
@@ -85,19 +83,8 @@ impl Driver {
         topology: watch::Sender<Topology>,
         fatal: watch::Sender<Option<String>>,
         cancel: CancellationToken,
-        counters: Arc<MeshCounters>,
     ) -> Driver {
-        Driver {
-            mesh,
-            router,
-            events,
-            topology,
-            fatal,
-            cancel,
-            counters,
-            links: HashMap::new(),
-            encoded: None,
-        }
+        Driver { mesh, router, events, topology, fatal, cancel, links: HashMap::new(), encoded: None }
     }
 
     pub(crate) async fn run(mut self) {
@@ -177,9 +164,6 @@ impl Driver {
 
     fn apply(&mut self) {
         let actions = self.mesh.drain_actions();
-        self.counters
-            .adverts_refused_full
-            .store(self.mesh.refused_full(), std::sync::atomic::Ordering::Relaxed);
         for action in actions {
             match action {
                 Action::Send { link, frame } => self.send(link, &frame),
@@ -202,15 +186,14 @@ impl Driver {
         let Some(h) = self.links.get(&link) else { return };
         match frame {
             Frame::Lsa(lsa) => {
+                crate::metrics::global().advert_out();
                 let bytes = encoded(&mut self.encoded, lsa);
                 h.tx.adverts.push(LaneKey::Origin(lsa.origin.clone()), bytes);
             }
             Frame::SyncDone => h.tx.adverts.push(LaneKey::SyncDone, frame.encode()),
             // A full queue closes the link itself (the peer is not reading).
             other => {
-                if h.tx.send_ctrl(other.encode()).is_err() {
-                    self.counters.links_stalled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+                let _ = h.tx.send_ctrl(other.encode());
             }
         }
     }

@@ -37,6 +37,17 @@ pub(crate) enum GateRefusal {
     Reserved,
 }
 
+impl GateRefusal {
+    /// The `reason` label of the refusal in metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            GateRefusal::PerSource => "per_source",
+            GateRefusal::Total => "total",
+            GateRefusal::Reserved => "reserved",
+        }
+    }
+}
+
 /// See the module documentation. Shared by one listener's accept loop and its handshakes.
 pub(crate) struct HandshakeGate {
     total: usize,

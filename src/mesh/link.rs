@@ -8,15 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::sync::atomic::Ordering;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::MeshCounters;
 use super::budget::{TokenBucket, WindowCount};
 use super::driver::Event;
 use super::lane::AdvertLane;
@@ -39,7 +36,6 @@ pub(crate) struct LinkCtx {
     pub(crate) hello: Hello,
     pub(crate) cancel: CancellationToken,
     pub(crate) limits: Arc<Limits>,
-    pub(crate) counters: Arc<MeshCounters>,
 }
 
 /// Why a link ended.
@@ -87,7 +83,7 @@ pub(crate) async fn handshake(
     seen: &mut Option<crate::wire::NodeId>,
     identity: Option<&crate::transport::PeerIdentity>,
 ) -> Result<Established, LinkError> {
-    let (mut rd, mut wr) = tokio::io::split(io);
+    let (mut rd, mut wr) = tokio::io::split(crate::metrics::linkio::count_io(link, io));
     let deadline = Instant::now() + ctx.limits.handshake_timeout;
     let mut hello = ctx.hello.clone();
     hello.cost = cost;
@@ -107,6 +103,9 @@ pub(crate) async fn handshake(
         None => return Err(LinkError::Protocol("connection closed during handshake".into())),
     };
     *seen = Some(peer.node_id.clone());
+    if dialed_by_me {
+        crate::metrics::global().dialed(&peer.node_id);
+    }
     if peer.version != PROTOCOL_VERSION {
         let _ = wr.write_all(&Frame::Reject { reason: version_reason(peer.version).into() }.encode()).await;
         return Err(LinkError::Version(peer.version));
@@ -166,6 +165,7 @@ async fn within<F: std::future::Future>(deadline: Instant, f: F) -> Result<F::Ou
 /// Runs an established link until it fails, the peer leaves, or the node stops.
 pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError> {
     let Established { link, peer, mut reader, writer } = est;
+    crate::metrics::linkio::link_up(link, &peer);
     let idle = Duration::from_millis(u64::from(ctx.hello.idle_timeout_ms.max(peer.idle_timeout_ms)));
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
     let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
@@ -216,7 +216,7 @@ async fn read_loop(
         if let Frame::Lsa(lsa) = &frame {
             let now = Instant::now();
             if !adverts.take(reader.decoder().last_len() as u64, now) {
-                ctx.counters.adverts_dropped.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::global().advert_dropped("rate");
                 if drops.record(now) {
                     return Err(LinkError::Flood(l.advert_drops_to_close));
                 }

@@ -13,7 +13,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::MeshCounters;
 use super::backoff::Backoff;
 use super::driver::{Driver, Event, MeshStatus, Topology};
 use super::gate::{HandshakeGate, Slot};
@@ -121,7 +120,6 @@ struct Inner {
     next_link: AtomicU64,
     hello: Hello,
     limits: Arc<Limits>,
-    counters: Arc<MeshCounters>,
     opts: NodeOptions,
 }
 
@@ -145,21 +143,13 @@ impl Node {
         let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let counters = Arc::new(MeshCounters::default());
-        let router = Router::new(
-            opts.id.clone(),
-            opts.window,
-            opts.mesh.max_hops,
-            &opts.limits,
-            counters.clone(),
-            tracker.clone(),
-        );
+        let router =
+            Router::new(opts.id.clone(), opts.window, opts.mesh.max_hops, &opts.limits, tracker.clone());
         let (events_tx, events_rx) = mpsc::channel(1024);
         let (topo_tx, topo_rx) = watch::channel(Topology::default());
         let (fatal_tx, fatal_rx) = watch::channel(None);
         let mesh = Mesh::new(opts.id.clone(), epoch, opts.ephemeral, opts.mesh.clone(), Instant::now());
-        let driver =
-            Driver::new(mesh, router.clone(), events_rx, topo_tx, fatal_tx, cancel.clone(), counters.clone());
+        let driver = Driver::new(mesh, router.clone(), events_rx, topo_tx, fatal_tx, cancel.clone());
         tracker.spawn(driver.run());
         let mut caps_bits = caps::STREAMS;
         if opts.ephemeral {
@@ -183,7 +173,6 @@ impl Node {
             next_link: AtomicU64::new(1),
             hello,
             limits: Arc::new(opts.limits.clone()),
-            counters,
             opts,
         };
         Node { inner: Arc::new(inner) }
@@ -191,11 +180,6 @@ impl Node {
 
     pub fn id(&self) -> &NodeId {
         &self.inner.opts.id
-    }
-
-    /// What this node refused or dropped to protect itself.
-    pub fn counters(&self) -> &MeshCounters {
-        &self.inner.counters
     }
 
     pub fn topology(&self) -> watch::Receiver<Topology> {
@@ -223,7 +207,6 @@ impl Node {
             hello: self.inner.hello.clone(),
             cancel: self.inner.cancel.clone(),
             limits: self.inner.limits.clone(),
-            counters: self.inner.counters.clone(),
         }
     }
 
@@ -253,7 +236,7 @@ impl Node {
             let permit = match gate.enter(addr.ip()) {
                 Ok(slot) => slot,
                 Err(why) => {
-                    self.inner.counters.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::global().handshake_refused(why.label());
                     static REFUSED: Throttle = Throttle::new(Duration::from_secs(10), 3);
                     if let Some(suppressed) = REFUSED.allow() {
                         tracing::warn!(%addr, suppressed, "connection closed before its handshake: {why}");
@@ -264,6 +247,9 @@ impl Node {
             let node = self.clone();
             self.inner.tracker.spawn(async move {
                 let secured = tokio::time::timeout(node.inner.limits.handshake_timeout, io.secure()).await;
+                if !matches!(secured, Ok(Ok(_))) {
+                    crate::metrics::global().handshake_refused("tls");
+                }
                 let (io, identity) = match secured {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => return log_dropped(&addr, &e),
@@ -353,6 +339,7 @@ impl Node {
         let est = match est {
             Ok(est) => est,
             Err(e) => {
+                crate::metrics::global().handshake_refused(crate::metrics::refusal_reason(&e));
                 let _ = self.inner.events.send(Event::Down { link: id }).await;
                 if let Some(tx) = on_up {
                     let _ = tx.send(Err(e));

@@ -13,7 +13,6 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::MeshCounters;
 use super::lane::AdvertLane;
 use super::stream::{StreamKey, StreamReader, StreamTable, StreamWriter};
 use crate::logging::Throttle;
@@ -92,6 +91,7 @@ impl LinkTx {
             if let Some(suppressed) = STALLED.allow() {
                 tracing::warn!(peer = %self.peer, suppressed, "closing link: the peer is not reading ({why})");
             }
+            crate::metrics::global().link_stalled();
             self.stop.cancel();
         }
         SendError::Stalled
@@ -116,7 +116,6 @@ pub(crate) struct Router {
     pub(crate) window: u32,
     pub(crate) max_hops: u8,
     streams_per_peer: usize,
-    counters: Arc<MeshCounters>,
     tracker: TaskTracker,
     this: Weak<Router>,
     /// Reverse paths: the link a node's traffic last arrived on, for nodes the link-state
@@ -136,7 +135,6 @@ impl Router {
         window: u32,
         max_hops: u8,
         limits: &crate::limits::Limits,
-        counters: Arc<MeshCounters>,
         tracker: TaskTracker,
     ) -> Arc<Router> {
         Arc::new_cyclic(|this| Router {
@@ -148,7 +146,6 @@ impl Router {
             window,
             max_hops,
             streams_per_peer: limits.streams_per_peer,
-            counters,
             tracker,
             this: this.clone(),
             learned: Mutex::new(HashMap::new()),
@@ -319,7 +316,7 @@ impl Router {
         let refusal = match handler {
             None => Some(format!("node {} offers no service {service:?}", self.me)),
             Some(_) if self.streams.open_with(&src) >= self.streams_per_peer => {
-                self.counters.streams_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::metrics::global().stream_refused();
                 Some(format!("node {} has limits.streams_per_peer streams open with {src}", self.me))
             }
             Some(_) => None,

@@ -156,11 +156,6 @@ impl Mesh {
         std::mem::take(&mut self.actions)
     }
 
-    /// Advertisements refused so far because the database was full.
-    pub fn refused_full(&self) -> u64 {
-        self.refused_full
-    }
-
     /// Encoded bytes of the advertisements held.
     pub fn db_bytes(&self) -> usize {
         self.db_bytes
@@ -354,11 +349,17 @@ impl Mesh {
         if !self.links.get(&link).is_some_and(|l| l.up) {
             return;
         }
+        crate::metrics::global().advert_in();
         if lsa.origin == self.me {
             self.on_own_id(now, lsa);
             return;
         }
-        if !self.accept_lsa(now, link, &lsa) || !self.room_for(&lsa) {
+        if !self.accept_lsa(now, link, &lsa) {
+            crate::metrics::global().advert_dropped("stale");
+            return;
+        }
+        if !self.room_for(&lsa) {
+            crate::metrics::global().advert_dropped("db_full");
             return;
         }
         let frame = Frame::Lsa(lsa.clone());
@@ -493,6 +494,7 @@ impl Mesh {
     }
 
     fn compute_routes(&mut self) {
+        crate::metrics::global().route_computation();
         // A peer whose stored advertisement says it is leaving is gone already, even while
         // its link is still open (the routing graph omits it, which `shortest_paths` would
         // otherwise read as "its first advertisement has not arrived yet").

@@ -107,6 +107,8 @@ struct Slot {
     local_done: bool,
     /// Our reader is gone: inbound data is discarded.
     reader_gone: bool,
+    /// Counts this stream end as open while it exists.
+    _open: crate::metrics::OpenGuard,
 }
 
 /// All streams ending at this node.
@@ -139,6 +141,7 @@ impl StreamTable {
             remote_done: false,
             local_done: false,
             reader_gone: false,
+            _open: crate::metrics::global().stream_opened(),
         };
         if let Ok(mut slots) = self.slots.lock() {
             slots.insert(key, slot);

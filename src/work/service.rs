@@ -140,6 +140,8 @@ impl WorkService {
         reader: crate::mesh::StreamReader,
     ) {
         tracing::info!("job started");
+        let (started, metrics) = (std::time::Instant::now(), crate::metrics::global());
+        metrics.work_started(crate::metrics::WorkKind::Job);
         let cancel = self.kill.child_token();
         let (output, out_rx) = JobOutput::channel();
         let job = Job {
@@ -152,7 +154,8 @@ impl WorkService {
             cancel: cancel.clone(),
             job_dir: self.data_dir.join("jobs").join(&id),
         };
-        let result = run_and_pump(wt.run(job), out_rx, writer, cancel).await;
+        let result = run_and_pump(wt.run(job), out_rx, writer, cancel.clone()).await;
+        crate::metrics::job_finished(&result, cancel.is_cancelled(), started.elapsed());
         tracing::info!(exit_code = ?result.exit_code, signal = ?result.signal, error = ?result.error, "job finished");
     }
 
@@ -200,6 +203,7 @@ async fn run_and_pump(
     let pump_cancel = cancel.clone();
     let pump = async move {
         while let Some(chunk) = out_rx.recv().await {
+            crate::metrics::global().job_output(chunk.len());
             if writer.write(chunk).await.is_err() {
                 pump_cancel.cancel();
                 return None;

@@ -680,7 +680,10 @@ impl Units {
             UnitKind::Local(_) => {
                 unit.update_status(|st| st.detail = "Starting Worker".into())?;
                 match self.spawn_supervisor(unit) {
-                    Ok(child) => self.spawn_monitor(unit.clone(), Some(child)),
+                    Ok(child) => {
+                        crate::metrics::global().work_started(crate::metrics::WorkKind::Unit);
+                        self.spawn_monitor(unit.clone(), Some(child))
+                    }
                     Err(e) => {
                         let _ = unit.update_status(|st| {
                             st.state = State::Failed;
@@ -724,6 +727,7 @@ impl Units {
     /// A supervisor gone without a result fails the unit (or cancels it, if asked to).
     fn spawn_monitor(&self, unit: Arc<Unit>, mut child: Option<tokio::process::Child>) {
         let stop = unit.stop.clone();
+        let since = child.as_ref().map(|_| std::time::Instant::now());
         self.inner.tracker.spawn(async move {
             let exited = loop {
                 let wait_child = async {
@@ -749,6 +753,7 @@ impl Units {
             // It may have written its result just before exiting.
             if let Some(st) = unit.refresh().filter(|s| s.state.is_final()) {
                 tracing::info!(unit = %unit.id, state = st.state.name(), detail = %st.detail, "work unit finished");
+                crate::metrics::unit_finished(st.state, since);
                 if let Some(mut c) = child {
                     let _ = c.wait().await;
                 }
@@ -757,6 +762,8 @@ impl Units {
             let size = file_len(&unit.stdout_path());
             let cancelled = unit.dir.join("cancel").exists();
             tracing::warn!(unit = %unit.id, supervisor = %exited, "work unit supervisor exited without a result");
+            let end = if cancelled { State::Canceled } else { State::Failed };
+            crate::metrics::unit_finished(end, since);
             let _ = unit.update_status(|st| {
                 if cancelled {
                     st.state = State::Canceled;

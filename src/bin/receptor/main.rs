@@ -13,6 +13,7 @@ use receptord::cli::receptor::{CertCommand, Cli, Command, MeshArgs, RunArgs, Sub
 use receptord::client::{ClientOptions, MeshClient};
 use receptord::wire::NodeId;
 
+mod status;
 mod work;
 
 fn main() -> ExitCode {
@@ -103,11 +104,11 @@ async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
     let opts = client_options(&cli.mesh);
     let client = MeshClient::connect(&opts).await?;
     let result = match command {
-        Command::Ping { node, count, timeout, interval } => {
-            ping(&client, &node, count, timeout, interval).await
+        Command::Ping { node, count, timeout, interval, json } => {
+            ping(&client, &node, count, timeout, interval, json).await
         }
-        Command::Status => status(&client).await,
-        Command::Traceroute { node, timeout } => traceroute(&client, &node, timeout).await,
+        Command::Status { json, graph, svg } => status::run(&client, json, graph, svg).await,
+        Command::Traceroute { node, timeout, json } => traceroute(&client, &node, timeout, json).await,
         Command::Work(WorkCommand::Submit { work_type, node, payload, params, .. }) => match node {
             Some(node) => submit(&client, &node, &work_type, payload, &params).await,
             None => Err(anyhow::anyhow!("--node is required to run work over the mesh (--receptor-peer)")),
@@ -127,6 +128,7 @@ async fn ping(
     count: u32,
     timeout: Duration,
     interval: Duration,
+    json: bool,
 ) -> anyhow::Result<u8> {
     let mut failures = 0;
     for i in 0..count {
@@ -134,22 +136,31 @@ async fn ping(
             tokio::time::sleep(interval).await;
         }
         match client.ping(node, timeout).await {
+            Ok(rtt) if json => println!("{}", status::ping_json(node, i, Ok(rtt))),
             Ok(rtt) => println!("Reply from {node} in {:.3} ms", rtt.as_secs_f64() * 1000.0),
             Err(e @ receptord::client::ClientError::Ping(receptord::mesh::PingError::Unknown(_))) => {
                 return Err(e.into());
             }
             Err(e) => {
                 failures += 1;
-                println!("{e}");
+                match json {
+                    true => println!("{}", status::ping_json(node, i, Err(&e.to_string()))),
+                    false => println!("{e}"),
+                }
             }
         }
     }
     Ok(if failures == count { 1 } else { 0 })
 }
 
-async fn traceroute(client: &MeshClient, node: &NodeId, timeout: Duration) -> anyhow::Result<u8> {
+async fn traceroute(client: &MeshClient, node: &NodeId, timeout: Duration, json: bool) -> anyhow::Result<u8> {
     let mut failed = false;
     for (hop, r) in client.node().traceroute(node, timeout).await {
+        if json {
+            failed |= r.is_err();
+            println!("{}", status::hop_json(hop, &r));
+            continue;
+        }
         match r {
             Ok(reply) => println!("{hop}: {} in {:.3} ms", reply.from, reply.rtt.as_secs_f64() * 1000.0),
             Err(e) => {
@@ -159,31 +170,6 @@ async fn traceroute(client: &MeshClient, node: &NodeId, timeout: Duration) -> an
         }
     }
     Ok(u8::from(failed))
-}
-
-async fn status(client: &MeshClient) -> anyhow::Result<u8> {
-    let st = client.status().await.context("reading mesh status")?;
-    let names: Vec<String> = st
-        .nodes
-        .iter()
-        .map(|n| if n.ephemeral { format!("{} (client)", n.origin) } else { n.origin.to_string() })
-        .collect();
-    let w = names.iter().map(String::len).max().unwrap_or(4).max(8) + 2;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "Node ID: {}", st.node_id)?;
-    writeln!(out, "\n{:<w$}{:<w$}Work types", "Node", "Links (cost)")?;
-    for (n, name) in st.nodes.iter().zip(&names) {
-        let links: Vec<String> = n.neighbors.iter().map(|(id, c)| format!("{id} ({c})")).collect();
-        let wts: Vec<String> = n.work_types.iter().map(|w| format!("{} {}", w.name, w.version)).collect();
-        let links = links.join(", ");
-        let pad = if links.len() + 1 >= w { format!("{links} ") } else { format!("{links:<w$}") };
-        writeln!(out, "{name:<w$}{pad}{}", wts.join(", "))?;
-    }
-    writeln!(out, "\n{:<w$}{:<w$}{:>6} {:>5}", "Route to", "Via", "Cost", "Hops")?;
-    for r in &st.routes {
-        writeln!(out, "{:<w$}{:<w$}{:>6} {:>5}", r.dst, r.next_hop, r.cost, r.hops)?;
-    }
-    Ok(0)
 }
 
 async fn submit(

@@ -22,6 +22,7 @@ pub async fn dispatch(cmd: WorkCommand, sock: PathBuf) -> anyhow::Result<u8> {
             signwork,
             follow,
             rm,
+            json,
         } => {
             let mut pairs = Vec::new();
             for p in &params {
@@ -53,6 +54,10 @@ pub async fn dispatch(cmd: WorkCommand, sock: PathBuf) -> anyhow::Result<u8> {
                 .map_err(|e| socket::ctl(&sock, e))
                 .context("work submit")?;
             let result = reply["result"].as_str().unwrap_or("?");
+            if json {
+                println!("{}", serde_json::json!({"unit_id": unit, "result": result}));
+                return Ok(0);
+            }
             if !follow {
                 println!("Result: {result}\nUnit ID: {unit}");
                 return Ok(0);
@@ -79,8 +84,8 @@ pub async fn dispatch(cmd: WorkCommand, sock: PathBuf) -> anyhow::Result<u8> {
             Ok(0)
         }
         WorkCommand::Results { unit, start } => results(&sock, &unit, start).await,
-        WorkCommand::Cancel { units } => each(&sock, "cancel", &units).await,
-        WorkCommand::Release { mut units, force, all, state } => {
+        WorkCommand::Cancel { units, json } => each(&sock, "cancel", &units, json).await,
+        WorkCommand::Release { mut units, force, all, state, json } => {
             if all || state.is_some() {
                 let v = socket::request(&sock, "work list").await?;
                 let wanted = |st: &serde_json::Value| {
@@ -96,25 +101,36 @@ pub async fn dispatch(cmd: WorkCommand, sock: PathBuf) -> anyhow::Result<u8> {
                     .map(|(id, _)| id.clone());
                 units.extend(found.collect::<Vec<_>>());
                 if units.is_empty() {
+                    if json {
+                        println!("{{}}");
+                    }
                     return Ok(0);
                 }
             }
             if units.is_empty() {
                 bail!("no unit IDs given (or --all, --state)");
             }
-            each(&sock, if force { "force-release" } else { "release" }, &units).await
+            each(&sock, if force { "force-release" } else { "release" }, &units, json).await
         }
     }
 }
 
-/// Runs `work VERB ID` for each unit, stopping at the first error.
-async fn each(sock: &Path, verb: &str, units: &[String]) -> anyhow::Result<u8> {
+/// Runs `work VERB ID` for each unit, stopping at the first error; with `json`, prints
+/// one object mapping each unit to its result at the end.
+async fn each(sock: &Path, verb: &str, units: &[String], json: bool) -> anyhow::Result<u8> {
+    let mut done = serde_json::Map::new();
     for unit in units {
         let v = socket::request(sock, &format!("work {verb} {unit}"))
             .await
             .with_context(|| format!("unit {unit}"))?;
         let what = v.as_object().and_then(|m| m.keys().next().cloned()).unwrap_or_default();
-        println!("{unit}: {what}");
+        match json {
+            true => drop(done.insert(unit.clone(), serde_json::Value::String(what))),
+            false => println!("{unit}: {what}"),
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Object(done));
     }
     Ok(0)
 }
