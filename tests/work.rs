@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use common::units::*;
 use common::*;
 use serde_json::Value;
 
@@ -24,44 +25,6 @@ name = "sh"
 program = "/bin/sh"
 allow_runtime_params = true
 "#;
-
-fn list(sock: &Path) -> Value {
-    let out = receptorctl(sock, &["work", "list"]);
-    assert!(out.status.success(), "work list: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("work list is JSON")
-}
-
-fn unit_status(sock: &Path, id: &str) -> Value {
-    list(sock)[id].clone()
-}
-
-/// Submits without following; returns the unit ID.
-fn submit(sock: &Path, args: &[&str]) -> String {
-    let mut all = vec!["work", "submit"];
-    all.extend_from_slice(args);
-    let out = receptorctl(sock, &all);
-    assert!(out.status.success(), "submit {args:?}: {}{}", stdout(&out), stderr(&out));
-    let text = stdout(&out);
-    text.lines()
-        .find_map(|l| l.strip_prefix("Unit ID: "))
-        .unwrap_or_else(|| panic!("no unit ID in {text}"))
-        .trim()
-        .to_owned()
-}
-
-fn wait_state(sock: &Path, id: &str, state: &str) -> Value {
-    let mut last = Value::Null;
-    wait_until(&format!("unit {id} {state}"), Duration::from_secs(30), || {
-        last = unit_status(sock, id);
-        last["StateName"] == state
-    });
-    last
-}
-
-fn results(sock: &Path, id: &str) -> String {
-    let out = receptorctl(sock, &["work", "results", id]);
-    stdout(&out)
-}
 
 #[test]
 fn receptorctl_drives_local_work_units() {

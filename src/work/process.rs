@@ -53,6 +53,10 @@ pub async fn run_child(
     // still found and stopped with the job.
     let marker = uuid::Uuid::new_v4().simple().to_string();
     let mut cmd = Command::new(&spec.program);
+    // A clean environment: the daemon's own (credentials, tokens, RECEPTOR_* overrides)
+    // is not the job's business. Only the allow-list passes, then the work type's `env`.
+    cmd.env_clear();
+    cmd.envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(inherited)));
     cmd.env(JOB_MARKER, &marker);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -144,6 +148,33 @@ async fn wait_or_kill(
     signal_groups(&groups, Signal::SIGKILL);
     kill_marked(marker, Signal::SIGKILL);
     status
+}
+
+/// Variables a job inherits from the daemon (documented in config/receptor.toml); a work
+/// type's `env` adds or overrides others.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "SSH_AUTH_SOCK",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "VIRTUAL_ENV",
+];
+
+fn inherited(name: &str) -> bool {
+    INHERITED_ENV.contains(&name) || name.starts_with("LC_") || name.starts_with("ANSIBLE_")
 }
 
 /// The environment variable carrying a job's marker.

@@ -29,28 +29,28 @@ pub fn main(dir: &Path) -> i32 {
     {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("receptord supervisor: {}: {e}", dir.display());
+            log(format_args!("{}: {e}", dir.display()));
             return 1;
         }
     };
     let _lock = match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
         Err((_, e)) => {
-            eprintln!("receptord supervisor: {} is already supervised: {e}", dir.display());
+            log(format_args!("{} is already supervised: {e}", dir.display()));
             return 1;
         }
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("receptord supervisor: cannot start the runtime: {e}");
+            log(format_args!("cannot start the runtime: {e}"));
             return 1;
         }
     };
     match rt.block_on(supervise(dir)) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("receptord supervisor: {}: {e}", dir.display());
+            log(format_args!("{}: {e}", dir.display()));
             let mut st = read_json::<UnitStatus>(&dir.join("status")).unwrap_or_else(|| UnitStatus {
                 state: State::Failed,
                 detail: String::new(),
@@ -65,6 +65,14 @@ pub fn main(dir: &Path) -> i32 {
             1
         }
     }
+}
+
+/// Writes a line to the supervisor's log (its stderr, `supervisor.log`). Never panics, as
+/// `eprintln!` does when the write fails: that log lives on the data disk, which may be
+/// full, and a full disk must fail only the unit that could not write, with its reason.
+fn log(msg: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "receptord supervisor: {msg}");
 }
 
 /// Why the unit ended, when it was stopped from outside.
@@ -102,7 +110,7 @@ async fn supervise(dir: &Path) -> Result<(), String> {
     let running_extra = json!({"Pid": pid, "Params": unit.params});
     let write_status = |st: &UnitStatus| {
         if let Err(e) = write_json(&dir.join("status"), st) {
-            eprintln!("receptord supervisor: {e}");
+            log(format_args!("{e}"));
         }
     };
     // Cancelled before it could start.
@@ -131,8 +139,10 @@ async fn supervise(dir: &Path) -> Result<(), String> {
     };
     let work = unit.plan.work_type().run(job);
 
-    // Output goes to disk as it comes; the size is published for the status.
+    // Output goes to disk as it comes; the size is published for the status. Output that
+    // cannot be written (a full disk) stops the job: a unit's output is never silently cut.
     let written = size.clone();
+    let stop_job = cancel.clone();
     let writer = async move {
         let mut err = None;
         while let Some(chunk) = rx.recv().await {
@@ -143,11 +153,23 @@ async fn supervise(dir: &Path) -> Result<(), String> {
                 Ok(()) => {
                     written.fetch_add(chunk.len() as u64, Ordering::SeqCst);
                 }
-                Err(e) => err = Some(e.to_string()),
+                Err(e) => {
+                    log(format_args!("writing output: {e}; stopping the job"));
+                    err = Some(e.to_string());
+                    stop_job.cancel();
+                }
             }
         }
-        let _ = out.flush().await;
+        if err.is_none() {
+            if let Err(e) = out.flush().await {
+                err = Some(e.to_string());
+            }
+        }
         let _ = out.sync_all().await;
+        // What the status reports is what is on disk.
+        if let Ok(m) = out.metadata().await {
+            written.store(m.len(), Ordering::SeqCst);
+        }
         err
     };
 
@@ -172,9 +194,9 @@ async fn supervise(dir: &Path) -> Result<(), String> {
     };
     let size = size.load(Ordering::SeqCst);
     let (state, detail) = match (stop, write_err) {
-        (Stop::Cancel, _) => (State::Canceled, "Canceled".to_owned()),
-        (Stop::Kill, _) => (State::Failed, "Killed".to_owned()),
-        (Stop::None, Some(e)) => (State::Failed, format!("Error writing output: {e}")),
+        (_, Some(e)) => (State::Failed, format!("Error writing output: {e}")),
+        (Stop::Cancel, None) => (State::Canceled, "Canceled".to_owned()),
+        (Stop::Kill, None) => (State::Failed, "Killed".to_owned()),
         (Stop::None, None) => outcome(&result),
     };
     write_status(&status(state, detail, size, Value::Null));

@@ -819,11 +819,12 @@ impl Units {
                 if st.state.is_final() {
                     return;
                 }
-                let pid = st.extra.get("Pid").and_then(Value::as_i64).unwrap_or(0);
-                if !signalled && pid > 0 && st.state == State::Running && supervisor_alive(&unit.dir) {
-                    let pid = nix::unistd::Pid::from_raw(pid as i32);
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-                    signalled = true;
+                let pid = supervisor_pid(&unit.dir, &st);
+                if let Some(pid) = pid.filter(|_| !signalled && st.state == State::Running) {
+                    if supervisor_alive(&unit.dir) {
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+                        signalled = true;
+                    }
                 }
                 let _ = tokio::time::timeout(MONITOR_TICK, rx.changed()).await;
             }
@@ -856,9 +857,25 @@ impl Units {
             if !force {
                 return Err(e);
             }
+            self.stop_supervisor(unit).await;
         }
         self.forget(unit, force)?;
         Ok(Outcome::Done)
+    }
+
+    /// Stops a supervisor that outlived a failed cancel, before its directory goes: SIGTERM
+    /// (it stops the job's whole tree), then SIGKILL for the supervisor's process group.
+    async fn stop_supervisor(&self, unit: &Unit) {
+        let Some(pid) = supervisor_pid(&unit.dir, &unit.status()) else { return };
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + self.config().cancel_wait;
+        while supervisor_alive(&unit.dir) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(MONITOR_TICK).await;
+        }
+        if supervisor_alive(&unit.dir) {
+            tracing::warn!(unit = %unit.id, "supervisor ignored SIGTERM; killing its process group");
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+        }
     }
 
     /// Deletes a unit's directory and forgets it.
@@ -1048,6 +1065,24 @@ pub fn valid_id(id: &str) -> Result<(), UnitError> {
 }
 
 /// Whether a supervisor process holds the unit's lock.
+/// The PID of the unit's supervisor from its status, if the status names a live supervisor
+/// of this very unit: the file is on disk and could say anything (0, -1 or 4294967295
+/// would signal whole process groups; another number, an unrelated process).
+pub(super) fn supervisor_pid(dir: &Path, st: &UnitStatus) -> Option<nix::unistd::Pid> {
+    let pid = st.extra.get("Pid").and_then(Value::as_i64)?;
+    let pid = i32::try_from(pid).ok().filter(|p| *p > 1 && *p <= PID_MAX)?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = cmdline.split(|b| *b == 0);
+    let supervises = args.any(|a| a == b"--supervise-unit")
+        && args.next().is_some_and(|d| {
+            Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(d)) == dir
+        });
+    supervises.then(|| nix::unistd::Pid::from_raw(pid))
+}
+
+/// Linux's largest possible PID (`/proc/sys/kernel/pid_max` is at most 2^22).
+const PID_MAX: i32 = 1 << 22;
+
 pub fn supervisor_alive(dir: &Path) -> bool {
     let Ok(file) = std::fs::File::open(dir.join("supervisor.lock")) else { return false };
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
@@ -1072,18 +1107,30 @@ pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T
     serde_json::from_slice(&buf).ok()
 }
 
-/// Writes JSON (plus a newline) atomically: a temporary file renamed over the old one.
+/// Writes JSON (plus a newline) atomically: a temporary file, synced, renamed over the old
+/// one. When the disk is full the temporary file cannot be written; the small file is then
+/// rewritten in place, in the blocks it frees, so a status still tells the truth (a crash
+/// during that rewrite can leave it unreadable, which readers treat as missing).
 pub(super) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), UnitError> {
     let mut data = serde_json::to_vec(value).map_err(|e| UnitError::Io(e.to_string()))?;
     data.push(b'\n');
     let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let open =
+        |p: &Path| std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(p);
+    let atomic = || -> std::io::Result<()> {
+        let mut f = open(&tmp)?;
         f.write_all(&data)?;
+        f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(io_err("writing", path))
+    match atomic() {
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) && path.exists() => {
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = open(path).map_err(io_err("writing", path))?;
+            f.write_all(&data).and_then(|()| f.sync_all()).map_err(io_err("writing", path))
+        }
+        r => r.map_err(io_err("writing", path)),
+    }
 }
 
 #[cfg(test)]

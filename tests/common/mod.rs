@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod units;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
     path: String,
+    data: PathBuf,
+    env: Vec<(String, String)>,
     listen: bool,
 }
 
@@ -44,11 +47,24 @@ pub struct Spec<'a> {
     pub path: Option<String>,
     /// Listen and dial with receptors:// (the extra config must hold a [tls] section).
     pub tls: bool,
+    /// Data directory (default: `data` in the daemon's temporary directory).
+    pub data_dir: Option<PathBuf>,
+    /// Extra environment variables for the daemon.
+    pub env: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Spec<'a> {
     pub fn new(id: &'a str) -> Spec<'a> {
-        Spec { id, peers: Vec::new(), extra: String::new(), listen: true, path: None, tls: false }
+        Spec {
+            id,
+            peers: Vec::new(),
+            extra: String::new(),
+            listen: true,
+            path: None,
+            tls: false,
+            data_dir: None,
+            env: Vec::new(),
+        }
     }
 
     pub fn peer(mut self, port: u16) -> Self {
@@ -100,8 +116,11 @@ impl Daemon {
     pub fn start(spec: Spec<'_>) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg_path = dir.path().join("receptor.toml");
-        std::fs::write(&cfg_path, config_text(&spec, &dir.path().join("data"))).expect("write config");
+        let data = spec.data_dir.clone().unwrap_or_else(|| dir.path().join("data"));
+        std::fs::write(&cfg_path, config_text(&spec, &data)).expect("write config");
         let mut d = Daemon {
+            data,
+            env: spec.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             id: spec.id.to_owned(),
             port: 0,
             child: None,
@@ -118,6 +137,7 @@ impl Daemon {
     fn spawn(&mut self) {
         let mut child = Command::new(RECEPTORD)
             .env("PATH", &self.path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(self.dir.path().join("receptor.toml"))
             .stdin(Stdio::null())
@@ -202,7 +222,7 @@ impl Daemon {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit code.

@@ -1,0 +1,142 @@
+//! Work units under hostile conditions: a full disk, a status file that lies about its
+//! PID, and a daemon environment that must not leak into jobs.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::units::*;
+use common::*;
+
+/// A tmpfs of `mib` MiB mounted on `dir` for the life of the value (root only).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u32) -> Option<SmallDisk> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting a small tmpfs needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0755"), "receptord-test"])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount tmpfs");
+        Some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+const WORK: &str = r#"
+[[work.command]]
+name = "big"
+program = "/bin/sh"
+args = ["-c", "head -c 31457280 /dev/zero; sleep 1"]
+[[work.command]]
+name = "small"
+program = "/bin/sh"
+args = ["-c", "sleep 6; echo small done"]
+[[work.command]]
+name = "env"
+program = "/usr/bin/env"
+"#;
+
+/// One unit writing 30 MiB into a 20 MiB data disk fails with the disk's own words; a
+/// small unit running beside it finishes; the daemon keeps serving; followers end.
+#[test]
+fn a_full_disk_fails_only_the_unit_that_could_not_write() {
+    let Some(disk) = SmallDisk::mount(20) else { return };
+    let (ctl, sock) = with_socket("n1", disk.path());
+    let mut spec = Spec::new("n1").extra(WORK).extra(&ctl);
+    spec.listen = false;
+    spec.data_dir = Some(disk.path().join("data"));
+    let d = Daemon::start(spec);
+    let small = submit(&sock, &["small", "-n"]);
+    let big = submit(&sock, &["big", "-n"]);
+    let st = wait_state(&sock, &big, "Failed");
+    let detail = st["Detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("No space left on device"), "the reason is the disk's: {st}");
+    let on_disk =
+        std::fs::metadata(d.data_dir().join("units").join(&big).join("stdout")).map(|m| m.len()).ok();
+    assert_eq!(st["StdoutSize"].as_u64(), on_disk, "the reported size is what is on disk");
+    // Following the failed unit ends.
+    let out = receptorctl(&sock, &["work", "results", &big]);
+    assert!(out.stdout.len() as u64 <= on_disk.unwrap_or(0), "results end at what was kept");
+    // Free the disk: the small unit (still running) can write its line and succeed.
+    let out = receptorctl(&sock, &["work", "release", &big]);
+    assert!(out.status.success(), "release: {}", stderr(&out));
+    let mut st = serde_json::Value::Null;
+    wait_until("the small unit ends", Duration::from_secs(30), || {
+        st = unit_status(&sock, &small);
+        ["Succeeded", "Failed", "Canceled"].contains(&st["StateName"].as_str().unwrap_or_default())
+    });
+    // It writes after the space is freed, unless a loaded machine delayed that release past
+    // its write: then it fails with the same clear reason, never a panic or a lie.
+    if st["StateName"] == "Succeeded" {
+        assert_eq!(results(&sock, &small), "small done\n", "{st}");
+    } else {
+        assert!(st["Detail"].as_str().unwrap_or_default().contains("No space left on device"), "{st}");
+    }
+    let log = std::fs::read_to_string(d.data_dir().join("units").join(&small).join("supervisor.log"))
+        .unwrap_or_default();
+    assert!(!log.contains("panicked"), "no supervisor panics: {log}");
+}
+
+/// A job sees the allow-listed environment, not the daemon's.
+#[test]
+fn jobs_get_a_clean_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("n1", dir.path());
+    let mut spec = Spec::new("n1").extra(WORK).extra(&ctl);
+    spec.listen = false;
+    spec.env = vec![("RECEPTORD_TEST_SECRET", "hunter2"), ("LC_TIME", "C")];
+    let _d = Daemon::start(spec);
+    let id = submit(&sock, &["env", "-n"]);
+    wait_state(&sock, &id, "Succeeded");
+    let env = results(&sock, &id);
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "PATH passes: {env}");
+    assert!(env.lines().any(|l| l == "LC_TIME=C"), "LC_* passes: {env}");
+    assert!(!env.contains("hunter2"), "the daemon's other variables stay out: {env}");
+}
+
+/// A status file whose PID is not a process's (here 4294967295, which as a C int is -1)
+/// is never signalled: cancelling that unit must not `kill(-1)`.
+#[test]
+fn a_lying_pid_in_a_status_file_is_never_signalled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("n1", dir.path());
+    let mut spec = Spec::new("n1").extra(WORK).extra(&ctl);
+    spec.listen = false;
+    let mut d = Daemon::start(spec);
+    let id = submit(&sock, &["small", "-n"]);
+    wait_state(&sock, &id, "Running");
+    d.kill();
+    let status_path = d.data_dir().join("units").join(&id).join("status");
+    let mut st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status_path).expect("status")).expect("json");
+    st["ExtraData"]["Pid"] = serde_json::json!(4_294_967_295u64);
+    std::fs::write(&status_path, serde_json::to_vec(&st).expect("json")).expect("write");
+    d.restart();
+    // The cancel cannot reach a supervisor it cannot identify; it must not signal anyone.
+    let _ = receptorctl(&sock, &["work", "cancel", &id]);
+    wait_until("the unit settles", Duration::from_secs(20), || {
+        let s = unit_status(&sock, &id);
+        ["Canceled", "Failed", "Succeeded"].contains(&s["StateName"].as_str().unwrap_or_default())
+    });
+    assert!(d.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()), "the daemon lives");
+}
