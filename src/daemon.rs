@@ -66,6 +66,8 @@ pub fn units_config(cfg: &Config) -> Result<UnitsConfig, DaemonError> {
         signer,
         verifier,
         cancel_wait: cfg.node.shutdown_grace.min(Duration::from_secs(10)),
+        units_per_node: cfg.limits.units_per_node,
+        max_payload: cfg.limits.max_payload,
     })
 }
 
@@ -193,7 +195,12 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
             (path.clone(), running.clone(), ctx.clone(), svc.clone(), us.clone());
         Box::pin(async move { reload(&path, &running, ctx.as_ref(), &svc, &us).await })
     });
-    let control = crate::control::Control { node: node.clone(), reload: reload_fn, units: units.clone() };
+    let control = crate::control::Control {
+        node: node.clone(),
+        reload: reload_fn,
+        units: units.clone(),
+        sessions: crate::control::session_budget(cfg.limits.control_sessions),
+    };
     if cfg.control.mesh_service {
         control.clone().serve_mesh(&node.tracker(), node.cancel_token());
     }

@@ -39,6 +39,13 @@ pub struct Limits {
     /// stalled (its peer stopped reading).
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
+    /// Control sessions open at once, over the Unix socket, TCP/TLS and the mesh service.
+    pub control_sessions: usize,
+    /// Work units one other node may hold on this node at once (it must release some
+    /// before it submits more).
+    pub units_per_node: usize,
+    /// Largest payload (stdin) of one work unit, in bytes.
+    pub max_payload: u64,
 }
 
 impl Default for Limits {
@@ -55,6 +62,9 @@ impl Default for Limits {
             max_db_bytes: 4 * 1024 * 1024,
             streams_per_peer: 256,
             stall_timeout: Duration::from_secs(30),
+            control_sessions: 128,
+            units_per_node: 1000,
+            max_payload: 1 << 30,
         }
     }
 }
@@ -62,7 +72,10 @@ impl Default for Limits {
 impl Limits {
     /// Checks the values; returns the offending key (without the `limits.` prefix) and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let positive: [(&'static str, bool); 8] = [
+        let positive: [(&'static str, bool); 11] = [
+            ("control_sessions", self.control_sessions > 0),
+            ("units_per_node", self.units_per_node > 0),
+            ("max_payload", self.max_payload > 0),
             ("handshakes", self.handshakes > 0),
             ("handshakes_per_source", self.handshakes_per_source > 0),
             ("advert_rate", self.advert_rate > 0),

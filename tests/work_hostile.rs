@@ -140,3 +140,50 @@ fn a_lying_pid_in_a_status_file_is_never_signalled() {
     });
     assert!(d.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()), "the daemon lives");
 }
+
+/// Control sessions beyond `limits.control_sessions` are told why and closed; a freed
+/// slot serves again.
+#[test]
+fn control_sessions_are_limited() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("n1", dir.path());
+    let mut spec = Spec::new("n1").extra(&ctl).extra("[limits]\ncontrol_sessions = 2\n");
+    spec.listen = false;
+    let _d = Daemon::start(spec);
+    let greeting = |s: &UnixStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).expect("read");
+        line
+    };
+    let held: Vec<UnixStream> = (0..2).map(|_| UnixStream::connect(&sock).expect("connect")).collect();
+    for s in &held {
+        assert!(greeting(s).starts_with("Receptor Control"), "held sessions are served");
+    }
+    let third = UnixStream::connect(&sock).expect("connect");
+    assert!(greeting(&third).contains("too many control sessions"), "the third is refused with a reason");
+    drop(held);
+    wait_until("a freed slot serves again", Duration::from_secs(10), || {
+        UnixStream::connect(&sock).is_ok_and(|s| greeting(&s).starts_with("Receptor Control"))
+    });
+}
+
+/// Another node may hold at most `limits.units_per_node` work units on a node.
+#[test]
+fn units_per_node_are_limited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n2 =
+        Daemon::start(Spec::new("n2").extra(WORK).extra(FAST_MESH).extra("[limits]\nunits_per_node = 2\n"));
+    let (ctl, sock) = with_socket("n1", dir.path());
+    let n1 = Daemon::start(Spec::new("n1").peer(n2.port).extra(FAST_MESH).extra(&ctl));
+    wait_route(&n1, "n2");
+    let ids: Vec<String> = (0..3).map(|_| submit(&sock, &["small", "--node", "n2", "-n"])).collect();
+    let third = wait_state(&sock, &ids[2], "Failed");
+    assert!(third["Detail"].as_str().unwrap_or_default().contains("units_per_node"), "{third}");
+    for id in &ids[..2] {
+        let st = unit_status(&sock, id);
+        assert_ne!(st["StateName"], "Failed", "the first two run: {st}");
+    }
+}

@@ -11,7 +11,10 @@
 pub mod client;
 pub mod gojson;
 pub mod io;
+mod listen;
 mod work;
+
+pub use listen::session_budget;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,10 +27,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::net::UnixListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use self::io::{ByteRead, ByteWrite, IoRead, IoWrite, Line, LineReader, MeshWrite};
+use self::io::{ByteRead, ByteWrite, Line, LineReader};
 use crate::mesh::{Node, PingError};
 use crate::wire::NodeId;
 use crate::work::units::{Origin, Units};
@@ -84,6 +85,8 @@ pub struct Control {
     pub node: Node,
     pub reload: ReloadFn,
     pub units: Units,
+    /// Sessions open at once over all control listeners (`limits.control_sessions`).
+    pub sessions: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the session does after a command.
@@ -94,110 +97,6 @@ pub(crate) enum Flow {
 }
 
 impl Control {
-    /// Serves sessions on `listener` until `cancel`.
-    pub fn serve(self, listener: UnixListener, tracker: &TaskTracker, cancel: CancellationToken) {
-        let sessions = tracker.clone();
-        tracker.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    a = listener.accept() => a,
-                };
-                match accepted {
-                    Ok((stream, _)) => {
-                        let control = self.clone();
-                        let cancel = cancel.clone();
-                        sessions.spawn(async move {
-                            let (rd, wr) = stream.into_split();
-                            tokio::select! {
-                                _ = cancel.cancelled() => {}
-                                r = control.session(IoRead(rd), IoWrite(wr), Origin::Socket) => if let Err(e) = r {
-                                    tracing::debug!(error = %e, "control session ended");
-                                },
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "control accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
-    }
-
-    /// Serves sessions on a TCP listener (TLS when `tls` is given) until `cancel`.
-    pub fn serve_tcp(
-        self,
-        listener: tokio::net::TcpListener,
-        tls: Option<crate::transport::TlsContext>,
-        tracker: &TaskTracker,
-        cancel: CancellationToken,
-    ) {
-        let sessions = tracker.clone();
-        tracker.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    a = listener.accept() => a,
-                };
-                let (tcp, addr) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "control accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let (control, cancel, tls) = (self.clone(), cancel.clone(), tls.clone());
-                sessions.spawn(async move {
-                    let io: crate::transport::BoxedIo = match tls {
-                        None => Box::new(tcp),
-                        // As Go Receptor: the handshake gets 10 s.
-                        Some(ctx) => match tokio::time::timeout(TLS_HANDSHAKE, ctx.accept(tcp)).await {
-                            Ok(Ok((io, _))) => io,
-                            Ok(Err(e)) => return tracing::warn!(%addr, "control TLS handshake failed: {e}"),
-                            Err(_) => return tracing::warn!(%addr, "control TLS handshake timed out"),
-                        },
-                    };
-                    let (rd, wr) = tokio::io::split(io);
-                    tokio::select! {
-                        _ = cancel.cancelled() => {}
-                        r = control.session(IoRead(rd), IoWrite(wr), Origin::Network) => if let Err(e) = r {
-                            tracing::debug!(%addr, error = %e, "control session ended");
-                        },
-                    }
-                });
-            }
-        });
-    }
-
-    /// Serves the control protocol to other nodes as the `control` mesh service.
-    pub fn serve_mesh(self, tracker: &TaskTracker, cancel: CancellationToken) {
-        let mut incoming = self.node.serve(CONTROL_SERVICE, 64);
-        let sessions = tracker.clone();
-        tracker.spawn(async move {
-            loop {
-                let inc = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    i = incoming.recv() => match i { Some(i) => i, None => return },
-                };
-                let control = self.clone();
-                let cancel = cancel.clone();
-                sessions.spawn(async move {
-                    let origin = Origin::Mesh(inc.peer.clone());
-                    tokio::select! {
-                        _ = cancel.cancelled() => {}
-                        r = control.session(inc.reader, MeshWrite(Some(inc.writer)), origin) => if let Err(e) = r {
-                            tracing::debug!(error = %e, "mesh control session ended");
-                        },
-                    }
-                });
-            }
-        });
-    }
-
     /// One session: greeting, then commands until the client is done.
     pub async fn session<R: ByteRead, W: ByteWrite>(
         &self,

@@ -14,9 +14,6 @@ use super::{Control, Flow, Request, reply_line};
 use crate::wire::NodeId;
 use crate::work::units::{Origin, Outcome, Started, SubmitRequest, UnitStatus};
 
-/// Largest payload a `work submit` may send (a transmit stream of a big project fits).
-pub const MAX_PAYLOAD: u64 = 16 << 30;
-
 /// Keys of a JSON submit that are not work parameters.
 const SUBMIT_FIELDS: [&str; 8] =
     ["command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork", "signature"];
@@ -209,7 +206,7 @@ async fn submit<R: ByteRead, W: ByteWrite>(
         ctl.units.input_failed(&unit, &format!("the client went away: {e}"));
         return Err(e);
     }
-    if let Err(e) = receive_payload(rd, &unit.stdin_path()).await {
+    if let Err(e) = receive_payload(rd, &unit.stdin_path(), ctl.units.max_payload()).await {
         ctl.units.input_failed(&unit, &e);
         // The rest of the client's input is payload, never commands: answer and close.
         reply(wr, Err(e)).await?;
@@ -224,7 +221,11 @@ async fn submit<R: ByteRead, W: ByteWrite>(
 }
 
 /// Copies the raw payload (everything up to the client's end of input) into `stdin`.
-async fn receive_payload<R: ByteRead>(rd: &mut LineReader<R>, path: &std::path::Path) -> Result<(), String> {
+async fn receive_payload<R: ByteRead>(
+    rd: &mut LineReader<R>,
+    path: &std::path::Path,
+    max: u64,
+) -> Result<(), String> {
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .open(path)
@@ -235,8 +236,8 @@ async fn receive_payload<R: ByteRead>(rd: &mut LineReader<R>, path: &std::path::
         match rd.raw().await {
             Ok(Some(data)) => {
                 total += data.len() as u64;
-                if total > MAX_PAYLOAD {
-                    return Err(format!("payload larger than {MAX_PAYLOAD} bytes"));
+                if total > max {
+                    return Err(format!("payload larger than {max} bytes (limits.max_payload)"));
                 }
                 file.write_all(&data).await.map_err(|e| format!("writing {}: {e}", path.display()))?;
             }

@@ -304,6 +304,10 @@ pub struct UnitsConfig {
     pub verifier: Option<Verifier>,
     /// How long a cancelled unit's processes get before SIGKILL (plus margin to wait).
     pub cancel_wait: Duration,
+    /// Units one other node may hold here at once (`limits.units_per_node`).
+    pub units_per_node: usize,
+    /// Largest payload of one unit (`limits.max_payload`).
+    pub max_payload: u64,
 }
 
 /// The unit store of one node.
@@ -364,6 +368,11 @@ impl Units {
         if let Ok(mut c) = self.inner.cfg.write() {
             *c = cfg;
         }
+    }
+
+    /// Largest payload of one unit (`limits.max_payload`).
+    pub fn max_payload(&self) -> u64 {
+        self.config().max_payload
     }
 
     pub(super) fn config(&self) -> UnitsConfig {
@@ -540,6 +549,17 @@ impl Units {
 
     /// Validates a submission and creates its unit (status Pending, empty `stdin`).
     pub fn create(&self, origin: &Origin, req: SubmitRequest) -> Result<Arc<Unit>, UnitError> {
+        if let Origin::Mesh(peer) = origin {
+            let quota = self.config().units_per_node;
+            let held = self.lock().values().filter(|u| self.owned_by(origin, u)).count();
+            if *peer != self.inner.node && held >= quota {
+                return Err(UnitError::Refused(format!(
+                    "node {peer} holds {held} work units on {}, the most limits.units_per_node allows; \
+                     release some first",
+                    self.inner.node
+                )));
+            }
+        }
         let remote_node = req.node.clone().filter(|n| *n != self.inner.node);
         match remote_node {
             None => self.create_local(origin, req),
