@@ -45,7 +45,7 @@ fn the_managed_host_unit_lets_playbooks_manage_the_host_and_verifies() {
     for needle in [
         "Type=notify",
         "WatchdogSec=",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/bin/sh -c 'kill -HUP $MAINPID'",
         "Restart=on-failure",
         "KillMode=process",
         "StateDirectory=receptor",
