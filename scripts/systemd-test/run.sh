@@ -59,8 +59,9 @@ check() { # description, command... (run on the host)
 }
 die() { bad "$1"; echo "systemd checks: $pass passed, $fail failed"; exit 1; }
 # A command inside the container, with a clean environment, bounded by `timeout`.
+# Run in the background and waited for, so that SIGINT/SIGTERM tear down at once.
 ct() { nsenter -t "$PID1" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-  timeout 300 "$@"; }
+  timeout 300 "$@" & wait $!; }
 cin() { local what=$1; shift; if ct "$@"; then ok "$what"; else bad "$what"; fi; }
 # Polls `cmd` every 0.5 s until it succeeds or `secs` pass.
 wait_for() { # secs, command...
@@ -74,7 +75,9 @@ wait_for() { # secs, command...
 prop() { ct systemctl show -P "$1" receptord; }
 
 # --- Boot ---
-child_of_nspawn() { PID1=$(ps -o pid= --ppid "$NSPAWN_PID" | head -n1 | tr -d ' '); [ -n "$PID1" ]; }
+# The container's init: nspawn's child once it has exec'd systemd (before that, the child
+# is nspawn's own set-up process, whose namespaces are not the container's yet).
+child_of_nspawn() { PID1=$(ps -o pid=,comm= --ppid "$NSPAWN_PID" | awk '$2 == "systemd" { print $1; exit }'); [ -n "$PID1" ]; }
 wait_for 30 child_of_nspawn || die "systemd-nspawn started a container (console: $(tail -5 "$W/console.log"))"
 booted() { state=$(ct systemctl is-system-running 2>/dev/null || true); [ "$state" = running ] || [ "$state" = degraded ]; }
 wait_for 90 booted || die "the container booted (systemctl is-system-running: $(ct systemctl is-system-running || true))"
@@ -180,7 +183,7 @@ ct ansible-runner transmit /root/pb -p become.yml --cmdline "-e tag=unit" >"$W/t
 out=$(ctl work submit ansible-runner --node rtest -p "$W/transmit.bin" -f 2>&1 || true)
 check "receptorctl work unit runs the become playbook" grep -q '"event": "playbook_on_stats"' <<<"$out"
 check "the work unit's playbook changed /etc" test "$(ct cat /etc/rtest-managed.conf)" = "managed by receptord unit"
-check "the service was restarted twice" test "$(ct wc -l </proc/$PID1/root/run/rtest-demo.restarts)" = 2
+check "the service was restarted twice" test "$(ct sh -c "wc -l < /run/rtest-demo.restarts")" = 2
 
 # --- A running ansible task survives systemctl restart and apt install --reinstall ---
 cat >"$W/root/root/pb/project/long.yml" <<'YML'
@@ -242,6 +245,9 @@ check "the hop profile runs the daemon as receptor" test "$(ct stat -c %U "/proc
 check "the hop profile node answers on its listener" wait_for 20 listening
 cin "reload under the hop profile" systemctl reload receptord
 check "the hop profile sets NoNewPrivileges" test "$(prop NoNewPrivileges)" = yes
+no_become() { ! ct receptor run /root/pb -p become.yml --via-receptor rtest --receptor-peer "$PEER" -q --cmdline "-e tag=hop"; }
+check "the hop profile refuses become (as the old unit did)" no_become
+check "so /etc was not changed" test "$(ct cat /etc/rtest-managed.conf)" = "managed by receptord unit"
 rm -r "$W/root/etc/systemd/system/receptord.service.d"
 ct systemctl daemon-reload
 cin "back to the managed-host profile" systemctl restart receptord
