@@ -2,7 +2,7 @@
 # Builds (once) the Debian 12 root filesystem the real-systemd test boots: debootstrap
 # minbase with systemd, then apt inside it for sudo and ansible-runner (Debian's own
 # packages). Cached outside the clone under $ROOTFS_CACHE; the cache key is the package
-# list, and a rootfs is only moved into place once complete, so an interrupted build is
+# list and this script, and a rootfs is only moved into place once complete, so an interrupted build is
 # never used. Prints the rootfs path on stdout.
 set -euo pipefail
 CACHE=${ROOTFS_CACHE:-/var/cache/receptord-test}
@@ -10,7 +10,7 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 BOOT_PKGS="systemd,systemd-sysv,dbus"
 APT_PKGS="sudo python3 ansible-core python3-ansible-runner"
-key=$(printf '%s\n' "$SUITE" "$BOOT_PKGS" "$APT_PKGS" | sha256sum | cut -c1-12)
+key=$( (printf '%s\n' "$SUITE" "$BOOT_PKGS" "$APT_PKGS"; cat "$0") | sha256sum | cut -c1-12)
 root="$CACHE/debian12-$key"
 if [ -x "$root/usr/bin/ansible-runner" ] && [ -e "$root/.complete" ]; then
   echo "$root"
