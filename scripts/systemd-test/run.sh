@@ -19,6 +19,10 @@ deb=$(ls -t "$REPO"/target/debian/receptord_*.deb 2>/dev/null | head -n1)
 [ -x "$VENV/bin/receptorctl" ] || { echo "test-systemd: no receptorctl in $VENV (make venv)" >&2; exit 1; }
 
 rootfs=$("$REPO/scripts/systemd-test/rootfs.sh")
+# Root filesystems built for an older package list or rootfs.sh are never used again.
+for old in "$(dirname "$rootfs")"/debian12-*; do
+  [ "$old" = "$rootfs" ] || rm -rf "$old"
+done
 echo "rootfs: $rootfs (ready after $(( $(date +%s) - START )) s)"
 W=$(mktemp -d /var/tmp/receptord-systemd.XXXXXX)
 NSPAWN_PID=
