@@ -2,7 +2,7 @@
 CARGO ?= cargo
 VENV  ?= $(CURDIR)/.venv
 
-.PHONY: all build venv demo test test-tools lint fmt bench clean
+.PHONY: all build venv demo test test-tools test-systemd systemd-test-tools lint fmt bench clean
 
 all: build
 
@@ -35,6 +35,17 @@ test: build venv test-tools
 		$(CARGO) test --release --locked --no-fail-fast; \
 	fi
 	$(MAKE) package-test
+
+# The .deb under a real systemd: a Debian 12 root filesystem (debootstrap from Debian's
+# mirror, cached in /var/cache/receptord-test) booted with systemd-nspawn. Needs root.
+# See docs/systemd.md; prints "systemd checks: N passed, M failed".
+test-systemd: package venv systemd-test-tools
+	timeout -k 30 1500 ./scripts/systemd-test/run.sh
+
+systemd-test-tools:
+	@if ! command -v debootstrap >/dev/null 2>&1 || ! command -v systemd-nspawn >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap systemd-container; \
+	fi
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -17,6 +17,7 @@ dpkg-deb -x "$deb" "$root"
 dpkg-deb -e "$deb" "$ctrl"
 for f in usr/bin/receptord usr/bin/receptor etc/receptor.toml usr/lib/sysusers.d/receptord.conf \
          usr/lib/tmpfiles.d/receptord.conf usr/share/doc/receptord/receptor.toml.example \
+         usr/share/receptord/systemd/hop.conf usr/share/doc/receptord/systemd.md \
          usr/share/bash-completion/completions/receptor usr/share/zsh/vendor-completions/_receptor \
          usr/share/fish/vendor_completions.d/receptor.fish; do
   check "deb holds /$f" test -e "$root/$f"
@@ -30,15 +31,23 @@ for s in postinst prerm postrm; do
   check "$s parses (sh -n)" sh -n "$ctrl/$s"
 done
 check "postinst creates the user" grep -q systemd-sysusers "$ctrl/postinst"
+check "postinst creates the user without systemd-sysusers" grep -q "useradd --system" "$ctrl/postinst"
+check "postinst runs systemd-sysusers once" test "$(grep -cE '^[[:space:]]*systemd-sysusers ' "$ctrl/postinst")" = 1
+check "postinst runs systemd-tmpfiles once" test "$(grep -cE '^[[:space:]]*systemd-tmpfiles --create' "$ctrl/postinst")" = 1
+check "the hop profile is not applied by default" sh -c "! find '$root' -path '*receptord.service.d*' | grep -q ."
 check "postinst enables the unit" grep -q "deb-systemd-helper.*enable" "$ctrl/postinst"
 check "postinst restarts on upgrade" grep -Eq "restart|try-restart" "$ctrl/postinst"
 check "prerm stops on removal" grep -Eq "stop" "$ctrl/prerm"
+check "prerm stops work units on removal" grep -q "kill -TERM" "$ctrl/prerm"
 check "postrm drops state on purge" grep -q "rm -rf /var/lib/receptor" "$ctrl/postrm"
+check "postrm drops /etc/receptor on purge" grep -q "rmdir /etc/receptor" "$ctrl/postrm"
 check "the shipped config validates" "$root/usr/bin/receptord" --check-config -c "$root/etc/receptor.toml"
 if command -v systemd-analyze >/dev/null 2>&1; then
   tmp=$(mktemp -d)
   sed "s#/usr/bin/receptord#$root/usr/bin/receptord#g" "$unit" > "$tmp/receptord.service"
   check "systemd-analyze verify" systemd-analyze verify "$tmp/receptord.service"
+  cat "$root/usr/share/receptord/systemd/hop.conf" >> "$tmp/receptord.service"
+  check "systemd-analyze verify (hop profile)" systemd-analyze verify "$tmp/receptord.service"
   rm -rf "$tmp"
 fi
 
@@ -49,7 +58,8 @@ fi
 if command -v rpm >/dev/null 2>&1; then
   list=$(rpm -qlp "$rpm" 2>/dev/null)
   for f in /usr/bin/receptord /usr/bin/receptor /etc/receptor.toml /usr/lib/systemd/system/receptord.service \
-           /usr/lib/sysusers.d/receptord.conf /usr/lib/tmpfiles.d/receptord.conf; do
+           /usr/lib/sysusers.d/receptord.conf /usr/lib/tmpfiles.d/receptord.conf \
+           /usr/share/receptord/systemd/hop.conf; do
     check "rpm holds $f" grep -qx "$f" <<< "$list"
   done
   check "rpm marks /etc/receptor.toml as config" sh -c "rpm -qcp '$rpm' 2>/dev/null | grep -qx /etc/receptor.toml"

@@ -1,6 +1,8 @@
 //! Assembles a persistent node from its [`Config`]: binds listeners, dials peers, builds the
 //! work registry, serves work, and handles signals (SIGTERM/SIGINT: drain then stop).
 
+mod reload;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,12 +190,18 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     let units = Units::open(units_cfg, registry, authz, remote, node.tracker(), node.cancel_token())
         .map_err(DaemonError::Units)?;
     let probe = metrics_listener.map(|l| crate::metrics::probe::start(l, &cfg, &node, &work, &units));
-    let (path, running, ctx, svc, us) =
-        (config_path.clone(), Arc::new(cfg.clone()), tls.clone(), work.clone(), units.clone());
+    let reloader = reload::Reloader {
+        path: config_path.clone(),
+        state: Arc::new(tokio::sync::Mutex::new(reload::State::new(cfg.clone()))),
+        tls: tls.clone(),
+        node: node.clone(),
+        work: work.clone(),
+        units: units.clone(),
+    };
+    let r = reloader.clone();
     let reload_fn: crate::control::ReloadFn = Arc::new(move || {
-        let (path, running, ctx, svc, us) =
-            (path.clone(), running.clone(), ctx.clone(), svc.clone(), us.clone());
-        Box::pin(async move { reload(&path, &running, ctx.as_ref(), &svc, &us).await })
+        let r = r.clone();
+        Box::pin(async move { r.reload().await })
     });
     let control = crate::control::Control {
         node: node.clone(),
@@ -211,14 +219,14 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     if let Some(listener) = control_listener {
         control.serve(listener, &node.tracker(), node.cancel_token());
     }
-    for (listener, cost) in listeners {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(url = %listener.url(), %addr, "listener bound");
+    {
+        let mut state = reloader.state.lock().await;
+        for (listener, cost) in listeners {
+            state.add_listener(&node, listener, cost);
         }
-        node.listen(listener, cost);
-    }
-    for p in &cfg.peers {
-        node.add_peer(p.url.clone(), p.cost);
+        for p in &cfg.peers {
+            state.add_peer(&node, p);
+        }
     }
     if let Some(p) = &probe {
         p.listeners_bound.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -242,7 +250,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break Ok(()) }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break Ok(()) }
-            _ = sighup.recv() => { let _ = reload(&config_path, &cfg, tls.as_ref(), &work, &units).await; }
+            _ = sighup.recv() => { let _ = reloader.reload().await; }
             r = fatal.wait_for(Option::is_some) => {
                 let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
                 break Err(DaemonError::Fatal(msg));
@@ -258,56 +266,6 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     work.drain(grace).await;
     node.shutdown(Duration::from_secs(5)).await;
     tracing::info!("receptord stopped");
-    outcome
-}
-
-/// SIGHUP: re-reads the config file, then certificates and keys (established links keep
-/// theirs, new links use the new material), work types, ansible-runner detection and
-/// authorization rules. Anything invalid keeps the old state and is logged.
-async fn reload(
-    path: &Path,
-    running: &Config,
-    tls: Option<&TlsContext>,
-    work: &WorkService,
-    units: &Units,
-) -> Result<(), String> {
-    crate::systemd::reloading();
-    let cfg = match Config::load(path) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            tracing::error!("reload: keeping the running configuration: {e}");
-            crate::systemd::ready();
-            return Err(e.to_string());
-        }
-    };
-    if cfg.node.id != running.node.id {
-        tracing::warn!("reload: node.id changes need a restart; keeping {}", running.node.id);
-    }
-    let mut outcome = Ok(());
-    if let Some(ctx) = tls {
-        match ctx.reload(running.node.id.as_str()) {
-            Ok(()) => tracing::info!("reload: TLS material reloaded"),
-            Err(e) => {
-                tracing::error!("reload: keeping the old TLS material: {e}");
-                outcome = Err(format!("TLS material not reloaded: {e}"));
-            }
-        }
-    }
-    match units_config(&cfg) {
-        Ok(mut ucfg) => {
-            ucfg.node = running.node.id.clone();
-            ucfg.root = running.node.data_dir.join("units");
-            units.reconfigure(ucfg);
-        }
-        Err(e) => {
-            tracing::error!("reload: keeping the old work signing keys: {e}");
-            outcome = Err(e.to_string());
-        }
-    }
-    work.set_authorization(Authorization::new(cfg.work.allow.clone()));
-    work.set_registry(build_registry(&cfg)).await;
-    tracing::info!(work_types = ?work.registry().names(), "reload: done");
-    crate::systemd::ready();
     outcome
 }
 

@@ -11,30 +11,106 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const UNIT: &str = include_str!("../systemd/receptord.service");
+const HOP: &str = include_str!("../systemd/hop.conf");
+
+fn has(text: &str, directive: &str) -> bool {
+    text.lines().any(|l| l.starts_with(directive))
+}
+
+/// Writes the unit (with `extra` appended, as a drop-in would add it) where systemd-analyze
+/// can read it, with the daemon path pointing at the built binary.
+fn unit_file(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let unit = dir.join("receptord.service");
+    std::fs::write(&unit, format!("{UNIT}{extra}").replace("/usr/bin/receptord", RECEPTORD)).expect("write");
+    unit
+}
+
+/// The "Overall exposure level" systemd-analyze security gives the unit.
+fn exposure(unit: &Path) -> f64 {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(unit)
+        .output()
+        .expect("systemd-analyze");
+    let text = stdout(&out);
+    text.lines()
+        .find_map(|l| l.split("exposure level for receptord.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}{}", stderr(&out)))
+}
 
 #[test]
-fn the_unit_has_the_required_directives_and_verifies() {
+fn the_managed_host_unit_lets_playbooks_manage_the_host_and_verifies() {
     for needle in [
         "Type=notify",
         "WatchdogSec=",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/bin/sh -c 'kill -HUP $MAINPID'",
         "Restart=on-failure",
-        "User=receptor",
+        "KillMode=process",
         "StateDirectory=receptor",
         "RuntimeDirectory=receptor",
         "ConfigurationDirectory=receptor",
         "LimitNOFILE=",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        "PrivateTmp=yes",
-        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "UMask=0022",
     ] {
-        assert!(UNIT.lines().any(|l| l.starts_with(needle)), "unit lacks {needle}");
+        assert!(has(UNIT, needle), "unit lacks {needle}");
+    }
+    // Each of these stops `become`, package installs or edits of /etc, or loses a running
+    // job's temporary files on restart (see the unit's comments).
+    for breaking in [
+        "User=",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "ProtectSystem=",
+        "PrivateTmp=yes",
+        "MemoryDenyWriteExecute=yes",
+        "RestrictSUIDSGID=yes",
+        "SystemCallFilter=",
+        "ProtectKernelTunables=yes",
+        "ProtectHostname=yes",
+    ] {
+        assert!(!has(UNIT, breaking), "the managed-host unit sets {breaking}");
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let unit = dir.path().join("receptord.service");
-    std::fs::write(&unit, UNIT.replace("/usr/bin/receptord", RECEPTORD)).expect("write");
+    let unit = unit_file(dir.path(), "");
     let out = Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("systemd-analyze");
+    assert!(out.status.success(), "systemd-analyze verify: {}", stderr(&out));
+    let managed = exposure(&unit);
+    let hop = exposure(&unit_file(dir.path(), HOP));
+    eprintln!("systemd-analyze security: managed host {managed}, hop {hop}");
+    assert!(hop < 2.0 && hop < managed, "hop profile exposure {hop}, managed host {managed}");
+}
+
+#[test]
+fn the_hop_profile_keeps_the_strict_sandbox_with_reasons() {
+    for needle in [
+        "User=receptor",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "MemoryDenyWriteExecute=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(has(HOP, needle), "hop profile lacks {needle}");
+    }
+    // Every directive has its reason on the comment lines just above it.
+    let lines: Vec<&str> = HOP.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains('=') && !l.starts_with('#') {
+            let above = lines[..i].iter().rev().take_while(|p| !p.is_empty() && !p.starts_with('['));
+            assert!(above.clone().any(|p| p.starts_with("# ")), "no reason given for {l}");
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(unit_file(dir.path(), HOP))
+        .output()
+        .expect("systemd-analyze");
     assert!(out.status.success(), "systemd-analyze verify: {}", stderr(&out));
 }
 
@@ -154,4 +230,24 @@ fn log_file_output_is_rotated_daily() {
     let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
     assert!(name.starts_with("receptord.log."), "dated file name: {name}");
     assert!(std::fs::read_to_string(&file).expect("read").contains("receptord ready"));
+}
+
+/// Each job runs with its own TMPDIR under the state directory (not /tmp, which a
+/// service's PrivateTmp loses on stop), private to it, and removed when the job ends.
+#[test]
+fn each_job_gets_its_own_tmpdir_under_the_state_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("tmpnode", dir.path());
+    let sh = "[[work.command]]\nname = \"sh\"\nprogram = \"/bin/sh\"\nallow_runtime_params = true\n";
+    let d = Daemon::start(Spec::new("tmpnode").extra(&format!("{ctl}{sh}")));
+    let script = "params=-c 'echo $TMPDIR; stat -c %a \"$TMPDIR\"; touch \"$TMPDIR/f\" && echo wrote'";
+    let out = receptorctl(&sock, &["work", "submit", "sh", "-n", "-a", script, "-f"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let tmp = Path::new(lines[0]);
+    assert!(tmp.starts_with(d.data_dir().join("units")) && tmp.ends_with("job/tmp"), "{text}");
+    assert_eq!(&lines[1..], ["700", "wrote"], "{text}");
+    assert!(!tmp.exists(), "the job's TMPDIR outlived the job");
 }

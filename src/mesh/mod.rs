@@ -17,7 +17,7 @@ pub mod state;
 pub mod stream;
 
 pub use driver::{MeshStatus, RouteInfo, Topology};
-pub use node::{JoinError, Node, NodeOptions, OpenError, PingError, PingReply};
+pub use node::{JoinError, LinkHandle, Node, NodeOptions, OpenError, PingError, PingReply};
 pub use router::Incoming;
 pub use state::MeshConfig;
 pub use stream::{Chunk, StreamError, StreamReader, StreamWriter};

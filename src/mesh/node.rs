@@ -129,6 +129,21 @@ struct Conn {
     identity: Option<transport::PeerIdentity>,
     cost: f64,
     dialed_by_me: bool,
+    /// Ends the link: the node's token, or the token of the listener or peer it came from.
+    stop: CancellationToken,
+}
+
+/// Stops one listener (its accept loop and the links it accepted) or one peer (its dial
+/// loop and its link), leaving every other link alone. Used by the daemon's reload.
+#[derive(Debug, Clone)]
+pub struct LinkHandle {
+    stop: CancellationToken,
+}
+
+impl LinkHandle {
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
 }
 
 /// A running mesh node. Cloning gives another handle to the same node.
@@ -199,36 +214,39 @@ impl Node {
         self.inner.tracker.clone()
     }
 
-    fn ctx(&self) -> LinkCtx {
+    fn ctx(&self, cancel: CancellationToken) -> LinkCtx {
         LinkCtx {
             allowed_peers: Arc::new(self.inner.opts.allowed_peers.clone()),
             router: self.inner.router.clone(),
             events: self.inner.events.clone(),
             hello: self.inner.hello.clone(),
-            cancel: self.inner.cancel.clone(),
+            cancel,
             limits: self.inner.limits.clone(),
         }
     }
 
-    /// Serves incoming links on `listener` until the node stops.
-    pub fn listen(&self, listener: Listener, cost: f64) {
+    /// Serves incoming links on `listener` until the node stops or the handle is stopped.
+    pub fn listen(&self, listener: Listener, cost: f64) -> LinkHandle {
         let node = self.clone();
-        self.inner.tracker.spawn(async move { node.accept_loop(listener, cost).await });
+        let stop = self.inner.cancel.child_token();
+        let handle = LinkHandle { stop: stop.clone() };
+        self.inner.tracker.spawn(async move { node.accept_loop(listener, cost, stop).await });
+        handle
     }
 
-    async fn accept_loop(self, listener: Listener, cost: f64) {
+    async fn accept_loop(self, listener: Listener, cost: f64, stop: CancellationToken) {
         let gate = HandshakeGate::new(&self.inner.limits);
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             let accepted = tokio::select! {
-                _ = self.inner.cancel.cancelled() => return,
+                _ = stop.cancelled() => return,
                 r = listener.accept() => r,
             };
             let (io, addr) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    self.sleep(backoff.next_delay()).await;
+                    sleep_or_stop(backoff.next_delay(), &stop).await;
                     continue;
                 }
             };
@@ -244,7 +262,7 @@ impl Node {
                     continue;
                 }
             };
-            let node = self.clone();
+            let (node, stop) = (self.clone(), stop.clone());
             self.inner.tracker.spawn(async move {
                 let secured = tokio::time::timeout(node.inner.limits.handshake_timeout, io.secure()).await;
                 if !matches!(secured, Ok(Ok(_))) {
@@ -258,7 +276,7 @@ impl Node {
                 let mut seen = None;
                 let r = node
                     .connection(
-                        Conn { io, identity, cost, dialed_by_me: false },
+                        Conn { io, identity, cost, dialed_by_me: false, stop },
                         &mut seen,
                         Some(permit),
                         None,
@@ -269,21 +287,29 @@ impl Node {
         }
     }
 
-    /// Keeps a link to `url` up, redialing with jittered exponential backoff.
-    pub fn add_peer(&self, url: PeerUrl, cost: f64) {
+    /// Keeps a link to `url` up, redialing with jittered exponential backoff, until the
+    /// node stops or the handle is stopped.
+    pub fn add_peer(&self, url: PeerUrl, cost: f64) -> LinkHandle {
         let node = self.clone();
-        self.inner.tracker.spawn(async move { node.dial_loop(url, cost).await });
+        let stop = self.inner.cancel.child_token();
+        let handle = LinkHandle { stop: stop.clone() };
+        self.inner.tracker.spawn(async move { node.dial_loop(url, cost, stop).await });
+        handle
     }
 
-    async fn dial_loop(self, url: PeerUrl, cost: f64) {
+    async fn dial_loop(self, url: PeerUrl, cost: f64, stop: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut peer: Option<NodeId> = None;
         let mut failures = 0u32;
-        while !self.inner.cancel.is_cancelled() {
+        while !stop.is_cancelled() {
             if let Some(p) = &peer {
-                self.wait_unlinked(p).await;
+                self.wait_unlinked(p, &stop).await;
             }
-            match transport::dial(&url, self.inner.opts.dial_timeout, self.inner.opts.tls.as_ref()).await {
+            let dialed = tokio::select! {
+                _ = stop.cancelled() => break,
+                r = transport::dial(&url, self.inner.opts.dial_timeout, self.inner.opts.tls.as_ref()) => r,
+            };
+            match dialed {
                 Err(e) => {
                     failures += 1;
                     if failures == 1 || failures % 10 == 0 {
@@ -293,7 +319,12 @@ impl Node {
                 Ok((io, identity)) => {
                     let started = Instant::now();
                     let r = self
-                        .connection(Conn { io, identity, cost, dialed_by_me: true }, &mut peer, None, None)
+                        .connection(
+                            Conn { io, identity, cost, dialed_by_me: true, stop: stop.clone() },
+                            &mut peer,
+                            None,
+                            None,
+                        )
                         .await;
                     if started.elapsed() > Duration::from_secs(10) {
                         backoff.reset();
@@ -302,22 +333,15 @@ impl Node {
                     log_link_end(&url.to_string(), peer.as_ref(), r);
                 }
             }
-            self.sleep(backoff.next_delay()).await;
+            sleep_or_stop(backoff.next_delay(), &stop).await;
         }
     }
 
-    async fn wait_unlinked(&self, peer: &NodeId) {
+    async fn wait_unlinked(&self, peer: &NodeId, stop: &CancellationToken) {
         let mut topo = self.topology();
         tokio::select! {
-            _ = self.inner.cancel.cancelled() => {}
+            _ = stop.cancelled() => {}
             _ = topo.wait_for(|t| !t.linked.contains(peer)) => {}
-        }
-    }
-
-    async fn sleep(&self, d: Duration) {
-        tokio::select! {
-            _ = self.inner.cancel.cancelled() => {}
-            _ = tokio::time::sleep(d) => {}
         }
     }
 
@@ -329,9 +353,9 @@ impl Node {
         permit: Option<Slot>,
         on_up: Option<oneshot::Sender<Result<NodeId, LinkError>>>,
     ) -> Result<(), LinkError> {
-        let ctx = self.ctx();
+        let Conn { io, identity, cost, dialed_by_me, stop } = conn;
+        let ctx = self.ctx(stop);
         let id = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
-        let Conn { io, identity, cost, dialed_by_me } = conn;
         let est = link::handshake(&ctx, id, io, cost, dialed_by_me, seen, identity.as_ref()).await;
         if let (Some(slot), Ok(_)) = (permit, &est) {
             slot.admitted();
@@ -367,7 +391,12 @@ impl Node {
         self.inner.tracker.spawn(async move {
             let mut seen = None;
             let r = node
-                .connection(Conn { io, identity, cost: 1.0, dialed_by_me: true }, &mut seen, None, Some(tx))
+                .connection(
+                    Conn { io, identity, cost: 1.0, dialed_by_me: true, stop: node.cancel_token() },
+                    &mut seen,
+                    None,
+                    Some(tx),
+                )
                 .await;
             log_link_end("client link", seen.as_ref(), r);
         });
@@ -500,6 +529,13 @@ fn log_dropped(addr: &std::net::SocketAddr, e: &dyn std::fmt::Display) {
     static DROPPED: Throttle = Throttle::new(Duration::from_secs(10), 5);
     if let Some(suppressed) = DROPPED.allow() {
         tracing::warn!(%addr, suppressed, "dropped connection: {e}");
+    }
+}
+
+async fn sleep_or_stop(d: Duration, stop: &CancellationToken) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(d) => {}
     }
 }
 

@@ -273,6 +273,7 @@ impl AnsibleRunner {
             env: vec![("PATH".into(), path_with_bin_dir(&self.program))],
             grace: self.grace,
             merge_stderr: false,
+            tmpdir: None,
         };
         run_child(&spec, None, None, job.output, job.cancel).await
     }
@@ -292,6 +293,7 @@ impl AnsibleRunner {
             env: vec![("PATH".into(), path_with_bin_dir(&self.program))],
             grace: self.grace,
             merge_stderr: false,
+            tmpdir: Some(job.job_dir.join("tmp")),
         };
         run_child(&spec, Some(Bytes::from(prelude)), None, job.output, job.cancel).await
     }

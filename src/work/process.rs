@@ -35,6 +35,11 @@ pub struct ChildSpec {
     /// Also send stderr to the output (as Go Receptor's command units do); its tail is
     /// kept for the result either way.
     pub merge_stderr: bool,
+    /// The job's own temporary directory (`TMPDIR`), created before it starts and removed
+    /// when it ends. It lives under the job directory (the state directory), not in /tmp,
+    /// so a job's temporary files outlive a daemon restart or upgrade (systemd deletes a
+    /// service's private /tmp on stop even while KillMode=process keeps its jobs running).
+    pub tmpdir: Option<PathBuf>,
 }
 
 /// Feeds the child's stdin before the job input (e.g. a rewritten header).
@@ -58,6 +63,13 @@ pub async fn run_child(
     cmd.env_clear();
     cmd.envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(inherited)));
     cmd.env(JOB_MARKER, &marker);
+    if let Some(tmp) = &spec.tmpdir {
+        if let Err(e) = make_tmpdir(tmp) {
+            return JobResult::failed(format!("cannot create the job's TMPDIR {}: {e}", tmp.display()));
+        }
+        // Before the spec's own environment, which may override it.
+        cmd.env("TMPDIR", tmp);
+    }
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
@@ -99,7 +111,28 @@ pub async fn run_child(
     kill_marked(&marker, Signal::SIGKILL);
     feeder.abort();
     let stderr_tail = tail.await.unwrap_or_default();
+    if let Some(tmp) = &spec.tmpdir {
+        remove_tmpdir(tmp).await;
+    }
     to_result(status, cancel.is_cancelled(), stderr_tail)
+}
+
+/// Creates the job's TMPDIR (and the job directory above it), private to the job's user.
+fn make_tmpdir(tmp: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(tmp)
+}
+
+/// Removes the TMPDIR, and the job directory above it when nothing else is left there.
+async fn remove_tmpdir(tmp: &std::path::Path) {
+    if let Err(e) = tokio::fs::remove_dir_all(tmp).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %tmp.display(), error = %e, "cannot remove the job's TMPDIR");
+        }
+    }
+    if let Some(parent) = tmp.parent() {
+        let _ = tokio::fs::remove_dir(parent).await;
+    }
 }
 
 fn to_result(status: std::io::Result<ExitStatus>, cancelled: bool, stderr_tail: String) -> JobResult {
