@@ -204,6 +204,9 @@ impl RemoteControl for MeshControl {
             if let Some(sig) = req.signature {
                 fields.insert("signature".into(), json!(sig));
             }
+            if let Some(lease) = req.lease {
+                fields.insert("lease".into(), json!(format!("{}ms", lease.as_millis())));
+            }
             let file = tokio::fs::File::open(&req.stdin)
                 .await
                 .map_err(|e| RemoteError::Refused(format!("reading stdin: {e}")))?;
