@@ -19,6 +19,7 @@ use super::run::{Callbacks, Receiver, RunError, RunOutcome, RunRequest};
 use super::socket::{self, SocketUnits};
 use super::{ClientError, ClientOptions, MeshClient};
 use crate::control::client::MeshControl;
+use crate::mesh::OpenError;
 use crate::mesh::backoff::Backoff;
 use crate::transport::PeerUrl;
 use crate::wire::NodeId;
@@ -65,7 +66,8 @@ enum Entry {
 }
 
 impl Entry {
-    async fn open(req: &RunRequest) -> Result<Entry, RunError> {
+    /// Joins the mesh (or picks the socket); over the mesh, `node` must be known.
+    async fn open(req: &RunRequest, node: &NodeId) -> Result<Entry, RunError> {
         if let Some(sock) = &req.control_socket {
             return Ok(Entry::Socket(SocketUnits(sock.clone())));
         }
@@ -80,6 +82,16 @@ impl Entry {
             None => super::DEFAULT_PEER.parse().expect("UNWRAP: the default peer URL is valid"),
         };
         let client = MeshClient::connect(&opts).await?;
+        // Joined, the client holds the whole mesh database: an unknown node is reported now.
+        let known = client.node().topology().borrow().reachable.clone();
+        if !known.contains(node) {
+            client.close().await;
+            let known = known.into_iter().collect();
+            return Err(RunError::Client(ClientError::Open(OpenError::UnknownNode {
+                node: node.clone(),
+                known,
+            })));
+        }
         let ctl = MeshControl { node: client.node().clone(), tls_only: req.tls.is_some() };
         Ok(Entry::Mesh { client, peer, ctl })
     }
@@ -212,7 +224,7 @@ async fn submit_unit(
         let record = |id: &str| *created.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.to_owned());
         match entry.control().submit(node, req, &record).await {
             Ok(id) => return Ok(id),
-            Err(RemoteError::Refused(reason)) => return Err(RunError::Worker { node: node.clone(), reason }),
+            Err(RemoteError::Refused(reason)) => return Err(refused(node, reason)),
             Err(RemoteError::Unreachable(why)) => {
                 // A unit created with a cut-off payload never runs: drop it, submit again.
                 let half = created.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -222,6 +234,15 @@ async fn submit_unit(
                 retry.wait(entry, node, &why, cb).await?;
             }
         }
+    }
+}
+
+/// A refused submission, worded as the job stream's refusals were.
+fn refused(node: &NodeId, reason: String) -> RunError {
+    let missing = reason.strip_prefix(&format!("unknown work type {WORK_TYPE}: "));
+    match missing {
+        Some(why) => RunError::Remote(format!("node {node} has no {WORK_TYPE} worker: {why}")),
+        None => RunError::Worker { node: node.clone(), reason },
     }
 }
 
@@ -367,7 +388,7 @@ pub(super) async fn run_unit(
     tokio::pin!(stop);
     let payload = pack(pdd.to_path_buf(), kwargs, cb.progress).await?;
     let entry = tokio::select! {
-        e = Entry::open(req) => e?,
+        e = Entry::open(req, target) => e?,
         s = &mut stop => return Err(stop_error(s)),
     };
     let created = Mutex::new(None);
@@ -422,7 +443,7 @@ pub async fn submit(req: &RunRequest) -> Result<UnitRef, RunError> {
     let (target, pdd, kwargs, _ident) = super::run::prepare_remote(req)?;
     let lease = req.lease.unwrap_or(DEFAULT_LEASE);
     let payload = pack(pdd, kwargs, false).await?;
-    let entry = Entry::open(req).await?;
+    let entry = Entry::open(req, &target).await?;
     let created = Mutex::new(None);
     let mut cb = Callbacks::default();
     let r = submit_unit(&entry, &target, payload.path(), lease, &created, &mut cb).await;
@@ -446,7 +467,7 @@ pub async fn attach(req: &RunRequest, at: &UnitRef, mut cb: Callbacks) -> Result
     let artifact_dir = pdd.join("artifacts").join(&ident);
     let stop = stop_signal(req.timeout);
     tokio::pin!(stop);
-    let entry = Entry::open(req).await?;
+    let entry = Entry::open(req, &at.node).await?;
     let mut recv = Receiver::new(&at.node, &artifact_dir, req.options.json_mode)?;
     let outcome = tokio::select! {
         r = follow(&entry, at, &mut recv, lease, &mut cb) => r,

@@ -2,6 +2,8 @@
 //! real `receptor` CLI, and polling helpers (no sleep-and-hope).
 #![allow(dead_code)]
 
+pub mod playbooks;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,249 @@
+//! `receptor run --via-receptor` as a durable, resumable run, against real daemons and the
+//! real ansible-runner: a relay killed and restarted mid-playbook, the client killed and
+//! attached again, Ctrl-C, detach/attach through a local daemon, and the lease.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::playbooks::*;
+use common::*;
+
+/// A running `receptor` client whose stdout and stderr are collected as they come.
+struct Client {
+    child: Child,
+    out: Arc<Mutex<Vec<u8>>>,
+    err: Arc<Mutex<Vec<u8>>>,
+}
+
+fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = r.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&chunk[..n]);
+        }
+    });
+    buf
+}
+
+impl Client {
+    fn spawn(mut cmd: Command) -> Client {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn receptor");
+        let out = collect(child.stdout.take().expect("stdout"));
+        let err = collect(child.stderr.take().expect("stderr"));
+        Client { child, out, err }
+    }
+
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().expect("lock")).into_owned()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.err.lock().expect("lock")).into_owned()
+    }
+
+    fn wait_stdout(&self, needle: &str) {
+        wait_until(&format!("client output {needle:?}"), Duration::from_secs(60), || {
+            self.stdout().contains(needle)
+        });
+    }
+
+    fn wait_stderr(&self, needle: &str) {
+        wait_until(&format!("client message {needle:?}"), Duration::from_secs(60), || {
+            self.stderr().contains(needle)
+        });
+    }
+
+    /// Waits (bounded) for the exit; returns the exit code.
+    fn finish(&mut self) -> Option<i32> {
+        let mut code = None;
+        wait_until("the client to exit", Duration::from_secs(120), || {
+            code = self.child.try_wait().expect("try_wait").map(|s| s.code());
+            code.is_some()
+        });
+        // The collector threads drain what is left in the pipes.
+        std::thread::sleep(Duration::from_millis(100));
+        code.flatten()
+    }
+
+    /// The `NODE:UNIT` the client announced on stderr.
+    fn unit(&self) -> String {
+        self.wait_stderr("running as work unit ");
+        let err = self.stderr();
+        let rest = err.split("running as work unit ").nth(1).expect("announced");
+        rest.split_whitespace().next().expect("unit ref").to_owned()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_cmd(peer: &Daemon, pdd: &Path, extra: &[&str]) -> Command {
+    let mut cmd = receptor_cmd(peer);
+    cmd.env("PATH", path_without_venv())
+        .arg("run")
+        .arg(pdd)
+        .args(["-p", "test.yml", "--via-receptor", "node3"])
+        .args(extra);
+    cmd
+}
+
+/// The remote run's artifacts equal those of a local `ansible-runner run` of the same play,
+/// and what the client printed is the run's stdout artifact.
+fn assert_like_local(client: &Client, artifact_dir: &Path, playbook: &str) {
+    assert_eq!(
+        client.stdout().as_bytes(),
+        std::fs::read(artifact_dir.join("stdout")).expect("stdout artifact"),
+        "printed == stdout artifact"
+    );
+    assert!(client.stdout().contains("PLAY RECAP"), "full recap: {}", client.stdout());
+    assert_eq!(std::fs::read_to_string(artifact_dir.join("rc")).expect("rc"), "0");
+    assert_eq!(std::fs::read_to_string(artifact_dir.join("status")).expect("status"), "successful");
+    let (_local_pdd, local) = local_run(playbook, "local1");
+    assert_eq!(events(artifact_dir), events(&local), "same events in the same order, each once");
+    assert_eq!(tree(artifact_dir), tree(&local), "same artifact files");
+}
+
+/// node1 (entry) and node3 (ansible-runner, control socket) both listen; node2, the only
+/// relay between them, dials both, so it can be restarted and rejoin.
+fn relayed(dir: &Path) -> (Daemon, Daemon, Daemon, std::path::PathBuf) {
+    let (ctl, sock) = with_socket("node3", dir);
+    let n1 = Daemon::start(Spec::new("node1"));
+    let n3 = Daemon::start(Spec::new("node3").with_ansible().extra(&ctl));
+    let n2 = Daemon::start(Spec::new("node2").peer(n1.port).peer(n3.port));
+    wait_route(&n1, "node3");
+    (n1, n2, n3, sock)
+}
+
+fn unit_list(sock: &Path) -> String {
+    stdout(&receptorctl(sock, &["work", "list"])).trim().to_owned()
+}
+
+#[test]
+fn relay_killed_and_restarted_mid_playbook_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n1, mut n2, _n3, sock) = relayed(dir.path());
+    let pdd = make_pdd(SLEEPY);
+    let mut client = Client::spawn(run_cmd(&n1, pdd.path(), &["-i", "r1"]));
+    client.wait_stdout("\"msg\": \"early\"");
+    n2.kill();
+    client.wait_stderr("reconnecting to node3");
+    n2.restart();
+    assert_eq!(client.finish(), Some(0), "stderr: {}", client.stderr());
+    assert!(client.stderr().contains("reconnected to node3; resuming at byte "), "{}", client.stderr());
+    assert_like_local(&client, &pdd.path().join("artifacts/r1"), SLEEPY);
+    assert_eq!(unit_list(&sock), "{}", "the unit is released at the end");
+}
+
+#[test]
+fn a_killed_client_attaches_again_and_gets_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n1, _n2, _n3, sock) = relayed(dir.path());
+    let pdd = make_pdd(SLEEPY);
+    let me = ["--receptor-node-id", "client7"];
+    let mut first = Client::spawn(run_cmd(&n1, pdd.path(), &[&["-i", "k1"][..], &me].concat()));
+    let unit = first.unit();
+    first.wait_stdout("\"msg\": \"early\"");
+    first.child.kill().expect("SIGKILL");
+    let _ = first.child.wait();
+    assert!(unit_list(&sock).contains(unit.split(':').nth(1).expect("id")), "the unit outlives its client");
+
+    let mut again = receptor_cmd(&n1);
+    again.arg("run").arg(pdd.path()).args(["--attach", &unit, "-i", "k1"]).args(me);
+    let mut again = Client::spawn(again);
+    assert_eq!(again.finish(), Some(0), "stderr: {}", again.stderr());
+    assert_like_local(&again, &pdd.path().join("artifacts/k1"), SLEEPY);
+    assert_eq!(unit_list(&sock), "{}");
+}
+
+#[test]
+fn ctrl_c_cancels_and_releases_the_remote_unit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n1, _n2, n3, sock) = relayed(dir.path());
+    let pdd = make_pdd(&PAUSING.replace("PAUSE_SECONDS", "300"));
+    let mut client = Client::spawn(run_cmd(&n1, pdd.path(), &[]));
+    client.wait_stdout("\"msg\": \"early\"");
+    let data = n3.data_dir().to_string_lossy().into_owned();
+    assert!(!processes_mentioning(&data).is_empty(), "the worker runs under node3's data dir");
+    let pid = nix::unistd::Pid::from_raw(client.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGINT).expect("SIGINT");
+    assert_eq!(client.finish(), Some(1));
+    assert!(
+        client.stderr().contains("interrupted; the work unit was cancelled and released"),
+        "{}",
+        client.stderr()
+    );
+    wait_until("remote worker processes gone", Duration::from_secs(20), || {
+        processes_mentioning(&data).is_empty()
+    });
+    assert_eq!(unit_list(&sock), "{}", "the unit is released");
+}
+
+#[test]
+fn detach_then_attach_through_the_local_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let n1 = Daemon::start(Spec::new("node1").extra(&ctl));
+    let _n3 = Daemon::start(Spec::new("node3").peer(n1.port).with_ansible());
+    wait_route(&n1, "node3");
+    let pdd = make_pdd(SLEEPY);
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(RECEPTOR);
+        cmd.arg("--socket").arg(&sock).arg("run").arg(pdd.path()).args(extra);
+        cmd.output().expect("receptor run")
+    };
+    let out = run(&["-p", "test.yml", "--via-receptor", "node3", "-i", "d1", "--detach"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let at = stdout(&out).trim().to_owned();
+    let id = at.strip_prefix("node3:").expect("NODE:UNIT").to_owned();
+    assert!(stderr(&out).contains(&format!("--attach {at} -i d1")), "{}", stderr(&out));
+    let listed = Command::new(RECEPTOR).arg("--socket").arg(&sock).args(["work", "list", "-q"]).output();
+    assert!(stdout(&listed.expect("work list")).contains(&id), "work list shows the detached run");
+
+    let mut attach = Command::new(RECEPTOR);
+    attach.arg("--socket").arg(&sock).arg("run").arg(pdd.path()).args(["--attach", &at, "-i", "d1"]);
+    let mut client = Client::spawn(attach);
+    assert_eq!(client.finish(), Some(0), "stderr: {}", client.stderr());
+    assert_like_local(&client, &pdd.path().join("artifacts/d1"), SLEEPY);
+    assert_eq!(unit_list(&sock), "{}", "attaching to the end releases the unit");
+}
+
+#[test]
+fn an_abandoned_run_is_released_when_its_lease_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n1, _n2, n3, sock) = relayed(dir.path());
+    let pdd = make_pdd(&PAUSING.replace("PAUSE_SECONDS", "300"));
+    let out = run_cmd(&n1, pdd.path(), &["--detach", "--lease", "2s"]).output().expect("detach");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let at = stdout(&out).trim().to_owned();
+    assert!(at.starts_with("node3:"), "{at}");
+    let data = n3.data_dir().to_string_lossy().into_owned();
+    wait_until("the job to start", Duration::from_secs(30), || !processes_mentioning(&data).is_empty());
+    n3.wait_log("lease expired", Duration::from_secs(30));
+    wait_until("the unit released", Duration::from_secs(30), || unit_list(&sock) == "{}");
+    wait_until("its processes gone", Duration::from_secs(20), || processes_mentioning(&data).is_empty());
+
+    // Hostile or silly leases are refused before anything runs.
+    let out = run_cmd(&n1, pdd.path(), &["--lease", "0s"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--lease: lease 0ns out of range"), "{}", stderr(&out));
+    let req = br#"{"command":"work","subcommand":"submit","node":"localhost","worktype":"ansible-runner","lease":"99999999h"}"#;
+    let reply = raw_session(&sock, &[&req[..], b"\n"].concat(), 1);
+    assert!(reply[0].starts_with("ERROR: lease") && reply[0].contains("out of range"), "{reply:?}");
+    let req = br#"{"command":"work","subcommand":"submit","node":"localhost","worktype":"ansible-runner","lease":"soon"}"#;
+    let reply = raw_session(&sock, &[&req[..], b"\n"].concat(), 1);
+    assert!(reply[0].starts_with("ERROR: time: invalid duration"), "{reply:?}");
+}
