@@ -247,3 +247,97 @@ fn an_abandoned_run_is_released_when_its_lease_expires() {
     let reply = raw_session(&sock, &[&req[..], b"\n"].concat(), 1);
     assert!(reply[0].starts_with("ERROR: time: invalid duration"), "{reply:?}");
 }
+
+/// A network namespace joined to this one by a veth pair (10.213.N.1 here, 10.213.N.2
+/// there); deleted, with the pair, on drop.
+struct Netns {
+    name: String,
+    here: String,
+    subnet: u32,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false)
+}
+
+impl Netns {
+    /// `None` (with the reason printed) when this process may not create namespaces.
+    fn create() -> Option<Netns> {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!(
+                "SKIPPED: the veth test needs root (ip netns, veth pairs); run the suite as root to include it"
+            );
+            return None;
+        }
+        let pid = std::process::id();
+        let subnet = pid % 250;
+        let ns = Netns { name: format!("rcpt-test-{pid}"), here: format!("rcv{pid}a"), subnet };
+        let there = format!("rcv{pid}b");
+        let (a, b) = (format!("10.213.{subnet}.1/30"), format!("10.213.{subnet}.2/30"));
+        let steps: [&[&str]; 7] = [
+            &["netns", "add", &ns.name],
+            &["link", "add", &ns.here, "type", "veth", "peer", "name", &there],
+            &["link", "set", &there, "netns", &ns.name],
+            &["addr", "add", &a, "dev", &ns.here],
+            &["link", "set", &ns.here, "up"],
+            &["-n", &ns.name, "addr", "add", &b, "dev", &there],
+            &["-n", &ns.name, "link", "set", &there, "up"],
+        ];
+        for step in steps {
+            assert!(ip(step), "ip {step:?} failed");
+        }
+        assert!(ip(&["-n", &ns.name, "link", "set", "lo", "up"]));
+        Some(ns)
+    }
+
+    fn there_addr(&self) -> String {
+        format!("10.213.{}.2", self.subnet)
+    }
+
+    fn link(&self, up: bool) {
+        assert!(ip(&["link", "set", &self.here, if up { "up" } else { "down" }]));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.here]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[test]
+fn a_veth_link_down_for_15_seconds_loses_nothing() {
+    let Some(ns) = Netns::create() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node3", dir.path());
+    let mut spec3 = Spec::new("node3").with_ansible().extra(&ctl).extra(FAST_MESH);
+    spec3.netns = Some(ns.name.clone());
+    spec3.listen_host = Some(ns.there_addr());
+    let n3 = Daemon::start(spec3);
+    let mut spec1 = Spec::new("node1").extra(FAST_MESH);
+    spec1.peer_addrs.push(format!("{}:{}", ns.there_addr(), n3.port));
+    let n1 = Daemon::start(spec1);
+    wait_route(&n1, "node3");
+
+    let pdd = make_pdd(SLEEPY);
+    let mut client = Client::spawn(run_cmd(&n1, pdd.path(), &["-i", "v1"]));
+    client.wait_stdout("\"msg\": \"early\"");
+    ns.link(false);
+    client.wait_stderr("reconnecting to node3");
+    // Down for 15 s in all: polled, not slept blindly, so a client that gave up shows.
+    let down = std::time::Instant::now();
+    wait_until("15 s of link down", Duration::from_secs(20), || {
+        assert!(
+            client.child.try_wait().expect("try_wait").is_none(),
+            "the client gave up: {}",
+            client.stderr()
+        );
+        down.elapsed() >= Duration::from_secs(15)
+    });
+    ns.link(true);
+    assert_eq!(client.finish(), Some(0), "stderr: {}", client.stderr());
+    assert!(client.stderr().contains("reconnected to node3; resuming at byte "), "{}", client.stderr());
+    assert_like_local(&client, &pdd.path().join("artifacts/v1"), SLEEPY);
+    assert_eq!(unit_list(&sock), "{}");
+}
