@@ -136,7 +136,7 @@ struct Reconnect {
 impl Reconnect {
     fn new(limit: Duration) -> Reconnect {
         Reconnect {
-            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(2)),
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
             since: None,
             limit,
         }

@@ -67,6 +67,8 @@ pub struct RunRequest {
 }
 
 type Handler = Box<dyn FnMut(&Value) + Send>;
+/// Receives the client's remarks on a remote run.
+pub type NoticeHandler = Box<dyn FnMut(&str) + Send>;
 
 /// Event and status callbacks, and where to print the playbook's output.
 #[derive(Default)]
@@ -79,7 +81,7 @@ pub struct Callbacks {
     pub progress: bool,
     /// Receives what the client has to say about a remote run (its unit, lost
     /// connections, reconnections); `None` logs it.
-    pub notice_handler: Option<Box<dyn FnMut(&str) + Send>>,
+    pub notice_handler: Option<NoticeHandler>,
 }
 
 /// How a run ended.
