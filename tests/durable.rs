@@ -190,6 +190,19 @@ fn ctrl_c_cancels_and_releases_the_remote_unit() {
         processes_mentioning(&data).is_empty()
     });
     assert_eq!(unit_list(&sock), "{}", "the unit is released");
+
+    // --timeout stops a run the same way.
+    let out = run_cmd(&n1, pdd.path(), &["--timeout", "2s"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("timed out after 2s; the work unit was cancelled and released"),
+        "{}",
+        stderr(&out)
+    );
+    wait_until("remote worker processes gone", Duration::from_secs(20), || {
+        processes_mentioning(&data).is_empty()
+    });
+    assert_eq!(unit_list(&sock), "{}");
 }
 
 #[test]
