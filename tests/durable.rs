@@ -354,3 +354,26 @@ fn a_veth_link_down_for_15_seconds_loses_nothing() {
     assert_like_local(&client, &pdd.path().join("artifacts/v1"), SLEEPY);
     assert_eq!(unit_list(&sock), "{}");
 }
+
+#[test]
+fn the_local_daemon_killed_and_restarted_mid_playbook_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    // node1 dials node3, so a restarted node1 (on a new port) links again.
+    let n3 = Daemon::start(Spec::new("node3").with_ansible());
+    let mut n1 = Daemon::start(Spec::new("node1").extra(&ctl).peer(n3.port));
+    wait_route(&n1, "node3");
+    let pdd = make_pdd(SLEEPY);
+    let mut cmd = Command::new(RECEPTOR);
+    cmd.arg("--socket").arg(&sock).arg("run").arg(pdd.path());
+    cmd.args(["-p", "test.yml", "--via-receptor", "node3", "-i", "s1"]);
+    let mut client = Client::spawn(cmd);
+    client.wait_stdout("\"msg\": \"early\"");
+    n1.kill();
+    client.wait_stderr("reconnecting to node3");
+    n1.restart();
+    assert_eq!(client.finish(), Some(0), "stderr: {}", client.stderr());
+    assert!(client.stderr().contains("reconnected to node3; resuming at byte "), "{}", client.stderr());
+    assert_like_local(&client, &pdd.path().join("artifacts/s1"), SLEEPY);
+    assert_eq!(unit_list(&sock), "{}");
+}
