@@ -128,6 +128,19 @@ fn relayed(dir: &Path) -> (Daemon, Daemon, Daemon, std::path::PathBuf) {
     (n1, n2, n3, sock)
 }
 
+trait ExpectOk {
+    fn expect_ok(self) -> std::process::Output;
+}
+
+impl ExpectOk for std::io::Result<std::process::Output> {
+    /// The output of a command that must have run and exited 0.
+    fn expect_ok(self) -> std::process::Output {
+        let out = self.expect("run");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        out
+    }
+}
+
 fn unit_list(sock: &Path) -> String {
     stdout(&receptorctl(sock, &["work", "list"])).trim().to_owned()
 }
@@ -210,7 +223,7 @@ fn detach_then_attach_through_the_local_daemon() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, sock) = with_socket("node1", dir.path());
     let n1 = Daemon::start(Spec::new("node1").extra(&ctl));
-    let _n3 = Daemon::start(Spec::new("node3").peer(n1.port).with_ansible());
+    let n3 = Daemon::start(Spec::new("node3").peer(n1.port).with_ansible());
     wait_route(&n1, "node3");
     let pdd = make_pdd(SLEEPY);
     let run = |extra: &[&str]| {
@@ -223,6 +236,13 @@ fn detach_then_attach_through_the_local_daemon() {
     let at = stdout(&out).trim().to_owned();
     let id = at.strip_prefix("node3:").expect("NODE:UNIT").to_owned();
     assert!(stderr(&out).contains(&format!("--attach {at} -i d1")), "{}", stderr(&out));
+    // The daemon's unit mirrors one on node3 that carries the lease too.
+    let units3 = n3.data_dir().join("units");
+    wait_until("node3's unit with the lease", Duration::from_secs(30), || {
+        std::fs::read_dir(&units3).into_iter().flatten().flatten().any(|e| {
+            std::fs::read_to_string(e.path().join("unit.json")).is_ok_and(|t| t.contains("\"lease\""))
+        })
+    });
     let listed = Command::new(RECEPTOR).arg("--socket").arg(&sock).args(["work", "list", "-q"]).output();
     assert!(stdout(&listed.expect("work list")).contains(&id), "work list shows the detached run");
 
@@ -248,6 +268,18 @@ fn an_abandoned_run_is_released_when_its_lease_expires() {
     n3.wait_log("lease expired", Duration::from_secs(30));
     wait_until("the unit released", Duration::from_secs(30), || unit_list(&sock) == "{}");
     wait_until("its processes gone", Duration::from_secs(20), || processes_mentioning(&data).is_empty());
+
+    // A followed run outlives a lease shorter than the run itself.
+    let pdd = make_pdd(SLEEPY);
+    let me = ["--receptor-node-id", "client8"];
+    let out =
+        run_cmd(&n1, pdd.path(), &[&["--detach", "--lease", "3s", "-i", "f1"][..], &me].concat()).output();
+    let at = stdout(&out.expect_ok()).trim().to_owned();
+    let mut attach = receptor_cmd(&n1);
+    attach.arg("run").arg(pdd.path()).args(["--attach", &at, "-i", "f1", "--lease", "3s"]).args(me);
+    let mut client = Client::spawn(attach);
+    assert_eq!(client.finish(), Some(0), "stderr: {}", client.stderr());
+    assert!(client.stdout().contains("\"msg\": \"late\""), "{}", client.stdout());
 
     // Hostile or silly leases are refused before anything runs.
     let out = run_cmd(&n1, pdd.path(), &["--lease", "0s"]).output().expect("run");

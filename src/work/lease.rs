@@ -20,6 +20,9 @@ use super::units::{Unit, UnitKind, Units};
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 /// Longest lease accepted (7 days, the default retention of completed units).
 pub const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Shortest lease a remote unit forwards to the node that runs it: there, this node's
+/// mirror is the attached client, and it reconnects with a backoff of up to 5 s.
+pub const MIN_FORWARDED_LEASE: Duration = Duration::from_secs(30);
 /// The lease `receptor run` asks for unless told otherwise.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 

@@ -294,7 +294,7 @@ async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
         params: r.params.clone(),
         stdin: unit.stdin_path(),
         signature,
-        lease: r.lease,
+        lease: r.lease.map(|l| l.max(super::lease::MIN_FORWARDED_LEASE)),
     };
     let record = |rid: &str| {
         let _ = update_remote(unit, |r| r.remote_unit_id = rid.to_owned());
