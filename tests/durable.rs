@@ -259,10 +259,15 @@ fn an_abandoned_run_is_released_when_its_lease_expires() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (n1, _n2, n3, sock) = relayed(dir.path());
     let pdd = make_pdd(&PAUSING.replace("PAUSE_SECONDS", "300"));
-    let out = run_cmd(&n1, pdd.path(), &["--detach", "--lease", "2s"]).output().expect("detach");
+    let out = run_cmd(&n1, pdd.path(), &["--detach", "--lease", "4s"]).output().expect("detach");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let at = stdout(&out).trim().to_owned();
     assert!(at.starts_with("node3:"), "{at}");
+    // `receptor work list --node` shows it to the node ID it was submitted as.
+    let hint = stderr(&out);
+    let as_node = hint.split("--receptor-node-id ").nth(1).expect("node id printed").trim().to_owned();
+    let listed = receptor(&n1, &["--receptor-node-id", &as_node, "work", "list", "--node", "node3", "-q"]);
+    assert_eq!(stdout(&listed).trim(), at.trim_start_matches("node3:"), "{}", stderr(&listed));
     let data = n3.data_dir().to_string_lossy().into_owned();
     wait_until("the job to start", Duration::from_secs(30), || !processes_mentioning(&data).is_empty());
     n3.wait_log("lease expired", Duration::from_secs(30));

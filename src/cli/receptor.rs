@@ -209,6 +209,10 @@ pub enum WorkCommand {
         /// Only the unit IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// With --receptor-peer: the units this client's node ID (--receptor-node-id)
+        /// submitted to NODE, e.g. runs detached over the mesh.
+        #[arg(long)]
+        node: Option<NodeId>,
     },
     /// Show one unit's status (JSON).
     Status { unit: String },

@@ -159,6 +159,14 @@ fn classify(e: ClientError) -> RemoteError {
 }
 
 impl MeshControl {
+    /// One request to `node`'s control service; its one-line JSON reply.
+    pub async fn request(&self, node: &NodeId, line: &str) -> Result<Value, RemoteError> {
+        let mut c = self.session(node).await?;
+        let v = c.request(line).await.map_err(classify)?;
+        c.wr.close().await;
+        Ok(v)
+    }
+
     async fn session(&self, node: &NodeId) -> Result<MeshClient, RemoteError> {
         let (w, r) = self.node.open(node, CONTROL_SERVICE, Bytes::new()).await.map_err(unreachable)?;
         let client = tokio::time::timeout(GREETING_TIMEOUT, ControlClient::connect(r, MeshWrite(Some(w))))

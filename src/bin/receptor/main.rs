@@ -112,6 +112,9 @@ async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
             Some(node) => submit(&client, &node, &work_type, payload, &params).await,
             None => Err(anyhow::anyhow!("--node is required to run work over the mesh (--receptor-peer)")),
         },
+        Command::Work(WorkCommand::List { unit, quiet, node: Some(node) }) => {
+            work::list_on(&client, &node, unit, quiet).await
+        }
         Command::Work(_) => Err(anyhow::anyhow!(
             "work units live on a daemon: use its control socket (--socket) rather than --receptor-peer"
         )),
