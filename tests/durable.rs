@@ -414,3 +414,48 @@ fn the_local_daemon_killed_and_restarted_mid_playbook_loses_nothing() {
     assert_like_local(&client, &pdd.path().join("artifacts/s1"), SLEEPY);
     assert_eq!(unit_list(&sock), "{}");
 }
+
+#[test]
+fn the_library_resumes_and_hands_each_event_over_once_in_order() {
+    use receptord::client::blocking;
+    use receptord::client::run::{Callbacks, RunOptions, RunRequest};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n1, mut n2, _n3, sock) = relayed(dir.path());
+    let pdd = make_pdd(SLEEPY);
+    let req = RunRequest {
+        via_receptor: Some("node3".parse().expect("id")),
+        receptor_peer: Some(n1.peer_url().parse().expect("url")),
+        options: RunOptions {
+            private_data_dir: pdd.path().to_path_buf(),
+            playbook: Some("test.yml".into()),
+            ident: Some("lib1".into()),
+            ..RunOptions::default()
+        },
+        ..RunRequest::default()
+    };
+    let counters = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let notices = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (c, n) = (counters.clone(), notices.clone());
+    let callbacks = Callbacks {
+        event_handler: Some(Box::new(move |ev| {
+            c.lock().expect("lock").push(ev["counter"].as_u64().expect("counter"))
+        })),
+        notice_handler: Some(Box::new(move |msg| n.lock().expect("lock").push(msg.to_owned()))),
+        ..Callbacks::default()
+    };
+    let run = std::thread::spawn(move || blocking::run(&req, callbacks));
+    wait_until("the first events", Duration::from_secs(60), || counters.lock().expect("lock").len() >= 3);
+    n2.kill();
+    let reconnecting = || notices.lock().expect("lock").iter().any(|m| m.contains("reconnecting to node3"));
+    wait_until("the client to notice", Duration::from_secs(30), reconnecting);
+    n2.restart();
+    let outcome = run.join().expect("thread").expect("run");
+    assert_eq!((outcome.status.as_str(), outcome.rc), ("successful", 0));
+    let seen = counters.lock().expect("lock").clone();
+    let expected: Vec<u64> = (1..=seen.len() as u64).collect();
+    assert_eq!(seen, expected, "every event once, in order");
+    let files = std::fs::read_dir(pdd.path().join("artifacts/lib1/job_events")).expect("events").count();
+    assert_eq!(files, seen.len(), "as many events handed over as written");
+    assert!(notices.lock().expect("lock").iter().any(|m| m.contains("reconnected to node3")));
+    assert_eq!(unit_list(&sock), "{}");
+}
