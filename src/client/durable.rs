@@ -34,6 +34,16 @@ const FINAL_POLL: Duration = Duration::from_millis(10);
 const FINAL_WAIT: Duration = Duration::from_secs(5);
 /// How long cancelling and releasing may take before the lease is left to do it.
 const RELEASE_WAIT: Duration = Duration::from_secs(15);
+/// How long one request (open results, status) may go unanswered before it counts as a
+/// lost connection.
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// `f`, or `Unreachable` when it does not answer within [`ANSWER_WAIT`].
+async fn answered<T>(f: impl std::future::Future<Output = Result<T, RemoteError>>) -> Result<T, RemoteError> {
+    tokio::time::timeout(ANSWER_WAIT, f)
+        .await
+        .unwrap_or_else(|_| Err(RemoteError::Unreachable(format!("no answer within {ANSWER_WAIT:?}"))))
+}
 
 /// A run's work unit: the node it runs on and its unit ID there (for a run through a
 /// local daemon, the ID of that daemon's unit). Written and parsed as `NODE:UNIT`.
@@ -126,10 +136,15 @@ fn say(cb: &mut Callbacks, msg: &str) {
     }
 }
 
-/// Retries an operation that failed for lack of a connection, bounded by `limit`.
+/// Retries an operation that failed for lack of a connection. Bounded: once the time
+/// spent disconnected since the last progress exceeds `limit`, it gives up (so a
+/// connection that keeps breaking before any byte arrives cannot loop forever).
 struct Reconnect {
     backoff: Backoff,
+    /// Disconnected since then.
     since: Option<Instant>,
+    /// Time spent disconnected since the last progress, before `since`.
+    lost: Duration,
     limit: Duration,
 }
 
@@ -138,6 +153,7 @@ impl Reconnect {
         Reconnect {
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
             since: None,
+            lost: Duration::ZERO,
             limit,
         }
     }
@@ -154,7 +170,7 @@ impl Reconnect {
             say(cb, &format!("connection to {node} lost ({why}); reconnecting to {node}…"));
             Instant::now()
         });
-        if since.elapsed() > self.limit {
+        if self.lost + since.elapsed() > self.limit {
             return Err(RunError::Client(ClientError::Lost {
                 node: node.clone(),
                 reason: format!("no connection for {:?}: {why}", self.limit),
@@ -168,9 +184,15 @@ impl Reconnect {
     }
 
     fn connected(&mut self, node: &NodeId, offset: u64, cb: &mut Callbacks) {
-        if self.since.take().is_some() {
+        if let Some(since) = self.since.take() {
+            self.lost += since.elapsed();
             say(cb, &format!("reconnected to {node}; resuming at byte {offset}"));
         }
+    }
+
+    /// Bytes arrived: the connection works.
+    fn progress(&mut self) {
+        self.lost = Duration::ZERO;
         self.backoff.reset();
     }
 }
@@ -261,13 +283,14 @@ async fn follow(
     let mut retry = Reconnect::new(lease);
     let mut have = 0u64;
     loop {
-        let why = match ctl.results(node, unit, have, None).await {
+        let why = match answered(ctl.results(node, unit, have, None)).await {
             Ok(mut stream) => {
                 retry.connected(node, have, cb);
                 let ended = loop {
                     match stream.next().await {
                         Ok(Some(data)) => {
                             have += data.len() as u64;
+                            retry.progress();
                             recv.feed(&data, cb)?;
                             if recv.is_done() {
                                 break Ok(());
@@ -279,7 +302,7 @@ async fn follow(
                 };
                 match ended {
                     Ok(()) if recv.is_done() => return Ok(final_result(ctl, node, unit).await),
-                    Ok(()) => match ctl.status(node, unit).await {
+                    Ok(()) => match answered(ctl.status(node, unit)).await {
                         Ok(st) if st.state.is_final() && have >= st.stdout_size => {
                             return Ok(socket::job_result(&st));
                         }
@@ -303,7 +326,7 @@ async fn follow(
 async fn final_result(ctl: &dyn RemoteControl, node: &NodeId, unit: &str) -> JobResult {
     let start = Instant::now();
     while start.elapsed() < FINAL_WAIT {
-        match ctl.status(node, unit).await {
+        match answered(ctl.status(node, unit)).await {
             Ok(st) if st.state.is_final() => return socket::job_result(&st),
             Ok(_) => tokio::time::sleep(FINAL_POLL).await,
             Err(_) => break,
@@ -315,6 +338,13 @@ async fn final_result(ctl: &dyn RemoteControl, node: &NodeId, unit: &str) -> Job
 /// Cancels (if still running) and releases the unit, retrying for a while; what is left
 /// undone, the unit's lease does.
 async fn release(entry: &Entry, at: &UnitRef, cb: &mut Callbacks) {
+    let attempts = release_attempts(entry, at, cb);
+    if tokio::time::timeout(RELEASE_WAIT * 2, attempts).await.is_err() {
+        say(cb, &format!("could not release work unit {at} (no answer); its lease will"));
+    }
+}
+
+async fn release_attempts(entry: &Entry, at: &UnitRef, cb: &mut Callbacks) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
     let start = Instant::now();
     loop {
