@@ -447,7 +447,8 @@ pub(super) async fn run_unit(
     say(
         cb,
         &format!(
-            "running as work unit {at} (lease {lease:?}); to follow it from another client: --attach {at} -i {ident}{as_node}"
+            "running as work unit {at} (lease {}); to follow it from another client: --attach {at} -i {ident}{as_node}",
+            humantime::format_duration(lease)
         ),
     );
     let mut recv = Receiver::new(target, artifact_dir, req.options.json_mode)?;
