@@ -4,86 +4,15 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Cursor, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::playbooks::*;
 use common::*;
 use zip::ZipWriter;
 use zip::write::SimpleFileOptions;
-
-const PLAY: &str = "---
-- name: Two task play
-  hosts: all
-  gather_facts: false
-  tasks:
-    - name: first task
-      ansible.builtin.debug:
-        msg: \"hello {{ greeting }}\"
-    - name: second task
-      ansible.builtin.command: echo task-two
-      changed_when: false
-";
-
-const FAILING: &str = "---
-- hosts: all
-  gather_facts: false
-  tasks:
-    - name: this fails
-      ansible.builtin.fail:
-        msg: deliberate failure
-";
-
-const PAUSING: &str = "---
-- hosts: all
-  gather_facts: false
-  tasks:
-    - name: before the pause
-      ansible.builtin.debug:
-        msg: early
-    - name: pause
-      ansible.builtin.pause:
-        seconds: PAUSE_SECONDS
-    - name: after the pause
-      ansible.builtin.debug:
-        msg: late
-";
-
-/// A private data dir with `playbook` as project/test.yml.
-fn make_pdd(playbook: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = dir.path();
-    for d in ["project", "inventory", "env"] {
-        std::fs::create_dir(p.join(d)).expect("mkdir");
-    }
-    std::fs::write(p.join("project/test.yml"), playbook).expect("playbook");
-    std::fs::write(
-        p.join("inventory/hosts"),
-        "localhost ansible_connection=local ansible_python_interpreter=\"{{ ansible_playbook_python }}\"\n",
-    )
-    .expect("inventory");
-    std::fs::write(p.join("env/extravars"), "{\"greeting\": \"hi\"}\n").expect("extravars");
-    dir
-}
-
-/// Runs `playbook` with the real `ansible-runner run`; returns its private data dir and
-/// the run's artifact dir.
-fn local_run(playbook: &str, ident: &str) -> (tempfile::TempDir, PathBuf) {
-    let pdd = make_pdd(playbook);
-    let st = Command::new(venv_bin().join("ansible-runner"))
-        .env("PATH", path_with_venv())
-        .arg("run")
-        .arg(pdd.path())
-        .args(["-p", "test.yml", "-i", ident])
-        .stdout(Stdio::null())
-        .status()
-        .expect("ansible-runner run");
-    assert!(st.success());
-    let art = pdd.path().join("artifacts").join(ident);
-    (pdd, art)
-}
 
 fn mesh() -> (Daemon, Daemon, Daemon) {
     let n1 = Daemon::start(Spec::new("node1"));
@@ -103,39 +32,6 @@ fn run_cmd(peer: &Daemon, pdd: &Path, extra: &[&str]) -> Command {
     ]);
     cmd.args(extra);
     cmd
-}
-
-/// (counter, event) pairs of an artifact dir's job_events, in counter order.
-fn events(artifact_dir: &Path) -> Vec<String> {
-    let mut evs: Vec<(u64, String)> = std::fs::read_dir(artifact_dir.join("job_events"))
-        .expect("job_events")
-        .map(|e| {
-            let text = std::fs::read_to_string(e.expect("entry").path()).expect("event file");
-            let v: serde_json::Value = serde_json::from_str(&text).expect("event json");
-            (v["counter"].as_u64().expect("counter"), v["event"].as_str().expect("event").to_owned())
-        })
-        .collect();
-    evs.sort();
-    evs.into_iter().map(|(_, e)| e).collect()
-}
-
-/// Relative paths under `dir`, with job event files reduced to a count placeholder.
-fn tree(dir: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
-            let rel = e.path().strip_prefix(dir).expect("prefix").to_string_lossy().into_owned();
-            if rel.starts_with("job_events/") {
-                continue;
-            }
-            if e.file_type().expect("type").is_dir() {
-                stack.push(e.path());
-            }
-            out.insert(rel);
-        }
-    }
-    out
 }
 
 #[test]
@@ -481,38 +377,4 @@ fn local_node_id_equal_to_via_runs_without_a_peer() {
         std::fs::read_to_string(pdd.path().join("artifacts/l1/status")).expect("status"),
         "successful"
     );
-}
-
-/// Processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-#[test]
-fn killing_the_client_kills_the_remote_process_group() {
-    let (n1, _n2, n3) = mesh();
-    let pdd = make_pdd(&PAUSING.replace("PAUSE_SECONDS", "300"));
-    let mut child = run_cmd(&n1, pdd.path(), &[]).stdout(Stdio::piped()).spawn().expect("spawn");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    for line in lines.by_ref() {
-        if line.expect("line").contains("\"msg\": \"early\"") {
-            break;
-        }
-    }
-    let data = n3.data_dir().to_string_lossy().into_owned();
-    assert!(!processes_mentioning(&data).is_empty(), "the worker runs under node3's data dir");
-    child.kill().expect("kill");
-    let _ = child.wait();
-    wait_until("remote worker processes gone", Duration::from_secs(15), || {
-        processes_mentioning(&data).is_empty()
-    });
 }

@@ -116,7 +116,12 @@ Left out, and why:
   -r/--role, --role-vars, --roles-path   roles are resolved from paths on the client; put the play in project/
   --artifact-dir, --project-dir          absolute client paths mean nothing on the remote node
   -b/--binary                            raw commands are not an ansible-runner `run` job
-  start, stop, is-alive                  daemon mode: the mesh job lives only as long as this command";
+  start, stop, is-alive                  see --detach and --attach instead
+
+A run on another node is a durable work unit there: a lost link or a relay restart only
+pauses the output (\"reconnecting to NODE…\" on stderr), then it resumes where it stopped.
+Ctrl-C cancels and releases the unit; so does --timeout; a unit no client has followed
+for longer than --lease is released by the node itself.";
 
 #[derive(ClapArgs, Debug)]
 pub struct RunArgs {
@@ -170,6 +175,21 @@ pub struct RunArgs {
     /// Print nothing of the playbook output.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Remote runs: the node cancels and releases the run's work unit once no client has
+    /// followed it for this long (1s to 7 days).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+    /// Remote runs: cancel and release the work unit after this long.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Submit the run, print NODE:UNIT (and how to attach) and exit 0; attach within --lease.
+    #[arg(long, conflicts_with = "attach")]
+    pub detach: bool,
+    /// Follow a run submitted with --detach (or whose client died): print its output, write
+    /// PRIVATE_DATA_DIR/artifacts/IDENT/ (-i IDENT as printed), exit with its rc. Attach the
+    /// way it was submitted: the same --socket, or the mesh with the same --receptor-node-id.
+    #[arg(long, value_name = "NODE:UNIT", requires = "ident")]
+    pub attach: Option<crate::client::durable::UnitRef>,
 }
 
 /// Work units of the local daemon, through its control socket (as receptorctl does).
@@ -214,6 +234,10 @@ pub enum WorkCommand {
         /// Only the unit IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// With --receptor-peer: the units this client's node ID (--receptor-node-id)
+        /// submitted to NODE, e.g. runs detached over the mesh.
+        #[arg(long)]
+        node: Option<NodeId>,
     },
     /// Show one unit's status (JSON).
     Status { unit: String },

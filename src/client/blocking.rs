@@ -32,3 +32,19 @@ pub fn run(
     let rt = runtime().map_err(super::run::RunError::Client)?;
     rt.block_on(super::run::run(req, callbacks))
 }
+
+/// Submits a run without following it, as [`super::durable::submit`] does.
+pub fn submit(req: &super::run::RunRequest) -> Result<super::durable::UnitRef, super::run::RunError> {
+    let rt = runtime().map_err(super::run::RunError::Client)?;
+    rt.block_on(super::durable::submit(req))
+}
+
+/// Follows a submitted run to its end, as [`super::durable::attach`] does.
+pub fn attach(
+    req: &super::run::RunRequest,
+    at: &super::durable::UnitRef,
+    callbacks: super::run::Callbacks,
+) -> Result<super::run::RunOutcome, super::run::RunError> {
+    let rt = runtime().map_err(super::run::RunError::Client)?;
+    rt.block_on(super::durable::attach(req, at, callbacks))
+}

@@ -4,6 +4,7 @@
 //! Everything here is async; [`blocking`] wraps it for callers without a runtime.
 
 pub mod blocking;
+pub mod durable;
 pub mod run;
 pub mod socket;
 

@@ -1,9 +1,10 @@
 //! `receptor run --via-receptor NODE`: run a playbook on a mesh node as if it ran here.
 //!
-//! The private data dir is packed into ansible-runner's transmit stream (streamed from a
-//! temporary zip, never held in memory), sent to NODE's `ansible_runner` worker, and the
-//! worker stream that comes back is printed live and turned into `PDD/artifacts/<ident>/`
-//! exactly as `ansible-runner process` would.
+//! The private data dir is packed into ansible-runner's transmit stream (from a temporary
+//! zip, never held in memory) and run by NODE's `ansible_runner` worker: as a durable work
+//! unit followed by byte offset (`client::durable`), or — when the job runs through this
+//! client's own node — as a job stream. The worker stream that comes back is printed live
+//! and turned into `PDD/artifacts/<ident>/` exactly as `ansible-runner process` would.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::{ClientError, ClientOptions, MeshClient, parse_result, socket, stream_failure};
-use crate::mesh::{Chunk, StreamReader, StreamWriter};
+use super::{ClientError, ClientOptions, MeshClient, parse_result, stream_failure};
+use crate::mesh::{Chunk, StreamWriter};
 use crate::runner::{self, ArtifactWriter, DecodeLimits, Item, LineKind, PrintPolicy, StreamDecoder, decode};
 use crate::transport::PeerUrl;
 use crate::wire::NodeId;
@@ -55,12 +56,19 @@ pub struct RunRequest {
     /// TLS material for `receptors://` peers.
     pub tls: Option<crate::transport::TlsSettings>,
     /// Submit through this local daemon's control socket instead of joining the mesh:
-    /// the job becomes a durable work unit of that daemon (released when the run ends).
+    /// the work unit is then that daemon's (mirroring NODE's), released when the run ends.
     pub control_socket: Option<PathBuf>,
+    /// Remote runs: the unit is cancelled and released once no client has followed it for
+    /// this long (default [`crate::work::lease::DEFAULT_LEASE`], 10 minutes).
+    pub lease: Option<Duration>,
+    /// Remote runs: cancel and release the unit after this long.
+    pub timeout: Option<Duration>,
     pub options: RunOptions,
 }
 
 type Handler = Box<dyn FnMut(&Value) + Send>;
+/// Receives the client's remarks on a remote run.
+pub type NoticeHandler = Box<dyn FnMut(&str) + Send>;
 
 /// Event and status callbacks, and where to print the playbook's output.
 #[derive(Default)]
@@ -71,6 +79,9 @@ pub struct Callbacks {
     pub output: Option<Box<dyn Write + Send>>,
     /// Show a packing progress bar on stderr (only drawn when stderr is a terminal).
     pub progress: bool,
+    /// Receives what the client has to say about a remote run (its unit, lost
+    /// connections, reconnections); `None` logs it.
+    pub notice_handler: Option<NoticeHandler>,
 }
 
 /// How a run ended.
@@ -104,6 +115,9 @@ pub enum RunError {
     Stream { node: NodeId, reason: String },
     #[error("writing artifacts: {0}")]
     Artifacts(#[from] runner::ProcessError),
+    /// Stopped from this side (Ctrl-C, SIGTERM, timeout); the work unit was released.
+    #[error("{0}; the work unit was cancelled and released")]
+    Stopped(String),
 }
 
 /// Runs the request and returns the playbook's status and rc.
@@ -112,33 +126,61 @@ pub async fn run(req: &RunRequest, mut callbacks: Callbacks) -> Result<RunOutcom
     let pdd = check_pdd(opts)?;
     let ident = opts.ident.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let kwargs = kwargs(opts, &ident, &pdd)?;
-    if let (Some(sock), Some(target)) = (&req.control_socket, &req.via_receptor) {
-        let artifact_dir = pdd.join("artifacts").join(&ident);
+    let artifact_dir = pdd.join("artifacts").join(&ident);
+    if let Some(target) = remote_target(req) {
         let status =
-            run_via_socket(sock, target, &pdd, kwargs, &artifact_dir, opts.json_mode, &mut callbacks).await?;
+            super::durable::run_unit(req, &target, &pdd, kwargs, &artifact_dir, &mut callbacks).await?;
         return Ok(finish(opts, &pdd, status, ident, artifact_dir));
     }
-    let (client, target, _local_dir) = connect(req).await?;
+    let (client, target, _local_dir) = connect_local(req)?;
     let result = async {
-        let (writer, reader) = client.open_work(&target, WORK_TYPE, Map::new()).await?;
-        let progress = callbacks.progress;
-        let send = send_transmit(pdd.clone(), kwargs, writer, progress);
-        let artifact_dir = pdd.join("artifacts").join(&ident);
-        let recv = receive(&target, Source::Mesh(reader), &artifact_dir, opts.json_mode, &mut callbacks);
+        let (writer, mut reader) = client.open_work(&target, WORK_TYPE, Map::new()).await?;
+        let send = send_transmit(pdd.clone(), kwargs, writer, callbacks.progress);
+        let recv = async {
+            let mut recv = Receiver::new(&target, &artifact_dir, opts.json_mode)?;
+            loop {
+                match reader.recv().await {
+                    Ok(Chunk::Data(data)) => recv.feed(&data, &mut callbacks)?,
+                    Ok(Chunk::End(trailer)) => return recv.finish(parse_result(&target, &trailer)?),
+                    Err(e) => return Err(remote_error(stream_failure(&target, e))),
+                }
+            }
+        };
         let (sent, received) = tokio::join!(send, recv);
         let status = received?;
         if let Err(e) = sent {
             tracing::debug!(error = %e, "transmit stream not fully sent");
         }
-        Ok::<_, RunError>((status, artifact_dir))
+        Ok::<_, RunError>(status)
     }
     .await;
     client.close().await;
-    let (status, artifact_dir) = result?;
-    Ok(finish(opts, &pdd, status, ident, artifact_dir))
+    Ok(finish(opts, &pdd, result?, ident, artifact_dir))
 }
 
-fn finish(
+/// The node a remote run goes to; `None` when the job runs through this client's own node.
+fn remote_target(req: &RunRequest) -> Option<NodeId> {
+    match (&req.via_receptor, &req.receptor_node_id) {
+        (None, _) => None,
+        (Some(via), Some(me)) if via == me => None,
+        (Some(via), _) => Some(via.clone()),
+    }
+}
+
+/// Checks a remote run's request: its target, private data dir, kwargs and ident.
+pub(super) fn prepare_remote(
+    req: &RunRequest,
+) -> Result<(NodeId, PathBuf, Map<String, Value>, String), RunError> {
+    let target = remote_target(req).ok_or_else(|| {
+        RunError::BadOptions("a detached run needs --via-receptor NODE other than this client".into())
+    })?;
+    let pdd = check_pdd(&req.options)?;
+    let ident = req.options.ident.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let kwargs = kwargs(&req.options, &ident, &pdd)?;
+    Ok((target, pdd, kwargs, ident))
+}
+
+pub(super) fn finish(
     opts: &RunOptions,
     pdd: &Path,
     status: (String, i32),
@@ -150,58 +192,6 @@ fn finish(
     }
     let rc = read_rc(&artifact_dir).unwrap_or(status.1);
     RunOutcome { status: status.0, rc, ident, artifact_dir }
-}
-
-/// Runs the job as a work unit of the local daemon: submit the transmit stream, follow
-/// the unit's output, then release the unit. Interrupted (Ctrl-C, SIGTERM), the unit is
-/// cancelled and released, as a mesh run's job is stopped when its client goes.
-async fn run_via_socket(
-    sock: &Path,
-    target: &NodeId,
-    pdd: &Path,
-    kwargs: Map<String, Value>,
-    artifact_dir: &Path,
-    json_mode: bool,
-    cb: &mut Callbacks,
-) -> Result<(String, i32), RunError> {
-    let sock_err = |e: socket::SocketError| RunError::Client(ClientError::Remote(e.to_string()));
-    // Signals are caught from before the unit exists, so it is always released.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| RunError::BadOptions(format!("signal handling: {e}")))?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| RunError::BadOptions(format!("signal handling: {e}")))?;
-    let (rx, packer) = start_packer(pdd.to_path_buf(), kwargs, cb.progress);
-    let mut c = socket::connect(sock).await.map_err(sock_err)?;
-    let fields = socket::submit_fields(target.as_str(), WORK_TYPE, &[]);
-    let unit = c
-        .submit_create(fields)
-        .await
-        .map_err(|e| RunError::Remote(format!("submitting to {}: {e}", sock.display())))?;
-    tracing::info!(%unit, "work unit created through {}", sock.display());
-    // From here on the unit exists: whatever happens, it is released at the end.
-    let job = async {
-        c.submit_payload(socket::ChannelRead(rx))
-            .await
-            .map_err(|e| RunError::Remote(format!("submitting to {}: {e}", sock.display())))?;
-        packer.await.map_err(|e| RunError::BadOptions(format!("packing task failed: {e}")))??;
-        let rd = socket::connect(sock)
-            .await
-            .map_err(sock_err)?
-            .results(&unit, 0)
-            .await
-            .map_err(|e| sock_err(socket::ctl(sock, e)))?;
-        let source = Source::Unit { rd, sock: sock.to_path_buf(), unit: unit.clone() };
-        receive(target, source, artifact_dir, json_mode, cb).await
-    };
-    let outcome = tokio::select! {
-        r = job => r,
-        _ = int.recv() => Err(RunError::BadOptions("interrupted".into())),
-        _ = term.recv() => Err(RunError::BadOptions("terminated".into())),
-    };
-    if let Err(e) = socket::request(sock, &format!("work release {unit}")).await {
-        tracing::warn!(%unit, "could not release the work unit: {e}");
-    }
-    outcome
 }
 
 fn check_pdd(opts: &RunOptions) -> Result<PathBuf, RunError> {
@@ -267,24 +257,14 @@ fn kwargs(opts: &RunOptions, ident: &str, pdd: &Path) -> Result<Map<String, Valu
     }
 }
 
-/// Joins the mesh (or starts a private local node) and says which node runs the job.
-async fn connect(req: &RunRequest) -> Result<(MeshClient, NodeId, Option<tempfile::TempDir>), RunError> {
+/// Starts a private local node that runs the job itself (no peer, no daemon).
+fn connect_local(req: &RunRequest) -> Result<(MeshClient, NodeId, tempfile::TempDir), RunError> {
     let opts = ClientOptions {
         receptor_peer: req.receptor_peer.clone(),
         receptor_node_id: req.receptor_node_id.clone(),
         tls: req.tls.clone(),
         ..ClientOptions::default()
     };
-    let local = match (&req.via_receptor, &req.receptor_node_id) {
-        (None, _) => true,
-        (Some(via), Some(me)) => via == me,
-        _ => false,
-    };
-    if !local {
-        let client = MeshClient::connect(&opts).await?;
-        let target = req.via_receptor.clone().expect("UNWRAP: not local means via_receptor is set");
-        return Ok((client, target, None));
-    }
     let dir = tempfile::tempdir().map_err(|e| RunError::BadOptions(format!("temporary directory: {e}")))?;
     let client = MeshClient::detached(&opts)?;
     let mut reg = crate::work::Registry::default();
@@ -294,7 +274,7 @@ async fn connect(req: &RunRequest) -> Result<(MeshClient, NodeId, Option<tempfil
         crate::work::service::WorkService::new(client.node().clone(), reg, dir.path().to_path_buf());
     service.start();
     let target = client.node().id().clone();
-    Ok((client, target, Some(dir)))
+    Ok((client, target, dir))
 }
 
 /// Packs the private data dir and streams the transmit stream into the job.
@@ -335,47 +315,6 @@ fn start_packer(pdd: PathBuf, kwargs: Map<String, Value>, progress: bool) -> (mp
     (rx, packer)
 }
 
-/// Where the worker stream comes from.
-enum Source {
-    /// A mesh stream; its trailer is the job result.
-    Mesh(StreamReader),
-    /// A work unit's results on the local daemon; the result is read from its status.
-    Unit {
-        rd: crate::control::io::LineReader<crate::control::io::IoRead<tokio::net::unix::OwnedReadHalf>>,
-        sock: PathBuf,
-        unit: String,
-    },
-}
-
-enum Next {
-    Data(Bytes),
-    End(JobResult),
-}
-
-impl Source {
-    async fn next(&mut self, node: &NodeId) -> Result<Next, RunError> {
-        match self {
-            Source::Mesh(reader) => match reader.recv().await {
-                Ok(Chunk::Data(data)) => Ok(Next::Data(data)),
-                Ok(Chunk::End(trailer)) => Ok(Next::End(parse_result(node, &trailer)?)),
-                Err(e) => Err(remote_error(stream_failure(node, e))),
-            },
-            Source::Unit { rd, sock, unit } => match rd.raw().await {
-                Ok(Some(data)) => Ok(Next::Data(data)),
-                Ok(None) => {
-                    let st = socket::unit_status(sock, unit)
-                        .await
-                        .map_err(|e| RunError::Client(ClientError::Remote(e.to_string())))?;
-                    Ok(Next::End(socket::job_result(&st)))
-                }
-                Err(e) => {
-                    Err(RunError::Client(ClientError::Remote(format!("reading work unit {unit}: {e}"))))
-                }
-            },
-        }
-    }
-}
-
 const CHUNK: usize = 64 * 1024;
 
 /// Bridges the synchronous stream writer to the async job stream, chunk by chunk.
@@ -403,7 +342,7 @@ impl Write for ChannelWriter {
 }
 
 /// A progress bar for large directories when stderr is a terminal.
-fn progress_bar(pdd: &Path, wanted: bool) -> Option<indicatif::ProgressBar> {
+pub(super) fn progress_bar(pdd: &Path, wanted: bool) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
     if !wanted || !std::io::stderr().is_terminal() {
         return None;
@@ -432,50 +371,72 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Reads the worker stream: prints output, calls back, writes artifacts.
-/// Returns the final status and the worker's exit status.
-async fn receive(
-    node: &NodeId,
-    mut source: Source,
-    artifact_dir: &Path,
+/// Turns the worker stream into output, callbacks and artifacts. Fed the stream's bytes
+/// in order (however they were split or resumed), it sees each event exactly once.
+pub(super) struct Receiver {
+    node: NodeId,
+    writer: ArtifactWriter,
+    decoder: StreamDecoder,
+    status: String,
+    explanation: Option<String>,
     json_mode: bool,
-    cb: &mut Callbacks,
-) -> Result<(String, i32), RunError> {
-    let mut writer = ArtifactWriter::new(artifact_dir.to_path_buf())?;
-    let limits = DecodeLimits { max_zip: 16 << 30, ..DecodeLimits::default() };
-    let mut decoder = StreamDecoder::new(limits);
-    let mut status = String::from("unknown");
-    let mut explanation: Option<String> = None;
-    let bad = |reason: String| RunError::Stream { node: node.clone(), reason };
-    let result = loop {
-        match source.next(node).await? {
-            Next::Data(data) => decoder.feed(&data),
-            Next::End(result) => break result,
-        }
-        while let Some(item) = decoder.next_item().map_err(|e| bad(e.to_string()))? {
+}
+
+impl Receiver {
+    pub(super) fn new(node: &NodeId, artifact_dir: &Path, json_mode: bool) -> Result<Receiver, RunError> {
+        let limits = DecodeLimits { max_zip: 16 << 30, ..DecodeLimits::default() };
+        Ok(Receiver {
+            node: node.clone(),
+            writer: ArtifactWriter::new(artifact_dir.to_path_buf())?,
+            decoder: StreamDecoder::new(limits),
+            status: String::from("unknown"),
+            explanation: None,
+            json_mode,
+        })
+    }
+
+    fn bad(&self, reason: String) -> RunError {
+        RunError::Stream { node: self.node.clone(), reason }
+    }
+
+    /// The next bytes of the worker stream: prints output, calls back, writes artifacts.
+    pub(super) fn feed(&mut self, data: &[u8], cb: &mut Callbacks) -> Result<(), RunError> {
+        self.decoder.feed(data);
+        while let Some(item) = self.decoder.next_item().map_err(|e| self.bad(e.to_string()))? {
             if let Item::Line { raw, value } = &item {
                 if decode::kind(value) == LineKind::Status {
-                    status = value["status"].as_str().unwrap_or("unknown").to_owned();
-                    if status == "error" {
-                        explanation = value["job_explanation"].as_str().map(str::to_owned);
+                    self.status = value["status"].as_str().unwrap_or("unknown").to_owned();
+                    if self.status == "error" {
+                        self.explanation = value["job_explanation"].as_str().map(str::to_owned);
                     }
                     call(&mut cb.status_handler, value);
                 } else if decode::kind(value) == LineKind::Event {
                     call(&mut cb.event_handler, value);
-                    print_event(cb, raw, writer.event(raw, value)?, json_mode);
+                    print_event(cb, raw, self.writer.event(raw, value)?, self.json_mode);
                 }
                 continue;
             }
-            writer.handle(&item)?;
+            self.writer.handle(&item)?;
         }
-    };
-    if let Some(reason) = explanation.or_else(|| result.error.clone().filter(|_| status == "unknown")) {
-        return Err(RunError::Worker { node: node.clone(), reason });
+        Ok(())
     }
-    if !decoder.is_done() {
-        decoder.finish().map_err(|e| bad(e.to_string()))?;
+
+    /// Whether the worker stream's end (`eof`) has been seen.
+    pub(super) fn is_done(&self) -> bool {
+        self.decoder.is_done()
     }
-    Ok((status, result.exit_status()))
+
+    /// The final status and the worker's exit status, given how the job ended.
+    pub(super) fn finish(mut self, result: JobResult) -> Result<(String, i32), RunError> {
+        let unknown = self.status == "unknown";
+        if let Some(reason) = self.explanation.take().or_else(|| result.error.clone().filter(|_| unknown)) {
+            return Err(RunError::Worker { node: self.node.clone(), reason });
+        }
+        if !self.decoder.is_done() {
+            self.decoder.finish().map_err(|e| self.bad(e.to_string()))?;
+        }
+        Ok((self.status, result.exit_status()))
+    }
 }
 
 fn call(handler: &mut Option<Handler>, value: &Value) {

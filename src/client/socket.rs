@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 
 use crate::control::client::{ClientError as ControlError, ControlClient};
 use crate::control::io::{ByteRead, IoRead, IoWrite};
+use crate::wire::NodeId;
 use crate::work::JobResult;
+use crate::work::remote::{BoxFut, RemoteBytes, RemoteControl, RemoteError, RemoteOp, RemoteSubmit};
 use crate::work::units::{State, UnitStatus};
 
 /// A control session on a Unix socket.
@@ -88,5 +90,96 @@ pub struct ChannelRead(pub mpsc::Receiver<Bytes>);
 impl ByteRead for ChannelRead {
     async fn read(&mut self) -> std::io::Result<Option<Bytes>> {
         Ok(self.0.recv().await)
+    }
+}
+
+/// The local daemon's units through its control socket, as a [`RemoteControl`]: `receptor
+/// run` through a local daemon drives its run's unit the same way as through the mesh.
+/// The unit is the daemon's (a remote unit mirroring the target node's), so `node` only
+/// names the target at submission.
+pub struct SocketUnits(pub PathBuf);
+
+fn remote_err(e: SocketError) -> RemoteError {
+    match e {
+        SocketError::Control { source: ControlError::Remote(msg), .. } => RemoteError::Refused(msg),
+        SocketError::Control { source: ControlError::Protocol(msg), .. } => RemoteError::Refused(msg),
+        other => RemoteError::Unreachable(other.to_string()),
+    }
+}
+
+struct SocketResults(crate::control::io::LineReader<IoRead<OwnedReadHalf>>);
+
+impl RemoteBytes for SocketResults {
+    fn next(&mut self) -> BoxFut<'_, Result<Option<Bytes>, RemoteError>> {
+        Box::pin(async move { self.0.raw().await.map_err(|e| RemoteError::Unreachable(e.to_string())) })
+    }
+}
+
+impl RemoteControl for SocketUnits {
+    fn reachable(&self, _node: &NodeId) -> bool {
+        self.0.exists()
+    }
+
+    fn links_are_tls(&self) -> bool {
+        false
+    }
+
+    fn submit<'a>(
+        &'a self,
+        node: &'a NodeId,
+        req: RemoteSubmit,
+        on_created: &'a (dyn Fn(&str) + Send + Sync),
+    ) -> BoxFut<'a, Result<String, RemoteError>> {
+        Box::pin(async move {
+            let path = &self.0;
+            let mut c = connect(path).await.map_err(remote_err)?;
+            let params: Vec<(String, String)> = req.params.into_iter().collect();
+            let mut fields = submit_fields(node.as_str(), &req.work_type, &params);
+            if let Some(lease) = req.lease {
+                fields.insert("lease".into(), json!(format!("{}ms", lease.as_millis())));
+            }
+            let file = tokio::fs::File::open(&req.stdin)
+                .await
+                .map_err(|e| RemoteError::Refused(format!("reading the payload: {e}")))?;
+            let id = c.submit_create(fields).await.map_err(|e| remote_err(ctl(path, e)))?;
+            on_created(&id);
+            c.submit_payload(IoRead(file)).await.map_err(|e| remote_err(ctl(path, e)))?;
+            Ok(id)
+        })
+    }
+
+    fn status<'a>(&'a self, _node: &'a NodeId, unit: &'a str) -> BoxFut<'a, Result<UnitStatus, RemoteError>> {
+        Box::pin(async move { unit_status(&self.0, unit).await.map_err(remote_err) })
+    }
+
+    fn results<'a>(
+        &'a self,
+        _node: &'a NodeId,
+        unit: &'a str,
+        from: u64,
+        _signature: Option<String>,
+    ) -> BoxFut<'a, Result<Box<dyn RemoteBytes>, RemoteError>> {
+        Box::pin(async move {
+            let c = connect(&self.0).await.map_err(remote_err)?;
+            let rd = c.results(unit, from).await.map_err(|e| remote_err(ctl(&self.0, e)))?;
+            Ok(Box::new(SocketResults(rd)) as Box<dyn RemoteBytes>)
+        })
+    }
+
+    fn operate<'a>(
+        &'a self,
+        _node: &'a NodeId,
+        unit: &'a str,
+        op: RemoteOp,
+        _signature: Option<String>,
+    ) -> BoxFut<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            let sub = match op {
+                RemoteOp::Cancel => "cancel",
+                RemoteOp::Release => "release",
+                RemoteOp::ForceRelease => "force-release",
+            };
+            request(&self.0, &format!("work {sub} {unit}")).await.map(|_| ()).map_err(remote_err)
+        })
     }
 }

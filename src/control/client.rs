@@ -159,6 +159,14 @@ fn classify(e: ClientError) -> RemoteError {
 }
 
 impl MeshControl {
+    /// One request to `node`'s control service; its one-line JSON reply.
+    pub async fn request(&self, node: &NodeId, line: &str) -> Result<Value, RemoteError> {
+        let mut c = self.session(node).await?;
+        let v = c.request(line).await.map_err(classify)?;
+        c.wr.close().await;
+        Ok(v)
+    }
+
     async fn session(&self, node: &NodeId) -> Result<MeshClient, RemoteError> {
         let (w, r) = self.node.open(node, CONTROL_SERVICE, Bytes::new()).await.map_err(unreachable)?;
         let client = tokio::time::timeout(GREETING_TIMEOUT, ControlClient::connect(r, MeshWrite(Some(w))))
@@ -203,6 +211,9 @@ impl RemoteControl for MeshControl {
             fields.insert("worktype".into(), json!(req.work_type));
             if let Some(sig) = req.signature {
                 fields.insert("signature".into(), json!(sig));
+            }
+            if let Some(lease) = req.lease {
+                fields.insert("lease".into(), json!(format!("{}ms", lease.as_millis())));
             }
             let file = tokio::fs::File::open(&req.stdin)
                 .await

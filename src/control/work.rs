@@ -15,8 +15,9 @@ use crate::wire::NodeId;
 use crate::work::units::{Origin, Outcome, Started, SubmitRequest, UnitStatus};
 
 /// Keys of a JSON submit that are not work parameters.
-const SUBMIT_FIELDS: [&str; 8] =
-    ["command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork", "signature"];
+/// `lease` is receptord's own (see `work::lease`); receptorctl and AWX never send it.
+const SUBMIT_FIELDS: [&str; 9] =
+    ["command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork", "signature", "lease"];
 
 pub(super) async fn handle<R: ByteRead, W: ByteWrite>(
     ctl: &Control,
@@ -39,7 +40,7 @@ pub(super) async fn handle<R: ByteRead, W: ByteWrite>(
     };
     match sub.as_str() {
         "submit" => submit(ctl, req, &tokens, rd, wr, origin).await,
-        "results" => results(ctl, req, &tokens, wr, origin).await,
+        "results" => results(ctl, req, &tokens, rd, wr, origin).await,
         "list" => reply(wr, list(ctl, req, &tokens, origin)).await,
         "status" => {
             let r = unit_id(req, &tokens, "status")
@@ -171,6 +172,10 @@ fn submit_request(ctl: &Control, req: &Request, tokens: &[String]) -> Result<Sub
         Some(t) => Some(parse_go_duration(t)?),
         None => None,
     };
+    let lease = match fields.get("lease").filter(|t| !t.is_empty()) {
+        Some(t) => Some(parse_go_duration(t).and_then(crate::work::lease::check)?),
+        None => None,
+    };
     let params = fields
         .iter()
         .filter(|(k, _)| !SUBMIT_FIELDS.contains(&k.as_str()))
@@ -184,6 +189,7 @@ fn submit_request(ctl: &Control, req: &Request, tokens: &[String]) -> Result<Sub
         ttl,
         sign_work: fields.get("signwork").is_some_and(|v| v == "true"),
         signature: fields.get("signature").cloned(),
+        lease,
     })
 }
 
@@ -206,7 +212,11 @@ async fn submit<R: ByteRead, W: ByteWrite>(
         ctl.units.input_failed(&unit, &format!("the client went away: {e}"));
         return Err(e);
     }
-    if let Err(e) = receive_payload(rd, &unit.stdin_path(), ctl.units.max_payload()).await {
+    // The submitting client holds the lease while its payload arrives.
+    let attached = unit.attach();
+    let received = receive_payload(rd, &unit.stdin_path(), ctl.units.max_payload()).await;
+    drop(attached);
+    if let Err(e) = received {
         ctl.units.input_failed(&unit, &e);
         // The rest of the client's input is payload, never commands: answer and close.
         reply(wr, Err(e)).await?;
@@ -250,10 +260,11 @@ async fn receive_payload<R: ByteRead>(
     Ok(())
 }
 
-async fn results<W: ByteWrite>(
+async fn results<R: ByteRead, W: ByteWrite>(
     ctl: &Control,
     req: &Request,
     tokens: &[String],
+    rd: &mut LineReader<R>,
     wr: &mut W,
     origin: &Origin,
 ) -> std::io::Result<Flow> {
@@ -292,8 +303,24 @@ async fn results<W: ByteWrite>(
         Err(e) => return reply(wr, Err(e)).await,
     };
     wr.write(Bytes::from(format!("Streaming results for work unit {id}\n"))).await?;
+    // A client whose connection breaks (a mesh stream reset) is gone at once, not at the
+    // next write: it no longer holds the unit's lease.
+    let gone = async {
+        loop {
+            match rd.raw().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => std::future::pending::<()>().await,
+                Err(_) => return,
+            }
+        }
+    };
+    tokio::pin!(gone);
     loop {
-        match follow.next().await {
+        let next = tokio::select! {
+            () = &mut gone => break,
+            n = follow.next() => n,
+        };
+        match next {
             Ok(Some(data)) => {
                 if wr.write(data).await.is_err() {
                     break;

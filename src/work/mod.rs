@@ -8,6 +8,7 @@ pub mod ansible;
 pub mod authz;
 pub mod command;
 pub mod io;
+pub mod lease;
 pub mod process;
 pub mod remote;
 pub mod service;

@@ -37,6 +37,10 @@ pub struct RemoteUnit {
     pub remote_started: bool,
     pub local_cancelled: bool,
     pub local_released: bool,
+    /// Released (here and there) once no client has been attached for this long; forwarded
+    /// to the remote node, where this node's mirror is the attached client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Duration>,
 }
 
 impl RemoteUnit {
@@ -93,6 +97,8 @@ pub struct RemoteSubmit {
     /// The local unit's `stdin`, sent as the payload.
     pub stdin: PathBuf,
     pub signature: Option<String>,
+    /// The unit's lease, if it has one (a submit field other nodes ignore if unknown).
+    pub lease: Option<Duration>,
 }
 
 /// What to ask of a remote unit.
@@ -288,6 +294,7 @@ async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
         params: r.params.clone(),
         stdin: unit.stdin_path(),
         signature,
+        lease: r.lease.map(|l| l.max(super::lease::MIN_FORWARDED_LEASE)),
     };
     let record = |rid: &str| {
         let _ = update_remote(unit, |r| r.remote_unit_id = rid.to_owned());
@@ -540,6 +547,7 @@ mod tests {
             remote_started: true,
             local_cancelled: false,
             local_released: false,
+            lease: None,
         };
         let text = serde_json::to_string(&r.extra_data()).unwrap_or_default();
         assert_eq!(

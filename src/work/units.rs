@@ -133,6 +133,9 @@ pub struct LocalUnit {
     pub plan: UnitPlan,
     /// Who asked for it: this node (control socket) or a node of the mesh.
     pub submitter: NodeId,
+    /// Released once no client has been attached for this long (see [`super::lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Duration>,
 }
 
 /// Who is speaking on a control session, for authorization and signature checks.
@@ -158,6 +161,8 @@ pub struct SubmitRequest {
     pub ttl: Option<Duration>,
     pub sign_work: bool,
     pub signature: Option<String>,
+    /// Release the unit once no client has been attached for this long.
+    pub lease: Option<Duration>,
 }
 
 /// How `start` went.
@@ -217,6 +222,8 @@ pub struct Unit {
     /// A background retry of a remote cancel or release is running.
     pub(super) retrying: AtomicBool,
     releasing: AtomicBool,
+    /// Clients attached, for the unit's lease.
+    pub(super) lease: Arc<super::lease::LeaseState>,
 }
 
 impl Unit {
@@ -287,6 +294,11 @@ impl Unit {
 
     pub fn is_releasing(&self) -> bool {
         self.releasing.load(Ordering::SeqCst)
+    }
+
+    /// Counts a client as attached (for the lease) while the guard lives.
+    pub fn attach(&self) -> super::lease::Attached {
+        self.lease.attach()
     }
 }
 
@@ -414,6 +426,7 @@ impl Units {
         });
         let size = file_len(&dir.join("stdout"));
         let unit = self.insert(id, dir, kind.clone(), status.clone());
+        super::lease::spawn_watch(self.clone(), unit.clone());
         match kind {
             UnitKind::Remote(r) => {
                 let has_remote = !r.remote_unit_id.is_empty();
@@ -480,6 +493,7 @@ impl Units {
             write_lock: Mutex::new(()),
             retrying: AtomicBool::new(false),
             releasing: AtomicBool::new(false),
+            lease: Arc::default(),
         });
         self.lock().insert(id.to_owned(), unit.clone());
         unit
@@ -598,6 +612,7 @@ impl Units {
             params: shown.clone(),
             plan,
             submitter,
+            lease: req.lease,
         });
         let status =
             UnitStatus::new(&req.work_type, "Waiting for Input Data", json!({"Pid": 0, "Params": shown}));
@@ -641,6 +656,7 @@ impl Units {
             remote_started: false,
             local_cancelled: false,
             local_released: false,
+            lease: req.lease,
         };
         let status = UnitStatus::new("remote", "Waiting for Input Data", remote.extra_data());
         self.allocate(UnitKind::Remote(remote), status)
@@ -668,6 +684,7 @@ impl Units {
                 .map_err(io_err("creating", &dir.join("stdin")))?;
             let unit = self.insert(&id, &dir, kind, status);
             tracing::info!(unit = %id, work_type = %unit.status().work_type, "work unit created");
+            super::lease::spawn_watch(self.clone(), unit.clone());
             return Ok(unit);
         }
         Err(UnitError::Io("could not find a free unit ID".into()))
@@ -815,6 +832,9 @@ impl Units {
         if let UnitKind::Remote(_) = unit.kind() {
             return super::remote::cancel(self, unit, false, false).await;
         }
+        if unit.supervised.load(Ordering::SeqCst) {
+            unit.refresh();
+        }
         if unit.status().state.is_final() {
             return Ok(Outcome::Done);
         }
@@ -846,7 +866,8 @@ impl Units {
                         signalled = true;
                     }
                 }
-                let _ = tokio::time::timeout(MONITOR_TICK, rx.changed()).await;
+                let _ = tokio::time::timeout(MONITOR_TICK / 5, rx.changed()).await;
+                unit.refresh();
             }
         })
         .await;
@@ -932,6 +953,10 @@ impl Units {
         if !self.owned_by(origin, &unit) {
             return Err(UnitError::Unknown(id.to_owned()));
         }
+        // A supervisor may have recorded the outcome since the monitor last looked.
+        if unit.supervised.load(Ordering::SeqCst) && !unit.status().state.is_final() {
+            unit.refresh();
+        }
         Ok(unit.status())
     }
 
@@ -972,7 +997,15 @@ impl Units {
     ) -> Result<Follow, UnitError> {
         let unit = self.get(id)?;
         self.check_unit_access(origin, &unit, signature)?;
-        Ok(Follow { rx: unit.watch(), unit, file: None, pos: from, idle: Duration::ZERO })
+        let attached = unit.attach();
+        Ok(Follow {
+            rx: unit.watch(),
+            unit,
+            file: None,
+            pos: from,
+            idle: Duration::ZERO,
+            _attached: attached,
+        })
     }
 
     /// Releases completed units older than the retention period, now and then.
@@ -1020,6 +1053,8 @@ pub struct Follow {
     file: Option<tokio::fs::File>,
     pos: u64,
     idle: Duration,
+    /// A follower keeps the unit's lease.
+    _attached: super::lease::Attached,
 }
 
 impl Follow {

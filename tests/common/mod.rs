@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod playbooks;
 pub mod units;
 
 use std::io::{BufRead, BufReader};
@@ -34,6 +35,7 @@ pub struct Daemon {
     data: PathBuf,
     env: Vec<(String, String)>,
     listen: bool,
+    netns: Option<String>,
 }
 
 /// What a daemon should look like.
@@ -51,6 +53,12 @@ pub struct Spec<'a> {
     pub data_dir: Option<PathBuf>,
     /// Extra environment variables for the daemon.
     pub env: Vec<(&'a str, &'a str)>,
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
+    /// Listen on this address instead of 127.0.0.1.
+    pub listen_host: Option<String>,
+    /// Further peers, as host:port.
+    pub peer_addrs: Vec<String>,
 }
 
 impl<'a> Spec<'a> {
@@ -64,6 +72,9 @@ impl<'a> Spec<'a> {
             tls: false,
             data_dir: None,
             env: Vec::new(),
+            netns: None,
+            listen_host: None,
+            peer_addrs: Vec::new(),
         }
     }
 
@@ -100,10 +111,14 @@ pub fn config_text(spec: &Spec<'_>, data_dir: &Path) -> String {
     );
     let scheme = if spec.tls { "receptors" } else { "receptor" };
     if spec.listen {
-        cfg.push_str(&format!("[[listeners]]\nurl = \"{scheme}://127.0.0.1:0\"\n"));
+        let host = spec.listen_host.as_deref().unwrap_or("127.0.0.1");
+        cfg.push_str(&format!("[[listeners]]\nurl = \"{scheme}://{host}:0\"\n"));
     }
     for p in &spec.peers {
         cfg.push_str(&format!("[[peers]]\nurl = \"{scheme}://127.0.0.1:{p}\"\n"));
+    }
+    for a in &spec.peer_addrs {
+        cfg.push_str(&format!("[[peers]]\nurl = \"{scheme}://{a}\"\n"));
     }
     if !spec.extra.contains("[log]") {
         cfg.push_str("[log]\nlevel = \"info\"\n");
@@ -128,6 +143,7 @@ impl Daemon {
             log: Arc::default(),
             path: spec.path.clone().unwrap_or_else(path_without_venv),
             listen: spec.listen,
+            netns: spec.netns.clone(),
         };
         d.spawn();
         d
@@ -135,7 +151,15 @@ impl Daemon {
 
     /// Starts (again) from the same config file and data directory.
     fn spawn(&mut self) {
-        let mut child = Command::new(RECEPTORD)
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, RECEPTORD]);
+                c
+            }
+            None => Command::new(RECEPTORD),
+        };
+        let mut child = cmd
             .env("PATH", &self.path)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
@@ -187,8 +211,9 @@ impl Daemon {
             port = log
                 .lines()
                 .find(|l| l.contains("listener bound"))
-                .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
-                .and_then(|p| p.split_whitespace().next())
+                .and_then(|l| l.split(" addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+                .and_then(|a| a.rsplit(':').next())
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0);
             port != 0

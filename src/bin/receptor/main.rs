@@ -113,6 +113,9 @@ async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
             Some(node) => submit(&client, &node, &work_type, payload, &params).await,
             None => Err(anyhow::anyhow!("--node is required to run work over the mesh (--receptor-peer)")),
         },
+        Command::Work(WorkCommand::List { unit, quiet, node: Some(node) }) => {
+            work::list_on(&client, &node, unit, quiet).await
+        }
         Command::Work(_) => Err(anyhow::anyhow!(
             "work units live on a daemon: use its control socket (--socket) rather than --receptor-peer"
         )),
@@ -206,13 +209,16 @@ async fn submit(
 
 async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
     use receptord::client::run::{Callbacks, RunOptions, RunRequest};
+    receptord::work::lease::check(a.lease).map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
+    let via_receptor = a.via_receptor.or_else(|| a.attach.as_ref().map(|at| at.node.clone()));
+    let detached_ident = (a.detach && a.ident.is_none()).then(|| uuid::Uuid::new_v4().simple().to_string());
     let options = RunOptions {
         private_data_dir: a.private_data_dir,
         playbook: a.playbook,
         module: a.module,
         module_args: a.module_args,
         host_pattern: a.hosts,
-        ident: a.ident,
+        ident: a.ident.or(detached_ident),
         inventory: a.inventory,
         limit: a.limit,
         forks: a.forks,
@@ -224,22 +230,49 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
         rotate_artifacts: a.rotate_artifacts,
     };
     // Without a peer, a local daemon's control socket (if there is one) carries the job.
-    let local = a.via_receptor.is_none() || a.via_receptor == mesh.receptor_node_id;
+    let local = via_receptor.is_none() || via_receptor == mesh.receptor_node_id;
     let control_socket = match (&mesh.receptor_peer, local) {
         (None, false) => mesh.socket.clone().or_else(receptord::client::socket::default_socket),
         _ => None,
     };
+    let mut node_id = mesh.receptor_node_id.clone();
+    if a.detach && control_socket.is_none() && node_id.is_none() && mesh.tls_cert.is_none() {
+        // Attaching over the mesh needs the submitter's node ID: make it one to print.
+        node_id = Some(receptord::client::temporary_node_id());
+    }
     let req = RunRequest {
-        via_receptor: a.via_receptor,
+        via_receptor,
         receptor_peer: mesh.receptor_peer.clone(),
-        receptor_node_id: mesh.receptor_node_id.clone(),
+        receptor_node_id: node_id.clone(),
         tls: tls_settings(mesh),
         control_socket,
+        lease: Some(a.lease),
+        timeout: a.timeout,
         options,
     };
+    if a.detach {
+        let at = receptord::client::durable::submit(&req).await?;
+        println!("{at}");
+        let ident = req.options.ident.as_deref().unwrap_or_default();
+        let as_node = match (&req.control_socket, &node_id) {
+            (None, Some(id)) => format!(" --receptor-node-id {id}"),
+            _ => String::new(),
+        };
+        eprintln!(
+            "receptor: submitted as work unit {at}; follow it within {} with: receptor run {} --attach {at} -i {ident}{as_node}",
+            humantime::format_duration(a.lease),
+            req.options.private_data_dir.display()
+        );
+        return Ok(0);
+    }
     let output: Option<Box<dyn Write + Send>> = (!a.quiet).then(|| Box::new(std::io::stdout()) as _);
-    let callbacks = Callbacks { output, progress: true, ..Callbacks::default() };
-    let outcome = receptord::client::run::run(&req, callbacks).await?;
+    let notice: Box<dyn FnMut(&str) + Send> = Box::new(|msg| eprintln!("receptor: {msg}"));
+    let callbacks =
+        Callbacks { output, progress: true, notice_handler: Some(notice), ..Callbacks::default() };
+    let outcome = match &a.attach {
+        Some(at) => receptord::client::durable::attach(&req, at, callbacks).await?,
+        None => receptord::client::run::run(&req, callbacks).await?,
+    };
     if outcome.status != "successful" {
         eprintln!("receptor: run {} ended with status {} (rc {})", outcome.ident, outcome.status, outcome.rc);
     }

@@ -69,14 +69,12 @@ pub async fn dispatch(cmd: WorkCommand, sock: PathBuf) -> anyhow::Result<u8> {
             }
             Ok(code)
         }
-        WorkCommand::List { unit, quiet } => {
-            let line = unit.map_or_else(|| "work list".to_owned(), |u| format!("work list {u}"));
-            let v = socket::request(&sock, &line).await?;
-            match (quiet, v.as_object()) {
-                (true, Some(m)) => m.keys().for_each(|k| println!("{k}")),
-                _ => println!("{}", serde_json::to_string_pretty(&v)?),
-            }
-            Ok(0)
+        WorkCommand::List { node: Some(_), .. } => {
+            bail!("work list --node lists units on another node over the mesh: give --receptor-peer")
+        }
+        WorkCommand::List { unit, quiet, node: None } => {
+            let v = socket::request(&sock, &list_line(unit)).await?;
+            print_list(&v, quiet)
         }
         WorkCommand::Status { unit } => {
             let v = socket::request(&sock, &format!("work status {unit}")).await?;
@@ -192,4 +190,28 @@ impl ByteRead for Boxed {
     async fn read(&mut self) -> std::io::Result<Option<Bytes>> {
         self.0.next().await
     }
+}
+
+fn list_line(unit: Option<String>) -> String {
+    unit.map_or_else(|| "work list".to_owned(), |u| format!("work list {u}"))
+}
+
+fn print_list(v: &serde_json::Value, quiet: bool) -> anyhow::Result<u8> {
+    match (quiet, v.as_object()) {
+        (true, Some(m)) => m.keys().for_each(|k| println!("{k}")),
+        _ => println!("{}", serde_json::to_string_pretty(v)?),
+    }
+    Ok(0)
+}
+
+/// `work list --node NODE` over the mesh: the units this client's node submitted there.
+pub async fn list_on(
+    client: &receptord::client::MeshClient,
+    node: &receptord::wire::NodeId,
+    unit: Option<String>,
+    quiet: bool,
+) -> anyhow::Result<u8> {
+    let ctl = receptord::control::client::MeshControl { node: client.node().clone(), tls_only: false };
+    let v = ctl.request(node, &list_line(unit)).await.with_context(|| format!("work list on {node}"))?;
+    print_list(&v, quiet)
 }
