@@ -246,7 +246,9 @@ async fn submit_unit(
         let record = |id: &str| *created.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.to_owned());
         match entry.control().submit(node, req, &record).await {
             Ok(id) => return Ok(id),
-            Err(RemoteError::Refused(reason)) => return Err(refused(node, reason)),
+            Err(RemoteError::Refused(reason) | RemoteError::UnknownUnit(reason)) => {
+                return Err(refused(node, reason));
+            }
             Err(RemoteError::Unreachable(why)) => {
                 // A unit created with a cut-off payload never runs: drop it, submit again.
                 let half = created.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -307,13 +309,15 @@ async fn follow(
                             return Ok(socket::job_result(&st));
                         }
                         Ok(_) => "the results stream ended early".to_owned(),
-                        Err(RemoteError::Refused(msg)) => return Err(gone(msg)),
+                        Err(RemoteError::Refused(msg) | RemoteError::UnknownUnit(msg)) => {
+                            return Err(gone(msg));
+                        }
                         Err(RemoteError::Unreachable(why)) => why,
                     },
                     Err(e) => e.to_string(),
                 }
             }
-            Err(RemoteError::Refused(msg)) => return Err(gone(msg)),
+            Err(RemoteError::Refused(msg) | RemoteError::UnknownUnit(msg)) => return Err(gone(msg)),
             Err(RemoteError::Unreachable(why)) => why,
         };
         retry.wait(entry, node, &why, cb).await?;
@@ -350,7 +354,7 @@ async fn release_attempts(entry: &Entry, at: &UnitRef, cb: &mut Callbacks) {
     loop {
         match entry.control().operate(&at.node, &at.unit, RemoteOp::Release, None).await {
             Ok(()) => return,
-            Err(RemoteError::Refused(msg)) if msg.contains("unknown work unit") => return,
+            Err(RemoteError::UnknownUnit(_)) => return,
             Err(e) if start.elapsed() > RELEASE_WAIT => {
                 say(cb, &format!("could not release work unit {at} ({e}); its lease will"));
                 return;

@@ -101,7 +101,7 @@ pub struct SocketUnits(pub PathBuf);
 
 fn remote_err(e: SocketError) -> RemoteError {
     match e {
-        SocketError::Control { source: ControlError::Remote(msg), .. } => RemoteError::Refused(msg),
+        SocketError::Control { source: ControlError::Remote(msg), .. } => RemoteError::from_reply(msg),
         SocketError::Control { source: ControlError::Protocol(msg), .. } => RemoteError::Refused(msg),
         other => RemoteError::Unreachable(other.to_string()),
     }

@@ -152,7 +152,7 @@ fn unreachable(e: impl std::fmt::Display) -> RemoteError {
 
 fn classify(e: ClientError) -> RemoteError {
     match e {
-        ClientError::Remote(msg) => RemoteError::Refused(msg),
+        ClientError::Remote(msg) => RemoteError::from_reply(msg),
         ClientError::Protocol(msg) => RemoteError::Refused(format!("could not parse response: {msg}")),
         ClientError::Io(e) => unreachable(e),
     }

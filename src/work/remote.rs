@@ -88,6 +88,22 @@ pub enum RemoteError {
     /// The remote node answered with an error.
     #[error("{0}")]
     Refused(String),
+    /// The remote node does not have (or no longer has) the unit.
+    #[error("{0}")]
+    UnknownUnit(String),
+}
+
+impl RemoteError {
+    /// An error line from the remote control service. The protocol has no error codes;
+    /// "unknown work unit …" (Go Receptor's and receptord's wording) is the one answer
+    /// that means the unit is gone, so it is recognised here, once.
+    pub fn from_reply(msg: String) -> RemoteError {
+        if msg.trim_start().starts_with("unknown work unit") {
+            RemoteError::UnknownUnit(msg)
+        } else {
+            RemoteError::Refused(msg)
+        }
+    }
 }
 
 /// A submission to forward.
@@ -176,9 +192,12 @@ fn update_remote(unit: &Unit, f: impl FnOnce(&mut RemoteUnit)) -> Result<Value, 
 
 fn fail(unit: &Unit, detail: String) {
     tracing::warn!(unit = %unit.id, %detail, "remote work unit failed");
+    // The size is what the mirror holds on disk, so followers end there.
+    let size = file_len(&unit.stdout_path());
     let _ = unit.update_status(|st| {
         st.state = State::Failed;
         st.detail = detail;
+        st.stdout_size = size;
     });
 }
 
@@ -258,7 +277,7 @@ async fn settle_earlier_attempt(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit)
                 }
             }
         }
-        Err(RemoteError::Refused(msg)) if msg.contains("unknown work unit") => None,
+        Err(RemoteError::UnknownUnit(_)) => None,
         Err(RemoteError::Refused(msg)) | Err(RemoteError::Unreachable(msg)) => Some(Step::Retry(msg)),
     }
 }
@@ -319,7 +338,7 @@ async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
             Step::Progress
         }
         Err(RemoteError::Unreachable(why)) => Step::Retry(why),
-        Err(RemoteError::Refused(why)) => {
+        Err(RemoteError::Refused(why) | RemoteError::UnknownUnit(why)) => {
             fail(unit, format!("Error starting worker: {why}"));
             Step::Done
         }
@@ -409,7 +428,7 @@ async fn mirror(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
 
 fn gone_or_retry(unit: &Unit, e: RemoteError) -> Step {
     match e {
-        RemoteError::Refused(msg) if msg.contains("unknown work unit") => {
+        RemoteError::UnknownUnit(_) => {
             if !unit.is_releasing() {
                 fail(unit, "Remote work unit is gone".into());
             }
@@ -469,9 +488,11 @@ pub(super) async fn cancel(
     let attempt = remote.operate(&r.node, &r.remote_unit_id, op, signature.clone()).await;
     match attempt {
         Ok(()) => {}
-        Err(RemoteError::Refused(msg)) if release && msg.contains("unknown work unit") => {}
+        Err(RemoteError::UnknownUnit(_)) if release => {}
         Err(_) if force => {}
-        Err(RemoteError::Refused(msg)) => return Err(UnitError::Refused(msg)),
+        Err(RemoteError::Refused(msg) | RemoteError::UnknownUnit(msg)) => {
+            return Err(UnitError::Refused(msg));
+        }
         Err(RemoteError::Unreachable(why)) => {
             tracing::info!(unit = %unit.id, %why, "remote node unreachable; will retry {op:?}");
             spawn_retry(units.clone(), unit.clone());
@@ -509,7 +530,7 @@ pub(super) fn spawn_retry(units: Units, unit: Arc<Unit>) {
             let signature = sign(&units, &r).unwrap_or(None);
             match units.inner.remote.operate(&r.node, &r.remote_unit_id, op, signature).await {
                 Err(RemoteError::Unreachable(_)) => continue,
-                Err(RemoteError::Refused(msg)) if !msg.contains("unknown work unit") => {
+                Err(RemoteError::Refused(msg)) => {
                     tracing::warn!(unit = %unit.id, "remote {op:?} refused: {msg}");
                 }
                 _ => {}
