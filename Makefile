@@ -59,7 +59,7 @@ bench: build venv
 	VENV=$(VENV) $(CARGO) bench --locked --bench mesh
 	VENV=$(VENV) $(CARGO) bench --locked --bench ansible
 	$(CARGO) bench --locked --bench work
-	ulimit -n 65536 && $(CARGO) bench --locked --bench hostile
+	ulimit -n $$(ulimit -Hn) && $(CARGO) bench --locked --bench hostile
 	$(CARGO) bench --locked --bench metrics
 
 clean:

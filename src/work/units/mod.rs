@@ -1,0 +1,503 @@
+//! Durable work units, as the Receptor control protocol knows them: each unit is a
+//! directory under `<data_dir>/units/<ID>/` holding its `status`, `stdin` and `stdout`, so
+//! a unit outlives the connection that created it and the daemon that ran it.
+//!
+//! A local unit runs under a detached supervisor process (`receptord --supervise-unit`)
+//! that owns the job's process tree, writes its output straight into `stdout` and records
+//! the outcome in `status`; the daemon only watches. If the daemon dies, the supervisor
+//! carries on and a restarted daemon reattaches; if both die, the restart says so in the
+//! unit's status and keeps the output written so far. Remote units (see [`super::remote`])
+//! mirror a unit on another node into the same layout.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::authz::Authorization;
+use super::remote::{RemoteControl, RemoteUnit};
+use super::signing::{Signer, Verifier};
+use super::{Registry, UnitPlan};
+use crate::wire::NodeId;
+
+mod disk;
+mod follow;
+mod model;
+mod recover;
+mod supervise;
+
+pub(super) use disk::{file_len, read_json, write_json};
+use disk::{io_err, new_id, supervisor_pid};
+pub use disk::{read_status, supervisor_alive, valid_id};
+pub use follow::Follow;
+pub use model::*;
+
+/// Length of the unit IDs this node makes (letters and digits, as Go Receptor's).
+pub const UNIT_ID_LEN: usize = 8;
+/// Longest unit ID accepted from anyone (IDs name directories: letters and digits only).
+pub const MAX_UNIT_ID: usize = 64;
+/// Largest `status` or `unit.json` file read back from disk.
+const MAX_META_FILE: u64 = 1 << 20;
+/// How often the daemon looks at a running unit's status.
+pub const MONITOR_TICK: Duration = Duration::from_millis(250);
+const FOLLOW_CHUNK: usize = 256 * 1024;
+
+/// Settings for the unit store.
+#[derive(Clone)]
+pub struct UnitsConfig {
+    pub node: NodeId,
+    /// `<data_dir>/units`.
+    pub root: PathBuf,
+    /// The `receptord` executable that supervises units.
+    pub supervisor_exe: PathBuf,
+    /// Completed units older than this are released (`None`: never).
+    pub retention: Option<Duration>,
+    pub signer: Option<Signer>,
+    pub verifier: Option<Verifier>,
+    /// How long a cancelled unit's processes get before SIGKILL (plus margin to wait).
+    pub cancel_wait: Duration,
+    /// Units one other node may hold here at once (`limits.units_per_node`).
+    pub units_per_node: usize,
+    /// Largest payload of one unit (`limits.max_payload`).
+    pub max_payload: u64,
+}
+
+/// The unit store of one node.
+#[derive(Clone)]
+pub struct Units {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) cfg: RwLock<UnitsConfig>,
+    pub(super) node: NodeId,
+    root: PathBuf,
+    registry: Arc<RwLock<Registry>>,
+    authz: Arc<RwLock<Authorization>>,
+    pub(super) remote: Arc<dyn RemoteControl>,
+    units: Mutex<BTreeMap<String, Arc<Unit>>>,
+    pub(super) tracker: TaskTracker,
+    pub(super) cancel: CancellationToken,
+}
+
+impl Units {
+    /// Opens the store, creating `root`, and recovers every unit found there: finished ones
+    /// are kept, running ones whose supervisor is alive are reattached, the rest are marked
+    /// Failed with the reason. Remote units resume mirroring.
+    pub fn open(
+        cfg: UnitsConfig,
+        registry: Arc<RwLock<Registry>>,
+        authz: Arc<RwLock<Authorization>>,
+        remote: Arc<dyn RemoteControl>,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<Units, UnitError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cfg.root)
+            .map_err(io_err("creating", &cfg.root))?;
+        let units = Units {
+            inner: Arc::new(Inner {
+                node: cfg.node.clone(),
+                root: cfg.root.clone(),
+                cfg: RwLock::new(cfg),
+                registry,
+                authz,
+                remote,
+                units: Mutex::default(),
+                tracker,
+                cancel,
+            }),
+        };
+        units.recover()?;
+        units.spawn_retention();
+        Ok(units)
+    }
+
+    /// Replaces the reloadable settings (signing keys, retention).
+    pub fn reconfigure(&self, cfg: UnitsConfig) {
+        if let Ok(mut c) = self.inner.cfg.write() {
+            *c = cfg;
+        }
+    }
+
+    /// Largest payload of one unit (`limits.max_payload`).
+    pub fn max_payload(&self) -> u64 {
+        self.config().max_payload
+    }
+
+    pub(super) fn config(&self) -> UnitsConfig {
+        self.inner.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether work type `name` requires signed submissions.
+    pub fn is_secure(&self, name: &str) -> bool {
+        self.inner.registry.read().map(|r| r.secure(name)).unwrap_or(false)
+    }
+
+    fn insert(&self, id: &str, dir: &Path, kind: UnitKind, status: UnitStatus) -> Arc<Unit> {
+        let unit = Arc::new(Unit {
+            id: id.to_owned(),
+            dir: dir.to_path_buf(),
+            status: watch::Sender::new(status),
+            kind: Mutex::new(kind),
+            stop: self.inner.cancel.child_token(),
+            supervised: AtomicBool::new(false),
+            write_lock: Mutex::new(()),
+            retrying: AtomicBool::new(false),
+            releasing: AtomicBool::new(false),
+            lease: Arc::default(),
+        });
+        self.lock().insert(id.to_owned(), unit.clone());
+        unit
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Unit>>> {
+        self.inner.units.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Finds a unit by ID (validated first: IDs become paths).
+    pub fn get(&self, id: &str) -> Result<Arc<Unit>, UnitError> {
+        valid_id(id)?;
+        self.lock().get(id).cloned().ok_or_else(|| UnitError::Unknown(id.to_owned()))
+    }
+
+    /// How many units are not final yet.
+    pub fn active(&self) -> usize {
+        self.lock().values().filter(|u| !u.status().state.is_final()).count()
+    }
+
+    /// Whether `origin` may act on units of `work_type`.
+    fn authorize(&self, origin: &Origin, work_type: &str) -> Result<(), UnitError> {
+        let Origin::Mesh(peer) = origin else { return Ok(()) };
+        let ok = self.inner.authz.read().map(|a| a.allows(peer, work_type)).unwrap_or(false);
+        if ok {
+            Ok(())
+        } else {
+            Err(UnitError::Refused(format!(
+                "node {} does not allow {peer} to run {work_type:?}",
+                self.inner.node
+            )))
+        }
+    }
+
+    /// Checks a unit operation's signature, as Go Receptor's `processSignature` does:
+    /// required (and checked) for secure work types unless the request came through the
+    /// local socket; refused when not expected.
+    pub fn check_signature(
+        &self,
+        origin: &Origin,
+        work_type: &str,
+        remote_sign_work: bool,
+        signature: Option<&str>,
+    ) -> Result<(), UnitError> {
+        let should = remote_sign_work || self.is_secure(work_type);
+        let signature = signature.filter(|s| !s.is_empty());
+        if !should {
+            return match signature {
+                Some(_) => Err(UnitError::Signature("work type did not expect a signature".into())),
+                None => Ok(()),
+            };
+        }
+        if *origin == Origin::Socket {
+            return Ok(());
+        }
+        let Some(token) = signature else {
+            return Err(UnitError::Signature("could not verify signature: signature is empty".into()));
+        };
+        let cfg = self.config();
+        let Some(verifier) = cfg.verifier.as_ref() else {
+            return Err(UnitError::Signature(
+                "could not verify signature: verifying key not specified".into(),
+            ));
+        };
+        verifier.verify(token, self.inner.node.as_str()).map_err(UnitError::Signature)
+    }
+
+    /// Validates a submission and creates its unit (status Pending, empty `stdin`).
+    pub fn create(&self, origin: &Origin, req: SubmitRequest) -> Result<Arc<Unit>, UnitError> {
+        if let Origin::Mesh(peer) = origin {
+            let quota = self.config().units_per_node;
+            let held = self.lock().values().filter(|u| self.owned_by(origin, u)).count();
+            if *peer != self.inner.node && held >= quota {
+                return Err(UnitError::Refused(format!(
+                    "node {peer} holds {held} work units on {}, the most limits.units_per_node allows; \
+                     release some first",
+                    self.inner.node
+                )));
+            }
+        }
+        let remote_node = req.node.clone().filter(|n| *n != self.inner.node);
+        match remote_node {
+            None => self.create_local(origin, req),
+            Some(node) => self.create_remote(origin, node, req),
+        }
+    }
+
+    fn create_local(&self, origin: &Origin, req: SubmitRequest) -> Result<Arc<Unit>, UnitError> {
+        if req.ttl.is_some() {
+            return Err(UnitError::TtlLocal);
+        }
+        self.check_signature(origin, &req.work_type, false, req.signature.as_deref())?;
+        let wt = {
+            let reg = self.inner.registry.read().map_err(|_| UnitError::Io("registry poisoned".into()))?;
+            match reg.get(&req.work_type) {
+                Some(wt) => wt,
+                None => {
+                    return Err(match reg.absent_reason(&req.work_type) {
+                        Some(why) => {
+                            UnitError::Refused(format!("unknown work type {}: {why}", req.work_type))
+                        }
+                        None => UnitError::UnknownWorkType(req.work_type.clone()),
+                    });
+                }
+            }
+        };
+        self.authorize(origin, &req.work_type)?;
+        let params = req.params.get("params").map(String::as_str).unwrap_or("");
+        let (plan, shown) = wt.unit_plan(params).map_err(UnitError::Refused)?;
+        let submitter = match origin {
+            Origin::Socket | Origin::Network => self.inner.node.clone(),
+            Origin::Mesh(n) => n.clone(),
+        };
+        let kind = UnitKind::Local(LocalUnit {
+            work_type: req.work_type.clone(),
+            params: shown.clone(),
+            plan,
+            submitter,
+            lease: req.lease,
+        });
+        let status =
+            UnitStatus::new(&req.work_type, "Waiting for Input Data", json!({"Pid": 0, "Params": shown}));
+        self.allocate(kind, status)
+    }
+
+    fn create_remote(
+        &self,
+        origin: &Origin,
+        node: NodeId,
+        req: SubmitRequest,
+    ) -> Result<Arc<Unit>, UnitError> {
+        // A node relaying work for someone else would hide who asked: only the local
+        // socket may create remote units.
+        if *origin != Origin::Socket {
+            return Err(UnitError::Refused(
+                "remote work units can only be created from the local control socket".into(),
+            ));
+        }
+        if let Some(name) = req.tls_client.as_deref().filter(|n| !n.is_empty()) {
+            return Err(UnitError::Refused(format!(
+                "unknown TLS config {name} (receptord secures mesh links themselves: configure [tls] and use receptors:// links)"
+            )));
+        }
+        if req.params.keys().any(|k| k.to_ascii_lowercase().starts_with("secret_"))
+            && !self.inner.remote.links_are_tls()
+        {
+            return Err(UnitError::SecretsInClear);
+        }
+        if req.sign_work && self.config().signer.is_none() {
+            return Err(UnitError::Signature("cannot sign work: signing key is empty".into()));
+        }
+        let expiration = req.ttl.map(|ttl| SystemTime::now() + ttl);
+        let remote = RemoteUnit {
+            node,
+            work_type: req.work_type,
+            params: req.params,
+            sign_work: req.sign_work,
+            expiration,
+            remote_unit_id: String::new(),
+            remote_started: false,
+            local_cancelled: false,
+            local_released: false,
+            lease: req.lease,
+        };
+        let status = UnitStatus::new("remote", "Waiting for Input Data", remote.extra_data());
+        self.allocate(UnitKind::Remote(remote), status)
+    }
+
+    fn allocate(&self, kind: UnitKind, status: UnitStatus) -> Result<Arc<Unit>, UnitError> {
+        for _ in 0..100 {
+            let id = new_id();
+            let dir = self.inner.root.join(&id);
+            if self.lock().contains_key(&id) {
+                continue;
+            }
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err("creating", &dir)(e)),
+            }
+            write_json(&dir.join("unit.json"), &kind)?;
+            write_json(&dir.join("status"), &status)?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join("stdin"))
+                .map_err(io_err("creating", &dir.join("stdin")))?;
+            let unit = self.insert(&id, &dir, kind, status);
+            tracing::info!(unit = %id, work_type = %unit.status().work_type, "work unit created");
+            super::lease::spawn_watch(self.clone(), unit.clone());
+            return Ok(unit);
+        }
+        Err(UnitError::Io("could not find a free unit ID".into()))
+    }
+
+    /// Records that the payload could not be read.
+    pub fn input_failed(&self, unit: &Unit, why: &str) {
+        let _ = unit.update_status(|st| {
+            st.state = State::Failed;
+            st.detail = format!("Error reading input data: {why}");
+        });
+    }
+
+    /// Releases a unit: cancels it if needed, then deletes it. `force` ignores failures.
+    pub async fn release(
+        &self,
+        origin: &Origin,
+        id: &str,
+        force: bool,
+        signature: Option<&str>,
+    ) -> Result<Outcome, UnitError> {
+        let unit = self.get(id)?;
+        self.check_unit_access(origin, &unit, signature)?;
+        self.release_unit(&unit, force).await
+    }
+
+    pub(super) async fn release_unit(&self, unit: &Arc<Unit>, force: bool) -> Result<Outcome, UnitError> {
+        if let UnitKind::Remote(_) = unit.kind() {
+            return super::remote::cancel(self, unit, true, force).await;
+        }
+        if let Err(e) = self.cancel_unit(unit).await {
+            if !force {
+                return Err(e);
+            }
+            self.stop_supervisor(unit).await;
+        }
+        self.forget(unit, force)?;
+        Ok(Outcome::Done)
+    }
+
+    /// Deletes a unit's directory and forgets it.
+    pub(super) fn forget(&self, unit: &Unit, force: bool) -> Result<(), UnitError> {
+        unit.releasing.store(true, Ordering::SeqCst);
+        unit.stop.cancel();
+        let last = match std::fs::remove_dir_all(&unit.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", &unit.dir)(e)),
+            _ => Ok(()),
+        };
+        if last.is_ok() || force {
+            self.lock().remove(&unit.id);
+            // Wake followers so they notice the release.
+            unit.status.send_modify(|_| {});
+            tracing::info!(unit = %unit.id, "work unit released");
+        }
+        if force { Ok(()) } else { last }
+    }
+
+    /// Another node may only see and act on the units it submitted itself.
+    fn owned_by(&self, origin: &Origin, unit: &Unit) -> bool {
+        match (origin, unit.kind()) {
+            // This node reaching its own control service (`connect localhost control`).
+            (Origin::Mesh(peer), _) if *peer == self.inner.node => true,
+            (Origin::Mesh(peer), UnitKind::Local(l)) => l.submitter == *peer,
+            (Origin::Mesh(_), UnitKind::Remote(_)) => false,
+            _ => true,
+        }
+    }
+
+    /// A unit's status, for `origin`.
+    pub fn status_for(&self, origin: &Origin, id: &str) -> Result<UnitStatus, UnitError> {
+        let unit = self.get(id)?;
+        if !self.owned_by(origin, &unit) {
+            return Err(UnitError::Unknown(id.to_owned()));
+        }
+        // A supervisor may have recorded the outcome since the monitor last looked.
+        if unit.supervised.load(Ordering::SeqCst) && !unit.status().state.is_final() {
+            unit.refresh();
+        }
+        Ok(unit.status())
+    }
+
+    /// The units `origin` may see, with their status.
+    pub fn list_for(&self, origin: &Origin) -> Vec<(String, UnitStatus)> {
+        self.lock()
+            .values()
+            .filter(|u| self.owned_by(origin, u))
+            .map(|u| (u.id.clone(), u.status()))
+            .collect()
+    }
+
+    fn check_unit_access(
+        &self,
+        origin: &Origin,
+        unit: &Unit,
+        signature: Option<&str>,
+    ) -> Result<(), UnitError> {
+        if !self.owned_by(origin, unit) {
+            // To another node, units it did not submit do not exist.
+            return Err(UnitError::Unknown(unit.id.clone()));
+        }
+        let (work_type, sign) = match unit.kind() {
+            UnitKind::Local(l) => (l.work_type, false),
+            UnitKind::Remote(r) => ("remote".to_owned(), r.sign_work),
+        };
+        self.check_signature(origin, &work_type, sign, signature)?;
+        self.authorize(origin, &work_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(valid_id("AbC123xY").is_ok());
+        for bad in ["", "../x", "a/b", "a b", "x.y", &"a".repeat(65), "é"] {
+            assert!(valid_id(bad).is_err(), "{bad:?}");
+        }
+        let id = new_id();
+        assert_eq!(id.len(), UNIT_ID_LEN);
+        assert!(valid_id(&id).is_ok());
+    }
+
+    #[test]
+    fn status_file_matches_go() {
+        let st = UnitStatus {
+            state: State::Succeeded,
+            detail: "exit status 0".into(),
+            stdout_size: 12,
+            work_type: "local".into(),
+            extra: Value::Null,
+        };
+        assert_eq!(
+            serde_json::to_string(&st).unwrap_or_default(),
+            r#"{"State":2,"Detail":"exit status 0","StdoutSize":12,"WorkType":"local","ExtraData":null}"#
+        );
+        assert!(
+            serde_json::from_str::<UnitStatus>(
+                r#"{"State":9,"Detail":"","StdoutSize":0,"WorkType":"x","ExtraData":null}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn final_states() {
+        assert!(!State::Pending.is_final());
+        assert!(!State::Running.is_final());
+        assert!(State::Succeeded.is_final() && State::Failed.is_final() && State::Canceled.is_final());
+    }
+}

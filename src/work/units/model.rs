@@ -1,0 +1,261 @@
+//! What a work unit is: its states (Go's numbering and words), its status file, its kind
+//! (local plan or remote mirror), who asks (origin), and the in-memory `Unit`.
+
+use super::*;
+
+/// A unit's state, with Go Receptor's numbering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum State {
+    Pending = 0,
+    Running = 1,
+    Succeeded = 2,
+    Failed = 3,
+    Canceled = 4,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Pending => "Pending",
+            State::Running => "Running",
+            State::Succeeded => "Succeeded",
+            State::Failed => "Failed",
+            State::Canceled => "Canceled",
+        }
+    }
+
+    /// Whether the unit will not change any more. Unlike Go Receptor, Canceled counts:
+    /// `work results` on a cancelled unit ends instead of hanging.
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Succeeded | State::Failed | State::Canceled)
+    }
+}
+
+impl From<State> for u8 {
+    fn from(s: State) -> u8 {
+        s as u8
+    }
+}
+
+impl TryFrom<u8> for State {
+    type Error = String;
+    fn try_from(n: u8) -> Result<State, String> {
+        Ok(match n {
+            0 => State::Pending,
+            1 => State::Running,
+            2 => State::Succeeded,
+            3 => State::Failed,
+            4 => State::Canceled,
+            n => return Err(format!("unknown unit state {n}")),
+        })
+    }
+}
+
+/// The `status` file, field for field as Go Receptor writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    #[serde(rename = "State")]
+    pub state: State,
+    #[serde(rename = "Detail")]
+    pub detail: String,
+    #[serde(rename = "StdoutSize")]
+    pub stdout_size: u64,
+    #[serde(rename = "WorkType")]
+    pub work_type: String,
+    #[serde(rename = "ExtraData")]
+    pub extra: Value,
+}
+
+impl UnitStatus {
+    pub(super) fn new(work_type: &str, detail: &str, extra: Value) -> UnitStatus {
+        UnitStatus {
+            state: State::Pending,
+            detail: detail.to_owned(),
+            stdout_size: 0,
+            work_type: work_type.to_owned(),
+            extra,
+        }
+    }
+}
+
+/// What a unit is, stored as `unit.json` when it is created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UnitKind {
+    Local(LocalUnit),
+    Remote(RemoteUnit),
+}
+
+/// A unit this node runs itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalUnit {
+    pub work_type: String,
+    /// The parameter string shown in `ExtraData.Params`.
+    pub params: String,
+    pub plan: UnitPlan,
+    /// Who asked for it: this node (control socket) or a node of the mesh.
+    pub submitter: NodeId,
+    /// Released once no client has been attached for this long (see [`crate::work::lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Duration>,
+}
+
+/// Who is speaking on a control session, for authorization and signature checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The local Unix control socket: trusted, as in Go Receptor.
+    Socket,
+    /// The TCP (or TLS) control listener: full control, but signed work is verified.
+    Network,
+    /// A control session opened over the mesh by this node.
+    Mesh(NodeId),
+}
+
+/// A `work submit`, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitRequest {
+    /// `None`: this node.
+    pub node: Option<NodeId>,
+    pub work_type: String,
+    /// Every work parameter (`params` and any others, `secret_*` included).
+    pub params: BTreeMap<String, String>,
+    pub tls_client: Option<String>,
+    pub ttl: Option<Duration>,
+    pub sign_work: bool,
+    pub signature: Option<String>,
+    /// Release the unit once no client has been attached for this long.
+    pub lease: Option<Duration>,
+}
+
+/// How `start` went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Started {
+    Started,
+    /// A remote unit whose node is not reachable yet; it is submitted when it is.
+    Submitted,
+}
+
+/// How a cancel or release went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// A remote unit whose node could not be told yet; retried in the background.
+    Pending,
+}
+
+/// Why a unit operation failed. The messages are what the control protocol sends.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UnitError {
+    #[error("unknown work unit {0}")]
+    Unknown(String),
+    #[error("invalid work unit ID {0:?}: unit IDs are 1-64 letters and digits")]
+    BadId(String),
+    #[error("unknown work type {0}")]
+    UnknownWorkType(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("ttl option is intended for remote work only")]
+    TtlLocal,
+    #[error("cannot send secrets over a non-TLS connection")]
+    SecretsInClear,
+    #[error("{0}")]
+    Signature(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// One unit in memory.
+pub struct Unit {
+    pub id: String,
+    pub(super) dir: PathBuf,
+    pub(super) status: watch::Sender<UnitStatus>,
+    pub(super) kind: Mutex<UnitKind>,
+    /// Stops the unit's monitor or remote driver (release).
+    pub(crate) stop: CancellationToken,
+    /// Set once a supervisor process was started for it (the daemon then only reads).
+    pub(super) supervised: AtomicBool,
+    /// Serialises status writes.
+    pub(super) write_lock: Mutex<()>,
+    /// A background retry of a remote cancel or release is running.
+    pub(crate) retrying: AtomicBool,
+    pub(super) releasing: AtomicBool,
+    /// Clients attached, for the unit's lease.
+    pub(crate) lease: Arc<crate::work::lease::LeaseState>,
+}
+
+impl Unit {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn stdin_path(&self) -> PathBuf {
+        self.dir.join("stdin")
+    }
+
+    pub fn stdout_path(&self) -> PathBuf {
+        self.dir.join("stdout")
+    }
+
+    pub fn status(&self) -> UnitStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<UnitStatus> {
+        self.status.subscribe()
+    }
+
+    pub fn kind(&self) -> UnitKind {
+        self.kind.lock().map(|k| k.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Changes `unit.json` (memory and disk, in one step: concurrent updates never
+    /// leave an older copy on disk).
+    pub(crate) fn update_kind(&self, f: impl FnOnce(&mut UnitKind)) -> Result<(), UnitError> {
+        let mut k = self.kind.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut k);
+        write_json(&self.dir.join("unit.json"), &*k)
+    }
+
+    /// Records a new status (memory and disk).
+    pub(crate) fn set_status(&self, st: UnitStatus) -> Result<(), UnitError> {
+        self.update_status(|s| *s = st)
+    }
+
+    /// Publishes a change to followers without writing it to disk (yet).
+    pub(crate) fn status_in_memory(&self, f: impl FnOnce(&mut UnitStatus)) {
+        self.status.send_modify(f);
+    }
+
+    /// Changes the status (memory and disk, serialised with other writers).
+    pub(crate) fn update_status(&self, f: impl FnOnce(&mut UnitStatus)) -> Result<(), UnitError> {
+        let _writer = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut snapshot = None;
+        self.status.send_modify(|st| {
+            f(st);
+            snapshot = Some(st.clone());
+        });
+        match snapshot {
+            Some(st) => write_json(&self.dir.join("status"), &st),
+            None => Ok(()),
+        }
+    }
+
+    /// Re-reads `status` from disk (written by the supervisor), publishing changes.
+    pub(super) fn refresh(&self) -> Option<UnitStatus> {
+        let st = read_status(&self.dir)?;
+        if *self.status.borrow() != st {
+            self.status.send_replace(st.clone());
+        }
+        Some(st)
+    }
+
+    pub fn is_releasing(&self) -> bool {
+        self.releasing.load(Ordering::SeqCst)
+    }
+
+    /// Counts a client as attached (for the lease) while the guard lives.
+    pub fn attach(&self) -> crate::work::lease::Attached {
+        self.lease.attach()
+    }
+}
