@@ -187,8 +187,9 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     let (registry, authz) = work.shared();
     let remote =
         Arc::new(crate::control::client::MeshControl { node: node.clone(), tls_only: tls_only(&cfg) });
-    let units = Units::open(units_cfg, registry, authz, remote, node.tracker(), node.cancel_token())
-        .map_err(DaemonError::Units)?;
+    let units =
+        Units::open(units_cfg, registry, authz, remote, work.slots(), node.tracker(), node.cancel_token())
+            .map_err(DaemonError::Units)?;
     let probe = metrics_listener.map(|l| crate::metrics::probe::start(l, &cfg, &node, &work, &units));
     let reloader = reload::Reloader {
         path: config_path.clone(),

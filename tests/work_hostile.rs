@@ -187,3 +187,21 @@ fn units_per_node_are_limited() {
         assert_ne!(st["StateName"], "Failed", "the first two run: {st}");
     }
 }
+
+/// Work units and mesh jobs share `work.max_jobs`: a unit beyond it is refused with the
+/// reason, and a freed slot serves again.
+#[test]
+fn work_units_count_against_max_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("n1", dir.path());
+    let mut spec = Spec::new("n1").extra(WORK).extra(&ctl).extra("[work]\nmax_jobs = 1\n");
+    spec.listen = false;
+    let _d = Daemon::start(spec);
+    let first = submit(&sock, &["small", "-n"]);
+    let out = receptorctl(&sock, &["work", "submit", "small", "-n"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("max_jobs"), "the second unit is refused with the reason: {text}");
+    wait_state(&sock, &first, "Succeeded");
+    let third = submit(&sock, &["env", "-n"]);
+    wait_state(&sock, &third, "Succeeded");
+}

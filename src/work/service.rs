@@ -71,6 +71,11 @@ impl WorkService {
         (self.registry.clone(), self.authz.clone())
     }
 
+    /// The job slots (`work.max_jobs`), shared with the work-unit store.
+    pub fn slots(&self) -> Arc<tokio::sync::Semaphore> {
+        self.slots.clone()
+    }
+
     pub fn registry(&self) -> Registry {
         self.registry.read().map(|r| r.clone()).unwrap_or_default()
     }

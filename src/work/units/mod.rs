@@ -85,6 +85,8 @@ pub(super) struct Inner {
     registry: Arc<RwLock<Registry>>,
     authz: Arc<RwLock<Authorization>>,
     pub(super) remote: Arc<dyn RemoteControl>,
+    /// Job slots shared with the `work` service (`work.max_jobs`).
+    pub(super) slots: Arc<tokio::sync::Semaphore>,
     units: Mutex<BTreeMap<String, Arc<Unit>>>,
     pub(super) tracker: TaskTracker,
     pub(super) cancel: CancellationToken,
@@ -99,6 +101,7 @@ impl Units {
         registry: Arc<RwLock<Registry>>,
         authz: Arc<RwLock<Authorization>>,
         remote: Arc<dyn RemoteControl>,
+        slots: Arc<tokio::sync::Semaphore>,
         tracker: TaskTracker,
         cancel: CancellationToken,
     ) -> Result<Units, UnitError> {
@@ -115,6 +118,7 @@ impl Units {
                 registry,
                 authz,
                 remote,
+                slots,
                 units: Mutex::default(),
                 tracker,
                 cancel,

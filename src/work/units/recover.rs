@@ -64,7 +64,9 @@ impl Units {
             UnitKind::Local(_) if supervisor_alive(dir) => {
                 tracing::info!(unit = %id, "reattached to a running work unit");
                 unit.supervised.store(true, Ordering::SeqCst);
-                self.spawn_monitor(unit, None);
+                // A reattached unit takes a job slot if one is free (it runs either way).
+                let slot = self.inner.slots.clone().try_acquire_owned().ok();
+                self.spawn_monitor(unit, None, slot);
             }
             UnitKind::Local(_) if dir.join("cancel").exists() => {
                 status.state = State::Canceled;

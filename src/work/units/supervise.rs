@@ -21,11 +21,21 @@ impl Units {
                 Ok(if reachable { Started::Started } else { Started::Submitted })
             }
             UnitKind::Local(_) => {
+                // Units and mesh jobs share `work.max_jobs` (one budget of processes).
+                let Ok(slot) = self.inner.slots.clone().try_acquire_owned() else {
+                    let why =
+                        format!("node {} is running work.max_jobs jobs; try again later", self.inner.node);
+                    let _ = unit.update_status(|st| {
+                        st.state = State::Failed;
+                        st.detail = why.clone();
+                    });
+                    return Err(UnitError::Refused(why));
+                };
                 unit.update_status(|st| st.detail = "Starting Worker".into())?;
                 match self.spawn_supervisor(unit) {
                     Ok(child) => {
                         crate::metrics::global().work_started(crate::metrics::WorkKind::Unit);
-                        self.spawn_monitor(unit.clone(), Some(child))
+                        self.spawn_monitor(unit.clone(), Some(child), Some(slot))
                     }
                     Err(e) => {
                         let _ = unit.update_status(|st| {
@@ -68,10 +78,17 @@ impl Units {
     /// Watches a supervised unit until it is final. With `child` (a supervisor this daemon
     /// started) its exit is seen directly; a reattached one is watched through its lock.
     /// A supervisor gone without a result fails the unit (or cancels it, if asked to).
-    pub(super) fn spawn_monitor(&self, unit: Arc<Unit>, mut child: Option<tokio::process::Child>) {
+    pub(super) fn spawn_monitor(
+        &self,
+        unit: Arc<Unit>,
+        mut child: Option<tokio::process::Child>,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let stop = unit.stop.clone();
         let since = child.as_ref().map(|_| std::time::Instant::now());
         self.inner.tracker.spawn(async move {
+            // The job slot is held while the supervisor lives.
+            let _slot = slot;
             let exited = loop {
                 let wait_child = async {
                     match child.as_mut() {
