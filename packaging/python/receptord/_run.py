@@ -247,6 +247,9 @@ class _Run:
         elif final.get("kind") == "canceled" and signalled:
             r.status, r.rc, r.canceled = "canceled", CANCELED_RC, True
             self._status({"status": "canceled", "runner_ident": r.config.ident})
+        elif final.get("kind") == "canceled" and self.kw.get("timeout"):
+            r.status, r.rc, r.timed_out = "timeout", CANCELED_RC, True
+            self._status({"status": "timeout", "runner_ident": r.config.ident})
         else:
             r.status, r.rc, r.errored = "error", 1, True
             r.error = from_stream(final)
