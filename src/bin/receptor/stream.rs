@@ -89,3 +89,24 @@ fn worker_kind(reason: &str) -> &'static str {
         "refused"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_follow_the_variants() {
+        let node: receptord::wire::NodeId = "node3".parse().expect("id");
+        let worker = |reason: &str| RunError::Worker { node: node.clone(), reason: reason.into() };
+        assert_eq!(
+            kind(&worker("archive refused: refused zip entry \"x\": total size limit")),
+            "refused_archive"
+        );
+        assert_eq!(kind(&worker("could not verify signature: signature is empty")), "refused_signature");
+        assert_eq!(kind(&worker("something else")), "refused");
+        let unknown = RunError::Client(ClientError::Open(OpenError::UnknownNode { node, known: vec![] }));
+        assert_eq!(kind(&unknown), "unknown_node");
+        assert_eq!(kind(&RunError::Stopped("interrupted".into())), "canceled");
+        assert_eq!(kind(&RunError::BadOptions("x".into())), "bad_options");
+    }
+}
