@@ -2,7 +2,7 @@
 CARGO ?= cargo
 VENV  ?= $(CURDIR)/.venv
 
-.PHONY: all build venv demo test test-tools test-systemd systemd-test-tools lint fmt bench clean
+.PHONY: all build venv demo test test-python wheel test-tools test-systemd systemd-test-tools lint fmt bench clean
 
 all: build
 
@@ -35,6 +35,22 @@ test: build venv test-tools
 		$(CARGO) test --release --locked --no-fail-fast; \
 	fi
 	$(MAKE) package-test
+	$(MAKE) test-python
+
+# The Python package (packaging/python): pip-installed into .venv, its pytest suite run
+# against a real mesh of receptord daemons and the real ansible-runner (docs/PYTHON.md).
+PY_PKG = packaging/python
+test-python: build venv
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check pytest ./$(PY_PKG)
+	cd $(PY_PKG) && PATH="$(VENV)/bin:$$PATH" RECEPTORD_BIN="$(CURDIR)/target/release/receptor" \
+		RECEPTORD_DAEMON="$(CURDIR)/target/release/receptord" $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+
+# target/wheels/receptord-*-py3-none-<platform>.whl, carrying the release `receptor`.
+wheel: build venv
+	rm -rf $(PY_PKG)/build $(PY_PKG)/receptord/bin && mkdir -p $(PY_PKG)/receptord/bin
+	cp target/release/receptor $(PY_PKG)/receptord/bin/receptor
+	$(VENV)/bin/pip wheel --quiet --disable-pip-version-check --no-deps -w target/wheels ./$(PY_PKG); \
+		rc=$$?; rm -rf $(PY_PKG)/receptord/bin $(PY_PKG)/build; exit $$rc
 
 # The .deb under a real systemd: a Debian 12 root filesystem (debootstrap from Debian's
 # mirror, cached in /var/cache/receptord-test) booted with systemd-nspawn. Needs root.

@@ -175,6 +175,17 @@ pub struct RunArgs {
     /// Print nothing of the playbook output.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Extra variables as a JSON object (ansible_runner's `extravars`).
+    #[arg(long, value_name = "JSON")]
+    pub extravars: Option<String>,
+    /// Environment variables of the job as a JSON object of strings (`envvars`).
+    #[arg(long, value_name = "JSON")]
+    pub envvars: Option<String>,
+    /// Instead of the playbook output, print the run as JSON Lines on stdout: status
+    /// changes, every job event, artifacts, the final status and rc, or the error with a
+    /// machine-readable kind (docs/EVENTS-STREAM.md). Used by the Python package.
+    #[arg(long, conflicts_with_all = ["detach", "json", "quiet"])]
+    pub events_stream: bool,
     /// Remote runs: the node cancels and releases the run's work unit once no client has
     /// followed it for this long (1s to 7 days).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]

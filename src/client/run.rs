@@ -41,6 +41,10 @@ pub struct RunOptions {
     pub only_failed_event_data: bool,
     /// Keep only this many artifact directories locally (0 = keep all).
     pub rotate_artifacts: u32,
+    /// `ansible_runner.run(extravars=...)`: a JSON object, sent in the kwargs line.
+    pub extravars: Option<Map<String, Value>>,
+    /// `ansible_runner.run(envvars=...)`: string values, sent in the kwargs line.
+    pub envvars: Option<Map<String, Value>>,
 }
 
 /// Where to run: the three options of the original feature, plus the run options.
@@ -252,7 +256,16 @@ fn kwargs(opts: &RunOptions, ident: &str, pdd: &Path) -> Result<Map<String, Valu
         "suppress_env_files": false,
     });
     match v {
-        Value::Object(m) => Ok(m),
+        Value::Object(mut m) => {
+            // Only when given, so a plain run's kwargs line stays `ansible-runner transmit`'s.
+            if let Some(x) = &opts.extravars {
+                m.insert("extravars".into(), Value::Object(x.clone()));
+            }
+            if let Some(e) = &opts.envvars {
+                m.insert("envvars".into(), Value::Object(e.clone()));
+            }
+            Ok(m)
+        }
         _ => unreachable!("json! of an object literal is an object"),
     }
 }

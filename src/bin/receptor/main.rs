@@ -14,6 +14,7 @@ use receptord::client::{ClientOptions, MeshClient};
 use receptord::wire::NodeId;
 
 mod status;
+mod stream;
 mod work;
 
 fn main() -> ExitCode {
@@ -211,7 +212,14 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
     use receptord::client::run::{Callbacks, RunOptions, RunRequest};
     receptord::work::lease::check(a.lease).map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
     let via_receptor = a.via_receptor.or_else(|| a.attach.as_ref().map(|at| at.node.clone()));
-    let detached_ident = (a.detach && a.ident.is_none()).then(|| uuid::Uuid::new_v4().simple().to_string());
+    // A detached run prints its ident; a streamed one announces it in its first line.
+    let new_ident = (a.detach || a.events_stream) && a.ident.is_none();
+    let detached_ident = new_ident.then(|| uuid::Uuid::new_v4().simple().to_string());
+    let extravars = json_object("--extravars", a.extravars.as_deref())?;
+    let envvars = json_object("--envvars", a.envvars.as_deref())?;
+    if let Some((k, _)) = envvars.iter().flatten().find(|(_, v)| !v.is_string()) {
+        bail!("--envvars: the value of {k:?} is not a string");
+    }
     let options = RunOptions {
         private_data_dir: a.private_data_dir,
         playbook: a.playbook,
@@ -228,6 +236,8 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
         omit_event_data: a.omit_event_data,
         only_failed_event_data: a.only_failed_event_data,
         rotate_artifacts: a.rotate_artifacts,
+        extravars,
+        envvars,
     };
     // Without a peer, a local daemon's control socket (if there is one) carries the job.
     let local = via_receptor.is_none() || via_receptor == mesh.receptor_node_id;
@@ -265,6 +275,9 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
         );
         return Ok(0);
     }
+    if a.events_stream {
+        return Ok(streamed(&req, a.attach.as_ref()).await);
+    }
     let output: Option<Box<dyn Write + Send>> = (!a.quiet).then(|| Box::new(std::io::stdout()) as _);
     let notice: Box<dyn FnMut(&str) + Send> = Box::new(|msg| eprintln!("receptor: {msg}"));
     let callbacks =
@@ -277,6 +290,51 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
         eprintln!("receptor: run {} ended with status {} (rc {})", outcome.ident, outcome.status, outcome.rc);
     }
     Ok(u8::try_from(outcome.rc).unwrap_or(1))
+}
+
+/// `--events-stream`: the run as JSON Lines; the exit status is the rc, or 1 on error.
+async fn streamed(
+    req: &receptord::client::run::RunRequest,
+    attach: Option<&receptord::client::durable::UnitRef>,
+) -> u8 {
+    let out = stream::Stream::new();
+    let ident = req.options.ident.clone().unwrap_or_default();
+    let pdd =
+        req.options.private_data_dir.canonicalize().unwrap_or_else(|_| req.options.private_data_dir.clone());
+    out.emit(&serde_json::json!({
+        "type": "start",
+        "version": stream::STREAM_VERSION,
+        "ident": ident,
+        "artifact_dir": pdd.join("artifacts").join(&ident).display().to_string(),
+        "via_receptor": req.via_receptor.as_ref().map(|n| n.as_str()),
+    }));
+    let result = match attach {
+        Some(at) => receptord::client::durable::attach(req, at, out.callbacks()).await,
+        None => receptord::client::run::run(req, out.callbacks()).await,
+    };
+    match result {
+        Ok(outcome) => {
+            out.finished(&outcome);
+            u8::try_from(outcome.rc).unwrap_or(1)
+        }
+        Err(e) => {
+            out.error(&e);
+            1
+        }
+    }
+}
+
+/// Parses a flag's JSON object (`--extravars`, `--envvars`).
+fn json_object(
+    flag: &str,
+    text: Option<&str>,
+) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    let Some(text) = text else { return Ok(None) };
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(m)) => Ok(Some(m)),
+        Ok(_) => bail!("{flag}: not a JSON object"),
+        Err(e) => bail!("{flag}: invalid JSON: {e}"),
+    }
 }
 
 fn subject(s: SubjectArgs) -> Subject {
