@@ -48,15 +48,6 @@ fn ping(via: u16, node: &str, count: usize, timeout: &str) -> Vec<f64> {
         .collect()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn wait_ping(via: u16, node: &str, limit: Duration) -> Option<Duration> {
     let t0 = Instant::now();
     while t0.elapsed() < limit {
@@ -80,7 +71,7 @@ fn flood() {
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
                 for (i, pid) in pids.iter().enumerate() {
-                    peak[i].fetch_max(rss_kib(*pid), Ordering::Relaxed);
+                    peak[i].fetch_max(harness::rss_kib(*pid), Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }

@@ -141,15 +141,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn mark(ok: bool) -> &'static str {
     if ok { "met" } else { "missed" }
 }
@@ -159,7 +150,7 @@ fn main() {
     let raw = median((0..RUNS).map(|_| harness::raw_tcp_run(SIZE)).collect());
     let plain = Line::new(false);
     std::thread::sleep(Duration::from_secs(3));
-    let idle: Vec<u64> = plain.nodes.iter().map(|d| rss_kib(d.child.id())).collect();
+    let idle: Vec<u64> = plain.nodes.iter().map(|d| harness::rss_kib(d.child.id())).collect();
     let (p50, p99) = plain.pings(1000);
     let mesh = median((0..RUNS).map(|_| plain.throughput_run()).collect());
     drop(plain);

@@ -71,3 +71,13 @@ pub fn raw_tcp_run(size: u64) -> f64 {
     writer.join().expect("writer");
     start.elapsed().as_secs_f64()
 }
+
+/// Resident memory of a process, in KiB (0 if it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}

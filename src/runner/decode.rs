@@ -20,11 +20,14 @@ pub struct DecodeLimits {
     pub max_line: usize,
     /// Largest accepted zip section (the decoded size `N` announced by `{"zipfile": N}`).
     pub max_zip: u64,
+    /// Zip sections accepted per stream: ansible-runner 2.x sends one (the private data
+    /// dir in a transmit stream, the artifacts in a worker stream), so more is hostile.
+    pub max_zips: u32,
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_line: 64 << 20, max_zip: 1 << 30 }
+        DecodeLimits { max_line: 64 << 20, max_zip: 1 << 30, max_zips: 1 }
     }
 }
 
@@ -76,6 +79,8 @@ pub enum DecodeError {
     ZipHeader { reason: &'static str },
     #[error("zip section of {size} bytes exceeds the limit of {limit} bytes")]
     ZipTooLarge { size: u64, limit: u64 },
+    #[error("more than {0} zip section(s) in one stream")]
+    TooManyZips(u32),
     #[error("invalid base64 in zip section: {reason}")]
     Base64 { reason: String },
     #[error("zip section decoded to {got} bytes, header announced {expected}")]
@@ -118,12 +123,14 @@ pub struct StreamDecoder {
     /// Bytes of `buf` already known to contain no LF.
     scanned: usize,
     state: State,
+    /// Zip sections started so far.
+    zips: u32,
 }
 
 impl StreamDecoder {
     /// A decoder at the start of a stream.
     pub fn new(limits: DecodeLimits) -> Self {
-        StreamDecoder { limits, buf: BytesMut::new(), scanned: 0, state: State::Lines }
+        StreamDecoder { limits, buf: BytesMut::new(), scanned: 0, state: State::Lines, zips: 0 }
     }
 
     /// Appends input. Input after the eof line is dropped.
@@ -199,6 +206,10 @@ impl StreamDecoder {
             if size > self.limits.max_zip {
                 return Err(DecodeError::ZipTooLarge { size, limit: self.limits.max_zip });
             }
+            if self.zips >= self.limits.max_zips {
+                return Err(DecodeError::TooManyZips(self.limits.max_zips));
+            }
+            self.zips += 1;
             self.state = State::Zip(ZipState {
                 expected: size,
                 chars_left: size.div_ceil(3) * 4,

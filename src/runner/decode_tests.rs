@@ -135,7 +135,7 @@ fn crlf_and_surrounding_space_are_fine() {
 
 #[test]
 fn limits_are_enforced() {
-    let limits = DecodeLimits { max_line: 20, max_zip: 10 };
+    let limits = DecodeLimits { max_line: 20, max_zip: 10, max_zips: 1 };
     let long = b"{\"status\": \"0123456789012345\"}\n";
     assert_eq!(decode_all(long, 1, limits), Err(DecodeError::LineTooLong { limit: 20 }));
     assert_eq!(decode_all(long, 4096, limits), Err(DecodeError::LineTooLong { limit: 20 }));
@@ -150,6 +150,10 @@ fn limits_are_enforced() {
     for bad in [&b"{\"zipfile\": -1}\n"[..], b"{\"zipfile\": 1.5}\n", b"{\"zipfile\": \"3\"}\n"] {
         assert!(matches!(decode_all(bad, 1, limits), Err(DecodeError::ZipHeader { .. })));
     }
+    // One zip section per stream: a second one (each within max_zip) is refused.
+    let two = b"{\"zipfile\": 3}\nYWJj{\"zipfile\": 3}\nYWJj{\"eof\": true}\n";
+    assert_eq!(decode_all(two, 1, limits), Err(DecodeError::TooManyZips(1)));
+    assert_eq!(decode_all(two, 4096, limits), Err(DecodeError::TooManyZips(1)));
 }
 
 #[test]
