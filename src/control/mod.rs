@@ -11,7 +11,7 @@
 pub mod client;
 pub mod gojson;
 pub mod io;
-mod work;
+pub(crate) mod work;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -463,7 +463,7 @@ impl Control {
 }
 
 /// A request's parameters: the text after the command, or the whole JSON object.
-enum Request {
+pub(crate) enum Request {
     Text(String),
     Json(Map<String, Value>),
 }
@@ -477,7 +477,7 @@ fn reply_line(result: Result<Value, String>) -> String {
 }
 
 /// The node, service and TLS name of a `connect` request.
-fn connect_target(req: &Request) -> Result<(String, String, String), String> {
+pub(crate) fn connect_target(req: &Request) -> Result<(String, String, String), String> {
     match req {
         Request::Text(p) => {
             let tokens: Vec<&str> = p.split(' ').collect();
@@ -507,7 +507,7 @@ fn connect_target(req: &Request) -> Result<(String, String, String), String> {
     }
 }
 
-fn parse(line: &str) -> Result<(String, Request), String> {
+pub(crate) fn parse(line: &str) -> Result<(String, Request), String> {
     if line.starts_with('{') {
         let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
         let Value::Object(m) = v else { return Err("JSON did not contain a command".into()) };
