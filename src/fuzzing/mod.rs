@@ -17,8 +17,11 @@ pub use runner::{extract, transmit_stream};
 pub use seeds::seeds;
 pub use wire::{frame, handshake};
 
+/// A target body: runs one input, panics on a broken invariant.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its `fuzz/fuzz_targets/<name>.rs` and corpus directory.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("frame", frame),
     ("handshake", handshake),
     ("transmit_stream", transmit_stream),

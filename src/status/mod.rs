@@ -123,7 +123,7 @@ impl StatusDoc {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::wire::{Lsa, NodeId, WorkTypeAd};
+    use crate::wire::{Lsa, Name, NodeId, WorkTypeAd};
 
     fn id(s: &str) -> NodeId {
         NodeId::new(s).expect("valid")
@@ -137,7 +137,13 @@ pub(crate) mod tests {
             leaving: false,
             ephemeral: eph,
             neighbors: n.iter().map(|(p, c)| (id(p), *c)).collect(),
-            work_types: wt.iter().map(|w| WorkTypeAd { name: (*w).into(), version: "1".into() }).collect(),
+            work_types: wt
+                .iter()
+                .map(|w| WorkTypeAd {
+                    name: Name::new(*w).expect("name"),
+                    version: Name::new("1").expect("name"),
+                })
+                .collect(),
         };
         MeshStatus {
             node_id: id("cli-1"),
