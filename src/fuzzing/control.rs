@@ -27,8 +27,7 @@ pub fn control_line(data: &[u8]) {
     let chunk = usize::from(chunk).max(1);
     let chunks = input.chunks(chunk).map(Bytes::copy_from_slice).collect();
     let mut rd = LineReader::new(Chunks(chunks));
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-    rt.block_on(async {
+    super::runtime().block_on(async {
         // Each line consumes at least one byte, so this ends.
         loop {
             match rd.line(MAX).await.expect("in-memory reads do not fail") {

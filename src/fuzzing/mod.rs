@@ -30,6 +30,13 @@ pub const TARGETS: [(&str, Target); 6] = [
     ("mesh_events", mesh_events),
 ];
 
+/// One runtime for the async targets (built once; a runtime per input would cost more than
+/// most inputs).
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"))
+}
+
 /// Reads fuzz input as a sequence of small decisions; runs dry as zeros.
 pub(crate) struct Cursor<'a> {
     data: &'a [u8],

@@ -55,7 +55,6 @@ fn round_trip(f: &Frame) {
 const ME: &str = "fuzz-me";
 
 struct Shared {
-    rt: tokio::runtime::Runtime,
     router: Arc<Router>,
     limits: Arc<Limits>,
 }
@@ -63,11 +62,10 @@ struct Shared {
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let limits = Limits { handshake_timeout: Duration::from_secs(5), ..Limits::default() };
         let me = NodeId::new(ME).expect("valid id");
         let router = Router::new(me, 64 * 1024, crate::wire::DEFAULT_HOPS, &limits, TaskTracker::new());
-        Shared { rt, router, limits: Arc::new(limits) }
+        Shared { router, limits: Arc::new(limits) }
     })
 }
 
@@ -99,7 +97,7 @@ pub fn handshake(data: &[u8]) {
         limits: s.limits.clone(),
     };
     let (ours, mut theirs) = tokio::io::duplex(peer_bytes.len() + 64 * 1024);
-    s.rt.block_on(async {
+    super::runtime().block_on(async {
         theirs.write_all(peer_bytes).await.expect("duplex has room");
         theirs.shutdown().await.expect("shutdown");
         let mut mesh = Mesh::new(me.clone(), 1, false, MeshConfig::default(), Instant::now());
@@ -117,11 +115,9 @@ pub fn handshake(data: &[u8]) {
             drop(ctx);
             r
         };
-        let started = std::time::Instant::now();
         let (result, ()) = tokio::join!(run, admit);
         // The peer closed its side: nothing may wait for the handshake timeout.
         assert!(!matches!(result, Err(LinkError::HandshakeTimeout)), "handshake waited on a closed peer");
-        assert!(started.elapsed() < Duration::from_secs(4), "handshake took too long");
         if let Ok(est) = &result {
             assert_eq!(est.peer.version, PROTOCOL_VERSION);
             assert_ne!(est.peer.node_id, me, "admitted a peer using this node's id");
