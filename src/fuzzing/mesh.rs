@@ -6,11 +6,17 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Cursor;
-use crate::mesh::state::{Action, Admission, Mesh, MeshConfig};
+use crate::mesh::state::{Action, Admission, LinkId, Mesh, MeshConfig};
 use crate::wire::{Frame, Hello, Lsa, MAX_FRAME, Name, NodeId, PROTOCOL_VERSION, WorkTypeAd, caps};
 
 const NODES: [&str; 8] = ["fuzz-me", "a", "b", "c", "d", "e", "f", "g"];
 const COSTS: [f64; 8] = [1.0, 0.5, 2.0, 100.0, 1e-300, 1e300, f64::MIN_POSITIVE, 3.25];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Admitted,
+    Up,
+}
 
 fn node(c: &mut Cursor<'_>) -> NodeId {
     let b = c.byte();
@@ -74,11 +80,19 @@ pub fn mesh_events(data: &[u8]) {
     };
     let me = NodeId::new(NODES[0]).expect("valid id");
     let mut mesh = Mesh::new(me, 2, c.byte() & 1 != 0, cfg, now);
+    // Link ids as the driver hands them out: fresh for every handshake, up at most once,
+    // down at most once; advertisements arrive only on up links.
+    let mut links: Vec<(LinkId, Phase)> = Vec::new();
+    let mut next_link: LinkId = 0;
     let mut steps = 0;
     while !c.is_empty() && steps < 2000 {
         steps += 1;
         let op = c.byte();
-        let link = u64::from(c.byte() % 8);
+        let pick = usize::from(c.byte());
+        let find = |links: &[(LinkId, Phase)], ok: &dyn Fn(Phase) -> bool| {
+            let live: Vec<usize> = (0..links.len()).filter(|i| ok(links[*i].1)).collect();
+            (!live.is_empty()).then(|| live[pick % live.len()])
+        };
         match op % 9 {
             0 => {
                 let peer = node(&mut c);
@@ -93,15 +107,30 @@ pub fn mesh_events(data: &[u8]) {
                     cost: 1.0,
                 };
                 let cost = COSTS[usize::from(c.byte()) % COSTS.len()];
-                if mesh.admit(link, &hello, cost, flags & 1 != 0) == Admission::Admit {
+                next_link += 1;
+                if mesh.admit(next_link, &hello, cost, flags & 1 != 0) == Admission::Admit {
                     assert_ne!(&peer, mesh.me(), "admitted a peer with this node's id");
+                    links.push((next_link, Phase::Admitted));
+                    if links.len() > 64 {
+                        links.remove(0);
+                    }
                 }
             }
-            1 => mesh.link_up(now, link),
-            2 => mesh.link_down(now, link),
+            1 => {
+                if let Some(i) = find(&links, &|p| p == Phase::Admitted) {
+                    links[i].1 = Phase::Up;
+                    mesh.link_up(now, links[i].0);
+                }
+            }
+            2 => {
+                if let Some(i) = find(&links, &|_| true) {
+                    mesh.link_down(now, links.remove(i).0);
+                }
+            }
             3 | 8 => {
-                if let Some(l) = lsa(&mut c) {
-                    mesh.on_lsa(now, link, l);
+                let l = lsa(&mut c);
+                if let (Some(i), Some(l)) = (find(&links, &|p| p == Phase::Up), l) {
+                    mesh.on_lsa(now, links[i].0, l);
                 }
             }
             4 => {
