@@ -58,6 +58,8 @@ bench: build venv
 FUZZ_TIME    ?= 60
 FUZZ_TARGETS ?= frame handshake transmit_stream extract control_line mesh_events
 FUZZ_FLAGS   ?= --sanitizer none
+# The saved corpus is kept small: after minimising, the smallest inputs up to this many bytes.
+FUZZ_CORPUS_BYTES ?= 60000
 fuzz: SHELL := /bin/bash
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
@@ -70,6 +72,10 @@ fuzz:
 			2>&1 | grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|==|SUMMARY|panicked|.*Test unit written)' ; \
 		[ "$${PIPESTATUS[0]}" = 0 ] || exit 1; \
 		nice -n 19 $(CARGO) fuzz cmin $(FUZZ_FLAGS) $$t corpus/$$t >/dev/null 2>&1 || exit 1; \
+		total=0; for f in $$(ls -Sr corpus/$$t); do \
+			total=$$((total + $$(stat -c %s corpus/$$t/$$f))); \
+			[ $$total -le $(FUZZ_CORPUS_BYTES) ] || rm corpus/$$t/$$f; \
+		done; \
 	done
 
 clean:
