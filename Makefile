@@ -2,7 +2,7 @@
 CARGO ?= cargo
 VENV  ?= $(CURDIR)/.venv
 
-.PHONY: all build venv demo test test-python wheel test-tools test-systemd systemd-test-tools lint fmt bench clean
+.PHONY: all build venv demo test test-python wheel test-tools test-systemd systemd-test-tools lint fmt bench fuzz clean
 
 all: build
 
@@ -77,6 +77,33 @@ bench: build venv
 	$(CARGO) bench --locked --bench work
 	ulimit -n $$(ulimit -Hn) && $(CARGO) bench --locked --bench hostile
 	$(CARGO) bench --locked --bench metrics
+
+# Fuzzing with cargo-fuzz (libFuzzer) on the stable toolchain, without a sanitizer (the
+# crate forbids unsafe code; see docs/FUZZING.md). Each target runs FUZZ_TIME seconds, one
+# after another, niced; new inputs land in fuzz/corpus/<target>, which is then minimised
+# in place. Crashes are written to fuzz/artifacts/<target>/ and stop the run.
+FUZZ_TIME    ?= 60
+FUZZ_TARGETS ?= frame handshake transmit_stream extract control_line mesh_events
+FUZZ_FLAGS   ?= --sanitizer none
+# The saved corpus is kept small: after minimising, the smallest inputs up to this many bytes.
+FUZZ_CORPUS_BYTES ?= 60000
+fuzz: SHELL := /bin/bash
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+	$(CARGO) test --release --locked --test fuzz_corpus -- --ignored write_fuzz_seeds
+	cd fuzz && $(CARGO) fuzz build $(FUZZ_FLAGS)
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t regressions/$$t artifacts/$$t && \
+		nice -n 19 $(CARGO) fuzz run $(FUZZ_FLAGS) $$t corpus/$$t regressions/$$t -- \
+			-max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			2>&1 | grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|==|SUMMARY|panicked|.*Test unit written)' ; \
+		[ "$${PIPESTATUS[0]}" = 0 ] || exit 1; \
+		nice -n 19 $(CARGO) fuzz cmin $(FUZZ_FLAGS) $$t corpus/$$t >/dev/null 2>&1 || exit 1; \
+		total=0; for f in $$(ls -Sr corpus/$$t); do \
+			total=$$((total + $$(stat -c %s corpus/$$t/$$f))); \
+			[ $$total -le $(FUZZ_CORPUS_BYTES) ] || rm corpus/$$t/$$f; \
+		done; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -10,6 +10,8 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jsonfmt;
 pub mod limits;
 pub mod logging;

@@ -12,7 +12,7 @@ pub mod client;
 pub mod gojson;
 pub mod io;
 mod listen;
-mod work;
+pub(crate) mod work;
 
 pub use listen::session_budget;
 
@@ -362,7 +362,7 @@ impl Control {
 }
 
 /// A request's parameters: the text after the command, or the whole JSON object.
-enum Request {
+pub(crate) enum Request {
     Text(String),
     Json(Map<String, Value>),
 }
@@ -376,7 +376,7 @@ fn reply_line(result: Result<Value, String>) -> String {
 }
 
 /// The node, service and TLS name of a `connect` request.
-fn connect_target(req: &Request) -> Result<(String, String, String), String> {
+pub(crate) fn connect_target(req: &Request) -> Result<(String, String, String), String> {
     match req {
         Request::Text(p) => {
             let tokens: Vec<&str> = p.split(' ').collect();
@@ -406,7 +406,7 @@ fn connect_target(req: &Request) -> Result<(String, String, String), String> {
     }
 }
 
-fn parse(line: &str) -> Result<(String, Request), String> {
+pub(crate) fn parse(line: &str) -> Result<(String, Request), String> {
     if line.starts_with('{') {
         let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
         let Value::Object(m) = v else { return Err("JSON did not contain a command".into()) };

@@ -26,17 +26,9 @@ pub(super) async fn handle<R: ByteRead, W: ByteWrite>(
     wr: &mut W,
     origin: &Origin,
 ) -> std::io::Result<Flow> {
-    let (sub, tokens) = match req {
-        Request::Text(p) => {
-            let mut t: Vec<String> = p.split(' ').map(str::to_owned).collect();
-            let sub = t.remove(0).to_lowercase();
-            (sub, t)
-        }
-        Request::Json(m) => match m.get("subcommand") {
-            None => return reply(wr, Err("field subcommand missing".into())).await,
-            Some(Value::String(s)) => (s.to_lowercase(), Vec::new()),
-            Some(_) => return reply(wr, Err("field subcommand must be a string".into())).await,
-        },
+    let (sub, tokens) = match subcommand(req) {
+        Ok(parsed) => parsed,
+        Err(e) => return reply(wr, Err(e)).await,
     };
     match sub.as_str() {
         "submit" => submit(ctl, req, &tokens, rd, wr, origin).await,
@@ -56,6 +48,37 @@ pub(super) async fn handle<R: ByteRead, W: ByteWrite>(
             reply(wr, r).await
         }
         _ => reply(wr, Err("bad command".into())).await,
+    }
+}
+
+/// The subcommand of a `work` request and, for a text request, the words after it.
+fn subcommand(req: &Request) -> Result<(String, Vec<String>), String> {
+    match req {
+        Request::Text(p) => {
+            let mut t: Vec<String> = p.split(' ').map(str::to_owned).collect();
+            let sub = t.remove(0).to_lowercase();
+            Ok((sub, t))
+        }
+        Request::Json(m) => match m.get("subcommand") {
+            None => Err("field subcommand missing".into()),
+            Some(Value::String(s)) => Ok((s.to_lowercase(), Vec::new())),
+            Some(_) => Err("field subcommand must be a string".into()),
+        },
+    }
+}
+
+/// Runs every parameter parser of a `work` request that needs no unit store (for fuzzing).
+pub(crate) fn parse_request(req: &Request) {
+    let Ok((sub, tokens)) = subcommand(req) else { return };
+    match sub.as_str() {
+        "submit" => {
+            let me = NodeId::new("fuzz-me").expect("valid id");
+            let _ = submit_request(&me, req, &tokens);
+        }
+        "status" | "cancel" | "release" | "force-release" => {
+            let _ = unit_id(req, &tokens, &sub);
+        }
+        _ => {}
     }
 }
 
@@ -136,7 +159,7 @@ async fn operate(
 }
 
 /// Parses a submit request into the store's terms.
-fn submit_request(ctl: &Control, req: &Request, tokens: &[String]) -> Result<SubmitRequest, String> {
+fn submit_request(me: &NodeId, req: &Request, tokens: &[String]) -> Result<SubmitRequest, String> {
     let mut fields: BTreeMap<String, String> = BTreeMap::new();
     match req {
         Request::Text(_) => {
@@ -162,7 +185,7 @@ fn submit_request(ctl: &Control, req: &Request, tokens: &[String]) -> Result<Sub
     }
     let node = fields.get("node").cloned().ok_or("field node missing")?;
     let work_type = fields.get("worktype").cloned().ok_or("field worktype missing")?;
-    let local = node.eq_ignore_ascii_case("localhost") || node == ctl.node.id().as_str();
+    let local = node.eq_ignore_ascii_case("localhost") || node == me.as_str();
     let node = if local {
         None
     } else {
@@ -201,7 +224,7 @@ async fn submit<R: ByteRead, W: ByteWrite>(
     wr: &mut W,
     origin: &Origin,
 ) -> std::io::Result<Flow> {
-    let unit = match submit_request(ctl, req, tokens)
+    let unit = match submit_request(ctl.node.id(), req, tokens)
         .and_then(|r| ctl.units.create(origin, r).map_err(|e| e.to_string()))
     {
         Ok(u) => u,

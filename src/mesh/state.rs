@@ -12,6 +12,8 @@ use tokio::time::Instant;
 use super::routing::{self, Route};
 use crate::wire::{Frame, Hello, Lsa, NodeId, WorkTypeAd};
 
+mod check;
+
 /// Identifies one connection of this node, for the lifetime of the process.
 pub type LinkId = u64;
 

@@ -265,6 +265,11 @@ fn gather_b64(buf: &[u8], z: &mut ZipState) -> Result<usize, DecodeError> {
         consumed += 1;
         match b {
             b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {}
+            // Padding belongs to the last group only. Chunks are decoded separately, so a
+            // `=` earlier would otherwise pass or fail depending on how the input was split.
+            b'=' if z.chars_left > 2 => {
+                return Err(DecodeError::Base64 { reason: "padding before the end of the section".into() });
+            }
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'/' | b'=' => {
                 z.pending.push(b);
                 z.chars_left -= 1;
