@@ -205,3 +205,35 @@ fn work_units_count_against_max_jobs() {
     let third = submit(&sock, &["env", "-n"]);
     wait_state(&sock, &third, "Succeeded");
 }
+
+/// The submitting side of a remote unit runs out of disk while mirroring: its unit fails
+/// with the disk's words, reports the size it holds, and following it ends.
+#[test]
+fn a_mirror_that_fills_its_disk_fails_and_followers_end() {
+    let Some(disk) = SmallDisk::mount(20) else { return };
+    let n2 = Daemon::start(Spec::new("n2").extra(WORK).extra(FAST_MESH));
+    let (ctl, sock) = with_socket("n1", disk.path());
+    let mut spec = Spec::new("n1").peer(n2.port).extra(FAST_MESH).extra(&ctl);
+    spec.listen = false;
+    spec.data_dir = Some(disk.path().join("data"));
+    let n1 = Daemon::start(spec);
+    wait_until("n1 links to n2", Duration::from_secs(20), || n1.log().contains("link up"));
+    let id = submit(&sock, &["big", "--node", "n2", "-n"]);
+    let st = wait_state(&sock, &id, "Failed");
+    assert!(st["Detail"].as_str().unwrap_or_default().contains("No space left on device"), "{st}");
+    let on_disk =
+        std::fs::metadata(n1.data_dir().join("units").join(&id).join("stdout")).map(|m| m.len()).ok();
+    assert_eq!(st["StdoutSize"].as_u64(), on_disk, "the reported size is what the mirror holds");
+    let mut follow = Command::new(venv_bin().join("receptorctl"))
+        .env("PATH", path_with_venv())
+        .args(["--socket", sock.to_str().expect("utf8"), "work", "results", &id])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("receptorctl");
+    let mut ended = false;
+    wait_until("following the failed unit ends", Duration::from_secs(20), || {
+        ended = follow.try_wait().ok().flatten().is_some();
+        ended
+    });
+    let _ = receptorctl(&sock, &["work", "release", &id]);
+}
