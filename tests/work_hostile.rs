@@ -230,10 +230,8 @@ fn a_mirror_that_fills_its_disk_fails_and_followers_end() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("receptorctl");
-    let mut ended = false;
     wait_until("following the failed unit ends", Duration::from_secs(20), || {
-        ended = follow.try_wait().ok().flatten().is_some();
-        ended
+        follow.try_wait().ok().flatten().is_some()
     });
     let _ = receptorctl(&sock, &["work", "release", &id]);
 }
