@@ -158,11 +158,6 @@ impl Mesh {
         std::mem::take(&mut self.actions)
     }
 
-    /// Encoded bytes of the advertisements held.
-    pub fn db_bytes(&self) -> usize {
-        self.db_bytes
-    }
-
     /// Decides whether a handshaken connection may become a link.
     pub fn admit(&mut self, link: LinkId, hello: &Hello, cost: f64, dialed_by_me: bool) -> Admission {
         self.settle();
