@@ -12,6 +12,7 @@ pub mod control;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod identity;
 pub mod jsonfmt;
 pub mod limits;
 pub mod logging;

@@ -190,7 +190,7 @@ impl Pending for TcpConn {
             },
         };
         let (rd, wr) = tokio::io::split(io);
-        Some((IoRead(rd), IoWrite(wr), Origin::Network))
+        Some((IoRead(rd), IoWrite(wr), Origin::Network(None)))
     }
     async fn refuse(self, why: &'static str) {
         // Plain TCP only: a TLS client would not understand bytes before its handshake.
@@ -215,7 +215,11 @@ impl Pending for Incoming {
     type Read = crate::mesh::StreamReader;
     type Write = MeshWrite;
     async fn open(self) -> Option<(Self::Read, Self::Write, Origin)> {
-        Some((self.reader, MeshWrite(Some(self.writer)), Origin::Mesh(self.peer)))
+        Some((
+            self.reader,
+            MeshWrite(Some(self.writer)),
+            Origin::Mesh(crate::identity::Peer::trusted_network(self.peer)),
+        ))
     }
     async fn refuse(self, why: &'static str) {
         self.writer.reset(why.trim_end()).await;

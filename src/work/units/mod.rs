@@ -185,6 +185,7 @@ impl Units {
     /// Whether `origin` may act on units of `work_type`.
     fn authorize(&self, origin: &Origin, work_type: &str) -> Result<(), UnitError> {
         let Origin::Mesh(peer) = origin else { return Ok(()) };
+        let peer = peer.id();
         let ok = self.inner.authz.read().map(|a| a.allows(peer, work_type)).unwrap_or(false);
         if ok {
             Ok(())
@@ -232,6 +233,7 @@ impl Units {
     /// Validates a submission and creates its unit (status Pending, empty `stdin`).
     pub fn create(&self, origin: &Origin, req: SubmitRequest) -> Result<Arc<Unit>, UnitError> {
         if let Origin::Mesh(peer) = origin {
+            let peer = peer.id();
             let quota = self.config().units_per_node;
             let held = self.lock().values().filter(|u| self.owned_by(origin, u)).count();
             if *peer != self.inner.node && held >= quota {
@@ -272,8 +274,8 @@ impl Units {
         let params = req.params.get("params").map(String::as_str).unwrap_or("");
         let (plan, shown) = wt.unit_plan(params).map_err(UnitError::Refused)?;
         let submitter = match origin {
-            Origin::Socket | Origin::Network => self.inner.node.clone(),
-            Origin::Mesh(n) => n.clone(),
+            Origin::Socket | Origin::Network(_) => self.inner.node.clone(),
+            Origin::Mesh(n) => n.id().clone(),
         };
         let kind = UnitKind::Local(LocalUnit {
             work_type: req.work_type.clone(),
@@ -414,8 +416,8 @@ impl Units {
     fn owned_by(&self, origin: &Origin, unit: &Unit) -> bool {
         match (origin, unit.kind()) {
             // This node reaching its own control service (`connect localhost control`).
-            (Origin::Mesh(peer), _) if *peer == self.inner.node => true,
-            (Origin::Mesh(peer), UnitKind::Local(l)) => l.submitter == *peer,
+            (Origin::Mesh(peer), _) if *peer.id() == self.inner.node => true,
+            (Origin::Mesh(peer), UnitKind::Local(l)) => l.submitter == *peer.id(),
             (Origin::Mesh(_), UnitKind::Remote(_)) => false,
             _ => true,
         }

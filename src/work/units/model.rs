@@ -101,16 +101,7 @@ pub struct LocalUnit {
     pub lease: Option<Duration>,
 }
 
-/// Who is speaking on a control session, for authorization and signature checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// The local Unix control socket: trusted, as in Go Receptor.
-    Socket,
-    /// The TCP (or TLS) control listener: full control, but signed work is verified.
-    Network,
-    /// A control session opened over the mesh by this node.
-    Mesh(NodeId),
-}
+pub use crate::identity::Origin;
 
 /// A `work submit`, parsed.
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,76 @@
+//! Who is asking. An [`Origin`] is produced only where a party is authenticated — the
+//! control listeners (`control::listen`) and the mesh's stream admission (`mesh`) — and
+//! is what authorization (`[[work.allow]]`), unit ownership and signature checks see.
+//! It is never built from a name copied out of a frame or a request.
+
+use crate::wire::NodeId;
+
+/// The party on the other end of a control session or a work stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The local Unix control socket: access is the socket's file permissions; trusted,
+    /// as in Go Receptor.
+    Socket,
+    /// A client of a TCP control listener: `Some(id)` when it presented a TLS client
+    /// certificate carrying a node ID (verified against the configured CAs), `None` for a
+    /// client without one (plain TCP, or TLS without a client certificate).
+    Network(Option<NodeId>),
+    /// The far end of a stream over the mesh.
+    Mesh(Peer),
+}
+
+impl Origin {
+    /// The node ID this origin was authenticated as, if any.
+    pub fn node(&self) -> Option<&NodeId> {
+        match self {
+            Origin::Socket | Origin::Network(None) => None,
+            Origin::Network(Some(id)) => Some(id),
+            Origin::Mesh(p) => Some(p.id()),
+        }
+    }
+}
+
+/// A mesh node at the far end of a stream, and how we know who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    id: NodeId,
+    proof: Proof,
+}
+
+/// How a [`Peer`]'s node ID was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// The far end proved the ID with its node certificate, end to end over the stream.
+    Certificate,
+    /// A plain-TCP mesh (no `[tls]`, the documented "trusted network" mode): the ID the
+    /// stream's frames carry, checked only where they entered the mesh.
+    TrustedNetwork,
+}
+
+impl Peer {
+    /// A peer that proved `id` with its node certificate. Only the mesh's end-to-end
+    /// stream handshake calls this.
+    #[allow(dead_code)] // until the end-to-end stream handshake lands (issue 10)
+    pub(crate) fn certified(id: NodeId) -> Peer {
+        Peer { id, proof: Proof::Certificate }
+    }
+
+    /// A peer of a plain-TCP ("trusted network") mesh. Only the mesh calls this.
+    pub(crate) fn trusted_network(id: NodeId) -> Peer {
+        Peer { id, proof: Proof::TrustedNetwork }
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    pub fn proof(&self) -> Proof {
+        self.proof
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.id.fmt(f)
+    }
+}
