@@ -122,6 +122,12 @@ pub struct TlsSection {
     /// Run even if the certificate does not name this node's ID.
     #[serde(default)]
     pub skip_node_id_check: bool,
+    /// Protect every `work`/`control` stream end to end: both ends prove their node IDs
+    /// with their certificates and relays see only sealed records. Unprotected streams
+    /// are refused. `false` (benchmarks, trusted networks) opens unprotected streams and
+    /// still accepts protected ones.
+    #[serde(default = "yes")]
+    pub e2e_streams: bool,
 }
 
 fn yes() -> bool {

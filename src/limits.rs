@@ -46,6 +46,13 @@ pub struct Limits {
     pub units_per_node: usize,
     /// Largest payload (stdin) of one work unit, in bytes.
     pub max_payload: u64,
+    /// An end-to-end protected stream's handshake (both ends proving their node IDs) must
+    /// finish within this time, on either end.
+    #[serde(with = "humantime_serde")]
+    pub stream_handshake_timeout: Duration,
+    /// End-to-end stream handshakes this node answers at once; further protected `Open`s
+    /// are refused until some finish.
+    pub stream_handshakes: usize,
 }
 
 impl Default for Limits {
@@ -65,6 +72,8 @@ impl Default for Limits {
             control_sessions: 128,
             units_per_node: 1000,
             max_payload: 1 << 30,
+            stream_handshake_timeout: Duration::from_secs(10),
+            stream_handshakes: 64,
         }
     }
 }
@@ -72,7 +81,7 @@ impl Default for Limits {
 impl Limits {
     /// Checks the values; returns the offending key (without the `limits.` prefix) and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let positive: [(&'static str, bool); 11] = [
+        let positive: [(&'static str, bool); 13] = [
             ("control_sessions", self.control_sessions > 0),
             ("units_per_node", self.units_per_node > 0),
             ("max_payload", self.max_payload > 0),
@@ -84,6 +93,8 @@ impl Limits {
             ("streams_per_peer", self.streams_per_peer > 0),
             ("handshake_timeout", !self.handshake_timeout.is_zero()),
             ("stall_timeout", !self.stall_timeout.is_zero()),
+            ("stream_handshake_timeout", !self.stream_handshake_timeout.is_zero()),
+            ("stream_handshakes", self.stream_handshakes > 0),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, ok)| !ok) {
             return Err((key, "must be more than zero"));

@@ -218,7 +218,7 @@ impl Pending for Incoming {
         Some((
             self.reader,
             MeshWrite(Some(self.writer)),
-            Origin::Mesh(crate::identity::Peer::trusted_network(self.peer)),
+            Origin::Mesh(self.peer),
         ))
     }
     async fn refuse(self, why: &'static str) {

@@ -177,6 +177,7 @@ pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError
         adverts: Arc::new(AdvertLane::default()),
         stop: stop.clone(),
         stall: ctx.limits.stall_timeout,
+        relay: peer.caps & crate::wire::caps::EPHEMERAL == 0,
     };
     let up = Event::Up { link, tx: tx.clone(), peer: peer.clone(), stop: stop.clone() };
     ctx.events.send(up).await.map_err(|_| LinkError::Shutdown)?;

@@ -43,6 +43,10 @@ pub struct NodeOptions {
     pub allowed_peers: Vec<NodeId>,
     /// Budgets of handshakes, advertisements, the database and streams.
     pub limits: Limits,
+    /// With `tls`: protect every stream this node opens end to end and refuse
+    /// unprotected ones (`[tls] e2e_streams`). Protected streams are accepted whenever
+    /// the node has TLS material.
+    pub e2e_streams: bool,
 }
 
 impl NodeOptions {
@@ -57,6 +61,7 @@ impl NodeOptions {
             tls: None,
             allowed_peers: Vec::new(),
             limits: Limits::default(),
+            e2e_streams: true,
         }
     }
 }
@@ -70,6 +75,10 @@ pub enum OpenError {
     Service(#[from] crate::wire::NameError),
     #[error("stream header of {0} bytes exceeds the protocol's {max} bytes", max = crate::wire::MAX_META)]
     HeaderTooLarge(usize),
+    /// The end-to-end handshake failed: the other end refused the stream, could not
+    /// prove its node ID, or did not answer in time.
+    #[error("stream to {node}: {source}")]
+    Protection { node: NodeId, source: super::e2e::HandshakeError },
 }
 
 /// Who answered a ping, and how fast.
@@ -164,6 +173,9 @@ impl Node {
         let (topo_tx, topo_rx) = watch::channel(Topology::default());
         let (fatal_tx, fatal_rx) = watch::channel(None);
         let mesh = Mesh::new(opts.id.clone(), epoch, opts.ephemeral, opts.mesh.clone(), Instant::now());
+        if let Some(tls) = &opts.tls {
+            let _ = router.e2e.set(super::e2e::E2e::new(tls.clone(), opts.e2e_streams, &opts.limits));
+        }
         let driver = Driver::new(mesh, router.clone(), events_rx, topo_tx, fatal_tx, cancel.clone());
         tracker.spawn(driver.run());
         let mut caps_bits = caps::STREAMS;
@@ -441,11 +453,30 @@ impl Node {
             return Err(OpenError::HeaderTooLarge(header.len()));
         }
         let router = &self.inner.router;
-        let id = router.streams.next_id();
+        let id = router.streams.new_id(dst);
         let key = StreamKey { peer: dst.clone(), id, local: Side::Opener };
-        let (writer, reader) = router.endpoints(key, 0);
-        let body = Body::Open { stream: id, service, window: router.window, header };
+        let Some(e2e) = router.e2e.get().filter(|e| e.required && *dst != self.inner.opts.id) else {
+            let (writer, reader) = router.endpoints(key, 0);
+            let body = Body::Open { stream: id, service, window: router.window, header };
+            router.originate(dst, body).await;
+            return Ok((writer, reader));
+        };
+        let fail = |source| OpenError::Protection { node: dst.clone(), source };
+        let (hello, conn) = e2e.client_hello().map_err(fail)?;
+        let (mut writer, mut reader) = router.endpoints(key, 0);
+        let body = Body::Open { stream: id, service, window: router.window, header: hello };
         router.originate(dst, body).await;
+        let me = &self.inner.opts.id;
+        let shake = e2e.open(conn, me, dst, id, header, &mut writer, &mut reader);
+        let result = match tokio::time::timeout(e2e.timeout, shake).await {
+            Ok(r) => r,
+            Err(_) => Err(super::e2e::HandshakeError::Timeout(e2e.timeout)),
+        };
+        if let Err(e) = result {
+            crate::metrics::global().stream_auth_failed("opener");
+            writer.reset(&format!("end-to-end handshake failed at {me}: {e}")).await;
+            return Err(fail(e));
+        }
         Ok((writer, reader))
     }
 

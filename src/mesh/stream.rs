@@ -3,7 +3,9 @@
 //! A stream joins two nodes across any number of relays. Each direction carries byte
 //! offsets (a gap is detected, never silently skipped) and is limited by credit the
 //! receiver grants as its application consumes data, so no node buffers more than one
-//! window per stream whatever the sizes involved.
+//! window per stream whatever the sizes involved. A stream protected end to end
+//! (`mesh::e2e`) carries sealed records (`mesh::seal`) in those bytes; its writer seals
+//! and its reader opens them, so the rest of the program sees the same API either way.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 
 use super::router::Router;
+use super::seal::{IntegrityError, Kind, MAX_PAYLOAD, Sealer, Unsealer};
 use crate::wire::{Body, MAX_DATA_CHUNK, NodeId, Side};
 
 /// Identifies a stream at one end: the remote node, the opener's number, and our role.
@@ -28,6 +31,10 @@ pub struct StreamKey {
 pub enum StreamError {
     #[error("stream reset: {0}")]
     Reset(String),
+    /// An end-to-end protected stream's bytes were changed, cut short or reordered in
+    /// transit: the stream is reset and nothing after the last good record is delivered.
+    #[error("stream integrity error: {0}")]
+    Integrity(String),
 }
 
 /// What a reader gets from a stream.
@@ -115,12 +122,20 @@ struct Slot {
 #[derive(Default)]
 pub(crate) struct StreamTable {
     slots: Mutex<HashMap<StreamKey, Slot>>,
-    next_id: AtomicU64,
 }
 
 impl StreamTable {
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    /// A fresh stream number for a stream we open to `peer`: random and nonzero, so a node
+    /// off the stream's path cannot guess it to forge `Reset`, `Data` or `Credit` frames
+    /// (a counter would let it spray the next few numbers).
+    pub(crate) fn new_id(&self, peer: &NodeId) -> u64 {
+        loop {
+            let id: u64 = rand::random();
+            let key = StreamKey { peer: peer.clone(), id, local: Side::Opener };
+            if id != 0 && self.slots.lock().is_ok_and(|s| !s.contains_key(&key)) {
+                return id;
+            }
+        }
     }
 
     /// Registers a stream end; `send_credit` is what the remote granted us up front.
@@ -296,11 +311,51 @@ pub struct StreamWriter {
     pub(crate) credit: Arc<Credit>,
     pub(crate) offset: u64,
     pub(crate) done: bool,
+    /// Seals what we send once the stream is protected end to end.
+    pub(crate) seal: Option<Box<Sealer>>,
 }
 
 impl StreamWriter {
+    /// From now on, everything written is sealed with `sealer`.
+    pub(crate) fn protect(&mut self, sealer: Sealer) {
+        self.seal = Some(Box::new(sealer));
+    }
+
+    /// Whether the stream is protected end to end.
+    pub fn protected(&self) -> bool {
+        self.seal.is_some()
+    }
+
     /// Sends `data`, waiting for credit as needed (this is where a slow reader slows us).
-    pub async fn write(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+    pub async fn write(&mut self, data: Bytes) -> Result<(), StreamError> {
+        if self.seal.is_none() {
+            return self.write_raw(data).await;
+        }
+        for chunk in data.chunks(MAX_PAYLOAD) {
+            let record = self.sealed(Kind::Data, chunk)?;
+            self.write_raw(record).await?;
+        }
+        Ok(())
+    }
+
+    fn sealed(&mut self, kind: Kind, payload: &[u8]) -> Result<Bytes, StreamError> {
+        match self.seal.as_mut().map(|s| s.seal(kind, payload)) {
+            Some(Ok(record)) => Ok(record),
+            Some(Err(e)) => Err(StreamError::Integrity(e.to_string())),
+            None => Ok(Bytes::copy_from_slice(payload)),
+        }
+    }
+
+    /// Sends the opener's real stream header as the first sealed records.
+    pub(crate) async fn send_header(&mut self, header: Bytes) -> Result<(), StreamError> {
+        for (kind, part) in super::e2e::header_records(&header) {
+            let record = self.sealed(kind, part)?;
+            self.write_raw(record).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_raw(&mut self, mut data: Bytes) -> Result<(), StreamError> {
         while !data.is_empty() {
             let want = data.len().min(MAX_DATA_CHUNK) as u64;
             let n = self.credit.take(want).await? as usize;
@@ -315,6 +370,25 @@ impl StreamWriter {
 
     /// Ends our direction with `trailer` as end-of-stream metadata.
     pub async fn finish(mut self, trailer: Bytes) {
+        if self.seal.is_some() {
+            // The end and its trailer travel sealed, so a relay can neither cut the
+            // stream short unnoticed nor change the trailer.
+            if trailer.len() > MAX_PAYLOAD {
+                return self.reset("stream trailer too large for a protected stream").await;
+            }
+            let sent = match self.sealed(Kind::End, &trailer) {
+                Ok(record) => self.write_raw(record).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                return self.reset(&e.to_string()).await;
+            }
+            return self.finish_raw(Bytes::new()).await;
+        }
+        self.finish_raw(trailer).await
+    }
+
+    async fn finish_raw(mut self, trailer: Bytes) {
         self.done = true;
         let body = Body::Fin { stream: self.key.id, from: self.key.local, trailer };
         self.router.originate(&self.key.peer, body).await;
@@ -382,11 +456,99 @@ pub struct StreamReader {
     pub(crate) window: u32,
     pub(crate) unacked: u64,
     pub(crate) ended: bool,
+    /// Opens what we receive once the stream is protected end to end.
+    pub(crate) unseal: Option<Box<Unsealer>>,
 }
 
 impl StreamReader {
+    /// From now on, everything received must be records sealed for `unsealer`.
+    pub(crate) fn protect(&mut self, unsealer: Unsealer) {
+        self.unseal = Some(Box::new(unsealer));
+    }
+
     /// The next chunk of data, or the end of the stream.
     pub async fn recv(&mut self) -> Result<Chunk, StreamError> {
+        if self.unseal.is_none() {
+            return self.recv_raw().await;
+        }
+        loop {
+            match self.next_record().await? {
+                (Kind::Data, data) if data.is_empty() => {}
+                (Kind::Data, data) => return Ok(Chunk::Data(data)),
+                (Kind::End, trailer) => {
+                    self.ended = true;
+                    return Ok(Chunk::End(trailer));
+                }
+                (Kind::Header | Kind::HeaderMore, _) => {
+                    return Err(self.integrity_failed(IntegrityError::BadRecord).await);
+                }
+            }
+        }
+    }
+
+    /// The opener's stream header: the first sealed records (acceptor side).
+    pub(crate) async fn recv_header(&mut self) -> Result<Bytes, super::e2e::HandshakeError> {
+        use super::e2e::HandshakeError;
+        let mut header = Vec::new();
+        loop {
+            let (kind, part) = self.next_record().await.map_err(|e| match e {
+                StreamError::Integrity(_) => HandshakeError::Integrity(IntegrityError::BadRecord),
+                StreamError::Reset(why) => HandshakeError::Stream(why),
+            })?;
+            if header.len() + part.len() > crate::wire::MAX_META {
+                return Err(HandshakeError::HeaderTooLarge(header.len() + part.len()));
+            }
+            header.extend_from_slice(&part);
+            match kind {
+                Kind::Header => return Ok(header.into()),
+                Kind::HeaderMore => {}
+                Kind::Data | Kind::End => return Err(HandshakeError::NoHeader),
+            }
+        }
+    }
+
+    async fn next_record(&mut self) -> Result<(Kind, Bytes), StreamError> {
+        loop {
+            let next = match self.unseal.as_mut() {
+                Some(u) => u.next(),
+                None => return Err(StreamError::Reset("stream is not protected".into())),
+            };
+            match next {
+                Ok(Some(record)) => return Ok(record),
+                Ok(None) => {}
+                Err(e) => return Err(self.integrity_failed(e).await),
+            }
+            match self.recv_raw().await? {
+                Chunk::Data(data) => {
+                    if let Some(u) = self.unseal.as_mut() {
+                        u.push(&data);
+                    }
+                }
+                Chunk::End(trailer) => {
+                    let why = match self.unseal.as_ref().map(|u| u.finish()) {
+                        _ if !trailer.is_empty() => IntegrityError::BadRecord,
+                        Some(Err(e)) => e,
+                        _ => IntegrityError::AfterEnd,
+                    };
+                    return Err(self.integrity_failed(why).await);
+                }
+            }
+        }
+    }
+
+    /// The stream's bytes are not what the other end sent: reset it both ways, loudly.
+    async fn integrity_failed(&mut self, e: IntegrityError) -> StreamError {
+        self.ended = true;
+        crate::metrics::global().stream_auth_failed("integrity");
+        let reason = format!("integrity check failed: {e}");
+        tracing::warn!(peer = %self.key.peer, stream = self.key.id, "end-to-end protected stream: {reason}");
+        let body = Body::Reset { stream: self.key.id, from: self.key.local, reason: reason.as_str().into() };
+        self.router.originate(&self.key.peer, body).await;
+        self.router.streams.reset_one(&self.key, &reason);
+        StreamError::Integrity(e.to_string())
+    }
+
+    async fn recv_raw(&mut self) -> Result<Chunk, StreamError> {
         if self.ended {
             return Err(StreamError::Reset("read past end of stream".into()));
         }

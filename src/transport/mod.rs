@@ -3,6 +3,7 @@
 //! The mesh only sees [`BoxedIo`] byte streams, so TLS (or anything else) plugs in here
 //! without the mesh knowing.
 
+pub(crate) mod stream_tls;
 pub mod tls;
 mod url;
 

@@ -55,6 +55,8 @@ pub struct PeerIdentity {
 struct Material {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    /// End-to-end stream handshakes (`mesh::e2e`).
+    streams: Arc<super::stream_tls::StreamTls>,
 }
 
 /// The node's current TLS material; cheap to clone, reloadable in place.
@@ -89,6 +91,11 @@ impl TlsContext {
 
     fn material(&self) -> Result<Arc<Material>, TlsError> {
         self.current.read().map(|m| m.clone()).map_err(|_| TlsError::Config("TLS state poisoned".into()))
+    }
+
+    /// The configurations of end-to-end protected streams, from the current material.
+    pub(crate) fn stream_tls(&self) -> Result<Arc<super::stream_tls::StreamTls>, TlsError> {
+        Ok(self.material()?.streams.clone())
     }
 
     /// Client side of a link.
@@ -233,6 +240,7 @@ fn build(s: &TlsSettings, node_id: &str) -> Result<Material, TlsError> {
         .with_client_cert_verifier(client_verifier)
         .with_single_cert(chain.clone(), key.clone_key())
         .map_err(|e| file_err(&s.key, format!("does not match {}: {e}", s.cert.display())))?;
+    let streams = super::stream_tls::build(chain.clone(), &key, roots.clone(), provider.clone())?;
     let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -243,7 +251,7 @@ fn build(s: &TlsSettings, node_id: &str) -> Result<Material, TlsError> {
         .with_custom_certificate_verifier(Arc::new(NodeVerifier { inner: server_verifier }))
         .with_client_auth_cert(chain, key)
         .map_err(|e| file_err(&s.key, e))?;
-    Ok(Material { server: Arc::new(server), client: Arc::new(client) })
+    Ok(Material { server: Arc::new(server), client: Arc::new(client), streams: Arc::new(streams) })
 }
 
 fn check_own_cert(path: &Path, der: &CertificateDer<'_>, node_id: &str, skip: bool) -> Result<(), TlsError> {
@@ -268,8 +276,8 @@ fn check_own_cert(path: &Path, der: &CertificateDer<'_>, node_id: &str, skip: bo
 /// Verifies the server's chain against our CAs but not its DNS name: a mesh peer is
 /// identified by the node ID in its certificate, checked against its handshake.
 #[derive(Debug)]
-struct NodeVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+pub(super) struct NodeVerifier {
+    pub(super) inner: Arc<WebPkiServerVerifier>,
 }
 
 impl ServerCertVerifier for NodeVerifier {

@@ -116,6 +116,8 @@ impl WorkService {
 
     async fn handle(&self, inc: Incoming) {
         let Incoming { peer, header, writer, reader } = inc;
+        // The authenticated opener (its certificate on a protected stream).
+        let peer = peer.id().clone();
         let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
             let reason = format!("node {} is busy: all job slots are in use", self.node.id());
             tracing::warn!(submitter = %peer, "{reason}");
