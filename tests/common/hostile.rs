@@ -1,19 +1,27 @@
-//! A hostile node for tests: it speaks the wire protocol from a plain socket, so it can
-//! send what no honest node would (floods, lies, malformed streams) and then stall,
-//! read, or vanish as the attack needs.
+//! A hostile node for tests: it speaks the wire protocol from a plain socket (or over
+//! TLS with a real CA-issued certificate, `FakePeer::join_tls`), so it can send what no
+//! honest node would (floods, lies, forged sources, malformed streams) and then stall,
+//! read, or vanish as the attack needs. `FakeRelay` sits between two real nodes as the
+//! only path and forwards (or tampers with) everything between them.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use receptord::wire::{Frame, FrameCodec, Hello, Lsa, NodeId, PREFACE, PROTOCOL_VERSION, caps};
 use tokio_util::codec::Decoder;
 
+/// A byte stream a fake peer speaks over: a TCP socket or TLS over one.
+pub trait Duplex: Read + Write + Send {}
+impl<T: Read + Write + Send> Duplex for T {}
+
 /// A connection to a daemon's listener, speaking as node `id`.
 pub struct FakePeer {
     pub id: NodeId,
-    pub stream: TcpStream,
+    stream: Box<dyn Duplex>,
     codec: FrameCodec,
     buf: BytesMut,
 }
@@ -44,14 +52,31 @@ impl FakePeer {
 
     /// Connects and completes the handshake as `id`.
     pub fn try_join(port: u16, id: &str) -> Result<FakePeer, String> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        let stream = tcp(port)?;
+        FakePeer::handshake_on(Box::new(stream), id, caps::STREAMS)
+    }
+
+    /// Connects and joins as a leaf (a short-lived client: the `ephemeral` capability).
+    pub fn join_leaf(port: u16, id: &str) -> FakePeer {
+        let stream = tcp(port).unwrap_or_else(|e| panic!("fake leaf {id}: {e}"));
+        FakePeer::handshake_on(Box::new(stream), id, caps::STREAMS | caps::EPHEMERAL)
+            .unwrap_or_else(|e| panic!("fake leaf {id}: {e}"))
+    }
+
+    /// Connects to a TLS listener presenting `cert`/`key` (PEM, issued by the mesh's CA
+    /// in `ca`) and joins as `id`: an admitted member holding a real certificate.
+    pub fn join_tls(port: u16, id: &str, cert: &Path, key: &Path, ca: &Path) -> FakePeer {
+        let tls = tls_client(port, cert, key, ca).unwrap_or_else(|e| panic!("fake TLS peer {id}: {e}"));
+        FakePeer::handshake_on(Box::new(tls), id, caps::STREAMS).unwrap_or_else(|e| panic!("fake TLS peer {id}: {e}"))
+    }
+
+    pub fn handshake_on(stream: Box<dyn Duplex>, id: &str, caps: u32) -> Result<FakePeer, String> {
         let mut peer = FakePeer { id: node(id), stream, codec: FrameCodec::default(), buf: BytesMut::new() };
         let hello = Hello {
             version: PROTOCOL_VERSION,
             node_id: peer.id.clone(),
             epoch: 1,
-            caps: caps::STREAMS,
+            caps,
             idle_timeout_ms: 60_000,
             cost: 1.0,
         };
@@ -113,6 +138,55 @@ impl FakePeer {
         }
         None
     }
+}
+
+fn tcp(port: u16) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls_client(port: u16, cert: &Path, key: &Path, ca: &Path) -> Result<TlsStream, String> {
+    let cfg = client_config(cert, key, ca)?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
+    Ok(rustls::StreamOwned::new(conn, tcp(port)?))
+}
+
+fn client_config(cert: &Path, key: &Path, ca: &Path) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| e.to_string())?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| e.to_string())
+}
+
+/// A genuine TLS 1.3 ClientHello presenting `cert` (what an end-to-end stream's opener
+/// sends in its `Open`), for forging opens with a real certificate.
+pub fn client_hello(cert: &Path, key: &Path, ca: &Path) -> Vec<u8> {
+    let cfg = client_config(cert, key, ca).expect("client config");
+    let name = rustls_pki_types::ServerName::try_from("receptord-node").expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).expect("write");
+    }
+    out
 }
 
 /// An advertisement of `origin` listing `n` made-up neighbours (about 30 bytes each).
