@@ -53,6 +53,11 @@ pub struct Limits {
     /// End-to-end stream handshakes this node answers at once; further protected `Open`s
     /// are refused until some finish.
     pub stream_handshakes: usize,
+    /// Error answers (a `Reset` for an unknown stream, `Unreachable`) this node sends per
+    /// second, in bursts of as many: a peer spraying frames with another node's source
+    /// cannot turn this node into an amplifier against that node's links. Excess answers
+    /// are dropped (the frames they answer are dropped anyway).
+    pub error_reply_rate: u64,
 }
 
 impl Default for Limits {
@@ -74,6 +79,7 @@ impl Default for Limits {
             max_payload: 1 << 30,
             stream_handshake_timeout: Duration::from_secs(10),
             stream_handshakes: 64,
+            error_reply_rate: 256,
         }
     }
 }
@@ -81,7 +87,7 @@ impl Default for Limits {
 impl Limits {
     /// Checks the values; returns the offending key (without the `limits.` prefix) and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let positive: [(&'static str, bool); 13] = [
+        let positive: [(&'static str, bool); 14] = [
             ("control_sessions", self.control_sessions > 0),
             ("units_per_node", self.units_per_node > 0),
             ("max_payload", self.max_payload > 0),
@@ -95,6 +101,7 @@ impl Limits {
             ("stall_timeout", !self.stall_timeout.is_zero()),
             ("stream_handshake_timeout", !self.stream_handshake_timeout.is_zero()),
             ("stream_handshakes", self.stream_handshakes > 0),
+            ("error_reply_rate", self.error_reply_rate > 0),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, ok)| !ok) {
             return Err((key, "must be more than zero"));

@@ -122,7 +122,12 @@ fn tls_spec<'a>(id: &'a str, pki: &Pki, extra: &str) -> Spec<'a> {
 }
 
 fn open_as(src: &str, dst: &str, stream: u64, header: Vec<u8>) -> Frame {
-    let body = Body::Open { stream, service: Name::new("work").expect("name"), window: 1 << 20, header: header.into() };
+    let body = Body::Open {
+        stream,
+        service: Name::new("work").expect("name"),
+        window: 1 << 20,
+        header: header.into(),
+    };
     Frame::Routed(Routed { src: node(src), dst: node(dst), hops_left: 30, body })
 }
 
@@ -148,8 +153,10 @@ fn a_forged_source_open_is_refused_and_logged_with_its_link() {
     mallory.send(&open_as("alpha", "beta", 8, hello)).expect("send");
     beta.wait_log("the opener did not authenticate as its source", Duration::from_secs(15));
     let log = beta.log();
-    let refusals: Vec<&str> =
-        log.lines().filter(|l| l.contains("refused an unprotected") || l.contains("did not authenticate")).collect();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused an unprotected") || l.contains("did not authenticate"))
+        .collect();
     assert!(refusals.iter().all(|l| l.contains("link=") && l.contains("mallory")), "{refusals:?}");
     assert!(refusals.iter().all(|l| l.contains("src=alpha")), "{refusals:?}");
     assert!(!log.contains("job started"), "no job ran for the forger: {log}");
@@ -178,11 +185,18 @@ fn forged_resets_and_data_for_another_nodes_stream_have_no_effect() {
     let slow = "[[work.command]]\nname = \"slowcat\"\nprogram = \"sh\"\nargs = [\"-c\", \"sleep 3; cat\"]\n";
     let alpha = Daemon::start(tls_spec("alpha", &pki, ""));
     let beta = Daemon::start(tls_spec("beta", &pki, slow).peer(alpha.port));
-    wait_route(&alpha, "beta");
+    let client = || {
+        let mut cmd = Command::new(RECEPTOR);
+        cmd.arg("--receptor-peer").arg(format!("receptors://127.0.0.1:{}", alpha.port));
+        cmd.args(pki.client_args("ctl"));
+        cmd
+    };
+    wait_until("TLS route to beta", Duration::from_secs(20), || {
+        client().args(["ping", "beta", "-c", "1", "--timeout", "1s"]).status().is_ok_and(|s| s.success())
+    });
     let data = payload();
     std::fs::write(pki.path("payload"), &data).expect("write");
-    let mut cmd = Command::new(RECEPTOR);
-    cmd.arg("--receptor-peer").arg(format!("receptors://127.0.0.1:{}", alpha.port)).args(pki.client_args("ctl"));
+    let mut cmd = client();
     cmd.args(["work", "submit", "slowcat", "--node", "beta", "--payload"]).arg(pki.path("payload"));
     let client = std::thread::spawn(move || cmd.output().expect("receptor"));
     beta.wait_log("job started", Duration::from_secs(10));
@@ -200,7 +214,12 @@ fn forged_resets_and_data_for_another_nodes_stream_have_no_effect() {
                     Body::Stop { stream: id, from },
                 ];
                 for body in bodies {
-                    frames.push(Frame::Routed(Routed { src: node(src), dst: node(dst), hops_left: 30, body }));
+                    frames.push(Frame::Routed(Routed {
+                        src: node(src),
+                        dst: node(dst),
+                        hops_left: 30,
+                        body,
+                    }));
                 }
             }
         }
@@ -209,7 +228,13 @@ fn forged_resets_and_data_for_another_nodes_stream_have_no_effect() {
         mallory.send_raw(&common::hostile::encode_all(batch.iter().cloned())).expect("spray");
     }
     let out = client.join().expect("client");
-    assert!(out.status.success(), "the job survived the spray: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "the job survived the spray: {}\nalpha:\n{}\nbeta:\n{}",
+        stderr(&out),
+        alpha.log(),
+        beta.log()
+    );
     assert!(out.stdout == data, "output intact ({} of {} bytes)", out.stdout.len(), data.len());
 }
 
@@ -219,7 +244,9 @@ fn forged_resets_and_data_for_another_nodes_stream_have_no_effect() {
 fn a_leaf_may_only_send_frames_as_itself() {
     let n1 = Daemon::start(Spec::new("n1").extra(FAST_MESH).extra(CAT));
     let mut leaf = FakePeer::join_leaf(n1.port, "leafy");
-    let ping = |src: &str, id| Frame::Routed(Routed { src: node(src), dst: node("n1"), hops_left: 30, body: Body::Ping { id } });
+    let ping = |src: &str, id| {
+        Frame::Routed(Routed { src: node(src), dst: node("n1"), hops_left: 30, body: Body::Ping { id } })
+    };
     leaf.send(&ping("leafy", 1)).expect("send");
     let pong = leaf.recv_until(Duration::from_secs(5), |f| match f {
         Frame::Routed(Routed { body: Body::Pong { id }, .. }) => Some(id),

@@ -215,11 +215,7 @@ impl Pending for Incoming {
     type Read = crate::mesh::StreamReader;
     type Write = MeshWrite;
     async fn open(self) -> Option<(Self::Read, Self::Write, Origin)> {
-        Some((
-            self.reader,
-            MeshWrite(Some(self.writer)),
-            Origin::Mesh(self.peer),
-        ))
+        Some((self.reader, MeshWrite(Some(self.writer)), Origin::Mesh(self.peer)))
     }
     async fn refuse(self, why: &'static str) {
         self.writer.reset(why.trim_end()).await;

@@ -56,6 +56,14 @@ pub enum HandshakeError {
     NoTls,
 }
 
+/// The stream a handshake protects: its number and both ends. The keys are bound to it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Binding<'a> {
+    pub(crate) id: u64,
+    pub(crate) opener: &'a NodeId,
+    pub(crate) acceptor: &'a NodeId,
+}
+
 /// A node's end-to-end stream policy and budget.
 #[derive(Clone)]
 pub(crate) struct E2e {
@@ -96,16 +104,14 @@ impl E2e {
     pub(crate) async fn open(
         &self,
         mut conn: Connection,
-        me: &NodeId,
-        dst: &NodeId,
-        id: u64,
+        stream: Binding<'_>,
         header: Bytes,
         writer: &mut StreamWriter,
         reader: &mut StreamReader,
     ) -> Result<(), HandshakeError> {
         drive(&mut conn, writer, reader).await?;
-        check_names(&conn, dst)?;
-        let keys = derive(&conn, id, me, dst)?;
+        check_names(&conn, stream.acceptor)?;
+        let keys = derive(&conn, stream)?;
         writer.protect(Sealer::new(&keys.opener.0, &keys.opener.1));
         reader.protect(Unsealer::new(&keys.acceptor.0, &keys.acceptor.1));
         writer.send_header(header).await.map_err(|e| HandshakeError::Stream(e.to_string()))
@@ -116,9 +122,7 @@ impl E2e {
     pub(crate) async fn accept(
         &self,
         hello: &[u8],
-        src: &NodeId,
-        me: &NodeId,
-        id: u64,
+        stream: Binding<'_>,
         writer: &mut StreamWriter,
         reader: &mut StreamReader,
     ) -> Result<Bytes, HandshakeError> {
@@ -126,8 +130,8 @@ impl E2e {
         let mut conn = Connection::Server(rustls::ServerConnection::new(cfg).map_err(tls_err)?);
         feed(&mut conn, hello)?;
         drive(&mut conn, writer, reader).await?;
-        check_names(&conn, src)?;
-        let keys = derive(&conn, id, src, me)?;
+        check_names(&conn, stream.opener)?;
+        let keys = derive(&conn, stream)?;
         writer.protect(Sealer::new(&keys.acceptor.0, &keys.acceptor.1));
         reader.protect(Unsealer::new(&keys.opener.0, &keys.opener.1));
         reader.recv_header().await
@@ -202,9 +206,9 @@ struct Keys {
     acceptor: KeyIv,
 }
 
-fn derive(conn: &Connection, id: u64, opener: &NodeId, acceptor: &NodeId) -> Result<Keys, HandshakeError> {
-    let mut context = id.to_be_bytes().to_vec();
-    for n in [opener, acceptor] {
+fn derive(conn: &Connection, stream: Binding<'_>) -> Result<Keys, HandshakeError> {
+    let mut context = stream.id.to_be_bytes().to_vec();
+    for n in [stream.opener, stream.acceptor] {
         context.push(n.as_str().len() as u8);
         context.extend_from_slice(n.as_str().as_bytes());
     }
@@ -225,5 +229,8 @@ pub(crate) fn header_records(header: &[u8]) -> impl Iterator<Item = (Kind, &[u8]
     let parts: Vec<&[u8]> =
         if header.is_empty() { vec![&[][..]] } else { header.chunks(super::seal::MAX_PAYLOAD).collect() };
     let last = parts.len() - 1;
-    parts.into_iter().enumerate().map(move |(i, p)| (if i == last { Kind::Header } else { Kind::HeaderMore }, p))
+    parts
+        .into_iter()
+        .enumerate()
+        .map(move |(i, p)| (if i == last { Kind::Header } else { Kind::HeaderMore }, p))
 }

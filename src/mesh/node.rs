@@ -467,7 +467,8 @@ impl Node {
         let body = Body::Open { stream: id, service, window: router.window, header: hello };
         router.originate(dst, body).await;
         let me = &self.inner.opts.id;
-        let shake = e2e.open(conn, me, dst, id, header, &mut writer, &mut reader);
+        let binding = super::e2e::Binding { id, opener: me, acceptor: dst };
+        let shake = e2e.open(conn, binding, header, &mut writer, &mut reader);
         let result = match tokio::time::timeout(e2e.timeout, shake).await {
             Ok(r) => r,
             Err(_) => Err(super::e2e::HandshakeError::Timeout(e2e.timeout)),

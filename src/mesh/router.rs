@@ -132,6 +132,9 @@ pub(crate) struct Router {
     /// table does not know yet (a client that just joined). Replies can then flow before
     /// its advertisement has reached every node.
     learned: Mutex<HashMap<NodeId, (LinkTx, Instant)>>,
+    /// Error answers (`limits.error_reply_rate`): forged frames must not make this node
+    /// flood the node they name as their source.
+    error_replies: Mutex<super::budget::TokenBucket>,
     /// End-to-end stream protection, when the node has TLS material (set once at start).
     pub(crate) e2e: std::sync::OnceLock<super::e2e::E2e>,
 }
@@ -162,6 +165,12 @@ impl Router {
             this: this.clone(),
             learned: Mutex::new(HashMap::new()),
             e2e: std::sync::OnceLock::new(),
+            error_replies: Mutex::new(super::budget::TokenBucket::new(
+                limits.error_reply_rate,
+                limits.error_reply_rate,
+                limits.error_reply_rate,
+                Instant::now(),
+            )),
         })
     }
 
@@ -205,8 +214,7 @@ impl Router {
             if let Body::Open { .. } = &routed.body {
                 // Stream admission needs the link the `Open` came on (it is logged when the
                 // opener fails to authenticate).
-                let Routed { src, body: Body::Open { stream, service, window, header }, .. } = routed
-                else {
+                let Routed { src, body: Body::Open { stream, service, window, header }, .. } = routed else {
                     return;
                 };
                 self.accept(src, stream, service.as_str(), window, header, Some(via.peer.clone())).await;
@@ -309,7 +317,18 @@ impl Router {
             }
             return;
         }
-        self.originate(&routed.src, Body::Unreachable { stream, reason: Reason::new(reason) }).await;
+        if self.error_reply_allowed() {
+            self.originate(&routed.src, Body::Unreachable { stream, reason: Reason::new(reason) }).await;
+        }
+    }
+
+    /// Takes one error answer from the budget; false (and counted) when it is spent.
+    fn error_reply_allowed(&self) -> bool {
+        let ok = self.error_replies.lock().is_ok_and(|mut b| b.take(1, Instant::now()));
+        if !ok {
+            crate::metrics::global().routed_dropped("error_reply_budget");
+        }
+        ok
     }
 
     /// [`Router::local`] behind a `dyn` future: local delivery can loop back into routing
@@ -338,7 +357,9 @@ impl Router {
             }
             other => {
                 if let Some(reset) = self.streams.deliver(&src, other) {
-                    self.originate(&src, reset).await;
+                    if self.error_reply_allowed() {
+                        self.originate(&src, reset).await;
+                    }
                 }
             }
         }
@@ -379,12 +400,14 @@ impl Router {
             Some(_) => None,
         };
         let (Some(handler), None) = (handler, refusal.clone()) else {
-            let reason = refusal.unwrap_or_default().into();
-            self.originate(&src, Body::Reset { stream: id, from: Side::Acceptor, reason }).await;
+            if self.error_reply_allowed() {
+                let reason = refusal.unwrap_or_default().into();
+                self.originate(&src, Body::Reset { stream: id, from: Side::Acceptor, reason }).await;
+            }
             return;
         };
-        if let (Some(hello), Some(e2e)) = (hello, e2e) {
-            self.accept_protected(key, service, window, hello, e2e.clone(), handler, via).await;
+        if let Some(hello) = hello {
+            self.accept_protected(key, service, window, hello, handler, via).await;
             return;
         }
         let (writer, reader) = self.endpoints(key, window);
@@ -408,22 +431,22 @@ impl Router {
     /// runs the acceptor's handshake in a task of its own (off the link reader), within
     /// `limits.stream_handshakes` and `limits.stream_handshake_timeout`. Only an opener
     /// that proves `src` with its certificate reaches the service, as `Peer::certified`.
-    #[allow(clippy::too_many_arguments)]
     async fn accept_protected(
         &self,
         key: StreamKey,
         service: &str,
         window: u32,
         hello: Bytes,
-        e2e: super::e2e::E2e,
         handler: mpsc::Sender<Incoming>,
         via: Option<NodeId>,
     ) {
+        let Some(e2e) = self.e2e.get().cloned() else { return };
         let (src, id) = (key.peer.clone(), key.id);
         let Ok(permit) = e2e.slots.clone().try_acquire_owned() else {
             crate::metrics::global().stream_refused();
             let reason = format!("node {} has limits.stream_handshakes handshakes in progress", self.me);
-            self.originate(&src, Body::Reset { stream: id, from: Side::Acceptor, reason: reason.into() }).await;
+            self.originate(&src, Body::Reset { stream: id, from: Side::Acceptor, reason: reason.into() })
+                .await;
             return;
         };
         let (mut writer, mut reader) = self.endpoints(key, window);
@@ -431,7 +454,8 @@ impl Router {
         let (me, service) = (self.me.clone(), service.to_owned());
         self.tracker.spawn(async move {
             let _permit = permit;
-            let shake = e2e.accept(&hello, &src, &me, id, &mut writer, &mut reader);
+            let binding = super::e2e::Binding { id, opener: &src, acceptor: &me };
+            let shake = e2e.accept(&hello, binding, &mut writer, &mut reader);
             let result = match tokio::time::timeout(e2e.timeout, shake).await {
                 Ok(r) => r,
                 Err(_) => Err(super::e2e::HandshakeError::Timeout(e2e.timeout)),
@@ -458,8 +482,14 @@ impl Router {
     pub(crate) fn endpoints(&self, key: StreamKey, send_credit: u32) -> (StreamWriter, StreamReader) {
         let (rx, credit) = self.streams.register(key.clone(), self.window, send_credit);
         let router = self.self_arc();
-        let writer =
-            StreamWriter { key: key.clone(), router: router.clone(), credit, offset: 0, done: false, seal: None };
+        let writer = StreamWriter {
+            key: key.clone(),
+            router: router.clone(),
+            credit,
+            offset: 0,
+            done: false,
+            seal: None,
+        };
         let reader =
             StreamReader { key, router, rx, window: self.window, unacked: 0, ended: false, unseal: None };
         (writer, reader)

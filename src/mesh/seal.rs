@@ -52,7 +52,9 @@ impl Kind {
 /// Why a record was refused: the stream's bytes are not what the other end sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IntegrityError {
-    #[error("a record failed its authentication check (bytes changed, inserted, dropped or reordered in transit)")]
+    #[error(
+        "a record failed its authentication check (bytes changed, inserted, dropped or reordered in transit)"
+    )]
     BadRecord,
     #[error("a record announced {0} bytes, more than a record may hold")]
     TooLong(usize),

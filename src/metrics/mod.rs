@@ -200,7 +200,8 @@ impl Metrics {
                 r,
                 "routed_frames_dropped",
                 "Routed frames dropped at the edge, by reason: foreign_src (a leaf link sent a frame \
-                 naming another node as its source), own_src (a link brought a frame naming this node)",
+                 naming another node as its source), own_src (a link brought a frame naming this node), error_reply_budget (an error answer \
+                 over limits.error_reply_rate was not sent)",
                 Family::default()
             ),
             stream_auth_failed: reg!(
@@ -311,8 +312,8 @@ impl Metrics {
     pub fn stream_refused(&self) {
         self.streams_refused.inc();
     }
-    /// A routed frame was dropped where it entered the mesh; `reason` is `foreign_src` or
-    /// `own_src`.
+    /// A routed frame was dropped where it entered the mesh; `reason` is `foreign_src`,
+    /// `own_src` or `error_reply_budget` (an error answer not sent).
     pub fn routed_dropped(&self, reason: &'static str) {
         self.routed_dropped.get_or_create(&label("reason", reason)).inc();
     }

@@ -67,7 +67,8 @@ impl FakePeer {
     /// in `ca`) and joins as `id`: an admitted member holding a real certificate.
     pub fn join_tls(port: u16, id: &str, cert: &Path, key: &Path, ca: &Path) -> FakePeer {
         let tls = tls_client(port, cert, key, ca).unwrap_or_else(|e| panic!("fake TLS peer {id}: {e}"));
-        FakePeer::handshake_on(Box::new(tls), id, caps::STREAMS).unwrap_or_else(|e| panic!("fake TLS peer {id}: {e}"))
+        FakePeer::handshake_on(Box::new(tls), id, caps::STREAMS)
+            .unwrap_or_else(|e| panic!("fake TLS peer {id}: {e}"))
     }
 
     pub fn handshake_on(stream: Box<dyn Duplex>, id: &str, caps: u32) -> Result<FakePeer, String> {

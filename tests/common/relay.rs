@@ -27,7 +27,12 @@ pub struct FakeRelay {
 
 impl FakeRelay {
     /// Links to `a` (node `a_id`, plain-TCP listener `a_port`) and `b` as `id`.
-    pub fn start(id: &str, (a_id, a_port): (&str, u16), (b_id, b_port): (&str, u16), tamper: Tamper) -> FakeRelay {
+    pub fn start(
+        id: &str,
+        (a_id, a_port): (&str, u16),
+        (b_id, b_port): (&str, u16),
+        tamper: Tamper,
+    ) -> FakeRelay {
         let stop = Arc::new(AtomicBool::new(false));
         let (ra, wa) = link(id, a_port);
         let (rb, wb) = link(id, b_port);
