@@ -166,7 +166,9 @@ fn main() {
     let off = line(pki.path(), false);
     let ratio = on.mib_s / off.mib_s;
     let mark = |ok: bool| if ok { "met" } else { "missed" };
-    println!("| end-to-end streams, 3 TLS hops (loopback; in-process client) | protected | unprotected | target |");
+    println!(
+        "| end-to-end streams, 3 TLS hops (loopback; in-process client) | protected | unprotected | target |"
+    );
     println!("|---|---|---|---|");
     println!(
         "| job output, 512 MiB, median of {RUNS} | {:.0} MiB/s | {:.0} MiB/s | ratio {ratio:.2} >= 0.5 ({}) |",

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::hostile::{FakePeer, node};
+use common::hostile::{FakePeer, node, stream_client, tls_output};
 use common::pki::Pki;
 use common::relay::{FakeRelay, Tamper};
 use common::*;
@@ -149,7 +149,7 @@ fn a_forged_source_open_is_refused_and_logged_with_its_link() {
     mallory.send(&open_as("alpha", "beta", 7, plain)).expect("send");
     beta.wait_log("refused an unprotected stream", Duration::from_secs(5));
     let mut hello = b"\xffRCPT-E2E/1\n".to_vec();
-    hello.extend_from_slice(&common::hostile::client_hello(&crt, &key, &ca));
+    hello.extend_from_slice(&tls_output(&mut stream_client(&crt, &key, &ca)));
     mallory.send(&open_as("alpha", "beta", 8, hello)).expect("send");
     beta.wait_log("the opener did not authenticate as its source", Duration::from_secs(15));
     let log = beta.log();
@@ -170,6 +170,62 @@ fn a_forged_source_open_is_refused_and_logged_with_its_link() {
         .output()
         .expect("receptor");
     assert!(out.status.success(), "a real protected stream still works: {}", stderr(&out));
+}
+
+/// A forger that is the path to the node it claims to be (here "ghost", unknown to the
+/// mesh, so beta's replies follow the forger's link back) completes the TLS handshake
+/// with its own certificate: beta refuses it, since the certificate names mallory, not
+/// ghost, and logs the link. Nothing reaches the work service.
+#[test]
+fn an_on_path_forger_with_its_own_certificate_is_refused() {
+    let pki = Pki::new();
+    for n in ["beta", "mallory"] {
+        pki.issue(n, n);
+    }
+    let beta = Daemon::start(tls_spec("beta", &pki, CAT));
+    let (crt, key, ca) = (pki.path("mallory.crt"), pki.path("mallory.key"), pki.path("ca.crt"));
+    let mut mallory = FakePeer::join_tls(beta.port, "mallory", &crt, &key, &ca);
+    let mut tls = stream_client(&crt, &key, &ca);
+    let mut hello = b"\xffRCPT-E2E/1\n".to_vec();
+    hello.extend_from_slice(&tls_output(&mut tls));
+    mallory.send(&open_as("ghost", "beta", 42, hello)).expect("send");
+    let (mut offset, mut ended) = (0u64, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while ended.is_none() && std::time::Instant::now() < deadline {
+        let Some(Frame::Routed(Routed { dst, body, .. })) = mallory.recv() else { continue };
+        match body {
+            Body::Data { stream: 42, data, .. } if dst.as_str() == "ghost" => {
+                let mut rd = &data[..];
+                while !rd.is_empty() {
+                    tls.read_tls(&mut rd).expect("read_tls");
+                    tls.process_new_packets().expect("beta's flight verifies");
+                }
+                let out = tls_output(&mut tls);
+                if !out.is_empty() {
+                    let n = out.len() as u64;
+                    let body = Body::Data { stream: 42, from: Side::Opener, offset, data: out.into() };
+                    offset += n;
+                    let r = Routed { src: node("ghost"), dst: node("beta"), hops_left: 30, body };
+                    mallory.send(&Frame::Routed(r)).expect("send");
+                }
+            }
+            Body::Reset { stream: 42, reason, .. } if dst.as_str() == "ghost" => {
+                ended = Some(reason.to_string())
+            }
+            _ => {}
+        }
+    }
+    assert!(!tls.is_handshaking(), "the forger finished its side of the handshake");
+    let reason = ended.expect("beta reset the stream");
+    assert!(reason.contains("not node ghost"), "{reason}");
+    beta.wait_log("did not authenticate as its source", Duration::from_secs(5));
+    let log = beta.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("did not authenticate") && l.contains("mallory") && l.contains("src=ghost")),
+        "{log}"
+    );
+    assert!(!log.contains("job started"), "{log}");
 }
 
 /// While a job streams between a client and beta, a member sprays `Reset`, `Data`,

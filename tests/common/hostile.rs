@@ -177,12 +177,17 @@ fn client_config(cert: &Path, key: &Path, ca: &Path) -> Result<rustls::ClientCon
         .map_err(|e| e.to_string())
 }
 
-/// A genuine TLS 1.3 ClientHello presenting `cert` (what an end-to-end stream's opener
-/// sends in its `Open`), for forging opens with a real certificate.
-pub fn client_hello(cert: &Path, key: &Path, ca: &Path) -> Vec<u8> {
+/// A TLS client presenting `cert` (verifying the other end as 127.0.0.1, which the test
+/// PKI's certificates name), for forging an end-to-end stream's opener with a real
+/// certificate: its first flight is what goes into the `Open`.
+pub fn stream_client(cert: &Path, key: &Path, ca: &Path) -> rustls::ClientConnection {
     let cfg = client_config(cert, key, ca).expect("client config");
-    let name = rustls_pki_types::ServerName::try_from("receptord-node").expect("name");
-    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    rustls::ClientConnection::new(Arc::new(cfg), name).expect("client")
+}
+
+/// Everything `conn` wants to send.
+pub fn tls_output(conn: &mut rustls::ClientConnection) -> Vec<u8> {
     let mut out = Vec::new();
     while conn.wants_write() {
         conn.write_tls(&mut out).expect("write");
