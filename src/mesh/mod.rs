@@ -16,6 +16,7 @@ pub mod node;
 pub(crate) mod router;
 pub mod routing;
 mod seal;
+mod sealed;
 pub mod state;
 pub mod stream;
 
