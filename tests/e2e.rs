@@ -322,3 +322,39 @@ fn a_leaf_may_only_send_frames_as_itself() {
     assert!(log.lines().any(|l| l.contains("names another node") && l.contains("link=leafy")), "{log}");
     assert!(!log.contains("job started"), "{log}");
 }
+
+/// `receptor run --via-receptor` across a three-node TLS mesh, with protected streams
+/// (the client presents its certificate): the playbook runs and its artifacts arrive.
+#[test]
+fn receptor_run_works_end_to_end_over_protected_streams() {
+    let pki = Pki::new();
+    for n in ["node1", "node2", "node3", "ctl"] {
+        pki.issue(n, n);
+    }
+    let n1 = Daemon::start(tls_spec("node1", &pki, ""));
+    let n2 = Daemon::start(tls_spec("node2", &pki, "").peer(n1.port));
+    let n3 = Daemon::start(tls_spec("node3", &pki, "").peer(n2.port).with_ansible());
+    let client = || {
+        let mut cmd = Command::new(RECEPTOR);
+        cmd.env("PATH", path_without_venv());
+        cmd.arg("--receptor-peer").arg(format!("receptors://127.0.0.1:{}", n1.port));
+        cmd.args(pki.client_args("ctl"));
+        cmd
+    };
+    wait_until("TLS route to node3", Duration::from_secs(20), || {
+        client().args(["ping", "node3", "-c", "1", "--timeout", "1s"]).status().is_ok_and(|s| s.success())
+    });
+    let pdd = common::playbooks::make_pdd(common::playbooks::PLAY);
+    let out = client()
+        .arg("run")
+        .arg(pdd.path())
+        .args(["-p", "test.yml", "--via-receptor", "node3", "-i", "tls1"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let art = pdd.path().join("artifacts/tls1");
+    assert_eq!(std::fs::read_to_string(art.join("status")).expect("status"), "successful");
+    assert!(common::playbooks::events(&art).len() >= 8);
+    let log = n3.log();
+    assert!(!log.contains("refused a stream") && !log.contains("integrity"), "{log}");
+}

@@ -234,3 +234,20 @@ pub(crate) fn header_records(header: &[u8]) -> impl Iterator<Item = (Kind, &[u8]
         .enumerate()
         .map(move |(i, p)| (if i == last { Kind::Header } else { Kind::HeaderMore }, p))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_split_into_parts_ending_with_a_final_one() {
+        let kinds = |h: &[u8]| header_records(h).map(|(k, p)| (k, p.len())).collect::<Vec<_>>();
+        assert_eq!(kinds(b""), vec![(Kind::Header, 0)]);
+        assert_eq!(kinds(b"{}"), vec![(Kind::Header, 2)]);
+        let max = crate::wire::MAX_META;
+        let parts = kinds(&vec![0u8; max]);
+        assert_eq!(parts.iter().map(|(_, n)| n).sum::<usize>(), max);
+        assert!(parts[..parts.len() - 1].iter().all(|(k, _)| *k == Kind::HeaderMore));
+        assert_eq!(parts.last().map(|(k, _)| *k), Some(Kind::Header));
+    }
+}
