@@ -358,3 +358,52 @@ fn receptor_run_works_end_to_end_over_protected_streams() {
     let log = n3.log();
     assert!(!log.contains("refused a stream") && !log.contains("integrity"), "{log}");
 }
+
+/// An opener that starts protected streams and never finishes their handshakes holds at
+/// most `limits.stream_handshakes` of them, each for `limits.stream_handshake_timeout`:
+/// the next is refused with the limit's name, and slots come back after the timeout.
+#[test]
+fn stalled_handshakes_are_bounded_and_time_out() {
+    let pki = Pki::new();
+    for n in ["beta", "mallory"] {
+        pki.issue(n, n);
+    }
+    let limits = "[limits]\nstream_handshakes = 2\nstream_handshake_timeout = \"1s\"\n";
+    let beta = Daemon::start(tls_spec("beta", &pki, &format!("{CAT}{limits}")));
+    let (crt, key, ca) = (pki.path("mallory.crt"), pki.path("mallory.key"), pki.path("ca.crt"));
+    let mut mallory = FakePeer::join_tls(beta.port, "mallory", &crt, &key, &ca);
+    let open = |id| {
+        let mut hello = b"\xffRCPT-E2E/1\n".to_vec();
+        hello.extend_from_slice(&tls_output(&mut stream_client(&crt, &key, &ca)));
+        open_as("mallory", "beta", id, hello)
+    };
+    // The answer to stream `id`: Credit (accepted) or Reset (with its reason).
+    let answer = |peer: &mut FakePeer, id: u64| {
+        peer.recv_until(Duration::from_secs(10), |f| match f {
+            Frame::Routed(Routed { body: Body::Credit { stream, .. }, .. }) if stream == id => Some(Ok(())),
+            Frame::Routed(Routed { body: Body::Reset { stream, reason, .. }, .. }) if stream == id => {
+                Some(Err(reason.to_string()))
+            }
+            _ => None,
+        })
+    };
+    for id in [1, 2] {
+        mallory.send(&open(id)).expect("send");
+        assert_eq!(answer(&mut mallory, id), Some(Ok(())), "handshake {id} admitted");
+    }
+    mallory.send(&open(3)).expect("send");
+    let refused = answer(&mut mallory, 3).expect("an answer").expect_err("refused");
+    assert!(refused.contains("stream_handshakes"), "{refused}");
+    let mut timed_out = Vec::new();
+    mallory.recv_until(Duration::from_secs(10), |f| {
+        if let Frame::Routed(Routed { body: Body::Reset { stream, reason, .. }, .. }) = f {
+            assert!(reason.contains("did not finish within"), "{reason}");
+            timed_out.push(stream);
+        }
+        (timed_out.len() == 2).then_some(())
+    });
+    timed_out.sort();
+    assert_eq!(timed_out, vec![1, 2], "both stalled handshakes timed out");
+    mallory.send(&open(4)).expect("send");
+    assert_eq!(answer(&mut mallory, 4), Some(Ok(())), "a slot is free again");
+}
