@@ -250,6 +250,45 @@ mod tests {
         assert_eq!(u.finish(), Err(IntegrityError::Truncated));
     }
 
+    proptest::proptest! {
+        /// Hostile bytes in any split never panic the reader, and never yield a record:
+        /// without the key nothing opens.
+        #[test]
+        fn hostile_bytes_never_open(chunks in proptest::collection::vec(
+            proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..20)) {
+            let (_, mut u) = pair();
+            for c in &chunks {
+                u.push(c);
+                match u.next() {
+                    Ok(None) => {}
+                    Ok(Some(r)) => proptest::prop_assert!(false, "forged record opened: {:?}", r),
+                    Err(_) => break,
+                }
+            }
+        }
+
+        /// Sealed records survive any re-chunking in transit, in order.
+        #[test]
+        fn records_survive_any_chunking(
+            payloads in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000), 1..8),
+            cut in 1usize..5000,
+        ) {
+            let (mut s, mut u) = pair();
+            let mut wire = Vec::new();
+            for p in &payloads {
+                wire.extend_from_slice(&s.seal(Kind::Data, p).expect("seal"));
+            }
+            let mut got = Vec::new();
+            for piece in wire.chunks(cut) {
+                u.push(piece);
+                while let Some((_, payload)) = u.next().expect("intact") {
+                    got.push(payload.to_vec());
+                }
+            }
+            proptest::prop_assert_eq!(got, payloads);
+        }
+    }
+
     #[test]
     fn an_oversized_length_is_refused_before_buffering() {
         let (_, mut u) = pair();
