@@ -540,7 +540,9 @@ mod tests {
         )
         .expect("loads");
         assert_eq!(cfg.listeners[0].url.port, 8899);
-        assert!(cfg.tls.expect("tls").require_client_cert);
+        let tls = cfg.tls.expect("tls");
+        assert!(tls.require_client_cert);
+        assert!(tls.e2e_streams, "streams are protected end to end by default");
         assert_eq!(cfg.work.allow.len(), 1);
         let err =
             load_text("[node]\nid = \"n\"\n[[listeners]]\nurl = \"receptors://h\"\n").expect_err("no tls");
