@@ -27,6 +27,10 @@ pub struct Limits {
     pub advert_burst: u64,
     /// A link whose advertisements are dropped this many times within a minute is closed.
     pub advert_drops_to_close: u32,
+    /// A link that delivers this many forged advertisements within a minute is closed:
+    /// in a TLS mesh unsigned ones about another node or with a signature that does not
+    /// verify (every one is dropped and counted).
+    pub forged_adverts_to_close: u32,
     /// Most nodes the link-state database holds; advertisements of further nodes are
     /// dropped (and counted) until some are forgotten.
     pub max_nodes: usize,
@@ -58,6 +62,7 @@ impl Default for Limits {
             advert_rate: 256 * 1024,
             advert_burst: 4 * 1024 * 1024,
             advert_drops_to_close: 1000,
+            forged_adverts_to_close: 10,
             max_nodes: 20_000,
             max_db_bytes: 4 * 1024 * 1024,
             streams_per_peer: 256,
@@ -72,7 +77,7 @@ impl Default for Limits {
 impl Limits {
     /// Checks the values; returns the offending key (without the `limits.` prefix) and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let positive: [(&'static str, bool); 11] = [
+        let positive: [(&'static str, bool); 12] = [
             ("control_sessions", self.control_sessions > 0),
             ("units_per_node", self.units_per_node > 0),
             ("max_payload", self.max_payload > 0),
@@ -80,6 +85,7 @@ impl Limits {
             ("handshakes_per_source", self.handshakes_per_source > 0),
             ("advert_rate", self.advert_rate > 0),
             ("advert_drops_to_close", self.advert_drops_to_close > 0),
+            ("forged_adverts_to_close", self.forged_adverts_to_close > 0),
             ("max_nodes", self.max_nodes > 0),
             ("streams_per_peer", self.streams_per_peer > 0),
             ("handshake_timeout", !self.handshake_timeout.is_zero()),

@@ -11,6 +11,7 @@ mod gate;
 mod lane;
 pub mod link;
 pub mod node;
+pub mod origin;
 pub(crate) mod router;
 pub mod routing;
 pub mod state;

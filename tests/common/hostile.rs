@@ -125,6 +125,7 @@ pub fn fat_lsa(origin: &str, seq: u64, n: usize) -> Lsa {
         ephemeral: false,
         neighbors: (0..n).map(|i| (node(&format!("ghost-{origin}-{i:05}")), 1.0)).collect(),
         work_types: Vec::new(),
+        sig: None,
     }
 }
 
