@@ -188,8 +188,9 @@ pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError
     let lanes = Lanes { ctrl: ctrl_rx, adverts: tx.adverts.clone(), data: data_rx };
     let write_task = tokio::spawn(write_loop(writer, lanes, idle / 4, stop.clone()));
     let result = read_loop(ctx, link, &peer, &tx, &mut reader, idle, &stop).await;
-    if let Err(e @ (LinkError::Flood(_) | LinkError::Forged(_) | LinkError::Protocol(_) | LinkError::Codec(_))) =
-        &result
+    if let Err(
+        e @ (LinkError::Flood(_) | LinkError::Forged(_) | LinkError::Protocol(_) | LinkError::Codec(_)),
+    ) = &result
     {
         // Tell the peer why, if its socket still takes bytes (the writer gives up quickly).
         let reason = Reason::new(e.to_string());

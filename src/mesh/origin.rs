@@ -174,9 +174,11 @@ impl Verifier {
             }
         }
         let ders: Vec<CertificateDer<'_>> = chain.iter().map(|c| CertificateDer::from(c.as_ref())).collect();
-        let cert = webpki::EndEntityCert::try_from(&ders[0]).map_err(|e| OriginError::Chain(e.to_string()))?;
+        let cert =
+            webpki::EndEntityCert::try_from(&ders[0]).map_err(|e| OriginError::Chain(e.to_string()))?;
         let verify = |usage| {
-            cert.verify_for_usage(self.algs, &creds.roots.roots, &ders[1..], now, usage, None, None).map(|_| ())
+            cert.verify_for_usage(self.algs, &creds.roots.roots, &ders[1..], now, usage, None, None)
+                .map(|_| ())
         };
         // Node certificates serve both ends of links; either purpose will do.
         verify(webpki::KeyUsage::client_auth())

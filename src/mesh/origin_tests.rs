@@ -57,7 +57,10 @@ fn lsa(origin: &str) -> Lsa {
         leaving: false,
         ephemeral: false,
         neighbors: vec![(id("hub"), 1.0), (id("other"), 2.5)],
-        work_types: vec![WorkTypeAd { name: Name::new("cat").expect("name"), version: Name::new("1").expect("v") }],
+        work_types: vec![WorkTypeAd {
+            name: Name::new("cat").expect("name"),
+            version: Name::new("1").expect("v"),
+        }],
         sig: None,
     }
 }
@@ -101,13 +104,10 @@ fn a_signed_advertisement_verifies_after_the_wire_and_any_change_breaks_it() {
         assert_eq!(p.verifier.verify(&wire(&ad)), Ok(()), "rsa: {rsa}");
         assert_eq!(p.verifier.cached(), 1);
         assert_eq!(p.verifier.verify(&wire(&ad)), Ok(()), "from the cache");
-        let tampered: [&dyn Fn(&mut Lsa); 5] = [
-            &|l| l.seq += 1,
-            &|l| l.epoch += 1,
-            &|l| l.leaving = true,
-            &|l| l.neighbors.clear(),
-            &|l| l.work_types.clear(),
-        ];
+        let tampered: [&dyn Fn(&mut Lsa); 5] =
+            [&|l| l.seq += 1, &|l| l.epoch += 1, &|l| l.leaving = true, &|l| l.neighbors.clear(), &|l| {
+                l.work_types.clear()
+            }];
         for (i, change) in tampered.iter().enumerate() {
             let mut forged = ad.clone();
             change(&mut forged);

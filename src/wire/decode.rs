@@ -58,7 +58,16 @@ fn decode_lsa(b: &mut Bytes) -> Result<Lsa, DecodeError> {
         work_types.push(WorkTypeAd { name, version });
     }
     let sig = if flags & LSA_SIGNED != 0 { Some(decode_sig(b)?) } else { None };
-    Ok(Lsa { origin, epoch, seq, leaving: flags & 1 != 0, ephemeral: flags & 2 != 0, neighbors, work_types, sig })
+    Ok(Lsa {
+        origin,
+        epoch,
+        seq,
+        leaving: flags & 1 != 0,
+        ephemeral: flags & 2 != 0,
+        neighbors,
+        work_types,
+        sig,
+    })
 }
 
 fn decode_sig(b: &mut Bytes) -> Result<LsaSig, DecodeError> {
