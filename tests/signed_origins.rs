@@ -7,8 +7,8 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::hostile::*;
@@ -86,8 +86,9 @@ fn daemon<'a>(id: &'a str, pki: Option<&Pki>, peers: &[u16], extra: &str) -> Dae
 /// A client node joined through `entry` pinging `target` every 50 ms until stopped.
 struct PingLoop {
     ok: Arc<AtomicU32>,
+    failures: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PingLoop {
@@ -96,7 +97,8 @@ impl PingLoop {
         let url: PeerUrl = format!("{scheme}://127.0.0.1:{}", entry.port).parse().expect("url");
         let target = node(target);
         let (ok, stop) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicBool::new(false)));
-        let (ok2, stop2) = (ok.clone(), stop.clone());
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let (ok2, stop2, failures2) = (ok.clone(), stop.clone(), failures.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
@@ -105,7 +107,6 @@ impl PingLoop {
                 opts.tls = tls;
                 let client = Node::start(opts);
                 client.join(&url, Duration::from_secs(10)).await.expect("join");
-                let mut failures = Vec::new();
                 // Until the first reply, the route may still be converging.
                 let mut started = false;
                 while !stop2.load(Ordering::Relaxed) {
@@ -114,28 +115,32 @@ impl PingLoop {
                             started = true;
                             ok2.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(e) if started => failures.push(e.to_string()),
+                        Err(e) if started => failures2.lock().expect("lock").push(e.to_string()),
                         Err(_) => {}
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 client.shutdown(Duration::from_secs(1)).await;
-                failures
             })
         });
-        PingLoop { ok, stop, thread: Some(thread) }
+        PingLoop { ok, failures, stop, thread: Some(thread) }
     }
 
-    /// Waits for `n` more replies.
+    /// Waits for `n` more replies; fails at the first failed ping.
     fn more(&self, n: u32) {
         let target = self.ok.load(Ordering::Relaxed) + n;
-        wait_until("ping replies", Duration::from_secs(30), || self.ok.load(Ordering::Relaxed) >= target);
+        wait_until("ping replies", Duration::from_secs(30), || {
+            let failures = self.failures.lock().expect("lock");
+            assert!(failures.is_empty(), "the victim became unreachable: {failures:?}");
+            self.ok.load(Ordering::Relaxed) >= target
+        });
     }
 
     /// Stops the loop; the failures after its first reply.
     fn finish(mut self) -> Vec<String> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().expect("running").join().expect("ping loop")
+        self.thread.take().expect("running").join().expect("ping loop");
+        std::mem::take(&mut *self.failures.lock().expect("lock"))
     }
 }
 
