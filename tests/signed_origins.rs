@@ -71,7 +71,7 @@ impl Pki {
     }
 }
 
-fn daemon<'a>(id: &'a str, pki: Option<&Pki>, peers: &[u16], extra: &str) -> Daemon {
+fn daemon(id: &str, pki: Option<&Pki>, peers: &[u16], extra: &str) -> Daemon {
     let mut spec = Spec::new(id).extra(FAST_MESH).extra(extra);
     if let Some(pki) = pki {
         spec = spec.extra(&pki.toml(id));
