@@ -10,7 +10,7 @@
 //! TLS meshes, a link whose peer is not a relay may carry only that peer's own
 //! advertisements. docs/SECURITY.md says what this does and does not stop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -120,12 +120,24 @@ struct CertCache {
     map: HashMap<[u8; 32], Verified>,
 }
 
+/// Advertisements verified lately, by digest of (signed message, signature, leaf): a
+/// flooded advertisement reaches a node once per relay link, and is checked only once.
+#[derive(Debug, Default)]
+struct Recent {
+    set: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+/// How many verified advertisements [`Recent`] remembers.
+const RECENT: usize = 4096;
+
 /// Checks advertisements' signatures against the node's CAs (`[tls] ca`).
 #[derive(Debug)]
 pub struct Verifier {
     tls: TlsContext,
     algs: &'static [&'static dyn SignatureVerificationAlgorithm],
     cache: Mutex<CertCache>,
+    recent: Mutex<Recent>,
     capacity: usize,
 }
 
@@ -134,7 +146,13 @@ impl Verifier {
     /// node of the largest database).
     pub fn new(tls: TlsContext, capacity: usize) -> Verifier {
         let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms.all;
-        Verifier { tls, algs, cache: Mutex::new(CertCache::default()), capacity: capacity.max(1) }
+        Verifier {
+            tls,
+            algs,
+            cache: Mutex::new(CertCache::default()),
+            recent: Mutex::new(Recent::default()),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Whether `lsa` is signed by its origin with a certificate from our CAs.
@@ -146,10 +164,34 @@ impl Verifier {
             return Err(OriginError::NotNamed { origin: lsa.origin.clone(), names });
         }
         let alg = verification_alg(sig.scheme).ok_or(OriginError::Scheme(sig.scheme))?;
+        let message = lsa.signed_message();
+        let seen = {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            for part in [&message[..], &sig.scheme.to_be_bytes(), &sig.signature, &digest(leaf)] {
+                ctx.update(&(part.len() as u64).to_be_bytes());
+                ctx.update(part);
+            }
+            let mut out = [0u8; 32];
+            out.copy_from_slice(ctx.finish().as_ref());
+            out
+        };
+        if self.recent.lock().is_ok_and(|r| r.set.contains(&seen)) {
+            return Ok(());
+        }
         let leaf = CertificateDer::from(leaf.as_ref());
         let cert = webpki::EndEntityCert::try_from(&leaf).map_err(|e| OriginError::Chain(e.to_string()))?;
-        cert.verify_signature(alg, &lsa.signed_message(), &sig.signature)
-            .map_err(|_| OriginError::BadSignature)
+        cert.verify_signature(alg, &message, &sig.signature).map_err(|_| OriginError::BadSignature)?;
+        if let Ok(mut r) = self.recent.lock() {
+            if r.set.insert(seen) {
+                r.order.push_back(seen);
+            }
+            while r.order.len() > RECENT {
+                if let Some(old) = r.order.pop_front() {
+                    r.set.remove(&old);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The node IDs the chain's leaf names, once the chain verified (cached).
