@@ -58,6 +58,7 @@ fn frames() -> Vec<Frame> {
             work_types: Vec::new(),
             sig: Some(crate::wire::LsaSig {
                 scheme: 0x0403,
+                signed_at: 2,
                 chain: vec![bytes::Bytes::from_static(b"\x30\x03der")],
                 signature: bytes::Bytes::from_static(b"signature"),
             }),

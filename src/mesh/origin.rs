@@ -84,9 +84,15 @@ impl CertSigner {
         let signer = creds.key.choose_scheme(&SCHEMES).ok_or_else(|| {
             OriginError::Sign(format!("no signature scheme for a {:?} key", creds.key.algorithm()))
         })?;
-        let signature = signer.sign(&lsa.signed_message()).map_err(|e| OriginError::Sign(e.to_string()))?;
+        let signed_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let signature =
+            signer.sign(&lsa.signed_message(signed_at)).map_err(|e| OriginError::Sign(e.to_string()))?;
         let chain = creds.chain.iter().take(MAX_SIG_CHAIN).map(|c| Bytes::copy_from_slice(c)).collect();
-        Ok(LsaSig { scheme: u16::from(signer.scheme()), chain, signature: Bytes::from(signature) })
+        let scheme = u16::from(signer.scheme());
+        Ok(LsaSig { scheme, signed_at, chain, signature: Bytes::from(signature) })
     }
 }
 
@@ -164,7 +170,7 @@ impl Verifier {
             return Err(OriginError::NotNamed { origin: lsa.origin.clone(), names });
         }
         let alg = verification_alg(sig.scheme).ok_or(OriginError::Scheme(sig.scheme))?;
-        let message = lsa.signed_message();
+        let message = lsa.signed_message(sig.signed_at);
         let seen = {
             let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
             for part in [&message[..], &sig.scheme.to_be_bytes(), &sig.signature, &digest(leaf)] {

@@ -113,6 +113,9 @@ fn a_signed_advertisement_verifies_after_the_wire_and_any_change_breaks_it() {
             change(&mut forged);
             assert_eq!(p.verifier.verify(&wire(&forged)), Err(OriginError::BadSignature), "change {i}");
         }
+        let mut later = ad.clone();
+        later.sig.as_mut().expect("signed").signed_at += 1;
+        assert_eq!(p.verifier.verify(&wire(&later)), Err(OriginError::BadSignature), "signing time");
     }
 }
 
@@ -177,4 +180,52 @@ fn leaf_links_carry_only_their_peer_s_advertisements() {
     assert_eq!(check.check(&client, &lsa("client")), Ok(()));
     assert!(matches!(check.check(&client, &lsa("victim")), Err(OriginError::NotPeer { .. })));
     assert_eq!(check.check(&hello("relay", caps::STREAMS), &lsa("victim")), Ok(()));
+}
+
+/// The duplicate-ID rule (docs/PROTOCOL.md §5.5) on signed evidence: an older epoch
+/// "progressing" after the newer one appeared bans the newer one only if its
+/// advertisements were signed after the newer incarnation started. Replayed recordings of
+/// a previous incarnation (signed before) ban nothing. The state machine trusts the
+/// signature block here; the link reader verified it.
+#[test]
+fn replayed_advertisements_of_a_previous_incarnation_are_not_twin_evidence() {
+    use crate::mesh::state::{Admission, Mesh, MeshConfig};
+    use tokio::time::Instant;
+    let (old, new) = (1_000_000u64, 2_000_000u64);
+    let ad = |epoch: u64, seq: u64, signed_at: u64| Lsa {
+        epoch,
+        seq,
+        neighbors: Vec::new(),
+        sig: Some(LsaSig {
+            scheme: u16::from(SignatureScheme::ECDSA_NISTP256_SHA256),
+            signed_at,
+            chain: vec![Bytes::from_static(b"leaf")],
+            signature: Bytes::from_static(b"sig"),
+        }),
+        ..lsa("victim")
+    };
+    let run = |signed_at: [u64; 2]| {
+        let t0 = Instant::now();
+        let cfg = MeshConfig::default();
+        let timeout = cfg.node_timeout;
+        let mut mesh = Mesh::new(id("hub"), 5, false, cfg, t0);
+        let hello = crate::wire::Hello {
+            version: crate::wire::PROTOCOL_VERSION,
+            node_id: id("relay"),
+            epoch: 1,
+            caps: caps::STREAMS,
+            idle_timeout_ms: 1000,
+            cost: 1.0,
+        };
+        assert_eq!(mesh.admit(1, &hello, 1.0, false), Admission::Admit);
+        mesh.link_up(t0, 1);
+        mesh.on_lsa(t0, 1, ad(new, 1, new + 1));
+        mesh.on_lsa(t0 + Duration::from_secs(1), 1, ad(old, 5, signed_at[0]));
+        mesh.on_lsa(t0 + timeout / 2, 1, ad(new, 2, new + 2));
+        mesh.on_lsa(t0 + timeout + Duration::from_secs(2), 1, ad(old, 6, signed_at[1]));
+        mesh.drain_actions();
+        mesh.known().into_iter().find(|l| l.origin.as_str() == "victim").map(|l| l.epoch)
+    };
+    assert_eq!(run([old + 10, old + 20]), Some(new), "a replay keeps the new incarnation");
+    assert_eq!(run([new + 10, new + 20]), Some(old), "a live older twin keeps the id");
 }

@@ -430,6 +430,12 @@ impl Mesh {
         if lsa.epoch > stored_epoch {
             return true;
         }
+        // Signed evidence of an older incarnation counts only when signed after the newer
+        // one started (both are the origin's own clock): recorded advertisements of its
+        // previous incarnation, replayed by a member, are not a live twin.
+        if lsa.sig.as_ref().is_some_and(|s| s.signed_at <= stored_epoch) {
+            return false;
+        }
         // An older incarnation is still advertising progress after the newer one appeared:
         // two live nodes share an ID, and the older one keeps it.
         //
@@ -489,7 +495,9 @@ impl Mesh {
         if let Some(s) = claims.seen.get_mut(&lsa.epoch) {
             s.0 = s.0.max(lsa.seq);
         }
-        let progressing = prev.is_some_and(|p| lsa.seq > p);
+        // Signed before this incarnation started: a copy (or a replay) of the previous one.
+        let replayed = lsa.sig.as_ref().is_some_and(|s| s.signed_at <= self.epoch);
+        let progressing = prev.is_some_and(|p| lsa.seq > p) && !replayed;
         if progressing && now.duration_since(first_seen) >= self.cfg.refresh / 2 {
             self.actions.push(Action::DuplicateSelf { other_epoch: lsa.epoch });
         } else {

@@ -72,6 +72,7 @@ fn decode_lsa(b: &mut Bytes) -> Result<Lsa, DecodeError> {
 
 fn decode_sig(b: &mut Bytes) -> Result<LsaSig, DecodeError> {
     let scheme = get_u16(b)?;
+    let signed_at = get_u64(b)?;
     let n = usize::from(get_u8(b)?);
     if n == 0 {
         return Err(DecodeError::Invalid("empty signature chain"));
@@ -84,7 +85,7 @@ fn decode_sig(b: &mut Bytes) -> Result<LsaSig, DecodeError> {
         chain.push(get_blob(b, "signature certificate", MAX_SIG_CERT)?);
     }
     let signature = get_blob(b, "signature", MAX_SIGNATURE)?;
-    Ok(LsaSig { scheme, chain, signature })
+    Ok(LsaSig { scheme, signed_at, chain, signature })
 }
 
 fn decode_routed(b: &mut Bytes) -> Result<Routed, DecodeError> {

@@ -75,11 +75,13 @@ impl Frame {
 pub const LSA_SIG_CONTEXT: &[u8] = b"receptord link-state advertisement v2\0";
 
 impl Lsa {
-    /// The bytes an origin signs: [`LSA_SIG_CONTEXT`], then the advertisement's frame body
-    /// without its signature block (tag, fields, flags without the signed bit).
-    pub fn signed_message(&self) -> Vec<u8> {
-        let mut buf = BytesMut::with_capacity(LSA_SIG_CONTEXT.len() + self.unsigned_len());
+    /// The bytes an origin signs: [`LSA_SIG_CONTEXT`], the signing time, then the
+    /// advertisement's frame body without its signature block (tag, fields, flags without
+    /// the signed bit).
+    pub fn signed_message(&self, signed_at: u64) -> Vec<u8> {
+        let mut buf = BytesMut::with_capacity(LSA_SIG_CONTEXT.len() + 8 + self.unsigned_len());
         buf.put_slice(LSA_SIG_CONTEXT);
+        buf.put_u64(signed_at);
         encode_lsa_fields(self, &mut buf, false);
         buf.to_vec()
     }
@@ -88,7 +90,7 @@ impl Lsa {
     /// to store and to send).
     pub fn encoded_len(&self) -> usize {
         let sig = self.sig.as_ref().map_or(0, |s| {
-            2 + 1 + s.chain.iter().map(|c| 4 + c.len()).sum::<usize>() + 4 + s.signature.len()
+            2 + 8 + 1 + s.chain.iter().map(|c| 4 + c.len()).sum::<usize>() + 4 + s.signature.len()
         });
         self.unsigned_len() + sig
     }
@@ -147,6 +149,7 @@ fn encode_lsa(lsa: &Lsa, buf: &mut BytesMut) {
     encode_lsa_fields(lsa, buf, lsa.sig.is_some());
     if let Some(sig) = &lsa.sig {
         buf.put_u16(sig.scheme);
+        buf.put_u64(sig.signed_at);
         buf.put_u8(sig.chain.len() as u8);
         for cert in &sig.chain {
             put_blob(buf, cert);

@@ -109,6 +109,9 @@ pub struct Lsa {
 pub struct LsaSig {
     /// The TLS `SignatureScheme` code of the signature (e.g. `0x0403` ECDSA P-256 SHA-256).
     pub scheme: u16,
+    /// When the origin signed, by its own clock (Unix nanoseconds, like epochs): evidence
+    /// of an old incarnation still alive must be signed after the newer one started.
+    pub signed_at: u64,
     /// 1 to [`MAX_SIG_CHAIN`] DER certificates, each at most [`MAX_SIG_CERT`] bytes.
     pub chain: Vec<Bytes>,
     /// At most [`MAX_SIGNATURE`] bytes.

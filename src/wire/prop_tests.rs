@@ -43,9 +43,13 @@ fn lsa() -> impl Strategy<Value = Lsa> {
     ];
     let work = proptest::collection::vec((name(), name()), 0..4)
         .prop_map(|v| v.into_iter().map(|(name, version)| WorkTypeAd { name, version }).collect());
-    let sig =
-        (any::<u16>(), proptest::collection::vec(blob(MAX_SIG_CERT), 1..=MAX_SIG_CHAIN), blob(MAX_SIGNATURE))
-            .prop_map(|(scheme, chain, signature)| LsaSig { scheme, chain, signature });
+    let sig = (
+        any::<u16>(),
+        any::<u64>(),
+        proptest::collection::vec(blob(MAX_SIG_CERT), 1..=MAX_SIG_CHAIN),
+        blob(MAX_SIGNATURE),
+    )
+        .prop_map(|(scheme, signed_at, chain, signature)| LsaSig { scheme, signed_at, chain, signature });
     let sig = proptest::option::of(sig);
     (node_id(), any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>(), neighbours, work, sig).prop_map(
         |(origin, epoch, seq, leaving, ephemeral, neighbors, work_types, sig)| Lsa {
