@@ -80,11 +80,13 @@ fn decode_sig(b: &mut Bytes) -> Result<LsaSig, DecodeError> {
     if n > MAX_SIG_CHAIN {
         return Err(DecodeError::TooLong { what: "signature chain", len: n, max: MAX_SIG_CHAIN });
     }
+    // Copied: an advertisement may be stored for long, and a slice would pin the whole
+    // read buffer it arrived in.
     let mut chain = Vec::with_capacity(n);
     for _ in 0..n {
-        chain.push(get_blob(b, "signature certificate", MAX_SIG_CERT)?);
+        chain.push(Bytes::copy_from_slice(&get_blob(b, "signature certificate", MAX_SIG_CERT)?));
     }
-    let signature = get_blob(b, "signature", MAX_SIGNATURE)?;
+    let signature = Bytes::copy_from_slice(&get_blob(b, "signature", MAX_SIGNATURE)?);
     Ok(LsaSig { scheme, signed_at, chain, signature })
 }
 
