@@ -144,6 +144,25 @@ impl PingLoop {
     }
 }
 
+/// The daemon's `/metrics` (curl, a real HTTP client).
+fn scrape(d: &Daemon) -> String {
+    d.wait_log("metrics endpoint ready", Duration::from_secs(10));
+    let port: u16 = d
+        .log()
+        .lines()
+        .find(|l| l.contains("metrics endpoint ready"))
+        .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("metrics port in the log");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The victim's advertisement as the hub sent it on link-up (its database sync).
 fn genuine(peer: &mut FakePeer, victim: &str) -> Lsa {
     peer.recv_until(Duration::from_secs(10), |f| match f {
@@ -169,7 +188,8 @@ fn left(genuine: &Lsa) -> Lsa {
 #[test]
 fn forged_advertisements_for_another_node_are_dropped_and_close_the_link() {
     let pki = Pki::new(&["hub", "victim", "far", "mallory", "pinger"]);
-    let hub = daemon("hub", Some(&pki), &[], "[limits]\nforged_adverts_to_close = 8\n");
+    let extra = "[limits]\nforged_adverts_to_close = 8\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let hub = daemon("hub", Some(&pki), &[], extra);
     let _victim = daemon("victim", Some(&pki), &[hub.port], "");
     let far = daemon("far", Some(&pki), &[hub.port], "");
     // far → hub → victim, two hops from the client that joins far.
@@ -215,6 +235,15 @@ fn forged_advertisements_for_another_node_are_dropped_and_close_the_link() {
     );
     hub.wait_log("advertisement dropped", Duration::from_secs(5));
     assert!(hub.log().contains("mallory"), "the log names the link's peer");
+    let metrics = scrape(&hub);
+    for reason in ["unsigned", "forged"] {
+        let series = format!("receptor_routing_adverts_dropped_total{{reason=\"{reason}\"}} ");
+        let n: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"));
+        assert!(n >= 2.0, "{series}{n}");
+    }
     pings.more(3);
     let failures = pings.finish();
     assert!(failures.is_empty(), "the victim became unreachable: {failures:?}");
