@@ -20,7 +20,7 @@ use rustls::pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime
 
 use crate::logging::Throttle;
 use crate::transport::TlsContext;
-use crate::wire::{Hello, Lsa, LsaSig, MAX_SIG_CHAIN, NodeId, caps};
+use crate::wire::{Hello, Lsa, LsaSig, MAX_FRAME, MAX_SIG_CERT, MAX_SIG_CHAIN, MAX_SIGNATURE, NodeId, caps};
 
 /// What this node signs with, by preference; its key's type decides which applies.
 const SCHEMES: [SignatureScheme; 4] = [
@@ -92,7 +92,19 @@ impl CertSigner {
             signer.sign(&lsa.signed_message(signed_at)).map_err(|e| OriginError::Sign(e.to_string()))?;
         let chain = creds.chain.iter().take(MAX_SIG_CHAIN).map(|c| Bytes::copy_from_slice(c)).collect();
         let scheme = u16::from(signer.scheme());
-        Ok(LsaSig { scheme, signed_at, chain, signature: Bytes::from(signature) })
+        let sig = LsaSig { scheme, signed_at, chain, signature: Bytes::from(signature) };
+        // Never a frame the neighbours must refuse (it would close the link).
+        let cert = sig.chain.iter().map(Bytes::len).max().unwrap_or(0);
+        let frame = Lsa { sig: Some(sig.clone()), ..lsa.clone() }.encoded_len() - 4;
+        if cert > MAX_SIG_CERT || sig.signature.len() > MAX_SIGNATURE || frame > MAX_FRAME {
+            return Err(OriginError::Sign(format!(
+                "the signed advertisement exceeds the protocol's limits (largest certificate {cert} \
+                 bytes, at most {MAX_SIG_CERT}; signature {} bytes, at most {MAX_SIGNATURE}; frame \
+                 {frame} bytes, at most {MAX_FRAME})",
+                sig.signature.len()
+            )));
+        }
+        Ok(sig)
     }
 }
 
