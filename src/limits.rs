@@ -28,8 +28,9 @@ pub struct Limits {
     /// A link whose advertisements are dropped this many times within a minute is closed.
     pub advert_drops_to_close: u32,
     /// A link that delivers this many forged advertisements within a minute is closed:
-    /// in a TLS mesh unsigned ones about another node or with a signature that does not
-    /// verify (every one is dropped and counted).
+    /// in a TLS mesh, advertisements about another node than the link's peer that are
+    /// unsigned or whose signature or certificate does not verify (every one is dropped
+    /// and counted).
     pub forged_adverts_to_close: u32,
     /// Most nodes the link-state database holds; advertisements of further nodes are
     /// dropped (and counted) until some are forgotten.

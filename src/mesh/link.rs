@@ -265,15 +265,11 @@ async fn read_loop(
 }
 
 /// Whether a refused advertisement counts towards closing its link: it speaks for
-/// another node, or carries a signature that does not verify. A leaf relaying (a client
-/// syncing what it learned) and a peer's own unsigned advertisement (a client without
-/// `[tls]` on a TLS node's plain-TCP listener) are only dropped.
+/// another node. A leaf relaying (a client syncing what it learned) and a peer's own
+/// advertisement that fails (a client without `[tls]` on a TLS node's plain-TCP listener,
+/// a node whose certificate does not name it) are only dropped: they harm no one else.
 fn charged(e: &OriginError, peer: &Hello, lsa: &crate::wire::Lsa) -> bool {
-    match e {
-        OriginError::NotPeer { .. } => false,
-        OriginError::Unsigned => lsa.origin != peer.node_id,
-        _ => true,
-    }
+    !matches!(e, OriginError::NotPeer { .. }) && lsa.origin != peer.node_id
 }
 
 /// Handles one frame after the handshake; true when the peer said goodbye.
