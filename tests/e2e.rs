@@ -11,22 +11,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::hostile::{FakePeer, node, stream_client, tls_output};
+use common::hostile::{FakePeer, FakeTls, node, stream_client, tls_output};
 use common::pki::Pki;
 use common::relay::{FakeRelay, Tamper};
 use common::*;
+use receptord::mesh::origin::CertSigner;
 use receptord::wire::{Body, Frame, Name, Routed, Side};
 
 /// alpha and beta, each with TLS material but plain-TCP listeners, linked only through a
 /// fake relay "mallory" (no certificate of its own): `tamper` sees every routed frame.
 fn relayed_pair(pki: &Pki, beta_extra: &str, tamper: Tamper) -> (Daemon, Daemon, FakeRelay) {
-    for n in ["alpha", "beta", "ctl"] {
+    for n in ["alpha", "beta", "ctl", "mallory"] {
         pki.issue(n, n);
     }
     let alpha = Daemon::start(Spec::new("alpha").extra(&pki.tls_toml("alpha", "")).extra(FAST_MESH));
     let beta =
         Daemon::start(Spec::new("beta").extra(&pki.tls_toml("beta", beta_extra)).extra(FAST_MESH).extra(CAT));
-    let relay = FakeRelay::start("mallory", ("alpha", alpha.port), ("beta", beta.port), tamper);
+    // Signed with mallory's own certificate: nodes with TLS material take only signed
+    // advertisements, and a relay is an admitted member.
+    let signer = Some(CertSigner::new(pki.context("mallory")));
+    let relay = FakeRelay::start("mallory", ("alpha", alpha.port), ("beta", beta.port), signer, tamper);
     wait_route(&alpha, "beta");
     (alpha, beta, relay)
 }
@@ -143,7 +147,8 @@ fn a_forged_source_open_is_refused_and_logged_with_its_link() {
     let alpha = Daemon::start(tls_spec("alpha", &pki, ""));
     let beta = Daemon::start(tls_spec("beta", &pki, CAT).peer(alpha.port));
     let (crt, key, ca) = (pki.path("mallory.crt"), pki.path("mallory.key"), pki.path("ca.crt"));
-    let mut mallory = FakePeer::join_tls(beta.port, "mallory", &crt, &key, &ca);
+    let mut mallory =
+        FakePeer::try_join_tls(beta.port, "mallory", &FakeTls::new(&crt, &key)).expect("mallory joins");
 
     let plain = br#"{"work_type":"cat","params":{}}"#.to_vec();
     mallory.send(&open_as("alpha", "beta", 7, plain)).expect("send");
@@ -184,7 +189,8 @@ fn an_on_path_forger_with_its_own_certificate_is_refused() {
     }
     let beta = Daemon::start(tls_spec("beta", &pki, CAT));
     let (crt, key, ca) = (pki.path("mallory.crt"), pki.path("mallory.key"), pki.path("ca.crt"));
-    let mut mallory = FakePeer::join_tls(beta.port, "mallory", &crt, &key, &ca);
+    let mut mallory =
+        FakePeer::try_join_tls(beta.port, "mallory", &FakeTls::new(&crt, &key)).expect("mallory joins");
     let mut tls = stream_client(&crt, &key, &ca);
     let mut hello = b"\xffRCPT-E2E/1\n".to_vec();
     hello.extend_from_slice(&tls_output(&mut tls));
@@ -257,8 +263,9 @@ fn forged_resets_and_data_for_another_nodes_stream_have_no_effect() {
     let client = std::thread::spawn(move || cmd.output().expect("receptor"));
     beta.wait_log("job started", Duration::from_secs(10));
 
-    let (crt, key, ca) = (pki.path("mallory.crt"), pki.path("mallory.key"), pki.path("ca.crt"));
-    let mut mallory = FakePeer::join_tls(beta.port, "mallory", &crt, &key, &ca);
+    let (crt, key) = (pki.path("mallory.crt"), pki.path("mallory.key"));
+    let mut mallory =
+        FakePeer::try_join_tls(beta.port, "mallory", &FakeTls::new(&crt, &key)).expect("mallory joins");
     let mut frames = Vec::new();
     for id in 0..=2000u64 {
         for (src, dst) in [("ctl", "beta"), ("alpha", "beta"), ("beta", "ctl")] {
@@ -371,7 +378,8 @@ fn stalled_handshakes_are_bounded_and_time_out() {
     let limits = "[limits]\nstream_handshakes = 2\nstream_handshake_timeout = \"1s\"\n";
     let beta = Daemon::start(tls_spec("beta", &pki, &format!("{CAT}{limits}")));
     let (crt, key, ca) = (pki.path("mallory.crt"), pki.path("mallory.key"), pki.path("ca.crt"));
-    let mut mallory = FakePeer::join_tls(beta.port, "mallory", &crt, &key, &ca);
+    let mut mallory =
+        FakePeer::try_join_tls(beta.port, "mallory", &FakeTls::new(&crt, &key)).expect("mallory joins");
     let open = |id| {
         let mut hello = b"\xffRCPT-E2E/1\n".to_vec();
         hello.extend_from_slice(&tls_output(&mut stream_client(&crt, &key, &ca)));

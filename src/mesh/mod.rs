@@ -13,6 +13,7 @@ mod gate;
 mod lane;
 pub mod link;
 pub mod node;
+pub mod origin;
 pub(crate) mod router;
 pub mod routing;
 mod seal;

@@ -17,6 +17,7 @@ use super::backoff::Backoff;
 use super::driver::{Driver, Event, MeshStatus, Topology};
 use super::gate::{HandshakeGate, Slot};
 use super::link::{self, LinkCtx, LinkError};
+use super::origin::{CertSigner, OriginCheck, Verifier};
 use super::router::{Incoming, Router};
 use super::state::{Mesh, MeshConfig};
 use super::stream::{StreamKey, StreamReader, StreamWriter};
@@ -129,6 +130,7 @@ struct Inner {
     next_link: AtomicU64,
     hello: Hello,
     limits: Arc<Limits>,
+    origins: OriginCheck,
     opts: NodeOptions,
 }
 
@@ -172,7 +174,15 @@ impl Node {
         let (events_tx, events_rx) = mpsc::channel(1024);
         let (topo_tx, topo_rx) = watch::channel(Topology::default());
         let (fatal_tx, fatal_rx) = watch::channel(None);
-        let mesh = Mesh::new(opts.id.clone(), epoch, opts.ephemeral, opts.mesh.clone(), Instant::now());
+        let mut mesh = Mesh::new(opts.id.clone(), epoch, opts.ephemeral, opts.mesh.clone(), Instant::now());
+        // A node with TLS material signs its advertisements and demands signed ones.
+        let origins = match &opts.tls {
+            Some(tls) => {
+                mesh.set_signer(Arc::new(CertSigner::new(tls.clone())));
+                OriginCheck::Signed(Arc::new(Verifier::new(tls.clone(), opts.limits.max_nodes)))
+            }
+            None => OriginCheck::TrustedNetwork,
+        };
         if let Some(tls) = &opts.tls {
             let _ = router.e2e.set(super::e2e::E2e::new(tls.clone(), opts.e2e_streams, &opts.limits));
         }
@@ -200,6 +210,7 @@ impl Node {
             next_link: AtomicU64::new(1),
             hello,
             limits: Arc::new(opts.limits.clone()),
+            origins,
             opts,
         };
         Node { inner: Arc::new(inner) }
@@ -234,6 +245,7 @@ impl Node {
             hello: self.inner.hello.clone(),
             cancel,
             limits: self.inner.limits.clone(),
+            origins: self.inner.origins.clone(),
         }
     }
 
@@ -583,7 +595,11 @@ fn log_link_end(addr: &str, peer: Option<&NodeId>, r: Result<(), LinkError>) {
         Ok(()) | Err(LinkError::Shutdown) => tracing::debug!(%addr, %peer, "link closed"),
         Err(e @ (LinkError::Refused(_) | LinkError::Refusing(_))) => warn("link refused", &e),
         Err(
-            e @ (LinkError::BadPreface | LinkError::Codec(_) | LinkError::Protocol(_) | LinkError::Flood(_)),
+            e @ (LinkError::BadPreface
+            | LinkError::Codec(_)
+            | LinkError::Protocol(_)
+            | LinkError::Flood(_)
+            | LinkError::Forged(_)),
         ) => warn("dropped connection", &e),
         Err(LinkError::Io(e)) if is_tls_alert(&e) => warn("peer refused TLS", &e),
         Err(e) => tracing::info!(%addr, %peer, "link ended: {e}"),

@@ -302,7 +302,8 @@ impl Metrics {
     pub fn advert_out(&self) {
         self.adverts_out.inc();
     }
-    /// An advertisement was not taken; `reason` is `stale`, `rate` or `db_full`.
+    /// An advertisement was not taken; `reason` is `stale`, `rate`, `db_full`, or (before
+    /// the state machine, `mesh::origin`) `unsigned`, `forged` or `not_origin`.
     pub fn advert_dropped(&self, reason: &'static str) {
         self.adverts_dropped.get_or_create(&label("reason", reason)).inc();
     }
@@ -376,6 +377,7 @@ pub fn refusal_reason(e: &crate::mesh::link::LinkError) -> &'static str {
         E::Protocol(_) | E::Codec(_) => "protocol",
         E::Io(_) | E::Idle(_) => "io",
         E::Flood(_) => "flood",
+        E::Forged(_) => "forged",
         E::Shutdown => "shutdown",
     }
 }

@@ -57,6 +57,24 @@ struct Material {
     client: Arc<ClientConfig>,
     /// End-to-end stream handshakes (`mesh::e2e`).
     streams: Arc<super::stream_tls::StreamTls>,
+    credentials: Arc<Credentials>,
+}
+
+/// The node's certificate material as `mesh::origin` signs and verifies advertisements
+/// with it: the same files as the links, reloaded with them.
+pub struct Credentials {
+    /// This node's certificate chain, leaf first, as configured in `tls.cert`.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key of the leaf (`tls.key`): ECDSA, Ed25519 or RSA.
+    pub key: Arc<dyn rustls::sign::SigningKey>,
+    /// The configured CAs (`tls.ca`).
+    pub roots: Arc<RootCertStore>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("chain", &self.chain.len()).finish_non_exhaustive()
+    }
 }
 
 /// The node's current TLS material; cheap to clone, reloadable in place.
@@ -87,6 +105,11 @@ impl TlsContext {
             *cur = Arc::new(material);
         }
         Ok(())
+    }
+
+    /// The current certificate, key and CAs (they change on reload).
+    pub fn credentials(&self) -> Result<Arc<Credentials>, TlsError> {
+        Ok(self.material()?.credentials.clone())
     }
 
     fn material(&self) -> Result<Arc<Material>, TlsError> {
@@ -223,6 +246,11 @@ fn build(s: &TlsSettings, node_id: &str) -> Result<Material, TlsError> {
     }
     let roots = Arc::new(roots);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| file_err(&s.key, format!("unusable private key: {e}")))?;
+    let credentials = Arc::new(Credentials { chain: chain.clone(), key: signing_key, roots: roots.clone() });
     let versions: &[&rustls::SupportedProtocolVersion] = if s.min_tls13 {
         &[&rustls::version::TLS13]
     } else {
@@ -251,7 +279,12 @@ fn build(s: &TlsSettings, node_id: &str) -> Result<Material, TlsError> {
         .with_custom_certificate_verifier(Arc::new(NodeVerifier { inner: server_verifier }))
         .with_client_auth_cert(chain, key)
         .map_err(|e| file_err(&s.key, e))?;
-    Ok(Material { server: Arc::new(server), client: Arc::new(client), streams: Arc::new(streams) })
+    Ok(Material {
+        server: Arc::new(server),
+        client: Arc::new(client),
+        credentials,
+        streams: Arc::new(streams),
+    })
 }
 
 fn check_own_cert(path: &Path, der: &CertificateDer<'_>, node_id: &str, skip: bool) -> Result<(), TlsError> {

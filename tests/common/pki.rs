@@ -27,6 +27,20 @@ impl Pki {
         pki
     }
 
+    /// `name`'s TLS material as the library loads it (e.g. to sign advertisements).
+    pub fn context(&self, name: &str) -> receptord::transport::TlsContext {
+        let settings = receptord::transport::TlsSettings {
+            cert: self.path(&format!("{name}.crt")),
+            key: self.path(&format!("{name}.key")),
+            ca: vec![self.path("ca.crt")],
+            require_client_cert: true,
+            pinned: Vec::new(),
+            min_tls13: false,
+            skip_node_id_check: false,
+        };
+        receptord::transport::TlsContext::load(settings, name).expect("tls material")
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

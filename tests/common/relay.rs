@@ -1,6 +1,6 @@
 //! A fake relay node for tests: it links to two real daemons (plain TCP, speaking the
-//! wire protocol itself), advertises itself as their common neighbour so that it is the
-//! path between them, and forwards every advertisement and routed frame, after handing
+//! wire protocol itself), advertises itself as their common neighbour (signed with its
+//! own certificate when the mesh checks signed origins) so that it is the path between them, and forwards every advertisement and routed frame, after handing
 //! each routed frame to a `Tamper` hook that may record, change or drop it.
 
 use std::io::Write;
@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use receptord::mesh::origin::CertSigner;
 use receptord::wire::{Frame, Lsa, Routed, caps};
 
 use super::hostile::{FakePeer, node};
@@ -26,11 +27,13 @@ pub struct FakeRelay {
 }
 
 impl FakeRelay {
-    /// Links to `a` (node `a_id`, plain-TCP listener `a_port`) and `b` as `id`.
+    /// Links to `a` (node `a_id`, plain-TCP listener `a_port`) and `b` as `id`, signing its
+    /// advertisements with `signer` (a certificate for `id`) when given.
     pub fn start(
         id: &str,
         (a_id, a_port): (&str, u16),
         (b_id, b_port): (&str, u16),
+        signer: Option<CertSigner>,
         tamper: Tamper,
     ) -> FakeRelay {
         let stop = Arc::new(AtomicBool::new(false));
@@ -47,7 +50,7 @@ impl FakeRelay {
             let mut seq = 0;
             while !stop2.load(Ordering::Relaxed) {
                 seq += 1;
-                let lsa = Lsa {
+                let mut lsa = Lsa {
                     origin: node(&me),
                     epoch: 1,
                     seq,
@@ -55,7 +58,11 @@ impl FakeRelay {
                     ephemeral: false,
                     neighbors: neighbours.clone(),
                     work_types: Vec::new(),
+                    sig: None,
                 };
+                if let Some(signer) = &signer {
+                    lsa.sig = Some(signer.signature(&lsa).expect("sign"));
+                }
                 for out in &outs {
                     send(out, &Frame::Lsa(lsa.clone()));
                     send(out, &Frame::Keepalive);
