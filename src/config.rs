@@ -184,6 +184,9 @@ pub struct MeshSection {
     pub dial_timeout: Duration,
     pub max_hops: u8,
     pub stream_window: u32,
+    /// `hub` (a full member) or `leaf` (advertises itself, receives no database, relays
+    /// nothing, reaches the mesh through its hubs).
+    pub role: crate::mesh::state::Role,
     /// If non-empty, only these node IDs may link with this node.
     pub allowed_peers: Vec<NodeId>,
 }
@@ -326,12 +329,13 @@ impl Default for WorkSection {
 impl Default for MeshSection {
     fn default() -> Self {
         MeshSection {
-            idle_timeout: Duration::from_secs(4),
-            route_refresh: Duration::from_secs(10),
-            node_timeout: Duration::from_secs(40),
+            idle_timeout: Duration::from_secs(5),
+            route_refresh: Duration::from_secs(600),
+            node_timeout: Duration::from_secs(1800),
             dial_timeout: Duration::from_secs(5),
             max_hops: crate::wire::DEFAULT_HOPS,
             stream_window: 2 * 1024 * 1024,
+            role: crate::mesh::state::Role::Hub,
             allowed_peers: Vec::new(),
         }
     }

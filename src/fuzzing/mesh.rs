@@ -55,8 +55,16 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
     let neighbors =
         (0..c.byte() % 6).map(|_| (node(c), COSTS[usize::from(c.byte()) % COSTS.len()])).collect();
     let work_types = work_types(c);
-    let lsa =
-        Lsa { origin, epoch, seq, leaving: flags & 1 != 0, ephemeral: flags & 2 != 0, neighbors, work_types };
+    let lsa = Lsa {
+        origin,
+        epoch,
+        seq,
+        leaving: flags & 1 != 0,
+        ephemeral: flags & 2 != 0,
+        leaf: flags & 4 != 0,
+        neighbors,
+        work_types,
+    };
     let enc = Frame::Lsa(lsa).encode();
     match Frame::decode(enc.slice(4..)) {
         Ok(Frame::Lsa(l)) => Some(l),
@@ -77,6 +85,7 @@ pub fn mesh_events(data: &[u8]) {
         max_hops: 1 + c.byte() % 8,
         max_nodes: 1 + usize::from(c.byte() % 8),
         max_db_bytes: 64 + usize::from(c.u16() % 2048),
+        ..MeshConfig::default()
     };
     let me = NodeId::new(NODES[0]).expect("valid id");
     let mut mesh = Mesh::new(me, 2, c.byte() & 1 != 0, cfg, now);

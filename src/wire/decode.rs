@@ -57,7 +57,16 @@ fn decode_lsa(b: &mut Bytes) -> Result<Lsa, DecodeError> {
         let version = get_name(b, "work type version")?;
         work_types.push(WorkTypeAd { name, version });
     }
-    Ok(Lsa { origin, epoch, seq, leaving: flags & 1 != 0, ephemeral: flags & 2 != 0, neighbors, work_types })
+    Ok(Lsa {
+        origin,
+        epoch,
+        seq,
+        leaving: flags & 1 != 0,
+        ephemeral: flags & 2 != 0,
+        leaf: flags & 4 != 0,
+        neighbors,
+        work_types,
+    })
 }
 
 fn decode_routed(b: &mut Bytes) -> Result<Routed, DecodeError> {
