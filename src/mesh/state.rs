@@ -622,6 +622,12 @@ impl Mesh {
         &self.routes
     }
 
+    /// The advertisement held for `node`, reachable or not (tests look into the database).
+    #[cfg(test)]
+    pub(crate) fn held(&self, node: &NodeId) -> Option<&Lsa> {
+        self.lsdb.get(node).map(|e| &e.lsa).filter(|l| !l.leaving)
+    }
+
     /// Whether `node` is this node or one with a route and an advertisement here.
     pub fn knows(&self, node: &NodeId) -> bool {
         *node == self.me || (self.routes.contains_key(node) && self.lsdb.get(node).is_some_and(|e| !e.lsa.leaving))
