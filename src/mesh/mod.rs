@@ -7,6 +7,8 @@
 pub mod backoff;
 mod budget;
 pub mod driver;
+#[doc(hidden)]
+pub mod fleet_sim;
 mod gate;
 mod lane;
 pub mod link;
@@ -22,5 +24,7 @@ pub use router::Incoming;
 pub use state::MeshConfig;
 pub use stream::{Chunk, StreamError, StreamReader, StreamWriter};
 
+#[cfg(test)]
+mod sim_fleet_tests;
 #[cfg(test)]
 mod sim_tests;

@@ -198,6 +198,10 @@ impl Mesh {
         self.epoch
     }
 
+    pub fn config(&self) -> &MeshConfig {
+        &self.cfg
+    }
+
     pub fn role(&self) -> Role {
         self.cfg.role
     }
@@ -393,12 +397,17 @@ impl Mesh {
         self.flood(&frame, None);
     }
 
-    /// Sends `frame` on every up link but `except`, leaves excepted (they get no database).
+    /// Sends `frame` on every up link but `except`, leaves excepted (they get no database),
+    /// and never to the origin of the advertisement it carries.
     fn flood(&mut self, frame: &Frame, except: Option<LinkId>) {
+        let origin = match frame {
+            Frame::Lsa(lsa) => Some(&lsa.origin),
+            _ => None,
+        };
         let mut targets: Vec<LinkId> = self
             .links
             .iter()
-            .filter(|(id, l)| l.up && !l.leaf && Some(**id) != except)
+            .filter(|(id, l)| l.up && !l.leaf && Some(**id) != except && Some(&l.peer) != origin)
             .map(|(id, _)| *id)
             .collect();
         targets.sort_unstable();
