@@ -118,6 +118,9 @@ impl FleetSim {
                 s.link(i, b);
             }
             s.settle();
+            if std::env::var_os("FLEET_SIM_TRACE").is_some() {
+                eprintln!("batch {first}: {} rounds so far", s.rounds);
+            }
         }
         s
     }

@@ -159,6 +159,8 @@ pub struct Mesh {
     last_aging: Instant,
     /// The cheapest up link to a relay, for a leaf: (link, peer).
     default_route: Option<(LinkId, NodeId)>,
+    /// Up links that take floods (not to leaves), sorted; `None` after a link change.
+    flood_targets: Option<Vec<(LinkId, NodeId)>>,
     actions: Vec<Action>,
 }
 
@@ -186,6 +188,7 @@ impl Mesh {
             next_forget: None,
             last_aging: now,
             default_route: None,
+            flood_targets: None,
             actions: Vec::new(),
         }
     }
@@ -219,7 +222,6 @@ impl Mesh {
 
     /// Decides whether a handshaken connection may become a link.
     pub fn admit(&mut self, link: LinkId, hello: &Hello, cost: f64, dialed_by_me: bool) -> Admission {
-        self.settle();
         let peer = &hello.node_id;
         if self.links.len() >= crate::wire::MAX_LSA_ITEMS && !self.links.values().any(|l| l.peer == *peer) {
             return Admission::Reject(format!(
@@ -273,6 +275,7 @@ impl Mesh {
             return Some(format!("duplicate link: already connected to {peer}"));
         }
         self.links.remove(&old_id);
+        self.flood_targets = None;
         self.actions
             .push(Action::Close { link: old_id, reason: format!("replaced by a newer link to {peer}") });
         self.recompute();
@@ -280,9 +283,15 @@ impl Mesh {
     }
 
     /// A reason to refuse `peer` when a different live incarnation of it is reachable.
-    fn live_elsewhere(&self, peer: &NodeId, epoch: u64) -> Option<String> {
+    fn live_elsewhere(&mut self, peer: &NodeId, epoch: u64) -> Option<String> {
         let entry = self.lsdb.get(peer)?;
-        if entry.lsa.leaving || entry.lsa.epoch == epoch || !self.routes.contains_key(peer) {
+        if entry.lsa.leaving || entry.lsa.epoch == epoch {
+            return None;
+        }
+        // Only now are current routes needed (a burst of admissions costs no route runs).
+        self.settle();
+        let entry = self.lsdb.get(peer)?;
+        if !self.routes.contains_key(peer) {
             return None;
         }
         Some(format!(
@@ -303,6 +312,7 @@ impl Mesh {
             return;
         };
         info.up = true;
+        self.flood_targets = None;
         let leaf = info.leaf;
         self.now = now;
         self.recompute();
@@ -330,6 +340,7 @@ impl Mesh {
 
     pub fn link_down(&mut self, now: Instant, link: LinkId) {
         if let Some(info) = self.links.remove(&link) {
+            self.flood_targets = None;
             if info.up {
                 self.now = now;
                 self.own_dirty = true;
@@ -404,15 +415,18 @@ impl Mesh {
             Frame::Lsa(lsa) => Some(&lsa.origin),
             _ => None,
         };
-        let mut targets: Vec<LinkId> = self
-            .links
-            .iter()
-            .filter(|(id, l)| l.up && !l.leaf && Some(**id) != except && Some(&l.peer) != origin)
-            .map(|(id, _)| *id)
-            .collect();
-        targets.sort_unstable();
-        for link in targets {
-            self.actions.push(Action::Send { link, frame: frame.clone() });
+        // A hub floods to a few hubs among a thousand leaf links: the targets are kept.
+        let links = &self.links;
+        let targets = self.flood_targets.get_or_insert_with(|| {
+            let mut t: Vec<(LinkId, NodeId)> =
+                links.iter().filter(|(_, l)| l.up && !l.leaf).map(|(id, l)| (*id, l.peer.clone())).collect();
+            t.sort_unstable_by_key(|(id, _)| *id);
+            t
+        });
+        for (link, peer) in targets.iter() {
+            if Some(*link) != except && Some(peer) != origin {
+                self.actions.push(Action::Send { link: *link, frame: frame.clone() });
+            }
         }
     }
 
@@ -445,13 +459,24 @@ impl Mesh {
         let frame = Frame::Lsa(lsa.clone());
         self.db_bytes += lsa.encoded_len();
         let entry = Entry { lsa, received: now, unreachable_since: None };
-        if let Some(old) = self.lsdb.insert(entry.lsa.origin.clone(), entry) {
+        let origin = entry.lsa.origin.clone();
+        // A refresh that changes nothing routing reads costs no route computation.
+        let mut same_graph = false;
+        if let Some(old) = self.lsdb.insert(origin.clone(), entry) {
             self.db_bytes -= old.lsa.encoded_len();
+            if let Some(e) = self.lsdb.get_mut(&origin) {
+                same_graph = same_topology(&old.lsa, &e.lsa);
+                if same_graph {
+                    e.unreachable_since = old.unreachable_since;
+                }
+            }
         }
         if !self.is_leaf() {
             self.flood(&frame, Some(link));
         }
-        self.recompute();
+        if !same_graph {
+            self.recompute();
+        }
     }
 
     /// Whether the database has room for `lsa` (`max_nodes`, `max_db_bytes`). At the cap,
@@ -528,6 +553,7 @@ impl Mesh {
             .collect();
         for id in dup_links {
             self.links.remove(&id);
+            self.flood_targets = None;
             let reason = format!("node id {} is already in use by an older node in the mesh", lsa.origin);
             self.actions.push(Action::Close { link: id, reason });
         }
@@ -655,4 +681,13 @@ impl Mesh {
         v.sort_by(|a, b| a.origin.cmp(&b.origin));
         v
     }
+}
+
+/// Whether two advertisements of one origin say the same to route computation.
+fn same_topology(a: &Lsa, b: &Lsa) -> bool {
+    a.epoch == b.epoch
+        && a.leaving == b.leaving
+        && a.ephemeral == b.ephemeral
+        && a.leaf == b.leaf
+        && a.neighbors == b.neighbors
 }
