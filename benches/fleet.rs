@@ -94,7 +94,11 @@ impl Fleet {
                 }
                 Impl::Go => {
                     let mut args = self.go_args(&id);
-                    args.extend(["--tcp-listener".into(), format!("port={port}"), "bindaddr=127.0.0.1".into()]);
+                    args.extend([
+                        "--tcp-listener".into(),
+                        format!("port={port}"),
+                        "bindaddr=127.0.0.1".into(),
+                    ]);
                     args.extend([
                         "--control-service".into(),
                         "service=control".into(),

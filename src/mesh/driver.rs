@@ -217,7 +217,8 @@ impl Driver {
             .iter()
             .filter_map(|(dst, r)| self.links.get(&r.link).map(|h| (dst.clone(), h.tx.clone())))
             .collect();
-        let default = self.mesh.default_route().and_then(|(link, _)| self.links.get(link)).map(|h| h.tx.clone());
+        let default =
+            self.mesh.default_route().and_then(|(link, _)| self.links.get(link)).map(|h| h.tx.clone());
         let mesh = &self.mesh;
         self.router.publish(table, default, |n| mesh.knows(n));
         let router = self.router.clone();

@@ -76,7 +76,10 @@ pub struct FleetSim {
 
 /// The work type every leaf advertises (so hubs can be checked to list it).
 pub fn leaf_work() -> Vec<WorkTypeAd> {
-    vec![WorkTypeAd { name: Name::new("ansible-runner").expect("valid"), version: Name::new("1").expect("valid") }]
+    vec![WorkTypeAd {
+        name: Name::new("ansible-runner").expect("valid"),
+        version: Name::new("1").expect("valid"),
+    }]
 }
 
 impl FleetSim {
@@ -326,14 +329,20 @@ impl FleetSim {
             let hubs: Vec<usize> = [a, b].into_iter().filter(|&h| !self.down[h]).collect();
             let mesh = &self.nodes[i];
             if mesh.routes().len() != hubs.len() || hubs.iter().any(|&h| mesh.route(&self.id(h)).is_none()) {
-                return Err(format!("leaf {i} routes {:?}, its live hubs are {hubs:?}", mesh.routes().keys()));
+                return Err(format!(
+                    "leaf {i} routes {:?}, its live hubs are {hubs:?}",
+                    mesh.routes().keys()
+                ));
             }
             let want = hubs.iter().map(|&h| self.id(h)).min();
             if mesh.default_route().map(|d| d.1.clone()) != want {
                 return Err(format!("leaf {i}: default route {:?}, expected {want:?}", mesh.default_route()));
             }
             if mesh.known().len() != 1 {
-                return Err(format!("leaf {i} lists {} nodes (a leaf holds no database)", mesh.known().len()));
+                return Err(format!(
+                    "leaf {i} lists {} nodes (a leaf holds no database)",
+                    mesh.known().len()
+                ));
             }
         }
         Ok(())

@@ -275,7 +275,13 @@ async fn read_loop(
 /// deadline out; a wake-up late by more than a quarter of `idle` means this process was
 /// starved (a loaded machine), which is no evidence against the peer: half of `idle` more,
 /// once per silence.
-fn presumed_dead(last_rx: Instant, due: Instant, now: Instant, idle: Duration, graced: &mut bool) -> Option<Instant> {
+fn presumed_dead(
+    last_rx: Instant,
+    due: Instant,
+    now: Instant,
+    idle: Duration,
+    graced: &mut bool,
+) -> Option<Instant> {
     if last_rx + idle > now {
         return Some(last_rx + idle);
     }
@@ -284,28 +290,6 @@ fn presumed_dead(last_rx: Instant, due: Instant, now: Instant, idle: Duration, g
         return Some(now + idle / 2);
     }
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn silence_is_death_only_when_this_process_was_awake_to_see_it() {
-        let idle = Duration::from_secs(5);
-        let t0 = Instant::now();
-        let mut graced = false;
-        // A frame arrived after the timer was armed: look again later.
-        let rx = t0 + Duration::from_secs(3);
-        assert_eq!(presumed_dead(rx, t0 + idle, t0 + idle, idle, &mut graced), Some(rx + idle));
-        // Silent for the whole idle timeout, timer on time: dead.
-        assert_eq!(presumed_dead(t0, t0 + idle, t0 + idle, idle, &mut graced), None);
-        // Timer 3 s late (this process was starved): one grace period, then dead.
-        let late = t0 + idle + Duration::from_secs(3);
-        assert_eq!(presumed_dead(t0, t0 + idle, late, idle, &mut graced), Some(late + idle / 2));
-        let later = late + idle;
-        assert_eq!(presumed_dead(t0, late + idle / 2, later, idle, &mut graced), None);
-    }
 }
 
 /// Handles one frame after the handshake; true when the peer said goodbye.
@@ -413,4 +397,26 @@ async fn pump(
 
 fn is_goodbye(frame: &Bytes) -> bool {
     frame.len() > 4 && frame[4] == 0x07
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_is_death_only_when_this_process_was_awake_to_see_it() {
+        let idle = Duration::from_secs(5);
+        let t0 = Instant::now();
+        let mut graced = false;
+        // A frame arrived after the timer was armed: look again later.
+        let rx = t0 + Duration::from_secs(3);
+        assert_eq!(presumed_dead(rx, t0 + idle, t0 + idle, idle, &mut graced), Some(rx + idle));
+        // Silent for the whole idle timeout, timer on time: dead.
+        assert_eq!(presumed_dead(t0, t0 + idle, t0 + idle, idle, &mut graced), None);
+        // Timer 3 s late (this process was starved): one grace period, then dead.
+        let late = t0 + idle + Duration::from_secs(3);
+        assert_eq!(presumed_dead(t0, t0 + idle, late, idle, &mut graced), Some(late + idle / 2));
+        let later = late + idle;
+        assert_eq!(presumed_dead(t0, late + idle / 2, later, idle, &mut graced), None);
+    }
 }

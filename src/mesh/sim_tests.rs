@@ -516,7 +516,10 @@ fn a_silent_node_is_unlisted_at_once_and_forgotten_after_the_grace() {
     s.advance(Duration::from_secs(1));
     assert!((0..3).all(|i| !s.knows(i, 3)), "not forgotten after forget_unreachable");
     s.advance(NODE_TIMEOUT * 2);
-    assert!((0..3).all(|i| (0..3).all(|j| i == j || s.lists(i, j))), "a live node expired despite its refreshes");
+    assert!(
+        (0..3).all(|i| (0..3).all(|j| i == j || s.lists(i, j))),
+        "a live node expired despite its refreshes"
+    );
     s.assert_converged("after expiry");
 }
 

@@ -432,7 +432,8 @@ impl Mesh {
 
     /// A link-state advertisement arrived on `link`.
     pub fn on_lsa(&mut self, now: Instant, link: LinkId, lsa: Lsa) {
-        let Some((not_relay, peer)) = self.links.get(&link).filter(|l| l.up).map(|l| (l.not_relay, l.peer.clone()))
+        let Some((not_relay, peer)) =
+            self.links.get(&link).filter(|l| l.up).map(|l| (l.not_relay, l.peer.clone()))
         else {
             return;
         };
@@ -665,7 +666,8 @@ impl Mesh {
 
     /// Whether `node` is this node or one with a route and an advertisement here.
     pub fn knows(&self, node: &NodeId) -> bool {
-        *node == self.me || (self.routes.contains_key(node) && self.lsdb.get(node).is_some_and(|e| !e.lsa.leaving))
+        *node == self.me
+            || (self.routes.contains_key(node) && self.lsdb.get(node).is_some_and(|e| !e.lsa.leaving))
     }
 
     /// The advertisements of every node with a route from here, ours included (the mesh as

@@ -43,8 +43,8 @@ fn lsa() -> impl Strategy<Value = Lsa> {
     ];
     let work = proptest::collection::vec((name(), name()), 0..4)
         .prop_map(|v| v.into_iter().map(|(name, version)| WorkTypeAd { name, version }).collect());
-    (node_id(), any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>(), any::<bool>(), neighbours, work).prop_map(
-        |(origin, epoch, seq, leaving, ephemeral, leaf, neighbors, work_types)| Lsa {
+    (node_id(), any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>(), any::<bool>(), neighbours, work)
+        .prop_map(|(origin, epoch, seq, leaving, ephemeral, leaf, neighbors, work_types)| Lsa {
             origin,
             epoch,
             seq,
@@ -53,8 +53,7 @@ fn lsa() -> impl Strategy<Value = Lsa> {
             leaf,
             neighbors,
             work_types,
-        },
-    )
+        })
 }
 
 fn body() -> impl Strategy<Value = Body> {
