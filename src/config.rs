@@ -546,6 +546,21 @@ mod tests {
     }
 
     #[test]
+    fn the_mesh_role_is_hub_unless_leaf_is_asked_for() {
+        let cfg = load_text("[node]\nid = \"n\"\n").expect("valid");
+        assert_eq!(cfg.mesh.role, crate::mesh::state::Role::Hub);
+        let cfg = load_text("[node]\nid = \"n\"\n[mesh]\nrole = \"leaf\"\n").expect("valid");
+        assert_eq!(cfg.mesh.role, crate::mesh::state::Role::Leaf);
+        assert_eq!(node_options_role(&cfg), crate::mesh::state::Role::Leaf);
+        let err = load_text("[node]\nid = \"n\"\n[mesh]\nrole = \"spoke\"\n").expect_err("invalid");
+        assert!(err.to_string().contains("spoke"), "{err}");
+    }
+
+    fn node_options_role(cfg: &Config) -> crate::mesh::state::Role {
+        crate::daemon::node_options(cfg).mesh.role
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let err = load_text("[node]\nid = \"n\"\n[mesh]\nmax_hops = 0\n").expect_err("invalid");
         assert!(err.to_string().contains("mesh.max_hops"), "{err}");
