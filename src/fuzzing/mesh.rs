@@ -61,7 +61,7 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
         seq,
         leaving: flags & 1 != 0,
         ephemeral: flags & 2 != 0,
-        leaf: flags & 4 != 0,
+        leaf: flags & 8 != 0,
         neighbors,
         work_types,
     };

@@ -63,7 +63,7 @@ fn decode_lsa(b: &mut Bytes) -> Result<Lsa, DecodeError> {
         seq,
         leaving: flags & 1 != 0,
         ephemeral: flags & 2 != 0,
-        leaf: flags & 4 != 0,
+        leaf: flags & 8 != 0,
         neighbors,
         work_types,
     })

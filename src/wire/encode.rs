@@ -125,7 +125,7 @@ fn encode_lsa(lsa: &Lsa, buf: &mut BytesMut) {
     put_str(buf, lsa.origin.as_str());
     buf.put_u64(lsa.epoch);
     buf.put_u64(lsa.seq);
-    buf.put_u8(u8::from(lsa.leaving) | (u8::from(lsa.ephemeral) << 1) | (u8::from(lsa.leaf) << 2));
+    buf.put_u8(u8::from(lsa.leaving) | (u8::from(lsa.ephemeral) << 1) | (u8::from(lsa.leaf) << 3));
     buf.put_u16(lsa.neighbors.len() as u16);
     for (id, cost) in &lsa.neighbors {
         put_str(buf, id.as_str());
