@@ -2,7 +2,7 @@
 CARGO ?= cargo
 VENV  ?= $(CURDIR)/.venv
 
-.PHONY: all build venv demo test test-python wheel test-tools test-systemd systemd-test-tools lint fmt bench fuzz clean
+.PHONY: all build venv demo test test-python wheel test-tools test-systemd systemd-test-tools lint fmt bench bench-fleet fuzz clean
 
 all: build
 
@@ -79,6 +79,11 @@ bench: build venv
 	$(CARGO) bench --locked --bench metrics
 	$(CARGO) bench --locked --bench origin
 	$(CARGO) bench --locked --bench e2e
+
+# Fleet scale (issue 12): 103, 303 and 1,000 real daemons (FLEET_SIZES=103,303 to choose),
+# Go Receptor at 103 when present, and the simulation at 1,000 and 10,000 nodes.
+bench-fleet: build
+	ulimit -n $$(ulimit -Hn) && $(CARGO) bench --locked --bench fleet
 
 # Fuzzing with cargo-fuzz (libFuzzer) on the stable toolchain, without a sanitizer (the
 # crate forbids unsafe code; see docs/FUZZING.md). Each target runs FUZZ_TIME seconds, one

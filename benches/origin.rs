@@ -55,6 +55,7 @@ fn lsa() -> Lsa {
         seq: 17,
         leaving: false,
         ephemeral: false,
+        leaf: false,
         neighbors: vec![(id("hub-01"), 1.0), (id("hub-02"), 1.0), (id("node-0043"), 2.0)],
         work_types: ["ansible-runner", "cat"]
             .iter()

@@ -190,6 +190,9 @@ pub struct MeshSection {
     pub dial_timeout: Duration,
     pub max_hops: u8,
     pub stream_window: u32,
+    /// `hub` (a full member) or `leaf` (advertises itself, receives no database, relays
+    /// nothing, reaches the mesh through its hubs).
+    pub role: crate::mesh::state::Role,
     /// If non-empty, only these node IDs may link with this node.
     pub allowed_peers: Vec<NodeId>,
 }
@@ -332,12 +335,13 @@ impl Default for WorkSection {
 impl Default for MeshSection {
     fn default() -> Self {
         MeshSection {
-            idle_timeout: Duration::from_secs(4),
-            route_refresh: Duration::from_secs(10),
-            node_timeout: Duration::from_secs(40),
+            idle_timeout: Duration::from_secs(5),
+            route_refresh: Duration::from_secs(600),
+            node_timeout: Duration::from_secs(1800),
             dial_timeout: Duration::from_secs(5),
             max_hops: crate::wire::DEFAULT_HOPS,
             stream_window: 2 * 1024 * 1024,
+            role: crate::mesh::state::Role::Hub,
             allowed_peers: Vec::new(),
         }
     }
@@ -547,6 +551,21 @@ mod tests {
         let err =
             load_text("[node]\nid = \"n\"\n[[listeners]]\nurl = \"receptors://h\"\n").expect_err("no tls");
         assert!(err.to_string().contains("listeners[0].url"), "{err}");
+    }
+
+    #[test]
+    fn the_mesh_role_is_hub_unless_leaf_is_asked_for() {
+        let cfg = load_text("[node]\nid = \"n\"\n").expect("valid");
+        assert_eq!(cfg.mesh.role, crate::mesh::state::Role::Hub);
+        let cfg = load_text("[node]\nid = \"n\"\n[mesh]\nrole = \"leaf\"\n").expect("valid");
+        assert_eq!(cfg.mesh.role, crate::mesh::state::Role::Leaf);
+        assert_eq!(node_options_role(&cfg), crate::mesh::state::Role::Leaf);
+        let err = load_text("[node]\nid = \"n\"\n[mesh]\nrole = \"spoke\"\n").expect_err("invalid");
+        assert!(err.to_string().contains("spoke"), "{err}");
+    }
+
+    fn node_options_role(cfg: &Config) -> crate::mesh::state::Role {
+        crate::daemon::node_options(cfg).mesh.role
     }
 
     #[test]

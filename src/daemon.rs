@@ -98,6 +98,8 @@ pub fn node_options(cfg: &Config) -> NodeOptions {
         max_hops: cfg.mesh.max_hops,
         max_nodes: cfg.limits.max_nodes,
         max_db_bytes: cfg.limits.max_db_bytes,
+        role: cfg.mesh.role,
+        ..MeshConfig::default()
     };
     opts.limits = cfg.limits.clone();
     opts.idle_timeout = cfg.mesh.idle_timeout;

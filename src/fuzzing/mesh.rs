@@ -61,6 +61,7 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
         seq,
         leaving: flags & 1 != 0,
         ephemeral: flags & 2 != 0,
+        leaf: flags & 8 != 0,
         neighbors,
         work_types,
         sig: None,
@@ -85,6 +86,7 @@ pub fn mesh_events(data: &[u8]) {
         max_hops: 1 + c.byte() % 8,
         max_nodes: 1 + usize::from(c.byte() % 8),
         max_db_bytes: 64 + usize::from(c.u16() % 2048),
+        ..MeshConfig::default()
     };
     let me = NodeId::new(NODES[0]).expect("valid id");
     let mut mesh = Mesh::new(me, 2, c.byte() & 1 != 0, cfg, now);

@@ -40,6 +40,7 @@ fn frames() -> Vec<Frame> {
             seq: 7,
             leaving: false,
             ephemeral: false,
+            leaf: false,
             neighbors: vec![(id("b"), 1.0), (id("c"), 2.5)],
             work_types: vec![WorkTypeAd {
                 name: Name::new("echo").expect("name"),
@@ -54,6 +55,7 @@ fn frames() -> Vec<Frame> {
             seq: 1,
             leaving: true,
             ephemeral: false,
+            leaf: false,
             neighbors: Vec::new(),
             work_types: Vec::new(),
             sig: Some(crate::wire::LsaSig {

@@ -1,5 +1,9 @@
 //! The thin tokio task that drives the [`Mesh`] state machine: it feeds it link events and
 //! clock ticks, and carries out the actions it returns.
+//!
+//! It has no periodic timer: it sleeps until the state machine's next deadline (a refresh
+//! every `route_refresh`, an aging scan, forgetting an unreachable node), so an idle node
+//! costs nothing here.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,6 +21,8 @@ use crate::wire::{Frame, Hello, Lsa, NodeId, WorkTypeAd};
 /// Events handled before routes are recomputed and actions carried out, at most: a burst
 /// of advertisements costs one shortest-path run, while the driver still yields often.
 const EVENT_BATCH: usize = 256;
+/// The shortest sleep between two ticks (a deadline in the past never spins the loop).
+const MIN_TICK: Duration = Duration::from_millis(50);
 
 /// Everything that reaches the driver.
 pub(crate) enum Event {
@@ -88,9 +94,8 @@ impl Driver {
     }
 
     pub(crate) async fn run(mut self) {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let deadline = self.mesh.next_deadline().max(Instant::now() + MIN_TICK);
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 ev = self.events.recv() => match ev {
@@ -105,7 +110,7 @@ impl Driver {
                     }
                     None => break,
                 },
-                _ = tick.tick() => self.mesh.tick(Instant::now()),
+                _ = tokio::time::sleep_until(deadline) => self.mesh.tick(Instant::now()),
             }
             self.apply();
         }
@@ -212,9 +217,10 @@ impl Driver {
             .iter()
             .filter_map(|(dst, r)| self.links.get(&r.link).map(|h| (dst.clone(), h.tx.clone())))
             .collect();
-        let known: std::collections::HashSet<NodeId> =
-            self.mesh.known().into_iter().map(|l| l.origin).collect();
-        self.router.publish(table, |n| known.contains(n));
+        let default =
+            self.mesh.default_route().and_then(|(link, _)| self.links.get(link)).map(|h| h.tx.clone());
+        let mesh = &self.mesh;
+        self.router.publish(table, default, |n| mesh.knows(n));
         let router = self.router.clone();
         let me = self.mesh.me().clone();
         self.router.streams.reset_where(

@@ -2,6 +2,11 @@
 //!
 //! Garbage, an oversized frame or a silent peer ends this link only. Handshake results go
 //! to the driver, which decides admission; routed frames go straight to the router.
+//!
+//! Liveness: any frame received proves the peer alive; a link that sends nothing else for
+//! [`KEEPALIVE_FRACTION`] of the idle timeout sends a keepalive on its priority lane. A peer
+//! is presumed dead only when nothing arrived for the idle timeout *and* this process was
+//! not itself starved of CPU meanwhile (a late wake-up grants one more grace period).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +15,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +31,9 @@ use crate::transport::BoxedIo;
 use crate::wire::{Frame, FrameCodec, Hello, PREFACE, PROTOCOL_VERSION, Reason, codec::CodecError};
 
 const CTRL_QUEUE: usize = 1024;
+/// Keepalives go out after this fraction of the idle timeout without other frames (2 s of
+/// the default 5 s: three keepalives may be late or lost before the link is presumed dead).
+pub const KEEPALIVE_FRACTION: (u32, u32) = (2, 5);
 const DATA_QUEUE: usize = 64;
 
 /// Everything a link task needs from its node.
@@ -182,12 +190,13 @@ pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError
         adverts: Arc::new(AdvertLane::default()),
         stop: stop.clone(),
         stall: ctx.limits.stall_timeout,
-        relay: peer.caps & crate::wire::caps::EPHEMERAL == 0,
+        relay: !peer.not_relay(),
     };
     let up = Event::Up { link, tx: tx.clone(), peer: peer.clone(), stop: stop.clone() };
     ctx.events.send(up).await.map_err(|_| LinkError::Shutdown)?;
     let lanes = Lanes { ctrl: ctrl_rx, adverts: tx.adverts.clone(), data: data_rx };
-    let write_task = tokio::spawn(write_loop(writer, lanes, idle / 4, stop.clone()));
+    let keepalive = idle * KEEPALIVE_FRACTION.0 / KEEPALIVE_FRACTION.1;
+    let write_task = tokio::spawn(write_loop(writer, lanes, keepalive, stop.clone()));
     let result = read_loop(ctx, link, &peer, &tx, &mut reader, idle, &stop).await;
     if let Err(
         e @ (LinkError::Flood(_) | LinkError::Forged(_) | LinkError::Protocol(_) | LinkError::Codec(_)),
@@ -215,11 +224,30 @@ async fn read_loop(
     let mut adverts = TokenBucket::new(l.advert_rate, l.advert_burst, l.advert_burst, Instant::now());
     let mut drops = WindowCount::new(Duration::from_secs(60), l.advert_drops_to_close);
     let mut forged = WindowCount::new(Duration::from_secs(60), l.forged_adverts_to_close);
+    let mut last_rx = Instant::now();
+    let mut graced = false;
+    // One timer for the link's life, re-armed only when it fires (not at every frame).
+    let silence = tokio::time::sleep(idle);
+    tokio::pin!(silence);
     loop {
         let next = tokio::select! {
+            biased;
             _ = stop.cancelled() => return Err(LinkError::Shutdown),
-            r = timeout(idle, reader.next()) => r.map_err(|_| LinkError::Idle(idle))?,
+            // A frame already waiting wins over the timer: it proves the peer alive.
+            r = reader.next() => r,
+            _ = &mut silence => {
+                let now = Instant::now();
+                match presumed_dead(last_rx, silence.deadline(), now, idle, &mut graced) {
+                    Some(next) => {
+                        silence.as_mut().reset(next);
+                        continue;
+                    }
+                    None => return Err(LinkError::Idle(idle)),
+                }
+            }
         };
+        last_rx = Instant::now();
+        graced = false;
         let frame = match next {
             None => return Ok(()),
             Some(r) => r?,
@@ -271,6 +299,28 @@ async fn read_loop(
 /// a node whose certificate does not name it) are only dropped: they harm no one else.
 fn charged(e: &OriginError, peer: &Hello, lsa: &crate::wire::Lsa) -> bool {
     !matches!(e, OriginError::NotPeer { .. }) && lsa.origin != peer.node_id
+}
+
+/// The silence timer fired at `now` (it was due at `due`): `None` when the peer is
+/// presumed dead, else when to look again. Frames since the timer was armed push the
+/// deadline out; a wake-up late by more than a quarter of `idle` means this process was
+/// starved (a loaded machine), which is no evidence against the peer: half of `idle` more,
+/// once per silence.
+fn presumed_dead(
+    last_rx: Instant,
+    due: Instant,
+    now: Instant,
+    idle: Duration,
+    graced: &mut bool,
+) -> Option<Instant> {
+    if last_rx + idle > now {
+        return Some(last_rx + idle);
+    }
+    if !*graced && now.duration_since(due) > idle / 4 {
+        *graced = true;
+        return Some(now + idle / 2);
+    }
+    None
 }
 
 /// Handles one frame after the handshake; true when the peer said goodbye.
@@ -378,4 +428,26 @@ async fn pump(
 
 fn is_goodbye(frame: &Bytes) -> bool {
     frame.len() > 4 && frame[4] == 0x07
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_is_death_only_when_this_process_was_awake_to_see_it() {
+        let idle = Duration::from_secs(5);
+        let t0 = Instant::now();
+        let mut graced = false;
+        // A frame arrived after the timer was armed: look again later.
+        let rx = t0 + Duration::from_secs(3);
+        assert_eq!(presumed_dead(rx, t0 + idle, t0 + idle, idle, &mut graced), Some(rx + idle));
+        // Silent for the whole idle timeout, timer on time: dead.
+        assert_eq!(presumed_dead(t0, t0 + idle, t0 + idle, idle, &mut graced), None);
+        // Timer 3 s late (this process was starved): one grace period, then dead.
+        let late = t0 + idle + Duration::from_secs(3);
+        assert_eq!(presumed_dead(t0, t0 + idle, late, idle, &mut graced), Some(late + idle / 2));
+        let later = late + idle;
+        assert_eq!(presumed_dead(t0, late + idle / 2, later, idle, &mut graced), None);
+    }
 }

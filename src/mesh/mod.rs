@@ -9,6 +9,8 @@ pub mod backoff;
 mod budget;
 pub mod driver;
 pub(crate) mod e2e;
+#[doc(hidden)]
+pub mod fleet_sim;
 mod gate;
 mod lane;
 pub mod link;
@@ -29,5 +31,7 @@ pub use seal::IntegrityError;
 pub use state::MeshConfig;
 pub use stream::{Chunk, StreamError, StreamReader, StreamWriter};
 
+#[cfg(test)]
+mod sim_fleet_tests;
 #[cfg(test)]
 mod sim_tests;

@@ -56,7 +56,7 @@ impl NodeOptions {
             id,
             ephemeral: false,
             mesh: MeshConfig::default(),
-            idle_timeout: Duration::from_secs(4),
+            idle_timeout: Duration::from_secs(5),
             window: 2 * 1024 * 1024,
             dial_timeout: Duration::from_secs(5),
             tls: None,
@@ -191,6 +191,9 @@ impl Node {
         let mut caps_bits = caps::STREAMS;
         if opts.ephemeral {
             caps_bits |= caps::EPHEMERAL;
+        }
+        if opts.mesh.role == super::state::Role::Leaf {
+            caps_bits |= caps::LEAF;
         }
         let hello = Hello {
             version: PROTOCOL_VERSION,

@@ -20,7 +20,7 @@ use rustls::pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime
 
 use crate::logging::Throttle;
 use crate::transport::TlsContext;
-use crate::wire::{Hello, Lsa, LsaSig, MAX_FRAME, MAX_SIG_CERT, MAX_SIG_CHAIN, MAX_SIGNATURE, NodeId, caps};
+use crate::wire::{Hello, Lsa, LsaSig, MAX_FRAME, MAX_SIG_CERT, MAX_SIG_CHAIN, MAX_SIGNATURE, NodeId};
 
 /// What this node signs with, by preference; its key's type decides which applies.
 const SCHEMES: [SignatureScheme; 4] = [
@@ -290,10 +290,10 @@ fn verification_alg(scheme: u16) -> Option<&'static dyn SignatureVerificationAlg
     })
 }
 
-/// Whether a link's peer may relay other nodes' advertisements. Short-lived clients
-/// (the `EPHEMERAL` capability) are leaves: they speak only for themselves.
+/// Whether a link's peer may relay other nodes' advertisements: not a short-lived client
+/// (`EPHEMERAL`) nor a leaf (`LEAF`), which speak only for themselves ([`Hello::not_relay`]).
 pub(crate) fn is_relay(peer: &Hello) -> bool {
-    peer.caps & caps::EPHEMERAL == 0
+    !peer.not_relay()
 }
 
 /// The origin rule of a node's links.

@@ -6,6 +6,7 @@ use std::path::Path;
 use super::*;
 use crate::certs::{self, KeyType, Subject};
 use crate::transport::{TlsContext, TlsSettings};
+use crate::wire::caps;
 use crate::wire::{Frame, Lsa, Name, NodeId, WorkTypeAd};
 
 fn id(s: &str) -> NodeId {
@@ -56,6 +57,7 @@ fn lsa(origin: &str) -> Lsa {
         seq: 7,
         leaving: false,
         ephemeral: false,
+        leaf: false,
         neighbors: vec![(id("hub"), 1.0), (id("other"), 2.5)],
         work_types: vec![WorkTypeAd {
             name: Name::new("cat").expect("name"),

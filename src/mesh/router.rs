@@ -119,6 +119,8 @@ pub struct Incoming {
 pub(crate) struct Router {
     pub(crate) me: NodeId,
     table: RwLock<Arc<HashMap<NodeId, LinkTx>>>,
+    /// A leaf's route for every node not in `table`: its cheapest hub.
+    default: RwLock<Option<LinkTx>>,
     pub(crate) streams: StreamTable,
     services: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
     /// Pings awaiting an answer: the node that answered, and whether it was the target.
@@ -155,6 +157,7 @@ impl Router {
         Arc::new_cyclic(|this| Router {
             me,
             table: RwLock::new(Arc::new(HashMap::new())),
+            default: RwLock::new(None),
             streams: StreamTable::default(),
             services: Mutex::new(HashMap::new()),
             pings: Mutex::new(HashMap::new()),
@@ -177,13 +180,22 @@ impl Router {
     /// Installs a new routing table. `known` says which nodes the link-state database
     /// knows: their learned reverse paths are dropped, so a node that leaves or becomes
     /// unreachable is not kept alive by one.
-    pub(crate) fn publish(&self, table: HashMap<NodeId, LinkTx>, known: impl Fn(&NodeId) -> bool) {
+    /// `default` is a leaf's next hop for every node not in `table`.
+    pub(crate) fn publish(
+        &self,
+        table: HashMap<NodeId, LinkTx>,
+        default: Option<LinkTx>,
+        known: impl Fn(&NodeId) -> bool,
+    ) {
         if let Ok(mut learned) = self.learned.lock() {
             let now = Instant::now();
             learned.retain(|node, (_, at)| !known(node) && now.duration_since(*at) < LEARNED_TTL);
         }
         if let Ok(mut t) = self.table.write() {
             *t = Arc::new(table);
+        }
+        if let Ok(mut d) = self.default.write() {
+            *d = default;
         }
     }
 
@@ -232,9 +244,11 @@ impl Router {
         if let Some(tx) = self.table.read().ok().and_then(|t| t.get(dst).cloned()) {
             return Some(tx);
         }
-        let learned = self.learned.lock().ok()?;
-        let (tx, at) = learned.get(dst)?;
-        (at.elapsed() < LEARNED_TTL && !tx.ctrl.is_closed()).then(|| tx.clone())
+        let learned = self.learned.lock().ok().and_then(|learned| {
+            let (tx, at) = learned.get(dst)?;
+            (at.elapsed() < LEARNED_TTL && !tx.ctrl.is_closed()).then(|| tx.clone())
+        });
+        learned.or_else(|| self.default.read().ok().and_then(|d| d.clone()))
     }
 
     pub(crate) fn register_service(&self, name: &str, tx: mpsc::Sender<Incoming>) {

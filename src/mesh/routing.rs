@@ -53,8 +53,8 @@ fn lists(lsa: &Lsa, node: &NodeId) -> bool {
 
 /// Computes routes from `me`. `peers` are our up links (peer → link, cost); `graph` holds
 /// every other node's advertisement. An edge u→v is used only when both u and v list each
-/// other, so half-open links never attract traffic. Ephemeral nodes are leaves: traffic is
-/// routed to them, never through them.
+/// other, so half-open links never attract traffic. Ephemeral clients and leaves are routed
+/// to, never through (never expanded, so a hub's run costs O(links) for its leaves).
 pub fn shortest_paths(
     me: &NodeId,
     peers: &HashMap<NodeId, (LinkId, f64)>,
@@ -78,7 +78,7 @@ pub fn shortest_paths(
         let route = Route { link: c.first.1, next_hop: c.first.0.clone(), cost: c.cost, hops: c.hops };
         routes.insert(c.node.clone(), route);
         let Some(lsa) = graph.get(&c.node) else { continue };
-        if lsa.ephemeral || c.hops >= max_hops {
+        if lsa.ephemeral || lsa.leaf || c.hops >= max_hops {
             continue;
         }
         for (next, cost) in &lsa.neighbors {

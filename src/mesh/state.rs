@@ -3,6 +3,12 @@
 //! It is fed events with the current time (`admit`, `link_up`, `link_down`, `on_lsa`,
 //! `tick`) and answers with [`Action`]s for the driver to carry out. It does no I/O and
 //! reads no clock, so whole meshes can be simulated deterministically in tests.
+//!
+//! Advertisement rules (docs/PROTOCOL.md, "Roles"): a node originates its advertisement
+//! when something it says changes (coalesced: one origination per batch of events) and
+//! otherwise only every `refresh`; hubs hold and flood the whole database among
+//! themselves; leaves receive no advertisement at all and reach the mesh through a default
+//! route via their hubs; entries of unreachable nodes are forgotten after a short grace.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -13,18 +19,36 @@ use super::origin::LsaSigner;
 use super::routing::{self, Route};
 use crate::wire::{Frame, Hello, Lsa, NodeId, WorkTypeAd};
 
+mod aging;
 mod check;
 
 /// Identifies one connection of this node, for the lifetime of the process.
 pub type LinkId = u64;
 
+/// What a node is in the mesh (`[mesh] role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A full member: holds the whole link-state database, floods it and relays traffic.
+    #[default]
+    Hub,
+    /// An end node: advertises itself to its hubs, receives no database, relays nothing and
+    /// reaches every other node through a default route via its cheapest hub.
+    Leaf,
+}
+
 /// Timers and limits of the routing protocol.
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
-    /// How often a node re-floods its own advertisement.
+    /// How often a node re-floods its own advertisement when nothing changed (a safety net:
+    /// changes are advertised at once).
     pub refresh: Duration,
     /// How long a silent node's advertisement is kept before it is forgotten.
     pub node_timeout: Duration,
+    /// How long the advertisement of a node with no route to it is kept (a partition that
+    /// heals resyncs the database on link-up, so this only rides out convergence).
+    pub forget_unreachable: Duration,
+    pub role: Role,
     /// Routes longer than this many hops are not used.
     pub max_hops: u8,
     /// Most nodes the database holds (`limits.max_nodes`).
@@ -37,8 +61,10 @@ impl Default for MeshConfig {
     fn default() -> Self {
         let limits = crate::limits::Limits::default();
         MeshConfig {
-            refresh: Duration::from_secs(10),
-            node_timeout: Duration::from_secs(40),
+            refresh: Duration::from_secs(600),
+            node_timeout: Duration::from_secs(1800),
+            forget_unreachable: Duration::from_secs(5),
+            role: Role::Hub,
             max_hops: crate::wire::DEFAULT_HOPS,
             max_nodes: limits.max_nodes,
             max_db_bytes: limits.max_db_bytes,
@@ -79,12 +105,18 @@ struct LinkInfo {
     cost: f64,
     dialed_by_me: bool,
     up: bool,
+    /// The peer is a leaf: it is sent no advertisement (only the end-of-sync marker).
+    leaf: bool,
+    /// The peer is a leaf or a client: it may advertise only itself.
+    not_relay: bool,
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
     lsa: Lsa,
     received: Instant,
+    /// Since when no route leads to the origin (forgotten `forget_unreachable` later).
+    unreachable_since: Option<Instant>,
 }
 
 /// Per-origin evidence used to tell a restart from a second live node with the same ID.
@@ -120,6 +152,18 @@ pub struct Mesh {
     signer: Option<std::sync::Arc<dyn LsaSigner>>,
     /// The database or links changed since routes were last computed.
     dirty: bool,
+    /// Something our advertisement says changed: originate it once, when actions are taken.
+    own_dirty: bool,
+    /// The time of the latest event (lazy originations are stamped with it).
+    now: Instant,
+    /// When the next entry of an unreachable node is due to be forgotten.
+    next_forget: Option<Instant>,
+    /// When the database was last scanned for aged entries.
+    last_aging: Instant,
+    /// The cheapest up link to a relay, for a leaf: (link, peer).
+    default_route: Option<(LinkId, NodeId)>,
+    /// Up links that take floods (not to leaves), sorted; `None` after a link change.
+    flood_targets: Option<Vec<(LinkId, NodeId)>>,
     actions: Vec<Action>,
 }
 
@@ -143,6 +187,12 @@ impl Mesh {
             refused_full: 0,
             signer: None,
             dirty: false,
+            own_dirty: false,
+            now,
+            next_forget: None,
+            last_aging: now,
+            default_route: None,
+            flood_targets: None,
             actions: Vec::new(),
         }
     }
@@ -169,6 +219,18 @@ impl Mesh {
         self.epoch
     }
 
+    pub fn config(&self) -> &MeshConfig {
+        &self.cfg
+    }
+
+    pub fn role(&self) -> Role {
+        self.cfg.role
+    }
+
+    fn is_leaf(&self) -> bool {
+        self.cfg.role == Role::Leaf
+    }
+
     /// Takes the actions produced so far. Routes are recomputed here, once for however
     /// many events came before (a burst of advertisements costs one shortest-path run).
     pub fn drain_actions(&mut self) -> Vec<Action> {
@@ -178,7 +240,6 @@ impl Mesh {
 
     /// Decides whether a handshaken connection may become a link.
     pub fn admit(&mut self, link: LinkId, hello: &Hello, cost: f64, dialed_by_me: bool) -> Admission {
-        self.settle();
         let peer = &hello.node_id;
         if self.links.len() >= crate::wire::MAX_LSA_ITEMS && !self.links.values().any(|l| l.peer == *peer) {
             return Admission::Reject(format!(
@@ -204,6 +265,8 @@ impl Mesh {
             cost: cost.max(f64::MIN_POSITIVE),
             dialed_by_me,
             up: false,
+            leaf: hello.caps & crate::wire::caps::LEAF != 0,
+            not_relay: hello.not_relay(),
         };
         self.links.insert(link, info);
         Admission::Admit
@@ -230,6 +293,7 @@ impl Mesh {
             return Some(format!("duplicate link: already connected to {peer}"));
         }
         self.links.remove(&old_id);
+        self.flood_targets = None;
         self.actions
             .push(Action::Close { link: old_id, reason: format!("replaced by a newer link to {peer}") });
         self.recompute();
@@ -237,9 +301,15 @@ impl Mesh {
     }
 
     /// A reason to refuse `peer` when a different live incarnation of it is reachable.
-    fn live_elsewhere(&self, peer: &NodeId, epoch: u64) -> Option<String> {
+    fn live_elsewhere(&mut self, peer: &NodeId, epoch: u64) -> Option<String> {
         let entry = self.lsdb.get(peer)?;
-        if entry.lsa.leaving || entry.lsa.epoch == epoch || !self.routes.contains_key(peer) {
+        if entry.lsa.leaving || entry.lsa.epoch == epoch {
+            return None;
+        }
+        // Only now are current routes needed (a burst of admissions costs no route runs).
+        self.settle();
+        let entry = self.lsdb.get(peer)?;
+        if !self.routes.contains_key(peer) {
             return None;
         }
         Some(format!(
@@ -260,24 +330,47 @@ impl Mesh {
             return;
         };
         info.up = true;
-        // Our fresh advertisement (listing the new peer) goes first, then the database,
-        // then the marker: a client that saw SyncDone has a complete, current view.
+        self.flood_targets = None;
+        let leaf = info.leaf;
+        self.now = now;
+        self.recompute();
+        if leaf {
+            // A leaf gets no advertisement, only the marker; ours (listing the leaf) goes to
+            // the other hubs once for the whole batch of link-ups.
+            self.own_dirty = true;
+            self.actions.push(Action::Send { link, frame: Frame::SyncDone });
+            return;
+        }
+        // Our fresh advertisement (listing the new peer) goes first, then the database (a
+        // leaf forwards none), then the marker: a client that saw SyncDone has a complete,
+        // current view.
         self.originate(now);
-        let mut frames: Vec<Frame> = self.lsdb.values().map(|e| Frame::Lsa(e.lsa.clone())).collect();
+        let mut frames: Vec<Frame> = if self.is_leaf() {
+            Vec::new()
+        } else {
+            self.lsdb.values().map(|e| Frame::Lsa(e.lsa.clone())).collect()
+        };
         frames.push(Frame::SyncDone);
         for frame in frames {
             self.actions.push(Action::Send { link, frame });
         }
-        self.recompute();
     }
 
     pub fn link_down(&mut self, now: Instant, link: LinkId) {
         if let Some(info) = self.links.remove(&link) {
+            self.flood_targets = None;
             if info.up {
-                self.originate(now);
+                self.now = now;
+                self.own_dirty = true;
                 self.recompute();
             }
         }
+    }
+
+    /// The peer of `link` is not a relay (a leaf or a short-lived client): it may originate
+    /// frames and advertisements for its own ID only.
+    pub fn link_not_relay(&self, link: LinkId) -> bool {
+        self.links.get(&link).is_some_and(|l| l.not_relay)
     }
 
     /// The peer of an up link.
@@ -289,7 +382,8 @@ impl Mesh {
         work_types.sort();
         if work_types != self.work_types {
             self.work_types = work_types;
-            self.originate(now);
+            self.now = now;
+            self.own_dirty = true;
         }
     }
 
@@ -302,28 +396,6 @@ impl Mesh {
         self.flood(&Frame::Lsa(lsa), None);
     }
 
-    /// Periodic work: refresh our advertisement and forget silent nodes.
-    pub fn tick(&mut self, now: Instant) {
-        if now.duration_since(self.last_refresh) >= self.cfg.refresh {
-            self.originate(now);
-        }
-        let timeout = self.cfg.node_timeout;
-        let before = self.lsdb.len();
-        let mut freed = 0;
-        self.lsdb.retain(|_, e| {
-            let keep = now.duration_since(e.received) < timeout;
-            if !keep {
-                freed += e.lsa.encoded_len();
-            }
-            keep
-        });
-        self.db_bytes -= freed;
-        self.claims.retain(|id, _| self.lsdb.contains_key(id));
-        if self.lsdb.len() != before {
-            self.recompute();
-        }
-    }
-
     fn own_lsa(&self) -> Lsa {
         let mut neighbors: Vec<(NodeId, f64)> =
             self.links.values().filter(|l| l.up).map(|l| (l.peer.clone(), l.cost)).collect();
@@ -334,13 +406,17 @@ impl Mesh {
             seq: self.seq,
             leaving: false,
             ephemeral: self.ephemeral,
+            leaf: self.is_leaf(),
             neighbors,
             work_types: self.work_types.clone(),
             sig: None,
         }
     }
 
+    /// The one place this node's advertisement is made and sent: every change it reports
+    /// (links, work types, a refresh) comes through here.
     fn originate(&mut self, now: Instant) {
+        self.own_dirty = false;
         if self.left {
             // A fresh advertisement (e.g. on a link going down during shutdown) would
             // supersede the "leaving" one and resurrect this node until node_timeout.
@@ -352,23 +428,45 @@ impl Mesh {
         self.flood(&frame, None);
     }
 
+    /// Sends `frame` on every up link but `except`, leaves excepted (they get no database),
+    /// and never to the origin of the advertisement it carries.
     fn flood(&mut self, frame: &Frame, except: Option<LinkId>) {
-        let mut targets: Vec<LinkId> =
-            self.links.iter().filter(|(id, l)| l.up && Some(**id) != except).map(|(id, _)| *id).collect();
-        targets.sort_unstable();
-        for link in targets {
-            self.actions.push(Action::Send { link, frame: frame.clone() });
+        let origin = match frame {
+            Frame::Lsa(lsa) => Some(&lsa.origin),
+            _ => None,
+        };
+        // A hub floods to a few hubs among a thousand leaf links: the targets are kept.
+        let links = &self.links;
+        let targets = self.flood_targets.get_or_insert_with(|| {
+            let mut t: Vec<(LinkId, NodeId)> =
+                links.iter().filter(|(_, l)| l.up && !l.leaf).map(|(id, l)| (*id, l.peer.clone())).collect();
+            t.sort_unstable_by_key(|(id, _)| *id);
+            t
+        });
+        for (link, peer) in targets.iter() {
+            if Some(*link) != except && Some(peer) != origin {
+                self.actions.push(Action::Send { link: *link, frame: frame.clone() });
+            }
         }
     }
 
     /// A link-state advertisement arrived on `link`.
     pub fn on_lsa(&mut self, now: Instant, link: LinkId, lsa: Lsa) {
-        if !self.links.get(&link).is_some_and(|l| l.up) {
+        let Some((not_relay, peer)) =
+            self.links.get(&link).filter(|l| l.up).map(|l| (l.not_relay, l.peer.clone()))
+        else {
             return;
-        }
+        };
+        self.now = now;
         crate::metrics::global().advert_in();
         if lsa.origin == self.me {
             self.on_own_id(now, lsa);
+            return;
+        }
+        // A leaf or client speaks for itself only; a leaf stores only its peers' own words
+        // (it is sent no database, so anything else is a hostile or confused peer).
+        if (not_relay || self.is_leaf()) && lsa.origin != peer {
+            crate::metrics::global().advert_dropped("not_origin");
             return;
         }
         if !self.accept_lsa(now, link, &lsa) {
@@ -381,11 +479,25 @@ impl Mesh {
         }
         let frame = Frame::Lsa(lsa.clone());
         self.db_bytes += lsa.encoded_len();
-        if let Some(old) = self.lsdb.insert(lsa.origin.clone(), Entry { lsa, received: now }) {
+        let entry = Entry { lsa, received: now, unreachable_since: None };
+        let origin = entry.lsa.origin.clone();
+        // A refresh that changes nothing routing reads costs no route computation.
+        let mut same_graph = false;
+        if let Some(old) = self.lsdb.insert(origin.clone(), entry) {
             self.db_bytes -= old.lsa.encoded_len();
+            if let Some(e) = self.lsdb.get_mut(&origin) {
+                same_graph = same_topology(&old.lsa, &e.lsa);
+                if same_graph {
+                    e.unreachable_since = old.unreachable_since;
+                }
+            }
         }
-        self.flood(&frame, Some(link));
-        self.recompute();
+        if !self.is_leaf() {
+            self.flood(&frame, Some(link));
+        }
+        if !same_graph {
+            self.recompute();
+        }
     }
 
     /// Whether the database has room for `lsa` (`max_nodes`, `max_db_bytes`). At the cap,
@@ -468,6 +580,7 @@ impl Mesh {
             .collect();
         for id in dup_links {
             self.links.remove(&id);
+            self.flood_targets = None;
             let reason = format!("node id {} is already in use by an older node in the mesh", lsa.origin);
             self.actions.push(Action::Close { link: id, reason });
         }
@@ -486,7 +599,7 @@ impl Mesh {
                     "duplicate node id: a newer node also claims {}; it will be refused", self.me
                 );
             }
-            self.originate(now);
+            self.own_dirty = true;
             return;
         }
         let claims = self.claims.entry(self.me.clone()).or_default();
@@ -502,7 +615,7 @@ impl Mesh {
             self.actions.push(Action::DuplicateSelf { other_epoch: lsa.epoch });
         } else {
             // Most likely a stale copy from our own previous incarnation: supersede it.
-            self.originate(now);
+            self.own_dirty = true;
         }
     }
 
@@ -511,8 +624,12 @@ impl Mesh {
         self.dirty = true;
     }
 
-    /// Recomputes routes if anything changed since the last time.
+    /// Originates our advertisement if it changed, and recomputes routes if anything
+    /// changed since the last time.
     pub fn settle(&mut self) {
+        if self.own_dirty {
+            self.originate(self.now);
+        }
         if std::mem::take(&mut self.dirty) {
             self.compute_routes();
         }
@@ -533,10 +650,32 @@ impl Mesh {
         let graph: HashMap<&NodeId, &Lsa> =
             self.lsdb.iter().filter(|(_, e)| !e.lsa.leaving).map(|(k, e)| (k, &e.lsa)).collect();
         let routes = routing::shortest_paths(&self.me, &peers, &graph, self.cfg.max_hops);
-        if routes != self.routes {
+        let default_route = self.pick_default_route();
+        self.mark_unreachable(&routes);
+        if routes != self.routes || default_route != self.default_route {
             self.routes = routes;
+            self.default_route = default_route;
             self.actions.push(Action::RoutesChanged);
         }
+    }
+
+    /// A leaf's way to every node it has no route to: its cheapest up link to a relay
+    /// (ties to the smallest peer ID). Hubs have none: they know the whole mesh.
+    fn pick_default_route(&self) -> Option<(LinkId, NodeId)> {
+        if !self.is_leaf() {
+            return None;
+        }
+        let left = |peer: &NodeId| self.lsdb.get(peer).is_some_and(|e| e.lsa.leaving);
+        self.links
+            .iter()
+            .filter(|(_, l)| l.up && !l.not_relay && !left(&l.peer))
+            .min_by(|a, b| a.1.cost.total_cmp(&b.1.cost).then_with(|| a.1.peer.cmp(&b.1.peer)))
+            .map(|(id, l)| (*id, l.peer.clone()))
+    }
+
+    /// The default route of a leaf: (link, hub).
+    pub fn default_route(&self) -> Option<&(LinkId, NodeId)> {
+        self.default_route.as_ref()
     }
 
     pub fn route(&self, dst: &NodeId) -> Option<&Route> {
@@ -547,11 +686,38 @@ impl Mesh {
         &self.routes
     }
 
-    /// All known advertisements, ours included (the mesh as this node sees it).
+    /// The advertisement held for `node`, reachable or not (tests look into the database).
+    #[cfg(test)]
+    pub(crate) fn held(&self, node: &NodeId) -> Option<&Lsa> {
+        self.lsdb.get(node).map(|e| &e.lsa).filter(|l| !l.leaving)
+    }
+
+    /// Whether `node` is this node or one with a route and an advertisement here.
+    pub fn knows(&self, node: &NodeId) -> bool {
+        *node == self.me
+            || (self.routes.contains_key(node) && self.lsdb.get(node).is_some_and(|e| !e.lsa.leaving))
+    }
+
+    /// The advertisements of every node with a route from here, ours included (the mesh as
+    /// this node sees it; a leaf sees itself and whichever peers advertised to it).
     pub fn known(&self) -> Vec<Lsa> {
-        let mut v: Vec<Lsa> = self.lsdb.values().filter(|e| !e.lsa.leaving).map(|e| e.lsa.clone()).collect();
+        let mut v: Vec<Lsa> = self
+            .lsdb
+            .values()
+            .filter(|e| !e.lsa.leaving && self.routes.contains_key(&e.lsa.origin))
+            .map(|e| e.lsa.clone())
+            .collect();
         v.push(self.own_lsa());
         v.sort_by(|a, b| a.origin.cmp(&b.origin));
         v
     }
+}
+
+/// Whether two advertisements of one origin say the same to route computation.
+fn same_topology(a: &Lsa, b: &Lsa) -> bool {
+    a.epoch == b.epoch
+        && a.leaving == b.leaving
+        && a.ephemeral == b.ephemeral
+        && a.leaf == b.leaf
+        && a.neighbors == b.neighbors
 }

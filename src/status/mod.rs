@@ -136,6 +136,7 @@ pub(crate) mod tests {
             seq: 1,
             leaving: false,
             ephemeral: eph,
+            leaf: false,
             neighbors: n.iter().map(|(p, c)| (id(p), *c)).collect(),
             work_types: wt
                 .iter()

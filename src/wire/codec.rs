@@ -94,6 +94,7 @@ mod tests {
                 seq: 9,
                 leaving: false,
                 ephemeral: true,
+                leaf: false,
                 neighbors: vec![(node("n2"), 1.0), (node("n3"), 2.5)],
                 work_types: vec![WorkTypeAd { name: name("cat"), version: name("1") }],
                 sig: None,

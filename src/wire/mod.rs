@@ -50,6 +50,9 @@ pub mod caps {
     pub const STREAMS: u32 = 1 << 0;
     /// The node is short-lived (a CLI or API client) and will not relay traffic.
     pub const EPHEMERAL: u32 = 1 << 1;
+    /// The node is a leaf (`[mesh] role = "leaf"`): it neither receives nor forwards the
+    /// link-state database and relays nothing; it reaches the mesh through its hubs.
+    pub const LEAF: u32 = 1 << 2;
 }
 
 /// One frame on a link.
@@ -87,6 +90,14 @@ pub struct Hello {
     pub cost: f64,
 }
 
+impl Hello {
+    /// The peer is not a relay (a short-lived client or a leaf): it may originate frames and
+    /// advertisements only for its own ID, and nothing is routed through it.
+    pub fn not_relay(&self) -> bool {
+        self.caps & (caps::EPHEMERAL | caps::LEAF) != 0
+    }
+}
+
 /// A link-state advertisement: what one node says about itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lsa {
@@ -96,6 +107,9 @@ pub struct Lsa {
     /// The origin is leaving the mesh; forget it now.
     pub leaving: bool,
     pub ephemeral: bool,
+    /// The origin is a leaf: routed to, never through (like an ephemeral client, but a
+    /// long-lived daemon).
+    pub leaf: bool,
     pub neighbors: Vec<(NodeId, f64)>,
     pub work_types: Vec<WorkTypeAd>,
     /// The origin's signature over everything above (`mesh::origin`); `None` when unsigned

@@ -51,13 +51,15 @@ fn lsa() -> impl Strategy<Value = Lsa> {
     )
         .prop_map(|(scheme, signed_at, chain, signature)| LsaSig { scheme, signed_at, chain, signature });
     let sig = proptest::option::of(sig);
-    (node_id(), any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>(), neighbours, work, sig).prop_map(
-        |(origin, epoch, seq, leaving, ephemeral, neighbors, work_types, sig)| Lsa {
+    let flags = (any::<bool>(), any::<bool>(), any::<bool>());
+    (node_id(), any::<u64>(), any::<u64>(), flags, neighbours, work, sig).prop_map(
+        |(origin, epoch, seq, (leaving, ephemeral, leaf), neighbors, work_types, sig)| Lsa {
             origin,
             epoch,
             seq,
             leaving,
             ephemeral,
+            leaf,
             neighbors,
             work_types,
             sig,

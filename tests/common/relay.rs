@@ -56,6 +56,7 @@ impl FakeRelay {
                     seq,
                     leaving: false,
                     ephemeral: false,
+                    leaf: false,
                     neighbors: neighbours.clone(),
                     work_types: Vec::new(),
                     sig: None,
