@@ -243,6 +243,12 @@ fn default_token_expiration() -> Duration {
 pub struct VerificationSection {
     /// PEM RSA public key (PKIX `PUBLIC KEY`).
     pub public_key: PathBuf,
+    /// Also accept Go Receptor's tokens (only `aud` and `exp`: not bound to the request,
+    /// replayable by anyone who sees one until it expires) for submissions. Without it
+    /// they are accepted only for cancel, release and results of a unit the requester
+    /// owns. See docs/SECURITY.md.
+    #[serde(default)]
+    pub accept_replayable_go_tokens: bool,
 }
 
 /// Lets `submitters` (node IDs; `*` alone or as a suffix wildcard) run `work_types`.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::{build_registry, units_config};
+use super::{admission_policy, build_registry, units_config};
 use crate::config::{Config, LinkSection};
 use crate::mesh::{LinkHandle, Node};
 use crate::transport::{Listener, TlsContext};
@@ -104,13 +104,14 @@ impl Reloader {
         }
         self.apply_listeners(&mut state, &cfg, &mut errors).await;
         self.apply_peers(&mut state, &cfg);
-        match units_config(&cfg) {
-            Ok(mut ucfg) => {
+        match (units_config(&cfg), admission_policy(&cfg)) {
+            (Ok(mut ucfg), Ok(policy)) => {
                 ucfg.node = state.cfg.node.id.clone();
                 ucfg.root = state.cfg.node.data_dir.join("units");
                 self.units.reconfigure(ucfg);
+                self.work.admission().set_policy(policy);
             }
-            Err(e) => {
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::error!("reload: keeping the old work signing keys: {e}");
                 errors.push(e.to_string());
             }
