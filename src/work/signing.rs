@@ -118,7 +118,7 @@ pub enum SignatureError {
     Invalid(String),
     #[error("token audience did not match node ID")]
     Audience,
-    #[error("could not verify signature: the token was issued for another {claim}")]
+    #[error("could not verify signature: the token does not match this request's {claim}")]
     Mismatch { claim: &'static str },
     #[error("could not verify signature: the token was already used (replayed)")]
     Replayed,

@@ -1,0 +1,196 @@
+//! The one admission path for work, against real daemons and the real CLI: signatures
+//! are required on every path (`receptor run --via-receptor` as a work unit, job streams
+//! from `MeshClient::submit`), tokens are bound to their request and used once.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::playbooks::*;
+use common::*;
+use receptord::work::signing::{Grant, Op, Signer, params_digest};
+
+/// node1 <- node3, node3 with a `secure` command work type that needs signatures.
+fn secure_pair(public: &Path, extra3: &str) -> (Daemon, Daemon) {
+    let verify = format!(
+        "[[work.command]]\nname = \"secure\"\nprogram = \"/bin/echo\"\nargs = [\"signed ok\"]\nverify_signature = true\n\
+         [work.verification]\npublic_key = \"{}\"\n{extra3}",
+        public.display()
+    );
+    let n1 = Daemon::start(Spec::new("node1"));
+    let n3 = Daemon::start(Spec::new("node3").peer(n1.port).extra(&verify));
+    wait_route(&n1, "node3");
+    (n1, n3)
+}
+
+#[test]
+fn an_unsigned_run_is_refused_and_a_signed_one_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = rsa_keys(dir.path());
+    let verify = format!(
+        "[work.ansible_runner]\nverify_signature = true\n[work.verification]\npublic_key = \"{}\"\n",
+        public.display()
+    );
+    let n1 = Daemon::start(Spec::new("node1"));
+    let n2 = Daemon::start(Spec::new("node2").peer(n1.port));
+    let _n3 = Daemon::start(Spec::new("node3").peer(n2.port).with_ansible().extra(&verify));
+    wait_route(&n1, "node3");
+    let pdd = make_pdd(PLAY);
+    let run = |extra: &[&str]| {
+        receptor_cmd(&n1)
+            .env("PATH", path_without_venv())
+            .arg("run")
+            .arg(pdd.path())
+            .args(["-p", "test.yml", "--via-receptor", "node3"])
+            .args(extra)
+            .output()
+            .expect("receptor run")
+    };
+    let out = run(&["-i", "unsigned"]);
+    assert_ne!(out.status.code(), Some(0), "an unsigned run must not succeed");
+    assert!(stderr(&out).contains("a signature is required"), "{}", stderr(&out));
+    assert!(!pdd.path().join("artifacts/unsigned/rc").exists(), "the playbook never ran");
+
+    let key = private.display().to_string();
+    let out = run(&["--signing-key", &key, "-i", "signed"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let rc = std::fs::read_to_string(pdd.path().join("artifacts/signed/rc")).expect("rc");
+    assert_eq!(rc, "0");
+    // The run's results and release were signed too: nothing is left behind on node3.
+    let (other, _) = rsa_keys(&dir.path().join("other").tap_mkdir());
+    let out = run(&["--signing-key", &other.display().to_string(), "-i", "wrongkey"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("could not verify signature"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_job_stream_needs_a_signature_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = rsa_keys(dir.path());
+    let (n1, _n3) = secure_pair(&public, "");
+    let out = receptor(&n1, &["work", "submit", "secure", "--node", "node3", "-l", "x"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("a signature is required"), "{}", stderr(&out));
+    let key = private.display().to_string();
+    let out =
+        receptor(&n1, &["--signing-key", &key, "work", "submit", "secure", "--node", "node3", "-l", "x"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "signed ok\n");
+}
+
+/// Opens a `work` stream to node3 as `me` with `header`; returns what the job printed, or
+/// why the stream was refused.
+fn open_work(
+    rt: &tokio::runtime::Runtime,
+    peer: &Daemon,
+    me: &str,
+    header: serde_json::Value,
+) -> Result<String, String> {
+    rt.block_on(async {
+        let opts = receptord::client::ClientOptions {
+            receptor_peer: Some(peer.peer_url().parse().expect("url")),
+            receptor_node_id: Some(me.parse().expect("id")),
+            ..Default::default()
+        };
+        let client = receptord::client::MeshClient::connect(&opts).await.map_err(|e| e.to_string())?;
+        let node3 = "node3".parse().expect("id");
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&header).expect("json"));
+        let opened = client.node().open(&node3, "work", bytes).await.map_err(|e| e.to_string());
+        let result = async {
+            let (writer, mut reader) = opened?;
+            writer.finish(bytes::Bytes::new()).await;
+            let mut out = Vec::new();
+            let trailer = receptord::client::copy_output(&mut reader, &mut out, &node3)
+                .await
+                .map_err(|e| e.to_string())?;
+            receptord::client::parse_result(&node3, &trailer).map_err(|e| e.to_string())?;
+            Ok(String::from_utf8_lossy(&out).into_owned())
+        }
+        .await;
+        client.close().await;
+        result
+    })
+}
+
+#[test]
+fn a_token_is_used_once_and_only_for_its_node_requester_work_type_and_params() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = rsa_keys(dir.path());
+    let (n1, n3) = secure_pair(&public, "");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let signer = Signer::load(&private, Duration::from_secs(60)).expect("signer");
+    let grant = Grant {
+        node: "node3".into(),
+        requester: Some("ctl".into()),
+        op: Op::Submit,
+        work_type: "secure".into(),
+        params: Some(params_digest(&serde_json::Map::new())),
+        payload: None,
+        unit: None,
+    };
+    let header = |token: &str| serde_json::json!({"work_type": "secure", "signature": token});
+    let token = signer.token(&grant).expect("token");
+    assert_eq!(open_work(&rt, &n1, "ctl", header(&token)), Ok("signed ok\n".into()));
+    // The same token again: a replay.
+    let replay = open_work(&rt, &n1, "ctl", header(&token)).expect_err("replayed");
+    assert!(replay.contains("already used"), "{replay}");
+    n3.wait_log("replayed work token refused", Duration::from_secs(5));
+    // Presented by another node (a relay that saw it).
+    let fresh = signer.token(&grant).expect("token");
+    let stolen = open_work(&rt, &n1, "relay", header(&fresh)).expect_err("another requester");
+    assert!(stolen.contains("request's requester"), "{stolen}");
+    // For another node, another work type, other parameters.
+    let other_node = signer.token(&Grant { node: "node4".into(), ..grant.clone() }).expect("token");
+    let refused = open_work(&rt, &n1, "ctl", header(&other_node)).expect_err("another node");
+    assert!(refused.contains("audience"), "{refused}");
+    let other_type = signer.token(&Grant { work_type: "other".into(), ..grant.clone() }).expect("token");
+    let refused = open_work(&rt, &n1, "ctl", header(&other_type)).expect_err("another work type");
+    assert!(refused.contains("request's work type"), "{refused}");
+    let params = serde_json::Map::from_iter([("x".to_owned(), serde_json::json!(1))]);
+    let token = signer.token(&grant).expect("token");
+    let with_params = serde_json::json!({"work_type": "secure", "params": params, "signature": token});
+    let refused = open_work(&rt, &n1, "ctl", with_params).expect_err("other params");
+    assert!(refused.contains("request's parameters"), "{refused}");
+    // A token made for cancelling is no submission.
+    let cancel = Grant { op: Op::Cancel, unit: Some("AbC".into()), params: None, ..grant };
+    let token = signer.token(&cancel).expect("token");
+    let refused = open_work(&rt, &n1, "ctl", header(&token)).expect_err("another operation");
+    assert!(refused.contains("request's operation"), "{refused}");
+}
+
+#[test]
+fn go_receptor_tokens_need_an_explicit_opt_in_for_submissions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = rsa_keys(dir.path());
+    let pem = std::fs::read(&private).expect("key");
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("key");
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_secs() + 60;
+    // Exactly Go Receptor 1.4's claims: jwt.StandardClaims{ExpiresAt, Audience}.
+    let go = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS512),
+        &serde_json::json!({"aud": "node3", "exp": exp}),
+        &key,
+    )
+    .expect("token");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let header = serde_json::json!({"work_type": "secure", "signature": go});
+    {
+        let (n1, _n3) = secure_pair(&public, "");
+        let refused = open_work(&rt, &n1, "ctl", header.clone()).expect_err("refused");
+        assert!(refused.contains("accept_replayable_go_tokens"), "{refused}");
+    }
+    let (n1, _n3) = secure_pair(&public, "accept_replayable_go_tokens = true\n");
+    assert_eq!(open_work(&rt, &n1, "ctl", header), Ok("signed ok\n".into()));
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+
+impl TapMkdir for std::path::PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).expect("mkdir");
+        self
+    }
+}
