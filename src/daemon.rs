@@ -205,6 +205,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     let units = Units::open(units_cfg, work.admission(), remote, node.tracker(), node.cancel_token())
         .map_err(DaemonError::Units)?;
     let probe = metrics_listener.map(|l| crate::metrics::probe::start(l, &cfg, &node, &work, &units));
+    let control_allow = Arc::new(std::sync::RwLock::new(cfg.control.allow.clone()));
     let reloader = reload::Reloader {
         path: config_path.clone(),
         state: Arc::new(tokio::sync::Mutex::new(reload::State::new(cfg.clone()))),
@@ -212,6 +213,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         node: node.clone(),
         work: work.clone(),
         units: units.clone(),
+        control_allow: control_allow.clone(),
     };
     let r = reloader.clone();
     let reload_fn: crate::control::ReloadFn = Arc::new(move || {
@@ -223,6 +225,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         reload: reload_fn,
         units: units.clone(),
         sessions: crate::control::session_budget(cfg.limits.control_sessions),
+        allow: control_allow.clone(),
     };
     if cfg.control.mesh_service {
         control.clone().serve_mesh(&node.tracker(), node.cancel_token());
