@@ -1,6 +1,7 @@
 //! Who a TCP control client is: over TLS, the node ID of its client certificate — held to
 //! `[[work.allow]]`, unit ownership and `[[control.allow]]` like another node — and a
-//! plain TCP listener only with an explicit opt-in. Real daemons, real receptorctl.
+//! plain TCP listener only with an explicit opt-in. And who a mesh peer without a
+//! certificate may be. Real daemons, real receptorctl, openssl as a bare TLS client.
 
 mod common;
 
@@ -176,4 +177,94 @@ fn a_plain_tcp_control_listener_needs_the_explicit_opt_in() {
     let out =
         Command::new(RECEPTORD).arg("--config").arg(&cfg).arg("--check-config").output().expect("receptord");
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Speaks the link handshake as `id` over TLS without a client certificate; returns the
+/// daemon's answer to it (the frame after its Hello).
+fn uncertified_hello(pki: &Pki, port: u16, id: &str) -> receptord::wire::Frame {
+    use receptord::wire::{Frame, FrameCodec, Hello, NodeId, PREFACE, PROTOCOL_VERSION, caps};
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    use tokio_util::codec::Decoder;
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}"), "-CAfile"])
+        .arg(pki.path("ca.crt"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        node_id: NodeId::new(id).expect("id"),
+        epoch: 1,
+        caps: caps::STREAMS,
+        idle_timeout_ms: 60_000,
+        cost: 1.0,
+    };
+    let mut out = PREFACE.to_vec();
+    out.extend_from_slice(&Frame::Hello(hello).encode());
+    child.stdin.as_mut().expect("stdin").write_all(&out).expect("send hello");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (sink, mut stdout) = (got.clone(), child.stdout.take().expect("stdout"));
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&buf[..n]);
+        }
+    });
+    let frames = || {
+        let bytes = got.lock().expect("lock").clone();
+        let mut buf = bytes::BytesMut::from(bytes.get(4..).unwrap_or_default());
+        let mut codec = FrameCodec::default();
+        std::iter::from_fn(|| codec.decode(&mut buf).ok().flatten()).collect::<Vec<_>>()
+    };
+    wait_until("the daemon's answer to the hello", Duration::from_secs(10), || frames().len() >= 2);
+    let _ = child.kill();
+    let _ = child.wait();
+    frames().swap_remove(1)
+}
+
+#[test]
+fn a_peer_without_a_certificate_may_only_join_as_a_temporary_client() {
+    let pki = Pki::new();
+    pki.issue("node1");
+    let cfg = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = [\"{}\"]\nrequire_client_cert = false\n",
+        pki.path("node1.crt").display(),
+        pki.path("node1.key").display(),
+        pki.path("ca.crt").display()
+    );
+    let mut spec = Spec::new("node1").extra(&cfg);
+    spec.tls = true;
+    let n1 = Daemon::start(spec);
+    // Claiming a node's ID without a certificate to prove it: refused.
+    match uncertified_hello(&pki, n1.port, "controller") {
+        receptord::wire::Frame::Reject { reason } => {
+            assert!(reason.to_string().contains("presented no certificate"), "{reason}")
+        }
+        other => panic!("expected a reject, got {other:?}"),
+    }
+    // A temporary client ID, which no certificate can name: admitted.
+    let answer = uncertified_hello(&pki, n1.port, "receptor-client-0123456789ab");
+    assert!(matches!(answer, receptord::wire::Frame::Admit), "{answer:?}");
+    // And no certificate is issued for such an ID.
+    let out = Command::new(RECEPTOR)
+        .current_dir(pki.path(""))
+        .args([
+            "cert",
+            "issue",
+            "--node-id",
+            "receptor-client-x",
+            "--out-cert",
+            "x.crt",
+            "--out-key",
+            "x.key",
+        ])
+        .output()
+        .expect("receptor cert");
+    assert!(!out.status.success() && stderr(&out).contains("reserved"), "{}", stderr(&out));
 }

@@ -75,7 +75,11 @@ pub enum ClientError {
 
 /// A unique temporary node ID for a client.
 pub fn temporary_node_id() -> NodeId {
-    let id = format!("receptor-client-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let id = format!(
+        "{}{}",
+        crate::identity::UNCERTIFIED_PREFIX,
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     NodeId::new(id).expect("UNWRAP: generated ids are valid")
 }
 
