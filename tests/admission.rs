@@ -194,3 +194,52 @@ impl TapMkdir for std::path::PathBuf {
         self
     }
 }
+
+#[test]
+fn a_signed_work_unit_runs_only_the_payload_its_token_names() {
+    use receptord::work::remote::{RemoteControl, RemoteSubmit};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = rsa_keys(dir.path());
+    let (ctl3, _sock3) = with_socket("node3", dir.path());
+    let (n1, _n3) = secure_pair(&public, &format!("\n{ctl3}"));
+    let signer = Signer::load(&private, Duration::from_secs(60)).expect("signer");
+    let (signed, swapped) = (dir.path().join("signed"), dir.path().join("swapped"));
+    std::fs::write(&signed, "the payload that was signed\n").expect("write");
+    std::fs::write(&swapped, "another payload\n").expect("write");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let submit = |stdin: &Path| {
+        let grant = Grant {
+            node: "node3".into(),
+            requester: Some("ctl".into()),
+            op: Op::Submit,
+            work_type: "secure".into(),
+            params: Some(receptord::work::signing::string_params_digest(&Default::default())),
+            payload: Some(receptord::work::signing::file_sha256(&signed).expect("digest")),
+            unit: None,
+        };
+        let token = signer.token(&grant).expect("token");
+        rt.block_on(async {
+            let opts = receptord::client::ClientOptions {
+                receptor_peer: Some(n1.peer_url().parse().expect("url")),
+                receptor_node_id: Some("ctl".parse().expect("id")),
+                ..Default::default()
+            };
+            let client = receptord::client::MeshClient::connect(&opts).await.expect("join");
+            let ctl =
+                receptord::control::client::MeshControl { node: client.node().clone(), tls_only: false };
+            let req = RemoteSubmit {
+                work_type: "secure".into(),
+                params: Default::default(),
+                stdin: stdin.to_path_buf(),
+                signature: Some(token),
+                lease: None,
+            };
+            let r = ctl.submit(&"node3".parse().expect("id"), req, &|_| {}).await.map_err(|e| e.to_string());
+            client.close().await;
+            r
+        })
+    };
+    let refused = submit(&swapped).expect_err("a swapped payload");
+    assert!(refused.contains("request's payload"), "{refused}");
+    assert!(submit(&signed).is_ok());
+}
