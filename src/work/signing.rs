@@ -228,7 +228,7 @@ impl Signer {
     pub fn token(&self, grant: &Grant) -> Result<String, String> {
         let now = now_secs();
         let claims = Claims {
-            // A string, as Go Receptor's `jwt.StandardClaims` parses it.
+            // A string, as Go Receptor writes it (its verifier takes either form).
             aud: Audience::One(grant.node.clone()),
             exp: now + self.lifetime.as_secs().max(1),
             iat: Some(now),
