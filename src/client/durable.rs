@@ -27,7 +27,7 @@ use crate::work::JobResult;
 use crate::work::ansible::WORK_TYPE;
 use crate::work::lease::DEFAULT_LEASE;
 use crate::work::remote::{RemoteControl, RemoteError, RemoteOp, RemoteSubmit};
-use crate::work::signing::{Grant, Op, Signer, file_sha256, string_params_digest};
+use crate::work::signing::{Grant, Op, Signer, payload_digest, string_params_digest};
 
 /// How often the client polls for the unit's final state once the worker stream ended.
 const FINAL_POLL: Duration = Duration::from_millis(10);
@@ -114,22 +114,21 @@ impl Entry {
         Ok(Entry::Mesh { client, peer, ctl, signer: req.signer.clone() })
     }
 
-    /// A one-use token for `op` on `node` (on `unit`, or for submitting `payload`), when
-    /// the run is signed.
+    /// Whether this run's requests are signed.
+    fn signs(&self) -> bool {
+        matches!(self, Entry::Mesh { signer: Some(_), .. })
+    }
+
+    /// A one-use token for `op` on `node` (on `unit`, or for submitting the payload of
+    /// digest `payload`), when the run is signed.
     fn sign(
         &self,
         node: &NodeId,
         op: Op,
         unit: Option<&str>,
-        payload: Option<&Path>,
+        payload: Option<String>,
     ) -> Result<Option<String>, RunError> {
         let Entry::Mesh { client, signer: Some(signer), .. } = self else { return Ok(None) };
-        let payload = match payload {
-            Some(p) => {
-                Some(file_sha256(p).map_err(|e| RunError::BadOptions(format!("signing the payload: {e}")))?)
-            }
-            None => None,
-        };
         let grant = Grant {
             node: node.to_string(),
             requester: Some(client.node().id().to_string()),
@@ -271,12 +270,20 @@ async fn submit_unit(
     cb: &mut Callbacks,
 ) -> Result<String, RunError> {
     let mut retry = Reconnect::new(lease);
+    let digest = match entry.signs() {
+        true => Some(
+            payload_digest(payload.to_path_buf())
+                .await
+                .map_err(|e| RunError::BadOptions(format!("signing the payload: {e}")))?,
+        ),
+        false => None,
+    };
     loop {
         let req = RemoteSubmit {
             work_type: WORK_TYPE.to_owned(),
             params: Default::default(),
             stdin: payload.to_path_buf(),
-            signature: entry.sign(node, Op::Submit, None, Some(payload))?,
+            signature: entry.sign(node, Op::Submit, None, digest.clone())?,
             lease: Some(lease),
         };
         let record = |id: &str| *created.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.to_owned());

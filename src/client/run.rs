@@ -280,7 +280,8 @@ fn connect_local(req: &RunRequest) -> Result<(MeshClient, NodeId, tempfile::Temp
         receptor_peer: req.receptor_peer.clone(),
         receptor_node_id: req.receptor_node_id.clone(),
         tls: req.tls.clone(),
-        signer: req.signer.clone(),
+        // The job runs on this client's own node, which verifies nothing: nothing to sign.
+        signer: None,
         ..ClientOptions::default()
     };
     let dir = tempfile::tempdir().map_err(|e| RunError::BadOptions(format!("temporary directory: {e}")))?;

@@ -281,15 +281,14 @@ impl Admission {
         Ok(())
     }
 
-    /// Checks a payload against the digest its token demanded.
-    pub fn check_payload(&self, expected: Option<&str>, path: &std::path::Path) -> Result<(), SubmitError> {
-        let Some(expected) = expected else { return Ok(()) };
-        let actual = super::signing::file_sha256(path)
-            .map_err(|e| SubmitError::BadRequest(format!("reading the payload: {e}")))?;
-        if actual != expected {
-            return Err(SubmitError::Signature(SignatureError::Mismatch { claim: "payload" }));
+    /// Checks a payload's SHA-256 (hex) against the digest its token demanded.
+    pub fn check_payload(&self, expected: Option<&str>, actual: &str) -> Result<(), SubmitError> {
+        match expected {
+            Some(e) if e != actual => {
+                Err(SubmitError::Signature(SignatureError::Mismatch { claim: "payload" }))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

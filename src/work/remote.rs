@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use super::signing::{Grant, Op, file_sha256, string_params_digest};
+use super::signing::{Grant, Op, payload_digest, string_params_digest};
 use super::units::{Outcome, State, Unit, UnitError, UnitKind, UnitStatus, Units, file_len};
 use crate::mesh::backoff::Backoff;
 use crate::wire::NodeId;
@@ -181,25 +181,19 @@ impl RemoteOp {
 }
 
 /// A one-use token for `op` on the remote node (on its unit `rid`, or, for a submission,
-/// bound to the parameters and the payload in `stdin`), when the unit is signed.
+/// bound to the parameters and the payload's digest), when the unit is signed.
 fn sign(
     units: &Units,
     r: &RemoteUnit,
     op: Op,
     rid: Option<&str>,
-    stdin: Option<&Path>,
+    payload: Option<String>,
 ) -> Result<Option<String>, String> {
     if !r.sign_work {
         return Ok(None);
     }
     let Some(signer) = units.config().signer else {
         return Err("cannot sign work: signing key is empty".into());
-    };
-    let payload = match stdin {
-        Some(path) => Some(
-            file_sha256(path).map_err(|e| format!("cannot sign work: reading {}: {e}", path.display()))?,
-        ),
-        None => None,
     };
     let grant = Grant {
         node: r.node.to_string(),
@@ -328,7 +322,17 @@ async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
     if !remote.reachable(&r.node) {
         return Step::Retry(format!("node {} is not reachable", r.node));
     }
-    let signature = match sign(units, r, Op::Submit, None, Some(&unit.stdin_path())) {
+    let digest = match r.sign_work {
+        true => match payload_digest(unit.stdin_path()).await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                fail(unit, format!("cannot sign work: {e}"));
+                return Step::Done;
+            }
+        },
+        false => None,
+    };
+    let signature = match sign(units, r, Op::Submit, None, digest) {
         Ok(s) => s,
         Err(e) => {
             fail(unit, e);

@@ -155,6 +155,15 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     Ok(crate::transport::tls::hex(ctx.finish().as_ref()))
 }
 
+/// [`file_sha256`] off the async runtime (payloads may be large).
+pub async fn payload_digest(path: std::path::PathBuf) -> Result<String, String> {
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || file_sha256(&path))
+        .await
+        .map_err(|e| format!("hashing {shown}: {e}"))?
+        .map_err(|e| format!("reading {shown}: {e}"))
+}
+
 /// The digest a token binds parameters by: SHA-256 of their JSON with object keys sorted
 /// at every level, so signer and verifier agree whatever order the fields travelled in.
 pub fn params_digest(params: &serde_json::Map<String, serde_json::Value>) -> String {

@@ -174,10 +174,18 @@ impl Units {
         self.lock().values().filter(|u| !u.status().state.is_final()).count()
     }
 
-    /// The payload of a unit whose token demanded a digest must match it.
-    pub(super) fn check_payload(&self, unit: &Unit) -> Result<(), UnitError> {
+    /// The payload of a unit whose token demanded a digest must match it: `sha256` is the
+    /// received payload's (hex). A mismatch fails the unit, which never starts.
+    pub fn check_payload(&self, unit: &Unit, sha256: &str) -> Result<(), UnitError> {
         let expected = unit.expect_payload.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.inner.admission.check_payload(expected.as_deref(), &unit.stdin_path()).map_err(unit_error)
+        let checked = self.inner.admission.check_payload(expected.as_deref(), sha256).map_err(unit_error);
+        if let Err(e) = &checked {
+            let _ = unit.update_status(|st| {
+                st.state = State::Failed;
+                st.detail = e.to_string();
+            });
+        }
+        checked
     }
 
     /// Validates a submission and creates its unit (status Pending, empty `stdin`).

@@ -22,13 +22,6 @@ impl Units {
             }
             UnitKind::Local(_) => {
                 // Units and mesh jobs share `work.max_jobs` (one budget of processes).
-                if let Err(e) = self.check_payload(unit) {
-                    let _ = unit.update_status(|st| {
-                        st.state = State::Failed;
-                        st.detail = e.to_string();
-                    });
-                    return Err(e);
-                }
                 let Some(slot) = self.inner.admission.try_slot() else {
                     let why =
                         format!("node {} is running work.max_jobs jobs; try again later", self.inner.node);
