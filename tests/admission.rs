@@ -79,37 +79,39 @@ fn a_job_stream_needs_a_signature_too() {
     assert_eq!(stdout(&out), "signed ok\n");
 }
 
-/// Opens a `work` stream to node3 as `me` with `header`; returns what the job printed, or
-/// why the stream was refused.
+/// A client node joined to the mesh through `peer` as `me`.
+fn join(rt: &tokio::runtime::Runtime, peer: &Daemon, me: &str) -> receptord::client::MeshClient {
+    let opts = receptord::client::ClientOptions {
+        receptor_peer: Some(peer.peer_url().parse().expect("url")),
+        receptor_node_id: Some(me.parse().expect("id")),
+        ..Default::default()
+    };
+    let client = rt.block_on(receptord::client::MeshClient::connect(&opts)).expect("join");
+    let node3 = "node3".parse().expect("id");
+    wait_until("node3 reachable from the client", Duration::from_secs(10), || {
+        client.node().topology().borrow().reachable.contains(&node3)
+    });
+    client
+}
+
+/// Opens a `work` stream to node3 with `header`; returns what the job printed, or why
+/// the stream was refused.
 fn open_work(
     rt: &tokio::runtime::Runtime,
-    peer: &Daemon,
-    me: &str,
+    client: &receptord::client::MeshClient,
     header: serde_json::Value,
 ) -> Result<String, String> {
     rt.block_on(async {
-        let opts = receptord::client::ClientOptions {
-            receptor_peer: Some(peer.peer_url().parse().expect("url")),
-            receptor_node_id: Some(me.parse().expect("id")),
-            ..Default::default()
-        };
-        let client = receptord::client::MeshClient::connect(&opts).await.map_err(|e| e.to_string())?;
         let node3 = "node3".parse().expect("id");
         let bytes = bytes::Bytes::from(serde_json::to_vec(&header).expect("json"));
-        let opened = client.node().open(&node3, "work", bytes).await.map_err(|e| e.to_string());
-        let result = async {
-            let (writer, mut reader) = opened?;
-            writer.finish(bytes::Bytes::new()).await;
-            let mut out = Vec::new();
-            let trailer = receptord::client::copy_output(&mut reader, &mut out, &node3)
-                .await
-                .map_err(|e| e.to_string())?;
-            receptord::client::parse_result(&node3, &trailer).map_err(|e| e.to_string())?;
-            Ok(String::from_utf8_lossy(&out).into_owned())
-        }
-        .await;
-        client.close().await;
-        result
+        let (writer, mut reader) =
+            client.node().open(&node3, "work", bytes).await.map_err(|e| e.to_string())?;
+        writer.finish(bytes::Bytes::new()).await;
+        let mut out = Vec::new();
+        let trailer =
+            receptord::client::copy_output(&mut reader, &mut out, &node3).await.map_err(|e| e.to_string())?;
+        receptord::client::parse_result(&node3, &trailer).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     })
 }
 
@@ -130,33 +132,38 @@ fn a_token_is_used_once_and_only_for_its_node_requester_work_type_and_params() {
         unit: None,
     };
     let header = |token: &str| serde_json::json!({"work_type": "secure", "signature": token});
+    let (ctl, relay) = (join(&rt, &n1, "ctl"), join(&rt, &n1, "relay"));
     let token = signer.token(&grant).expect("token");
-    assert_eq!(open_work(&rt, &n1, "ctl", header(&token)), Ok("signed ok\n".into()));
+    assert_eq!(open_work(&rt, &ctl, header(&token)), Ok("signed ok\n".into()));
     // The same token again: a replay.
-    let replay = open_work(&rt, &n1, "ctl", header(&token)).expect_err("replayed");
+    let replay = open_work(&rt, &ctl, header(&token)).expect_err("replayed");
     assert!(replay.contains("already used"), "{replay}");
     n3.wait_log("replayed work token refused", Duration::from_secs(5));
     // Presented by another node (a relay that saw it).
     let fresh = signer.token(&grant).expect("token");
-    let stolen = open_work(&rt, &n1, "relay", header(&fresh)).expect_err("another requester");
+    let stolen = open_work(&rt, &relay, header(&fresh)).expect_err("another requester");
     assert!(stolen.contains("request's requester"), "{stolen}");
     // For another node, another work type, other parameters.
     let other_node = signer.token(&Grant { node: "node4".into(), ..grant.clone() }).expect("token");
-    let refused = open_work(&rt, &n1, "ctl", header(&other_node)).expect_err("another node");
+    let refused = open_work(&rt, &ctl, header(&other_node)).expect_err("another node");
     assert!(refused.contains("audience"), "{refused}");
     let other_type = signer.token(&Grant { work_type: "other".into(), ..grant.clone() }).expect("token");
-    let refused = open_work(&rt, &n1, "ctl", header(&other_type)).expect_err("another work type");
+    let refused = open_work(&rt, &ctl, header(&other_type)).expect_err("another work type");
     assert!(refused.contains("request's work type"), "{refused}");
     let params = serde_json::Map::from_iter([("x".to_owned(), serde_json::json!(1))]);
     let token = signer.token(&grant).expect("token");
     let with_params = serde_json::json!({"work_type": "secure", "params": params, "signature": token});
-    let refused = open_work(&rt, &n1, "ctl", with_params).expect_err("other params");
+    let refused = open_work(&rt, &ctl, with_params).expect_err("other params");
     assert!(refused.contains("request's parameters"), "{refused}");
     // A token made for cancelling is no submission.
     let cancel = Grant { op: Op::Cancel, unit: Some("AbC".into()), params: None, ..grant };
     let token = signer.token(&cancel).expect("token");
-    let refused = open_work(&rt, &n1, "ctl", header(&token)).expect_err("another operation");
+    let refused = open_work(&rt, &ctl, header(&token)).expect_err("another operation");
     assert!(refused.contains("request's operation"), "{refused}");
+    rt.block_on(async {
+        ctl.close().await;
+        relay.close().await;
+    });
 }
 
 #[test]
@@ -177,11 +184,15 @@ fn go_receptor_tokens_need_an_explicit_opt_in_for_submissions() {
     let header = serde_json::json!({"work_type": "secure", "signature": go});
     {
         let (n1, _n3) = secure_pair(&public, "");
-        let refused = open_work(&rt, &n1, "ctl", header.clone()).expect_err("refused");
+        let ctl = join(&rt, &n1, "ctl");
+        let refused = open_work(&rt, &ctl, header.clone()).expect_err("refused");
         assert!(refused.contains("accept_replayable_go_tokens"), "{refused}");
+        rt.block_on(ctl.close());
     }
     let (n1, _n3) = secure_pair(&public, "accept_replayable_go_tokens = true\n");
-    assert_eq!(open_work(&rt, &n1, "ctl", header), Ok("signed ok\n".into()));
+    let ctl = join(&rt, &n1, "ctl");
+    assert_eq!(open_work(&rt, &ctl, header), Ok("signed ok\n".into()));
+    rt.block_on(ctl.close());
 }
 
 trait TapMkdir {
@@ -207,6 +218,8 @@ fn a_signed_work_unit_runs_only_the_payload_its_token_names() {
     std::fs::write(&signed, "the payload that was signed\n").expect("write");
     std::fs::write(&swapped, "another payload\n").expect("write");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = join(&rt, &n1, "ctl");
+    let ctl = receptord::control::client::MeshControl { node: client.node().clone(), tls_only: false };
     let submit = |stdin: &Path| {
         let grant = Grant {
             node: "node3".into(),
@@ -217,29 +230,18 @@ fn a_signed_work_unit_runs_only_the_payload_its_token_names() {
             payload: Some(receptord::work::signing::file_sha256(&signed).expect("digest")),
             unit: None,
         };
-        let token = signer.token(&grant).expect("token");
-        rt.block_on(async {
-            let opts = receptord::client::ClientOptions {
-                receptor_peer: Some(n1.peer_url().parse().expect("url")),
-                receptor_node_id: Some("ctl".parse().expect("id")),
-                ..Default::default()
-            };
-            let client = receptord::client::MeshClient::connect(&opts).await.expect("join");
-            let ctl =
-                receptord::control::client::MeshControl { node: client.node().clone(), tls_only: false };
-            let req = RemoteSubmit {
-                work_type: "secure".into(),
-                params: Default::default(),
-                stdin: stdin.to_path_buf(),
-                signature: Some(token),
-                lease: None,
-            };
-            let r = ctl.submit(&"node3".parse().expect("id"), req, &|_| {}).await.map_err(|e| e.to_string());
-            client.close().await;
-            r
-        })
+        let req = RemoteSubmit {
+            work_type: "secure".into(),
+            params: Default::default(),
+            stdin: stdin.to_path_buf(),
+            signature: Some(signer.token(&grant).expect("token")),
+            lease: None,
+        };
+        rt.block_on(ctl.submit(&"node3".parse().expect("id"), req, &|_| {})).map_err(|e| e.to_string())
     };
     let refused = submit(&swapped).expect_err("a swapped payload");
     assert!(refused.contains("request's payload"), "{refused}");
-    assert!(submit(&signed).is_ok());
+    let accepted = submit(&signed);
+    assert!(accepted.is_ok(), "{accepted:?}");
+    rt.block_on(client.close());
 }
