@@ -77,6 +77,7 @@ bench: build venv
 	$(CARGO) bench --locked --bench work
 	ulimit -n $$(ulimit -Hn) && $(CARGO) bench --locked --bench hostile
 	$(CARGO) bench --locked --bench metrics
+	$(CARGO) bench --locked --bench signing
 
 # Fuzzing with cargo-fuzz (libFuzzer) on the stable toolchain, without a sanitizer (the
 # crate forbids unsafe code; see docs/FUZZING.md). Each target runs FUZZ_TIME seconds, one
