@@ -245,3 +245,59 @@ fn a_signed_work_unit_runs_only_the_payload_its_token_names() {
     assert!(accepted.is_ok(), "{accepted:?}");
     rt.block_on(client.close());
 }
+
+#[test]
+fn a_go_receptor_token_may_still_cancel_the_requesters_own_unit() {
+    use receptord::work::remote::{RemoteControl, RemoteOp, RemoteSubmit};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = rsa_keys(dir.path());
+    // A unit that runs until cancelled.
+    let sleeper = format!(
+        "[[work.command]]\nname = \"sleeper\"\nprogram = \"/bin/sleep\"\nargs = [\"60\"]\nverify_signature = true\n\
+         [work.verification]\npublic_key = \"{}\"\n",
+        public.display()
+    );
+    let n1 = Daemon::start(Spec::new("node1"));
+    let _n3 = Daemon::start(Spec::new("node3").peer(n1.port).extra(&sleeper));
+    wait_route(&n1, "node3");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = join(&rt, &n1, "ctl");
+    let ctl = receptord::control::client::MeshControl { node: client.node().clone(), tls_only: false };
+    let signer = Signer::load(&private, Duration::from_secs(60)).expect("signer");
+    let payload = dir.path().join("empty");
+    std::fs::write(&payload, "").expect("write");
+    let grant = Grant {
+        node: "node3".into(),
+        requester: Some("ctl".into()),
+        op: Op::Submit,
+        work_type: "sleeper".into(),
+        params: Some(receptord::work::signing::string_params_digest(&Default::default())),
+        payload: None,
+        unit: None,
+    };
+    let req = RemoteSubmit {
+        work_type: "sleeper".into(),
+        params: Default::default(),
+        stdin: payload,
+        signature: Some(signer.token(&grant).expect("token")),
+        lease: None,
+    };
+    let node3: receptord::wire::NodeId = "node3".parse().expect("id");
+    let unit = rt.block_on(ctl.submit(&node3, req, &|_| {})).expect("submitted");
+    // Unsigned: refused. With Go Receptor's claims only (aud, exp): the owner may cancel.
+    let refused = rt.block_on(ctl.operate(&node3, &unit, RemoteOp::Cancel, None)).expect_err("unsigned");
+    assert!(refused.to_string().contains("a signature is required"), "{refused}");
+    let pem = std::fs::read(&private).expect("key");
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("key");
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_secs() + 60;
+    let go = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS512),
+        &serde_json::json!({"aud": "node3", "exp": exp}),
+        &key,
+    )
+    .expect("token");
+    rt.block_on(ctl.operate(&node3, &unit, RemoteOp::Cancel, Some(go))).expect("cancelled with a Go token");
+    let st = rt.block_on(ctl.status(&node3, &unit)).expect("status");
+    assert_eq!(st.state.name(), "Canceled", "{st:?}");
+    rt.block_on(client.close());
+}
