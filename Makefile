@@ -78,6 +78,8 @@ bench: build venv
 	ulimit -n $$(ulimit -Hn) && $(CARGO) bench --locked --bench hostile
 	$(CARGO) bench --locked --bench metrics
 	$(CARGO) bench --locked --bench signing
+	$(CARGO) bench --locked --bench origin
+	$(CARGO) bench --locked --bench e2e
 
 # Fuzzing with cargo-fuzz (libFuzzer) on the stable toolchain, without a sanitizer (the
 # crate forbids unsafe code; see docs/FUZZING.md). Each target runs FUZZ_TIME seconds, one

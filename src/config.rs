@@ -132,6 +132,12 @@ pub struct TlsSection {
     /// Run even if the certificate does not name this node's ID.
     #[serde(default)]
     pub skip_node_id_check: bool,
+    /// Protect every `work`/`control` stream end to end: both ends prove their node IDs
+    /// with their certificates and relays see only sealed records. Unprotected streams
+    /// are refused. `false` (benchmarks, trusted networks) opens unprotected streams and
+    /// still accepts protected ones.
+    #[serde(default = "yes")]
+    pub e2e_streams: bool,
 }
 
 fn yes() -> bool {
@@ -558,7 +564,9 @@ mod tests {
         )
         .expect("loads");
         assert_eq!(cfg.listeners[0].url.port, 8899);
-        assert!(cfg.tls.expect("tls").require_client_cert);
+        let tls = cfg.tls.expect("tls");
+        assert!(tls.require_client_cert);
+        assert!(tls.e2e_streams, "streams are protected end to end by default");
         assert_eq!(cfg.work.allow.len(), 1);
         let err =
             load_text("[node]\nid = \"n\"\n[[listeners]]\nurl = \"receptors://h\"\n").expect_err("no tls");

@@ -193,6 +193,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
     let mut opts = node_options(&cfg);
     opts.tls = tls.clone();
+    opts.e2e_streams = cfg.tls.as_ref().is_none_or(|t| t.e2e_streams);
     let node = Node::start(opts);
     // Work is served before any link exists, so nothing reaches a node without its service.
     let work =

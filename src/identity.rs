@@ -61,15 +61,16 @@ pub struct Peer {
 pub enum Proof {
     /// The far end proved the ID with its node certificate, end to end over the stream.
     Certificate,
-    /// A plain-TCP mesh (no `[tls]`, the documented "trusted network" mode): the ID the
-    /// stream's frames carry, checked only where they entered the mesh.
+    /// A plain-TCP mesh (no `[tls]`, the documented "trusted network" mode), or a TLS mesh
+    /// with `[tls] e2e_streams = false`: the ID the stream's frames carry, checked only
+    /// where they entered the mesh (a leaf link may only send its own ID), and a stream
+    /// a node opens to itself.
     TrustedNetwork,
 }
 
 impl Peer {
     /// A peer that proved `id` with its node certificate. Only the mesh's end-to-end
     /// stream handshake calls this.
-    #[allow(dead_code)] // until the end-to-end stream handshake lands (issue 10)
     pub(crate) fn certified(id: NodeId) -> Peer {
         Peer { id, proof: Proof::Certificate }
     }

@@ -27,11 +27,17 @@ pub struct Limits {
     pub advert_burst: u64,
     /// A link whose advertisements are dropped this many times within a minute is closed.
     pub advert_drops_to_close: u32,
+    /// A link that delivers this many forged advertisements within a minute is closed:
+    /// in a TLS mesh, advertisements about another node than the link's peer that are
+    /// unsigned or whose signature or certificate does not verify (every one is dropped
+    /// and counted).
+    pub forged_adverts_to_close: u32,
     /// Most nodes the link-state database holds; advertisements of further nodes are
     /// dropped (and counted) until some are forgotten.
     pub max_nodes: usize,
     /// Most bytes of advertisements the link-state database holds (encoded size; a
-    /// 10,000-node mesh of ordinary nodes needs about 2 MiB).
+    /// 10,000-node mesh of ordinary nodes needs about 1.2 MiB unsigned, 6.5 MiB signed
+    /// with ECDSA node certificates, 10 MiB with RSA-2048 ones).
     pub max_db_bytes: usize,
     /// Most streams open at once between this node and any one other node.
     pub streams_per_peer: usize,
@@ -50,6 +56,18 @@ pub struct Limits {
     /// When this many unexpired tokens have been seen, further signed requests are refused
     /// (forgetting one would let it be replayed).
     pub signed_tokens: usize,
+    /// An end-to-end protected stream's handshake (both ends proving their node IDs) must
+    /// finish within this time, on either end.
+    #[serde(with = "humantime_serde")]
+    pub stream_handshake_timeout: Duration,
+    /// End-to-end stream handshakes this node answers at once; further protected `Open`s
+    /// are refused until some finish.
+    pub stream_handshakes: usize,
+    /// Error answers (a `Reset` for an unknown stream, `Unreachable`) this node sends per
+    /// second, in bursts of as many: a peer spraying frames with another node's source
+    /// cannot turn this node into an amplifier against that node's links. Excess answers
+    /// are dropped (the frames they answer are dropped anyway).
+    pub error_reply_rate: u64,
 }
 
 impl Default for Limits {
@@ -59,17 +77,21 @@ impl Default for Limits {
             handshakes: 256,
             handshakes_per_source: 8,
             handshakes_reserved: 64,
-            advert_rate: 256 * 1024,
-            advert_burst: 4 * 1024 * 1024,
+            advert_rate: 1024 * 1024,
+            advert_burst: 16 * 1024 * 1024,
             advert_drops_to_close: 1000,
+            forged_adverts_to_close: 10,
             max_nodes: 20_000,
-            max_db_bytes: 4 * 1024 * 1024,
+            max_db_bytes: 16 * 1024 * 1024,
             streams_per_peer: 256,
             stall_timeout: Duration::from_secs(30),
             control_sessions: 128,
             units_per_node: 1000,
             max_payload: 1 << 30,
             signed_tokens: 100_000,
+            stream_handshake_timeout: Duration::from_secs(10),
+            stream_handshakes: 64,
+            error_reply_rate: 256,
         }
     }
 }
@@ -77,7 +99,7 @@ impl Default for Limits {
 impl Limits {
     /// Checks the values; returns the offending key (without the `limits.` prefix) and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let positive: [(&'static str, bool); 12] = [
+        let positive: [(&'static str, bool); 16] = [
             ("signed_tokens", self.signed_tokens > 0),
             ("control_sessions", self.control_sessions > 0),
             ("units_per_node", self.units_per_node > 0),
@@ -86,10 +108,14 @@ impl Limits {
             ("handshakes_per_source", self.handshakes_per_source > 0),
             ("advert_rate", self.advert_rate > 0),
             ("advert_drops_to_close", self.advert_drops_to_close > 0),
+            ("forged_adverts_to_close", self.forged_adverts_to_close > 0),
             ("max_nodes", self.max_nodes > 0),
             ("streams_per_peer", self.streams_per_peer > 0),
             ("handshake_timeout", !self.handshake_timeout.is_zero()),
             ("stall_timeout", !self.stall_timeout.is_zero()),
+            ("stream_handshake_timeout", !self.stream_handshake_timeout.is_zero()),
+            ("stream_handshakes", self.stream_handshakes > 0),
+            ("error_reply_rate", self.error_reply_rate > 0),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, ok)| !ok) {
             return Err((key, "must be more than zero"));

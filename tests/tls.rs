@@ -7,73 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::pki::Pki;
 use common::*;
-
-/// A PKI in a temp dir: a CA and node certificates issued by the real CLI.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        Pki::named("receptord CA")
-    }
-
-    fn named(common_name: &str) -> Pki {
-        let pki = Pki { dir: tempfile::tempdir().expect("tempdir") };
-        pki.cli(&["cert", "init", "--common-name", common_name]);
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cli(&self, args: &[&str]) {
-        let out =
-            Command::new(RECEPTOR).current_dir(self.dir.path()).args(args).output().expect("receptor cert");
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    }
-
-    /// Issues `name.crt`/`name.key` for node `id` (force-overwriting).
-    fn issue(&self, name: &str, id: &str) {
-        let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
-        self.cli(&[
-            "cert",
-            "issue",
-            "--node-id",
-            id,
-            "--ip",
-            "127.0.0.1",
-            "--out-cert",
-            &crt,
-            "--out-key",
-            &key,
-            "--force",
-        ]);
-    }
-
-    fn tls_toml(&self, name: &str, extra: &str) -> String {
-        format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = [\"{}\"]\n{extra}",
-            self.path(&format!("{name}.crt")).display(),
-            self.path(&format!("{name}.key")).display(),
-            self.path("ca.crt").display()
-        )
-    }
-
-    /// Client arguments presenting `name`'s certificate.
-    fn client_args(&self, name: &str) -> Vec<String> {
-        vec![
-            "--tls-cert".into(),
-            self.path(&format!("{name}.crt")).display().to_string(),
-            "--tls-key".into(),
-            self.path(&format!("{name}.key")).display().to_string(),
-            "--tls-ca".into(),
-            self.path("ca.crt").display().to_string(),
-        ]
-    }
-}
 
 fn tls_spec<'a>(id: &'a str, pki: &Pki, cert: &str, extra: &str) -> Spec<'a> {
     let mut spec = Spec::new(id).extra(&pki.tls_toml(cert, extra)).extra(FAST_MESH);

@@ -238,7 +238,12 @@ pub async fn copy_output<W: AsyncWrite + Unpin>(
 
 /// Turns a stream reset into the most specific client error.
 pub fn stream_failure(node: &NodeId, e: crate::mesh::StreamError) -> ClientError {
-    let crate::mesh::StreamError::Reset(reason) = e;
+    let reason = match e {
+        crate::mesh::StreamError::Reset(reason) => reason,
+        crate::mesh::StreamError::Integrity(why) => {
+            return ClientError::Remote(format!("the stream from {node} failed its integrity check: {why}"));
+        }
+    };
     if reason.starts_with("lost the route")
         || reason.starts_with("no route")
         || reason.contains("lost in transit")

@@ -260,11 +260,7 @@ impl Pending for Incoming {
     type Read = crate::mesh::StreamReader;
     type Write = MeshWrite;
     async fn open(self) -> Option<(Self::Read, Self::Write, Origin)> {
-        Some((
-            self.reader,
-            MeshWrite(Some(self.writer)),
-            Origin::Mesh(crate::identity::Peer::trusted_network(self.peer)),
-        ))
+        Some((self.reader, MeshWrite(Some(self.writer)), Origin::Mesh(self.peer)))
     }
     async fn refuse(self, why: &'static str) {
         self.writer.reset(why.trim_end()).await;

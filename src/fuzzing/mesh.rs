@@ -55,8 +55,16 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
     let neighbors =
         (0..c.byte() % 6).map(|_| (node(c), COSTS[usize::from(c.byte()) % COSTS.len()])).collect();
     let work_types = work_types(c);
-    let lsa =
-        Lsa { origin, epoch, seq, leaving: flags & 1 != 0, ephemeral: flags & 2 != 0, neighbors, work_types };
+    let lsa = Lsa {
+        origin,
+        epoch,
+        seq,
+        leaving: flags & 1 != 0,
+        ephemeral: flags & 2 != 0,
+        neighbors,
+        work_types,
+        sig: None,
+    };
     let enc = Frame::Lsa(lsa).encode();
     match Frame::decode(enc.slice(4..)) {
         Ok(Frame::Lsa(l)) => Some(l),

@@ -45,6 +45,23 @@ fn frames() -> Vec<Frame> {
                 name: Name::new("echo").expect("name"),
                 version: Name::new("1").expect("name"),
             }],
+            sig: None,
+        }),
+        // A signed one: the signature block's lengths for the fuzzer to mutate.
+        Frame::Lsa(Lsa {
+            origin: id("b"),
+            epoch: 1,
+            seq: 1,
+            leaving: true,
+            ephemeral: false,
+            neighbors: Vec::new(),
+            work_types: Vec::new(),
+            sig: Some(crate::wire::LsaSig {
+                scheme: 0x0403,
+                signed_at: 2,
+                chain: vec![bytes::Bytes::from_static(b"\x30\x03der")],
+                signature: bytes::Bytes::from_static(b"signature"),
+            }),
         }),
         Frame::SyncDone,
         Frame::Goodbye { reason: Reason::new("bye") },

@@ -99,6 +99,7 @@ pub fn handshake(data: &[u8]) {
         hello: hello.clone(),
         cancel: CancellationToken::new(),
         limits: s.limits.clone(),
+        origins: crate::mesh::origin::OriginCheck::TrustedNetwork,
     };
     let (ours, mut theirs) = tokio::io::duplex(peer_bytes.len() + 64 * 1024);
     super::runtime().block_on(async {

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::budget::{TokenBucket, WindowCount};
 use super::driver::Event;
 use super::lane::AdvertLane;
+use super::origin::{OriginCheck, OriginError};
 use super::router::{LinkTx, Router};
 use super::state::{Admission, LinkId};
 use crate::limits::Limits;
@@ -36,6 +37,8 @@ pub(crate) struct LinkCtx {
     pub(crate) hello: Hello,
     pub(crate) cancel: CancellationToken,
     pub(crate) limits: Arc<Limits>,
+    /// What an advertisement must prove before it reaches the driver.
+    pub(crate) origins: OriginCheck,
 }
 
 /// Why a link ended.
@@ -61,6 +64,8 @@ pub enum LinkError {
     Idle(Duration),
     #[error("advertisement flood: {0} advertisements over limits.advert_rate dropped within a minute")]
     Flood(u32),
+    #[error("forged advertisements: {0} within a minute (limits.forged_adverts_to_close)")]
+    Forged(u32),
     #[error("node is shutting down")]
     Shutdown,
 }
@@ -181,13 +186,17 @@ pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError
         adverts: Arc::new(AdvertLane::default()),
         stop: stop.clone(),
         stall: ctx.limits.stall_timeout,
+        relay: peer.caps & crate::wire::caps::EPHEMERAL == 0,
     };
     let up = Event::Up { link, tx: tx.clone(), peer: peer.clone(), stop: stop.clone() };
     ctx.events.send(up).await.map_err(|_| LinkError::Shutdown)?;
     let lanes = Lanes { ctrl: ctrl_rx, adverts: tx.adverts.clone(), data: data_rx };
     let write_task = tokio::spawn(write_loop(writer, lanes, idle / 4, stop.clone()));
-    let result = read_loop(ctx, link, &tx, &mut reader, idle, &stop).await;
-    if let Err(e @ (LinkError::Flood(_) | LinkError::Protocol(_) | LinkError::Codec(_))) = &result {
+    let result = read_loop(ctx, link, &peer, &tx, &mut reader, idle, &stop).await;
+    if let Err(
+        e @ (LinkError::Flood(_) | LinkError::Forged(_) | LinkError::Protocol(_) | LinkError::Codec(_)),
+    ) = &result
+    {
         // Tell the peer why, if its socket still takes bytes (the writer gives up quickly).
         let reason = Reason::new(e.to_string());
         let _ = tx.ctrl.try_send(Frame::Goodbye { reason }.encode());
@@ -200,6 +209,7 @@ pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError
 async fn read_loop(
     ctx: &LinkCtx,
     link: LinkId,
+    peer: &Hello,
     tx: &LinkTx,
     reader: &mut FramedRead<ReadHalf<BoxedIo>, FrameCodec>,
     idle: Duration,
@@ -208,6 +218,7 @@ async fn read_loop(
     let l = &ctx.limits;
     let mut adverts = TokenBucket::new(l.advert_rate, l.advert_burst, l.advert_burst, Instant::now());
     let mut drops = WindowCount::new(Duration::from_secs(60), l.advert_drops_to_close);
+    let mut forged = WindowCount::new(Duration::from_secs(60), l.forged_adverts_to_close);
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return Err(LinkError::Shutdown),
@@ -231,6 +242,18 @@ async fn read_loop(
                 }
                 continue;
             }
+            if let Err(e) = ctx.origins.check(peer, lsa) {
+                crate::metrics::global().advert_dropped(e.label());
+                static REFUSED: Throttle = Throttle::new(Duration::from_secs(10), 5);
+                if let Some(suppressed) = REFUSED.allow() {
+                    tracing::warn!(peer = %tx.peer, link, origin = %lsa.origin, suppressed,
+                        "advertisement dropped: {e}");
+                }
+                if charged(&e, peer, lsa) && forged.record(now) {
+                    return Err(LinkError::Forged(l.forged_adverts_to_close));
+                }
+                continue;
+            }
         }
         // Every wait below (the driver, another link's queue) gives way when this link is
         // closed, so a link told to close never hangs on a full queue.
@@ -244,6 +267,14 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Whether a refused advertisement counts towards closing its link: it speaks for
+/// another node. A leaf relaying (a client syncing what it learned) and a peer's own
+/// advertisement that fails (a client without `[tls]` on a TLS node's plain-TCP listener,
+/// a node whose certificate does not name it) are only dropped: they harm no one else.
+fn charged(e: &OriginError, peer: &Hello, lsa: &crate::wire::Lsa) -> bool {
+    !matches!(e, OriginError::NotPeer { .. }) && lsa.origin != peer.node_id
 }
 
 /// Handles one frame after the handshake; true when the peer said goodbye.

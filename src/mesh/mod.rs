@@ -2,23 +2,30 @@
 //!
 //! [`state`] and [`routing`] are pure (fed events and time); [`driver`] is the thin tokio
 //! task around them; [`link`] runs connections, [`router`] forwards frames, [`stream`]
-//! carries work end to end, and [`node`] is the handle the rest of the program uses.
+//! carries work end to end ([`e2e`] authenticates and protects it between its two
+//! ends), and [`node`] is the handle the rest of the program uses.
 
 pub mod backoff;
 mod budget;
 pub mod driver;
+pub(crate) mod e2e;
 mod gate;
 mod lane;
 pub mod link;
 pub mod node;
+pub mod origin;
 pub(crate) mod router;
 pub mod routing;
+mod seal;
+mod sealed;
 pub mod state;
 pub mod stream;
 
 pub use driver::{MeshStatus, RouteInfo, Topology};
+pub use e2e::HandshakeError;
 pub use node::{JoinError, LinkHandle, Node, NodeOptions, OpenError, PingError, PingReply};
 pub use router::Incoming;
+pub use seal::IntegrityError;
 pub use state::MeshConfig;
 pub use stream::{Chunk, StreamError, StreamReader, StreamWriter};
 

@@ -17,6 +17,7 @@ use super::backoff::Backoff;
 use super::driver::{Driver, Event, MeshStatus, Topology};
 use super::gate::{HandshakeGate, Slot};
 use super::link::{self, LinkCtx, LinkError};
+use super::origin::{CertSigner, OriginCheck, Verifier};
 use super::router::{Incoming, Router};
 use super::state::{Mesh, MeshConfig};
 use super::stream::{StreamKey, StreamReader, StreamWriter};
@@ -43,6 +44,10 @@ pub struct NodeOptions {
     pub allowed_peers: Vec<NodeId>,
     /// Budgets of handshakes, advertisements, the database and streams.
     pub limits: Limits,
+    /// With `tls`: protect every stream this node opens end to end and refuse
+    /// unprotected ones (`[tls] e2e_streams`). Protected streams are accepted whenever
+    /// the node has TLS material.
+    pub e2e_streams: bool,
 }
 
 impl NodeOptions {
@@ -57,6 +62,7 @@ impl NodeOptions {
             tls: None,
             allowed_peers: Vec::new(),
             limits: Limits::default(),
+            e2e_streams: true,
         }
     }
 }
@@ -70,6 +76,10 @@ pub enum OpenError {
     Service(#[from] crate::wire::NameError),
     #[error("stream header of {0} bytes exceeds the protocol's {max} bytes", max = crate::wire::MAX_META)]
     HeaderTooLarge(usize),
+    /// The end-to-end handshake failed: the other end refused the stream, could not
+    /// prove its node ID, or did not answer in time.
+    #[error("stream to {node}: {source}")]
+    Protection { node: NodeId, source: super::e2e::HandshakeError },
 }
 
 /// Who answered a ping, and how fast.
@@ -120,6 +130,7 @@ struct Inner {
     next_link: AtomicU64,
     hello: Hello,
     limits: Arc<Limits>,
+    origins: OriginCheck,
     opts: NodeOptions,
 }
 
@@ -163,7 +174,18 @@ impl Node {
         let (events_tx, events_rx) = mpsc::channel(1024);
         let (topo_tx, topo_rx) = watch::channel(Topology::default());
         let (fatal_tx, fatal_rx) = watch::channel(None);
-        let mesh = Mesh::new(opts.id.clone(), epoch, opts.ephemeral, opts.mesh.clone(), Instant::now());
+        let mut mesh = Mesh::new(opts.id.clone(), epoch, opts.ephemeral, opts.mesh.clone(), Instant::now());
+        // A node with TLS material signs its advertisements and demands signed ones.
+        let origins = match &opts.tls {
+            Some(tls) => {
+                mesh.set_signer(Arc::new(CertSigner::new(tls.clone())));
+                OriginCheck::Signed(Arc::new(Verifier::new(tls.clone(), opts.limits.max_nodes)))
+            }
+            None => OriginCheck::TrustedNetwork,
+        };
+        if let Some(tls) = &opts.tls {
+            let _ = router.e2e.set(super::e2e::E2e::new(tls.clone(), opts.e2e_streams, &opts.limits));
+        }
         let driver = Driver::new(mesh, router.clone(), events_rx, topo_tx, fatal_tx, cancel.clone());
         tracker.spawn(driver.run());
         let mut caps_bits = caps::STREAMS;
@@ -188,6 +210,7 @@ impl Node {
             next_link: AtomicU64::new(1),
             hello,
             limits: Arc::new(opts.limits.clone()),
+            origins,
             opts,
         };
         Node { inner: Arc::new(inner) }
@@ -222,6 +245,7 @@ impl Node {
             hello: self.inner.hello.clone(),
             cancel,
             limits: self.inner.limits.clone(),
+            origins: self.inner.origins.clone(),
         }
     }
 
@@ -441,11 +465,31 @@ impl Node {
             return Err(OpenError::HeaderTooLarge(header.len()));
         }
         let router = &self.inner.router;
-        let id = router.streams.next_id();
+        let id = router.streams.new_id(dst);
         let key = StreamKey { peer: dst.clone(), id, local: Side::Opener };
-        let (writer, reader) = router.endpoints(key, 0);
-        let body = Body::Open { stream: id, service, window: router.window, header };
+        let Some(e2e) = router.e2e.get().filter(|e| e.required && *dst != self.inner.opts.id) else {
+            let (writer, reader) = router.endpoints(key, 0);
+            let body = Body::Open { stream: id, service, window: router.window, header };
+            router.originate(dst, body).await;
+            return Ok((writer, reader));
+        };
+        let fail = |source| OpenError::Protection { node: dst.clone(), source };
+        let (hello, conn) = e2e.client_hello().map_err(fail)?;
+        let (mut writer, mut reader) = router.endpoints(key, 0);
+        let body = Body::Open { stream: id, service, window: router.window, header: hello };
         router.originate(dst, body).await;
+        let me = &self.inner.opts.id;
+        let binding = super::e2e::Binding { id, opener: me, acceptor: dst };
+        let shake = e2e.open(conn, binding, header, &mut writer, &mut reader);
+        let result = match tokio::time::timeout(e2e.timeout, shake).await {
+            Ok(r) => r,
+            Err(_) => Err(super::e2e::HandshakeError::Timeout(e2e.timeout)),
+        };
+        if let Err(e) = result {
+            crate::metrics::global().stream_auth_failed("opener");
+            writer.reset(&format!("end-to-end handshake failed at {me}: {e}")).await;
+            return Err(fail(e));
+        }
         Ok((writer, reader))
     }
 
@@ -551,7 +595,11 @@ fn log_link_end(addr: &str, peer: Option<&NodeId>, r: Result<(), LinkError>) {
         Ok(()) | Err(LinkError::Shutdown) => tracing::debug!(%addr, %peer, "link closed"),
         Err(e @ (LinkError::Refused(_) | LinkError::Refusing(_))) => warn("link refused", &e),
         Err(
-            e @ (LinkError::BadPreface | LinkError::Codec(_) | LinkError::Protocol(_) | LinkError::Flood(_)),
+            e @ (LinkError::BadPreface
+            | LinkError::Codec(_)
+            | LinkError::Protocol(_)
+            | LinkError::Flood(_)
+            | LinkError::Forged(_)),
         ) => warn("dropped connection", &e),
         Err(LinkError::Io(e)) if is_tls_alert(&e) => warn("peer refused TLS", &e),
         Err(e) => tracing::info!(%addr, %peer, "link ended: {e}"),

@@ -32,6 +32,8 @@ pub(crate) struct LinkTx {
     pub(crate) stop: CancellationToken,
     /// How long stream data may wait for room in `data` before the link counts as stalled.
     pub(crate) stall: Duration,
+    /// The peer may relay other nodes' frames (it did not announce itself as a leaf).
+    pub(crate) relay: bool,
 }
 
 impl std::fmt::Debug for LinkTx {
@@ -50,6 +52,12 @@ pub(crate) enum SendError {
 }
 
 impl LinkTx {
+    /// Whether the peer is a relay, i.e. may forward frames that other nodes originated.
+    /// A leaf (a short-lived client) may only originate frames as itself.
+    pub(crate) fn is_relay(&self) -> bool {
+        self.relay
+    }
+
     /// Queues `frame`. Never waits on a link that is not draining: a full priority queue,
     /// or a data queue full for `stall`, closes this link (its peer is not reading; a
     /// configured peer is redialed), so no reader anywhere can hang behind it.
@@ -100,7 +108,9 @@ impl LinkTx {
 
 /// A stream opened towards this node for a registered service.
 pub struct Incoming {
-    pub peer: NodeId,
+    /// Who opened the stream: proved by its node certificate on a protected stream,
+    /// the frame's source in a trusted (plain-TCP, or unprotected) mesh.
+    pub peer: crate::identity::Peer,
     pub header: Bytes,
     pub writer: StreamWriter,
     pub reader: StreamReader,
@@ -122,6 +132,11 @@ pub(crate) struct Router {
     /// table does not know yet (a client that just joined). Replies can then flow before
     /// its advertisement has reached every node.
     learned: Mutex<HashMap<NodeId, (LinkTx, Instant)>>,
+    /// Error answers (`limits.error_reply_rate`): forged frames must not make this node
+    /// flood the node they name as their source.
+    error_replies: Mutex<super::budget::TokenBucket>,
+    /// End-to-end stream protection, when the node has TLS material (set once at start).
+    pub(crate) e2e: std::sync::OnceLock<super::e2e::E2e>,
 }
 
 /// How long a learned reverse path is trusted without fresh traffic.
@@ -149,6 +164,13 @@ impl Router {
             tracker,
             this: this.clone(),
             learned: Mutex::new(HashMap::new()),
+            e2e: std::sync::OnceLock::new(),
+            error_replies: Mutex::new(super::budget::TokenBucket::new(
+                limits.error_reply_rate,
+                limits.error_reply_rate,
+                limits.error_reply_rate,
+                Instant::now(),
+            )),
         })
     }
 
@@ -184,7 +206,21 @@ impl Router {
 
     /// Handles a frame that arrived on a link.
     pub(crate) async fn route_from(&self, routed: Routed, via: &LinkTx) {
+        if !origin_allowed(&routed, via, &self.me) {
+            return;
+        }
         self.learn(&routed.src, via);
+        if routed.dst == self.me {
+            if let Body::Open { .. } = &routed.body {
+                // Stream admission needs the link the `Open` came on (it is logged when the
+                // opener fails to authenticate).
+                let Routed { src, body: Body::Open { stream, service, window, header }, .. } = routed else {
+                    return;
+                };
+                self.accept(src, stream, service.as_str(), window, header, Some(via.peer.clone())).await;
+                return;
+            }
+        }
         self.route(routed).await;
     }
 
@@ -244,7 +280,7 @@ impl Router {
     /// Forwards `routed` towards its destination or handles it here.
     pub(crate) async fn route(&self, mut routed: Routed) {
         if routed.dst == self.me {
-            Box::pin(self.local(routed)).await;
+            self.local_boxed(routed).await;
             return;
         }
         if routed.hops_left == 0 && routed.src != self.me {
@@ -281,7 +317,24 @@ impl Router {
             }
             return;
         }
-        self.originate(&routed.src, Body::Unreachable { stream, reason: Reason::new(reason) }).await;
+        if self.error_reply_allowed() {
+            self.originate(&routed.src, Body::Unreachable { stream, reason: Reason::new(reason) }).await;
+        }
+    }
+
+    /// Takes one error answer from the budget; false (and counted) when it is spent.
+    fn error_reply_allowed(&self) -> bool {
+        let ok = self.error_replies.lock().is_ok_and(|mut b| b.take(1, Instant::now()));
+        if !ok {
+            crate::metrics::global().routed_dropped("error_reply_budget");
+        }
+        ok
+    }
+
+    /// [`Router::local`] behind a `dyn` future: local delivery can loop back into routing
+    /// (answers, stream admission), and the erased type ends that cycle for the compiler.
+    fn local_boxed(&self, routed: Routed) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.local(routed))
     }
 
     async fn local(&self, routed: Routed) {
@@ -300,56 +353,178 @@ impl Router {
             }
             Body::Unreachable { stream: None, .. } => {}
             Body::Open { stream, service, window, header } => {
-                self.accept(src, stream, service.as_str(), window, header).await;
+                self.accept(src, stream, service.as_str(), window, header, None).await;
             }
             other => {
                 if let Some(reset) = self.streams.deliver(&src, other) {
-                    self.originate(&src, reset).await;
+                    if self.error_reply_allowed() {
+                        self.originate(&src, reset).await;
+                    }
                 }
             }
         }
     }
 
-    async fn accept(&self, src: NodeId, id: u64, service: &str, window: u32, header: Bytes) {
+    async fn accept(
+        &self,
+        src: NodeId,
+        id: u64,
+        service: &str,
+        window: u32,
+        header: Bytes,
+        via: Option<NodeId>,
+    ) {
         let key = StreamKey { peer: src.clone(), id, local: Side::Acceptor };
         let handler = self.services.lock().ok().and_then(|s| s.get(service).cloned());
+        let hello = header.strip_prefix(super::e2e::MARKER).map(|h| header.slice_ref(h));
+        let e2e = self.e2e.get();
         let refusal = match handler {
             None => Some(format!("node {} offers no service {service:?}", self.me)),
             Some(_) if self.streams.open_with(&src) >= self.streams_per_peer => {
                 crate::metrics::global().stream_refused();
                 Some(format!("node {} has limits.streams_per_peer streams open with {src}", self.me))
             }
+            Some(_) if hello.is_some() && e2e.is_none() => {
+                Some(format!("node {} has no TLS material for end-to-end protected streams", self.me))
+            }
+            // From this node itself (a local client of its own services) nothing crosses
+            // the network: links never bring frames naming this node as their source.
+            Some(_) if hello.is_none() && e2e.is_some_and(|e| e.required) && src != self.me => {
+                self.refused_plain(&src, id, service, via.as_ref());
+                Some(format!(
+                    "node {} accepts only end-to-end protected streams (tls.e2e_streams); \
+                     the opener needs a node certificate",
+                    self.me
+                ))
+            }
             Some(_) => None,
         };
         let (Some(handler), None) = (handler, refusal.clone()) else {
-            let reason = refusal.unwrap_or_default().into();
-            self.originate(&src, Body::Reset { stream: id, from: Side::Acceptor, reason }).await;
+            if self.error_reply_allowed() {
+                let reason = refusal.unwrap_or_default().into();
+                self.originate(&src, Body::Reset { stream: id, from: Side::Acceptor, reason }).await;
+            }
             return;
         };
-        let (writer, reader) = self.endpoints(key, window);
-        let incoming = Incoming { peer: src.clone(), header, writer, reader };
-        if let Err(err) = handler.try_send(incoming) {
-            let reason = format!("node {} is too busy to accept a {service} stream", self.me);
-            let incoming = match err {
-                mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i) => i,
-            };
-            incoming.writer.reset(&reason).await;
+        if let Some(hello) = hello {
+            self.accept_protected(key, service, window, hello, handler, via).await;
             return;
         }
+        let (writer, reader) = self.endpoints(key, window);
+        let peer = crate::identity::Peer::trusted_network(src.clone());
+        if deliver(handler, Incoming { peer, header, writer, reader }, &self.me, service).await {
+            self.originate(&src, Body::Credit { stream: id, from: Side::Acceptor, n: self.window }).await;
+        }
+    }
+
+    /// Logs an unprotected `Open` refused by a node that requires protection (throttled).
+    fn refused_plain(&self, src: &NodeId, id: u64, service: &str, via: Option<&NodeId>) {
+        crate::metrics::global().stream_auth_failed("acceptor");
+        static PLAIN: Throttle = Throttle::new(Duration::from_secs(10), 5);
+        if let Some(suppressed) = PLAIN.allow() {
+            tracing::warn!(src = %src, stream = id, service, link = ?via.map(NodeId::as_str), suppressed,
+                "refused an unprotected stream: this node requires end-to-end protection");
+        }
+    }
+
+    /// Admits a protected stream: grants the opener credit for its handshake flights and
+    /// runs the acceptor's handshake in a task of its own (off the link reader), within
+    /// `limits.stream_handshakes` and `limits.stream_handshake_timeout`. Only an opener
+    /// that proves `src` with its certificate reaches the service, as `Peer::certified`.
+    async fn accept_protected(
+        &self,
+        key: StreamKey,
+        service: &str,
+        window: u32,
+        hello: Bytes,
+        handler: mpsc::Sender<Incoming>,
+        via: Option<NodeId>,
+    ) {
+        let Some(e2e) = self.e2e.get().cloned() else { return };
+        let (src, id) = (key.peer.clone(), key.id);
+        let Ok(permit) = e2e.slots.clone().try_acquire_owned() else {
+            crate::metrics::global().stream_refused();
+            let reason = format!("node {} has limits.stream_handshakes handshakes in progress", self.me);
+            self.originate(&src, Body::Reset { stream: id, from: Side::Acceptor, reason: reason.into() })
+                .await;
+            return;
+        };
+        let (mut writer, mut reader) = self.endpoints(key, window);
         self.originate(&src, Body::Credit { stream: id, from: Side::Acceptor, n: self.window }).await;
+        let (me, service) = (self.me.clone(), service.to_owned());
+        self.tracker.spawn(async move {
+            let _permit = permit;
+            let binding = super::e2e::Binding { id, opener: &src, acceptor: &me };
+            let shake = e2e.accept(&hello, binding, &mut writer, &mut reader);
+            let result = match tokio::time::timeout(e2e.timeout, shake).await {
+                Ok(r) => r,
+                Err(_) => Err(super::e2e::HandshakeError::Timeout(e2e.timeout)),
+            };
+            match result {
+                Ok(header) => {
+                    let peer = crate::identity::Peer::certified(src);
+                    deliver(handler, Incoming { peer, header, writer, reader }, &me, &service).await;
+                }
+                Err(e) => {
+                    crate::metrics::global().stream_auth_failed("acceptor");
+                    static FAILED: Throttle = Throttle::new(Duration::from_secs(10), 5);
+                    if let Some(suppressed) = FAILED.allow() {
+                        tracing::warn!(src = %src, stream = id, service, link = ?via.as_ref().map(NodeId::as_str),
+                            suppressed, "refused a stream: the opener did not authenticate as its source: {e}");
+                    }
+                    writer.reset(&format!("node {me} refused the stream: {e}")).await;
+                }
+            }
+        });
     }
 
     /// Registers both halves of a local stream end.
     pub(crate) fn endpoints(&self, key: StreamKey, send_credit: u32) -> (StreamWriter, StreamReader) {
         let (rx, credit) = self.streams.register(key.clone(), self.window, send_credit);
         let router = self.self_arc();
-        let writer =
-            StreamWriter { key: key.clone(), router: router.clone(), credit, offset: 0, done: false };
-        let reader = StreamReader { key, router, rx, window: self.window, unacked: 0, ended: false };
+        let writer = StreamWriter {
+            key: key.clone(),
+            router: router.clone(),
+            credit,
+            offset: 0,
+            done: false,
+            seal: None,
+        };
+        let reader =
+            StreamReader { key, router, rx, window: self.window, unacked: 0, ended: false, unseal: None };
         (writer, reader)
     }
 
     fn self_arc(&self) -> Arc<Router> {
         self.this.upgrade().expect("UNWRAP: a Router is only reachable through its Arc")
     }
+}
+
+/// Hands an accepted stream to its service; false (and the stream reset) when the
+/// service's backlog is full.
+async fn deliver(handler: mpsc::Sender<Incoming>, incoming: Incoming, me: &NodeId, service: &str) -> bool {
+    let Err(err) = handler.try_send(incoming) else { return true };
+    let reason = format!("node {me} is too busy to accept a {service} stream");
+    let incoming = match err {
+        mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i) => i,
+    };
+    incoming.writer.reset(&reason).await;
+    false
+}
+
+/// The frame origin rules: a link whose peer is not a relay (a leaf, e.g. a short-lived
+/// client) may only originate frames as itself, and no link may bring a frame that names
+/// this node as its source (only frames it originates locally do). Others are dropped,
+/// counted and logged with the link (throttled). Plain-TCP and TLS meshes alike.
+fn origin_allowed(routed: &Routed, via: &LinkTx, me: &NodeId) -> bool {
+    let own = routed.src == *me;
+    if !own && (via.is_relay() || routed.src == via.peer) {
+        return true;
+    }
+    crate::metrics::global().routed_dropped(if own { "own_src" } else { "foreign_src" });
+    static FORGED: Throttle = Throttle::new(Duration::from_secs(10), 5);
+    if let Some(suppressed) = FORGED.allow() {
+        tracing::warn!(link = %via.peer, src = %routed.src, dst = %routed.dst, suppressed, "dropped a frame from a leaf link that names another node as its source");
+    }
+    false
 }

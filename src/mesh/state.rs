@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::origin::LsaSigner;
 use super::routing::{self, Route};
 use crate::wire::{Frame, Hello, Lsa, NodeId, WorkTypeAd};
 
@@ -115,6 +116,8 @@ pub struct Mesh {
     db_bytes: usize,
     /// Advertisements refused because the database was full.
     refused_full: u64,
+    /// Signs this node's own advertisements (TLS meshes); `None` sends them unsigned.
+    signer: Option<std::sync::Arc<dyn LsaSigner>>,
     /// The database or links changed since routes were last computed.
     dirty: bool,
     actions: Vec<Action>,
@@ -138,9 +141,24 @@ impl Mesh {
             left: false,
             db_bytes: 0,
             refused_full: 0,
+            signer: None,
             dirty: false,
             actions: Vec::new(),
         }
+    }
+
+    /// Signs every advertisement this node originates from now on.
+    pub fn set_signer(&mut self, signer: std::sync::Arc<dyn LsaSigner>) {
+        self.signer = Some(signer);
+    }
+
+    /// `lsa` as this node sends it: signed when it has a signer. The one place this
+    /// node's advertisements get their signature.
+    fn signed(&self, mut lsa: Lsa) -> Lsa {
+        if let Some(signer) = &self.signer {
+            signer.sign(&mut lsa);
+        }
+        lsa
     }
 
     pub fn me(&self) -> &NodeId {
@@ -280,6 +298,7 @@ impl Mesh {
         self.left = true;
         self.seq += 1;
         let lsa = Lsa { leaving: true, neighbors: Vec::new(), work_types: Vec::new(), ..self.own_lsa() };
+        let lsa = self.signed(lsa);
         self.flood(&Frame::Lsa(lsa), None);
     }
 
@@ -317,6 +336,7 @@ impl Mesh {
             ephemeral: self.ephemeral,
             neighbors,
             work_types: self.work_types.clone(),
+            sig: None,
         }
     }
 
@@ -328,7 +348,7 @@ impl Mesh {
         }
         self.seq += 1;
         self.last_refresh = now;
-        let frame = Frame::Lsa(self.own_lsa());
+        let frame = Frame::Lsa(self.signed(self.own_lsa()));
         self.flood(&frame, None);
     }
 
@@ -410,6 +430,12 @@ impl Mesh {
         if lsa.epoch > stored_epoch {
             return true;
         }
+        // Signed evidence of an older incarnation counts only when signed after the newer
+        // one started (both are the origin's own clock): recorded advertisements of its
+        // previous incarnation, replayed by a member, are not a live twin.
+        if lsa.sig.as_ref().is_some_and(|s| s.signed_at <= stored_epoch) {
+            return false;
+        }
         // An older incarnation is still advertising progress after the newer one appeared:
         // two live nodes share an ID, and the older one keeps it.
         //
@@ -469,7 +495,9 @@ impl Mesh {
         if let Some(s) = claims.seen.get_mut(&lsa.epoch) {
             s.0 = s.0.max(lsa.seq);
         }
-        let progressing = prev.is_some_and(|p| lsa.seq > p);
+        // Signed before this incarnation started: a copy (or a replay) of the previous one.
+        let replayed = lsa.sig.as_ref().is_some_and(|s| s.signed_at <= self.epoch);
+        let progressing = prev.is_some_and(|p| lsa.seq > p) && !replayed;
         if progressing && now.duration_since(first_seen) >= self.cfg.refresh / 2 {
             self.actions.push(Action::DuplicateSelf { other_epoch: lsa.epoch });
         } else {

@@ -3,7 +3,9 @@
 //! A stream joins two nodes across any number of relays. Each direction carries byte
 //! offsets (a gap is detected, never silently skipped) and is limited by credit the
 //! receiver grants as its application consumes data, so no node buffers more than one
-//! window per stream whatever the sizes involved.
+//! window per stream whatever the sizes involved. A stream protected end to end
+//! (`mesh::e2e`) carries sealed records (`mesh::seal`) in those bytes; its writer seals
+//! and its reader opens them, so the rest of the program sees the same API either way.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 
 use super::router::Router;
+use super::seal::{IntegrityError, Kind, MAX_PAYLOAD, Sealer, Unsealer};
 use crate::wire::{Body, MAX_DATA_CHUNK, NodeId, Side};
 
 /// Identifies a stream at one end: the remote node, the opener's number, and our role.
@@ -28,6 +31,10 @@ pub struct StreamKey {
 pub enum StreamError {
     #[error("stream reset: {0}")]
     Reset(String),
+    /// An end-to-end protected stream's bytes were changed, cut short or reordered in
+    /// transit: the stream is reset and nothing after the last good record is delivered.
+    #[error("stream integrity error: {0}")]
+    Integrity(String),
 }
 
 /// What a reader gets from a stream.
@@ -115,12 +122,20 @@ struct Slot {
 #[derive(Default)]
 pub(crate) struct StreamTable {
     slots: Mutex<HashMap<StreamKey, Slot>>,
-    next_id: AtomicU64,
 }
 
 impl StreamTable {
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    /// A fresh stream number for a stream we open to `peer`: random and nonzero, so a node
+    /// off the stream's path cannot guess it to forge `Reset`, `Data` or `Credit` frames
+    /// (a counter would let it spray the next few numbers).
+    pub(crate) fn new_id(&self, peer: &NodeId) -> u64 {
+        loop {
+            let id: u64 = rand::random();
+            let key = StreamKey { peer: peer.clone(), id, local: Side::Opener };
+            if id != 0 && self.slots.lock().is_ok_and(|s| !s.contains_key(&key)) {
+                return id;
+            }
+        }
     }
 
     /// Registers a stream end; `send_credit` is what the remote granted us up front.
@@ -296,11 +311,24 @@ pub struct StreamWriter {
     pub(crate) credit: Arc<Credit>,
     pub(crate) offset: u64,
     pub(crate) done: bool,
+    /// Seals what we send once the stream is protected end to end.
+    pub(crate) seal: Option<Box<Sealer>>,
 }
 
 impl StreamWriter {
     /// Sends `data`, waiting for credit as needed (this is where a slow reader slows us).
-    pub async fn write(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+    pub async fn write(&mut self, data: Bytes) -> Result<(), StreamError> {
+        if self.seal.is_none() {
+            return self.write_raw(data).await;
+        }
+        for chunk in data.chunks(MAX_PAYLOAD) {
+            let record = self.sealed(Kind::Data, chunk)?;
+            self.write_raw(record).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn write_raw(&mut self, mut data: Bytes) -> Result<(), StreamError> {
         while !data.is_empty() {
             let want = data.len().min(MAX_DATA_CHUNK) as u64;
             let n = self.credit.take(want).await? as usize;
@@ -315,6 +343,25 @@ impl StreamWriter {
 
     /// Ends our direction with `trailer` as end-of-stream metadata.
     pub async fn finish(mut self, trailer: Bytes) {
+        if self.seal.is_some() {
+            // The end and its trailer travel sealed, so a relay can neither cut the
+            // stream short unnoticed nor change the trailer.
+            if trailer.len() > MAX_PAYLOAD {
+                return self.reset("stream trailer too large for a protected stream").await;
+            }
+            let sent = match self.sealed(Kind::End, &trailer) {
+                Ok(record) => self.write_raw(record).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                return self.reset(&e.to_string()).await;
+            }
+            return self.finish_raw(Bytes::new()).await;
+        }
+        self.finish_raw(trailer).await
+    }
+
+    async fn finish_raw(mut self, trailer: Bytes) {
         self.done = true;
         let body = Body::Fin { stream: self.key.id, from: self.key.local, trailer };
         self.router.originate(&self.key.peer, body).await;
@@ -382,11 +429,32 @@ pub struct StreamReader {
     pub(crate) window: u32,
     pub(crate) unacked: u64,
     pub(crate) ended: bool,
+    /// Opens what we receive once the stream is protected end to end.
+    pub(crate) unseal: Option<Box<Unsealer>>,
 }
 
 impl StreamReader {
     /// The next chunk of data, or the end of the stream.
     pub async fn recv(&mut self) -> Result<Chunk, StreamError> {
+        if self.unseal.is_none() {
+            return self.recv_raw().await;
+        }
+        loop {
+            match self.next_record().await? {
+                (Kind::Data, data) if data.is_empty() => {}
+                (Kind::Data, data) => return Ok(Chunk::Data(data)),
+                (Kind::End, trailer) => {
+                    self.ended = true;
+                    return Ok(Chunk::End(trailer));
+                }
+                (Kind::Header | Kind::HeaderMore, _) => {
+                    return Err(self.integrity_failed(IntegrityError::BadRecord).await);
+                }
+            }
+        }
+    }
+
+    pub(super) async fn recv_raw(&mut self) -> Result<Chunk, StreamError> {
         if self.ended {
             return Err(StreamError::Reset("read past end of stream".into()));
         }

@@ -63,6 +63,8 @@ pub struct Metrics {
     adverts_dropped: Family<Labels, Counter>,
     links_stalled: Counter,
     streams_refused: Counter,
+    routed_dropped: Family<Labels, Counter>,
+    stream_auth_failed: Family<Labels, Counter>,
     route_computations: Counter,
     streams_open: Gauge,
     control_sessions: Gauge,
@@ -194,6 +196,21 @@ impl Metrics {
                 "Streams refused at limits.streams_per_peer",
                 Counter::default()
             ),
+            routed_dropped: reg!(
+                r,
+                "routed_frames_dropped",
+                "Routed frames dropped at the edge, by reason: foreign_src (a leaf link sent a frame \
+                 naming another node as its source), own_src (a link brought a frame naming this node), error_reply_budget (an error answer \
+                 over limits.error_reply_rate was not sent)",
+                Family::default()
+            ),
+            stream_auth_failed: reg!(
+                r,
+                "stream_auth_failures",
+                "End-to-end stream handshakes or records that failed, by side: opener, acceptor, \
+                 integrity (a record failed its check)",
+                Family::default()
+            ),
             route_computations: reg!(
                 r,
                 "routing_computations",
@@ -285,7 +302,8 @@ impl Metrics {
     pub fn advert_out(&self) {
         self.adverts_out.inc();
     }
-    /// An advertisement was not taken; `reason` is `stale`, `rate` or `db_full`.
+    /// An advertisement was not taken; `reason` is `stale`, `rate`, `db_full`, or (before
+    /// the state machine, `mesh::origin`) `unsigned`, `forged` or `not_origin`.
     pub fn advert_dropped(&self, reason: &'static str) {
         self.adverts_dropped.get_or_create(&label("reason", reason)).inc();
     }
@@ -294,6 +312,16 @@ impl Metrics {
     }
     pub fn stream_refused(&self) {
         self.streams_refused.inc();
+    }
+    /// A routed frame was dropped where it entered the mesh; `reason` is `foreign_src`,
+    /// `own_src` or `error_reply_budget` (an error answer not sent).
+    pub fn routed_dropped(&self, reason: &'static str) {
+        self.routed_dropped.get_or_create(&label("reason", reason)).inc();
+    }
+    /// An end-to-end stream failed authentication; `side` is `opener`, `acceptor` or
+    /// `integrity`.
+    pub fn stream_auth_failed(&self, side: &'static str) {
+        self.stream_auth_failed.get_or_create(&label("side", side)).inc();
     }
     pub fn route_computation(&self) {
         self.route_computations.inc();
@@ -349,6 +377,7 @@ pub fn refusal_reason(e: &crate::mesh::link::LinkError) -> &'static str {
         E::Protocol(_) | E::Codec(_) => "protocol",
         E::Io(_) | E::Idle(_) => "io",
         E::Flood(_) => "flood",
+        E::Forged(_) => "forged",
         E::Shutdown => "shutdown",
     }
 }

@@ -144,6 +144,7 @@ pub(crate) mod tests {
                     version: Name::new("1").expect("version"),
                 })
                 .collect(),
+            sig: None,
         };
         MeshStatus {
             node_id: id("cli-1"),

@@ -3,6 +3,7 @@
 //! The mesh only sees [`BoxedIo`] byte streams, so TLS (or anything else) plugs in here
 //! without the mesh knowing.
 
+pub(crate) mod stream_tls;
 pub mod tls;
 mod url;
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
-pub use tls::{PeerIdentity, TlsContext, TlsError, TlsSettings};
+pub use tls::{Credentials, PeerIdentity, TlsContext, TlsError, TlsSettings};
 pub use url::{PeerUrl, Scheme, UrlError};
 
 /// A connected, bidirectional byte stream of any transport.

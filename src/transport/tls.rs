@@ -60,6 +60,26 @@ pub struct PeerIdentity {
 struct Material {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    /// End-to-end stream handshakes (`mesh::e2e`).
+    streams: Arc<super::stream_tls::StreamTls>,
+    credentials: Arc<Credentials>,
+}
+
+/// The node's certificate material as `mesh::origin` signs and verifies advertisements
+/// with it: the same files as the links, reloaded with them.
+pub struct Credentials {
+    /// This node's certificate chain, leaf first, as configured in `tls.cert`.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key of the leaf (`tls.key`): ECDSA, Ed25519 or RSA.
+    pub key: Arc<dyn rustls::sign::SigningKey>,
+    /// The configured CAs (`tls.ca`).
+    pub roots: Arc<RootCertStore>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("chain", &self.chain.len()).finish_non_exhaustive()
+    }
 }
 
 /// The node's current TLS material; cheap to clone, reloadable in place.
@@ -92,8 +112,18 @@ impl TlsContext {
         Ok(())
     }
 
+    /// The current certificate, key and CAs (they change on reload).
+    pub fn credentials(&self) -> Result<Arc<Credentials>, TlsError> {
+        Ok(self.material()?.credentials.clone())
+    }
+
     fn material(&self) -> Result<Arc<Material>, TlsError> {
         self.current.read().map(|m| m.clone()).map_err(|_| TlsError::Config("TLS state poisoned".into()))
+    }
+
+    /// The configurations of end-to-end protected streams, from the current material.
+    pub(crate) fn stream_tls(&self) -> Result<Arc<super::stream_tls::StreamTls>, TlsError> {
+        Ok(self.material()?.streams.clone())
     }
 
     /// Client side of a link.
@@ -220,6 +250,11 @@ fn build(s: &TlsSettings, node_id: &str) -> Result<Material, TlsError> {
     }
     let roots = Arc::new(roots);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| file_err(&s.key, format!("unusable private key: {e}")))?;
+    let credentials = Arc::new(Credentials { chain: chain.clone(), key: signing_key, roots: roots.clone() });
     let versions: &[&rustls::SupportedProtocolVersion] = if s.min_tls13 {
         &[&rustls::version::TLS13]
     } else {
@@ -237,6 +272,7 @@ fn build(s: &TlsSettings, node_id: &str) -> Result<Material, TlsError> {
         .with_client_cert_verifier(client_verifier)
         .with_single_cert(chain.clone(), key.clone_key())
         .map_err(|e| file_err(&s.key, format!("does not match {}: {e}", s.cert.display())))?;
+    let streams = super::stream_tls::build(chain.clone(), &key, roots.clone(), provider.clone())?;
     let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -247,7 +283,12 @@ fn build(s: &TlsSettings, node_id: &str) -> Result<Material, TlsError> {
         .with_custom_certificate_verifier(Arc::new(NodeVerifier { inner: server_verifier }))
         .with_client_auth_cert(chain, key)
         .map_err(|e| file_err(&s.key, e))?;
-    Ok(Material { server: Arc::new(server), client: Arc::new(client) })
+    Ok(Material {
+        server: Arc::new(server),
+        client: Arc::new(client),
+        credentials,
+        streams: Arc::new(streams),
+    })
 }
 
 fn check_own_cert(path: &Path, der: &CertificateDer<'_>, node_id: &str, skip: bool) -> Result<(), TlsError> {
@@ -272,8 +313,8 @@ fn check_own_cert(path: &Path, der: &CertificateDer<'_>, node_id: &str, skip: bo
 /// Verifies the server's chain against our CAs but not its DNS name: a mesh peer is
 /// identified by the node ID in its certificate, checked against its handshake.
 #[derive(Debug)]
-struct NodeVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+pub(super) struct NodeVerifier {
+    pub(super) inner: Arc<WebPkiServerVerifier>,
 }
 
 impl ServerCertVerifier for NodeVerifier {

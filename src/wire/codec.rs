@@ -96,6 +96,7 @@ mod tests {
                 ephemeral: true,
                 neighbors: vec![(node("n2"), 1.0), (node("n3"), 2.5)],
                 work_types: vec![WorkTypeAd { name: name("cat"), version: name("1") }],
+                sig: None,
             }),
             Frame::SyncDone,
             Frame::Goodbye { reason: "bye".into() },

@@ -2,10 +2,10 @@
 
 use bytes::{Buf, Bytes};
 
-use super::encode::tag;
+use super::encode::{LSA_SIGNED, tag};
 use super::{
-    Body, DecodeError, Frame, Hello, Lsa, MAX_DATA_CHUNK, MAX_LSA_ITEMS, MAX_META, MAX_NAME, MAX_REASON,
-    Name, NodeId, Reason, Routed, Side, WorkTypeAd,
+    Body, DecodeError, Frame, Hello, Lsa, LsaSig, MAX_DATA_CHUNK, MAX_LSA_ITEMS, MAX_META, MAX_NAME,
+    MAX_REASON, MAX_SIG_CERT, MAX_SIG_CHAIN, MAX_SIGNATURE, Name, NodeId, Reason, Routed, Side, WorkTypeAd,
 };
 
 impl Frame {
@@ -57,7 +57,37 @@ fn decode_lsa(b: &mut Bytes) -> Result<Lsa, DecodeError> {
         let version = get_name(b, "work type version")?;
         work_types.push(WorkTypeAd { name, version });
     }
-    Ok(Lsa { origin, epoch, seq, leaving: flags & 1 != 0, ephemeral: flags & 2 != 0, neighbors, work_types })
+    let sig = if flags & LSA_SIGNED != 0 { Some(decode_sig(b)?) } else { None };
+    Ok(Lsa {
+        origin,
+        epoch,
+        seq,
+        leaving: flags & 1 != 0,
+        ephemeral: flags & 2 != 0,
+        neighbors,
+        work_types,
+        sig,
+    })
+}
+
+fn decode_sig(b: &mut Bytes) -> Result<LsaSig, DecodeError> {
+    let scheme = get_u16(b)?;
+    let signed_at = get_u64(b)?;
+    let n = usize::from(get_u8(b)?);
+    if n == 0 {
+        return Err(DecodeError::Invalid("empty signature chain"));
+    }
+    if n > MAX_SIG_CHAIN {
+        return Err(DecodeError::TooLong { what: "signature chain", len: n, max: MAX_SIG_CHAIN });
+    }
+    // Copied: an advertisement may be stored for long, and a slice would pin the whole
+    // read buffer it arrived in.
+    let mut chain = Vec::with_capacity(n);
+    for _ in 0..n {
+        chain.push(Bytes::copy_from_slice(&get_blob(b, "signature certificate", MAX_SIG_CERT)?));
+    }
+    let signature = Bytes::copy_from_slice(&get_blob(b, "signature", MAX_SIGNATURE)?);
+    Ok(LsaSig { scheme, signed_at, chain, signature })
 }
 
 fn decode_routed(b: &mut Bytes) -> Result<Routed, DecodeError> {

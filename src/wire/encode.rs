@@ -70,10 +70,32 @@ impl Frame {
     }
 }
 
+/// Domain separation of advertisement signatures: what is signed can never be mistaken
+/// for any other signed message (a TLS handshake, a JWT).
+pub const LSA_SIG_CONTEXT: &[u8] = b"receptord link-state advertisement v2\0";
+
 impl Lsa {
+    /// The bytes an origin signs: [`LSA_SIG_CONTEXT`], the signing time, then the
+    /// advertisement's frame body without its signature block (tag, fields, flags without
+    /// the signed bit).
+    pub fn signed_message(&self, signed_at: u64) -> Vec<u8> {
+        let mut buf = BytesMut::with_capacity(LSA_SIG_CONTEXT.len() + 8 + self.unsigned_len());
+        buf.put_slice(LSA_SIG_CONTEXT);
+        buf.put_u64(signed_at);
+        encode_lsa_fields(self, &mut buf, false);
+        buf.to_vec()
+    }
+
     /// The size of this advertisement as a frame, length prefix included (what it costs
     /// to store and to send).
     pub fn encoded_len(&self) -> usize {
+        let sig = self.sig.as_ref().map_or(0, |s| {
+            2 + 8 + 1 + s.chain.iter().map(|c| 4 + c.len()).sum::<usize>() + 4 + s.signature.len()
+        });
+        self.unsigned_len() + sig
+    }
+
+    fn unsigned_len(&self) -> usize {
         let s = |n: usize| 2 + n;
         4 + 1
             + s(self.origin.as_str().len())
@@ -120,12 +142,29 @@ fn encode_hello(h: &Hello, buf: &mut BytesMut) {
     buf.put_f64(h.cost);
 }
 
+/// Flag bit of an [`Lsa`] carrying a signature block after its work types.
+pub(super) const LSA_SIGNED: u8 = 1 << 2;
+
 fn encode_lsa(lsa: &Lsa, buf: &mut BytesMut) {
+    encode_lsa_fields(lsa, buf, lsa.sig.is_some());
+    if let Some(sig) = &lsa.sig {
+        buf.put_u16(sig.scheme);
+        buf.put_u64(sig.signed_at);
+        buf.put_u8(sig.chain.len() as u8);
+        for cert in &sig.chain {
+            put_blob(buf, cert);
+        }
+        put_blob(buf, &sig.signature);
+    }
+}
+
+fn encode_lsa_fields(lsa: &Lsa, buf: &mut BytesMut, signed: bool) {
     buf.put_u8(tag::LSA);
     put_str(buf, lsa.origin.as_str());
     buf.put_u64(lsa.epoch);
     buf.put_u64(lsa.seq);
-    buf.put_u8(u8::from(lsa.leaving) | (u8::from(lsa.ephemeral) << 1));
+    let signed = if signed { LSA_SIGNED } else { 0 };
+    buf.put_u8(u8::from(lsa.leaving) | (u8::from(lsa.ephemeral) << 1) | signed);
     buf.put_u16(lsa.neighbors.len() as u16);
     for (id, cost) in &lsa.neighbors {
         put_str(buf, id.as_str());

@@ -15,11 +15,14 @@ mod text;
 use bytes::Bytes;
 
 pub use codec::FrameCodec;
+pub use encode::LSA_SIG_CONTEXT;
 pub use node_id::{NodeId, NodeIdError};
 pub use text::{MAX_NAME, Name, NameError, Reason};
 
 /// Protocol version spoken by this build. Peers must announce the same major version.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 added the signature block of [`Lsa`] (a version 1 node closes a link that
+/// carries one).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Magic bytes opening every connection, before any frame: "RCPT".
 pub const PREFACE: [u8; 4] = *b"RCPT";
 /// Largest frame body accepted from the network, in bytes.
@@ -32,6 +35,12 @@ pub const MAX_META: usize = 64 * 1024;
 pub const MAX_REASON: usize = 4096;
 /// Most neighbours or work types one link-state advertisement may list.
 pub const MAX_LSA_ITEMS: usize = 1024;
+/// Most certificates in the chain of an advertisement's signature (leaf first).
+pub const MAX_SIG_CHAIN: usize = 4;
+/// Largest DER certificate in an advertisement's signature, in bytes.
+pub const MAX_SIG_CERT: usize = 16 * 1024;
+/// Largest signature of an advertisement, in bytes (RSA-8192 needs 1024).
+pub const MAX_SIGNATURE: usize = 1024;
 /// Default hop budget of a routed frame.
 pub const DEFAULT_HOPS: u8 = 30;
 
@@ -89,6 +98,24 @@ pub struct Lsa {
     pub ephemeral: bool,
     pub neighbors: Vec<(NodeId, f64)>,
     pub work_types: Vec<WorkTypeAd>,
+    /// The origin's signature over everything above (`mesh::origin`); `None` when unsigned
+    /// (plain-TCP meshes, simulations).
+    pub sig: Option<LsaSig>,
+}
+
+/// An advertisement's signature by its origin: the certificate chain that names the
+/// origin's node ID (leaf first) and the signature over [`Lsa::signed_message`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LsaSig {
+    /// The TLS `SignatureScheme` code of the signature (e.g. `0x0403` ECDSA P-256 SHA-256).
+    pub scheme: u16,
+    /// When the origin signed, by its own clock (Unix nanoseconds, like epochs): evidence
+    /// of an old incarnation still alive must be signed after the newer one started.
+    pub signed_at: u64,
+    /// 1 to [`MAX_SIG_CHAIN`] DER certificates, each at most [`MAX_SIG_CERT`] bytes.
+    pub chain: Vec<Bytes>,
+    /// At most [`MAX_SIGNATURE`] bytes.
+    pub signature: Bytes,
 }
 
 /// One advertised work type.

@@ -43,8 +43,16 @@ fn lsa() -> impl Strategy<Value = Lsa> {
     ];
     let work = proptest::collection::vec((name(), name()), 0..4)
         .prop_map(|v| v.into_iter().map(|(name, version)| WorkTypeAd { name, version }).collect());
-    (node_id(), any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>(), neighbours, work).prop_map(
-        |(origin, epoch, seq, leaving, ephemeral, neighbors, work_types)| Lsa {
+    let sig = (
+        any::<u16>(),
+        any::<u64>(),
+        proptest::collection::vec(blob(MAX_SIG_CERT), 1..=MAX_SIG_CHAIN),
+        blob(MAX_SIGNATURE),
+    )
+        .prop_map(|(scheme, signed_at, chain, signature)| LsaSig { scheme, signed_at, chain, signature });
+    let sig = proptest::option::of(sig);
+    (node_id(), any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>(), neighbours, work, sig).prop_map(
+        |(origin, epoch, seq, leaving, ephemeral, neighbors, work_types, sig)| Lsa {
             origin,
             epoch,
             seq,
@@ -52,6 +60,7 @@ fn lsa() -> impl Strategy<Value = Lsa> {
             ephemeral,
             neighbors,
             work_types,
+            sig,
         },
     )
 }
@@ -107,6 +116,9 @@ proptest! {
     fn every_frame_that_can_be_built_decodes_to_itself(f in frame()) {
         let bytes = f.encode();
         prop_assert!(bytes.len() - 4 <= MAX_FRAME, "frame of {} bytes", bytes.len());
+        if let Frame::Lsa(lsa) = &f {
+            prop_assert_eq!(lsa.encoded_len(), bytes.len(), "encoded_len of an advertisement");
+        }
         let mut buf = bytes::BytesMut::from(&bytes[..]);
         let decoded = tokio_util::codec::Decoder::decode(&mut FrameCodec::default(), &mut buf);
         prop_assert_eq!(decoded.expect("decodes"), Some(f));

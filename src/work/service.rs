@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::admit::{Admission, Ask};
 use super::signing::{Op, params_digest};
 use super::{Job, JobInput, JobOutput, JobResult, Registry, SubmitError, WORK_SERVICE, WorkRequest};
-use crate::identity::{Origin, Peer};
+use crate::identity::Origin;
 use crate::mesh::{Incoming, Node, StreamWriter};
 
 /// Accepts and runs work for one node.
@@ -96,8 +96,9 @@ impl WorkService {
 
     async fn handle(&self, inc: Incoming) {
         let Incoming { peer, header, writer, reader } = inc;
-        // The stream's far end, as the mesh authenticated it.
-        let origin = Origin::Mesh(Peer::trusted_network(peer.clone()));
+        // The authenticated opener (its certificate on a protected stream).
+        let origin = Origin::Mesh(peer.clone());
+        let peer = peer.id().clone();
         let admitted = self.admission.slot().and_then(|slot| Ok((slot, self.admit(&origin, &header)?)));
         let (_slot, (req, wt)) = match admitted {
             Ok(found) => found,

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod pki;
 pub mod playbooks;
+pub mod relay;
 pub mod units;
 
 use std::io::{BufRead, BufReader};

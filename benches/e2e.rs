@@ -1,0 +1,195 @@
+//! End-to-end stream protection figures (`make bench`): a line of three TLS daemons, once
+//! with `[tls] e2e_streams` on (the default) and once off, and an in-process client node
+//! entering at node1 (the library, so both runs differ only in protection). Prints, for
+//! each: job output throughput from node3 (512 MiB), the mesh ping to node3, the round
+//! trip of one byte over an already-open stream to a `cat` job on node3, and the cost of
+//! setting a stream up (open + first round trip; the difference is the handshake's cost).
+//! Figures only: nothing here asserts on time.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use receptord::mesh::{Chunk, Node, NodeOptions, StreamReader, StreamWriter};
+use receptord::transport::{PeerUrl, TlsContext, TlsSettings};
+use receptord::wire::NodeId;
+
+#[path = "common/mod.rs"]
+mod harness;
+use harness::Daemon;
+
+const RECEPTORD: &str = env!("CARGO_BIN_EXE_receptord");
+const RECEPTOR: &str = env!("CARGO_BIN_EXE_receptor");
+const SIZE: u64 = 512 << 20;
+const RUNS: usize = 3;
+const WORK: &str = "[[work.command]]\nname = \"gen\"\nprogram = \"head\"\nargs = [\"-c\", \"536870912\", \"/dev/zero\"]\n\
+                    [[work.command]]\nname = \"cat\"\nprogram = \"cat\"\n";
+
+fn start(dir: &Path, pki: &Path, id: &str, peer: Option<u16>, protect: bool) -> Daemon {
+    let p = |f: &str| pki.join(f).display().to_string();
+    let mut cfg = format!(
+        "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\n[[listeners]]\nurl = \"receptors://127.0.0.1:0\"\n{WORK}",
+        dir.join(id).display()
+    );
+    if let Some(port) = peer {
+        cfg.push_str(&format!("[[peers]]\nurl = \"receptors://127.0.0.1:{port}\"\n"));
+    }
+    cfg.push_str(&format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = [\"{}\"]\ne2e_streams = {protect}\n",
+        p(&format!("{id}.crt")),
+        p(&format!("{id}.key")),
+        p("ca.crt")
+    ));
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(&path, cfg).expect("config");
+    harness::spawn(RECEPTORD, &path, None)
+}
+
+struct Figures {
+    mib_s: f64,
+    ping: f64,
+    echo: (f64, f64),
+    setup: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn p99(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+async fn open_work(node: &Node, dst: &NodeId, work_type: &str) -> (StreamWriter, StreamReader) {
+    let header = format!("{{\"work_type\":\"{work_type}\"}}");
+    node.open(dst, "work", Bytes::from(header)).await.expect("open")
+}
+
+async fn echo(w: &mut StreamWriter, r: &mut StreamReader) -> f64 {
+    let t = Instant::now();
+    w.write(Bytes::from_static(b"x")).await.expect("write");
+    match r.recv().await.expect("echo") {
+        Chunk::Data(d) => assert_eq!(&d[..], b"x"),
+        Chunk::End(_) => panic!("job ended"),
+    }
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+async fn measure(pki: &Path, port: u16, protect: bool) -> Figures {
+    let p = |f: &str| pki.join(f);
+    let settings = TlsSettings {
+        cert: p("bench.crt"),
+        key: p("bench.key"),
+        ca: vec![p("ca.crt")],
+        require_client_cert: true,
+        pinned: Vec::new(),
+        min_tls13: false,
+        skip_node_id_check: false,
+    };
+    let mut opts = NodeOptions::new(NodeId::new("bench").expect("id"));
+    opts.ephemeral = true;
+    opts.tls = Some(TlsContext::load(settings, "bench").expect("tls"));
+    opts.e2e_streams = protect;
+    let node = Node::start(opts);
+    let url: PeerUrl = format!("receptors://127.0.0.1:{port}").parse().expect("url");
+    node.join(&url, Duration::from_secs(10)).await.expect("join");
+    let node3 = NodeId::new("node3").expect("id");
+    let t0 = Instant::now();
+    while node.ping(&node3, Duration::from_secs(1)).await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no route to node3");
+    }
+
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let (w, mut r) = open_work(&node, &node3, "gen").await;
+        w.finish(Bytes::new()).await;
+        let mut n = 0u64;
+        while let Chunk::Data(d) = r.recv().await.expect("output") {
+            n += d.len() as u64;
+        }
+        assert_eq!(n, SIZE, "every byte arrived");
+        runs.push(t.elapsed().as_secs_f64());
+    }
+    let mib_s = SIZE as f64 / (1 << 20) as f64 / median(runs);
+
+    let mut pings = Vec::new();
+    for _ in 0..1000 {
+        pings.push(node.ping(&node3, Duration::from_secs(2)).await.expect("ping").as_secs_f64() * 1e3);
+    }
+
+    let (mut w, mut r) = open_work(&node, &node3, "cat").await;
+    let mut rtts = Vec::new();
+    for _ in 0..1000 {
+        rtts.push(echo(&mut w, &mut r).await);
+    }
+    w.finish(Bytes::new()).await;
+
+    let mut setups = Vec::new();
+    for _ in 0..100 {
+        let t = Instant::now();
+        let (mut w, mut r) = open_work(&node, &node3, "cat").await;
+        echo(&mut w, &mut r).await;
+        setups.push(t.elapsed().as_secs_f64() * 1e3);
+        w.finish(Bytes::new()).await;
+        while r.recv().await.is_ok_and(|c| matches!(c, Chunk::Data(_))) {}
+    }
+    node.shutdown(Duration::from_secs(1)).await;
+    Figures { mib_s, ping: median(pings), echo: (median(rtts.clone()), p99(rtts)), setup: median(setups) }
+}
+
+fn line(pki: &Path, protect: bool) -> Figures {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n1 = start(dir.path(), pki, "node1", None, protect);
+    let n2 = start(dir.path(), pki, "node2", Some(n1.port), protect);
+    let _n3 = start(dir.path(), pki, "node3", Some(n2.port), protect);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let figures = rt.block_on(measure(pki, n1.port, protect));
+    drop(n2);
+    figures
+}
+
+fn main() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let cli = |args: &[&str]| {
+        let st = Command::new(RECEPTOR).current_dir(pki.path()).args(args).stdout(Stdio::null()).status();
+        assert!(st.expect("receptor cert").success());
+    };
+    cli(&["cert", "init"]);
+    for n in ["node1", "node2", "node3", "bench"] {
+        cli(&["cert", "issue", "--node-id", n]);
+    }
+    let on = line(pki.path(), true);
+    let off = line(pki.path(), false);
+    let ratio = on.mib_s / off.mib_s;
+    let mark = |ok: bool| if ok { "met" } else { "missed" };
+    println!(
+        "| end-to-end streams, 3 TLS hops (loopback; in-process client) | protected | unprotected | target |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| job output, 512 MiB, median of {RUNS} | {:.0} MiB/s | {:.0} MiB/s | ratio {ratio:.2} >= 0.5 ({}) |",
+        on.mib_s,
+        off.mib_s,
+        mark(ratio >= 0.5)
+    );
+    println!(
+        "| mesh ping to node3, median of 1000 | {:.3} ms | {:.3} ms | <= 1 ms ({}) |",
+        on.ping,
+        off.ping,
+        mark(on.ping <= 1.0)
+    );
+    println!(
+        "| 1-byte round trip over an open stream (cat job), median / p99 of 1000 | {:.3} / {:.3} ms | {:.3} / {:.3} ms | |",
+        on.echo.0, on.echo.1, off.echo.0, off.echo.1
+    );
+    println!(
+        "| stream setup (open + first round trip), median of 100 | {:.3} ms | {:.3} ms | handshake ≈ {:.3} ms per stream |",
+        on.setup,
+        off.setup,
+        on.setup - off.setup
+    );
+}
