@@ -77,6 +77,7 @@ bench: build venv
 	$(CARGO) bench --locked --bench work
 	ulimit -n $$(ulimit -Hn) && $(CARGO) bench --locked --bench hostile
 	$(CARGO) bench --locked --bench metrics
+	$(CARGO) bench --locked --bench signing
 	$(CARGO) bench --locked --bench origin
 	$(CARGO) bench --locked --bench e2e
 

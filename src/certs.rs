@@ -121,7 +121,14 @@ pub fn init_ca(common_name: &str, days: u32, kind: KeyType) -> Result<(String, S
 fn node_params(subject: &Subject) -> Result<CertificateParams, CertError> {
     let first = subject.node_ids.first().ok_or_else(|| CertError::Invalid("a node ID is required".into()))?;
     for id in &subject.node_ids {
-        crate::wire::NodeId::new(id).map_err(|e| CertError::Invalid(e.to_string()))?;
+        let id = crate::wire::NodeId::new(id).map_err(|e| CertError::Invalid(e.to_string()))?;
+        // Certificate-less clients join under these IDs: no certified node may have one.
+        if crate::identity::may_join_uncertified(&id) {
+            return Err(CertError::Invalid(format!(
+                "node IDs starting with {} are reserved for clients without a certificate",
+                crate::identity::UNCERTIFIED_PREFIX
+            )));
+        }
     }
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();

@@ -67,8 +67,16 @@ pub struct ControlSection {
     /// addresses). Anyone who can connect controls the node: prefer a loopback address, or
     /// `tcp_tls` with `[tls] require_client_cert`.
     pub tcp_listen: Option<String>,
-    /// Serve the TCP control listener with TLS, using the `[tls]` certificate and policy.
+    /// Serve the TCP control listener with TLS, using the `[tls]` certificate and CAs.
+    /// Clients must present a certificate naming a node ID: that ID is who they are for
+    /// `[[work.allow]]`, unit ownership and `[[control.allow]]`.
     pub tcp_tls: bool,
+    /// A plain TCP control listener (`tcp_listen` without `tcp_tls`) gives anyone who can
+    /// connect full control of this node, unauthenticated: refused unless this is set.
+    pub insecure_plaintext_control: bool,
+    /// Which remote control clients may `reload` and `connect` (the Unix socket always
+    /// may; nobody else without a rule).
+    pub allow: Vec<crate::control::allow::ControlAllow>,
 }
 
 impl Default for ControlSection {
@@ -81,6 +89,8 @@ impl Default for ControlSection {
             mesh_service: true,
             tcp_listen: None,
             tcp_tls: false,
+            insecure_plaintext_control: false,
+            allow: Vec::new(),
         }
     }
 }
@@ -252,6 +262,12 @@ fn default_token_expiration() -> Duration {
 pub struct VerificationSection {
     /// PEM RSA public key (PKIX `PUBLIC KEY`).
     pub public_key: PathBuf,
+    /// Also accept Go Receptor's tokens (only `aud` and `exp`: not bound to the request,
+    /// replayable by anyone who sees one until it expires) for submissions. Without it
+    /// they are accepted only for cancel, release and results of a unit the requester
+    /// owns. See docs/SECURITY.md.
+    #[serde(default)]
+    pub accept_replayable_go_tokens: bool,
 }
 
 /// Lets `submitters` (node IDs; `*` alone or as a suffix wildcard) run `work_types`.
@@ -418,6 +434,14 @@ impl Config {
             }
             if self.control.tcp_tls && self.tls.is_none() {
                 return bad("control.tcp_tls".into(), "needs a [tls] section");
+            }
+            if !self.control.tcp_tls && !self.control.insecure_plaintext_control {
+                return bad(
+                    "control.tcp_listen".into(),
+                    "a plain TCP control listener lets anyone who connects control this node: set \
+                     control.tcp_tls = true (clients authenticate with certificates), or \
+                     control.insecure_plaintext_control = true to accept the risk",
+                );
             }
         }
         if self.work.max_jobs == 0 {

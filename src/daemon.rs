@@ -12,6 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::Config;
 use crate::mesh::{MeshConfig, Node, NodeOptions};
 use crate::transport::{Listener, TlsContext, TlsError, TransportError};
+use crate::work::admit::Policy;
 use crate::work::authz::Authorization;
 use crate::work::command::CommandWork;
 use crate::work::service::WorkService;
@@ -52,13 +53,6 @@ pub fn units_config(cfg: &Config) -> Result<UnitsConfig, DaemonError> {
         ),
         None => None,
     };
-    let verifier = match &cfg.work.verification {
-        Some(v) => Some(
-            Verifier::load(&v.public_key)
-                .map_err(|source| DaemonError::Key { key: "verification.public_key", source })?,
-        ),
-        None => None,
-    };
     let retention = Some(cfg.work.unit_retention).filter(|d| !d.is_zero());
     Ok(UnitsConfig {
         node: cfg.node.id.clone(),
@@ -66,10 +60,30 @@ pub fn units_config(cfg: &Config) -> Result<UnitsConfig, DaemonError> {
         supervisor_exe: supervisor_exe(),
         retention,
         signer,
-        verifier,
         cancel_wait: cfg.node.shutdown_grace.min(Duration::from_secs(10)),
-        units_per_node: cfg.limits.units_per_node,
         max_payload: cfg.limits.max_payload,
+    })
+}
+
+/// The admission policy: the verification key (loaded: a bad key fails here, before
+/// anything is bound), Go-token acceptance and the quotas.
+pub fn admission_policy(cfg: &Config) -> Result<Policy, DaemonError> {
+    let verifier = match &cfg.work.verification {
+        Some(v) => Some(
+            Verifier::load(&v.public_key)
+                .map_err(|source| DaemonError::Key { key: "verification.public_key", source })?,
+        ),
+        None => None,
+    };
+    Ok(Policy {
+        verifier,
+        accept_replayable_go_tokens: cfg
+            .work
+            .verification
+            .as_ref()
+            .is_some_and(|v| v.accept_replayable_go_tokens),
+        units_per_node: cfg.limits.units_per_node,
+        signed_tokens: cfg.limits.signed_tokens,
     })
 }
 
@@ -148,6 +162,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         .map_err(|source| DaemonError::DataDir { path: data_dir.display().to_string(), source })?;
     let tls = load_tls(&cfg)?;
     let units_cfg = units_config(&cfg)?;
+    let policy = admission_policy(&cfg)?;
     let mut listeners = Vec::new();
     for (index, l) in cfg.listeners.iter().enumerate() {
         let bound = Listener::bind(&l.url, tls.clone())
@@ -186,14 +201,14 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     let work =
         WorkService::new(node.clone(), build_registry(&cfg), data_dir).with_max_jobs(cfg.work.max_jobs);
     work.set_authorization(Authorization::new(cfg.work.allow.clone()));
+    work.admission().set_policy(policy);
     work.start();
-    let (registry, authz) = work.shared();
     let remote =
         Arc::new(crate::control::client::MeshControl { node: node.clone(), tls_only: tls_only(&cfg) });
-    let units =
-        Units::open(units_cfg, registry, authz, remote, work.slots(), node.tracker(), node.cancel_token())
-            .map_err(DaemonError::Units)?;
+    let units = Units::open(units_cfg, work.admission(), remote, node.tracker(), node.cancel_token())
+        .map_err(DaemonError::Units)?;
     let probe = metrics_listener.map(|l| crate::metrics::probe::start(l, &cfg, &node, &work, &units));
+    let control_allow = Arc::new(std::sync::RwLock::new(cfg.control.allow.clone()));
     let reloader = reload::Reloader {
         path: config_path.clone(),
         state: Arc::new(tokio::sync::Mutex::new(reload::State::new(cfg.clone()))),
@@ -201,6 +216,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         node: node.clone(),
         work: work.clone(),
         units: units.clone(),
+        control_allow: control_allow.clone(),
     };
     let r = reloader.clone();
     let reload_fn: crate::control::ReloadFn = Arc::new(move || {
@@ -212,6 +228,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         reload: reload_fn,
         units: units.clone(),
         sessions: crate::control::session_budget(cfg.limits.control_sessions),
+        allow: control_allow.clone(),
     };
     if cfg.control.mesh_service {
         control.clone().serve_mesh(&node.tracker(), node.cancel_token());

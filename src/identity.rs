@@ -5,6 +5,25 @@
 
 use crate::wire::NodeId;
 
+/// What every node ID a peer without a certificate may use begins with: the temporary IDs
+/// `receptor` picks for itself. `receptor cert` issues no certificate for such an ID, so a
+/// certificate-less peer (a TLS listener without `require_client_cert`) can never pass
+/// for a certified node.
+pub const UNCERTIFIED_PREFIX: &str = "receptor-client-";
+
+/// Whether a peer that proved nothing may join under `id`.
+pub fn may_join_uncertified(id: &NodeId) -> bool {
+    id.as_str().starts_with(UNCERTIFIED_PREFIX)
+}
+
+/// Why a certificate-less peer was refused its ID.
+pub fn uncertified_refusal(id: &NodeId) -> String {
+    format!(
+        "the peer presented no certificate, so it may only join under a temporary client ID \
+         ({UNCERTIFIED_PREFIX}…), not as {id}"
+    )
+}
+
 /// The party on the other end of a control session or a work stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {

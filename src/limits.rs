@@ -52,6 +52,10 @@ pub struct Limits {
     pub units_per_node: usize,
     /// Largest payload (stdin) of one work unit, in bytes.
     pub max_payload: u64,
+    /// Signed-work token IDs remembered until their tokens expire, so none is used twice.
+    /// When this many unexpired tokens have been seen, further signed requests are refused
+    /// (forgetting one would let it be replayed).
+    pub signed_tokens: usize,
     /// An end-to-end protected stream's handshake (both ends proving their node IDs) must
     /// finish within this time, on either end.
     #[serde(with = "humantime_serde")]
@@ -84,6 +88,7 @@ impl Default for Limits {
             control_sessions: 128,
             units_per_node: 1000,
             max_payload: 1 << 30,
+            signed_tokens: 100_000,
             stream_handshake_timeout: Duration::from_secs(10),
             stream_handshakes: 64,
             error_reply_rate: 256,
@@ -94,7 +99,8 @@ impl Default for Limits {
 impl Limits {
     /// Checks the values; returns the offending key (without the `limits.` prefix) and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let positive: [(&'static str, bool); 15] = [
+        let positive: [(&'static str, bool); 16] = [
+            ("signed_tokens", self.signed_tokens > 0),
             ("control_sessions", self.control_sessions > 0),
             ("units_per_node", self.units_per_node > 0),
             ("max_payload", self.max_payload > 0),

@@ -450,8 +450,11 @@ fn other_nodes_are_held_to_the_allow_rules_and_cannot_act_for_this_node() {
         w.write_all(line.as_bytes()).expect("write");
         read_reply(&mut r)
     };
-    assert_eq!(ask("reload\n"), "ERROR: reload is not accepted from other nodes\n");
-    assert_eq!(ask("connect node1 control \n"), "ERROR: connect is not accepted from other nodes\n");
+    let refused = |cmd: &str| {
+        format!("ERROR: {cmd} is not allowed for node1 (a [[control.allow]] rule must name it)\n")
+    };
+    assert_eq!(ask("reload\n"), refused("reload"));
+    assert_eq!(ask("connect node1 control \n"), refused("connect"));
     assert!(
         ask("work submit node1 echo\n").starts_with("ERROR: remote work units can only be created"),
         "no relaying under node2's name"

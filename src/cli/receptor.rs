@@ -49,6 +49,14 @@ pub struct MeshArgs {
     /// [default: /run/receptor/receptor.sock, when it exists].
     #[arg(long, global = true, value_name = "PATH", env = "RECEPTOR_SOCKET")]
     pub socket: Option<PathBuf>,
+    /// Sign the work this client submits over the mesh with this RSA private key (PEM),
+    /// for nodes whose work types have `verify_signature` (`run --via-receptor`, and
+    /// `work submit` with --receptor-peer). Each request gets its own one-use token.
+    #[arg(long, global = true, value_name = "FILE", env = "RECEPTOR_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+    /// Lifetime of each signed-work token.
+    #[arg(long, global = true, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub token_expiration: Duration,
 }
 
 #[derive(Subcommand, Debug)]

@@ -27,6 +27,7 @@ use crate::work::JobResult;
 use crate::work::ansible::WORK_TYPE;
 use crate::work::lease::DEFAULT_LEASE;
 use crate::work::remote::{RemoteControl, RemoteError, RemoteOp, RemoteSubmit};
+use crate::work::signing::{Grant, Op, Signer, payload_digest, string_params_digest};
 
 /// How often the client polls for the unit's final state once the worker stream ended.
 const FINAL_POLL: Duration = Duration::from_millis(10);
@@ -71,7 +72,7 @@ impl std::str::FromStr for UnitRef {
 
 /// How the client reaches the unit: its own mesh node, or a local daemon's socket.
 enum Entry {
-    Mesh { client: MeshClient, peer: PeerUrl, ctl: MeshControl },
+    Mesh { client: MeshClient, peer: PeerUrl, ctl: MeshControl, signer: Option<Signer> },
     Socket(SocketUnits),
 }
 
@@ -79,6 +80,13 @@ impl Entry {
     /// Joins the mesh (or picks the socket); over the mesh, `node` must be known.
     async fn open(req: &RunRequest, node: &NodeId) -> Result<Entry, RunError> {
         if let Some(sock) = &req.control_socket {
+            if req.signer.is_some() {
+                return Err(RunError::BadOptions(
+                    "--signing-key signs runs over the mesh (--receptor-peer); through a local daemon, \
+                     its [work.signing] key signs what it forwards"
+                        .into(),
+                ));
+            }
             return Ok(Entry::Socket(SocketUnits(sock.clone())));
         }
         let opts = ClientOptions {
@@ -103,7 +111,34 @@ impl Entry {
             })));
         }
         let ctl = MeshControl { node: client.node().clone(), tls_only: req.tls.is_some() };
-        Ok(Entry::Mesh { client, peer, ctl })
+        Ok(Entry::Mesh { client, peer, ctl, signer: req.signer.clone() })
+    }
+
+    /// Whether this run's requests are signed.
+    fn signs(&self) -> bool {
+        matches!(self, Entry::Mesh { signer: Some(_), .. })
+    }
+
+    /// A one-use token for `op` on `node` (on `unit`, or for submitting the payload of
+    /// digest `payload`), when the run is signed.
+    fn sign(
+        &self,
+        node: &NodeId,
+        op: Op,
+        unit: Option<&str>,
+        payload: Option<String>,
+    ) -> Result<Option<String>, RunError> {
+        let Entry::Mesh { client, signer: Some(signer), .. } = self else { return Ok(None) };
+        let grant = Grant {
+            node: node.to_string(),
+            requester: Some(client.node().id().to_string()),
+            op,
+            work_type: WORK_TYPE.to_owned(),
+            params: (op == Op::Submit).then(|| string_params_digest(&Default::default())),
+            payload,
+            unit: unit.map(str::to_owned),
+        };
+        signer.token(&grant).map(Some).map_err(RunError::BadOptions)
     }
 
     fn control(&self) -> &dyn RemoteControl {
@@ -235,12 +270,20 @@ async fn submit_unit(
     cb: &mut Callbacks,
 ) -> Result<String, RunError> {
     let mut retry = Reconnect::new(lease);
+    let digest = match entry.signs() {
+        true => Some(
+            payload_digest(payload.to_path_buf())
+                .await
+                .map_err(|e| RunError::BadOptions(format!("signing the payload: {e}")))?,
+        ),
+        false => None,
+    };
     loop {
         let req = RemoteSubmit {
             work_type: WORK_TYPE.to_owned(),
             params: Default::default(),
             stdin: payload.to_path_buf(),
-            signature: None,
+            signature: entry.sign(node, Op::Submit, None, digest.clone())?,
             lease: Some(lease),
         };
         let record = |id: &str| *created.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.to_owned());
@@ -253,7 +296,8 @@ async fn submit_unit(
                 // A unit created with a cut-off payload never runs: drop it, submit again.
                 let half = created.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(id) = half {
-                    let _ = entry.control().operate(node, &id, RemoteOp::ForceRelease, None).await;
+                    let signature = entry.sign(node, Op::Release, Some(&id), None)?;
+                    let _ = entry.control().operate(node, &id, RemoteOp::ForceRelease, signature).await;
                 }
                 retry.wait(entry, node, &why, cb).await?;
             }
@@ -285,7 +329,8 @@ async fn follow(
     let mut retry = Reconnect::new(lease);
     let mut have = 0u64;
     loop {
-        let why = match answered(ctl.results(node, unit, have, None)).await {
+        let signature = entry.sign(node, Op::Results, Some(unit), None)?;
+        let why = match answered(ctl.results(node, unit, have, signature)).await {
             Ok(mut stream) => {
                 retry.connected(node, have, cb);
                 let ended = loop {
@@ -352,7 +397,8 @@ async fn release_attempts(entry: &Entry, at: &UnitRef, cb: &mut Callbacks) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
     let start = Instant::now();
     loop {
-        match entry.control().operate(&at.node, &at.unit, RemoteOp::Release, None).await {
+        let signature = entry.sign(&at.node, Op::Release, Some(&at.unit), None).unwrap_or(None);
+        match entry.control().operate(&at.node, &at.unit, RemoteOp::Release, signature).await {
             Ok(()) => return,
             Err(RemoteError::UnknownUnit(_)) => return,
             Err(e) if start.elapsed() > RELEASE_WAIT => {

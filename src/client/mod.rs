@@ -34,6 +34,8 @@ pub struct ClientOptions {
     pub join_timeout: Duration,
     /// TLS material for `receptors://` peers; the node ID must be in the certificate.
     pub tls: Option<crate::transport::TlsSettings>,
+    /// Signs the work this client submits (for work types with `verify_signature`).
+    pub signer: Option<crate::work::signing::Signer>,
 }
 
 impl Default for ClientOptions {
@@ -43,6 +45,7 @@ impl Default for ClientOptions {
             receptor_node_id: None,
             join_timeout: Duration::from_secs(5),
             tls: None,
+            signer: None,
         }
     }
 }
@@ -72,13 +75,18 @@ pub enum ClientError {
 
 /// A unique temporary node ID for a client.
 pub fn temporary_node_id() -> NodeId {
-    let id = format!("receptor-client-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let id = format!(
+        "{}{}",
+        crate::identity::UNCERTIFIED_PREFIX,
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     NodeId::new(id).expect("UNWRAP: generated ids are valid")
 }
 
 /// A short-lived node joined to the mesh.
 pub struct MeshClient {
     node: Node,
+    signer: Option<crate::work::signing::Signer>,
 }
 
 impl MeshClient {
@@ -109,7 +117,7 @@ impl MeshClient {
         if let Some(tls) = &opts.tls {
             node_opts.tls = Some(crate::transport::TlsContext::load(tls.clone(), id.as_str())?);
         }
-        Ok(MeshClient { node: Node::start(node_opts) })
+        Ok(MeshClient { node: Node::start(node_opts), signer: opts.signer.clone() })
     }
 
     pub fn node(&self) -> &Node {
@@ -131,7 +139,22 @@ impl MeshClient {
         work_type: &str,
         params: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(StreamWriter, StreamReader), ClientError> {
-        let req = WorkRequest { work_type: work_type.to_owned(), params };
+        let signature = match &self.signer {
+            Some(signer) => {
+                let grant = crate::work::signing::Grant {
+                    node: node.to_string(),
+                    requester: Some(self.node.id().to_string()),
+                    op: crate::work::signing::Op::Submit,
+                    work_type: work_type.to_owned(),
+                    params: Some(crate::work::signing::params_digest(&params)),
+                    payload: None,
+                    unit: None,
+                };
+                Some(signer.token(&grant).map_err(ClientError::Remote)?)
+            }
+            None => None,
+        };
+        let req = WorkRequest { work_type: work_type.to_owned(), params, signature };
         let header = serde_json::to_vec(&req).map_err(|e| ClientError::Remote(e.to_string()))?;
         Ok(self.node.open(node, WORK_SERVICE, Bytes::from(header)).await?)
     }

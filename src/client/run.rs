@@ -62,6 +62,10 @@ pub struct RunRequest {
     /// Submit through this local daemon's control socket instead of joining the mesh:
     /// the work unit is then that daemon's (mirroring NODE's), released when the run ends.
     pub control_socket: Option<PathBuf>,
+    /// Signs the run's requests (submit, results, release) for a node whose
+    /// `ansible_runner` has `verify_signature`. Mesh runs only: through a local daemon,
+    /// the daemon's own `[work.signing]` signs what it forwards.
+    pub signer: Option<crate::work::signing::Signer>,
     /// Remote runs: the unit is cancelled and released once no client has followed it for
     /// this long (default [`crate::work::lease::DEFAULT_LEASE`], 10 minutes).
     pub lease: Option<Duration>,
@@ -276,6 +280,8 @@ fn connect_local(req: &RunRequest) -> Result<(MeshClient, NodeId, tempfile::Temp
         receptor_peer: req.receptor_peer.clone(),
         receptor_node_id: req.receptor_node_id.clone(),
         tls: req.tls.clone(),
+        // The job runs on this client's own node, which verifies nothing: nothing to sign.
+        signer: None,
         ..ClientOptions::default()
     };
     let dir = tempfile::tempdir().map_err(|e| RunError::BadOptions(format!("temporary directory: {e}")))?;

@@ -94,7 +94,8 @@ impl Control {
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) {
-        self.serve_on(TcpAcceptor { listener, tls }, tracker, cancel);
+        let refusals = Arc::new(Semaphore::new(TLS_REFUSALS));
+        self.serve_on(TcpAcceptor { listener, tls, refusals }, tracker, cancel);
     }
 
     /// Serves the control protocol to other nodes as the `control` mesh service.
@@ -145,13 +146,23 @@ impl Pending for tokio::net::UnixStream {
 struct TcpAcceptor {
     listener: TcpListener,
     tls: Option<TlsContext>,
+    /// TLS handshakes done only to tell a client it was refused (session budget), at once.
+    refusals: Arc<Semaphore>,
 }
+
+/// TLS clients over the session budget that are told why at once; more are just closed.
+const TLS_REFUSALS: usize = 8;
+
+/// Said to a TLS control client whose certificate names no node ID (or that sent none).
+const NO_IDENTITY: &str =
+    "ERROR: this control listener needs a client certificate that names a node ID (receptor cert issue)\n";
 
 /// A TCP control connection and the TLS context to secure it with.
 struct TcpConn {
     tcp: tokio::net::TcpStream,
     addr: std::net::SocketAddr,
     tls: Option<TlsContext>,
+    refusals: Arc<Semaphore>,
 }
 
 impl Acceptor for TcpAcceptor {
@@ -161,7 +172,12 @@ impl Acceptor for TcpAcceptor {
             match self.listener.accept().await {
                 Ok((tcp, addr)) => {
                     let _ = tcp.set_nodelay(true);
-                    return Some(TcpConn { tcp, addr, tls: self.tls.clone() });
+                    return Some(TcpConn {
+                        tcp,
+                        addr,
+                        tls: self.tls.clone(),
+                        refusals: self.refusals.clone(),
+                    });
                 }
                 Err(e) => accept_failed(e).await,
             }
@@ -173,31 +189,60 @@ impl Pending for TcpConn {
     type Read = IoRead<tokio::io::ReadHalf<BoxedIo>>;
     type Write = IoWrite<tokio::io::WriteHalf<BoxedIo>>;
     async fn open(self) -> Option<(Self::Read, Self::Write, Origin)> {
-        let TcpConn { tcp, addr, tls } = self;
-        let io: BoxedIo = match tls {
-            None => Box::new(tcp),
-            // As Go Receptor: the handshake gets 10 s.
-            Some(ctx) => match tokio::time::timeout(TLS_HANDSHAKE, ctx.accept(tcp)).await {
-                Ok(Ok((io, _))) => io,
-                Ok(Err(e)) => {
-                    tracing::warn!(%addr, "control TLS handshake failed: {e}");
-                    return None;
-                }
-                Err(_) => {
-                    tracing::warn!(%addr, "control TLS handshake timed out");
-                    return None;
-                }
-            },
+        let TcpConn { tcp, addr, tls, .. } = self;
+        let Some(ctx) = tls else {
+            // Plain TCP: allowed only with control.insecure_plaintext_control.
+            let io: BoxedIo = Box::new(tcp);
+            let (rd, wr) = tokio::io::split(io);
+            return Some((IoRead(rd), IoWrite(wr), Origin::Network(None)));
         };
+        let (io, identity) = tls_accept(&ctx, tcp, addr).await?;
+        // The client's certificate (verified against the configured CAs) says who it is.
+        let id = identity.and_then(|i| i.node_ids.iter().find_map(|n| crate::wire::NodeId::new(n).ok()));
         let (rd, wr) = tokio::io::split(io);
-        Some((IoRead(rd), IoWrite(wr), Origin::Network(None)))
+        let Some(id) = id else {
+            tracing::warn!(%addr, "control client refused: its certificate names no node ID");
+            let mut wr = IoWrite(wr);
+            let _ = wr.write(Bytes::from_static(NO_IDENTITY.as_bytes())).await;
+            wr.close().await;
+            return None;
+        };
+        Some((IoRead(rd), IoWrite(wr), Origin::Network(Some(id))))
     }
     async fn refuse(self, why: &'static str) {
-        // Plain TCP only: a TLS client would not understand bytes before its handshake.
-        if self.tls.is_none() {
-            let mut wr = IoWrite(self.tcp);
-            let _ = wr.write(Bytes::from_static(why.as_bytes())).await;
-            wr.close().await;
+        let io: BoxedIo = match &self.tls {
+            None => Box::new(self.tcp),
+            // A TLS client only understands bytes after its handshake: do it, within a
+            // small budget of its own (beyond it, the connection is just closed).
+            Some(ctx) => {
+                let Ok(_permit) = self.refusals.clone().try_acquire_owned() else { return };
+                match tls_accept(ctx, self.tcp, self.addr).await {
+                    Some((io, _)) => io,
+                    None => return,
+                }
+            }
+        };
+        let mut wr = IoWrite(io);
+        let _ = wr.write(Bytes::from_static(why.as_bytes())).await;
+        wr.close().await;
+    }
+}
+
+/// The TLS handshake of a control client; as Go Receptor, it gets 10 s.
+async fn tls_accept(
+    ctx: &TlsContext,
+    tcp: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+) -> Option<(BoxedIo, Option<crate::transport::PeerIdentity>)> {
+    match tokio::time::timeout(TLS_HANDSHAKE, ctx.accept(tcp)).await {
+        Ok(Ok(accepted)) => Some(accepted),
+        Ok(Err(e)) => {
+            tracing::warn!(%addr, "control TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%addr, "control TLS handshake timed out");
+            None
         }
     }
 }

@@ -8,6 +8,7 @@
 //! `connect`, and `work` (`submit`, `list`, `status`, `results`, `cancel`, `release`,
 //! `force-release`). Anything else gets `ERROR: Unknown command`, as from Go Receptor.
 
+pub mod allow;
 pub mod client;
 pub mod gojson;
 pub mod io;
@@ -87,6 +88,8 @@ pub struct Control {
     pub units: Units,
     /// Sessions open at once over all control listeners (`limits.control_sessions`).
     pub sessions: Arc<tokio::sync::Semaphore>,
+    /// `[[control.allow]]` (replaced on reload).
+    pub allow: Arc<std::sync::RwLock<Vec<allow::ControlAllow>>>,
 }
 
 /// What the session does after a command.
@@ -144,23 +147,33 @@ impl Control {
         };
         let result = match cmd.as_str() {
             "work" => return work::handle(self, &request, rd, wr, origin).await,
-            // From another node, a bridge would let it open streams under this node's
-            // name (and around [[work.allow]]): only local clients may connect.
-            "connect" if matches!(origin, Origin::Mesh(_)) => {
-                Err("connect is not accepted from other nodes".to_owned())
-            }
+            // A bridge opens streams under this node's name (around [[work.allow]] on
+            // the far end), a reload re-reads its configuration: only the local socket and
+            // clients a [[control.allow]] rule names may.
+            "connect" | "reload" if !self.permits(origin, &cmd) => Err(format!(
+                "{cmd} is not allowed for {} (a [[control.allow]] rule must name it)",
+                origin.node().map_or_else(|| "a client without a certificate".to_owned(), |n| n.to_string())
+            )),
             "connect" => return self.connect(&request, rd, wr).await,
             "status" => self.status(&request).await,
             "ping" => self.ping(&request).await,
-            "reload" if matches!(origin, Origin::Mesh(_)) => {
-                Err("reload is not accepted from other nodes".to_owned())
-            }
             "reload" => Ok(self.reload().await),
             "traceroute" => self.traceroute(&request).await,
             _ => Err("Unknown command".to_owned()),
         };
         wr.write(Bytes::from(reply_line(result))).await?;
         Ok(Flow::Continue)
+    }
+
+    /// Whether `origin` may use the node-wide command `cmd` (`reload`, `connect`).
+    fn permits(&self, origin: &Origin, cmd: &str) -> bool {
+        let action = if cmd == "reload" { allow::Action::Reload } else { allow::Action::Connect };
+        let rules = self.allow.read().map(|r| r.clone()).unwrap_or_default();
+        let ok = allow::permits(&rules, origin, action);
+        if !ok {
+            tracing::warn!(client = ?origin.node(), command = action.as_str(), "control command refused: no [[control.allow]] rule");
+        }
+        ok
     }
 
     /// `connect <node> <service> [<tls>]`: bridges this session to a mesh stream.

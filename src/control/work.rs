@@ -239,13 +239,16 @@ async fn submit<R: ByteRead, W: ByteWrite>(
     let attached = unit.attach();
     let received = receive_payload(rd, &unit.stdin_path(), ctl.units.max_payload()).await;
     drop(attached);
-    if let Err(e) = received {
-        ctl.units.input_failed(&unit, &e);
-        // The rest of the client's input is payload, never commands: answer and close.
-        reply(wr, Err(e)).await?;
-        return Ok(Flow::End);
-    }
-    let r = match ctl.units.start(&unit) {
+    let sha256 = match received {
+        Ok(digest) => digest,
+        Err(e) => {
+            ctl.units.input_failed(&unit, &e);
+            // The rest of the client's input is payload, never commands: answer and close.
+            reply(wr, Err(e)).await?;
+            return Ok(Flow::End);
+        }
+    };
+    let r = match ctl.units.check_payload(&unit, &sha256).and_then(|()| ctl.units.start(&unit)) {
         Ok(Started::Started) => Ok(json!({"result": "Job Started", "unitid": unit.id})),
         Ok(Started::Submitted) => Ok(json!({"result": "Job Submitted", "unitid": unit.id})),
         Err(e) => Err(e.to_string()),
@@ -253,12 +256,14 @@ async fn submit<R: ByteRead, W: ByteWrite>(
     reply(wr, r).await
 }
 
-/// Copies the raw payload (everything up to the client's end of input) into `stdin`.
+/// Copies the raw payload (everything up to the client's end of input) into `stdin`;
+/// returns its SHA-256 (hex), for a signed submission's payload binding.
 async fn receive_payload<R: ByteRead>(
     rd: &mut LineReader<R>,
     path: &std::path::Path,
     max: u64,
-) -> Result<(), String> {
+) -> Result<String, String> {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .open(path)
@@ -272,6 +277,7 @@ async fn receive_payload<R: ByteRead>(
                 if total > max {
                     return Err(format!("payload larger than {max} bytes (limits.max_payload)"));
                 }
+                digest.update(&data);
                 file.write_all(&data).await.map_err(|e| format!("writing {}: {e}", path.display()))?;
             }
             Ok(None) => break,
@@ -280,7 +286,7 @@ async fn receive_payload<R: ByteRead>(
     }
     file.flush().await.map_err(|e| e.to_string())?;
     file.sync_all().await.map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(crate::transport::tls::hex(digest.finish().as_ref()))
 }
 
 async fn results<R: ByteRead, W: ByteWrite>(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::{build_registry, units_config};
+use super::{admission_policy, build_registry, units_config};
 use crate::config::{Config, LinkSection};
 use crate::mesh::{LinkHandle, Node};
 use crate::transport::{Listener, TlsContext};
@@ -64,6 +64,8 @@ pub(super) struct Reloader {
     pub(super) node: Node,
     pub(super) work: WorkService,
     pub(super) units: Units,
+    /// `[[control.allow]]`, shared with the control listeners.
+    pub(super) control_allow: Arc<std::sync::RwLock<Vec<crate::control::allow::ControlAllow>>>,
 }
 
 impl Reloader {
@@ -104,18 +106,22 @@ impl Reloader {
         }
         self.apply_listeners(&mut state, &cfg, &mut errors).await;
         self.apply_peers(&mut state, &cfg);
-        match units_config(&cfg) {
-            Ok(mut ucfg) => {
+        match (units_config(&cfg), admission_policy(&cfg)) {
+            (Ok(mut ucfg), Ok(policy)) => {
                 ucfg.node = state.cfg.node.id.clone();
                 ucfg.root = state.cfg.node.data_dir.join("units");
                 self.units.reconfigure(ucfg);
+                self.work.admission().set_policy(policy);
             }
-            Err(e) => {
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::error!("reload: keeping the old work signing keys: {e}");
                 errors.push(e.to_string());
             }
         }
         self.work.set_authorization(Authorization::new(cfg.work.allow.clone()));
+        if let Ok(mut rules) = self.control_allow.write() {
+            *rules = cfg.control.allow.clone();
+        }
         self.work.set_registry(build_registry(&cfg)).await;
         tracing::info!(
             work_types = ?self.work.registry().names(),
@@ -219,7 +225,11 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     if !same(&running.log, &new.log) {
         keys.push("[log]");
     }
-    if !same(&running.control, &new.control) {
+    // `[[control.allow]]` is applied on reload; the rest of [control] needs a restart.
+    let (mut running_control, mut new_control) = (running.control.clone(), new.control.clone());
+    running_control.allow.clear();
+    new_control.allow.clear();
+    if !same(&running_control, &new_control) {
         keys.push("[control]");
     }
     if !same(&running.tls, &new.tls) {
@@ -242,7 +252,9 @@ fn keep_restart_only(applied: &mut Config, running: Config) {
     applied.node = running.node;
     applied.mesh = running.mesh;
     applied.log = running.log;
+    let allow = std::mem::take(&mut applied.control.allow);
     applied.control = running.control;
+    applied.control.allow = allow;
     applied.tls = running.tls;
     applied.work.max_jobs = running.work.max_jobs;
     applied.limits = running.limits;

@@ -85,7 +85,11 @@ pub fn handshake(data: &[u8]) {
         cost: 1.0,
     };
     let allowed = if opts & 1 != 0 { vec![NodeId::new("a").expect("valid id")] } else { Vec::new() };
-    let identity = (opts & 2 != 0).then(|| PeerIdentity { node_ids: vec!["a".into()], fingerprint: [0; 32] });
+    let identity = (opts & 2 != 0).then(|| PeerIdentity {
+        node_ids: vec!["a".into()],
+        fingerprint: [0; 32],
+        certified: true,
+    });
     let dialed_by_me = opts & 4 != 0;
     let (events, mut driver) = mpsc::channel(4);
     let ctx = LinkCtx {

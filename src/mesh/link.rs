@@ -153,7 +153,11 @@ fn vet_peer(
     identity: Option<&crate::transport::PeerIdentity>,
 ) -> Option<String> {
     let id = peer.node_id.as_str();
-    if let Some(identity) = identity {
+    if identity.is_some_and(|i| !i.certified) {
+        if !crate::identity::may_join_uncertified(&peer.node_id) {
+            return Some(crate::identity::uncertified_refusal(&peer.node_id));
+        }
+    } else if let Some(identity) = identity {
         if !identity.node_ids.iter().any(|n| n == id) {
             return Some(format!(
                 "the peer announces node id {id} but its certificate names {:?}",

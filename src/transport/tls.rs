@@ -50,6 +50,11 @@ pub enum TlsError {
 pub struct PeerIdentity {
     pub node_ids: Vec<String>,
     pub fingerprint: [u8; 32],
+    /// The peer presented a certificate (verified against the CAs). A TLS listener without
+    /// `require_client_cert` also accepts peers without one: they prove no node ID, and
+    /// link admission only lets them join under a temporary client ID
+    /// (`identity::may_join_uncertified`).
+    pub certified: bool,
 }
 
 struct Material {
@@ -132,18 +137,17 @@ impl TlsContext {
         Ok((Box::new(stream), id))
     }
 
-    /// Server side of a link. Without mutual TLS the peer may have no identity.
+    /// Server side of a link. Without mutual TLS the peer may have no certificate: its
+    /// identity then names no node ID and is not `certified` (and fails any pinning).
     pub async fn accept(&self, tcp: TcpStream) -> Result<(BoxedIo, Option<PeerIdentity>), TlsError> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.material()?.server.clone());
         let stream = acceptor.accept(tcp).await.map_err(TlsError::Handshake)?;
         let id = match stream.get_ref().1.peer_certificates() {
-            Some(certs) if !certs.is_empty() => Some(identity(Some(certs))?),
-            _ => None,
+            Some(certs) if !certs.is_empty() => identity(Some(certs))?,
+            _ => PeerIdentity { node_ids: Vec::new(), fingerprint: [0; 32], certified: false },
         };
-        if let Some(id) = &id {
-            self.check_pin(id)?;
-        }
-        Ok((Box::new(stream), id))
+        self.check_pin(&id)?;
+        Ok((Box::new(stream), Some(id)))
     }
 
     fn check_pin(&self, id: &PeerIdentity) -> Result<(), TlsError> {
@@ -160,7 +164,7 @@ fn identity(certs: Option<&[CertificateDer<'_>]>) -> Result<PeerIdentity, TlsErr
     let digest = ring::digest::digest(&ring::digest::SHA256, leaf);
     let mut fingerprint = [0u8; 32];
     fingerprint.copy_from_slice(digest.as_ref());
-    Ok(PeerIdentity { node_ids: node_ids_in_der(leaf).unwrap_or_default(), fingerprint })
+    Ok(PeerIdentity { node_ids: node_ids_in_der(leaf).unwrap_or_default(), fingerprint, certified: true })
 }
 
 pub fn hex(bytes: &[u8]) -> String {

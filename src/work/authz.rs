@@ -28,6 +28,15 @@ impl Authorization {
                     && r.work_types.iter().any(|w| matches(w, work_type))
             })
     }
+
+    /// For a client with no node ID (a plain-TCP control client): only rules whose
+    /// submitters include `*` itself apply.
+    pub fn allows_anonymous(&self, work_type: &str) -> bool {
+        self.rules.is_empty()
+            || self.rules.iter().any(|r| {
+                r.submitters.iter().any(|s| s == "*") && r.work_types.iter().any(|w| matches(w, work_type))
+            })
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! Plugins see a [`Job`] (parameters, an input to read, an output to write, a cancel
 //! token) and return a [`JobResult`]; they never touch sockets or mesh frames.
 
+pub mod admit;
 pub mod ansible;
 pub mod authz;
 pub mod command;
@@ -38,6 +39,9 @@ pub struct WorkRequest {
     pub work_type: String,
     #[serde(default)]
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// A signed-work token (see `work::signing`), for work types with `verify_signature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// How a job ended; sent back as the stream's trailer.
@@ -130,9 +134,18 @@ pub enum SubmitError {
     #[error("bad work request: {0}")]
     BadRequest(String),
     #[error("node {node} does not allow {submitter} to run {work_type:?}")]
-    NotAllowed { node: NodeId, submitter: NodeId, work_type: String },
+    NotAllowed { node: NodeId, submitter: String, work_type: String },
     #[error("node {node} has no {work_type} worker: {why}")]
     NoWorker { node: NodeId, work_type: String, why: String },
+    #[error("{0}")]
+    Signature(#[from] signing::SignatureError),
+    #[error("node {0} is busy: all job slots are in use (work.max_jobs)")]
+    Busy(NodeId),
+    #[error(
+        "node {requester} holds {held} work units on {node}, the most limits.units_per_node allows; \
+         release some first"
+    )]
+    Quota { node: NodeId, requester: NodeId, held: usize },
 }
 
 /// Work types by name.

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
+use super::signing::{Grant, Op, payload_digest, string_params_digest};
 use super::units::{Outcome, State, Unit, UnitError, UnitKind, UnitStatus, Units, file_len};
 use crate::mesh::backoff::Backoff;
 use crate::wire::NodeId;
@@ -169,14 +170,41 @@ fn remote_of(unit: &Unit) -> Option<RemoteUnit> {
     }
 }
 
-fn sign(units: &Units, r: &RemoteUnit) -> Result<Option<String>, String> {
+impl RemoteOp {
+    /// The operation a token for this request authorizes.
+    pub fn signed_op(self) -> Op {
+        match self {
+            RemoteOp::Cancel => Op::Cancel,
+            RemoteOp::Release | RemoteOp::ForceRelease => Op::Release,
+        }
+    }
+}
+
+/// A one-use token for `op` on the remote node (on its unit `rid`, or, for a submission,
+/// bound to the parameters and the payload's digest), when the unit is signed.
+fn sign(
+    units: &Units,
+    r: &RemoteUnit,
+    op: Op,
+    rid: Option<&str>,
+    payload: Option<String>,
+) -> Result<Option<String>, String> {
     if !r.sign_work {
         return Ok(None);
     }
-    match units.config().signer {
-        Some(s) => s.token(r.node.as_str()).map(Some),
-        None => Err("cannot sign work: signing key is empty".into()),
-    }
+    let Some(signer) = units.config().signer else {
+        return Err("cannot sign work: signing key is empty".into());
+    };
+    let grant = Grant {
+        node: r.node.to_string(),
+        requester: Some(units.inner.node.to_string()),
+        op,
+        work_type: r.work_type.clone(),
+        params: (op == Op::Submit).then(|| string_params_digest(&r.params)),
+        payload,
+        unit: rid.map(str::to_owned),
+    };
+    signer.token(&grant).map(Some)
 }
 
 fn update_remote(unit: &Unit, f: impl FnOnce(&mut RemoteUnit)) -> Result<Value, UnitError> {
@@ -256,7 +284,7 @@ async fn settle_earlier_attempt(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit)
                     && (st.detail.starts_with("Error reading input data")
                         || st.detail == "Pending at restart"));
             if incomplete {
-                let signature = sign(units, r).unwrap_or(None);
+                let signature = sign(units, r, Op::Release, Some(rid), None).unwrap_or(None);
                 if let Err(RemoteError::Unreachable(why)) =
                     remote.operate(&r.node, rid, RemoteOp::ForceRelease, signature).await
                 {
@@ -294,7 +322,17 @@ async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
     if !remote.reachable(&r.node) {
         return Step::Retry(format!("node {} is not reachable", r.node));
     }
-    let signature = match sign(units, r) {
+    let digest = match r.sign_work {
+        true => match payload_digest(unit.stdin_path()).await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                fail(unit, format!("cannot sign work: {e}"));
+                return Step::Done;
+            }
+        },
+        false => None,
+    };
+    let signature = match sign(units, r, Op::Submit, None, digest) {
         Ok(s) => s,
         Err(e) => {
             fail(unit, e);
@@ -352,7 +390,7 @@ async fn mirror(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
     let rid = r.remote_unit_id.as_str();
     let path = unit.stdout_path();
     let mut have = file_len(&path);
-    let signature = sign(units, r).unwrap_or(None);
+    let signature = sign(units, r, Op::Results, Some(rid), None).unwrap_or(None);
     let mut stream = match remote.results(&r.node, rid, have, signature).await {
         Ok(s) => s,
         Err(e) => return gone_or_retry(unit, e),
@@ -459,7 +497,7 @@ pub(super) async fn cancel(
         let r = remote_of(unit).unwrap_or(r);
         if !r.remote_unit_id.is_empty() {
             // A submission was under way: do not leave its unit behind on the remote node.
-            let signature = sign(units, &r).unwrap_or(None);
+            let signature = sign(units, &r, Op::Release, Some(&r.remote_unit_id), None).unwrap_or(None);
             let remote = units.inner.remote.clone();
             let attempt = remote.operate(&r.node, &r.remote_unit_id, RemoteOp::ForceRelease, signature).await;
             if let Err(RemoteError::Unreachable(why)) = attempt {
@@ -483,7 +521,8 @@ pub(super) async fn cancel(
         (true, false) => RemoteOp::Release,
         (true, true) => RemoteOp::ForceRelease,
     };
-    let signature = sign(units, &r).map_err(UnitError::Signature)?;
+    let signature =
+        sign(units, &r, op.signed_op(), Some(&r.remote_unit_id), None).map_err(UnitError::Signature)?;
     let remote = units.inner.remote.clone();
     let attempt = remote.operate(&r.node, &r.remote_unit_id, op, signature.clone()).await;
     match attempt {
@@ -527,7 +566,7 @@ pub(super) fn spawn_retry(units: Units, unit: Arc<Unit>) {
                 (true, true) => RemoteOp::Release,
                 (true, false) => RemoteOp::Cancel,
             };
-            let signature = sign(&units, &r).unwrap_or(None);
+            let signature = sign(&units, &r, op.signed_op(), Some(&r.remote_unit_id), None).unwrap_or(None);
             match units.inner.remote.operate(&r.node, &r.remote_unit_id, op, signature).await {
                 Err(RemoteError::Unreachable(_)) => continue,
                 Err(RemoteError::Refused(msg)) => {

@@ -3,7 +3,6 @@
 //! the stream or disappears, and when the node stops after its grace period.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -11,18 +10,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::admit::{Admission, Ask};
+use super::signing::{Op, params_digest};
 use super::{Job, JobInput, JobOutput, JobResult, Registry, SubmitError, WORK_SERVICE, WorkRequest};
+use crate::identity::Origin;
 use crate::mesh::{Incoming, Node, StreamWriter};
 
 /// Accepts and runs work for one node.
 #[derive(Clone)]
 pub struct WorkService {
     node: Node,
-    registry: Arc<std::sync::RwLock<Registry>>,
-    authz: Arc<std::sync::RwLock<super::authz::Authorization>>,
+    admission: Admission,
     data_dir: std::path::PathBuf,
-    draining: Arc<AtomicBool>,
-    slots: Arc<tokio::sync::Semaphore>,
     /// Cancelled to kill every running job.
     kill: CancellationToken,
     jobs: TaskTracker,
@@ -30,54 +29,35 @@ pub struct WorkService {
 
 impl WorkService {
     pub fn new(node: Node, registry: Registry, data_dir: std::path::PathBuf) -> WorkService {
-        WorkService {
-            node,
-            registry: Arc::new(std::sync::RwLock::new(registry)),
-            authz: Arc::default(),
-            data_dir,
-            draining: Arc::new(AtomicBool::new(false)),
-            slots: Arc::new(tokio::sync::Semaphore::new(64)),
-            kill: CancellationToken::new(),
-            jobs: TaskTracker::new(),
-        }
+        let admission = Admission::new(node.id().clone(), registry, 64);
+        WorkService { node, admission, data_dir, kill: CancellationToken::new(), jobs: TaskTracker::new() }
     }
 
     /// Replaces the registry (reload) and re-advertises it.
     pub async fn set_registry(&self, registry: Registry) {
         let ads = registry.ads();
-        if let Ok(mut r) = self.registry.write() {
-            *r = registry;
-        }
+        self.admission.set_registry(registry);
         self.node.set_work_types(ads).await;
     }
 
     /// Limits how many jobs run at once (call before [`WorkService::start`]).
     pub fn with_max_jobs(mut self, max: usize) -> WorkService {
-        self.slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+        self.admission = Admission::new(self.node.id().clone(), self.admission.registry(), max);
         self
     }
 
     /// Replaces the authorization rules.
     pub fn set_authorization(&self, authz: super::authz::Authorization) {
-        if let Ok(mut a) = self.authz.write() {
-            *a = authz;
-        }
+        self.admission.set_authorization(authz);
     }
 
-    /// The registry and authorization rules, shared with the work-unit store.
-    pub fn shared(
-        &self,
-    ) -> (Arc<std::sync::RwLock<Registry>>, Arc<std::sync::RwLock<super::authz::Authorization>>) {
-        (self.registry.clone(), self.authz.clone())
-    }
-
-    /// The job slots (`work.max_jobs`), shared with the work-unit store.
-    pub fn slots(&self) -> Arc<tokio::sync::Semaphore> {
-        self.slots.clone()
+    /// The admission path, shared with the work-unit store.
+    pub fn admission(&self) -> Admission {
+        self.admission.clone()
     }
 
     pub fn registry(&self) -> Registry {
-        self.registry.read().map(|r| r.clone()).unwrap_or_default()
+        self.admission.registry()
     }
 
     /// Serves work streams until the node stops.
@@ -105,7 +85,7 @@ impl WorkService {
 
     /// Stops accepting work, lets running jobs finish for `grace`, then kills them.
     pub async fn drain(&self, grace: std::time::Duration) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.admission.drain();
         self.jobs.close();
         if tokio::time::timeout(grace, self.jobs.wait()).await.is_err() {
             tracing::warn!(jobs = self.jobs.len(), "grace period over; killing running jobs");
@@ -117,14 +97,10 @@ impl WorkService {
     async fn handle(&self, inc: Incoming) {
         let Incoming { peer, header, writer, reader } = inc;
         // The authenticated opener (its certificate on a protected stream).
+        let origin = Origin::Mesh(peer.clone());
         let peer = peer.id().clone();
-        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
-            let reason = format!("node {} is busy: all job slots are in use", self.node.id());
-            tracing::warn!(submitter = %peer, "{reason}");
-            writer.reset(&reason).await;
-            return;
-        };
-        let (req, wt) = match self.lookup(&peer, &header) {
+        let admitted = self.admission.slot().and_then(|slot| Ok((slot, self.admit(&origin, &header)?)));
+        let (_slot, (req, wt)) = match admitted {
             Ok(found) => found,
             Err(e) => {
                 tracing::info!(submitter = %peer, "work refused: {e}");
@@ -166,36 +142,32 @@ impl WorkService {
         tracing::info!(exit_code = ?result.exit_code, signal = ?result.signal, error = ?result.error, "job finished");
     }
 
-    fn lookup(
+    /// Parses a stream's header and puts it through the admission path. A job stream's
+    /// payload is not known up front: a token demanding a payload digest is refused.
+    fn admit(
         &self,
-        submitter: &crate::wire::NodeId,
+        origin: &Origin,
         header: &Bytes,
     ) -> Result<(WorkRequest, Arc<dyn super::WorkType>), SubmitError> {
-        let node = self.node.id().clone();
-        if self.draining.load(Ordering::SeqCst) {
-            return Err(SubmitError::Draining(node));
-        }
         let req: WorkRequest =
             serde_json::from_slice(header).map_err(|e| SubmitError::BadRequest(e.to_string()))?;
-        let allowed = self.authz.read().map(|a| a.allows(submitter, &req.work_type)).unwrap_or(false);
-        if !allowed {
-            let submitter = submitter.clone();
-            tracing::warn!(%submitter, work_type = %req.work_type, "work refused by authorization rules");
-            return Err(SubmitError::NotAllowed { node, submitter, work_type: req.work_type });
-        }
-        let reg = self.registry();
-        if let Some(wt) = reg.get(&req.work_type) {
-            return Ok((req, wt));
-        }
-        if let Some(why) = reg.absent_reason(&req.work_type) {
-            let why = why.to_owned();
-            return Err(SubmitError::NoWorker { node, work_type: req.work_type, why });
-        }
-        let offers = match reg.names() {
-            n if n.is_empty() => "no work types".to_owned(),
-            n => n.join(", "),
+        let ask = Ask {
+            origin,
+            op: Op::Submit,
+            work_type: &req.work_type,
+            params: Some(params_digest(&req.params)),
+            unit: None,
+            signature: req.signature.as_deref(),
+            signed_unit: false,
         };
-        Err(SubmitError::Unknown { node, work_type: req.work_type, offers })
+        let admitted = self.admission.submit(&ask, None)?;
+        if admitted.payload_sha256.is_some() {
+            return Err(SubmitError::BadRequest(
+                "a job stream's payload cannot be checked against a payload digest; sign it without one"
+                    .into(),
+            ));
+        }
+        Ok((req, admitted.work_type))
     }
 }
 

@@ -70,13 +70,22 @@ fn with_client_file(mut mesh: MeshArgs) -> anyhow::Result<MeshArgs> {
     Ok(mesh)
 }
 
-fn client_options(mesh: &MeshArgs) -> ClientOptions {
-    ClientOptions {
+fn client_options(mesh: &MeshArgs) -> anyhow::Result<ClientOptions> {
+    Ok(ClientOptions {
         receptor_peer: mesh.receptor_peer.clone(),
         receptor_node_id: mesh.receptor_node_id.clone(),
         tls: tls_settings(mesh),
+        signer: signer(mesh)?,
         ..ClientOptions::default()
-    }
+    })
+}
+
+/// The work signer of `--signing-key`, if given.
+fn signer(mesh: &MeshArgs) -> anyhow::Result<Option<receptord::work::signing::Signer>> {
+    let Some(path) = &mesh.signing_key else { return Ok(None) };
+    let signer = receptord::work::signing::Signer::load(path, mesh.token_expiration)
+        .map_err(|e| anyhow::anyhow!("--signing-key {e}"))?;
+    Ok(Some(signer))
 }
 
 fn tls_settings(mesh: &MeshArgs) -> Option<receptord::transport::TlsSettings> {
@@ -102,7 +111,7 @@ async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
         }
         other => other,
     };
-    let opts = client_options(&cli.mesh);
+    let opts = client_options(&cli.mesh)?;
     let client = MeshClient::connect(&opts).await?;
     let result = match command {
         Command::Ping { node, count, timeout, interval, json } => {
@@ -256,6 +265,7 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
         receptor_node_id: node_id.clone(),
         tls: tls_settings(mesh),
         control_socket,
+        signer: signer(mesh)?,
         lease: Some(a.lease),
         timeout: a.timeout,
         options,

@@ -12,7 +12,7 @@ impl Units {
         signature: Option<&str>,
     ) -> Result<Follow, UnitError> {
         let unit = self.get(id)?;
-        self.check_unit_access(origin, &unit, signature)?;
+        self.check_unit_access(origin, &unit, Op::Results, signature)?;
         let attached = unit.attach();
         Ok(Follow {
             rx: unit.watch(),

@@ -24,10 +24,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::authz::Authorization;
+use super::admit::{Admission, Ask};
 use super::remote::{RemoteControl, RemoteUnit};
-use super::signing::{Signer, Verifier};
-use super::{Registry, UnitPlan};
+use super::signing::{Op, Signer};
+use super::{SubmitError, UnitPlan};
 use crate::wire::NodeId;
 
 mod disk;
@@ -63,11 +63,8 @@ pub struct UnitsConfig {
     /// Completed units older than this are released (`None`: never).
     pub retention: Option<Duration>,
     pub signer: Option<Signer>,
-    pub verifier: Option<Verifier>,
     /// How long a cancelled unit's processes get before SIGKILL (plus margin to wait).
     pub cancel_wait: Duration,
-    /// Units one other node may hold here at once (`limits.units_per_node`).
-    pub units_per_node: usize,
     /// Largest payload of one unit (`limits.max_payload`).
     pub max_payload: u64,
 }
@@ -82,11 +79,9 @@ pub(super) struct Inner {
     pub(super) cfg: RwLock<UnitsConfig>,
     pub(super) node: NodeId,
     root: PathBuf,
-    registry: Arc<RwLock<Registry>>,
-    authz: Arc<RwLock<Authorization>>,
+    /// The admission path (and job slots) shared with the `work` service.
+    pub(super) admission: Admission,
     pub(super) remote: Arc<dyn RemoteControl>,
-    /// Job slots shared with the `work` service (`work.max_jobs`).
-    pub(super) slots: Arc<tokio::sync::Semaphore>,
     units: Mutex<BTreeMap<String, Arc<Unit>>>,
     pub(super) tracker: TaskTracker,
     pub(super) cancel: CancellationToken,
@@ -98,10 +93,8 @@ impl Units {
     /// Failed with the reason. Remote units resume mirroring.
     pub fn open(
         cfg: UnitsConfig,
-        registry: Arc<RwLock<Registry>>,
-        authz: Arc<RwLock<Authorization>>,
+        admission: Admission,
         remote: Arc<dyn RemoteControl>,
-        slots: Arc<tokio::sync::Semaphore>,
         tracker: TaskTracker,
         cancel: CancellationToken,
     ) -> Result<Units, UnitError> {
@@ -115,10 +108,8 @@ impl Units {
                 node: cfg.node.clone(),
                 root: cfg.root.clone(),
                 cfg: RwLock::new(cfg),
-                registry,
-                authz,
+                admission,
                 remote,
-                slots,
                 units: Mutex::default(),
                 tracker,
                 cancel,
@@ -147,7 +138,7 @@ impl Units {
 
     /// Whether work type `name` requires signed submissions.
     pub fn is_secure(&self, name: &str) -> bool {
-        self.inner.registry.read().map(|r| r.secure(name)).unwrap_or(false)
+        self.inner.admission.is_secure(name)
     }
 
     fn insert(&self, id: &str, dir: &Path, kind: UnitKind, status: UnitStatus) -> Arc<Unit> {
@@ -162,6 +153,7 @@ impl Units {
             retrying: AtomicBool::new(false),
             releasing: AtomicBool::new(false),
             lease: Arc::default(),
+            expect_payload: Mutex::default(),
         });
         self.lock().insert(id.to_owned(), unit.clone());
         unit
@@ -182,68 +174,22 @@ impl Units {
         self.lock().values().filter(|u| !u.status().state.is_final()).count()
     }
 
-    /// Whether `origin` may act on units of `work_type`.
-    fn authorize(&self, origin: &Origin, work_type: &str) -> Result<(), UnitError> {
-        let Origin::Mesh(peer) = origin else { return Ok(()) };
-        let peer = peer.id();
-        let ok = self.inner.authz.read().map(|a| a.allows(peer, work_type)).unwrap_or(false);
-        if ok {
-            Ok(())
-        } else {
-            Err(UnitError::Refused(format!(
-                "node {} does not allow {peer} to run {work_type:?}",
-                self.inner.node
-            )))
+    /// The payload of a unit whose token demanded a digest must match it: `sha256` is the
+    /// received payload's (hex). A mismatch fails the unit, which never starts.
+    pub fn check_payload(&self, unit: &Unit, sha256: &str) -> Result<(), UnitError> {
+        let expected = unit.expect_payload.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let checked = self.inner.admission.check_payload(expected.as_deref(), sha256).map_err(unit_error);
+        if let Err(e) = &checked {
+            let _ = unit.update_status(|st| {
+                st.state = State::Failed;
+                st.detail = e.to_string();
+            });
         }
-    }
-
-    /// Checks a unit operation's signature, as Go Receptor's `processSignature` does:
-    /// required (and checked) for secure work types unless the request came through the
-    /// local socket; refused when not expected.
-    pub fn check_signature(
-        &self,
-        origin: &Origin,
-        work_type: &str,
-        remote_sign_work: bool,
-        signature: Option<&str>,
-    ) -> Result<(), UnitError> {
-        let should = remote_sign_work || self.is_secure(work_type);
-        let signature = signature.filter(|s| !s.is_empty());
-        if !should {
-            return match signature {
-                Some(_) => Err(UnitError::Signature("work type did not expect a signature".into())),
-                None => Ok(()),
-            };
-        }
-        if *origin == Origin::Socket {
-            return Ok(());
-        }
-        let Some(token) = signature else {
-            return Err(UnitError::Signature("could not verify signature: signature is empty".into()));
-        };
-        let cfg = self.config();
-        let Some(verifier) = cfg.verifier.as_ref() else {
-            return Err(UnitError::Signature(
-                "could not verify signature: verifying key not specified".into(),
-            ));
-        };
-        verifier.verify(token, self.inner.node.as_str()).map_err(UnitError::Signature)
+        checked
     }
 
     /// Validates a submission and creates its unit (status Pending, empty `stdin`).
     pub fn create(&self, origin: &Origin, req: SubmitRequest) -> Result<Arc<Unit>, UnitError> {
-        if let Origin::Mesh(peer) = origin {
-            let peer = peer.id();
-            let quota = self.config().units_per_node;
-            let held = self.lock().values().filter(|u| self.owned_by(origin, u)).count();
-            if *peer != self.inner.node && held >= quota {
-                return Err(UnitError::Refused(format!(
-                    "node {peer} holds {held} work units on {}, the most limits.units_per_node allows; \
-                     release some first",
-                    self.inner.node
-                )));
-            }
-        }
         let remote_node = req.node.clone().filter(|n| *n != self.inner.node);
         match remote_node {
             None => self.create_local(origin, req),
@@ -255,28 +201,21 @@ impl Units {
         if req.ttl.is_some() {
             return Err(UnitError::TtlLocal);
         }
-        self.check_signature(origin, &req.work_type, false, req.signature.as_deref())?;
-        let wt = {
-            let reg = self.inner.registry.read().map_err(|_| UnitError::Io("registry poisoned".into()))?;
-            match reg.get(&req.work_type) {
-                Some(wt) => wt,
-                None => {
-                    return Err(match reg.absent_reason(&req.work_type) {
-                        Some(why) => {
-                            UnitError::Refused(format!("unknown work type {}: {why}", req.work_type))
-                        }
-                        None => UnitError::UnknownWorkType(req.work_type.clone()),
-                    });
-                }
-            }
+        let held = self.lock().values().filter(|u| self.owned_by(origin, u)).count();
+        let ask = Ask {
+            origin,
+            op: Op::Submit,
+            work_type: &req.work_type,
+            params: Some(super::signing::string_params_digest(&req.params)),
+            unit: None,
+            signature: req.signature.as_deref(),
+            signed_unit: false,
         };
-        self.authorize(origin, &req.work_type)?;
+        let admitted = self.inner.admission.submit(&ask, Some(held)).map_err(unit_error)?;
+        let wt = admitted.work_type;
         let params = req.params.get("params").map(String::as_str).unwrap_or("");
         let (plan, shown) = wt.unit_plan(params).map_err(UnitError::Refused)?;
-        let submitter = match origin {
-            Origin::Socket | Origin::Network(_) => self.inner.node.clone(),
-            Origin::Mesh(n) => n.id().clone(),
-        };
+        let submitter = origin.node().cloned().unwrap_or_else(|| self.inner.node.clone());
         let kind = UnitKind::Local(LocalUnit {
             work_type: req.work_type.clone(),
             params: shown.clone(),
@@ -286,7 +225,9 @@ impl Units {
         });
         let status =
             UnitStatus::new(&req.work_type, "Waiting for Input Data", json!({"Pid": 0, "Params": shown}));
-        self.allocate(kind, status)
+        let unit = self.allocate(kind, status)?;
+        *unit.expect_payload.lock().unwrap_or_else(|p| p.into_inner()) = admitted.payload_sha256;
+        Ok(unit)
     }
 
     fn create_remote(
@@ -377,7 +318,7 @@ impl Units {
         signature: Option<&str>,
     ) -> Result<Outcome, UnitError> {
         let unit = self.get(id)?;
-        self.check_unit_access(origin, &unit, signature)?;
+        self.check_unit_access(origin, &unit, Op::Release, signature)?;
         self.release_unit(&unit, force).await
     }
 
@@ -412,14 +353,15 @@ impl Units {
         if force { Ok(()) } else { last }
     }
 
-    /// Another node may only see and act on the units it submitted itself.
+    /// Another node (over the mesh, or a TLS control client with its certificate) may
+    /// only see and act on the units it submitted itself.
     fn owned_by(&self, origin: &Origin, unit: &Unit) -> bool {
-        match (origin, unit.kind()) {
+        let Some(id) = origin.node() else { return true };
+        match unit.kind() {
             // This node reaching its own control service (`connect localhost control`).
-            (Origin::Mesh(peer), _) if *peer.id() == self.inner.node => true,
-            (Origin::Mesh(peer), UnitKind::Local(l)) => l.submitter == *peer.id(),
-            (Origin::Mesh(_), UnitKind::Remote(_)) => false,
-            _ => true,
+            _ if *id == self.inner.node => true,
+            UnitKind::Local(l) => l.submitter == *id,
+            UnitKind::Remote(_) => false,
         }
     }
 
@@ -449,6 +391,7 @@ impl Units {
         &self,
         origin: &Origin,
         unit: &Unit,
+        op: Op,
         signature: Option<&str>,
     ) -> Result<(), UnitError> {
         if !self.owned_by(origin, unit) {
@@ -459,8 +402,28 @@ impl Units {
             UnitKind::Local(l) => (l.work_type, false),
             UnitKind::Remote(r) => ("remote".to_owned(), r.sign_work),
         };
-        self.check_signature(origin, &work_type, sign, signature)?;
-        self.authorize(origin, &work_type)
+        let ask = Ask {
+            origin,
+            op,
+            work_type: &work_type,
+            params: None,
+            unit: Some(&unit.id),
+            signature,
+            signed_unit: sign,
+        };
+        self.inner.admission.operate(&ask).map_err(unit_error)
+    }
+}
+
+/// An admission refusal in the unit store's (and Go Receptor's) words.
+fn unit_error(e: SubmitError) -> UnitError {
+    match e {
+        SubmitError::Unknown { work_type, .. } => UnitError::UnknownWorkType(work_type),
+        SubmitError::NoWorker { work_type, why, .. } => {
+            UnitError::Refused(format!("unknown work type {work_type}: {why}"))
+        }
+        SubmitError::Signature(e) => UnitError::Signature(e.to_string()),
+        other => UnitError::Refused(other.to_string()),
     }
 }
 

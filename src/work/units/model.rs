@@ -173,6 +173,8 @@ pub struct Unit {
     pub(super) releasing: AtomicBool,
     /// Clients attached, for the unit's lease.
     pub(crate) lease: Arc<crate::work::lease::LeaseState>,
+    /// The payload digest the submission's token demanded (checked before it starts).
+    pub(super) expect_payload: Mutex<Option<String>>,
 }
 
 impl Unit {

@@ -65,7 +65,7 @@ impl Units {
                 tracing::info!(unit = %id, "reattached to a running work unit");
                 unit.supervised.store(true, Ordering::SeqCst);
                 // A reattached unit takes a job slot if one is free (it runs either way).
-                let slot = self.inner.slots.clone().try_acquire_owned().ok();
+                let slot = self.inner.admission.try_slot();
                 self.spawn_monitor(unit, None, slot);
             }
             UnitKind::Local(_) if dir.join("cancel").exists() => {

@@ -22,7 +22,7 @@ impl Units {
             }
             UnitKind::Local(_) => {
                 // Units and mesh jobs share `work.max_jobs` (one budget of processes).
-                let Ok(slot) = self.inner.slots.clone().try_acquire_owned() else {
+                let Some(slot) = self.inner.admission.try_slot() else {
                     let why =
                         format!("node {} is running work.max_jobs jobs; try again later", self.inner.node);
                     let _ = unit.update_status(|st| {
@@ -147,7 +147,7 @@ impl Units {
         signature: Option<&str>,
     ) -> Result<Outcome, UnitError> {
         let unit = self.get(id)?;
-        self.check_unit_access(origin, &unit, signature)?;
+        self.check_unit_access(origin, &unit, Op::Cancel, signature)?;
         self.cancel_unit(&unit).await
     }
 
