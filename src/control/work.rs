@@ -232,7 +232,7 @@ async fn submit<R: ByteRead, W: ByteWrite>(
     };
     let created = format!("Work unit created with ID {}. Send stdin data and EOF.\n", unit.id);
     if let Err(e) = wr.write(Bytes::from(created)).await {
-        ctl.units.input_failed(&unit, &format!("the client went away: {e}"));
+        ctl.units.input_failed(origin, &unit, &format!("the client went away: {e}")).await;
         return Err(e);
     }
     // The submitting client holds the lease while its payload arrives.
@@ -242,7 +242,7 @@ async fn submit<R: ByteRead, W: ByteWrite>(
     let sha256 = match received {
         Ok(digest) => digest,
         Err(e) => {
-            ctl.units.input_failed(&unit, &e);
+            ctl.units.input_failed(origin, &unit, &e).await;
             // The rest of the client's input is payload, never commands: answer and close.
             reply(wr, Err(e)).await?;
             return Ok(Flow::End);

@@ -194,10 +194,12 @@ fn replayed_advertisements_of_a_previous_incarnation_are_not_twin_evidence() {
     use crate::mesh::state::{Admission, Mesh, MeshConfig};
     use tokio::time::Instant;
     let (old, new) = (1_000_000u64, 2_000_000u64);
+    // The victim hangs off the relay, so it stays reachable (unreachable entries are
+    // forgotten after a grace) while its twins argue.
     let ad = |epoch: u64, seq: u64, signed_at: u64| Lsa {
         epoch,
         seq,
-        neighbors: Vec::new(),
+        neighbors: vec![(id("relay"), 1.0)],
         sig: Some(LsaSig {
             scheme: u16::from(SignatureScheme::ECDSA_NISTP256_SHA256),
             signed_at,
@@ -221,10 +223,24 @@ fn replayed_advertisements_of_a_previous_incarnation_are_not_twin_evidence() {
         };
         assert_eq!(mesh.admit(1, &hello, 1.0, false), Admission::Admit);
         mesh.link_up(t0, 1);
-        mesh.on_lsa(t0, 1, ad(new, 1, new + 1));
-        mesh.on_lsa(t0 + Duration::from_secs(1), 1, ad(old, 5, signed_at[0]));
-        mesh.on_lsa(t0 + timeout / 2, 1, ad(new, 2, new + 2));
-        mesh.on_lsa(t0 + timeout + Duration::from_secs(2), 1, ad(old, 6, signed_at[1]));
+        let relay = |seq: u64| Lsa {
+            origin: id("relay"),
+            epoch: 1,
+            seq,
+            neighbors: vec![(id("hub"), 1.0), (id("victim"), 1.0)],
+            work_types: Vec::new(),
+            ..ad(1, seq, 1)
+        };
+        let steps = [
+            (Duration::ZERO, ad(new, 1, new + 1)),
+            (Duration::from_secs(1), ad(old, 5, signed_at[0])),
+            (timeout / 2, ad(new, 2, new + 2)),
+            (timeout + Duration::from_secs(2), ad(old, 6, signed_at[1])),
+        ];
+        for (seq, (at, victim)) in (1..).zip(steps) {
+            mesh.on_lsa(t0 + at, 1, relay(seq));
+            mesh.on_lsa(t0 + at, 1, victim);
+        }
         mesh.drain_actions();
         mesh.known().into_iter().find(|l| l.origin.as_str() == "victim").map(|l| l.epoch)
     };

@@ -301,12 +301,19 @@ impl Units {
         Err(UnitError::Io("could not find a free unit ID".into()))
     }
 
-    /// Records that the payload could not be read.
-    pub fn input_failed(&self, unit: &Unit, why: &str) {
+    /// Records that the payload could not be read. A unit submitted by another node is then
+    /// discarded: it can never run, and its submitter — which may not even have learned its
+    /// ID before the link broke — submits afresh (`work::remote`), so keeping it would leave
+    /// a dead twin behind. Local clients keep theirs to inspect, as in Go Receptor.
+    pub async fn input_failed(&self, origin: &Origin, unit: &Arc<Unit>, why: &str) {
         let _ = unit.update_status(|st| {
             st.state = State::Failed;
             st.detail = format!("Error reading input data: {why}");
         });
+        if matches!(origin, Origin::Mesh(_)) {
+            tracing::info!(unit = %unit.id, "discarding a work unit whose payload never arrived whole");
+            let _ = self.release_unit(unit, true).await;
+        }
     }
 
     /// Releases a unit: cancels it if needed, then deletes it. `force` ignores failures.
