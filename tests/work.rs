@@ -103,6 +103,34 @@ fn receptorctl_drives_local_work_units() {
     assert!(stderr(&out).contains("unknown work unit Nope1234"), "{}", stderr(&out));
 }
 
+/// A leaf knows only its hubs (docs/PROTOCOL.md §5.8), yet a remote unit it creates for a
+/// node behind them is submitted at once through its default route and runs there.
+#[test]
+fn a_leaf_runs_remote_units_on_nodes_it_does_not_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let n2 = Daemon::start(Spec::new("node2"));
+    let n3 = Daemon::start(Spec::new("node3").peer(n2.port).extra(WORK));
+    let n1 =
+        Daemon::start(Spec::new("node1").peer(n2.port).extra(&format!("{ctl}[mesh]\nrole = \"leaf\"\n")));
+    // (`wait_route` joins a client through node1, and a client joining a leaf gets no
+    // database: ask node1 itself.)
+    wait_until("node1 reaches node3", Duration::from_secs(20), || {
+        receptorctl(&sock, &["ping", "node3", "--count", "1"]).status.success()
+    });
+    let listed = receptorctl(&sock, &["status"]);
+    assert!(!stdout(&listed).contains("node3"), "a leaf lists only itself and its hubs: {}", stdout(&listed));
+
+    let out = receptorctl(&sock, &["work", "submit", "echo", "--node", "node3", "-l", "from a leaf", "-f"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "from a leaf\ndone\n");
+    let local = list(&sock);
+    let (_, st) = local.as_object().and_then(|m| m.iter().next()).expect("local unit");
+    assert_eq!(st["ExtraData"]["RemoteNode"], "node3");
+    assert_eq!(st["StateName"], "Succeeded", "{st}");
+    drop((n1, n3));
+}
+
 #[test]
 fn remote_units_mirror_state_and_output_and_connect_reaches_other_nodes() {
     let dir = tempfile::tempdir().expect("tempdir");

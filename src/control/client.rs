@@ -190,7 +190,7 @@ impl RemoteBytes for MeshResults {
 
 impl RemoteControl for MeshControl {
     fn reachable(&self, node: &NodeId) -> bool {
-        self.node.topology().borrow().reachable.contains(node)
+        self.node.routable(node)
     }
 
     fn links_are_tls(&self) -> bool {

@@ -447,6 +447,13 @@ impl Node {
         rx
     }
 
+    /// Whether frames for `dst` have a way out of this node: a route, a learned reverse
+    /// path, or (on a leaf) the default route through its hubs. A leaf's topology lists
+    /// only its direct peers, so this, not [`Topology::reachable`], says whether to try.
+    pub fn routable(&self, dst: &NodeId) -> bool {
+        self.inner.router.reachable(dst)
+    }
+
     fn check_known(&self, dst: &NodeId) -> Result<(), OpenError> {
         if self.inner.router.reachable(dst) {
             return Ok(());
