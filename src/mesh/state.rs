@@ -16,11 +16,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::origin::LsaSigner;
-use super::routing::{self, Route};
+use super::routing::Route;
 use crate::wire::{Frame, Hello, Lsa, NodeId, WorkTypeAd};
 
 mod aging;
 mod check;
+mod table;
 
 /// Identifies one connection of this node, for the lifetime of the process.
 pub type LinkId = u64;
@@ -617,99 +618,6 @@ impl Mesh {
             // Most likely a stale copy from our own previous incarnation: supersede it.
             self.own_dirty = true;
         }
-    }
-
-    /// Marks routes stale; [`Mesh::settle`] recomputes them once.
-    fn recompute(&mut self) {
-        self.dirty = true;
-    }
-
-    /// Originates our advertisement if it changed, and recomputes routes if anything
-    /// changed since the last time.
-    pub fn settle(&mut self) {
-        if self.own_dirty {
-            self.originate(self.now);
-        }
-        if std::mem::take(&mut self.dirty) {
-            self.compute_routes();
-        }
-    }
-
-    fn compute_routes(&mut self) {
-        crate::metrics::global().route_computation();
-        // A peer whose stored advertisement says it is leaving is gone already, even while
-        // its link is still open (the routing graph omits it, which `shortest_paths` would
-        // otherwise read as "its first advertisement has not arrived yet").
-        let left = |peer: &NodeId| self.lsdb.get(peer).is_some_and(|e| e.lsa.leaving);
-        let peers: HashMap<NodeId, (LinkId, f64)> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.up && !left(&l.peer))
-            .map(|(id, l)| (l.peer.clone(), (*id, l.cost)))
-            .collect();
-        let graph: HashMap<&NodeId, &Lsa> =
-            self.lsdb.iter().filter(|(_, e)| !e.lsa.leaving).map(|(k, e)| (k, &e.lsa)).collect();
-        let routes = routing::shortest_paths(&self.me, &peers, &graph, self.cfg.max_hops);
-        let default_route = self.pick_default_route();
-        self.mark_unreachable(&routes);
-        if routes != self.routes || default_route != self.default_route {
-            self.routes = routes;
-            self.default_route = default_route;
-            self.actions.push(Action::RoutesChanged);
-        }
-    }
-
-    /// A leaf's way to every node it has no route to: its cheapest up link to a relay
-    /// (ties to the smallest peer ID). Hubs have none: they know the whole mesh.
-    fn pick_default_route(&self) -> Option<(LinkId, NodeId)> {
-        if !self.is_leaf() {
-            return None;
-        }
-        let left = |peer: &NodeId| self.lsdb.get(peer).is_some_and(|e| e.lsa.leaving);
-        self.links
-            .iter()
-            .filter(|(_, l)| l.up && !l.not_relay && !left(&l.peer))
-            .min_by(|a, b| a.1.cost.total_cmp(&b.1.cost).then_with(|| a.1.peer.cmp(&b.1.peer)))
-            .map(|(id, l)| (*id, l.peer.clone()))
-    }
-
-    /// The default route of a leaf: (link, hub).
-    pub fn default_route(&self) -> Option<&(LinkId, NodeId)> {
-        self.default_route.as_ref()
-    }
-
-    pub fn route(&self, dst: &NodeId) -> Option<&Route> {
-        self.routes.get(dst)
-    }
-
-    pub fn routes(&self) -> &HashMap<NodeId, Route> {
-        &self.routes
-    }
-
-    /// The advertisement held for `node`, reachable or not (tests look into the database).
-    #[cfg(test)]
-    pub(crate) fn held(&self, node: &NodeId) -> Option<&Lsa> {
-        self.lsdb.get(node).map(|e| &e.lsa).filter(|l| !l.leaving)
-    }
-
-    /// Whether `node` is this node or one with a route and an advertisement here.
-    pub fn knows(&self, node: &NodeId) -> bool {
-        *node == self.me
-            || (self.routes.contains_key(node) && self.lsdb.get(node).is_some_and(|e| !e.lsa.leaving))
-    }
-
-    /// The advertisements of every node with a route from here, ours included (the mesh as
-    /// this node sees it; a leaf sees itself and whichever peers advertised to it).
-    pub fn known(&self) -> Vec<Lsa> {
-        let mut v: Vec<Lsa> = self
-            .lsdb
-            .values()
-            .filter(|e| !e.lsa.leaving && self.routes.contains_key(&e.lsa.origin))
-            .map(|e| e.lsa.clone())
-            .collect();
-        v.push(self.own_lsa());
-        v.sort_by(|a, b| a.origin.cmp(&b.origin));
-        v
     }
 }
 
