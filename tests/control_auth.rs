@@ -39,21 +39,6 @@ impl Pki {
     }
 }
 
-fn control_port(d: &Daemon) -> u16 {
-    let mut port = 0;
-    wait_until("control TCP socket", Duration::from_secs(10), || {
-        port = d
-            .log()
-            .lines()
-            .find(|l| l.contains("control TCP socket ready"))
-            .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
-            .and_then(|p| p.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
-        port != 0
-    });
-    port
-}
-
 /// node1 with a TLS control listener, an `echo` work type only `ops-*` may run, and
 /// `reload` only for `ops-*`.
 fn tls_node(pki: &Pki, extra: &str) -> Daemon {

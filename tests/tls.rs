@@ -308,22 +308,6 @@ fn reload_swaps_the_certificate_without_dropping_links() {
     wait_tls_route(&n1, &pki, "node2");
 }
 
-/// The TCP port of a daemon's control listener, from its log.
-fn control_port(d: &Daemon) -> u16 {
-    let mut port = 0;
-    wait_until("control TCP socket", Duration::from_secs(10), || {
-        port = d
-            .log()
-            .lines()
-            .find(|l| l.contains("control TCP socket ready"))
-            .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
-            .and_then(|p| p.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
-        port != 0
-    });
-    port
-}
-
 #[test]
 fn receptorctl_works_over_the_tls_control_listener() {
     let pki = Pki::new();

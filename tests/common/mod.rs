@@ -301,6 +301,22 @@ pub fn receptor_cmd(peer: &Daemon) -> Command {
     cmd
 }
 
+/// The TCP port of a daemon's control listener, from its log.
+pub fn control_port(d: &Daemon) -> u16 {
+    let mut port = 0;
+    wait_until("control TCP socket", Duration::from_secs(10), || {
+        port = d
+            .log()
+            .lines()
+            .find(|l| l.contains("control TCP socket ready"))
+            .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
+            .and_then(|p| p.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        port != 0
+    });
+    port
+}
+
 /// Waits until `from` can ping `node` (routes converged).
 pub fn wait_route(from: &Daemon, node: &str) {
     wait_until(&format!("route from {} to {node}", from.id), Duration::from_secs(20), || {
