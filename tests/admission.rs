@@ -170,16 +170,7 @@ fn a_token_is_used_once_and_only_for_its_node_requester_work_type_and_params() {
 fn go_receptor_tokens_need_an_explicit_opt_in_for_submissions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (private, public) = rsa_keys(dir.path());
-    let pem = std::fs::read(&private).expect("key");
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("key");
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_secs() + 60;
-    // Exactly Go Receptor 1.4's claims: jwt.StandardClaims{ExpiresAt, Audience}.
-    let go = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS512),
-        &serde_json::json!({"aud": "node3", "exp": exp}),
-        &key,
-    )
-    .expect("token");
+    let go = go_token(&private, "node3");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let header = serde_json::json!({"work_type": "secure", "signature": go});
     {
@@ -287,17 +278,23 @@ fn a_go_receptor_token_may_still_cancel_the_requesters_own_unit() {
     // Unsigned: refused. With Go Receptor's claims only (aud, exp): the owner may cancel.
     let refused = rt.block_on(ctl.operate(&node3, &unit, RemoteOp::Cancel, None)).expect_err("unsigned");
     assert!(refused.to_string().contains("a signature is required"), "{refused}");
-    let pem = std::fs::read(&private).expect("key");
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("key");
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_secs() + 60;
-    let go = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS512),
-        &serde_json::json!({"aud": "node3", "exp": exp}),
-        &key,
-    )
-    .expect("token");
+    let go = go_token(&private, "node3");
     rt.block_on(ctl.operate(&node3, &unit, RemoteOp::Cancel, Some(go))).expect("cancelled with a Go token");
     let st = rt.block_on(ctl.status(&node3, &unit)).expect("status");
     assert_eq!(st.state.name(), "Canceled", "{st:?}");
     rt.block_on(client.close());
+}
+
+/// A token with exactly Go Receptor 1.4's claims (`jwt.StandardClaims{ExpiresAt, Audience}`),
+/// signed with the RSA key at `private`, valid for a minute.
+fn go_token(private: &std::path::Path, aud: &str) -> String {
+    let pem = std::fs::read(private).expect("key");
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("key");
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_secs() + 60;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS512),
+        &serde_json::json!({"aud": aud, "exp": exp}),
+        &key,
+    )
+    .expect("token")
 }
