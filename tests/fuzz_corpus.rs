@@ -71,6 +71,11 @@ fn fuzz_corpus_mesh_events() {
     replay("mesh_events");
 }
 
+#[test]
+fn fuzz_corpus_stream_records() {
+    replay("stream_records");
+}
+
 /// Every target has a corpus directory and a libFuzzer entry of the same name.
 #[test]
 fn fuzz_targets_are_wired() {

@@ -1,13 +1,14 @@
 //! Target on the link-state machine: arbitrary event sequences, invariants after each.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Cursor;
-use crate::mesh::state::{Action, Admission, LinkId, Mesh, MeshConfig};
-use crate::wire::{Frame, Hello, Lsa, MAX_FRAME, Name, NodeId, PROTOCOL_VERSION, WorkTypeAd, caps};
+use crate::mesh::state::{Action, Admission, LinkId, Mesh, MeshConfig, Role};
+use crate::wire::{Frame, Hello, Lsa, LsaSig, MAX_FRAME, Name, NodeId, PROTOCOL_VERSION, WorkTypeAd, caps};
 
 const NODES: [&str; 8] = ["fuzz-me", "a", "b", "c", "d", "e", "f", "g"];
 const COSTS: [f64; 8] = [1.0, 0.5, 2.0, 100.0, 1e-300, 1e300, f64::MIN_POSITIVE, 3.25];
@@ -52,6 +53,14 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
     let epoch = u64::from(c.byte() % 4);
     let seq = u64::from(c.byte());
     let flags = c.byte();
+    // What the link reader lets through once the signature checked out: only `signed_at`
+    // matters to the state machine (an older incarnation's evidence must postdate ours).
+    let sig = (flags & 4 != 0).then(|| LsaSig {
+        scheme: 0x0403,
+        signed_at: u64::from(flags >> 4) % 5,
+        chain: vec![Bytes::from_static(b"\x30\x00")],
+        signature: Bytes::from_static(b"sig"),
+    });
     let neighbors =
         (0..c.byte() % 6).map(|_| (node(c), COSTS[usize::from(c.byte()) % COSTS.len()])).collect();
     let work_types = work_types(c);
@@ -64,7 +73,7 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
         leaf: flags & 8 != 0,
         neighbors,
         work_types,
-        sig: None,
+        sig,
     };
     let enc = Frame::Lsa(lsa).encode();
     match Frame::decode(enc.slice(4..)) {
@@ -89,7 +98,14 @@ pub fn mesh_events(data: &[u8]) {
         ..MeshConfig::default()
     };
     let me = NodeId::new(NODES[0]).expect("valid id");
-    let mut mesh = Mesh::new(me, 2, c.byte() & 1 != 0, cfg, now);
+    let (ephemeral, leaf) = match c.byte() {
+        b if b & 1 != 0 => (true, false),
+        b => (false, b & 2 != 0),
+    };
+    let cfg = MeshConfig { role: if leaf { Role::Leaf } else { Role::Hub }, ..cfg };
+    let mut mesh = Mesh::new(me, 2, ephemeral, cfg, now);
+    // Which links lead to leaves, by id (actions may still name a link just removed).
+    let mut leaf_links: HashSet<LinkId> = HashSet::new();
     // Link ids as the driver hands them out: fresh for every handshake, up at most once,
     // down at most once; advertisements arrive only on up links.
     let mut links: Vec<(LinkId, Phase)> = Vec::new();
@@ -112,12 +128,19 @@ pub fn mesh_events(data: &[u8]) {
                     version: PROTOCOL_VERSION,
                     node_id: peer.clone(),
                     epoch,
-                    caps: if flags & 2 != 0 { caps::EPHEMERAL } else { caps::STREAMS },
+                    caps: match flags & 6 {
+                        0 => caps::STREAMS,
+                        2 => caps::EPHEMERAL,
+                        _ => caps::STREAMS | caps::LEAF,
+                    },
                     idle_timeout_ms: 1000,
                     cost: 1.0,
                 };
                 let cost = COSTS[usize::from(c.byte()) % COSTS.len()];
                 next_link += 1;
+                if hello.caps & caps::LEAF != 0 {
+                    leaf_links.insert(next_link);
+                }
                 if mesh.admit(next_link, &hello, cost, flags & 1 != 0) == Admission::Admit {
                     assert_ne!(&peer, mesh.me(), "admitted a peer with this node's id");
                     links.push((next_link, Phase::Admitted));
@@ -149,21 +172,28 @@ pub fn mesh_events(data: &[u8]) {
             }
             5 => mesh.set_work_types(now, work_types(&mut c)),
             6 => mesh.leave(),
-            _ => drain(&mut mesh),
+            _ => drain(&mut mesh, &leaf_links),
         }
         if let Err(e) = mesh.check_invariants() {
             panic!("after step {steps} (op {}): {e}", op % 9);
         }
     }
-    drain(&mut mesh);
+    drain(&mut mesh, &leaf_links);
     if let Err(e) = mesh.check_invariants() {
         panic!("at the end: {e}");
     }
 }
 
-fn drain(mesh: &mut Mesh) {
+/// Takes the mesh's actions and checks every frame it asks to send: encodable within the
+/// frame limit, decodable; no advertisement to a leaf, none but its own from a leaf.
+fn drain(mesh: &mut Mesh, leaf_links: &HashSet<LinkId>) {
+    let leaf = mesh.role() == Role::Leaf;
     for action in mesh.drain_actions() {
-        if let Action::Send { frame, .. } = action {
+        if let Action::Send { frame, link } = action {
+            if let Frame::Lsa(lsa) = &frame {
+                assert!(!leaf_links.contains(&link), "an advertisement of {} sent to a leaf", lsa.origin);
+                assert!(!leaf || lsa.origin == *mesh.me(), "a leaf forwarded {}'s advertisement", lsa.origin);
+            }
             let enc = frame.encode();
             assert!(enc.len() - 4 <= MAX_FRAME, "the mesh asked to send an oversized {}", frame.kind());
             assert!(

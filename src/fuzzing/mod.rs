@@ -7,12 +7,14 @@
 
 mod control;
 mod mesh;
+mod records;
 mod runner;
 mod seeds;
 mod wire;
 
 pub use control::control_line;
 pub use mesh::mesh_events;
+pub use records::stream_records;
 pub use runner::{extract, transmit_stream};
 pub use seeds::seeds;
 pub use wire::{frame, handshake};
@@ -21,13 +23,14 @@ pub use wire::{frame, handshake};
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its `fuzz/fuzz_targets/<name>.rs` and corpus directory.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("frame", frame),
     ("handshake", handshake),
     ("transmit_stream", transmit_stream),
     ("extract", extract),
     ("control_line", control_line),
     ("mesh_events", mesh_events),
+    ("stream_records", stream_records),
 ];
 
 /// One runtime for the async targets (built once; a runtime per input would cost more than

@@ -154,6 +154,16 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             vec![4, 3, 0, 4, 0, 0, 1, 1, 0, 1, 1, 1, 3, 1, 0, 1, 0, 5, 0, 1, 0, 0, 0, 7, 0, 4, 0, 200, 7, 0],
             vec![8, 8, 255, 7, 0, 0, 2, 2, 1, 0, 0, 1, 2, 3, 2, 2, 1, 2, 9, 0, 2, 5, 1, 2, 7, 1, 2, 1, 6, 0],
         ],
+        "stream_records" => vec![
+            // Raw bytes: a plausible record prefix and a body that cannot open.
+            vec![0, 40, 0, 0, 0, 0, 33, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18],
+            // Header, data, end; untouched, fed in 7-byte pieces.
+            vec![1, 3, 2, 4, 0, 20, 1, 0, 0, 7, 0],
+            // The same with one bit flipped, one record cut short, and a reflected copy.
+            vec![1, 3, 2, 4, 0, 20, 1, 0, 1, 30, 0, 3, 0, 9, 0],
+            vec![1, 3, 2, 4, 0, 20, 1, 0, 1, 10, 0, 0, 4, 9, 0],
+            vec![3, 2, 0, 9, 1, 0, 0, 50, 0],
+        ],
         _ => Vec::new(),
     }
 }

@@ -18,7 +18,7 @@ pub mod node;
 pub mod origin;
 pub(crate) mod router;
 pub mod routing;
-mod seal;
+pub(crate) mod seal;
 mod sealed;
 pub mod state;
 pub mod stream;

@@ -144,11 +144,11 @@ impl Unsealer {
     /// The next complete record, if one is buffered. After an error the stream is
     /// unusable.
     pub(crate) fn next(&mut self) -> Result<Option<(Kind, Bytes)>, IntegrityError> {
+        if self.ended && !self.buf.is_empty() {
+            return Err(IntegrityError::AfterEnd);
+        }
         if self.buf.len() < 4 {
             return Ok(None);
-        }
-        if self.ended {
-            return Err(IntegrityError::AfterEnd);
         }
         let prefix = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
         let len = u32::from_be_bytes(prefix) as usize;
@@ -287,6 +287,15 @@ mod tests {
             }
             proptest::prop_assert_eq!(got, payloads);
         }
+    }
+
+    #[test]
+    fn even_one_byte_after_the_end_record_is_an_error() {
+        let (mut s, mut u) = pair();
+        u.push(&s.seal(Kind::End, b"").expect("seal"));
+        u.push(b"x");
+        assert!(matches!(u.next(), Ok(Some((Kind::End, _)))));
+        assert_eq!(u.next(), Err(IntegrityError::AfterEnd));
     }
 
     #[test]

@@ -7,7 +7,8 @@ impl Mesh {
     /// Checks what must hold between events: the database within its caps and its byte
     /// count exact, this node absent from it; once routes are settled, every route leads to
     /// a known node other than this one through an up link to its next hop, within
-    /// `max_hops`. Returns what is broken.
+    /// `max_hops`; a leaf's default route (see [`Mesh::check_default_route`]). Returns what
+    /// is broken.
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         if self.lsdb.contains_key(&self.me) {
             return Err("the database holds this node's own advertisement".into());
@@ -32,6 +33,7 @@ impl Mesh {
         if self.dirty {
             return Ok(());
         }
+        self.check_default_route()?;
         for (dst, r) in &self.routes {
             if *dst == self.me {
                 return Err("a route to this node itself".into());
@@ -61,6 +63,28 @@ impl Mesh {
             if r.cost.is_nan() || r.cost <= 0.0 {
                 return Err(format!("the route to {dst} costs {}", r.cost));
             }
+        }
+        Ok(())
+    }
+
+    /// A leaf's default route is its cheapest up link to a relay that has not left, and
+    /// it has one whenever such a link exists; a hub has none.
+    fn check_default_route(&self) -> Result<(), String> {
+        let Some((link, hub)) = &self.default_route else {
+            return match self.is_leaf() && self.pick_default_route().is_some() {
+                true => Err("a leaf with a link to a hub but no default route".into()),
+                false => Ok(()),
+            };
+        };
+        if !self.is_leaf() {
+            return Err(format!("a hub with a default route via {hub}"));
+        }
+        match self.links.get(link) {
+            Some(l) if l.up && !l.not_relay && l.peer == *hub => {}
+            _ => return Err(format!("the default route via {hub} uses link {link}, not an up link to a relay")),
+        }
+        if self.pick_default_route().as_ref() != Some(&(*link, hub.clone())) {
+            return Err(format!("the default route via {hub} is not the cheapest link to a relay"));
         }
         Ok(())
     }

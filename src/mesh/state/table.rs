@@ -51,7 +51,7 @@ impl Mesh {
 
     /// A leaf's way to every node it has no route to: its cheapest up link to a relay
     /// (ties to the smallest peer ID). Hubs have none: they know the whole mesh.
-    fn pick_default_route(&self) -> Option<(LinkId, NodeId)> {
+    pub(super) fn pick_default_route(&self) -> Option<(LinkId, NodeId)> {
         if !self.is_leaf() {
             return None;
         }
