@@ -128,6 +128,14 @@ fn a_leaf_runs_remote_units_on_nodes_it_does_not_list() {
     let (_, st) = local.as_object().and_then(|m| m.iter().next()).expect("local unit");
     assert_eq!(st["ExtraData"]["RemoteNode"], "node3");
     assert_eq!(st["StateName"], "Succeeded", "{st}");
+
+    // A client joining through the leaf reaches the leaf, and is told why nothing else.
+    let out = receptor(&n1, &["ping", "node1", "--count", "1"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = receptor(&n1, &["ping", "node3", "--count", "1"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("only through node1") && err.contains("join through a hub"), "{err}");
     drop((n1, n3));
 }
 

@@ -19,7 +19,6 @@ use super::run::{Callbacks, Receiver, RunError, RunOutcome, RunRequest};
 use super::socket::{self, SocketUnits};
 use super::{ClientError, ClientOptions, MeshClient};
 use crate::control::client::MeshControl;
-use crate::mesh::OpenError;
 use crate::mesh::backoff::Backoff;
 use crate::transport::PeerUrl;
 use crate::wire::NodeId;
@@ -101,14 +100,13 @@ impl Entry {
         };
         let client = MeshClient::connect(&opts).await?;
         // Joined, the client holds the whole mesh database: an unknown node is reported now.
-        let known = client.node().topology().borrow().reachable.clone();
-        if !known.contains(node) {
+        let unknown = {
+            let topology = client.node().topology().borrow().clone();
+            (!topology.reachable.contains(node)).then(|| topology.unknown(node))
+        };
+        if let Some(e) = unknown {
             client.close().await;
-            let known = known.into_iter().collect();
-            return Err(RunError::Client(ClientError::Open(OpenError::UnknownNode {
-                node: node.clone(),
-                known,
-            })));
+            return Err(RunError::Client(ClientError::Open(e)));
         }
         let ctl = MeshControl { node: client.node().clone(), tls_only: req.tls.is_some() };
         Ok(Entry::Mesh { client, peer, ctl, signer: req.signer.clone() })

@@ -17,7 +17,8 @@ fn open_all(c: &mut Cursor<'_>, wire: &[u8], key: &[u8; KEY_LEN]) -> (Vec<(Kind,
     let mut opened = Vec::new();
     let mut rest = wire;
     while !rest.is_empty() {
-        let n = (1 + usize::from(c.u16()) % 2048).min(rest.len());
+        // Pieces of 1 to 2,048 bytes while the input lasts, then the rest at once.
+        let n = if c.is_empty() { rest.len() } else { (1 + usize::from(c.u16()) % 2048).min(rest.len()) };
         let (piece, tail) = rest.split_at(n);
         rest = tail;
         u.push(piece);
@@ -61,6 +62,10 @@ pub fn stream_records(data: &[u8]) {
         let record = sealer.seal(kind, &payload).expect("a fresh key seals a few records");
         wire.extend_from_slice(&record);
         sent.push((kind, payload));
+        if kind == Kind::End {
+            // A stream's writer seals nothing after its end.
+            break;
+        }
     }
     let original = wire.clone();
     // What the relay does to them.
@@ -103,6 +108,11 @@ pub fn stream_records(data: &[u8]) {
             opened.len(),
             sent.len()
         );
-        assert!(wire == original, "a changed stream ({} bytes, sent {}) ended cleanly", wire.len(), original.len());
+        assert!(
+            wire == original,
+            "a changed stream ({} bytes, sent {}) ended cleanly",
+            wire.len(),
+            original.len()
+        );
     }
 }

@@ -61,12 +61,28 @@ pub struct Topology {
     pub synced: BTreeSet<NodeId>,
     /// Nodes with a route from here.
     pub reachable: BTreeSet<NodeId>,
+    /// Linked peers that are leaves (`[mesh] role = "leaf"`): they relay nothing.
+    pub leaves: BTreeSet<NodeId>,
+}
+
+impl Topology {
+    /// Why `node` cannot be reached from here: the nodes that can, and, when every link
+    /// of this node leads to a leaf, those leaves (a client must join through a hub).
+    pub fn unknown(&self, node: &NodeId) -> super::OpenError {
+        let only_leaves = !self.linked.is_empty() && self.linked.is_subset(&self.leaves);
+        super::OpenError::UnknownNode {
+            node: node.clone(),
+            known: self.reachable.iter().cloned().collect(),
+            only_leaves: if only_leaves { self.linked.iter().cloned().collect() } else { Vec::new() },
+        }
+    }
 }
 
 struct LinkHandle {
     tx: LinkTx,
     stop: CancellationToken,
     peer: NodeId,
+    leaf: bool,
 }
 
 pub(crate) struct Driver {
@@ -131,7 +147,8 @@ impl Driver {
             }
             Event::Up { link, tx, peer, stop } => {
                 tracing::info!(peer = %peer.node_id, link, "link up");
-                self.links.insert(link, LinkHandle { tx, stop, peer: peer.node_id.clone() });
+                let leaf = peer.caps & crate::wire::caps::LEAF != 0;
+                self.links.insert(link, LinkHandle { tx, stop, peer: peer.node_id.clone(), leaf });
                 self.mesh.link_up(now, link);
                 self.publish_topology();
             }
@@ -232,10 +249,13 @@ impl Driver {
 
     fn publish_topology(&self) {
         let linked: BTreeSet<NodeId> = self.links.values().map(|h| h.peer.clone()).collect();
+        let leaves: BTreeSet<NodeId> =
+            self.links.values().filter(|h| h.leaf).map(|h| h.peer.clone()).collect();
         let reachable: BTreeSet<NodeId> = self.mesh.routes().keys().cloned().collect();
         self.topology.send_if_modified(|t| {
-            let changed = t.linked != linked || t.reachable != reachable;
+            let changed = t.linked != linked || t.reachable != reachable || t.leaves != leaves;
             t.linked = linked;
+            t.leaves = leaves;
             t.reachable = reachable;
             t.synced.retain(|p| t.linked.contains(p));
             changed

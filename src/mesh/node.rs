@@ -70,8 +70,14 @@ impl NodeOptions {
 /// Why a stream could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("node {node} is not known to the mesh{}", known_list(.known))]
-    UnknownNode { node: NodeId, known: Vec<NodeId> },
+    #[error("node {node} is not known to the mesh{}{}", known_list(.known), leaf_hint(.only_leaves))]
+    UnknownNode {
+        node: NodeId,
+        known: Vec<NodeId>,
+        /// Non-empty when every link of this node leads to one of these leaves, which
+        /// relay nothing (docs/PROTOCOL.md §5.8).
+        only_leaves: Vec<NodeId>,
+    },
     #[error("service name: {0}")]
     Service(#[from] crate::wire::NameError),
     #[error("stream header of {0} bytes exceeds the protocol's {max} bytes", max = crate::wire::MAX_META)]
@@ -118,6 +124,18 @@ fn known_list(known: &[NodeId]) -> String {
     }
     let names: Vec<&str> = known.iter().map(|n| n.as_str()).collect();
     format!("; known nodes: {}", names.join(", "))
+}
+
+fn leaf_hint(leaves: &[NodeId]) -> String {
+    if leaves.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = leaves.iter().map(|n| n.as_str()).collect();
+    format!(
+        "; this node joined the mesh only through {} ([mesh] role = \"leaf\"), which relays \
+         nothing: join through a hub",
+        names.join(", ")
+    )
 }
 
 struct Inner {
@@ -458,8 +476,7 @@ impl Node {
         if self.inner.router.reachable(dst) {
             return Ok(());
         }
-        let known: Vec<NodeId> = self.inner.topology.borrow().reachable.iter().cloned().collect();
-        Err(OpenError::UnknownNode { node: dst.clone(), known })
+        Err(self.inner.topology.borrow().unknown(dst))
     }
 
     /// Opens a stream to `service` on `dst`.

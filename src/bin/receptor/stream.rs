@@ -104,7 +104,11 @@ mod tests {
         );
         assert_eq!(kind(&worker("could not verify signature: signature is empty")), "refused_signature");
         assert_eq!(kind(&worker("something else")), "refused");
-        let unknown = RunError::Client(ClientError::Open(OpenError::UnknownNode { node, known: vec![] }));
+        let unknown = RunError::Client(ClientError::Open(OpenError::UnknownNode {
+            node,
+            known: vec![],
+            only_leaves: vec![],
+        }));
         assert_eq!(kind(&unknown), "unknown_node");
         assert_eq!(kind(&RunError::Stopped("interrupted".into())), "canceled");
         assert_eq!(kind(&RunError::BadOptions("x".into())), "bad_options");

@@ -81,7 +81,11 @@ impl Mesh {
         }
         match self.links.get(link) {
             Some(l) if l.up && !l.not_relay && l.peer == *hub => {}
-            _ => return Err(format!("the default route via {hub} uses link {link}, not an up link to a relay")),
+            _ => {
+                return Err(format!(
+                    "the default route via {hub} uses link {link}, not an up link to a relay"
+                ));
+            }
         }
         if self.pick_default_route().as_ref() != Some(&(*link, hub.clone())) {
             return Err(format!("the default route via {hub} is not the cheapest link to a relay"));
