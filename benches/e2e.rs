@@ -7,7 +7,6 @@
 //! Figures only: nothing here asserts on time.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,23 +26,8 @@ const WORK: &str = "[[work.command]]\nname = \"gen\"\nprogram = \"head\"\nargs =
                     [[work.command]]\nname = \"cat\"\nprogram = \"cat\"\n";
 
 fn start(dir: &Path, pki: &Path, id: &str, peer: Option<u16>, protect: bool) -> Daemon {
-    let p = |f: &str| pki.join(f).display().to_string();
-    let mut cfg = format!(
-        "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\n[[listeners]]\nurl = \"receptors://127.0.0.1:0\"\n{WORK}",
-        dir.join(id).display()
-    );
-    if let Some(port) = peer {
-        cfg.push_str(&format!("[[peers]]\nurl = \"receptors://127.0.0.1:{port}\"\n"));
-    }
-    cfg.push_str(&format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = [\"{}\"]\ne2e_streams = {protect}\n",
-        p(&format!("{id}.crt")),
-        p(&format!("{id}.key")),
-        p("ca.crt")
-    ));
-    let path = dir.join(format!("{id}.toml"));
-    std::fs::write(&path, cfg).expect("config");
-    harness::spawn(RECEPTORD, &path, None)
+    let tls = format!("e2e_streams = {protect}\n");
+    harness::spawn(RECEPTORD, &harness::node_config(dir, id, peer, Some(pki), WORK, &tls), None)
 }
 
 struct Figures {
@@ -154,14 +138,7 @@ fn line(pki: &Path, protect: bool) -> Figures {
 
 fn main() {
     let pki = tempfile::tempdir().expect("tempdir");
-    let cli = |args: &[&str]| {
-        let st = Command::new(RECEPTOR).current_dir(pki.path()).args(args).stdout(Stdio::null()).status();
-        assert!(st.expect("receptor cert").success());
-    };
-    cli(&["cert", "init"]);
-    for n in ["node1", "node2", "node3", "bench"] {
-        cli(&["cert", "issue", "--node-id", n]);
-    }
+    harness::issue_pki(RECEPTOR, pki.path(), &["node1", "node2", "node3", "bench"]);
     let on = line(pki.path(), true);
     let off = line(pki.path(), false);
     let ratio = on.mib_s / off.mib_s;

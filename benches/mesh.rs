@@ -28,26 +28,7 @@ const GEN: &str =
     "[[work.command]]\nname = \"gen\"\nprogram = \"head\"\nargs = [\"-c\", \"1073741824\", \"/dev/zero\"]\n";
 
 fn start(dir: &Path, id: &str, peer: Option<u16>, tls: Option<&Path>) -> Daemon {
-    let scheme = if tls.is_some() { "receptors" } else { "receptor" };
-    let mut cfg = format!(
-        "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\n[[listeners]]\nurl = \"{scheme}://127.0.0.1:0\"\n{GEN}",
-        dir.join(id).display()
-    );
-    if let Some(p) = peer {
-        cfg.push_str(&format!("[[peers]]\nurl = \"{scheme}://127.0.0.1:{p}\"\n"));
-    }
-    if let Some(pki) = tls {
-        let p = |f: &str| pki.join(f).display().to_string();
-        cfg.push_str(&format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = [\"{}\"]\n",
-            p(&format!("{id}.crt")),
-            p(&format!("{id}.key")),
-            p("ca.crt")
-        ));
-    }
-    let path = dir.join(format!("{id}.toml"));
-    std::fs::write(&path, cfg).expect("config");
-    harness::spawn(RECEPTORD, &path, None)
+    harness::spawn(RECEPTORD, &harness::node_config(dir, id, peer, tls, GEN, ""), None)
 }
 
 impl Line {
@@ -55,15 +36,7 @@ impl Line {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = tls.then(|| {
             let pki = tempfile::tempdir().expect("tempdir");
-            let cli = |args: &[&str]| {
-                let st =
-                    Command::new(RECEPTOR).current_dir(pki.path()).args(args).stdout(Stdio::null()).status();
-                assert!(st.expect("receptor cert").success());
-            };
-            cli(&["cert", "init"]);
-            for n in ["node1", "node2", "node3", "bench"] {
-                cli(&["cert", "issue", "--node-id", n]);
-            }
+            harness::issue_pki(RECEPTOR, pki.path(), &["node1", "node2", "node3", "bench"]);
             pki
         });
         let p = pki.as_ref().map(|d| d.path());

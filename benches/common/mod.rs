@@ -1,10 +1,10 @@
-//! Shared by the benchmarks: start a real receptord and learn the port it bound; the raw
-//! loopback TCP reference figure.
+//! Shared by the benchmarks: a test PKI, node configs, start a real receptord and learn
+//! the port it bound; the raw loopback TCP reference figure.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
@@ -19,6 +19,51 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA and a node certificate for each of `nodes` in `dir`, issued by `receptor cert`.
+pub fn issue_pki(receptor: &str, dir: &Path, nodes: &[&str]) {
+    let cli = |args: &[&str]| {
+        let st = Command::new(receptor).current_dir(dir).args(args).stdout(Stdio::null()).status();
+        assert!(st.expect("receptor cert").success(), "receptor {args:?}");
+    };
+    cli(&["cert", "init"]);
+    for n in nodes {
+        cli(&["cert", "issue", "--node-id", n]);
+    }
+}
+
+/// Writes `<dir>/<id>.toml`: node `id` listening on 127.0.0.1:0 and dialing `peer`, with
+/// `extra` appended (work types); with `pki` (from [`issue_pki`]) over TLS with its
+/// certificate, `tls_extra` added to its `[tls]` table.
+pub fn node_config(
+    dir: &Path,
+    id: &str,
+    peer: Option<u16>,
+    pki: Option<&Path>,
+    extra: &str,
+    tls_extra: &str,
+) -> PathBuf {
+    let scheme = if pki.is_some() { "receptors" } else { "receptor" };
+    let mut cfg = format!(
+        "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\n[[listeners]]\nurl = \"{scheme}://127.0.0.1:0\"\n{extra}",
+        dir.join(id).display()
+    );
+    if let Some(port) = peer {
+        cfg.push_str(&format!("[[peers]]\nurl = \"{scheme}://127.0.0.1:{port}\"\n"));
+    }
+    if let Some(pki) = pki {
+        let p = |f: &str| pki.join(f).display().to_string();
+        cfg.push_str(&format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = [\"{}\"]\n{tls_extra}",
+            p(&format!("{id}.crt")),
+            p(&format!("{id}.key")),
+            p("ca.crt")
+        ));
+    }
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(&path, cfg).expect("config");
+    path
 }
 
 /// Starts `receptord -c config` (with `path` as PATH when given) and waits for its
