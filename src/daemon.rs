@@ -39,6 +39,8 @@ pub enum DaemonError {
     Key { key: &'static str, source: crate::work::signing::KeyError },
     #[error("work units: {0}")]
     Units(crate::work::units::UnitError),
+    #[error("work tokens: {0}")]
+    TokenJournal(crate::work::replay::ReplayError),
     #[error("metrics.listen: {0}")]
     Metrics(std::io::Error),
 }
@@ -198,10 +200,13 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     opts.e2e_streams = cfg.tls.as_ref().is_none_or(|t| t.e2e_streams);
     let node = Node::start(opts);
     // Work is served before any link exists, so nothing reaches a node without its service.
-    let work =
-        WorkService::new(node.clone(), build_registry(&cfg), data_dir).with_max_jobs(cfg.work.max_jobs);
+    let work = WorkService::new(node.clone(), build_registry(&cfg), data_dir.clone())
+        .with_max_jobs(cfg.work.max_jobs);
     work.set_authorization(Authorization::new(cfg.work.allow.clone()));
     work.admission().set_policy(policy);
+    let live = work.admission().open_token_journal(&data_dir.join("tokens.journal"));
+    tracing::debug!(live = ?live.as_ref().ok(), "used work tokens loaded");
+    live.map_err(DaemonError::TokenJournal)?;
     work.start();
     let remote =
         Arc::new(crate::control::client::MeshControl { node: node.clone(), tls_only: tls_only(&cfg) });

@@ -115,14 +115,9 @@ fn open_work(
     })
 }
 
-#[test]
-fn a_token_is_used_once_and_only_for_its_node_requester_work_type_and_params() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (private, public) = rsa_keys(dir.path());
-    let (n1, n3) = secure_pair(&public, "");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let signer = Signer::load(&private, Duration::from_secs(60)).expect("signer");
-    let grant = Grant {
+/// What `ctl` signs to run the `secure` work type on node3 with no parameters.
+fn secure_grant() -> Grant {
+    Grant {
         node: "node3".into(),
         requester: Some("ctl".into()),
         op: Op::Submit,
@@ -130,8 +125,53 @@ fn a_token_is_used_once_and_only_for_its_node_requester_work_type_and_params() {
         params: Some(params_digest(&serde_json::Map::new())),
         payload: None,
         unit: None,
-    };
-    let header = |token: &str| serde_json::json!({"work_type": "secure", "signature": token});
+    }
+}
+
+fn secure_header(token: &str) -> serde_json::Value {
+    serde_json::json!({"work_type": "secure", "signature": token})
+}
+
+/// Used tokens are journalled (`<data_dir>/tokens.journal`): one used before node3 is
+/// killed (-9) and restarted is still a replay afterwards; a fresh one runs.
+#[test]
+fn a_used_token_stays_used_across_a_kill_9_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = rsa_keys(dir.path());
+    let (n1, mut n3) = secure_pair(&public, "");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let signer = Signer::load(&private, Duration::from_secs(300)).expect("signer");
+    let ctl = join(&rt, &n1, "ctl");
+    let token = signer.token(&secure_grant()).expect("token");
+    assert_eq!(open_work(&rt, &ctl, secure_header(&token)), Ok("signed ok\n".into()));
+
+    n3.restart();
+    // Until node3 is back the attempt fails for want of a route; then it must be a replay.
+    let mut last = String::new();
+    wait_until("node3 answers the replay", Duration::from_secs(30), || {
+        match open_work(&rt, &ctl, secure_header(&token)) {
+            Ok(out) => panic!("a token used before the restart ran again: {out}"),
+            Err(e) => {
+                last = e;
+                last.contains("already used")
+            }
+        }
+    });
+    assert!(last.contains("already used"), "{last}");
+    let fresh = signer.token(&secure_grant()).expect("token");
+    assert_eq!(open_work(&rt, &ctl, secure_header(&fresh)), Ok("signed ok\n".into()));
+    drop(n1);
+}
+
+#[test]
+fn a_token_is_used_once_and_only_for_its_node_requester_work_type_and_params() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = rsa_keys(dir.path());
+    let (n1, n3) = secure_pair(&public, "");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let signer = Signer::load(&private, Duration::from_secs(60)).expect("signer");
+    let grant = secure_grant();
+    let header = secure_header;
     let (ctl, relay) = (join(&rt, &n1, "ctl"), join(&rt, &n1, "relay"));
     let token = signer.token(&grant).expect("token");
     assert_eq!(open_work(&rt, &ctl, header(&token)), Ok("signed ok\n".into()));

@@ -9,7 +9,6 @@
 //!
 //! It only ever sees an [`Origin`] produced by authentication, never a name from a frame.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -69,8 +68,8 @@ struct Inner {
     registry: RwLock<Registry>,
     authz: RwLock<Authorization>,
     policy: RwLock<Policy>,
-    /// Token IDs seen, with their expiry (seconds since the epoch). Survives reloads.
-    seen: Mutex<HashMap<String, u64>>,
+    /// Token IDs used, until they expire. Survives reloads; with a journal, restarts.
+    seen: Mutex<super::replay::Replay>,
     slots: Arc<Semaphore>,
     draining: AtomicBool,
 }
@@ -122,6 +121,15 @@ impl Admission {
         if let Ok(mut p) = self.inner.policy.write() {
             *p = policy;
         }
+    }
+
+    /// Keeps the record of used tokens in `path` too (`<data_dir>/tokens.journal`), loading
+    /// what it holds: tokens used before a restart stay used. Call after [`Self::set_policy`]
+    /// (it loads at most `signed_tokens`). Returns how many are live.
+    pub fn open_token_journal(&self, path: &std::path::Path) -> Result<usize, super::replay::ReplayError> {
+        let max = self.policy().signed_tokens;
+        let mut seen = self.inner.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.open(path, now_secs(), max)
     }
 
     fn policy(&self) -> Policy {
@@ -261,24 +269,31 @@ impl Admission {
         Ok(verified.payload)
     }
 
-    /// Records a token ID for its lifetime; a second use is a replay. When the cache is
-    /// full of unexpired IDs, new tokens are refused: evicting one would let it be replayed.
+    /// Records a token ID for its lifetime (journal first, when there is one); a second
+    /// use is a replay, and a full or unwritable record refuses the token.
     fn remember(&self, jti: String, exp: u64, max: usize) -> Result<(), SubmitError> {
+        use super::replay::ReplayError;
         let mut seen = self.inner.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let now = now_secs();
-        if seen.get(&jti).is_some_and(|e| *e >= now) {
-            tracing::warn!(%jti, "replayed work token refused");
-            return Err(SubmitError::Signature(SignatureError::Replayed));
-        }
-        if seen.len() >= max {
-            seen.retain(|_, e| *e >= now);
-        }
-        if seen.len() >= max {
-            tracing::warn!(max, "work token refused: limits.signed_tokens unexpired tokens remembered");
-            return Err(SubmitError::Signature(SignatureError::CacheFull));
-        }
-        seen.insert(jti, exp);
-        Ok(())
+        seen.remember(&jti, exp, max, now_secs()).map_err(|e| {
+            let refused = match e {
+                ReplayError::Replayed => {
+                    tracing::warn!(%jti, "replayed work token refused");
+                    SignatureError::Replayed
+                }
+                ReplayError::Full => {
+                    tracing::warn!(
+                        max,
+                        "work token refused: limits.signed_tokens unexpired tokens remembered"
+                    );
+                    SignatureError::CacheFull
+                }
+                e @ ReplayError::Journal { .. } => {
+                    tracing::warn!(%jti, error = %e, "work token refused: it could not be recorded");
+                    SignatureError::NotRecorded(e.to_string())
+                }
+            };
+            SubmitError::Signature(refused)
+        })
     }
 
     /// Checks a payload's SHA-256 (hex) against the digest its token demanded.
@@ -289,41 +304,5 @@ impl Admission {
             }
             _ => Ok(()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn admission(max: usize) -> Admission {
-        let a = Admission::new(NodeId::new("me").expect("id"), Registry::default(), 1);
-        a.set_policy(Policy { signed_tokens: max, ..Policy::default() });
-        a
-    }
-
-    #[test]
-    fn a_token_id_is_used_once_and_a_full_cache_refuses_rather_than_evicts() {
-        let a = admission(2);
-        let later = now_secs() + 60;
-        assert!(a.remember("one".into(), later, 2).is_ok());
-        assert!(matches!(
-            a.remember("one".into(), later, 2),
-            Err(SubmitError::Signature(SignatureError::Replayed))
-        ));
-        assert!(a.remember("two".into(), later, 2).is_ok());
-        assert!(matches!(
-            a.remember("three".into(), later, 2),
-            Err(SubmitError::Signature(SignatureError::CacheFull))
-        ));
-        // Still remembered: the full cache evicted nothing.
-        assert!(matches!(
-            a.remember("one".into(), later, 2),
-            Err(SubmitError::Signature(SignatureError::Replayed))
-        ));
-        // Expired entries make room.
-        let b = admission(1);
-        assert!(b.remember("old".into(), now_secs() - 1, 1).is_ok());
-        assert!(b.remember("new".into(), later, 1).is_ok());
     }
 }

@@ -12,6 +12,7 @@ pub mod io;
 pub mod lease;
 pub mod process;
 pub mod remote;
+pub mod replay;
 pub mod service;
 pub mod signing;
 pub mod supervisor;

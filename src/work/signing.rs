@@ -127,6 +127,10 @@ pub enum SignatureError {
     )]
     CacheFull,
     #[error(
+        "could not verify signature: the token could not be recorded against replay ({0}); try again later"
+    )]
+    NotRecorded(String),
+    #[error(
         "could not verify signature: the token has no jti (a Go Receptor token, replayable until it \
          expires); submissions need a receptord token, or [work.verification] \
          accept_replayable_go_tokens = true"

@@ -1,0 +1,284 @@
+//! The record of work tokens already used (`limits.signed_tokens`): each admitted token's
+//! ID (`jti`), kept until the token expires. With a data directory the record is also an
+//! append-only journal (`<data_dir>/tokens.journal`), written and fsynced before the token
+//! is admitted, so a restart — or kill -9 — does not reopen the replay window of tokens
+//! already used. A token that cannot be recorded (disk full) is refused, never admitted
+//! unrecorded.
+//!
+//! Journal lines are `<exp> <sha256(jti) hex>`: fixed size whatever the token carries.
+//! Unreadable lines are skipped (a torn last line after a crash); the journal is rewritten
+//! with only the unexpired entries at start and whenever it holds twice as many lines as
+//! live entries.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Why a token could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("the token was already used (replayed)")]
+    Replayed,
+    #[error("too many unexpired tokens remembered (limits.signed_tokens)")]
+    Full,
+    #[error("recording the token in {path}: {source}")]
+    Journal { path: String, source: io::Error },
+}
+
+/// Digest of a token ID: the key in memory and in the journal.
+type Key = [u8; 32];
+
+fn key(jti: &str) -> Key {
+    let d = ring::digest::digest(&ring::digest::SHA256, jti.as_bytes());
+    let mut k = [0u8; 32];
+    k.copy_from_slice(d.as_ref());
+    k
+}
+
+/// Token IDs seen, with their expiry (seconds since the epoch).
+#[derive(Default)]
+pub(crate) struct Replay {
+    seen: HashMap<Key, u64>,
+    journal: Option<Journal>,
+}
+
+struct Journal {
+    path: PathBuf,
+    file: File,
+    /// Lines in the file (live or not).
+    lines: usize,
+}
+
+impl Replay {
+    /// Loads the journal at `path` (created if missing), keeping the entries unexpired at
+    /// `now` — at most `max` of them — and rewrites it with only those. Returns how many
+    /// were kept.
+    pub(crate) fn open(&mut self, path: &Path, now: u64, max: usize) -> Result<usize, ReplayError> {
+        let err = |source| ReplayError::Journal { path: path.display().to_string(), source };
+        match File::open(path) {
+            Ok(f) => {
+                let mut lines = Lines { r: BufReader::new(f), line: Vec::new() };
+                let mut over = 0usize;
+                while let Some(line) = lines.next_line().map_err(err)? {
+                    match parse(line) {
+                        Some((exp, k)) if exp >= now && self.seen.len() < max => {
+                            self.seen.insert(k, exp);
+                        }
+                        Some((exp, _)) if exp >= now => over += 1,
+                        _ => {}
+                    }
+                }
+                if over > 0 {
+                    tracing::warn!(path = %path.display(), over, max,
+                        "token journal holds more unexpired tokens than limits.signed_tokens; the rest are forgotten");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        let file = rewrite(path, &self.seen).map_err(err)?;
+        self.journal = Some(Journal { path: path.to_owned(), file, lines: self.seen.len() });
+        Ok(self.seen.len())
+    }
+
+    /// Records `jti` (valid until `exp`) as used; a second use is a replay. When `max`
+    /// unexpired IDs are held, new tokens are refused: evicting one would let it be
+    /// replayed.
+    pub(crate) fn remember(&mut self, jti: &str, exp: u64, max: usize, now: u64) -> Result<(), ReplayError> {
+        let k = key(jti);
+        if self.seen.get(&k).is_some_and(|e| *e >= now) {
+            return Err(ReplayError::Replayed);
+        }
+        if self.seen.len() >= max {
+            self.seen.retain(|_, e| *e >= now);
+        }
+        if self.seen.len() >= max {
+            return Err(ReplayError::Full);
+        }
+        if let Some(j) = self.journal.as_mut() {
+            let line = format!("{exp} {}\n", crate::transport::tls::hex(&k));
+            j.file
+                .write_all(line.as_bytes())
+                .and_then(|()| j.file.sync_data())
+                .map_err(|source| ReplayError::Journal { path: j.path.display().to_string(), source })?;
+            j.lines += 1;
+        }
+        self.seen.insert(k, exp);
+        self.compact(now);
+        Ok(())
+    }
+
+    /// Rewrites the journal with only the live entries once it holds twice as many lines
+    /// (and at least 1,024 more). A failure leaves the old journal, still correct.
+    fn compact(&mut self, now: u64) {
+        let Some(j) = self.journal.as_mut() else { return };
+        if j.lines < 2 * self.seen.len() + 1024 {
+            return;
+        }
+        self.seen.retain(|_, e| *e >= now);
+        match rewrite(&j.path, &self.seen) {
+            Ok(file) => {
+                j.file = file;
+                j.lines = self.seen.len();
+            }
+            Err(e) => {
+                tracing::warn!(path = %j.path.display(), error = %e, "could not compact the token journal")
+            }
+        }
+    }
+}
+
+/// The journal's lines, each at most [`MAX_LINE`] bytes (longer ones are skipped whole):
+/// memory stays bounded whatever the file holds.
+struct Lines<R> {
+    r: R,
+    line: Vec<u8>,
+}
+
+/// A journal line is at most 20 digits, a space, 64 hex digits and a newline.
+const MAX_LINE: u64 = 96;
+
+impl<R: BufRead> Lines<R> {
+    /// The next line without its newline (empty for an overlong one); `None` at the end.
+    fn next_line(&mut self) -> io::Result<Option<&[u8]>> {
+        self.line.clear();
+        let n = (&mut self.r).take(MAX_LINE).read_until(b'\n', &mut self.line)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if self.line.last() == Some(&b'\n') {
+            self.line.pop();
+            return Ok(Some(&self.line));
+        }
+        if n as u64 == MAX_LINE {
+            // Overlong: skip to the end of the line.
+            self.line.clear();
+            loop {
+                let mut rest = Vec::new();
+                let n = (&mut self.r).take(4096).read_until(b'\n', &mut rest)?;
+                if n == 0 || rest.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+        }
+        Ok(Some(&self.line))
+    }
+}
+
+fn parse(line: &[u8]) -> Option<(u64, Key)> {
+    let line = std::str::from_utf8(line).ok()?;
+    let (exp, hex) = line.split_once(' ')?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some((exp.parse().ok()?, k))
+}
+
+/// Writes `seen` to a temporary file, fsyncs it, renames it over `path`, fsyncs the
+/// directory; returns `path` opened for appending.
+fn rewrite(path: &Path, seen: &HashMap<Key, u64>) -> io::Result<File> {
+    let tmp = path.with_extension("journal.tmp");
+    let file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut out = io::BufWriter::new(file);
+    for (k, exp) in seen {
+        writeln!(out, "{exp} {}", crate::transport::tls::hex(k))?;
+    }
+    out.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    OpenOptions::new().append(true).open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_000_000;
+
+    #[test]
+    fn a_token_id_is_used_once_and_a_full_record_refuses_rather_than_evicts() {
+        let mut r = Replay::default();
+        assert!(r.remember("one", NOW + 60, 2, NOW).is_ok());
+        assert!(matches!(r.remember("one", NOW + 60, 2, NOW), Err(ReplayError::Replayed)));
+        assert!(r.remember("two", NOW + 60, 2, NOW).is_ok());
+        assert!(matches!(r.remember("three", NOW + 60, 2, NOW), Err(ReplayError::Full)));
+        // Still remembered: the full record evicted nothing.
+        assert!(matches!(r.remember("one", NOW + 60, 2, NOW), Err(ReplayError::Replayed)));
+        // Expired entries make room.
+        let mut r = Replay::default();
+        assert!(r.remember("old", NOW - 1, 1, NOW).is_ok());
+        assert!(r.remember("new", NOW + 60, 1, NOW).is_ok());
+    }
+
+    #[test]
+    fn the_journal_survives_a_restart_and_forgets_expired_tokens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.journal");
+        let mut r = Replay::default();
+        assert_eq!(r.open(&path, NOW, 100).expect("open"), 0);
+        r.remember("used", NOW + 60, 10, NOW).expect("recorded");
+        r.remember("short", NOW + 5, 10, NOW).expect("recorded");
+        drop(r);
+        // A torn last line (a crash mid-write) and garbage are skipped.
+        let mut f = OpenOptions::new().append(true).open(&path).expect("append");
+        f.write_all(b"garbage\n123 abc\n").expect("write");
+        f.write_all(&[b'7'; 100_000]).expect("an overlong line");
+        f.write_all(b"\n99999999 0123").expect("write");
+        drop(f);
+        let mut r = Replay::default();
+        assert_eq!(r.open(&path, NOW + 10, 100).expect("reopen"), 1, "the expired one is forgotten");
+        assert!(matches!(r.remember("used", NOW + 60, 10, NOW + 10), Err(ReplayError::Replayed)));
+        assert!(r.remember("short", NOW + 60, 10, NOW + 10).is_ok());
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 2, "rewritten at start, then one appended: {text}");
+    }
+
+    #[test]
+    fn no_more_than_max_entries_are_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.journal");
+        let mut r = Replay::default();
+        r.open(&path, NOW, 100).expect("open");
+        for i in 0..10 {
+            r.remember(&format!("t{i}"), NOW + 60, 100, NOW).expect("recorded");
+        }
+        let mut r = Replay::default();
+        assert_eq!(r.open(&path, NOW, 4).expect("reopen"), 4);
+    }
+
+    #[test]
+    fn the_journal_is_compacted_once_it_holds_twice_the_live_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.journal");
+        let mut r = Replay::default();
+        r.open(&path, NOW, 100).expect("open");
+        for i in 0..3000 {
+            // Each expires before the next is recorded.
+            r.remember(&format!("t{i}"), NOW + i, 10, NOW + i).expect("recorded");
+        }
+        let lines = std::fs::read_to_string(&path).expect("read").lines().count();
+        assert!(lines <= 1030, "{lines} lines for a handful of live tokens");
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_recorded_is_refused_not_admitted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.journal");
+        let mut r = Replay::default();
+        r.open(&path, NOW, 100).expect("open");
+        // The journal's file handle now writes nowhere: a read-only handle fails each write.
+        if let Some(j) = r.journal.as_mut() {
+            j.file = File::open(&path).expect("read-only handle");
+        }
+        assert!(matches!(r.remember("x", NOW + 60, 10, NOW), Err(ReplayError::Journal { .. })));
+        assert!(r.seen.is_empty(), "an unrecorded token is not remembered as admitted either");
+    }
+}
