@@ -6,9 +6,9 @@
 //! unrecorded.
 //!
 //! Journal lines are `<exp> <sha256(jti) hex>`: fixed size whatever the token carries.
-//! Unreadable lines are skipped (a torn last line after a crash); the journal is rewritten
-//! with only the unexpired entries at start and whenever it holds twice as many lines as
-//! live entries.
+//! Unreadable lines are skipped (a torn last line after a crash), and a torn tail is cut
+//! off before the next append; the journal is rewritten with only the unexpired entries at
+//! start and whenever it holds twice as many lines as live entries.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -46,40 +46,84 @@ pub(crate) struct Replay {
 
 struct Journal {
     path: PathBuf,
+    /// `path` opened for appending (the inode the name points to).
     file: File,
+    /// Bytes of whole lines in the file: a failed append is cut back to this.
+    len: u64,
     /// Lines in the file (live or not).
     lines: usize,
+    /// Set when the file can no longer be trusted to hold what is appended (a failed
+    /// cut-back, or a compaction that failed after its rename): every token is refused
+    /// until a restart reloads the journal.
+    broken: Option<String>,
+}
+
+impl Journal {
+    fn new(path: &Path, (file, len): (File, u64), lines: usize) -> Journal {
+        Journal { path: path.to_owned(), file, len, lines, broken: None }
+    }
+
+    fn error(&self, source: io::Error) -> ReplayError {
+        ReplayError::Journal { path: self.path.display().to_string(), source }
+    }
+
+    /// Appends one line and fsyncs it. Whatever follows the last whole line (a torn
+    /// write) is cut off first, and again on failure: no line is ever glued to a fragment,
+    /// which would hide it when the journal is read.
+    fn append(&mut self, line: &[u8]) -> Result<(), ReplayError> {
+        if let Some(why) = &self.broken {
+            return Err(self.error(io::Error::other(format!(
+                "the journal is unusable since {why}; restart the daemon"
+            ))));
+        }
+        let written = (|| {
+            if self.file.metadata()?.len() != self.len {
+                self.file.set_len(self.len)?;
+            }
+            self.file.write_all(line)?;
+            self.file.sync_data()
+        })();
+        match written {
+            Ok(()) => {
+                self.len += line.len() as u64;
+                self.lines += 1;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(cut) = self.file.set_len(self.len) {
+                    self.broken = Some(format!("a failed append could not be undone ({cut})"));
+                }
+                Err(self.error(e))
+            }
+        }
+    }
 }
 
 impl Replay {
-    /// Loads the journal at `path` (created if missing), keeping the entries unexpired at
-    /// `now` — at most `max` of them — and rewrites it with only those. Returns how many
-    /// were kept.
+    /// Loads the journal at `path` (created if missing), keeping every entry unexpired at
+    /// `now` — even beyond `max` (a lowered limit): a used token is never forgotten early,
+    /// new ones are refused until there is room — and rewrites it with only those.
+    /// Returns how many were kept.
     pub(crate) fn open(&mut self, path: &Path, now: u64, max: usize) -> Result<usize, ReplayError> {
         let err = |source| ReplayError::Journal { path: path.display().to_string(), source };
         match File::open(path) {
             Ok(f) => {
                 let mut lines = Lines { r: BufReader::new(f), line: Vec::new() };
-                let mut over = 0usize;
                 while let Some(line) = lines.next_line().map_err(err)? {
-                    match parse(line) {
-                        Some((exp, k)) if exp >= now && self.seen.len() < max => {
-                            self.seen.insert(k, exp);
-                        }
-                        Some((exp, _)) if exp >= now => over += 1,
-                        _ => {}
+                    if let Some((exp, k)) = parse(line).filter(|(exp, _)| *exp >= now) {
+                        self.seen.insert(k, exp);
                     }
                 }
-                if over > 0 {
-                    tracing::warn!(path = %path.display(), over, max,
-                        "token journal holds more unexpired tokens than limits.signed_tokens; the rest are forgotten");
+                if self.seen.len() > max {
+                    tracing::warn!(path = %path.display(), held = self.seen.len(), max,
+                        "more unexpired work tokens used than limits.signed_tokens: signed requests are refused until some expire");
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(err(e)),
         }
-        let file = rewrite(path, &self.seen).map_err(err)?;
-        self.journal = Some(Journal { path: path.to_owned(), file, lines: self.seen.len() });
+        let file = rewrite(path, &self.seen).map_err(|(e, _)| err(e))?;
+        self.journal = Some(Journal::new(path, file, self.seen.len()));
         Ok(self.seen.len())
     }
 
@@ -98,12 +142,7 @@ impl Replay {
             return Err(ReplayError::Full);
         }
         if let Some(j) = self.journal.as_mut() {
-            let line = format!("{exp} {}\n", crate::transport::tls::hex(&k));
-            j.file
-                .write_all(line.as_bytes())
-                .and_then(|()| j.file.sync_data())
-                .map_err(|source| ReplayError::Journal { path: j.path.display().to_string(), source })?;
-            j.lines += 1;
+            j.append(format!("{exp} {}\n", crate::transport::tls::hex(&k)).as_bytes())?;
         }
         self.seen.insert(k, exp);
         self.compact(now);
@@ -111,20 +150,28 @@ impl Replay {
     }
 
     /// Rewrites the journal with only the live entries once it holds twice as many lines
-    /// (and at least 1,024 more). A failure leaves the old journal, still correct.
+    /// (and at least 1,024 more); expired entries are dropped from memory every 1,024
+    /// appends, so the count is of live ones. A failure before the rename leaves the old
+    /// journal, still correct and still appended to; one after it breaks the journal.
     fn compact(&mut self, now: u64) {
         let Some(j) = self.journal.as_mut() else { return };
         if j.lines < 2 * self.seen.len() + 1024 {
-            return;
+            if j.lines % 1024 != 0 {
+                return;
+            }
+            self.seen.retain(|_, e| *e >= now);
+            if j.lines < 2 * self.seen.len() + 1024 {
+                return;
+            }
         }
         self.seen.retain(|_, e| *e >= now);
         match rewrite(&j.path, &self.seen) {
-            Ok(file) => {
-                j.file = file;
-                j.lines = self.seen.len();
-            }
-            Err(e) => {
-                tracing::warn!(path = %j.path.display(), error = %e, "could not compact the token journal")
+            Ok(file) => *j = Journal::new(&j.path.clone(), file, self.seen.len()),
+            Err((e, renamed)) => {
+                tracing::warn!(path = %j.path.display(), error = %e, "could not compact the token journal");
+                if renamed {
+                    j.broken = Some(format!("its compaction failed after the rename ({e})"));
+                }
             }
         }
     }
@@ -181,20 +228,26 @@ fn parse(line: &[u8]) -> Option<(u64, Key)> {
 }
 
 /// Writes `seen` to a temporary file, fsyncs it, renames it over `path`, fsyncs the
-/// directory; returns `path` opened for appending.
-fn rewrite(path: &Path, seen: &HashMap<Key, u64>) -> io::Result<File> {
+/// directory; returns the new file, opened for appending before the rename (so it is the
+/// inode `path` names), and its length. On error, whether the rename had happened.
+fn rewrite(path: &Path, seen: &HashMap<Key, u64>) -> Result<(File, u64), (io::Error, bool)> {
     let tmp = path.with_extension("journal.tmp");
-    let file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    let mut out = io::BufWriter::new(file);
-    for (k, exp) in seen {
-        writeln!(out, "{exp} {}", crate::transport::tls::hex(k))?;
-    }
-    out.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    OpenOptions::new().append(true).open(path)
+    let written = (|| {
+        let file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut out = io::BufWriter::new(file);
+        for (k, exp) in seen {
+            writeln!(out, "{exp} {}", crate::transport::tls::hex(k))?;
+        }
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        let len = file.metadata()?.len();
+        Ok((OpenOptions::new().append(true).open(&tmp)?, len))
+    })();
+    let (file, len) = written.map_err(|e| (e, false))?;
+    std::fs::rename(&tmp, path).map_err(|e| (e, false))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| (e, true))?;
+    Ok((file, len))
 }
 
 #[cfg(test)]
@@ -242,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn no_more_than_max_entries_are_loaded() {
+    fn a_lowered_limit_forgets_no_used_token_and_refuses_new_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("tokens.journal");
         let mut r = Replay::default();
@@ -251,7 +304,29 @@ mod tests {
             r.remember(&format!("t{i}"), NOW + 60, 100, NOW).expect("recorded");
         }
         let mut r = Replay::default();
-        assert_eq!(r.open(&path, NOW, 4).expect("reopen"), 4);
+        assert_eq!(r.open(&path, NOW, 4).expect("reopen"), 10);
+        assert!(matches!(r.remember("t9", NOW + 60, 4, NOW), Err(ReplayError::Replayed)));
+        assert!(matches!(r.remember("new", NOW + 60, 4, NOW), Err(ReplayError::Full)));
+    }
+
+    #[test]
+    fn a_torn_line_is_cut_off_before_the_next_append() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.journal");
+        let mut r = Replay::default();
+        r.open(&path, NOW, 100).expect("open");
+        r.remember("first", NOW + 60, 100, NOW).expect("recorded");
+        // A torn line, as a write that failed halfway leaves it.
+        if let Some(j) = r.journal.as_mut() {
+            j.file.write_all(b"12345 abcd").expect("torn");
+        }
+        r.remember("second", NOW + 60, 100, NOW).expect("recorded");
+        let mut again = Replay::default();
+        assert_eq!(
+            again.open(&path, NOW, 100).expect("reopen"),
+            2,
+            "both survive: no line glued to a fragment"
+        );
     }
 
     #[test]
@@ -274,11 +349,18 @@ mod tests {
         let path = dir.path().join("tokens.journal");
         let mut r = Replay::default();
         r.open(&path, NOW, 100).expect("open");
-        // The journal's file handle now writes nowhere: a read-only handle fails each write.
+        // The journal's file handle now writes nowhere: a read-only handle fails each write
+        // (and cannot cut the file back either: the journal is then broken).
         if let Some(j) = r.journal.as_mut() {
             j.file = File::open(&path).expect("read-only handle");
         }
         assert!(matches!(r.remember("x", NOW + 60, 10, NOW), Err(ReplayError::Journal { .. })));
         assert!(r.seen.is_empty(), "an unrecorded token is not remembered as admitted either");
+        assert!(r.journal.as_ref().is_some_and(|j| j.broken.is_some()));
+        if let Some(j) = r.journal.as_mut() {
+            j.file = OpenOptions::new().append(true).open(&path).expect("append handle");
+        }
+        let refused = r.remember("y", NOW + 60, 10, NOW).expect_err("a broken journal refuses");
+        assert!(refused.to_string().contains("restart the daemon"), "{refused}");
     }
 }
