@@ -256,6 +256,15 @@ mod tests {
 
     const NOW: u64 = 1_000_000;
 
+    /// A record journalled in a fresh directory (kept alive by the returned guard).
+    fn journal() -> (tempfile::TempDir, PathBuf, Replay) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.journal");
+        let mut r = Replay::default();
+        assert_eq!(r.open(&path, NOW, 100).expect("open"), 0);
+        (dir, path, r)
+    }
+
     #[test]
     fn a_token_id_is_used_once_and_a_full_record_refuses_rather_than_evicts() {
         let mut r = Replay::default();
@@ -273,10 +282,8 @@ mod tests {
 
     #[test]
     fn the_journal_survives_a_restart_and_forgets_expired_tokens() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("tokens.journal");
-        let mut r = Replay::default();
-        assert_eq!(r.open(&path, NOW, 100).expect("open"), 0);
+        let (_dir, path, mut r) = journal();
+        assert!(r.seen.is_empty());
         r.remember("used", NOW + 60, 10, NOW).expect("recorded");
         r.remember("short", NOW + 5, 10, NOW).expect("recorded");
         drop(r);
@@ -296,10 +303,7 @@ mod tests {
 
     #[test]
     fn a_lowered_limit_forgets_no_used_token_and_refuses_new_ones() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("tokens.journal");
-        let mut r = Replay::default();
-        r.open(&path, NOW, 100).expect("open");
+        let (_dir, path, mut r) = journal();
         for i in 0..10 {
             r.remember(&format!("t{i}"), NOW + 60, 100, NOW).expect("recorded");
         }
@@ -311,10 +315,7 @@ mod tests {
 
     #[test]
     fn a_torn_line_is_cut_off_before_the_next_append() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("tokens.journal");
-        let mut r = Replay::default();
-        r.open(&path, NOW, 100).expect("open");
+        let (_dir, path, mut r) = journal();
         r.remember("first", NOW + 60, 100, NOW).expect("recorded");
         // A torn line, as a write that failed halfway leaves it.
         if let Some(j) = r.journal.as_mut() {
@@ -331,10 +332,7 @@ mod tests {
 
     #[test]
     fn the_journal_is_compacted_once_it_holds_twice_the_live_entries() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("tokens.journal");
-        let mut r = Replay::default();
-        r.open(&path, NOW, 100).expect("open");
+        let (_dir, path, mut r) = journal();
         for i in 0..3000 {
             // Each expires before the next is recorded.
             r.remember(&format!("t{i}"), NOW + i, 10, NOW + i).expect("recorded");
@@ -345,10 +343,7 @@ mod tests {
 
     #[test]
     fn a_token_that_cannot_be_recorded_is_refused_not_admitted() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("tokens.journal");
-        let mut r = Replay::default();
-        r.open(&path, NOW, 100).expect("open");
+        let (_dir, path, mut r) = journal();
         // The journal's file handle now writes nowhere: a read-only handle fails each write
         // (and cannot cut the file back either: the journal is then broken).
         if let Some(j) = r.journal.as_mut() {
