@@ -82,7 +82,6 @@ struct LinkHandle {
     tx: LinkTx,
     stop: CancellationToken,
     peer: NodeId,
-    leaf: bool,
 }
 
 pub(crate) struct Driver {
@@ -147,8 +146,7 @@ impl Driver {
             }
             Event::Up { link, tx, peer, stop } => {
                 tracing::info!(peer = %peer.node_id, link, "link up");
-                let leaf = peer.caps & crate::wire::caps::LEAF != 0;
-                self.links.insert(link, LinkHandle { tx, stop, peer: peer.node_id.clone(), leaf });
+                self.links.insert(link, LinkHandle { tx, stop, peer: peer.node_id.clone() });
                 self.mesh.link_up(now, link);
                 self.publish_topology();
             }
@@ -249,8 +247,7 @@ impl Driver {
 
     fn publish_topology(&self) {
         let linked: BTreeSet<NodeId> = self.links.values().map(|h| h.peer.clone()).collect();
-        let leaves: BTreeSet<NodeId> =
-            self.links.values().filter(|h| h.leaf).map(|h| h.peer.clone()).collect();
+        let leaves: BTreeSet<NodeId> = self.mesh.leaf_peers().cloned().collect();
         let reachable: BTreeSet<NodeId> = self.mesh.routes().keys().cloned().collect();
         self.topology.send_if_modified(|t| {
             let changed = t.linked != linked || t.reachable != reachable || t.leaves != leaves;

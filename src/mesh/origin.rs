@@ -20,6 +20,7 @@ use rustls::pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime
 
 use crate::logging::Throttle;
 use crate::transport::TlsContext;
+use crate::transport::tls::sha256;
 use crate::wire::{Hello, Lsa, LsaSig, MAX_FRAME, MAX_SIG_CERT, MAX_SIG_CHAIN, MAX_SIGNATURE, NodeId};
 
 /// What this node signs with, by preference; its key's type decides which applies.
@@ -185,7 +186,7 @@ impl Verifier {
         let message = lsa.signed_message(sig.signed_at);
         let seen = {
             let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            for part in [&message[..], &sig.scheme.to_be_bytes(), &sig.signature, &digest(leaf)] {
+            for part in [&message[..], &sig.scheme.to_be_bytes(), &sig.signature, &sha256(leaf)] {
                 ctx.update(&(part.len() as u64).to_be_bytes());
                 ctx.update(part);
             }
@@ -217,7 +218,7 @@ impl Verifier {
         let creds = self.tls.credentials().map_err(|e| OriginError::Chain(e.to_string()))?;
         let roots_id = Arc::as_ptr(&creds.roots) as usize;
         let leaf = chain.first().ok_or_else(|| OriginError::Chain("no certificate".into()))?;
-        let digest = digest(leaf);
+        let digest = sha256(leaf);
         let now = UnixTime::now();
         let now_secs = now.as_secs() as i64;
         if let Ok(mut cache) = self.cache.lock() {
@@ -266,13 +267,6 @@ impl Verifier {
     pub fn cached(&self) -> usize {
         self.cache.lock().map(|c| c.map.len()).unwrap_or(0)
     }
-}
-
-fn digest(der: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, der);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
 
 /// The one verification algorithm of each scheme this implementation signs with (TLS 1.3

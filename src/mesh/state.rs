@@ -374,6 +374,11 @@ impl Mesh {
         self.links.get(&link).is_some_and(|l| l.not_relay)
     }
 
+    /// Peers of up links that are leaves.
+    pub fn leaf_peers(&self) -> impl Iterator<Item = &NodeId> {
+        self.links.values().filter(|l| l.up && l.leaf).map(|l| &l.peer)
+    }
+
     /// The peer of an up link.
     pub fn link_peer(&self, link: LinkId) -> Option<&NodeId> {
         self.links.get(&link).filter(|l| l.up).map(|l| &l.peer)

@@ -161,10 +161,19 @@ impl TlsContext {
 fn identity(certs: Option<&[CertificateDer<'_>]>) -> Result<PeerIdentity, TlsError> {
     let leaf =
         certs.and_then(|c| c.first()).ok_or_else(|| TlsError::Config("peer sent no certificate".into()))?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, leaf);
-    let mut fingerprint = [0u8; 32];
-    fingerprint.copy_from_slice(digest.as_ref());
-    Ok(PeerIdentity { node_ids: node_ids_in_der(leaf).unwrap_or_default(), fingerprint, certified: true })
+    Ok(PeerIdentity {
+        node_ids: node_ids_in_der(leaf).unwrap_or_default(),
+        fingerprint: sha256(leaf),
+        certified: true,
+    })
+}
+
+/// SHA-256 of `bytes` (certificate fingerprints, digests used as keys).
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -124,8 +124,9 @@ impl Admission {
     }
 
     /// Keeps the record of used tokens in `path` too (`<data_dir>/tokens.journal`), loading
-    /// what it holds: tokens used before a restart stay used. Call after [`Self::set_policy`]
-    /// (it loads at most `signed_tokens`). Returns how many are live.
+    /// what it holds: tokens used before a restart stay used (all unexpired ones, even past
+    /// a lowered `signed_tokens`, which is why to call it after [`Self::set_policy`]: it
+    /// warns then). Returns how many are live.
     pub fn open_token_journal(&self, path: &std::path::Path) -> Result<usize, super::replay::ReplayError> {
         let max = self.policy().signed_tokens;
         let mut seen = self.inner.seen.lock().unwrap_or_else(|p| p.into_inner());

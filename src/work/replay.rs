@@ -31,10 +31,7 @@ pub enum ReplayError {
 type Key = [u8; 32];
 
 fn key(jti: &str) -> Key {
-    let d = ring::digest::digest(&ring::digest::SHA256, jti.as_bytes());
-    let mut k = [0u8; 32];
-    k.copy_from_slice(d.as_ref());
-    k
+    crate::transport::tls::sha256(jti.as_bytes())
 }
 
 /// Token IDs seen, with their expiry (seconds since the epoch).
@@ -155,16 +152,13 @@ impl Replay {
     /// journal, still correct and still appended to; one after it breaks the journal.
     fn compact(&mut self, now: u64) {
         let Some(j) = self.journal.as_mut() else { return };
-        if j.lines < 2 * self.seen.len() + 1024 {
-            if j.lines % 1024 != 0 {
-                return;
-            }
-            self.seen.retain(|_, e| *e >= now);
-            if j.lines < 2 * self.seen.len() + 1024 {
-                return;
-            }
+        if j.lines < 2 * self.seen.len() + 1024 && j.lines % 1024 != 0 {
+            return;
         }
         self.seen.retain(|_, e| *e >= now);
+        if j.lines < 2 * self.seen.len() + 1024 {
+            return;
+        }
         match rewrite(&j.path, &self.seen) {
             Ok(file) => *j = Journal::new(&j.path.clone(), file, self.seen.len()),
             Err((e, renamed)) => {
@@ -201,30 +195,22 @@ impl<R: BufRead> Lines<R> {
         }
         if n as u64 == MAX_LINE {
             // Overlong: skip to the end of the line.
-            self.line.clear();
             loop {
-                let mut rest = Vec::new();
-                let n = (&mut self.r).take(4096).read_until(b'\n', &mut rest)?;
-                if n == 0 || rest.last() == Some(&b'\n') {
+                self.line.clear();
+                let n = (&mut self.r).take(4096).read_until(b'\n', &mut self.line)?;
+                if n == 0 || self.line.last() == Some(&b'\n') {
                     break;
                 }
             }
+            self.line.clear();
         }
         Ok(Some(&self.line))
     }
 }
 
 fn parse(line: &[u8]) -> Option<(u64, Key)> {
-    let line = std::str::from_utf8(line).ok()?;
-    let (exp, hex) = line.split_once(' ')?;
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut k = [0u8; 32];
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some((exp.parse().ok()?, k))
+    let (exp, hex) = std::str::from_utf8(line).ok()?.split_once(' ')?;
+    Some((exp.parse().ok()?, crate::transport::tls::parse_fingerprint(hex)?))
 }
 
 /// Writes `seen` to a temporary file, fsyncs it, renames it over `path`, fsyncs the

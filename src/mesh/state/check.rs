@@ -79,16 +79,12 @@ impl Mesh {
         if !self.is_leaf() {
             return Err(format!("a hub with a default route via {hub}"));
         }
-        match self.links.get(link) {
-            Some(l) if l.up && !l.not_relay && l.peer == *hub => {}
-            _ => {
-                return Err(format!(
-                    "the default route via {hub} uses link {link}, not an up link to a relay"
-                ));
-            }
-        }
+        // The choice itself (up, a relay, not left, cheapest) is `pick_default_route`'s:
+        // what is held must be what it picks now, not a stale link.
         if self.pick_default_route().as_ref() != Some(&(*link, hub.clone())) {
-            return Err(format!("the default route via {hub} is not the cheapest link to a relay"));
+            return Err(format!(
+                "the default route via {hub} (link {link}) is not the cheapest up link to a relay"
+            ));
         }
         Ok(())
     }

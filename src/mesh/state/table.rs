@@ -27,14 +27,13 @@ impl Mesh {
 
     pub(super) fn compute_routes(&mut self) {
         crate::metrics::global().route_computation();
-        // A peer whose stored advertisement says it is leaving is gone already, even while
-        // its link is still open (the routing graph omits it, which `shortest_paths` would
-        // otherwise read as "its first advertisement has not arrived yet").
-        let left = |peer: &NodeId| self.lsdb.get(peer).is_some_and(|e| e.lsa.leaving);
+        // A peer that has left is omitted (the routing graph omits it too, which
+        // `shortest_paths` would otherwise read as "its first advertisement has not arrived
+        // yet").
         let peers: HashMap<NodeId, (LinkId, f64)> = self
             .links
             .iter()
-            .filter(|(_, l)| l.up && !left(&l.peer))
+            .filter(|(_, l)| l.up && !self.has_left(&l.peer))
             .map(|(id, l)| (l.peer.clone(), (*id, l.cost)))
             .collect();
         let graph: HashMap<&NodeId, &Lsa> =
@@ -49,16 +48,21 @@ impl Mesh {
         }
     }
 
+    /// Whether `peer`'s stored advertisement says it is leaving: it is gone already, even
+    /// while its link is still open.
+    fn has_left(&self, peer: &NodeId) -> bool {
+        self.lsdb.get(peer).is_some_and(|e| e.lsa.leaving)
+    }
+
     /// A leaf's way to every node it has no route to: its cheapest up link to a relay
     /// (ties to the smallest peer ID). Hubs have none: they know the whole mesh.
     pub(super) fn pick_default_route(&self) -> Option<(LinkId, NodeId)> {
         if !self.is_leaf() {
             return None;
         }
-        let left = |peer: &NodeId| self.lsdb.get(peer).is_some_and(|e| e.lsa.leaving);
         self.links
             .iter()
-            .filter(|(_, l)| l.up && !l.not_relay && !left(&l.peer))
+            .filter(|(_, l)| l.up && !l.not_relay && !self.has_left(&l.peer))
             .min_by(|a, b| a.1.cost.total_cmp(&b.1.cost).then_with(|| a.1.peer.cmp(&b.1.peer)))
             .map(|(id, l)| (*id, l.peer.clone()))
     }
