@@ -24,16 +24,7 @@ const RECEPTORD: &str = env!("CARGO_BIN_EXE_receptord");
 const RECEPTOR: &str = env!("CARGO_BIN_EXE_receptor");
 
 fn start(dir: &Path, id: &str, peer: Option<u16>) -> harness::Daemon {
-    let mut cfg = format!(
-        "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\n[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\n",
-        dir.join(id).display()
-    );
-    if let Some(p) = peer {
-        cfg.push_str(&format!("[[peers]]\nurl = \"receptor://127.0.0.1:{p}\"\n"));
-    }
-    let path = dir.join(format!("{id}.toml"));
-    std::fs::write(&path, cfg).expect("config");
-    harness::spawn(RECEPTORD, &path, None)
+    harness::spawn(RECEPTORD, &harness::node_config(dir, id, peer, None, "", ""), None)
 }
 
 fn ping(via: u16, node: &str, count: usize, timeout: &str) -> Vec<f64> {

@@ -23,18 +23,8 @@ const WORK: &str = "[[work.command]]\nname = \"gen\"\nprogram = \"head\"\nargs =
 [[work.command]]\nname = \"hello\"\nprogram = \"echo\"\nargs = [\"hello\"]\n[work]\nunit_retention = \"0s\"\n";
 
 fn start(dir: &Path, id: &str, peer: Option<u16>) -> Daemon {
-    let mut cfg = format!(
-        "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\n[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\n\
-         [control]\nsocket = \"{}\"\n{WORK}",
-        dir.join(id).display(),
-        dir.join(format!("{id}.sock")).display()
-    );
-    if let Some(p) = peer {
-        cfg.push_str(&format!("[[peers]]\nurl = \"receptor://127.0.0.1:{p}\"\n"));
-    }
-    let path = dir.join(format!("{id}.toml"));
-    std::fs::write(&path, cfg).expect("config");
-    harness::spawn(RECEPTORD, &path, None)
+    let extra = format!("[control]\nsocket = \"{}\"\n{WORK}", dir.join(format!("{id}.sock")).display());
+    harness::spawn(RECEPTORD, &harness::node_config(dir, id, peer, None, &extra, ""), None)
 }
 
 /// A control session: the greeting read.
