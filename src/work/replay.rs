@@ -3,7 +3,8 @@
 //! append-only journal (`<data_dir>/tokens.journal`), written and fsynced before the token
 //! is admitted, so a restart — or kill -9 — does not reopen the replay window of tokens
 //! already used. A token that cannot be recorded (disk full) is refused, never admitted
-//! unrecorded.
+//! unrecorded. The file is created with the first token recorded: a node that never
+//! verifies a signature writes nothing.
 //!
 //! Journal lines are `<exp> <sha256(jti) hex>`: fixed size whatever the token carries.
 //! Unreadable lines are skipped (a torn last line after a crash), and a torn tail is cut
@@ -39,6 +40,9 @@ fn key(jti: &str) -> Key {
 pub(crate) struct Replay {
     seen: HashMap<Key, u64>,
     journal: Option<Journal>,
+    /// Where the journal goes when none exists yet: it is created with the first token
+    /// recorded (a node that never verifies a signature writes nothing).
+    unopened: Option<PathBuf>,
 }
 
 struct Journal {
@@ -97,7 +101,7 @@ impl Journal {
 }
 
 impl Replay {
-    /// Loads the journal at `path` (created if missing), keeping every entry unexpired at
+    /// Loads the journal at `path` (created with the first token if missing), keeping every entry unexpired at
     /// `now` — even beyond `max` (a lowered limit): a used token is never forgotten early,
     /// new ones are refused until there is room — and rewrites it with only those.
     /// Returns how many were kept.
@@ -116,7 +120,10 @@ impl Replay {
                         "more unexpired work tokens used than limits.signed_tokens: signed requests are refused until some expire");
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.unopened = Some(path.to_owned());
+                return Ok(0);
+            }
             Err(e) => return Err(err(e)),
         }
         let file = rewrite(path, &self.seen).map_err(|(e, _)| err(e))?;
@@ -137,6 +144,12 @@ impl Replay {
         }
         if self.seen.len() >= max {
             return Err(ReplayError::Full);
+        }
+        if let Some(path) = self.unopened.as_deref() {
+            let file = rewrite(path, &self.seen)
+                .map_err(|(source, _)| ReplayError::Journal { path: path.display().to_string(), source })?;
+            self.journal = Some(Journal::new(path, file, self.seen.len()));
+            self.unopened = None;
         }
         if let Some(j) = self.journal.as_mut() {
             j.append(format!("{exp} {}\n", crate::transport::tls::hex(&k)).as_bytes())?;
@@ -252,6 +265,14 @@ mod tests {
     }
 
     #[test]
+    fn the_journal_is_created_with_the_first_token_only() {
+        let (_dir, path, mut r) = journal();
+        assert!(!path.exists(), "nothing written before a token is used");
+        r.remember("first", NOW + 60, 10, NOW).expect("recorded");
+        assert_eq!(std::fs::read_to_string(&path).expect("created").lines().count(), 1);
+    }
+
+    #[test]
     fn a_token_id_is_used_once_and_a_full_record_refuses_rather_than_evicts() {
         let mut r = Replay::default();
         assert!(r.remember("one", NOW + 60, 2, NOW).is_ok());
@@ -330,13 +351,14 @@ mod tests {
     #[test]
     fn a_token_that_cannot_be_recorded_is_refused_not_admitted() {
         let (_dir, path, mut r) = journal();
+        r.remember("first", NOW + 60, 10, NOW).expect("recorded");
         // The journal's file handle now writes nowhere: a read-only handle fails each write
         // (and cannot cut the file back either: the journal is then broken).
         if let Some(j) = r.journal.as_mut() {
             j.file = File::open(&path).expect("read-only handle");
         }
         assert!(matches!(r.remember("x", NOW + 60, 10, NOW), Err(ReplayError::Journal { .. })));
-        assert!(r.seen.is_empty(), "an unrecorded token is not remembered as admitted either");
+        assert!(!r.seen.contains_key(&key("x")), "an unrecorded token is not remembered as admitted either");
         assert!(r.journal.as_ref().is_some_and(|j| j.broken.is_some()));
         if let Some(j) = r.journal.as_mut() {
             j.file = OpenOptions::new().append(true).open(&path).expect("append handle");
