@@ -1,17 +1,29 @@
 # receptord — the two commands that matter on a fresh machine are `make demo` and `make test`.
 CARGO ?= cargo
 VENV  ?= $(CURDIR)/.venv
+LOCK  ?= $(CURDIR)/scripts/python/requirements.lock
 
-.PHONY: all build venv demo test test-python wheel test-tools test-systemd systemd-test-tools lint fmt bench bench-fleet fuzz clean
+.PHONY: all build venv lock test-latest demo test test-python wheel test-tools test-systemd systemd-test-tools lint fmt bench bench-fleet fuzz clean
 
 all: build
 
 build:
 	$(CARGO) build --release --locked
 
-# Project-local virtualenv with the real ansible-runner and ansible-core from PyPI.
+# Project-local virtualenv with the real ansible-runner, ansible-core and receptorctl from
+# PyPI: exactly scripts/python/requirements.lock, hash-checked; rebuilt when the lock changes.
 venv:
-	VENV=$(VENV) ./scripts/venv.sh
+	VENV=$(VENV) LOCK=$(LOCK) ./scripts/venv.sh
+
+# Regenerates the lock from scripts/python/requirements.in (after editing it, or to take
+# upstream releases on purpose; LOCK_UPGRADE=1 moves every unpinned package to its newest).
+lock:
+	./scripts/lock.sh
+
+# The early warning for the next upstream release (not part of CI): the newest versions the
+# pins in requirements.in allow, in a throw-away venv, under the ansible and Python layers.
+test-latest: build test-tools
+	./scripts/test-latest.sh
 
 # A local three-node mesh on 127.0.0.1 running a playbook via a remote node.
 demo: build venv
@@ -41,7 +53,7 @@ test: build venv test-tools
 # against a real mesh of receptord daemons and the real ansible-runner (docs/PYTHON.md).
 PY_PKG = packaging/python
 test-python: build venv
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check pytest ./$(PY_PKG)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation ./$(PY_PKG)
 	cd $(PY_PKG) && PATH="$(VENV)/bin:$$PATH" RECEPTORD_BIN="$(CURDIR)/target/release/receptor" \
 		RECEPTORD_DAEMON="$(CURDIR)/target/release/receptord" $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
@@ -49,7 +61,7 @@ test-python: build venv
 wheel: build venv
 	rm -rf $(PY_PKG)/build $(PY_PKG)/receptord/bin && mkdir -p $(PY_PKG)/receptord/bin
 	cp target/release/receptor $(PY_PKG)/receptord/bin/receptor
-	$(VENV)/bin/pip wheel --quiet --disable-pip-version-check --no-deps -w target/wheels ./$(PY_PKG); \
+	$(VENV)/bin/pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation -w target/wheels ./$(PY_PKG); \
 		rc=$$?; rm -rf $(PY_PKG)/receptord/bin $(PY_PKG)/build; exit $$rc
 
 # The .deb under a real systemd: a Debian 12 root filesystem (debootstrap from Debian's

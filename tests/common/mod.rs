@@ -346,9 +346,17 @@ pub fn group_alive(pgid: i32) -> bool {
     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok()
 }
 
-/// The project's virtualenv with the real ansible-runner and ansible-core (`make venv`).
+/// The virtualenv the tests drive: the project's (`make venv`, from the lock), or the one
+/// `RECEPTORD_VENV` names (`make test-latest`).
+pub fn venv_dir() -> PathBuf {
+    std::env::var_os("RECEPTORD_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"))
+}
+
+/// The virtualenv's `bin`, with the real ansible-runner and ansible-core.
 pub fn venv_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin");
+    let bin = venv_dir().join("bin");
     assert!(
         bin.join("ansible-runner").exists(),
         "{} has no ansible-runner: run `make venv` (`make test` does it for you)",
@@ -363,7 +371,7 @@ pub fn path_with_venv() -> String {
 
 /// This process's PATH minus the project's virtualenv, so "no ansible-runner" is real.
 pub fn path_without_venv() -> String {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
+    let venv = venv_dir();
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs: Vec<PathBuf> = std::env::split_paths(&path).filter(|d| !d.starts_with(&venv)).collect();
     std::env::join_paths(dirs).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
