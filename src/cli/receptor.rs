@@ -190,9 +190,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "JSON")]
     pub envvars: Option<String>,
     /// Instead of the playbook output, print the run as JSON Lines on stdout: status
-    /// changes, every job event, artifacts, the final status and rc, or the error with a
-    /// machine-readable kind (docs/EVENTS-STREAM.md). Used by the Python package.
-    #[arg(long, conflicts_with_all = ["detach", "json", "quiet"])]
+    /// changes, every job event, the output as a local run prints it, artifacts, the final
+    /// status and rc, or the error with a machine-readable kind (docs/EVENTS-STREAM.md).
+    /// Used by the Python package.
+    #[arg(long, conflicts_with_all = ["detach", "quiet"])]
     pub events_stream: bool,
     /// Remote runs: the node cancels and releases the run's work unit once no client has
     /// followed it for this long (1s to 7 days).

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::{ClientError, ClientOptions, MeshClient, parse_result, stream_failure};
 use crate::mesh::{Chunk, StreamWriter};
-use crate::runner::{self, ArtifactWriter, DecodeLimits, Item, LineKind, PrintPolicy, StreamDecoder, decode};
+use crate::runner::{self, ArtifactWriter, DecodeLimits, Item, LineKind, RunPrinter, StreamDecoder, decode};
 use crate::transport::PeerUrl;
 use crate::wire::NodeId;
 use crate::work::JobResult;
@@ -396,9 +396,9 @@ pub(super) struct Receiver {
     node: NodeId,
     writer: ArtifactWriter,
     decoder: StreamDecoder,
+    printer: RunPrinter,
     status: String,
     explanation: Option<String>,
-    json_mode: bool,
 }
 
 impl Receiver {
@@ -408,9 +408,9 @@ impl Receiver {
             node: node.clone(),
             writer: ArtifactWriter::new(artifact_dir.to_path_buf())?,
             decoder: StreamDecoder::new(limits),
+            printer: RunPrinter::new(json_mode),
             status: String::from("unknown"),
             explanation: None,
-            json_mode,
         })
     }
 
@@ -431,7 +431,10 @@ impl Receiver {
                     call(&mut cb.status_handler, value);
                 } else if decode::kind(value) == LineKind::Event {
                     call(&mut cb.event_handler, value);
-                    print_event(cb, raw, self.writer.event(raw, value)?, self.json_mode);
+                    self.writer.event(raw, value)?;
+                    let mut text = String::new();
+                    self.printer.line(raw, value, &mut text);
+                    print(cb, &text);
                 }
                 continue;
             }
@@ -464,17 +467,13 @@ fn call(handler: &mut Option<Handler>, value: &Value) {
     }
 }
 
-fn print_event(cb: &mut Callbacks, raw: &[u8], stdout: Option<String>, json_mode: bool) {
+/// Writes what the run printed by now (nothing when it is empty) and flushes it.
+fn print(cb: &mut Callbacks, text: &str) {
     let Some(out) = cb.output.as_mut() else { return };
-    let ok = if json_mode {
-        out.write_all(raw).and_then(|()| out.write_all(b"\n"))
-    } else {
-        match stdout.and_then(|s| PrintPolicy::Run.render(&s)) {
-            Some(text) => out.write_all(text.as_bytes()),
-            None => Ok(()),
-        }
-    };
-    if ok.and_then(|()| out.flush()).is_err() {
+    if text.is_empty() {
+        return;
+    }
+    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
         // Output closed (e.g. piped into `head`): keep running, stop printing.
         cb.output = None;
     }

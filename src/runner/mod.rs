@@ -11,11 +11,13 @@
 //! - [`pack`]: `transmit` equivalent — zip a directory like `stream_dir`, write the stream.
 //! - [`extract`]: hostile-input-safe zip extraction with `unstream_dir` semantics.
 //! - [`process`]: `process` equivalent — job event files and artifact extraction.
+//! - [`output`]: what `ansible-runner run` prints, rebuilt from the events.
 
 pub mod decode;
 pub mod dostime;
 pub mod extract;
 mod guard;
+pub mod output;
 pub mod pack;
 pub mod process;
 pub mod pyjson;
@@ -23,4 +25,5 @@ pub mod pyjson;
 pub use decode::{DecodeError, DecodeLimits, Item, LineKind, StreamDecoder};
 pub use extract::{ExtractError, ExtractLimits, ExtractStats, extract_zip, extract_zip_path};
 pub use pack::{EOF_LINE, PackError, transmit_dir, write_transmit, write_zip_section, zip_dir};
-pub use process::{ArtifactWriter, PrintPolicy, ProcessError};
+pub use output::RunPrinter;
+pub use process::{ArtifactWriter, ProcessError};

@@ -6,10 +6,8 @@
 //! spooled and extracted into the artifact dir with the safe extractor, where the existing
 //! `job_events/` directory survives because existing directories are skipped.
 //!
-//! Printing policy is the caller's: [`ArtifactWriter::event`] returns the event's `stdout` text.
-//! `ansible-runner process` prints it plus LF for *every* event, even when empty
-//! ([`PrintPolicy::Process`]); `ansible-runner run` prints only non-empty ones
-//! ([`PrintPolicy::Run`]). Use [`PrintPolicy::render`] to apply either.
+//! What to print is not decided here: [`crate::runner::output::RunPrinter`] rebuilds what
+//! `ansible-runner run` prints from the same events.
 
 use crate::runner::decode::{Item, LineKind, kind};
 use crate::runner::extract::{self, ExtractError, ExtractLimits, ExtractStats};
@@ -33,25 +31,6 @@ pub enum ProcessError {
     NoZip,
     #[error("artifact zip ended after {got} of {expected} bytes")]
     ShortZip { expected: u64, got: u64 },
-}
-
-/// Which events get their `stdout` printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrintPolicy {
-    /// `ansible-runner process`: every event, blank lines included.
-    Process,
-    /// `ansible-runner run` (and `receptor run`): only non-empty stdout.
-    Run,
-}
-
-impl PrintPolicy {
-    /// The bytes to print for an event's stdout under this policy (text + LF), if any.
-    pub fn render(self, stdout: &str) -> Option<String> {
-        match self {
-            PrintPolicy::Run if stdout.is_empty() => None,
-            _ => Some(format!("{stdout}\n")),
-        }
-    }
 }
 
 /// Writes job events and artifacts under one artifact directory.
@@ -111,35 +90,34 @@ impl ArtifactWriter {
     }
 
     /// Dispatches one decoded item like `Processor.run`: status lines are remembered, events
-    /// written, zip sections extracted. Returns the stdout text of an event, if any.
-    pub fn handle(&mut self, item: &Item) -> Result<Option<String>, ProcessError> {
+    /// written, zip sections extracted.
+    pub fn handle(&mut self, item: &Item) -> Result<(), ProcessError> {
         match item {
             Item::Line { raw, value } => match kind(value) {
                 LineKind::Status => {
                     self.status = Some(value.clone());
-                    Ok(None)
+                    Ok(())
                 }
                 _ => self.event(raw, value),
             },
-            Item::ZipStart { size } => self.zip_start(*size).map(|()| None),
-            Item::ZipData(data) => self.zip_data(data).map(|()| None),
-            Item::ZipEnd => self.zip_end().map(|_| None),
-            Item::Eof => Ok(None),
+            Item::ZipStart { size } => self.zip_start(*size),
+            Item::ZipData(data) => self.zip_data(data),
+            Item::ZipEnd => self.zip_end().map(|_| ()),
+            Item::Eof => Ok(()),
         }
     }
 
     /// Handles one event line (`raw` = the wire bytes without LF). Keepalives and events
-    /// without truthy `counter`/`uuid` are ignored (`Ok(None)`). Otherwise writes the event file
-    /// and returns the event's `stdout` (if it is a string) for the caller to print.
-    pub fn event(&mut self, raw: &[u8], value: &Value) -> Result<Option<String>, ProcessError> {
+    /// without truthy `counter`/`uuid` are ignored. Otherwise writes the event file.
+    pub fn event(&mut self, raw: &[u8], value: &Value) -> Result<(), ProcessError> {
         if kind(value) != LineKind::Event {
-            return Ok(None);
+            return Ok(());
         }
         match event_file_name(value) {
             Some(name) => self.write_event_file(&name, trim_line(raw))?,
             None => tracing::warn!("event with unusable counter/uuid not written to job_events"),
         }
-        Ok(value.get("stdout").and_then(Value::as_str).map(str::to_owned))
+        Ok(())
     }
 
     fn write_event_file(&self, name: &str, content: &[u8]) -> Result<(), ProcessError> {

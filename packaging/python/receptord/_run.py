@@ -6,6 +6,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 from collections import deque
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -68,6 +69,8 @@ def _argv(binary: str, kw: Dict[str, Any]) -> List[str]:
             a.append(f"{flag}={os.fspath(v) if isinstance(v, os.PathLike) else v}")
     if kw.get("forks"):
         a.append(f"--forks={int(kw['forks'])}")
+    if kw.get("json_mode"):
+        a.append("--json")
     if kw.get("verbosity"):
         a.append("-" + "v" * max(1, min(int(kw["verbosity"]), 5)))
     for key in ("omit_event_data", "only_failed_event_data"):
@@ -127,11 +130,13 @@ class _Run:
             keep = handler(event) is not False
         if not keep and "counter" in event and "uuid" in event:
             self.discarded.append((event["counter"], event["uuid"]))
+
+    def _output(self, text: str) -> None:
+        # Exactly what ansible_runner's OutputEventFilter writes to sys.stdout, worked out
+        # by `receptor run` from the events (src/runner/output.rs).
         if not self.kw.get("quiet"):
-            if self.kw.get("json_mode"):
-                print(json.dumps(event), flush=True)
-            elif event.get("stdout"):
-                print(event["stdout"], flush=True)
+            sys.stdout.write(text)
+            sys.stdout.flush()
 
     def _status(self, status: dict) -> None:
         self.runner.status = status.get("status", self.runner.status)
@@ -192,6 +197,8 @@ class _Run:
                     self.runner.config.artifact_dir = line.get("artifact_dir")
                 elif kind == "event":
                     self._event(line.get("event") or {})
+                elif kind == "output":
+                    self._output(line.get("text") or "")
                 elif kind == "status":
                     self._status(line.get("status") or {})
                 elif kind == "notice":

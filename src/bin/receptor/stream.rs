@@ -11,6 +11,29 @@ use receptord::client::run::{Callbacks, RunError, RunOutcome};
 use receptord::mesh::OpenError;
 use serde_json::{Value, json};
 
+/// The run's printed output as `output` lines: what is written between two flushes (the
+/// client flushes after each piece of output) becomes one line's `text`.
+struct OutputLines {
+    stream: Stream,
+    text: Vec<u8>,
+}
+
+impl Write for OutputLines {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.text.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.text.is_empty() {
+            let text = String::from_utf8_lossy(&self.text).into_owned();
+            self.text.clear();
+            self.stream.emit(&json!({"type": "output", "text": text}));
+        }
+        Ok(())
+    }
+}
+
 /// Version of the stream's format, sent in the `start` line.
 pub const STREAM_VERSION: u32 = 1;
 
@@ -36,7 +59,7 @@ impl Stream {
             event_handler: Some(Box::new(move |e| ev.emit(&json!({"type": "event", "event": e})))),
             status_handler: Some(Box::new(move |s| st.emit(&json!({"type": "status", "status": s})))),
             notice_handler: Some(Box::new(move |m| no.emit(&json!({"type": "notice", "message": m})))),
-            output: None,
+            output: Some(Box::new(OutputLines { stream: self.clone(), text: Vec::new() })),
             progress: false,
         }
     }
