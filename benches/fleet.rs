@@ -4,6 +4,8 @@
 //! time until every hub lists every node after the last daemon started; the time until every
 //! hub has forgotten a crashed (SIGKILLed) leaf and lists a new one; the largest hub and
 //! leaf RSS. "Lists" is read from each hub's control socket `status`, as receptorctl does.
+//! receptord runs twice per size: from the default config (no role key anywhere: the leaves
+//! have no listeners, so they are leaves) and with `role = "leaf"` written on every leaf.
 //! Go Receptor 1.4 at 103 nodes side by side when `../shared/peers/go-receptor/receptor`
 //! exists. Then the deterministic simulation (`mesh::fleet_sim`) at 1,000 and 10,000 nodes:
 //! advertisements and bytes per node per minute at steady state, and what it takes to
@@ -40,10 +42,14 @@ impl Drop for Proc {
     }
 }
 
-/// Which implementation runs the fleet.
+/// Which implementation runs the fleet, and how it is configured.
 #[derive(Clone, Copy, PartialEq)]
 enum Impl {
+    /// receptord, every leaf with `[mesh] role = "leaf"`.
     Receptord,
+    /// receptord from the default config: no role key anywhere (listener-less nodes are
+    /// leaves by default), as anyone migrating from Go Receptor writes it.
+    ReceptordDefault,
     Go,
 }
 
@@ -80,7 +86,7 @@ impl Fleet {
             let port = free_port();
             let id = format!("hub-{h}");
             let child = match self.imp {
-                Impl::Receptord => {
+                Impl::Receptord | Impl::ReceptordDefault => {
                     let mut cfg = format!(
                         "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\n[log]\nlevel = \"error\"\n\
                          [control]\nsocket = \"{}\"\n[[listeners]]\nurl = \"receptor://127.0.0.1:{port}\"\n",
@@ -155,10 +161,11 @@ impl Fleet {
         let (a, b) = (n % HUBS, (n + 1 + (n / HUBS) % (HUBS - 1)) % HUBS);
         let (pa, pb) = (self.hub_ports[a], self.hub_ports[b]);
         let child = match self.imp {
-            Impl::Receptord => {
+            Impl::Receptord | Impl::ReceptordDefault => {
+                let role = if self.imp == Impl::Receptord { "[mesh]\nrole = \"leaf\"\n" } else { "" };
                 let cfg = format!(
                     "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\n[log]\nlevel = \"error\"\n[control]\nenabled = false\n\
-                     [mesh]\nrole = \"leaf\"\n[[peers]]\nurl = \"receptor://127.0.0.1:{pa}\"\n\
+                     {role}[[peers]]\nurl = \"receptor://127.0.0.1:{pa}\"\n\
                      [[peers]]\nurl = \"receptor://127.0.0.1:{pb}\"\n\
                      [[work.command]]\nname = \"echo\"\nprogram = \"cat\"\n",
                     self.dir.path().join(&id).display()
@@ -274,11 +281,12 @@ fn fleet_row(imp: Impl, nodes: usize) {
     f.start_leaf(leaves, fresh.clone());
     let new_known = f.until_hubs(|ids| ids.binary_search(&fresh).is_ok());
     let name = match imp {
-        Impl::Receptord => "receptord",
+        Impl::Receptord => "receptord, roles",
+        Impl::ReceptordDefault => "receptord, default",
         Impl::Go => "Go Receptor 1.4",
     };
     println!(
-        "  {name:<16} {nodes:>5} nodes: idle CPU {idle_cores:.3} cores | hubs list all {} after the last start | \
+        "  {name:<18} {nodes:>5} nodes: idle CPU {idle_cores:.3} cores | hubs list all {} after the last start | \
          crashed leaf forgotten {} | new leaf listed {} | RSS hub {:.1} MiB, leaf {:.1} MiB",
         fmt_secs(known),
         fmt_secs(forgotten),
@@ -346,6 +354,7 @@ fn main() {
         .unwrap_or_else(|| vec![103, 303, 1_000]);
     println!("fleet of real daemons on loopback (3 fully meshed hubs, each leaf linked to two hubs):");
     for &n in &sizes {
+        fleet_row(Impl::ReceptordDefault, n);
         fleet_row(Impl::Receptord, n);
         if n == 103 && go_receptor().is_some() {
             fleet_row(Impl::Go, n);

@@ -200,11 +200,23 @@ pub struct MeshSection {
     pub dial_timeout: Duration,
     pub max_hops: u8,
     pub stream_window: u32,
-    /// `hub` (a full member) or `leaf` (advertises itself, receives no database, relays
-    /// nothing, reaches the mesh through its hubs).
-    pub role: crate::mesh::state::Role,
+    /// `hub` (a full member), `leaf` (advertises itself, receives no database, relays
+    /// nothing, reaches the mesh through its hubs) or `auto`, the default: a node with
+    /// `[[listeners]]` is a hub, one that accepts no links a leaf ([`Config::role`]).
+    pub role: MeshRole,
     /// If non-empty, only these node IDs may link with this node.
     pub allowed_peers: Vec<NodeId>,
+}
+
+/// `[mesh] role` as written in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshRole {
+    /// Follows the listeners: a hub with `[[listeners]]`, a leaf without.
+    #[default]
+    Auto,
+    Hub,
+    Leaf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -357,7 +369,7 @@ impl Default for MeshSection {
             dial_timeout: Duration::from_secs(5),
             max_hops: crate::wire::DEFAULT_HOPS,
             stream_window: 2 * 1024 * 1024,
-            role: crate::mesh::state::Role::Hub,
+            role: MeshRole::Auto,
             allowed_peers: Vec::new(),
         }
     }
@@ -389,6 +401,16 @@ fn one() -> f64 {
 }
 
 impl Config {
+    /// Whether the node runs as a leaf: `[mesh] role = "leaf"`, or no role given and no
+    /// `[[listeners]]` (a node that accepts no links relays for nobody; docs/PROTOCOL.md §5.8).
+    pub fn is_leaf(&self) -> bool {
+        match self.mesh.role {
+            MeshRole::Leaf => true,
+            MeshRole::Hub => false,
+            MeshRole::Auto => self.listeners.is_empty(),
+        }
+    }
+
     /// Loads `path` with environment overrides and validates the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
@@ -578,18 +600,22 @@ mod tests {
     }
 
     #[test]
-    fn the_mesh_role_is_hub_unless_leaf_is_asked_for() {
-        let cfg = load_text("[node]\nid = \"n\"\n").expect("valid");
-        assert_eq!(cfg.mesh.role, crate::mesh::state::Role::Hub);
-        let cfg = load_text("[node]\nid = \"n\"\n[mesh]\nrole = \"leaf\"\n").expect("valid");
-        assert_eq!(cfg.mesh.role, crate::mesh::state::Role::Leaf);
-        assert_eq!(node_options_role(&cfg), crate::mesh::state::Role::Leaf);
+    fn without_a_role_a_node_that_accepts_no_links_is_a_leaf() {
+        use crate::mesh::state::Role;
+        let listening = "[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\n";
+        let cases = [
+            ("", Role::Leaf),
+            (listening, Role::Hub),
+            ("[mesh]\nrole = \"auto\"\n", Role::Leaf),
+            ("[mesh]\nrole = \"hub\"\n", Role::Hub),
+            (&format!("{listening}[mesh]\nrole = \"leaf\"\n"), Role::Leaf),
+        ];
+        for (extra, role) in cases {
+            let cfg = load_text(&format!("[node]\nid = \"n\"\n{extra}")).expect("valid");
+            assert_eq!(crate::daemon::node_options(&cfg).mesh.role, role, "{extra}");
+        }
         let err = load_text("[node]\nid = \"n\"\n[mesh]\nrole = \"spoke\"\n").expect_err("invalid");
         assert!(err.to_string().contains("spoke"), "{err}");
-    }
-
-    fn node_options_role(cfg: &Config) -> crate::mesh::state::Role {
-        crate::daemon::node_options(cfg).mesh.role
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
+use crate::mesh::state::Role;
 use crate::mesh::{MeshConfig, Node, NodeOptions};
 use crate::transport::{Listener, TlsContext, TlsError, TransportError};
 use crate::work::admit::Policy;
@@ -114,7 +115,7 @@ pub fn node_options(cfg: &Config) -> NodeOptions {
         max_hops: cfg.mesh.max_hops,
         max_nodes: cfg.limits.max_nodes,
         max_db_bytes: cfg.limits.max_db_bytes,
-        role: cfg.mesh.role,
+        role: if cfg.is_leaf() { Role::Leaf } else { Role::Hub },
         ..MeshConfig::default()
     };
     opts.limits = cfg.limits.clone();

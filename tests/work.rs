@@ -139,6 +139,26 @@ fn a_leaf_runs_remote_units_on_nodes_it_does_not_list() {
     drop((n1, n3));
 }
 
+/// The default config scales (docs/PROTOCOL.md §5.8): a node with no role key and no
+/// listener — a managed host dialling its hop node — is a leaf, and still reaches the mesh.
+#[test]
+fn a_node_that_accepts_no_links_is_a_leaf_by_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("host", dir.path());
+    let hop = Daemon::start(Spec::new("hop"));
+    let _exec = Daemon::start(Spec::new("exec").peer(hop.port).extra(WORK));
+    let _host = Daemon::start(Spec { listen: false, ..Spec::new("host").peer(hop.port).extra(&ctl) });
+    wait_until("host reaches exec", Duration::from_secs(20), || {
+        receptorctl(&sock, &["ping", "exec", "--count", "1"]).status.success()
+    });
+    let listed = stdout(&receptorctl(&sock, &["status"]));
+    assert!(listed.contains("hop") && !listed.contains("exec"), "a leaf lists only itself and its hubs: {listed}");
+    // The hop node, a hub because it listens, lists both and routes between them.
+    wait_route(&hop, "host");
+    let out = receptor(&hop, &["status", "--json"]);
+    assert!(stdout(&out).contains("\"exec\""), "{}", stdout(&out));
+}
+
 #[test]
 fn remote_units_mirror_state_and_output_and_connect_reaches_other_nodes() {
     let dir = tempfile::tempdir().expect("tempdir");

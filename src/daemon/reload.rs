@@ -221,6 +221,8 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     }
     if !same(&running.mesh, &new.mesh) {
         keys.push("[mesh]");
+    } else if running.is_leaf() != new.is_leaf() {
+        keys.push("mesh.role (without a role key, a node with [[listeners]] is a hub, one without a leaf)");
     }
     if !same(&running.log, &new.log) {
         keys.push("[log]");
