@@ -95,11 +95,16 @@ fn every_way_of_running_prints_what_a_local_ansible_runner_run_prints() {
         .and_then(|s| s.split_whitespace().next())
         .map(str::to_owned)
         .expect("the attach hint names the node ID");
-    let out = run(&mut receptor_cmd(&n1), p.path(), &["--receptor-node-id", &node_id, "--attach", &unit, "-i", "det"]);
+    let out = run(
+        &mut receptor_cmd(&n1),
+        p.path(),
+        &["--receptor-node-id", &node_id, "--attach", &unit, "-i", "det"],
+    );
     assert_same("detached, then attached", &out, &out.stdout, &p.path().join("artifacts/det"), &want);
 
     let p = pdd();
-    let out = run(&mut receptor_cmd(&n1), p.path(), &["--via-receptor", "node3", "-i", "es", "--events-stream"]);
+    let out =
+        run(&mut receptor_cmd(&n1), p.path(), &["--via-receptor", "node3", "-i", "es", "--events-stream"]);
     let mut printed = Vec::new();
     for line in out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let v: serde_json::Value = serde_json::from_slice(line).expect("events-stream line");

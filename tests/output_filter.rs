@@ -64,7 +64,8 @@ print(json.dumps(cases))
 
 #[test]
 fn prints_what_ansible_runners_output_event_filter_prints() {
-    let out = Command::new(venv_bin().join("python3")).arg("-c").arg(DRIVER).arg("400").output().expect("python");
+    let out =
+        Command::new(venv_bin().join("python3")).arg("-c").arg(DRIVER).arg("400").output().expect("python");
     assert!(out.status.success(), "driver failed: {}", String::from_utf8_lossy(&out.stderr));
     let cases: Vec<Value> = serde_json::from_slice(&out.stdout).expect("cases");
     assert_eq!(cases.len(), 800);
@@ -78,7 +79,13 @@ fn prints_what_ansible_runners_output_event_filter_prints() {
             with_verbose += usize::from(value["event"] == "verbose");
             printer.line(raw.as_bytes(), &value, &mut printed);
         }
-        assert_eq!(printed, case["printed"].as_str().expect("printed"), "seed {} json {}", case["seed"], case["json"]);
+        assert_eq!(
+            printed,
+            case["printed"].as_str().expect("printed"),
+            "seed {} json {}",
+            case["seed"],
+            case["json"]
+        );
     }
     assert!(with_verbose > 1000, "the generated runs exercise verbose output ({with_verbose} events)");
 }

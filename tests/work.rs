@@ -152,7 +152,10 @@ fn a_node_that_accepts_no_links_is_a_leaf_by_default() {
         receptorctl(&sock, &["ping", "exec", "--count", "1"]).status.success()
     });
     let listed = stdout(&receptorctl(&sock, &["status"]));
-    assert!(listed.contains("hop") && !listed.contains("exec"), "a leaf lists only itself and its hubs: {listed}");
+    assert!(
+        listed.contains("hop") && !listed.contains("exec"),
+        "a leaf lists only itself and its hubs: {listed}"
+    );
     // The hop node, a hub because it listens, lists both and routes between them.
     wait_route(&hop, "host");
     let out = receptor(&hop, &["status", "--json"]);

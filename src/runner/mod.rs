@@ -24,6 +24,6 @@ pub mod pyjson;
 
 pub use decode::{DecodeError, DecodeLimits, Item, LineKind, StreamDecoder};
 pub use extract::{ExtractError, ExtractLimits, ExtractStats, extract_zip, extract_zip_path};
-pub use pack::{EOF_LINE, PackError, transmit_dir, write_transmit, write_zip_section, zip_dir};
 pub use output::RunPrinter;
+pub use pack::{EOF_LINE, PackError, transmit_dir, write_transmit, write_zip_section, zip_dir};
 pub use process::{ArtifactWriter, ProcessError};

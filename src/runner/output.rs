@@ -21,6 +21,8 @@
 //! (`\r\r\n` on the pty), or complete lines arriving in the same read as the next token (the
 //! local run then prints only the last of them, depending on timing). docs/CLI.md says so.
 
+use std::collections::VecDeque;
+
 use serde_json::Value;
 
 use crate::runner::decode::{LineKind, kind};
@@ -37,7 +39,7 @@ struct Held {
 #[derive(Debug, Default)]
 pub struct RunPrinter {
     json_mode: bool,
-    held: Vec<Held>,
+    held: VecDeque<Held>,
 }
 
 /// How many `verbose` fragments are held at most before the oldest is printed as written: a
@@ -47,7 +49,7 @@ const MAX_HELD: usize = 1024;
 impl RunPrinter {
     /// A printer for a run in text mode, or JSON mode (`ansible-runner run -j`).
     pub fn new(json_mode: bool) -> RunPrinter {
-        RunPrinter { json_mode, held: Vec::new() }
+        RunPrinter { json_mode, held: VecDeque::new() }
     }
 
     /// The next line of the stream (`raw`, without its LF, and its parsed `value`); appends
@@ -60,7 +62,7 @@ impl RunPrinter {
         let stdout = value.get("stdout").and_then(Value::as_str).unwrap_or("");
         if value.get("event").and_then(Value::as_str) != Some("verbose") {
             // The token of this event ended a buffer: of the fragments held, the last printed.
-            if let Some(last) = self.held.pop() {
+            if let Some(last) = self.held.pop_back() {
                 self.print_flushed(&last.stdout, &last.raw, out);
             }
             self.held.clear();
@@ -74,11 +76,13 @@ impl RunPrinter {
             out.push_str(stdout);
             out.push_str("\r\n");
         } else {
-            if self.held.len() == MAX_HELD {
-                let first = self.held.remove(0);
+            if self.held.len() == MAX_HELD
+                && let Some(first) = self.held.pop_front()
+            {
                 print_as_written(&first.stdout, out);
             }
-            self.held.push(Held { stdout: stdout.to_owned(), raw: String::from_utf8_lossy(raw).into_owned() });
+            let raw = String::from_utf8_lossy(raw).into_owned();
+            self.held.push_back(Held { stdout: stdout.to_owned(), raw });
         }
     }
 

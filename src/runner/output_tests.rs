@@ -67,7 +67,8 @@ fn json_mode_prints_events_as_json_and_complete_lines_as_text() {
 
 #[test]
 fn non_event_lines_print_nothing() {
-    let lines = [json!({"status": "running"}), json!({"event": "keepalive"}), json!({"stdout": "no counter"})];
+    let lines =
+        [json!({"status": "running"}), json!({"event": "keepalive"}), json!({"stdout": "no counter"})];
     assert_eq!(print(false, &lines), "");
 }
 
