@@ -69,9 +69,10 @@ wheel: dist venv
 	VENV=$(VENV) ./packaging/check-wheel.sh target/wheels/receptord-*-py3-none-$(WHEEL_PLAT).whl
 
 # The .deb under a real systemd: a Debian 12 root filesystem (debootstrap from Debian's
-# mirror, cached in /var/cache/receptord-test) booted with systemd-nspawn. Needs root.
+# mirror, cached in /var/cache/receptord-test) booted with systemd-nspawn, then a Debian 11
+# one (glibc 2.31) for the glibc floor, with the wheel too. Needs root.
 # See docs/systemd.md; prints "systemd checks: N passed, M failed".
-test-systemd: package venv systemd-test-tools
+test-systemd: package wheel venv systemd-test-tools
 	timeout -k 30 1500 ./scripts/systemd-test/run.sh
 
 systemd-test-tools:
