@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154
 # Sourced by run.sh once it has booted the Debian 11 (bullseye) root (glibc 2.31, systemd
 # 247, Python 3.9; ansible-runner in /opt/ansible, see rootfs.sh): the shipped binaries'
 # glibc floor, proven on a distribution older than the build host. The same .deb installs

@@ -36,7 +36,8 @@ stop_container() {
     kill -KILL "$NSPAWN_PID" 2>/dev/null || true
     wait "$NSPAWN_PID" 2>/dev/null || true
   fi
-  NSPAWN_PID= PID1=
+  NSPAWN_PID=
+  PID1=
   if [ -n "$W" ]; then
     mountpoint -q "$W/root" && umount -l "$W/root"
     rm -rf "$W"
