@@ -101,7 +101,7 @@ boot() { # rootfs: boots it on a fresh overlay in $W; PID1 is its systemd
   ok "the container booted with systemd as PID 1 (after $(( $(date +%s) - START )) s)"
 }
 
-rootfs=$("$REPO/scripts/systemd-test/rootfs.sh" bookworm)
+rootfs=$("$REPO/scripts/systemd-test/rootfs.sh" bookworm) || die "the Debian 12 root filesystem was built (rootfs.sh bookworm)"
 echo "rootfs: $rootfs (ready after $(( $(date +%s) - START )) s)"
 boot "$rootfs"
 
@@ -305,7 +305,7 @@ stop_container
 
 # --- Debian 11 (glibc 2.31): the floor of the shipped binaries, proven ---
 STAGE="Debian 11: "
-rootfs=$("$REPO/scripts/systemd-test/rootfs.sh" bullseye)
+rootfs=$("$REPO/scripts/systemd-test/rootfs.sh" bullseye) || die "the Debian 11 root filesystem was built (rootfs.sh bullseye)"
 echo "rootfs: $rootfs (ready after $(( $(date +%s) - START )) s)"
 boot "$rootfs"
 . "$REPO/scripts/systemd-test/bullseye.sh"
