@@ -16,7 +16,8 @@ venv:
 	VENV=$(VENV) LOCK=$(LOCK) ./scripts/venv.sh
 
 # Regenerates the lock from scripts/python/requirements.in (after editing it, or to take
-# upstream releases on purpose; LOCK_UPGRADE=1 moves every unpinned package to its newest).
+# upstream releases on purpose; LOCK_UPGRADE=1 moves every unpinned package to its newest),
+# and test-systemd's Debian 11 lock from scripts/systemd-test/bullseye-requirements.in.
 lock:
 	./scripts/lock.sh
 
