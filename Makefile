@@ -16,7 +16,8 @@ venv:
 	VENV=$(VENV) LOCK=$(LOCK) ./scripts/venv.sh
 
 # Regenerates the lock from scripts/python/requirements.in (after editing it, or to take
-# upstream releases on purpose; LOCK_UPGRADE=1 moves every unpinned package to its newest).
+# upstream releases on purpose; LOCK_UPGRADE=1 moves every unpinned package to its newest),
+# and test-systemd's Debian 11 lock from scripts/systemd-test/bullseye-requirements.in.
 lock:
 	./scripts/lock.sh
 
@@ -57,17 +58,22 @@ test-python: build venv
 	cd $(PY_PKG) && PATH="$(VENV)/bin:$$PATH" RECEPTORD_BIN="$(CURDIR)/target/release/receptor" \
 		RECEPTORD_DAEMON="$(CURDIR)/target/release/receptord" $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
-# target/wheels/receptord-*-py3-none-<platform>.whl, carrying the release `receptor`.
-wheel: build venv
-	rm -rf $(PY_PKG)/build $(PY_PKG)/receptord/bin && mkdir -p $(PY_PKG)/receptord/bin
-	cp target/release/receptor $(PY_PKG)/receptord/bin/receptor
-	$(VENV)/bin/pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation -w target/wheels ./$(PY_PKG); \
+# target/wheels/receptord-*-py3-none-$(WHEEL_PLAT).whl, carrying the `receptor` of `make
+# dist` (glibc 2.17, packaging/package.mk); `auditwheel show` must agree with the tag.
+WHEEL_PLAT ?= manylinux_2_17_x86_64.manylinux2014_x86_64
+wheel: dist venv
+	rm -rf $(PY_PKG)/build $(PY_PKG)/receptord/bin target/wheels/receptord-* && mkdir -p $(PY_PKG)/receptord/bin
+	cp $(DIST_DIR)/receptor $(PY_PKG)/receptord/bin/receptor
+	RECEPTORD_WHEEL_PLAT=$(WHEEL_PLAT) $(VENV)/bin/pip wheel --quiet --disable-pip-version-check --no-deps \
+		--no-build-isolation -w target/wheels ./$(PY_PKG); \
 		rc=$$?; rm -rf $(PY_PKG)/receptord/bin $(PY_PKG)/build; exit $$rc
+	VENV=$(VENV) ./packaging/check-wheel.sh target/wheels/receptord-*-py3-none-$(WHEEL_PLAT).whl
 
 # The .deb under a real systemd: a Debian 12 root filesystem (debootstrap from Debian's
-# mirror, cached in /var/cache/receptord-test) booted with systemd-nspawn. Needs root.
+# mirror, cached in /var/cache/receptord-test) booted with systemd-nspawn, then a Debian 11
+# one (glibc 2.31) for the glibc floor, with the wheel too. Needs root.
 # See docs/systemd.md; prints "systemd checks: N passed, M failed".
-test-systemd: package venv systemd-test-tools
+test-systemd: package wheel venv systemd-test-tools
 	timeout -k 30 1500 ./scripts/systemd-test/run.sh
 
 systemd-test-tools:

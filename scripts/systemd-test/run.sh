@@ -6,57 +6,62 @@
 # run --via-receptor` and via receptorctl work units), a unit surviving `systemctl
 # restart` and `apt install --reinstall`, the watchdog staying quiet while idle, the hop
 # profile, stop, remove (units stopped), purge (nothing left), and an install without
-# systemd-sysusers. Every wait is bounded; the container and overlay are torn down on any
-# exit. Prints "systemd checks: N passed, M failed".
+# systemd-sysusers. Then the glibc floor on an older distribution: a Debian 11 root
+# (glibc 2.31) where the same .deb installs and serves, a `become` playbook runs through
+# the service with `receptor run --via-receptor`, and the wheel of `make wheel` installs
+# and runs one with `receptord.run` (scripts/systemd-test/bullseye.sh). Every wait is
+# bounded; the container and overlay are torn down on any exit. Prints "systemd checks:
+# N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 VENV=${VENV:-$REPO/.venv}
+export VENV
 START=$(date +%s)
 [ "$(id -u)" = 0 ] || { echo "test-systemd: must run as root (debootstrap, nspawn)" >&2; exit 1; }
-deb=$(ls -t "$REPO"/target/debian/receptord_*.deb 2>/dev/null | head -n1)
+deb=$(ls -t "$REPO"/target/debian/receptord_*.deb 2>/dev/null | head -n1 || true)
 [ -n "$deb" ] || { echo "test-systemd: no .deb under target/debian (make package)" >&2; exit 1; }
+whl=$(ls -t "$REPO"/target/wheels/receptord-*manylinux2014_x86_64.whl 2>/dev/null | head -n1 || true)
+[ -n "$whl" ] || { echo "test-systemd: no manylinux2014 wheel under target/wheels (make wheel)" >&2; exit 1; }
 [ -x "$VENV/bin/receptorctl" ] || { echo "test-systemd: no receptorctl in $VENV (make venv)" >&2; exit 1; }
 
-rootfs=$("$REPO/scripts/systemd-test/rootfs.sh")
-# Root filesystems built for an older package list or rootfs.sh are never used again.
-for old in "$(dirname "$rootfs")"/debian12-*; do
-  [ "$old" = "$rootfs" ] || rm -rf "$old"
-done
-echo "rootfs: $rootfs (ready after $(( $(date +%s) - START )) s)"
-W=$(mktemp -d /var/tmp/receptord-systemd.XXXXXX)
+W=
 NSPAWN_PID=
 PID1=
-teardown() {
-  local rc=$?
+# Powers the container off (nspawn does on SIGTERM), then drops its overlay.
+stop_container() {
   if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
-    if [ "$rc" != 0 ] && [ -n "$PID1" ]; then
-      echo "--- journal of receptord ct the container (last 80 lines)"
-      nsenter -t "$PID1" -a journalctl -u receptord --no-pager -n 80 2>/dev/null || true
-    fi
-    kill -TERM "$NSPAWN_PID" 2>/dev/null || true # nspawn powers the container off
+    kill -TERM "$NSPAWN_PID" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$NSPAWN_PID" 2>/dev/null || true
     wait "$NSPAWN_PID" 2>/dev/null || true
   fi
-  mountpoint -q "$W/root" && umount -l "$W/root"
-  rm -rf "$W"
+  NSPAWN_PID=
+  PID1=
+  if [ -n "$W" ]; then
+    mountpoint -q "$W/root" && umount -l "$W/root"
+    rm -rf "$W"
+  fi
+  W=
+}
+teardown() {
+  local rc=$?
+  if [ "$rc" != 0 ] && [ -n "$PID1" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
+    echo "--- journal of receptord in the container (last 80 lines)"
+    nsenter -t "$PID1" -a journalctl -u receptord --no-pager -n 80 2>/dev/null || true
+  fi
+  stop_container
   echo "test-systemd: $(( $(date +%s) - START )) s in all"
   exit "$rc"
 }
 trap teardown EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$W/upper" "$W/work" "$W/root"
-mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$W/upper,workdir=$W/work" "$W/root"
-systemd-nspawn -q -D "$W/root" -b --register=no --keep-unit -M "rtest$$" --console=read-only \
-  >"$W/console.log" 2>&1 </dev/null &
-NSPAWN_PID=$!
-
 pass=0
 fail=0
-ok() { pass=$((pass + 1)); echo "ok: $1"; }
-bad() { fail=$((fail + 1)); echo "FAILED: $1"; }
+STAGE= # prefixes each check's name: which distribution it ran on
+ok() { pass=$((pass + 1)); echo "ok: $STAGE$1"; }
+bad() { fail=$((fail + 1)); echo "FAILED: $STAGE$1"; }
 check() { # description, command... (run on the host)
   local what=$1; shift
   if "$@"; then ok "$what"; else bad "$what"; fi
@@ -77,15 +82,28 @@ wait_for() { # secs, command...
   done
 }
 prop() { ct systemctl show -P "$1" receptord; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # --- Boot ---
 # The container's init: nspawn's child once it has exec'd systemd (before that, the child
 # is nspawn's own set-up process, whose namespaces are not the container's yet).
 child_of_nspawn() { PID1=$(ps -o pid=,comm= --ppid "$NSPAWN_PID" | awk '$2 == "systemd" { print $1; exit }'); [ -n "$PID1" ]; }
-wait_for 30 child_of_nspawn || die "systemd-nspawn started a container (console: $(tail -5 "$W/console.log"))"
 booted() { state=$(ct systemctl is-system-running 2>/dev/null || true); [ "$state" = running ] || [ "$state" = degraded ]; }
-wait_for 90 booted || die "the container booted (systemctl is-system-running: $(ct systemctl is-system-running || true))"
-ok "the container booted with systemd as PID 1 (after $(( $(date +%s) - START )) s)"
+boot() { # rootfs: boots it on a fresh overlay in $W; PID1 is its systemd
+  W=$(mktemp -d /var/tmp/receptord-systemd.XXXXXX)
+  mkdir -p "$W/upper" "$W/work" "$W/root"
+  mount -t overlay overlay -o "lowerdir=$1,upperdir=$W/upper,workdir=$W/work" "$W/root"
+  systemd-nspawn -q -D "$W/root" -b --register=no --keep-unit -M "rtest$$" --console=read-only \
+    >"$W/console.log" 2>&1 </dev/null &
+  NSPAWN_PID=$!
+  wait_for 30 child_of_nspawn || die "systemd-nspawn started a container (console: $(tail -5 "$W/console.log"))"
+  wait_for 90 booted || die "the container booted (systemctl is-system-running: $(ct systemctl is-system-running || true))"
+  ok "the container booted with systemd as PID 1 (after $(( $(date +%s) - START )) s)"
+}
+
+rootfs=$("$REPO/scripts/systemd-test/rootfs.sh" bookworm) || die "the Debian 12 root filesystem was built (rootfs.sh bookworm)"
+echo "rootfs: $rootfs (ready after $(( $(date +%s) - START )) s)"
+boot "$rootfs"
 
 # --- Install ---
 cp "$deb" "$W/root/root/receptord.deb"
@@ -99,8 +117,8 @@ check "STATUS= shows links and jobs" wait_for 15 status_text
 check "the daemon runs as root (managed-host profile)" test "$(ct stat -c %U "/proc/$(prop MainPID)")" = root
 
 # --- Configure: a listener, the ansible_runner worker; reload applies them ---
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-PORT2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
+PORT2=$(free_port)
 PEER="receptor://127.0.0.1:$PORT"
 config() { # extra TOML
   cat >"$W/root/etc/receptor.toml" <<TOML
@@ -283,6 +301,14 @@ check "the package is fully configured" test "$(ct dpkg-query -W -f '${db:Status
 cin "the receptor user was created with useradd" id receptor
 cin "the service runs" systemctl is-active -q receptord
 ct dpkg-divert --quiet --local --rename --remove /usr/bin/systemd-sysusers
+stop_container
+
+# --- Debian 11 (glibc 2.31): the floor of the shipped binaries, proven ---
+STAGE="Debian 11: "
+rootfs=$("$REPO/scripts/systemd-test/rootfs.sh" bullseye) || die "the Debian 11 root filesystem was built (rootfs.sh bullseye)"
+echo "rootfs: $rootfs (ready after $(( $(date +%s) - START )) s)"
+boot "$rootfs"
+. "$REPO/scripts/systemd-test/bullseye.sh"
 
 echo "systemd checks: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
