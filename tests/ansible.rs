@@ -299,13 +299,15 @@ fn hostile_archives_are_refused_and_nothing_escapes() {
     assert!(!abs.exists(), "absolute path not written");
     assert!(!Path::new("/etc").join(&canary).exists(), "nothing written through the symlink");
     let data = n1.data_dir();
-    wait_until("job dirs removed", Duration::from_secs(5), || {
-        std::fs::read_dir(data.join("jobs")).map(|d| d.count() == 0).unwrap_or(true)
+    wait_until("job dirs and TMPDIRs removed", Duration::from_secs(5), || {
+        ["jobs", "tmp"]
+            .iter()
+            .all(|d| std::fs::read_dir(data.join(d)).map(|d| d.count() == 0).unwrap_or(true))
     });
     let stray: Vec<PathBuf> =
         std::fs::read_dir(&data).expect("data dir").flatten().map(|e| e.path()).collect();
     assert!(
-        stray.iter().all(|p| p.ends_with("jobs") || p.ends_with("units")),
+        stray.iter().all(|p| p.ends_with("jobs") || p.ends_with("units") || p.ends_with("tmp")),
         "nothing outside the job dir: {stray:?}"
     );
     let out = receptor(&n1, &["ping", "node1", "-c", "1"]);
