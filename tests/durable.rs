@@ -459,3 +459,58 @@ fn the_library_resumes_and_hands_each_event_over_once_in_order() {
     assert!(notices.lock().expect("lock").iter().any(|m| m.contains("reconnected to node3")));
     assert_eq!(unit_list(&sock), "{}");
 }
+
+/// A play that prints once, then stays silent for a minute.
+const SILENT: &str = "---
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: before the silence
+      ansible.builtin.debug:
+        msg: early
+    - name: silent
+      ansible.builtin.command: sleep 60
+";
+
+#[test]
+fn a_silent_job_whose_client_was_killed_stops_within_its_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n1, _n2, n3, sock) = relayed(dir.path());
+    let pdd = make_pdd(SILENT);
+    let mut client = Client::spawn(run_cmd(&n1, pdd.path(), &["--lease", "5s"]));
+    client.wait_stdout("\"msg\": \"early\"");
+    let data = n3.data_dir().to_string_lossy().into_owned();
+    wait_until("the silent task", Duration::from_secs(30), || {
+        !processes_mentioning("sleep\060").is_empty() && !processes_mentioning(&data).is_empty()
+    });
+    client.child.kill().expect("SIGKILL");
+    let _ = client.child.wait();
+    // lease + 5 s, counted by node3's clock from the client's death.
+    wait_until("the job stopped within lease + 5 s", Duration::from_secs(10), || {
+        processes_mentioning(&data).is_empty()
+    });
+    n3.wait_log("lease expired", Duration::from_secs(1));
+    wait_until("the unit released", Duration::from_secs(10), || unit_list(&sock) == "{}");
+}
+
+#[test]
+fn a_client_learns_of_a_dead_path_within_its_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n1, mut n2, _n3, _sock) = relayed(dir.path());
+    let pdd = make_pdd(SILENT);
+    let mut client = Client::spawn(run_cmd(&n1, pdd.path(), &["--lease", "8s"]));
+    client.wait_stdout("\"msg\": \"early\"");
+    wait_until("the silent task", Duration::from_secs(30), || !processes_mentioning("sleep\060").is_empty());
+    n2.kill();
+    // The only relay is gone for good: the client gives up within its lease (plus the
+    // seconds its probe takes to find out), long before the silent task ends.
+    let start = std::time::Instant::now();
+    let mut code = None;
+    while code.is_none() && start.elapsed() < Duration::from_secs(8 + 5) {
+        code = client.child.try_wait().expect("try_wait").map(|s| s.code());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(code, Some(Some(1)), "gave up within lease + 5 s: {}", client.stderr());
+    assert!(client.stderr().contains("no connection for 8s"), "{}", client.stderr());
+}

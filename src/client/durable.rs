@@ -40,9 +40,17 @@ const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 /// `f`, or `Unreachable` when it does not answer within [`ANSWER_WAIT`].
 async fn answered<T>(f: impl std::future::Future<Output = Result<T, RemoteError>>) -> Result<T, RemoteError> {
-    tokio::time::timeout(ANSWER_WAIT, f)
+    answered_within(ANSWER_WAIT, f).await
+}
+
+/// `f`, or `Unreachable` when it does not answer within `wait`.
+async fn answered_within<T>(
+    wait: Duration,
+    f: impl std::future::Future<Output = Result<T, RemoteError>>,
+) -> Result<T, RemoteError> {
+    tokio::time::timeout(wait, f)
         .await
-        .unwrap_or_else(|_| Err(RemoteError::Unreachable(format!("no answer within {ANSWER_WAIT:?}"))))
+        .unwrap_or_else(|_| Err(RemoteError::Unreachable(format!("no answer within {wait:?}"))))
 }
 
 /// A run's work unit: the node it runs on and its unit ID there (for a run through a
@@ -223,6 +231,18 @@ impl Reconnect {
         }
     }
 
+    /// How long the next attempt may take: never past the point where [`Reconnect::wait`]
+    /// gives up, so a client learns of a dead path within its lease.
+    fn budget(&self) -> Duration {
+        match self.since {
+            Some(since) => self
+                .limit
+                .saturating_sub(self.lost + since.elapsed())
+                .clamp(Duration::from_millis(100), ANSWER_WAIT),
+            None => ANSWER_WAIT,
+        }
+    }
+
     /// Bytes arrived: the connection works.
     fn progress(&mut self) {
         self.lost = Duration::ZERO;
@@ -328,7 +348,7 @@ async fn follow(
     let mut have = 0u64;
     loop {
         let signature = entry.sign(node, Op::Results, Some(unit), None)?;
-        let why = match answered(ctl.results(node, unit, have, signature)).await {
+        let why = match answered_within(retry.budget(), ctl.results(node, unit, have, signature)).await {
             Ok(mut stream) => {
                 retry.connected(node, have, cb);
                 let ended = loop {
@@ -388,6 +408,19 @@ async fn release(entry: &Entry, at: &UnitRef, cb: &mut Callbacks) {
     let attempts = release_attempts(entry, at, cb);
     if tokio::time::timeout(RELEASE_WAIT * 2, attempts).await.is_err() {
         say(cb, &format!("could not release work unit {at} (no answer); its lease will"));
+    }
+}
+
+/// [`release`], unless the run ended because its node stayed unreachable for a whole
+/// lease: then nothing would answer, and the node releases the unit itself.
+async fn release_unless_lost<T>(
+    entry: &Entry,
+    at: &UnitRef,
+    outcome: &Result<T, RunError>,
+    cb: &mut Callbacks,
+) {
+    if !matches!(outcome, Err(RunError::Client(ClientError::Lost { .. }))) {
+        release(entry, at, cb).await;
     }
 }
 
@@ -511,7 +544,7 @@ pub(super) async fn run_unit(
         Ok(result) => recv.finish(result),
         Err(e) => Err(e),
     };
-    release(&entry, &at, cb).await;
+    release_unless_lost(&entry, &at, &outcome, cb).await;
     entry.close().await;
     outcome
 }
@@ -556,7 +589,7 @@ pub async fn attach(req: &RunRequest, at: &UnitRef, mut cb: Callbacks) -> Result
         Ok(result) => recv.finish(result),
         Err(e) => Err(e),
     };
-    release(&entry, at, &mut cb).await;
+    release_unless_lost(&entry, at, &outcome, &mut cb).await;
     entry.close().await;
     let status = outcome?;
     Ok(super::run::finish(&req.options, &pdd, status, ident, artifact_dir))
