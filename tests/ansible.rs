@@ -380,3 +380,23 @@ fn local_node_id_equal_to_via_runs_without_a_peer() {
         "successful"
     );
 }
+
+#[test]
+fn every_special_file_left_out_of_the_archive_is_named() {
+    let pdd = make_pdd(PLAY);
+    let fifo = pdd.path().join("project/a.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let sock = pdd.path().join("env/agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("socket");
+    let out = Command::new(RECEPTOR)
+        .env("PATH", path_with_venv())
+        .arg("run")
+        .arg(pdd.path())
+        .args(["-p", "test.yml", "-i", "sp1"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{} is a FIFO: left out", fifo.display())), "{err}");
+    assert!(err.contains(&format!("{} is a socket: left out", sock.display())), "{err}");
+}

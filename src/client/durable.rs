@@ -137,7 +137,7 @@ impl Entry {
         let Entry::Mesh { client, signer: Some(signer), .. } = self else { return Ok(None) };
         let grant = Grant {
             node: node.to_string(),
-            requester: Some(client.node().id().to_string()),
+            requester: Some(client.node().id().principal().to_string()),
             op,
             work_type: WORK_TYPE.to_owned(),
             params: (op == Op::Submit).then(|| string_params_digest(&Default::default())),
@@ -483,6 +483,37 @@ fn stop_error(stop: Stop) -> RunError {
     }
 }
 
+/// The options another client needs to attach to this run, as they would be typed: where
+/// it enters the mesh (unless the default), who it speaks as, its TLS material.
+/// Through a local daemon (`control_socket`) there is nothing to add.
+pub fn attach_options(req: &RunRequest, node_id: Option<&NodeId>) -> String {
+    if req.control_socket.is_some() {
+        return String::new();
+    }
+    let mut out = String::new();
+    if let Some(peer) = req.receptor_peer.as_ref().map(ToString::to_string) {
+        if peer != super::DEFAULT_PEER {
+            out.push_str(&format!(" --receptor-peer {}", shell_word(&peer)));
+        }
+    }
+    if let Some(id) = node_id {
+        out.push_str(&format!(" --receptor-node-id {}", id.principal()));
+    }
+    if let Some(tls) = &req.tls {
+        out.push_str(&format!(" --tls-cert {}", shell_word(&tls.cert.to_string_lossy())));
+        out.push_str(&format!(" --tls-key {}", shell_word(&tls.key.to_string_lossy())));
+        for ca in &tls.ca {
+            out.push_str(&format!(" --tls-ca {}", shell_word(&ca.to_string_lossy())));
+        }
+    }
+    out
+}
+
+/// `s` quoted for a POSIX shell when it needs to be.
+fn shell_word(s: &str) -> String {
+    shlex::try_quote(s).map(|q| q.into_owned()).unwrap_or_else(|_| s.to_owned())
+}
+
 /// Submits the run and follows it to the end; interrupted (Ctrl-C, SIGTERM) or timed
 /// out, the unit is cancelled and released.
 pub(super) async fn run_unit(
@@ -522,7 +553,7 @@ pub(super) async fn run_unit(
     let at = UnitRef { node: target.clone(), unit };
     let ident = artifact_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let as_node = match &entry {
-        Entry::Mesh { client, .. } => format!(" --receptor-node-id {}", client.node().id()),
+        Entry::Mesh { client, .. } => attach_options(req, Some(&client.node().id().principal())),
         Entry::Socket(_) => String::new(),
     };
     say(

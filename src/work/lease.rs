@@ -106,7 +106,10 @@ pub(super) fn spawn_watch(units: Units, unit: Arc<Unit>) {
             }
             tracing::info!(unit = %unit.id, ?lease, ?idle, "lease expired: no client attached; releasing the work unit");
             match units.release_unit(&unit, false).await {
-                Ok(_) => return,
+                Ok(_) => {
+                    units.note_expired(&unit.id, lease);
+                    return;
+                }
                 Err(e) => tracing::warn!(unit = %unit.id, "lease release failed (retrying): {e}"),
             }
         }
