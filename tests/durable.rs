@@ -489,7 +489,7 @@ fn a_silent_job_whose_client_was_killed_stops_within_its_lease() {
     client.wait_stdout("\"msg\": \"early\"");
     let data = n3.data_dir().to_string_lossy().into_owned();
     wait_until("the silent task", Duration::from_secs(30), || {
-        !processes_mentioning("sleep\060").is_empty() && !processes_mentioning(&data).is_empty()
+        !processes_mentioning("sleep\x0060").is_empty() && !processes_mentioning(&data).is_empty()
     });
     client.child.kill().expect("SIGKILL");
     let _ = client.child.wait();
@@ -508,7 +508,7 @@ fn a_client_learns_of_a_dead_path_within_its_lease() {
     let pdd = make_pdd(SILENT);
     let mut client = Client::spawn(run_cmd(&n1, pdd.path(), &["--lease", "8s"]));
     client.wait_stdout("\"msg\": \"early\"");
-    wait_until("the silent task", Duration::from_secs(30), || !processes_mentioning("sleep\060").is_empty());
+    wait_until("the silent task", Duration::from_secs(30), || !processes_mentioning("sleep\x0060").is_empty());
     n2.kill();
     // The only relay is gone for good: the client gives up within its lease (plus the
     // seconds its probe takes to find out), long before the silent task ends.
