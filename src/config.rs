@@ -433,6 +433,9 @@ impl Config {
     /// Checks what types alone cannot; returns the offending key and why.
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: String, reason: &str| Err((key, reason.to_owned()));
+        if self.node.id.is_session() {
+            return bad("node.id".into(), "NODE~TAG is a client session ID; a node's own ID has no ~");
+        }
         for (section, links) in [("listeners", &self.listeners), ("peers", &self.peers)] {
             for (i, l) in links.iter().enumerate() {
                 if !(l.cost.is_finite() && l.cost > 0.0) {

@@ -71,13 +71,14 @@ pub enum Proof {
 impl Peer {
     /// A peer that proved `id` with its node certificate. Only the mesh's end-to-end
     /// stream handshake calls this.
+    /// A client session (`NODE~TAG`) is the node it speaks for.
     pub(crate) fn certified(id: NodeId) -> Peer {
-        Peer { id, proof: Proof::Certificate }
+        Peer { id: id.principal(), proof: Proof::Certificate }
     }
 
     /// A peer of a plain-TCP ("trusted network") mesh. Only the mesh calls this.
     pub(crate) fn trusted_network(id: NodeId) -> Peer {
-        Peer { id, proof: Proof::TrustedNetwork }
+        Peer { id: id.principal(), proof: Proof::TrustedNetwork }
     }
 
     pub fn id(&self) -> &NodeId {

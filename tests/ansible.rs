@@ -299,13 +299,15 @@ fn hostile_archives_are_refused_and_nothing_escapes() {
     assert!(!abs.exists(), "absolute path not written");
     assert!(!Path::new("/etc").join(&canary).exists(), "nothing written through the symlink");
     let data = n1.data_dir();
-    wait_until("job dirs removed", Duration::from_secs(5), || {
-        std::fs::read_dir(data.join("jobs")).map(|d| d.count() == 0).unwrap_or(true)
+    wait_until("job dirs and TMPDIRs removed", Duration::from_secs(5), || {
+        ["jobs", "tmp"]
+            .iter()
+            .all(|d| std::fs::read_dir(data.join(d)).map(|d| d.count() == 0).unwrap_or(true))
     });
     let stray: Vec<PathBuf> =
         std::fs::read_dir(&data).expect("data dir").flatten().map(|e| e.path()).collect();
     assert!(
-        stray.iter().all(|p| p.ends_with("jobs") || p.ends_with("units")),
+        stray.iter().all(|p| p.ends_with("jobs") || p.ends_with("units") || p.ends_with("tmp")),
         "nothing outside the job dir: {stray:?}"
     );
     let out = receptor(&n1, &["ping", "node1", "-c", "1"]);
@@ -377,4 +379,24 @@ fn local_node_id_equal_to_via_runs_without_a_peer() {
         std::fs::read_to_string(pdd.path().join("artifacts/l1/status")).expect("status"),
         "successful"
     );
+}
+
+#[test]
+fn every_special_file_left_out_of_the_archive_is_named() {
+    let pdd = make_pdd(PLAY);
+    let fifo = pdd.path().join("project/a.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let sock = pdd.path().join("env/agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("socket");
+    let out = Command::new(RECEPTOR)
+        .env("PATH", path_with_venv())
+        .arg("run")
+        .arg(pdd.path())
+        .args(["-p", "test.yml", "-i", "sp1"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{} is a FIFO: left out", fifo.display())), "{err}");
+    assert!(err.contains(&format!("{} is a socket: left out", sock.display())), "{err}");
 }

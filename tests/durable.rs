@@ -273,6 +273,14 @@ fn an_abandoned_run_is_released_when_its_lease_expires() {
     n3.wait_log("lease expired", Duration::from_secs(30));
     wait_until("the unit released", Duration::from_secs(30), || unit_list(&sock) == "{}");
     wait_until("its processes gone", Duration::from_secs(20), || processes_mentioning(&data).is_empty());
+    // The hint, pasted as printed (it names the non-default --receptor-peer), now hears that
+    // the lease expired.
+    let pasted = hint.split(" with: receptor ").nth(1).expect("hint").trim().to_owned();
+    assert!(pasted.contains(&format!("--receptor-peer {}", n1.peer_url())), "{pasted}");
+    let late = Command::new(RECEPTOR).args(pasted.split_whitespace()).output();
+    let late = late.expect("attach");
+    assert_eq!(late.status.code(), Some(1), "{}", stderr(&late));
+    assert!(stderr(&late).contains("expired: no client followed it for 4s"), "{}", stderr(&late));
 
     // A followed run outlives a lease shorter than the run itself.
     let pdd = make_pdd(SLEEPY);
@@ -458,4 +466,111 @@ fn the_library_resumes_and_hands_each_event_over_once_in_order() {
     assert_eq!(files, seen.len(), "as many events handed over as written");
     assert!(notices.lock().expect("lock").iter().any(|m| m.contains("reconnected to node3")));
     assert_eq!(unit_list(&sock), "{}");
+}
+
+/// A play that prints once, then stays silent for a minute.
+const SILENT: &str = "---
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: before the silence
+      ansible.builtin.debug:
+        msg: early
+    - name: silent
+      ansible.builtin.command: sleep 60
+";
+
+#[test]
+fn a_silent_job_whose_client_was_killed_stops_within_its_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n1, _n2, n3, sock) = relayed(dir.path());
+    let pdd = make_pdd(SILENT);
+    let mut client = Client::spawn(run_cmd(&n1, pdd.path(), &["--lease", "5s"]));
+    client.wait_stdout("\"msg\": \"early\"");
+    let data = n3.data_dir().to_string_lossy().into_owned();
+    wait_until("the silent task", Duration::from_secs(30), || {
+        !processes_mentioning("sleep\x0060").is_empty() && !processes_mentioning(&data).is_empty()
+    });
+    client.child.kill().expect("SIGKILL");
+    let _ = client.child.wait();
+    // lease + 5 s, counted by node3's clock from the client's death.
+    wait_until("the job stopped within lease + 5 s", Duration::from_secs(10), || {
+        processes_mentioning(&data).is_empty()
+    });
+    n3.wait_log("lease expired", Duration::from_secs(1));
+    wait_until("the unit released", Duration::from_secs(10), || unit_list(&sock) == "{}");
+}
+
+#[test]
+fn a_client_learns_of_a_dead_path_within_its_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n1, mut n2, _n3, _sock) = relayed(dir.path());
+    let pdd = make_pdd(SILENT);
+    let mut client = Client::spawn(run_cmd(&n1, pdd.path(), &["--lease", "8s"]));
+    client.wait_stdout("\"msg\": \"early\"");
+    wait_until("the silent task", Duration::from_secs(30), || !processes_mentioning("sleep\x0060").is_empty());
+    n2.kill();
+    // The only relay is gone for good: the client gives up within its lease (plus the
+    // seconds its probe takes to find out), long before the silent task ends.
+    let start = std::time::Instant::now();
+    let mut code = None;
+    while code.is_none() && start.elapsed() < Duration::from_secs(8 + 5) {
+        code = client.child.try_wait().expect("try_wait").map(|s| s.code());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(code, Some(Some(1)), "gave up within lease + 5 s: {}", client.stderr());
+    assert!(client.stderr().contains("no connection for 8s"), "{}", client.stderr());
+}
+
+#[test]
+fn concurrent_runs_share_one_receptor_node_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n1, _n2, _n3, sock) = relayed(dir.path());
+    let pdds: Vec<_> = (0..3).map(|_| make_pdd(PLAY)).collect();
+    let me = ["--receptor-node-id", "controller"];
+    let mut clients: Vec<Client> = pdds
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let ident = format!("c{i}");
+            Client::spawn(run_cmd(&n1, p.path(), &[&["-i", ident.as_str()][..], &me].concat()))
+        })
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(c.finish(), Some(0), "run {i}: {}", c.stderr());
+        assert!(c.stdout().contains("PLAY RECAP"), "{}", c.stdout());
+        // The hint names the shared ID, not this client's session.
+        let hint = format!("--receptor-peer {} --receptor-node-id controller\n", n1.peer_url());
+        assert!(c.stderr().contains(&hint), "{}", c.stderr());
+    }
+    assert_eq!(unit_list(&sock), "{}");
+
+    // What one session submitted, another session of the same ID may follow.
+    let pdd = make_pdd(SLEEPY);
+    let out = run_cmd(&n1, pdd.path(), &[&["--detach", "-i", "s1"][..], &me].concat()).output();
+    let at = stdout(&out.expect_ok()).trim().to_owned();
+    let mut attach = receptor_cmd(&n1);
+    attach.arg("run").arg(pdd.path()).args(["--attach", &at, "-i", "s1"]).args(me);
+    let mut client = Client::spawn(attach);
+    assert_eq!(client.finish(), Some(0), "stderr: {}", client.stderr());
+    // Another ID may not.
+    let out = run_cmd(&n1, pdd.path(), &[&["--detach", "-i", "s2"][..], &me].concat()).output();
+    let at = stdout(&out.expect_ok()).trim().to_owned();
+    let other = receptor(&n1, &["--receptor-node-id", "intruder", "run", "x", "--attach", &at]);
+    assert_ne!(other.status.code(), Some(0), "{}", stderr(&other));
+    let mut attach = receptor_cmd(&n1);
+    attach.arg("run").arg(pdd.path()).args(["--attach", &at, "-i", "s2"]).args(me);
+    let mut client = Client::spawn(attach);
+    assert_eq!(client.finish(), Some(0), "stderr: {}", client.stderr());
+    assert_eq!(unit_list(&sock), "{}");
+
+    // A daemon cannot take a session ID: its own stays unique.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[node]\nid = \"node3~x\"\n").expect("write");
+    let check =
+        std::process::Command::new(RECEPTORD).arg("--check-config").arg("--config").arg(&bad).output();
+    let check = check.expect("receptord");
+    assert_ne!(check.status.code(), Some(0));
+    assert!(stderr(&check).contains("node.id"), "{}", stderr(&check));
 }

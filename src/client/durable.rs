@@ -40,9 +40,17 @@ const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 /// `f`, or `Unreachable` when it does not answer within [`ANSWER_WAIT`].
 async fn answered<T>(f: impl std::future::Future<Output = Result<T, RemoteError>>) -> Result<T, RemoteError> {
-    tokio::time::timeout(ANSWER_WAIT, f)
+    answered_within(ANSWER_WAIT, f).await
+}
+
+/// `f`, or `Unreachable` when it does not answer within `wait`.
+async fn answered_within<T>(
+    wait: Duration,
+    f: impl std::future::Future<Output = Result<T, RemoteError>>,
+) -> Result<T, RemoteError> {
+    tokio::time::timeout(wait, f)
         .await
-        .unwrap_or_else(|_| Err(RemoteError::Unreachable(format!("no answer within {ANSWER_WAIT:?}"))))
+        .unwrap_or_else(|_| Err(RemoteError::Unreachable(format!("no answer within {wait:?}"))))
 }
 
 /// A run's work unit: the node it runs on and its unit ID there (for a run through a
@@ -129,7 +137,7 @@ impl Entry {
         let Entry::Mesh { client, signer: Some(signer), .. } = self else { return Ok(None) };
         let grant = Grant {
             node: node.to_string(),
-            requester: Some(client.node().id().to_string()),
+            requester: Some(client.node().id().principal().to_string()),
             op,
             work_type: WORK_TYPE.to_owned(),
             params: (op == Op::Submit).then(|| string_params_digest(&Default::default())),
@@ -220,6 +228,18 @@ impl Reconnect {
         if let Some(since) = self.since.take() {
             self.lost += since.elapsed();
             say(cb, &format!("reconnected to {node}; resuming at byte {offset}"));
+        }
+    }
+
+    /// How long the next attempt may take: never past the point where [`Reconnect::wait`]
+    /// gives up, so a client learns of a dead path within its lease.
+    fn budget(&self) -> Duration {
+        match self.since {
+            Some(since) => self
+                .limit
+                .saturating_sub(self.lost + since.elapsed())
+                .clamp(Duration::from_millis(100), ANSWER_WAIT),
+            None => ANSWER_WAIT,
         }
     }
 
@@ -328,7 +348,7 @@ async fn follow(
     let mut have = 0u64;
     loop {
         let signature = entry.sign(node, Op::Results, Some(unit), None)?;
-        let why = match answered(ctl.results(node, unit, have, signature)).await {
+        let why = match answered_within(retry.budget(), ctl.results(node, unit, have, signature)).await {
             Ok(mut stream) => {
                 retry.connected(node, have, cb);
                 let ended = loop {
@@ -391,6 +411,19 @@ async fn release(entry: &Entry, at: &UnitRef, cb: &mut Callbacks) {
     }
 }
 
+/// [`release`], unless the run ended because its node stayed unreachable for a whole
+/// lease: then nothing would answer, and the node releases the unit itself.
+async fn release_unless_lost<T>(
+    entry: &Entry,
+    at: &UnitRef,
+    outcome: &Result<T, RunError>,
+    cb: &mut Callbacks,
+) {
+    if !matches!(outcome, Err(RunError::Client(ClientError::Lost { .. }))) {
+        release(entry, at, cb).await;
+    }
+}
+
 async fn release_attempts(entry: &Entry, at: &UnitRef, cb: &mut Callbacks) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
     let start = Instant::now();
@@ -450,6 +483,37 @@ fn stop_error(stop: Stop) -> RunError {
     }
 }
 
+/// The options another client needs to attach to this run, as they would be typed: where
+/// it enters the mesh (unless the default), who it speaks as, its TLS material.
+/// Through a local daemon (`control_socket`) there is nothing to add.
+pub fn attach_options(req: &RunRequest, node_id: Option<&NodeId>) -> String {
+    if req.control_socket.is_some() {
+        return String::new();
+    }
+    let mut out = String::new();
+    if let Some(peer) = req.receptor_peer.as_ref().map(ToString::to_string) {
+        if peer != super::DEFAULT_PEER {
+            out.push_str(&format!(" --receptor-peer {}", shell_word(&peer)));
+        }
+    }
+    if let Some(id) = node_id {
+        out.push_str(&format!(" --receptor-node-id {}", id.principal()));
+    }
+    if let Some(tls) = &req.tls {
+        out.push_str(&format!(" --tls-cert {}", shell_word(&tls.cert.to_string_lossy())));
+        out.push_str(&format!(" --tls-key {}", shell_word(&tls.key.to_string_lossy())));
+        for ca in &tls.ca {
+            out.push_str(&format!(" --tls-ca {}", shell_word(&ca.to_string_lossy())));
+        }
+    }
+    out
+}
+
+/// `s` quoted for a POSIX shell when it needs to be.
+fn shell_word(s: &str) -> String {
+    shlex::try_quote(s).map(|q| q.into_owned()).unwrap_or_else(|_| s.to_owned())
+}
+
 /// Submits the run and follows it to the end; interrupted (Ctrl-C, SIGTERM) or timed
 /// out, the unit is cancelled and released.
 pub(super) async fn run_unit(
@@ -489,7 +553,7 @@ pub(super) async fn run_unit(
     let at = UnitRef { node: target.clone(), unit };
     let ident = artifact_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let as_node = match &entry {
-        Entry::Mesh { client, .. } => format!(" --receptor-node-id {}", client.node().id()),
+        Entry::Mesh { client, .. } => attach_options(req, Some(&client.node().id().principal())),
         Entry::Socket(_) => String::new(),
     };
     say(
@@ -511,7 +575,7 @@ pub(super) async fn run_unit(
         Ok(result) => recv.finish(result),
         Err(e) => Err(e),
     };
-    release(&entry, &at, cb).await;
+    release_unless_lost(&entry, &at, &outcome, cb).await;
     entry.close().await;
     outcome
 }
@@ -556,7 +620,7 @@ pub async fn attach(req: &RunRequest, at: &UnitRef, mut cb: Callbacks) -> Result
         Ok(result) => recv.finish(result),
         Err(e) => Err(e),
     };
-    release(&entry, at, &mut cb).await;
+    release_unless_lost(&entry, at, &outcome, &mut cb).await;
     entry.close().await;
     let status = outcome?;
     Ok(super::run::finish(&req.options, &pdd, status, ident, artifact_dir))

@@ -74,6 +74,12 @@ pub enum ClientError {
 }
 
 /// A unique temporary node ID for a client.
+/// A new client session of `principal` (`principal~` and 8 random hex digits).
+fn session_id(principal: &NodeId) -> Result<NodeId, ClientError> {
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    NodeId::session(principal, tag).map_err(|e| ClientError::Identity(format!("--receptor-node-id: {e}")))
+}
+
 pub fn temporary_node_id() -> NodeId {
     let id = format!(
         "{}{}",
@@ -106,16 +112,26 @@ impl MeshClient {
 
     /// Starts a short-lived node that is not connected to anything (it can only reach itself).
     /// With TLS, the node ID defaults to the one in the certificate and must match it.
+    ///
+    /// A client that speaks for a given node ID (`receptor_node_id`, or its certificate's)
+    /// joins as a session of it, `NODE~TAG` with a random tag: any number of clients (runs
+    /// in threads, in processes) may speak for one ID at once, each with its own address
+    /// in the mesh, while what they own and may do is NODE's ([`NodeId::principal`]).
     pub fn detached(opts: &ClientOptions) -> Result<MeshClient, ClientError> {
-        let id = match (&opts.receptor_node_id, &opts.tls) {
-            (Some(id), _) => id.clone(),
-            (None, Some(tls)) => cert_node_id(&tls.cert)?,
-            (None, None) => temporary_node_id(),
+        let principal = match (&opts.receptor_node_id, &opts.tls) {
+            (Some(id), _) => Some(id.principal()),
+            (None, Some(tls)) => Some(cert_node_id(&tls.cert)?),
+            (None, None) => None,
+        };
+        let id = match &principal {
+            Some(p) => session_id(p)?,
+            None => temporary_node_id(),
         };
         let mut node_opts = NodeOptions::new(id.clone());
         node_opts.ephemeral = true;
         if let Some(tls) = &opts.tls {
-            node_opts.tls = Some(crate::transport::TlsContext::load(tls.clone(), id.as_str())?);
+            let named = id.principal();
+            node_opts.tls = Some(crate::transport::TlsContext::load(tls.clone(), named.as_str())?);
         }
         Ok(MeshClient { node: Node::start(node_opts), signer: opts.signer.clone() })
     }
@@ -143,7 +159,7 @@ impl MeshClient {
             Some(signer) => {
                 let grant = crate::work::signing::Grant {
                     node: node.to_string(),
-                    requester: Some(self.node.id().to_string()),
+                    requester: Some(self.node.id().principal().to_string()),
                     op: crate::work::signing::Op::Submit,
                     work_type: work_type.to_owned(),
                     params: Some(crate::work::signing::params_digest(&params)),

@@ -135,6 +135,7 @@ pub async fn run(req: &RunRequest, mut callbacks: Callbacks) -> Result<RunOutcom
     let ident = opts.ident.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let kwargs = kwargs(opts, &ident, &pdd)?;
     let artifact_dir = pdd.join("artifacts").join(&ident);
+    warn_special_files(&pdd, &mut callbacks)?;
     if let Some(target) = remote_target(req) {
         let status =
             super::durable::run_unit(req, &target, &pdd, kwargs, &artifact_dir, &mut callbacks).await?;
@@ -164,6 +165,19 @@ pub async fn run(req: &RunRequest, mut callbacks: Callbacks) -> Result<RunOutcom
     .await;
     client.close().await;
     Ok(finish(opts, &pdd, result?, ident, artifact_dir))
+}
+
+/// Names every special file (FIFO, socket, device) the archive of `pdd` leaves out: the
+/// job on the other end will not find it.
+fn warn_special_files(pdd: &Path, cb: &mut Callbacks) -> Result<(), RunError> {
+    for (path, what) in runner::pack::special_files(pdd, &["artifacts"])? {
+        let msg = format!("{} is a {what}: left out of the archive sent to the node", path.display());
+        match cb.notice_handler.as_mut() {
+            Some(h) => h(&msg),
+            None => tracing::warn!("{msg}"),
+        }
+    }
+    Ok(())
 }
 
 /// The node a remote run goes to; `None` when the job runs through this client's own node.

@@ -180,11 +180,19 @@ impl MeshControl {
     }
 }
 
-struct MeshResults(LineReader<StreamReader>);
+/// A results stream; while the unit prints nothing its path is probed, so a node or relay
+/// that died is noticed within seconds (as an error here), not at the job's next output.
+struct MeshResults(LineReader<StreamReader>, crate::mesh::Prober);
 
 impl RemoteBytes for MeshResults {
     fn next(&mut self) -> BoxFut<'_, Result<Option<Bytes>, RemoteError>> {
-        Box::pin(async move { self.0.raw().await.map_err(unreachable) })
+        Box::pin(async move {
+            tokio::select! {
+                r = self.0.raw() => r.map_err(unreachable),
+                // Never ends; the read above does (with an error once a probe failed).
+                () = self.1.run() => Ok(None),
+            }
+        })
     }
 }
 
@@ -255,7 +263,8 @@ impl RemoteControl for MeshControl {
                 return Err(RemoteError::Refused(format!("could not parse response: {header}")));
             }
             c.wr.close().await;
-            Ok(Box::new(MeshResults(c.rd)) as Box<dyn RemoteBytes>)
+            let prober = c.rd.prober().ok_or_else(|| RemoteError::Refused("not a mesh stream".into()))?;
+            Ok(Box::new(MeshResults(c.rd, prober)) as Box<dyn RemoteBytes>)
         })
     }
 

@@ -16,6 +16,12 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A source of bytes; `None` at end of input.
 pub trait ByteRead: Send {
     fn read(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;
+
+    /// Probes the path to the other end, for transports whose breakage a silent reader
+    /// would not notice (a mesh stream across relays); `None` for sockets.
+    fn prober(&self) -> Option<crate::mesh::Prober> {
+        None
+    }
 }
 
 /// A sink of bytes that can end its direction.
@@ -23,6 +29,12 @@ pub trait ByteWrite: Send {
     fn write(&mut self, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
     /// Ends this direction (after flushing); further writes fail.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Resolves once the transport is reset under a writer that is not writing (a mesh
+    /// stream's reset or lost path); `None` for sockets, whose writes report it.
+    fn close_watch(&self) -> Option<crate::mesh::CloseWatch> {
+        None
+    }
 }
 
 /// Reads from any tokio reader (a socket half).
@@ -64,6 +76,10 @@ impl ByteRead for StreamReader {
             Err(e) => Err(io::Error::new(io::ErrorKind::ConnectionReset, e.to_string())),
         }
     }
+
+    fn prober(&self) -> Option<crate::mesh::Prober> {
+        Some(StreamReader::prober(self))
+    }
 }
 
 /// The writing half of a mesh stream.
@@ -81,6 +97,10 @@ impl ByteWrite for MeshWrite {
         if let Some(w) = self.0.take() {
             w.finish(Bytes::new()).await;
         }
+    }
+
+    fn close_watch(&self) -> Option<crate::mesh::CloseWatch> {
+        self.0.as_ref().map(StreamWriter::close_watch)
     }
 }
 
@@ -106,6 +126,11 @@ pub struct LineReader<R> {
 impl<R: ByteRead> LineReader<R> {
     pub fn new(inner: R) -> LineReader<R> {
         LineReader { inner, buf: BytesMut::new(), scanned: 0, eof: false }
+    }
+
+    /// The transport's path prober, if it has one ([`ByteRead::prober`]).
+    pub fn prober(&self) -> Option<crate::mesh::Prober> {
+        self.inner.prober()
     }
 
     /// The next non-empty line. A partial line before end of input still counts (as in

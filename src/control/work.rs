@@ -333,7 +333,24 @@ async fn results<R: ByteRead, W: ByteWrite>(
     };
     wr.write(Bytes::from(format!("Streaming results for work unit {id}\n"))).await?;
     // A client whose connection breaks (a mesh stream reset) is gone at once, not at the
-    // next write: it no longer holds the unit's lease.
+    // next write: it no longer holds the unit's lease. While the unit prints nothing, the
+    // stream's path is probed, so a client that died (or a path that broke) across the mesh
+    // is noticed within seconds, whatever the job prints, and the lease clock starts.
+    let (prober, closed) = (rd.prober(), wr.close_watch());
+    let probing = async {
+        match (&prober, &closed) {
+            // Our reading half has ended (the client half-closed after its request): a
+            // failed probe shows as our writing half being reset.
+            (Some(p), Some(c)) => {
+                tokio::select! {
+                    () = p.run() => {}
+                    _ = c.closed() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::pin!(probing);
     let gone = async {
         loop {
             match rd.raw().await {
@@ -347,6 +364,7 @@ async fn results<R: ByteRead, W: ByteWrite>(
     loop {
         let next = tokio::select! {
             () = &mut gone => break,
+            () = &mut probing => break,
             n = follow.next() => n,
         };
         match next {

@@ -191,7 +191,8 @@ async fn drive(
 fn check_names(conn: &Connection, expected: &NodeId) -> Result<(), HandshakeError> {
     let leaf = conn.peer_certificates().and_then(|c| c.first()).ok_or(HandshakeError::NoCertificate)?;
     let found = crate::transport::tls::node_ids_in_der(leaf).unwrap_or_default();
-    if found.iter().any(|n| n == expected.as_str()) {
+    // A client session (NODE~TAG) proves NODE.
+    if found.iter().any(|n| n == expected.principal().as_str()) {
         return Ok(());
     }
     Err(HandshakeError::WrongNode { expected: expected.clone(), found })

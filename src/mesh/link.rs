@@ -153,19 +153,25 @@ fn vet_peer(
     identity: Option<&crate::transport::PeerIdentity>,
 ) -> Option<String> {
     let id = peer.node_id.as_str();
+    // A client session (NODE~TAG) speaks for NODE: only a short-lived client may be one,
+    // and its certificate must name NODE. Daemons keep unique IDs of their own.
+    let named = peer.node_id.principal();
+    if peer.node_id.is_session() && peer.caps & crate::wire::caps::EPHEMERAL == 0 {
+        return Some(format!("node id {id} is a client session ID, but the peer is not a client"));
+    }
     if identity.is_some_and(|i| !i.certified) {
         if !crate::identity::may_join_uncertified(&peer.node_id) {
             return Some(crate::identity::uncertified_refusal(&peer.node_id));
         }
     } else if let Some(identity) = identity {
-        if !identity.node_ids.iter().any(|n| n == id) {
+        if !identity.node_ids.iter().any(|n| n == named.as_str()) {
             return Some(format!(
                 "the peer announces node id {id} but its certificate names {:?}",
                 identity.node_ids
             ));
         }
     }
-    if !ctx.allowed_peers.is_empty() && !ctx.allowed_peers.contains(&peer.node_id) {
+    if !ctx.allowed_peers.is_empty() && !ctx.allowed_peers.contains(&named) {
         return Some(format!("node id {id} is not in allowed_peers of {}", ctx.hello.node_id));
     }
     None

@@ -29,7 +29,7 @@ pub use node::{JoinError, LinkHandle, Node, NodeOptions, OpenError, PingError, P
 pub use router::Incoming;
 pub use seal::IntegrityError;
 pub use state::MeshConfig;
-pub use stream::{Chunk, StreamError, StreamReader, StreamWriter};
+pub use stream::{Chunk, CloseWatch, Prober, StreamError, StreamReader, StreamWriter};
 
 #[cfg(test)]
 mod sim_fleet_tests;

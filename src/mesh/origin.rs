@@ -179,7 +179,8 @@ impl Verifier {
         let sig = lsa.sig.as_ref().ok_or(OriginError::Unsigned)?;
         let leaf = sig.chain.first().ok_or_else(|| OriginError::Chain("no certificate".into()))?;
         let names = self.names(&sig.chain)?;
-        if !names.iter().any(|n| n == lsa.origin.as_str()) {
+        // A client session (NODE~TAG) signs with NODE's certificate.
+        if !names.iter().any(|n| n == lsa.origin.principal().as_str()) {
             return Err(OriginError::NotNamed { origin: lsa.origin.clone(), names });
         }
         let alg = verification_alg(sig.scheme).ok_or(OriginError::Scheme(sig.scheme))?;

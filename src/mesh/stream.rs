@@ -494,6 +494,39 @@ impl StreamReader {
     pub fn peer(&self) -> &NodeId {
         &self.key.peer
     }
+
+    /// A handle that probes this stream's path while the reader waits.
+    pub fn prober(&self) -> Prober {
+        Prober { key: self.key.clone(), router: self.router.clone() }
+    }
+}
+
+/// How often a reader waiting on a silent stream probes its path ([`Prober`]).
+pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Probes a stream's path: sends a frame that changes nothing at the other end (a grant of
+/// zero credit). If the remote node or the path to it is gone, a relay answers Unreachable
+/// (or there is no route here) and the stream is reset — which a reader of a silent stream
+/// (a job printing nothing for minutes) would otherwise learn only when it next writes.
+#[derive(Clone)]
+pub struct Prober {
+    key: StreamKey,
+    router: Arc<Router>,
+}
+
+impl Prober {
+    pub async fn probe(&self) {
+        let body = Body::Credit { stream: self.key.id, from: self.key.local, n: 0 };
+        self.router.originate(&self.key.peer, body).await;
+    }
+
+    /// Probes every [`PROBE_INTERVAL`], forever (run it beside a read, never instead of one).
+    pub async fn run(&self) {
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            self.probe().await;
+        }
+    }
 }
 
 impl Drop for StreamReader {

@@ -91,6 +91,7 @@ pub mod rule {
     pub const ABSOLUTE: &str = "absolute path";
     pub const PARENT: &str = "parent directory (..) component";
     pub const BAD_NAME: &str = "NUL byte in name";
+    pub const BACKSLASH: &str = "backslash in name (a Windows path separator)";
     pub const SYMLINK_OUT: &str = "symlink pointing outside the directory";
     pub const SYMLINK_TARGET: &str = "invalid symlink target";
     pub const THROUGH_SYMLINK: &str = "path through a symlink";

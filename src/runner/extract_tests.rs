@@ -99,6 +99,7 @@ fn refuses_path_traversal_and_absolute_names() {
     );
     expect_refused(build_zip(&[E::File("a/../../outside/x", b"x")]), d, "a/../../outside/x", rule::PARENT);
     expect_refused(build_zip(&[E::File("/tmp/abs", b"x")]), d, "/tmp/abs", rule::ABSOLUTE);
+    expect_refused(build_zip(&[E::File("a\\..\\..\\x", b"x")]), d, "a\\..\\..\\x", rule::BACKSLASH);
     expect_refused(build_zip(&[E::Dir("..")]), d, "../", rule::PARENT);
 }
 

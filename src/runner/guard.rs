@@ -13,13 +13,17 @@ const MIN_CDFH: u64 = 46;
 const CDFH_SIG: &[u8; 4] = b"PK\x01\x02";
 
 /// Splits a zip name into components, dropping empty and `.` parts like Python's
-/// `ZipFile.extract`, and refusing absolute names, `..` and NUL bytes.
+/// `ZipFile.extract`, and refusing absolute names, `..`, NUL bytes and backslashes (a path
+/// separator to Windows tools and to zips made there: `a\..\..\x` is not a name anyone means).
 pub(crate) fn split_name(name: &str) -> Result<Vec<String>, &'static str> {
     if name.starts_with('/') {
         return Err(rule::ABSOLUTE);
     }
     if name.contains('\0') {
         return Err(rule::BAD_NAME);
+    }
+    if name.contains('\\') {
+        return Err(rule::BACKSLASH);
     }
     let mut parts = Vec::new();
     for part in name.split('/') {
@@ -114,7 +118,8 @@ mod tests {
         assert_eq!(split_name("/etc/passwd"), Err(rule::ABSOLUTE));
         assert_eq!(split_name("a/../b"), Err(rule::PARENT));
         assert_eq!(split_name("a\0b"), Err(rule::BAD_NAME));
-        assert_eq!(split_name("a\\..\\b"), Ok(vec!["a\\..\\b".into()]), "backslash is a name byte");
+        assert_eq!(split_name("a\\..\\b"), Err(rule::BACKSLASH));
+        assert_eq!(split_name("dir\\file"), Err(rule::BACKSLASH));
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub fn zip_dir_excluding<F: Read + Write + Seek>(
     progress: &mut dyn FnMut(u64),
     exclude: &[&str],
 ) -> Result<u64, PackError> {
-    let entries = walk(root, exclude)?;
+    let (entries, _) = walk(root, exclude)?;
     let start = out.stream_position().map_err(PackError::Stream)?;
     let mut zw = ZipWriter::new(&mut *out);
     let mut done = 0u64;
@@ -95,9 +95,21 @@ pub fn zip_dir_excluding<F: Read + Write + Seek>(
     Ok(end - start)
 }
 
-/// All entries below `root` (root excluded), sorted by relative path bytes.
-fn walk(root: &Path, exclude: &[&str]) -> Result<Vec<Entry>, PackError> {
+/// The special files below `root` (FIFOs, sockets, devices) that [`zip_dir_excluding`]
+/// leaves out, with what each is, sorted by path: a client says so before it sends a
+/// private data dir.
+pub fn special_files(root: &Path, exclude: &[&str]) -> Result<Vec<(PathBuf, &'static str)>, PackError> {
+    let (_, mut skipped) = walk(root, exclude)?;
+    skipped.sort();
+    Ok(skipped)
+}
+
+/// All entries below `root` (root excluded), sorted by relative path bytes, and the
+/// special files left out.
+#[allow(clippy::type_complexity)]
+fn walk(root: &Path, exclude: &[&str]) -> Result<(Vec<Entry>, Vec<(PathBuf, &'static str)>), PackError> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
         for dent in fs::read_dir(&dir).map_err(io_err(&dir))? {
@@ -119,15 +131,25 @@ fn walk(root: &Path, exclude: &[&str]) -> Result<Vec<Entry>, PackError> {
             } else if ft.is_file() {
                 EntryKind::File
             } else {
-                let what = if ft.is_fifo() { "FIFO" } else { "socket or device" };
-                tracing::debug!(path = %path.display(), "skipping {what}");
+                let what = if ft.is_fifo() {
+                    "FIFO"
+                } else if ft.is_socket() {
+                    "socket"
+                } else if ft.is_char_device() {
+                    "character device"
+                } else if ft.is_block_device() {
+                    "block device"
+                } else {
+                    "special file"
+                };
+                skipped.push((path, what));
                 continue;
             };
             out.push(Entry { rel, path, kind, meta });
         }
     }
     out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
-    Ok(out)
+    Ok((out, skipped))
 }
 
 fn dos_time(c: Civil) -> DateTime {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 /// Longest node ID accepted, in bytes.
 pub const MAX_LEN: usize = 64;
 
-/// A node's name in the mesh: 1–64 bytes of `[A-Za-z0-9._@:-]`, not `localhost`.
+/// A node's name in the mesh: 1–64 bytes of `[A-Za-z0-9._@:-]`, not `localhost`; a client
+/// session adds `~TAG` to the node ID it speaks for.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(Arc<str>);
 
@@ -20,7 +21,12 @@ pub enum NodeIdError {
     BadChar(String, char),
     #[error("node id \"localhost\" is reserved")]
     Reserved,
+    #[error("node id {0:?}: a client session ID is NODE~TAG, with one ~ and both parts non-empty")]
+    BadSession(String),
 }
+
+/// Separates a client session's tag from the node ID it speaks for (`controller~3f9a0c21`).
+pub const SESSION_SEP: char = '~';
 
 impl NodeId {
     pub fn new(s: impl AsRef<str>) -> Result<NodeId, NodeIdError> {
@@ -31,13 +37,39 @@ impl NodeId {
         if s.len() > MAX_LEN {
             return Err(NodeIdError::TooLong);
         }
-        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-@:".contains(*c))) {
+        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-@:~".contains(*c))) {
             return Err(NodeIdError::BadChar(s.to_owned(), c));
         }
-        if s.eq_ignore_ascii_case("localhost") {
+        let principal = match s.split_once(SESSION_SEP) {
+            None => s,
+            Some((p, tag)) if !p.is_empty() && !tag.is_empty() && !tag.contains(SESSION_SEP) => p,
+            Some(_) => return Err(NodeIdError::BadSession(s.to_owned())),
+        };
+        if principal.eq_ignore_ascii_case("localhost") {
             return Err(NodeIdError::Reserved);
         }
         Ok(NodeId(Arc::from(s)))
+    }
+
+    /// A client session of `principal`: `principal~tag`. Many short-lived clients (runs in
+    /// threads or processes) speak for one node ID at once, each with its own address in
+    /// the mesh; only clients may use such an ID (admission), and authorization, ownership
+    /// and certificates see the principal ([`NodeId::principal`]).
+    pub fn session(principal: &NodeId, tag: &str) -> Result<NodeId, NodeIdError> {
+        NodeId::new(format!("{}{SESSION_SEP}{tag}", principal.principal()))
+    }
+
+    /// Whether this is a client session ID (`NODE~TAG`).
+    pub fn is_session(&self) -> bool {
+        self.0.contains(SESSION_SEP)
+    }
+
+    /// The node ID a session speaks for; the ID itself for any other node.
+    pub fn principal(&self) -> NodeId {
+        match self.0.split_once(SESSION_SEP) {
+            Some((p, _)) => NodeId(Arc::from(p)),
+            None => self.clone(),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -95,5 +127,20 @@ mod tests {
         assert!(matches!(NodeId::new("a b"), Err(NodeIdError::BadChar(_, ' '))));
         assert!(matches!(NodeId::new("a/b"), Err(NodeIdError::BadChar(_, '/'))));
         assert_eq!(NodeId::new("LocalHost"), Err(NodeIdError::Reserved));
+        assert_eq!(NodeId::new("localhost~a"), Err(NodeIdError::Reserved));
+        for bad in ["~a", "a~", "a~b~c", "~"] {
+            assert!(matches!(NodeId::new(bad), Err(NodeIdError::BadSession(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sessions_speak_for_their_principal() {
+        let ctl = NodeId::new("controller").expect("id");
+        let s = NodeId::session(&ctl, "3f9a0c21").expect("session");
+        assert_eq!(s.as_str(), "controller~3f9a0c21");
+        assert!(s.is_session() && !ctl.is_session());
+        assert_eq!(s.principal(), ctl);
+        assert_eq!(ctl.principal(), ctl);
+        assert_eq!(NodeId::session(&s, "x").expect("session").as_str(), "controller~x");
     }
 }

@@ -273,7 +273,7 @@ impl AnsibleRunner {
             env: vec![("PATH".into(), path_with_bin_dir(&self.program))],
             grace: self.grace,
             merge_stderr: false,
-            tmpdir: None,
+            tmp_root: None,
         };
         run_child(&spec, None, None, job.output, job.cancel).await
     }
@@ -293,7 +293,7 @@ impl AnsibleRunner {
             env: vec![("PATH".into(), path_with_bin_dir(&self.program))],
             grace: self.grace,
             merge_stderr: false,
-            tmpdir: Some(job.job_dir.join("tmp")),
+            tmp_root: Some(job.tmp_root.clone()),
         };
         run_child(&spec, Some(Bytes::from(prelude)), None, job.output, job.cancel).await
     }

@@ -49,7 +49,7 @@ impl WorkType for CommandWork {
             env: self.env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
             grace: self.grace,
             merge_stderr: self.merge_stderr,
-            tmpdir: Some(job.job_dir.join("tmp")),
+            tmp_root: Some(job.tmp_root.clone()),
         };
         Box::pin(async move { run_child(&spec, None, Some(job.input), job.output, job.cancel).await })
     }

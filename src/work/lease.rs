@@ -88,7 +88,9 @@ pub(super) fn spawn_watch(units: Units, unit: Arc<Unit>) {
     let Some(lease) = of(&unit.kind()) else { return };
     let tracker = units.inner.tracker.clone();
     let stop = unit.stop.clone();
-    let tick = (lease / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    // At most a second late: with the results session's path probes (every 2 s), a unit
+    // whose client is gone stops within its lease and 3 s, whatever the job prints.
+    let tick = (lease / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
     tracker.spawn(async move {
         loop {
             tokio::select! {
@@ -104,7 +106,10 @@ pub(super) fn spawn_watch(units: Units, unit: Arc<Unit>) {
             }
             tracing::info!(unit = %unit.id, ?lease, ?idle, "lease expired: no client attached; releasing the work unit");
             match units.release_unit(&unit, false).await {
-                Ok(_) => return,
+                Ok(_) => {
+                    units.note_expired(&unit.id, lease);
+                    return;
+                }
                 Err(e) => tracing::warn!(unit = %unit.id, "lease release failed (retrying): {e}"),
             }
         }

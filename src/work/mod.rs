@@ -11,6 +11,7 @@ pub mod command;
 pub mod io;
 pub mod lease;
 pub mod process;
+mod proctree;
 pub mod remote;
 pub mod replay;
 pub mod service;
@@ -88,6 +89,9 @@ pub struct Job {
     pub cancel: CancellationToken,
     /// A directory this job may use under the node's data dir (not yet created).
     pub job_dir: PathBuf,
+    /// Where the job's TMPDIR is made (`work::process::ChildSpec::tmp_root`): the node's
+    /// `data_dir/tmp`, shared by all its jobs.
+    pub tmp_root: PathBuf,
 }
 
 pub type JobFuture = Pin<Box<dyn Future<Output = JobResult> + Send>>;

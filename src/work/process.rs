@@ -1,20 +1,25 @@
 //! Child processes for jobs: explicit program and arguments (no shell), their own process
-//! group, stdin fed from the job input, stdout streamed to the job output, and the whole
-//! group killed on cancel (SIGTERM, a grace period, then SIGKILL) and after exit.
+//! group, stdin fed from the job input, stdout streamed to the job output. A stopped job
+//! (cancel, timeout, lease expiry, release, shutdown) loses its whole process tree
+//! (SIGTERM, a grace period, then SIGKILL); a job that ends by itself leaves alone what it
+//! deliberately left running (`work::proctree`).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use super::proctree::JOB_MARKER;
+use super::proctree::{group_alive, kill_marked, marked, signal_groups, sweep_tmpdirs, tree_groups};
 use super::{JobInput, JobOutput, JobResult};
 
 /// Bytes of stderr kept for the job result.
@@ -22,6 +27,12 @@ const STDERR_TAIL: usize = 4096;
 const READ_CHUNK: usize = 256 * 1024;
 /// Pipe buffer asked for the child's stdout, so reads carry more than the 64 KiB default.
 const PIPE_SIZE: i32 = 1 << 20;
+/// Once the job's first process has exited, its output pipes are read until they close, or
+/// until they stay quiet this long: a process the job left running in the background may
+/// hold them open forever (`sh -c 'sleep 600 &'`).
+const DRAIN_QUIET: Duration = Duration::from_secs(1);
+/// And at most this long in all, waiting on a pipe after the exit.
+const DRAIN_TOTAL: Duration = Duration::from_secs(10);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -35,11 +46,13 @@ pub struct ChildSpec {
     /// Also send stderr to the output (as Go Receptor's command units do); its tail is
     /// kept for the result either way.
     pub merge_stderr: bool,
-    /// The job's own temporary directory (`TMPDIR`), created before it starts and removed
-    /// when it ends. It lives under the job directory (the state directory), not in /tmp,
-    /// so a job's temporary files outlive a daemon restart or upgrade (systemd deletes a
-    /// service's private /tmp on stop even while KillMode=process keeps its jobs running).
-    pub tmpdir: Option<PathBuf>,
+    /// Where the job's own temporary directory (`TMPDIR`) is made: `<tmp_root>/<marker>`,
+    /// created before it starts and removed when it ends — unless processes it left running
+    /// still use it, in which case a later job's start removes it once they are gone. It
+    /// lives in the state directory, not in /tmp, so a job's temporary files outlive a
+    /// daemon restart or upgrade (systemd deletes a service's private /tmp on stop even
+    /// while KillMode=process keeps its jobs running).
+    pub tmp_root: Option<PathBuf>,
 }
 
 /// Feeds the child's stdin before the job input (e.g. a rewritten header).
@@ -63,7 +76,10 @@ pub async fn run_child(
     cmd.env_clear();
     cmd.envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(inherited)));
     cmd.env(JOB_MARKER, &marker);
-    if let Some(tmp) = &spec.tmpdir {
+    let tmpdir = spec.tmp_root.as_ref().map(|root| root.join(&marker));
+    if let (Some(root), Some(tmp)) = (&spec.tmp_root, &tmpdir) {
+        let root = root.clone();
+        let _ = tokio::task::spawn_blocking(move || sweep_tmpdirs(&root)).await;
         if let Err(e) = make_tmpdir(tmp) {
             return JobResult::failed(format!("cannot create the job's TMPDIR {}: {e}", tmp.display()));
         }
@@ -82,7 +98,12 @@ pub async fn run_child(
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return JobResult::failed(format!("cannot start {}: {e}", spec.program.display())),
+        Err(e) => {
+            if let Some(tmp) = &tmpdir {
+                remove_tmpdir(tmp).await;
+            }
+            return JobResult::failed(format!("cannot start {}: {e}", spec.program.display()));
+        }
     };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
@@ -91,47 +112,71 @@ pub async fn run_child(
         use std::os::fd::AsRawFd;
         let _ = nix::fcntl::fcntl(out.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     }
+    let (exited_tx, exited) = watch::channel(false);
     let feeder = tokio::spawn(feed_stdin(stdin, prelude, input));
-    let tail = tokio::spawn(collect_stderr(stderr, spec.merge_stderr.then(|| output.clone())));
+    let tail =
+        tokio::spawn(collect_stderr(stderr, spec.merge_stderr.then(|| output.clone()), exited.clone()));
     let pump_cancel = cancel.clone();
     let stdout_done = async {
         if let Some(out) = stdout {
-            if let Err(e) = pump_stdout(out, &mut output).await {
+            if let Err(e) = pump_stdout(out, &mut output, exited).await {
                 tracing::debug!(error = %e, "output stream closed; stopping job");
                 pump_cancel.cancel();
             }
         }
     };
-    let (status, ()) =
-        tokio::join!(wait_or_kill(&mut child, pgid, &marker, &cancel, spec.grace), stdout_done);
-    // Reap stragglers that outlived the leader (and release their pipe ends).
-    if let Some(pgid) = pgid {
-        let _ = killpg(pgid, Signal::SIGKILL);
-    }
-    kill_marked(&marker, Signal::SIGKILL);
+    let exit = async {
+        let st = wait_or_kill(&mut child, pgid, &marker, &cancel, spec.grace).await;
+        let _ = exited_tx.send(true);
+        st
+    };
+    let (status, ()) = tokio::join!(exit, stdout_done);
+    // A job stopped from outside lost its whole tree in `wait_or_kill`. A job that ended by
+    // itself keeps what it deliberately left running (`async` tasks, `nohup … &`,
+    // `setsid -f`): a local `ansible-runner run` lets them finish too.
+    let left = if cancel.is_cancelled() { Vec::new() } else { left_running(pgid, &marker).await };
     feeder.abort();
     let stderr_tail = tail.await.unwrap_or_default();
-    if let Some(tmp) = &spec.tmpdir {
-        remove_tmpdir(tmp).await;
+    if let Some(tmp) = &tmpdir {
+        if left.is_empty() {
+            remove_tmpdir(tmp).await;
+        } else {
+            tracing::info!(
+                processes = ?left,
+                tmpdir = %tmp.display(),
+                "the job left processes running; they and its TMPDIR are kept"
+            );
+        }
+    } else if !left.is_empty() {
+        tracing::info!(processes = ?left, "the job left processes running; they are kept");
     }
     to_result(status, cancel.is_cancelled(), stderr_tail)
 }
 
-/// Creates the job's TMPDIR (and the job directory above it), private to the job's user.
-fn make_tmpdir(tmp: &std::path::Path) -> std::io::Result<()> {
+/// The processes a job that ended by itself left running: those carrying its marker, and
+/// any still in its process group (e.g. under `sudo`, which clears the environment).
+async fn left_running(pgid: Option<Pid>, marker: &str) -> Vec<i32> {
+    let marker = marker.to_owned();
+    let mut left = tokio::task::spawn_blocking(move || marked(&marker)).await.unwrap_or_default();
+    if let Some(g) = pgid.filter(|g| group_alive(*g)) {
+        if !left.contains(&g.as_raw()) {
+            left.push(-g.as_raw());
+        }
+    }
+    left
+}
+
+/// Creates the job's TMPDIR (and the directory above it), private to the job's user.
+fn make_tmpdir(tmp: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(tmp)
 }
 
-/// Removes the TMPDIR, and the job directory above it when nothing else is left there.
-async fn remove_tmpdir(tmp: &std::path::Path) {
+async fn remove_tmpdir(tmp: &Path) {
     if let Err(e) = tokio::fs::remove_dir_all(tmp).await {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %tmp.display(), error = %e, "cannot remove the job's TMPDIR");
         }
-    }
-    if let Some(parent) = tmp.parent() {
-        let _ = tokio::fs::remove_dir(parent).await;
     }
 }
 
@@ -183,6 +228,36 @@ async fn wait_or_kill(
     status
 }
 
+/// Reads the next chunk of a job's output pipe into `buf`; `None` at its end. Once the job's
+/// first process has exited (`exited`), a pipe still held open by something it left running
+/// counts as ended after [`DRAIN_QUIET`] without data, or [`DRAIN_TOTAL`] of waiting in all.
+async fn read_pipe<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    exited: &mut watch::Receiver<bool>,
+    waited: &mut Duration,
+) -> Option<usize> {
+    let ended = |res: std::io::Result<usize>| res.ok().filter(|n| *n > 0);
+    if !*exited.borrow() {
+        tokio::select! {
+            res = r.read_buf(buf) => return ended(res),
+            // Reading is cancel safe: nothing read is lost when the exit wins.
+            _ = exited.wait_for(|e| *e) => {}
+        }
+    }
+    let quiet = DRAIN_QUIET.min(DRAIN_TOTAL.saturating_sub(*waited));
+    let start = Instant::now();
+    let res = tokio::time::timeout(quiet, r.read_buf(buf)).await;
+    *waited += start.elapsed();
+    match res {
+        Ok(res) => ended(res),
+        Err(_) => {
+            tracing::debug!("a process the job left running holds its output open; not waiting for it");
+            None
+        }
+    }
+}
+
 /// Variables a job inherits from the daemon (documented in config/receptor.toml); a work
 /// type's `env` adds or overrides others.
 pub const INHERITED_ENV: &[&str] = &[
@@ -210,63 +285,6 @@ fn inherited(name: &str) -> bool {
     INHERITED_ENV.contains(&name) || name.starts_with("LC_") || name.starts_with("ANSIBLE_")
 }
 
-/// The environment variable carrying a job's marker.
-pub const JOB_MARKER: &str = "RECEPTOR_JOB_MARKER";
-
-/// Signals every process whose environment carries `marker`.
-fn kill_marked(marker: &str, sig: Signal) {
-    let needle = format!("{JOB_MARKER}={marker}");
-    let Ok(dir) = std::fs::read_dir("/proc") else { return };
-    for pid in dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        if env.split(|b| *b == 0).any(|entry| entry == needle.as_bytes()) {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
-        }
-    }
-}
-
-fn signal_groups(groups: &BTreeSet<i32>, sig: Signal) {
-    for g in groups {
-        let _ = killpg(Pid::from_raw(*g), sig);
-    }
-}
-
-/// The process groups of `root` and all its descendants, from /proc. Never includes the
-/// daemon's own group.
-fn tree_groups(root: Pid) -> BTreeSet<i32> {
-    let own = nix::unistd::getpgrp().as_raw();
-    let procs = proc_table();
-    let mut groups = BTreeSet::from([root.as_raw()]);
-    let mut frontier = vec![root.as_raw()];
-    while let Some(pid) = frontier.pop() {
-        for &(child, ppid, pgrp) in &procs {
-            if ppid == pid {
-                frontier.push(child);
-                groups.insert(pgrp);
-            }
-        }
-    }
-    groups.remove(&own);
-    groups
-}
-
-/// (pid, ppid, pgrp) of every process, read from /proc/PID/stat.
-fn proc_table() -> Vec<(i32, i32, i32)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // Fields after the command name (which may hold spaces and parentheses).
-            let rest = &stat[stat.rfind(')')? + 1..];
-            let mut f = rest.split_whitespace().skip(1);
-            let ppid = f.next()?.parse().ok()?;
-            let pgrp = f.next()?.parse().ok()?;
-            Some((pid, ppid, pgrp))
-        })
-        .collect()
-}
-
 async fn feed_stdin(stdin: Option<ChildStdin>, prelude: Prelude, input: Option<JobInput>) {
     let Some(mut stdin) = stdin else { return };
     if let Some(p) = prelude {
@@ -283,25 +301,35 @@ async fn feed_stdin(stdin: Option<ChildStdin>, prelude: Prelude, input: Option<J
     // Dropping stdin closes it: the child sees end of input.
 }
 
-async fn pump_stdout(mut out: ChildStdout, output: &mut JobOutput) -> Result<(), super::io::PipeError> {
+async fn pump_stdout(
+    mut out: ChildStdout,
+    output: &mut JobOutput,
+    mut exited: watch::Receiver<bool>,
+) -> Result<(), super::io::PipeError> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut waited = Duration::ZERO;
     loop {
         buf.reserve(READ_CHUNK);
-        match out.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return Ok(()),
-            Ok(_) => output.write(buf.split().freeze()).await?,
+        match read_pipe(&mut out, &mut buf, &mut exited, &mut waited).await {
+            None => return Ok(()),
+            Some(_) => output.write(buf.split().freeze()).await?,
         }
     }
 }
 
-async fn collect_stderr(stderr: Option<ChildStderr>, mut forward: Option<JobOutput>) -> String {
+async fn collect_stderr(
+    stderr: Option<ChildStderr>,
+    mut forward: Option<JobOutput>,
+    mut exited: watch::Receiver<bool>,
+) -> String {
     let Some(mut stderr) = stderr else { return String::new() };
     let mut tail: VecDeque<u8> = VecDeque::with_capacity(STDERR_TAIL);
-    let mut buf = [0u8; 8192];
-    while let Ok(n) = stderr.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut waited = Duration::ZERO;
+    while let Some(n) = {
+        buf.clear();
+        read_pipe(&mut stderr, &mut buf, &mut exited, &mut waited).await
+    } {
         if let Some(out) = forward.as_mut() {
             if out.write(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
                 forward = None;

@@ -136,6 +136,7 @@ impl WorkService {
             output,
             cancel: cancel.clone(),
             job_dir: self.data_dir.join("jobs").join(&id),
+            tmp_root: self.data_dir.join("tmp"),
         };
         let result = run_and_pump(wt.run(job), out_rx, writer, cancel.clone()).await;
         crate::metrics::job_finished(&result, cancel.is_cancelled(), started.elapsed());

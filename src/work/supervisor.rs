@@ -136,6 +136,8 @@ async fn supervise(dir: &Path) -> Result<(), String> {
         output,
         cancel: cancel.clone(),
         job_dir: dir.join("job"),
+        // DIR is data_dir/units/ID.
+        tmp_root: dir.parent().and_then(Path::parent).unwrap_or(dir).join("tmp"),
     };
     let work = unit.plan.work_type().run(job);
 

@@ -173,3 +173,25 @@ def test_asyncio_task_cancel_stops_the_remote_job(mesh, tmp_path):
             break
         time.sleep(0.05)
     assert not sleepers()
+
+
+def test_concurrent_runs_share_one_receptor_node_id(mesh, tmp_path):
+    """Threads of one controller, all speaking as "controller" at once (each `receptor run`
+    is a session of that ID in the mesh)."""
+    import concurrent.futures
+
+    pdds = [make_pdd(tmp_path, name=f"c{i}") for i in range(4)]
+
+    def one(pdd):
+        return receptord.run(
+            private_data_dir=pdd,
+            playbook="test.yml",
+            quiet=True,
+            via_receptor="node2",
+            receptor_peer=mesh,
+            receptor_node_id="controller",
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        runners = list(pool.map(one, pdds))
+    assert [(r.status, r.rc) for r in runners] == [("successful", 0)] * 4

@@ -274,10 +274,7 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
         let at = receptord::client::durable::submit(&req).await?;
         println!("{at}");
         let ident = req.options.ident.as_deref().unwrap_or_default();
-        let as_node = match (&req.control_socket, &node_id) {
-            (None, Some(id)) => format!(" --receptor-node-id {id}"),
-            _ => String::new(),
-        };
+        let as_node = receptord::client::durable::attach_options(&req, node_id.as_ref());
         eprintln!(
             "receptor: submitted as work unit {at}; follow it within {} with: receptor run {} --attach {at} -i {ident}{as_node}",
             humantime::format_duration(a.lease),

@@ -75,6 +75,9 @@ pub struct Units {
     pub(super) inner: Arc<Inner>,
 }
 
+/// How many lease-released unit IDs are remembered (in memory) to be named as expired.
+const EXPIRED_KEPT: usize = 1024;
+
 pub(super) struct Inner {
     pub(super) cfg: RwLock<UnitsConfig>,
     pub(super) node: NodeId,
@@ -83,6 +86,9 @@ pub(super) struct Inner {
     pub(super) admission: Admission,
     pub(super) remote: Arc<dyn RemoteControl>,
     units: Mutex<BTreeMap<String, Arc<Unit>>>,
+    /// Units their lease released, most recent last (bounded: [`EXPIRED_KEPT`]), with the
+    /// lease, so a late `--attach` hears "expired" rather than "unknown".
+    expired: Mutex<std::collections::VecDeque<(String, Duration)>>,
     pub(super) tracker: TaskTracker,
     pub(super) cancel: CancellationToken,
 }
@@ -111,6 +117,7 @@ impl Units {
                 admission,
                 remote,
                 units: Mutex::default(),
+                expired: Mutex::default(),
                 tracker,
                 cancel,
             }),
@@ -166,7 +173,26 @@ impl Units {
     /// Finds a unit by ID (validated first: IDs become paths).
     pub fn get(&self, id: &str) -> Result<Arc<Unit>, UnitError> {
         valid_id(id)?;
-        self.lock().get(id).cloned().ok_or_else(|| UnitError::Unknown(id.to_owned()))
+        if let Some(unit) = self.lock().get(id).cloned() {
+            return Ok(unit);
+        }
+        let expired = self.inner.expired.lock().unwrap_or_else(|p| p.into_inner());
+        Err(match expired.iter().rev().find(|(e, _)| e == id) {
+            Some((_, lease)) => UnitError::Expired {
+                id: id.to_owned(),
+                lease: humantime::format_duration(*lease).to_string(),
+            },
+            None => UnitError::Unknown(id.to_owned()),
+        })
+    }
+
+    /// Records that the lease released `id` (see [`UnitError::Expired`]).
+    pub(crate) fn note_expired(&self, id: &str, lease: Duration) {
+        let mut expired = self.inner.expired.lock().unwrap_or_else(|p| p.into_inner());
+        if expired.len() >= EXPIRED_KEPT {
+            expired.pop_front();
+        }
+        expired.push_back((id.to_owned(), lease));
     }
 
     /// How many units are not final yet.

@@ -140,6 +140,9 @@ pub enum Outcome {
 pub enum UnitError {
     #[error("unknown work unit {0}")]
     Unknown(String),
+    /// Released by its lease; named as such to whoever asks after it (`--attach`).
+    #[error("work unit {id} expired: no client followed it for {lease}, so it was cancelled and released")]
+    Expired { id: String, lease: String },
     #[error("invalid work unit ID {0:?}: unit IDs are 1-64 letters and digits")]
     BadId(String),
     #[error("unknown work type {0}")]
