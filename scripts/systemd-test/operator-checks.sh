@@ -95,16 +95,22 @@ ct sh -c 'setsid /usr/bin/receptord --config /root/hand.toml </dev/null >/root/h
 hand_sock() { [ -S "/proc/$PID1/root/root/hand.sock" ]; }
 check "a hand-started receptord runs" wait_for 20 hand_sock
 hand_unit=$(timeout 60 "$VENV/bin/receptorctl" --socket "/proc/$PID1/root/root/hand.sock" work submit handsleep --node hand -n | sed -n 's/^Unit ID: //p' || true)
-hand_running() { timeout 30 "$VENV/bin/receptorctl" --socket "/proc/$PID1/root/root/hand.sock" work status "$hand_unit" 2>/dev/null | grep -q '"StateName": "Running"'; }
+hand_running() {
+  [ "$(timeout 30 "$VENV/bin/receptorctl" --socket "/proc/$PID1/root/root/hand.sock" work list 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin).get(sys.argv[1], {}).get("StateName", "none"))' "$hand_unit")" = Running ]
+}
+# A process in the container whose command line starts with $1 (no pgrep/kill binaries in
+# the minimal image: the shell's kill, and /proc).
+has_proc() { ct sh -c "for p in /proc/[0-9]*; do tr '\\0' ' ' <\$p/cmdline 2>/dev/null | grep -q '^$1' && exit 0; done; exit 1"; }
 check "the hand-started daemon runs a unit" wait_for 30 hand_running
 
 operator_checks_after_remove() {
   local hand_pid
   hand_pid=$(ct cat /root/hand.pid)
-  check "apt remove left the hand-started receptord running" ct kill -0 "$hand_pid"
-  check "and its unit's job" ct pgrep -f 'sleep 601'
+  check "apt remove left the hand-started receptord running" ct sh -c "kill -0 $hand_pid"
+  check "and its unit's job" has_proc '/bin/sleep 601'
   timeout 60 "$VENV/bin/receptorctl" --socket "/proc/$PID1/root/root/hand.sock" work cancel "$hand_unit" >/dev/null 2>&1 || true
-  ct kill -TERM "$hand_pid" || true
-  hand_gone() { ! ct kill -0 "$hand_pid" && ! ct pgrep -f 'sleep 601'; }
+  ct sh -c "kill -TERM $hand_pid" || true
+  hand_gone() { ! ct sh -c "kill -0 $hand_pid" 2>/dev/null && ! has_proc '/bin/sleep 601'; }
   check "the hand-started daemon and its unit stopped for the next checks" wait_for 30 hand_gone
 }
