@@ -88,9 +88,8 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             continue;
         }
-        if line.starts_with("# TYPE ") {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
             // A TYPE line without HELP: keep its family name but in 0.0.4's terms.
-            let rest = &line["# TYPE ".len()..];
             let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
             match kind.trim() {
                 "counter" => out.push_str(&format!("# TYPE {name}_total counter\n")),

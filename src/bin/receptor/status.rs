@@ -22,23 +22,34 @@ pub async fn run(
     show(&StatusDoc::from_mesh(&st), json, graph, svg_file)
 }
 
-/// Prints the status document as asked (the table by default).
+/// Prints the status document as asked (the table by default). A reader that goes away
+/// early (`| head`, `| grep -q`) is not an error.
 pub fn show(doc: &StatusDoc, json: bool, graph: bool, svg_file: Option<PathBuf>) -> anyhow::Result<u8> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+    let text = if json {
+        format!("{}\n", serde_json::to_string_pretty(&doc)?)
     } else if graph {
-        print!("{}", dot::to_dot(&doc));
+        dot::to_dot(doc)
     } else if let Some(file) = svg_file {
-        let drawing = svg::render(&dot::to_dot(&doc))?;
-        if file.as_os_str() == "-" {
-            print!("{drawing}");
-        } else {
+        let drawing = svg::render(&dot::to_dot(doc))?;
+        if file.as_os_str() != "-" {
             std::fs::write(&file, drawing).with_context(|| format!("writing {}", file.display()))?;
+            return Ok(0);
         }
+        drawing
     } else {
-        return table(doc);
+        return match table(doc) {
+            Err(e) if broken_pipe(&e) => Ok(0),
+            r => r,
+        };
+    };
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(0),
     }
-    Ok(0)
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn ms(d: Duration) -> f64 {
