@@ -30,15 +30,16 @@ test-latest: build test-tools
 demo: build venv
 	VENV=$(VENV) ./scripts/demo.sh
 
-# Tools the tests drive for real: curl (scrapes /metrics), graphviz `dot` (checks
-# `receptor status --graph`), rsvg-convert (renders `--svg` to PNG). Debian packages.
-TEST_TOOLS_OK = command -v curl && command -v dot && command -v rsvg-convert
+# Tools the tests drive for real: curl (scrapes /metrics), promtool (checks the exposition;
+# Debian's `prometheus`), graphviz `dot` (checks `receptor status --graph`), rsvg-convert
+# (renders `--svg` to PNG). Debian packages.
+TEST_TOOLS_OK = command -v curl && command -v promtool && command -v dot && command -v rsvg-convert
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 test-tools:
 	@{ $(TEST_TOOLS_OK); } >/dev/null 2>&1 || { \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-			curl graphviz librsvg2-bin >/dev/null; }
+			curl prometheus graphviz librsvg2-bin >/dev/null; }
 
 # Every test layer: unit, simulations, real daemons on loopback, real ansible-runner.
 test: build venv test-tools

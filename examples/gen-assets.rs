@@ -25,11 +25,11 @@ fn main() -> std::io::Result<()> {
     let (man, comp) = (out.join("man"), out.join("completions"));
     std::fs::create_dir_all(&man)?;
     std::fs::create_dir_all(&comp)?;
-    man_pages(receptord::cli::receptor::Cli::command().name("receptor"), &man, "")?;
+    man_pages(receptord::cli::receptor::command().name("receptor"), &man, "")?;
     man_pages(receptord::cli::receptord::Args::command().name("receptord"), &man, "")?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let commands = [
-            ("receptor", receptord::cli::receptor::Cli::command()),
+            ("receptor", receptord::cli::receptor::command()),
             ("receptord", receptord::cli::receptord::Args::command()),
         ];
         for (name, cmd) in commands {

@@ -20,7 +20,7 @@ for f in usr/bin/receptord usr/bin/receptor etc/receptor.toml usr/lib/sysusers.d
          usr/lib/tmpfiles.d/receptord.conf usr/share/doc/receptord/receptor.toml.example \
          usr/share/receptord/systemd/hop.conf usr/share/doc/receptord/systemd.md \
          usr/share/bash-completion/completions/receptor usr/share/zsh/vendor-completions/_receptor \
-         usr/share/fish/vendor_completions.d/receptor.fish; do
+         usr/share/fish/vendor_completions.d/receptor.fish usr/share/doc/receptord/grafana-dashboard.json; do
   check "deb holds /$f" test -e "$root/$f"
 done
 unit=$(find "$root" -name receptord.service | head -n1)
@@ -40,6 +40,7 @@ check "postinst enables the unit" grep -q "deb-systemd-helper.*enable" "$ctrl/po
 check "postinst restarts on upgrade" grep -Eq "restart|try-restart" "$ctrl/postinst"
 check "prerm stops on removal" grep -Eq "stop" "$ctrl/prerm"
 check "prerm stops work units on removal" grep -q "kill -TERM" "$ctrl/prerm"
+check "prerm touches only this service's processes (its cgroup, its data dir)" sh -c "grep -q 'ControlGroup receptord.service' '$ctrl/prerm' && grep -q -- '--supervise-unit' '$ctrl/prerm'"
 check "postrm drops state on purge" grep -q "rm -rf /var/lib/receptor" "$ctrl/postrm"
 check "postrm drops /etc/receptor on purge" grep -q "rmdir /etc/receptor" "$ctrl/postrm"
 check "the shipped config validates" "$root/usr/bin/receptord" --check-config -c "$root/etc/receptor.toml"
@@ -72,7 +73,7 @@ if command -v rpm >/dev/null 2>&1 && command -v cpio >/dev/null 2>&1; then
   list=$(rpm -qlp "$rpm" 2>/dev/null)
   for f in /usr/bin/receptord /usr/bin/receptor /etc/receptor.toml /usr/lib/systemd/system/receptord.service \
            /usr/lib/sysusers.d/receptord.conf /usr/lib/tmpfiles.d/receptord.conf \
-           /usr/share/receptord/systemd/hop.conf; do
+           /usr/share/receptord/systemd/hop.conf /usr/share/doc/receptord/grafana-dashboard.json; do
     check "rpm holds $f" grep -qx "$f" <<< "$list"
   done
   check "rpm marks /etc/receptor.toml as config" sh -c "rpm -qcp '$rpm' 2>/dev/null | grep -qx /etc/receptor.toml"

@@ -11,6 +11,8 @@ use serde::Deserialize;
 use crate::transport::PeerUrl;
 use crate::wire::NodeId;
 
+mod typed;
+
 /// Environment variables starting with this prefix override file keys:
 /// `RECEPTOR_NODE__ID=node1`, `RECEPTOR_LOG__LEVEL=debug` (`__` separates levels).
 pub const ENV_PREFIX: &str = "RECEPTOR";
@@ -18,6 +20,11 @@ pub const ENV_PREFIX: &str = "RECEPTOR";
 /// A configuration that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{file}: {reason}")]
+    Read { file: String, reason: String },
+    /// The file is not valid TOML or a value has the wrong type (line and column 1-based).
+    #[error("{file}:{line}:{column}: {}{message}", key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+    Syntax { file: String, line: usize, column: usize, key: Option<String>, message: String },
     #[error("{file}: {source}")]
     Load { file: String, source: config::ConfigError },
     #[error("{file}: key `{key}`: {reason}")]
@@ -415,8 +422,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let load = |source| ConfigError::Load { file: file.clone(), source };
+        let text = typed::read_checked(path)?;
         let raw = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true))
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("_")

@@ -1,5 +1,12 @@
 //! systemd integration: readiness, reload and stop notifications, STATUS lines, and
 //! watchdog pings. Every call is a no-op when the daemon is not run by systemd.
+//!
+//! Reload: systemd 253+ (`Type=notify-reload`) waits for `RELOADING=1` with
+//! `MONOTONIC_USEC` then `READY=1`; systemd 252 (Debian 12) ends a reload job when
+//! `ExecReload` exits, so the unit's `ExecReload` is `receptord --reload-service $MAINPID`
+//! ([`reload_service`]), which sends SIGHUP and returns once the daemon has recorded the
+//! outcome in `$RUNTIME_DIRECTORY/reload` ([`reload_done`]): applied, or refused (then it
+//! fails, and `systemctl reload` with it).
 
 use std::time::Duration;
 
@@ -18,8 +25,69 @@ pub fn ready() {
     notify(&[NotifyState::Ready]);
 }
 
+/// A reload starts (`RELOADING=1` and the monotonic time, as systemd 253 asks).
 pub fn reloading() {
-    notify(&[NotifyState::Reloading]);
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
+
+/// The file a reload's outcome is recorded in, under systemd's `RuntimeDirectory=`.
+fn reload_record() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("RUNTIME_DIRECTORY")?;
+    // Several directories are separated by colons; the first is the service's own.
+    let first = dir.to_str()?.split(':').next()?.to_owned();
+    Some(std::path::Path::new(&first).join("reload"))
+}
+
+/// How many reloads this process has finished.
+static RELOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A reload ended with `result`: recorded for `--reload-service`, then `READY=1`.
+pub fn reload_done(result: &Result<(), String>) {
+    if let Some(path) = reload_record() {
+        let n = RELOADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let line = match result {
+            Ok(()) => format!("{} {n} applied\n", std::process::id()),
+            Err(e) => format!("{} {n} refused: {}\n", std::process::id(), e.replace('\n', " ")),
+        };
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, line).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+            tracing::debug!(path = %path.display(), "could not record the reload outcome");
+        }
+    }
+    ready();
+}
+
+/// How long `--reload-service` waits for the daemon to apply or refuse the new config.
+pub const RELOAD_WAIT: Duration = Duration::from_secs(90);
+
+/// `receptord --reload-service PID` (the unit's `ExecReload`): SIGHUP to `pid`, then wait
+/// for its recorded outcome. Without `$RUNTIME_DIRECTORY` it only signals.
+pub fn reload_service(pid: i32) -> Result<String, String> {
+    use nix::sys::signal::{Signal, kill};
+    let record = reload_record();
+    let read = || record.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+    let before = read();
+    kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP).map_err(|e| format!("signalling {pid}: {e}"))?;
+    if record.is_none() {
+        return Ok("reload signalled".into());
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed() < RELOAD_WAIT {
+        let now = read();
+        // Ours: this daemon's, and a new one.
+        if now != before && now.starts_with(&format!("{pid} ")) {
+            let outcome = now.trim_end().splitn(3, ' ').nth(2).unwrap_or("").to_owned();
+            return if outcome == "applied" { Ok(outcome) } else { Err(outcome) };
+        }
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+            return Err(format!("process {pid} exited during the reload"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(format!("no reload outcome after {}s", RELOAD_WAIT.as_secs()))
 }
 
 pub fn stopping() {

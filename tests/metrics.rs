@@ -118,6 +118,77 @@ fn metrics_move_while_a_job_runs() {
     assert_eq!(sample(&units, "receptor_work_started_total{kind=\"unit\"}"), Some(1.0), "{units}");
     assert!(sample(&units, "receptor_control_sessions_total").is_some_and(|n| n >= 1.0), "{units}");
     assert!(sample(&units, "receptor_work_unit_output_bytes").is_some_and(|n| n >= 6.0), "{units}");
+    // Unit output is counted as it is written, like a job's (the "Job output" panel).
+    let counted = scrape_until(port, "the unit's output counted", |t| {
+        sample(t, "receptor_work_output_bytes_total{kind=\"unit\"}").is_some_and(|n| n >= 6.0)
+    });
+    assert!(sample(&counted, "receptor_work_output_bytes_total{kind=\"job\"}").is_some_and(|b| b >= 13.0));
+    promtool_accepts(&counted);
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package; `make test-tools` installs it)
+/// passes the exposition, lint included.
+fn promtool_accepts(text: &str) {
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (install it: make test-tools does)");
+    p.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    let out = p.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// GET /metrics with an `Accept` header: content type and body.
+fn get_accept(port: u16, accept: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-H"])
+        .arg(format!("Accept: {accept}"))
+        .args(["-w", "\n%{content_type}"])
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, ct) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (ct.to_owned(), body.to_owned())
+}
+
+#[test]
+fn metrics_speak_prometheus_text_unless_openmetrics_is_asked_for() {
+    let d = Daemon::start(Spec::new("fmt1").extra(METRICS));
+    let port = metrics_port(&d);
+    let text = scrape_until(port, "a first scrape", |t| t.contains("receptor_build_info{"));
+    assert!(!text.contains("# EOF") && text.contains("# TYPE receptor_build_info gauge"), "{text}");
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        // CPU time may still round to 0 in a fresh process.
+        let least = if name == "process_cpu_seconds_total" { 0.0 } else { 1.0 };
+        assert!(sample(&text, name).is_some_and(|v| v >= least), "{name} in\n{text}");
+    }
+    promtool_accepts(&text);
+
+    let (ct, body) = get_accept(port, "text/plain;version=0.0.4");
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    assert!(!body.contains("# EOF"), "{body}");
+    // Prometheus' own scraper prefers OpenMetrics.
+    let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (ct, body) = get_accept(port, prom);
+    assert!(ct.starts_with("application/openmetrics-text; version=1.0.0"), "{ct}");
+    assert!(body.ends_with("# EOF\n") && body.contains("# TYPE receptor_build info"), "{body}");
 }
 
 /// A port nothing listens on now (the daemon that takes it keeps it across restarts).
@@ -255,5 +326,5 @@ fn the_metrics_listener_withstands_hostile_clients() {
     wait_until("the listener serving again", Duration::from_secs(10), || get(port, "/healthz").0 == 200);
     let (code, text) = get(port, "/metrics");
     assert_eq!(code, 200);
-    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(text.contains("\nreceptor_build_info{") && !text.contains("# EOF"), "{text}");
 }

@@ -45,8 +45,9 @@ fn the_managed_host_unit_lets_playbooks_manage_the_host_and_verifies() {
     for needle in [
         "Type=notify",
         "WatchdogSec=",
-        "ExecReload=/bin/sh -c 'kill -HUP $MAINPID'",
+        "ExecReload=/usr/bin/receptord --reload-service $MAINPID",
         "Restart=on-failure",
+        "RestartPreventExitStatus=78",
         "KillMode=process",
         "StateDirectory=receptor",
         "RuntimeDirectory=receptor",

@@ -274,6 +274,8 @@ rm -r "$W/root/etc/systemd/system/receptord.service.d"
 ct systemctl daemon-reload
 cin "back to the managed-host profile" systemctl restart receptord
 
+. "$REPO/scripts/systemd-test/operator-checks.sh" # journal, reload, socket, package scripts
+
 # --- Stop, remove (running units stopped), purge (nothing left) ---
 cin "systemctl stop" systemctl stop receptord
 check "stopped cleanly" test "$(prop Result)" = success
@@ -282,6 +284,7 @@ sleeper=$(ctl work submit sleeper --node rtest -n | sed -n 's/^Unit ID: //p')
 running() { [ "$(state_of "$sleeper")" = Running ]; }
 check "a unit runs before removal" wait_for 30 running
 cin "apt remove" apt-get remove -y -q receptord
+operator_checks_after_remove
 check "the service is stopped" sh -c "! nsenter -t $PID1 -a systemctl is-active -q receptord"
 no_receptord() { ! ct sh -c 'for p in /proc/[0-9]*; do readlink $p/exe; done 2>/dev/null | grep -q receptord'; }
 check "no receptord process is left (daemon and unit supervisors)" wait_for 10 no_receptord

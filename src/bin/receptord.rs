@@ -8,8 +8,16 @@ use clap::Parser;
 use receptord::cli::receptord::Args;
 use receptord::config::Config;
 
-/// EX_USAGE / EX_CONFIG from sysexits.h.
+/// EX_CONFIG from sysexits.h: the unit's `RestartPreventExitStatus=` stops restarting.
 const EX_CONFIG: u8 = 78;
+
+/// A fatal error on stderr: one line (one journal entry) and, when stderr is the journal,
+/// at `err` priority.
+fn fatal(msg: &str) {
+    let line = msg.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
+    let priority = if receptord::systemd::under_journald() { "<3>" } else { "" };
+    eprintln!("{priority}receptord: {line}");
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -19,10 +27,22 @@ fn main() -> ExitCode {
         let code = receptord::work::supervisor::main(dir);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    if let Some(pid) = args.reload_service {
+        return match receptord::systemd::reload_service(pid) {
+            Ok(how) => {
+                println!("receptord: reload {how}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                fatal(&format!("reload failed: {why}"));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut cfg = match Config::load(&args.config) {
         Ok(cfg) => cfg,
         Err(e) => {
-            eprintln!("receptord: invalid configuration: {e}");
+            fatal(&format!("invalid configuration: {e}"));
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -31,7 +51,7 @@ fn main() -> ExitCode {
     }
     if args.check_config {
         if let Err(e) = receptord::daemon::load_tls(&cfg) {
-            eprintln!("receptord: invalid configuration: {}", receptord::report::chain(&e));
+            fatal(&format!("invalid configuration: {}", receptord::report::chain(&e)));
             return ExitCode::from(EX_CONFIG);
         }
         println!("{}: configuration OK (node {})", args.config.display(), cfg.node.id);
@@ -40,8 +60,16 @@ fn main() -> ExitCode {
     match run(cfg, args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("receptord: {}", receptord::report::chain(e.as_ref()));
-            ExitCode::FAILURE
+            fatal(&receptord::report::chain(e.as_ref()));
+            // Configured files that cannot be used (TLS material, signing keys) are
+            // configuration errors too: restarting cannot help.
+            let config_error = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<receptord::daemon::DaemonError>(),
+                    Some(receptord::daemon::DaemonError::Tls(_) | receptord::daemon::DaemonError::Key { .. })
+                )
+            });
+            ExitCode::from(if config_error { EX_CONFIG } else { 1 })
         }
     }
 }

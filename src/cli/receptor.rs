@@ -9,6 +9,10 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use crate::transport::PeerUrl;
 use crate::wire::NodeId;
 
+/// `receptor`'s command line. The mesh options ([`MeshArgs`]) belong to the commands that
+/// use them (`ping`, `status`, `traceroute`, `work …`, `run`) and are listed in their help
+/// only; they are also accepted before the command (`receptor --socket S work list`), as
+/// they always were. [`command`] is the one definition (parsing, man pages, completions).
 #[derive(Parser, Debug)]
 #[command(
     name = "receptor",
@@ -16,7 +20,8 @@ use crate::wire::NodeId;
     about = "Client for the receptor mesh: ping, status, work, run playbooks remotely"
 )]
 pub struct Cli {
-    #[command(flatten)]
+    /// Before the command: the same mesh options (see each command's help).
+    #[command(flatten, next_help_heading = "Mesh options (for ping, status, traceroute, work, run)")]
     pub mesh: MeshArgs,
     /// Log level for the client's own diagnostics (stderr).
     #[arg(long, global = true, default_value = "warn", env = "RECEPTOR_LOG_LEVEL")]
@@ -25,38 +30,80 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(ClapArgs, Debug, Clone)]
+#[derive(ClapArgs, Debug, Clone, Default)]
 pub struct MeshArgs {
     /// Where to enter the mesh [default: receptor://localhost:8888].
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub receptor_peer: Option<PeerUrl>,
     /// This client's node ID [default: a unique temporary ID, or the ID in --tls-cert].
-    #[arg(long, global = true, value_name = "ID")]
+    #[arg(long, value_name = "ID")]
     pub receptor_node_id: Option<NodeId>,
     /// Certificate presented on receptors:// links (must name the node ID).
-    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// Private key of --tls-cert.
-    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// CA certificate the peer must chain to (repeatable).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub tls_ca: Vec<PathBuf>,
     /// Client config file (TOML: peer, node_id, [tls] cert/key/ca); flags take precedence.
-    #[arg(long, global = true, value_name = "FILE", env = "RECEPTOR_CLIENT_CONFIG")]
+    #[arg(long, value_name = "FILE", env = "RECEPTOR_CLIENT_CONFIG")]
     pub client_config: Option<PathBuf>,
     /// The local daemon's control socket, for `work` and for `run` without a peer
     /// [default: /run/receptor/receptor.sock, when it exists].
-    #[arg(long, global = true, value_name = "PATH", env = "RECEPTOR_SOCKET")]
+    #[arg(long, value_name = "PATH", env = "RECEPTOR_SOCKET")]
     pub socket: Option<PathBuf>,
     /// Sign the work this client submits over the mesh with this RSA private key (PEM),
     /// for nodes whose work types have `verify_signature` (`run --via-receptor`, and
     /// `work submit` with --receptor-peer). Each request gets its own one-use token.
-    #[arg(long, global = true, value_name = "FILE", env = "RECEPTOR_SIGNING_KEY")]
+    #[arg(long, value_name = "FILE", env = "RECEPTOR_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
-    /// Lifetime of each signed-work token.
-    #[arg(long, global = true, default_value = "5m", value_parser = humantime::parse_duration)]
-    pub token_expiration: Duration,
+    /// Lifetime of each signed-work token [default: 5m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub token_expiration: Option<Duration>,
+}
+
+impl MeshArgs {
+    /// These options, with what was given before the command filling the gaps.
+    pub fn or(self, before: MeshArgs) -> MeshArgs {
+        MeshArgs {
+            receptor_peer: self.receptor_peer.or(before.receptor_peer),
+            receptor_node_id: self.receptor_node_id.or(before.receptor_node_id),
+            tls_cert: self.tls_cert.or(before.tls_cert),
+            tls_key: self.tls_key.or(before.tls_key),
+            tls_ca: if self.tls_ca.is_empty() { before.tls_ca } else { self.tls_ca },
+            client_config: self.client_config.or(before.client_config),
+            socket: self.socket.or(before.socket),
+            signing_key: self.signing_key.or(before.signing_key),
+            token_expiration: self.token_expiration.or(before.token_expiration),
+        }
+    }
+
+    /// `--token-expiration`, 5 minutes unless given.
+    pub fn token_lifetime(&self) -> Duration {
+        self.token_expiration.unwrap_or(Duration::from_secs(300))
+    }
+}
+
+/// The `Command` of [`Cli`], with the mesh options of `work` accepted after any of its
+/// subcommands (`receptor work submit … --socket S`).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let ids: Vec<String> = <MeshArgs as clap::Args>::augment_args(clap::Command::new("mesh"))
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    Cli::command().mut_subcommand("work", |w| {
+        w.mut_args(|a| if ids.iter().any(|i| i == a.get_id().as_str()) { a.global(true) } else { a })
+    })
+}
+
+/// Parses the process's arguments with [`command`].
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let mut matches = command().get_matches();
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit())
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +122,8 @@ pub enum Command {
         /// One JSON object per ping (JSON Lines).
         #[arg(long)]
         json: bool,
+        #[command(flatten, next_help_heading = "Mesh options")]
+        mesh: MeshArgs,
     },
     /// Show the mesh: nodes, their links, routes and work types.
     #[command(after_help = STATUS_AFTER_HELP)]
@@ -88,6 +137,8 @@ pub enum Command {
         /// Draw the mesh as SVG into FILE (`-` for stdout), laid out without graphviz.
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
+        #[command(flatten, next_help_heading = "Mesh options")]
+        mesh: MeshArgs,
     },
     /// List the nodes on the way to a node, hop by hop, with round trips.
     Traceroute {
@@ -98,10 +149,11 @@ pub enum Command {
         /// One JSON object per hop (JSON Lines).
         #[arg(long)]
         json: bool,
+        #[command(flatten, next_help_heading = "Mesh options")]
+        mesh: MeshArgs,
     },
     /// Run work on a node.
-    #[command(subcommand)]
-    Work(WorkCommand),
+    Work(WorkArgs),
     /// Certificates: a CA, node certificates (node ID in the SAN), and the CSR flow.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -130,6 +182,15 @@ A run on another node is a durable work unit there: a lost link or a relay resta
 pauses the output (\"reconnecting to NODE…\" on stderr), then it resumes where it stopped.
 Ctrl-C cancels and releases the unit; so does --timeout; a unit no client has followed
 for longer than --lease is released by the node itself.";
+
+/// `receptor work …`: the mesh options, then the subcommand.
+#[derive(ClapArgs, Debug)]
+pub struct WorkArgs {
+    #[command(flatten, next_help_heading = "Mesh options")]
+    pub mesh: MeshArgs,
+    #[command(subcommand)]
+    pub command: WorkCommand,
+}
 
 #[derive(ClapArgs, Debug)]
 pub struct RunArgs {
@@ -210,6 +271,8 @@ pub struct RunArgs {
     /// way it was submitted: the same --socket, or the mesh with the same --receptor-node-id.
     #[arg(long, value_name = "NODE:UNIT", requires = "ident")]
     pub attach: Option<crate::client::durable::UnitRef>,
+    #[command(flatten, next_help_heading = "Mesh options")]
+    pub mesh: MeshArgs,
 }
 
 /// Work units of the local daemon, through its control socket (as receptorctl does).
@@ -373,4 +436,62 @@ pub struct SubjectArgs {
     /// An IP address (repeatable).
     #[arg(long)]
     pub ip: Vec<std::net::IpAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::FromArgMatches;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut m = command().try_get_matches_from(args)?;
+        Cli::from_arg_matches_mut(&mut m)
+    }
+
+    fn help(path: &[&str]) -> String {
+        let mut cmd = command();
+        cmd.build();
+        let mut sub = &mut cmd;
+        for p in path {
+            sub = sub.find_subcommand_mut(p).expect("subcommand");
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn each_command_shows_only_the_options_it_uses() {
+        command().debug_assert();
+        for cert in [&["cert"][..], &["cert", "init"], &["cert", "issue"], &["cert", "makereq"]] {
+            let text = help(cert);
+            for mesh in ["--receptor-peer", "--tls-cert", "--socket", "--signing-key", "--client-config"] {
+                assert!(!text.contains(mesh), "{cert:?} help lists {mesh}:\n{text}");
+            }
+        }
+        for user in
+            [&["ping"][..], &["status"], &["traceroute"], &["run"], &["work", "submit"], &["work", "list"]]
+        {
+            let text = help(user);
+            assert!(text.contains("--receptor-peer") && text.contains("--socket"), "{user:?}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn mesh_options_work_before_and_after_the_command() {
+        let before = parse(&["receptor", "--socket", "/s", "work", "list"]).expect("before");
+        assert_eq!(before.mesh.socket.as_deref(), Some(std::path::Path::new("/s")));
+        let after = parse(&["receptor", "work", "submit", "cat", "--socket", "/s", "-f"]).expect("after");
+        let Command::Work(w) = after.command else { panic!("work") };
+        assert_eq!(w.mesh.socket.as_deref(), Some(std::path::Path::new("/s")));
+        let ping = parse(&["receptor", "ping", "n1", "--receptor-peer", "receptor://h:1"]).expect("ping");
+        let Command::Ping { mesh, .. } = ping.command else { panic!("ping") };
+        assert!(mesh.receptor_peer.is_some());
+        assert!(parse(&["receptor", "cert", "init", "--receptor-peer", "receptor://h:1"]).is_err());
+        let merged = MeshArgs { socket: Some("/a".into()), ..MeshArgs::default() }.or(MeshArgs {
+            socket: Some("/b".into()),
+            token_expiration: Some(Duration::from_secs(9)),
+            ..MeshArgs::default()
+        });
+        assert_eq!((merged.token_lifetime(), merged.socket), (Duration::from_secs(9), Some("/a".into())));
+    }
 }

@@ -17,6 +17,10 @@ pub struct Args {
     /// Override log.format: text (journald-friendly) or json (one object per line).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,
+    /// For systemd's ExecReload: send SIGHUP to the daemon PID and wait until it has
+    /// applied the new configuration (exit 0) or refused it (exit 1).
+    #[arg(long, value_name = "PID")]
+    pub reload_service: Option<i32>,
     /// Internal: supervise the work unit in this directory (started by the daemon).
     #[arg(long, hide = true, value_name = "DIR")]
     pub supervise_unit: Option<PathBuf>,

@@ -68,12 +68,17 @@ impl Control {
                         }
                         return conn.refuse(TOO_MANY).await;
                     };
+                    let opened = tokio::select! {
+                        _ = cancel.cancelled() => None,
+                        opened = conn.open() => opened,
+                    };
+                    let Some((rd, wr, origin)) = opened else { return };
+                    // The session itself ends at shutdown too (a client following a unit's
+                    // output would otherwise hold the daemon's stop until its timeout).
                     tokio::select! {
                         _ = cancel.cancelled() => {}
-                        opened = conn.open() => if let Some((rd, wr, origin)) = opened {
-                            if let Err(e) = control.session(rd, wr, origin).await {
-                                tracing::debug!(error = %e, "control session ended");
-                            }
+                        r = control.session(rd, wr, origin) => if let Err(e) = r {
+                            tracing::debug!(error = %e, "control session ended");
                         },
                     }
                 });

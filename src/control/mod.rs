@@ -92,6 +92,9 @@ pub struct Control {
     pub allow: Arc<std::sync::RwLock<Vec<allow::ControlAllow>>>,
 }
 
+/// The `status` field (`requested_fields`) that carries receptord's status document.
+pub const STATUS_DOC_FIELD: &str = "ReceptordStatus";
+
 /// What the session does after a command.
 pub(crate) enum Flow {
     Continue,
@@ -256,7 +259,14 @@ impl Control {
                 Some(_) => return Err("requested_fields must be an array of strings".into()),
             },
         };
-        let full = self.full_status().await.ok_or("the node is shutting down")?;
+        let mut full = self.full_status().await.ok_or("the node is shutting down")?;
+        // receptord's own status document (docs/STATUS.md), for `receptor status` on the
+        // local socket: only when asked for by name, so Go's reply stays as it is.
+        if wanted.as_ref().is_some_and(|f| f.iter().any(|k| k == STATUS_DOC_FIELD)) {
+            let st = self.node.status().await.ok_or("the node is shutting down")?;
+            let doc = crate::status::StatusDoc::from_mesh(&st);
+            full.insert(STATUS_DOC_FIELD.into(), serde_json::to_value(doc).map_err(|e| e.to_string())?);
+        }
         Ok(Value::Object(match wanted {
             None => full,
             Some(fields) => full.into_iter().filter(|(k, _)| fields.contains(k)).collect(),

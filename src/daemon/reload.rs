@@ -74,7 +74,7 @@ impl Reloader {
     pub(super) async fn reload(&self) -> Result<(), String> {
         crate::systemd::reloading();
         let r = self.apply().await;
-        crate::systemd::ready();
+        crate::systemd::reload_done(&r);
         r
     }
 

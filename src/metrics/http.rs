@@ -1,4 +1,5 @@
-//! The metrics HTTP listener: `GET /metrics` (OpenMetrics text), `GET /healthz`,
+//! The metrics HTTP listener: `GET /metrics` (Prometheus text, or OpenMetrics when the
+//! `Accept` header prefers it: [`super::expo`]), `GET /healthz`,
 //! `GET /readyz`, served by hyper (HTTP/1.1). It is a hostile entry point like any other:
 //! connections are bounded in number and lifetime, the request head must arrive within
 //! `header_timeout` and fit in 8 KiB, bodies are refused, and only those three paths and
@@ -13,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use hyper::header::{ACCEPT, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -29,9 +30,6 @@ pub const MAX_HEAD_BYTES: usize = 8192;
 pub const MAX_HEADERS: usize = 32;
 /// How long a scrape waits for live state (mesh status) before answering with what it has.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The OpenMetrics text content type.
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The answer of a health or readiness check.
 #[derive(Debug, Clone)]
@@ -142,8 +140,11 @@ async fn answer(probe: &dyn Probe, req: Request<Incoming>) -> Response<Full<Byte
     }
     let mut r = match req.uri().path() {
         "/metrics" => {
+            let format = super::expo::Format::negotiate(h.get(ACCEPT).and_then(|v| v.to_str().ok()));
             let _ = tokio::time::timeout(REFRESH_TIMEOUT, probe.refresh()).await;
-            reply(StatusCode::OK, OPENMETRICS, super::global().encode())
+            let mut r = reply(StatusCode::OK, format.content_type(), super::global().encode(format));
+            r.headers_mut().insert(VARY, hyper::header::HeaderValue::from_static("Accept"));
+            r
         }
         "/healthz" => check_reply(probe.health()),
         "/readyz" => check_reply(probe.ready()),

@@ -7,9 +7,11 @@
 //! counts too, but nothing serves its registry.)
 
 pub mod config;
+pub mod expo;
 pub mod http;
 pub mod linkio;
 pub mod probe;
+pub mod process;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,9 +40,12 @@ pub const CLIENT_PEER: &str = "_client";
 /// The `peer` label of peers past [`MAX_PEER_SERIES`].
 pub const OTHER_PEER: &str = "_other";
 
-/// Job duration buckets, seconds: 10 ms to about 3 hours.
+/// Job duration buckets, seconds: 10 ms to 3 hours (longer runs count in `+Inf` only).
+pub const DURATION_BUCKETS: [f64; 15] =
+    [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 10800.0];
+
 fn duration_histogram() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.01, 4.0, 10))
+    Histogram::new(DURATION_BUCKETS)
 }
 
 /// Every metric of the process.
@@ -230,7 +235,12 @@ impl Metrics {
             jobs_started: reg!(r, "work_started", "Jobs and work units started", Family::default()),
             jobs_finished: reg!(r, "work_finished", "Jobs and work units finished", Family::default()),
             job_duration: reg!(r, "work_duration_seconds", "Run time of finished work", hist),
-            output_bytes: reg!(r, "work_output_bytes", "Output bytes of jobs", Family::default()),
+            output_bytes: reg!(
+                r,
+                "work_output_bytes",
+                "Output bytes written by jobs and local work units",
+                Family::default()
+            ),
             unit_output_bytes: reg!(
                 r,
                 "work_unit_output_bytes",
@@ -244,13 +254,22 @@ impl Metrics {
         }
     }
 
-    /// The exposition text (OpenMetrics).
-    pub fn encode(&self) -> String {
+    /// The exposition text in `format`, with the `process_*` families read now.
+    pub fn encode(&self, format: expo::Format) -> String {
         self.scrapes.fetch_add(1, Ordering::Relaxed);
         let mut out = String::with_capacity(8192);
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        if let Some(s) = process::sample() {
+            process::encode(&mut out, &s);
+        }
+        match format {
+            expo::Format::OpenMetrics => {
+                let _ = prometheus_client::encoding::text::encode_eof(&mut out);
+                out
+            }
+            expo::Format::Prometheus => expo::to_prometheus_text(&out),
+        }
     }
 
     /// The `peer` label for a link to `node` (ephemeral clients pooled, count bounded).
@@ -357,6 +376,11 @@ impl Metrics {
     /// A mesh job wrote `n` bytes of output.
     pub fn job_output(&self, n: usize) {
         self.output_bytes.get_or_create(&label("kind", WorkKind::Job.name())).inc_by(n as u64);
+    }
+
+    /// A local work unit's output grew by `n` bytes (seen by the daemon watching it).
+    pub fn unit_output(&self, n: u64) {
+        self.output_bytes.get_or_create(&label("kind", WorkKind::Unit.name())).inc_by(n);
     }
 
     /// How many times `/metrics` was served.
@@ -469,7 +493,7 @@ mod tests {
         m.work_started(WorkKind::Job);
         m.work_finished(WorkKind::Job, Outcome::Succeeded, Some(Duration::from_millis(20)));
         m.handshake_refused("bad_preface");
-        let text = m.encode();
+        let text = m.encode(expo::Format::OpenMetrics);
         for name in [
             "receptor_build_info{",
             "receptor_work_started_total{kind=\"job\"} 1",
@@ -477,9 +501,19 @@ mod tests {
             "receptor_work_duration_seconds_bucket{",
             "receptor_handshakes_refused_total{reason=\"bad_preface\"} 1",
             "receptor_routing_adverts_received_total 0",
+            "process_cpu_seconds_total ",
+            "process_start_time_seconds ",
             "# EOF",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
+        let text = m.encode(expo::Format::Prometheus);
+        assert!(text.contains("# TYPE receptor_build_info gauge\n"), "{text}");
+        assert!(text.contains("# TYPE receptor_work_started_total counter\n"), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains(" info\n"), "{text}");
+        assert!(
+            text.contains("receptor_work_duration_seconds_bucket{le=\"10800.0\",kind=\"job\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The mesh as a Graphviz DOT graph: nodes with their work types, links with their costs
-//! (dashed when only one end lists them), the viewing node highlighted, and short-lived
-//! clients drawn apart in their own cluster. Every name from the network is escaped.
+//! (dashed when only one end lists them), the viewing node in green, nodes without a route
+//! from it drawn as down (red, dashed, "(down)"), and short-lived clients drawn apart in
+//! their own cluster. Every name from the network is escaped.
 
 use std::fmt::Write;
 
@@ -29,22 +30,52 @@ fn cost(c: f64) -> String {
     if c.fract() == 0.0 && c.abs() < 1e15 { format!("{c:.0}") } else { format!("{c}") }
 }
 
+/// Fill colours (docs/STATUS.md): the viewing node green, other nodes blue, short-lived
+/// clients grey, nodes without a route red.
+pub const VIEWER_FILL: &str = "#c8e6c9";
+pub const NODE_FILL: &str = "#e3f2fd";
+pub const CLIENT_FILL: &str = "#eeeeee";
+pub const DOWN_FILL: &str = "#ffcdd2";
+
+/// One line per work type; the ansible-runner type, advertised under both its mesh-job
+/// name (`ansible_runner`) and its AWX work-unit name (`ansible-runner`), is one line.
+fn work_type_lines(n: &NodeDoc) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for w in &n.work_types {
+        let twin = match w.name.as_str() {
+            "ansible_runner" => Some("ansible-runner"),
+            "ansible-runner" => Some("ansible_runner"),
+            _ => None,
+        };
+        let paired = twin.is_some_and(|t| n.work_types.iter().any(|o| o.name == t && o.version == w.version));
+        if paired && w.name == "ansible_runner" {
+            continue;
+        }
+        lines.push(format!("{} {}", w.name, w.version));
+    }
+    lines
+}
+
 fn node_line(out: &mut String, n: &NodeDoc, viewer: &str, indent: &str) {
     // Lines of the label joined with DOT's `\n` escape, each part escaped on its own.
     let mut parts = vec![n.id.clone()];
     if n.id == viewer {
         parts.push("(this view)".into());
+    } else if !n.reachable {
+        parts.push("(down)".into());
     }
-    parts.extend(n.work_types.iter().map(|w| format!("{} {}", w.name, w.version)));
+    parts.extend(work_type_lines(n));
     let label: Vec<String> = parts.iter().map(|p| escape(p)).collect();
-    let (shape, fill) = match (n.ephemeral, n.id == viewer) {
-        (true, _) => ("ellipse", "#eeeeee"),
-        (false, true) => ("box", "#c8e6c9"),
-        (false, false) => ("box", "#e3f2fd"),
+    let shape = if n.ephemeral { "ellipse" } else { "box" };
+    let (fill, style) = match (n.id == viewer, n.reachable, n.ephemeral) {
+        (true, _, _) => (VIEWER_FILL, "rounded,filled"),
+        (false, false, _) => (DOWN_FILL, "rounded,filled,dashed"),
+        (false, true, true) => (CLIENT_FILL, "rounded,filled"),
+        (false, true, false) => (NODE_FILL, "rounded,filled"),
     };
     let _ = writeln!(
         out,
-        "{indent}{} [label=\"{}\", shape={shape}, fillcolor=\"{fill}\"];",
+        "{indent}{} [label=\"{}\", shape={shape}, style=\"{style}\", fillcolor=\"{fill}\"];",
         quote(&n.id),
         label.join("\\n")
     );
@@ -100,7 +131,28 @@ mod tests {
         assert!(dot.contains("\"n2\" -- \"n3\" [label=\"1 (unconfirmed)\", style=dashed]"), "{dot}");
         let cluster = dot.split("subgraph cluster_clients").nth(1).expect("cluster");
         assert!(cluster.contains("\"cli-1\""), "{dot}");
-        assert!(dot.contains("n2\\nansible_runner 1"), "{dot}");
+        assert!(dot.contains("n2\\n(down)\\nansible_runner 1"), "{dot}");
         assert!(dot.contains("we\\\"ird\\\\ 1"), "{dot}");
+        // The viewer (a client here) is green; n2 and n3 have no route: down.
+        assert!(dot.contains(&format!("\"cli-1\" [label=\"cli-1\\n(this view)\", shape=ellipse, style=\"rounded,filled\", fillcolor=\"{VIEWER_FILL}\"]")), "{dot}");
+        assert!(dot.contains("\"n3\" [label=\"n3\\n(down)\\nwe"), "{dot}");
+        assert!(
+            dot.contains(&format!("style=\"rounded,filled,dashed\", fillcolor=\"{DOWN_FILL}\"")),
+            "{dot}"
+        );
+    }
+
+    #[test]
+    fn the_ansible_runner_type_is_drawn_once() {
+        let wt = |n: &str| crate::status::WorkTypeDoc { name: n.into(), version: "1".into() };
+        let n = NodeDoc {
+            id: "n".into(),
+            ephemeral: false,
+            epoch: 0,
+            seq: 0,
+            work_types: vec![wt("ansible-runner"), wt("ansible_runner"), wt("cat")],
+            reachable: true,
+        };
+        assert_eq!(work_type_lines(&n), ["ansible-runner 1", "cat 1"]);
     }
 }

@@ -36,6 +36,15 @@ pub struct NodeDoc {
     pub epoch: u64,
     pub seq: u64,
     pub work_types: Vec<WorkTypeDoc>,
+    /// The viewing node has a route to it (or it is the viewing node). A node known only
+    /// because a neighbour still lists it, or whose links are gone, is not: it is down or
+    /// cut off (pictures draw it as down).
+    #[serde(default = "yes")]
+    pub reachable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +76,9 @@ pub struct RouteDoc {
 
 impl StatusDoc {
     pub fn from_mesh(st: &MeshStatus) -> StatusDoc {
+        let routed: std::collections::BTreeSet<&crate::wire::NodeId> =
+            st.routes.iter().map(|r| &r.dst).collect();
+        let reachable = |id: &crate::wire::NodeId| *id == st.node_id || routed.contains(id);
         let mut nodes: Vec<NodeDoc> = st
             .nodes
             .iter()
@@ -80,8 +92,28 @@ impl StatusDoc {
                     .iter()
                     .map(|w| WorkTypeDoc { name: w.name.to_string(), version: w.version.to_string() })
                     .collect(),
+                reachable: reachable(&l.origin),
             })
             .collect();
+        // Nodes that only a neighbour still names (their own advertisement is gone).
+        let known: std::collections::BTreeSet<&crate::wire::NodeId> =
+            st.nodes.iter().map(|l| &l.origin).collect();
+        let named: std::collections::BTreeSet<&crate::wire::NodeId> = st
+            .nodes
+            .iter()
+            .flat_map(|l| l.neighbors.iter().map(|(n, _)| n))
+            .filter(|n| !known.contains(n))
+            .collect();
+        for n in named {
+            nodes.push(NodeDoc {
+                id: n.to_string(),
+                ephemeral: false,
+                epoch: 0,
+                seq: 0,
+                work_types: Vec::new(),
+                reachable: reachable(n),
+            });
+        }
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         let mut pairs: std::collections::BTreeMap<(String, String), (Option<f64>, Option<f64>)> =
             std::collections::BTreeMap::new();
@@ -155,7 +187,7 @@ pub(crate) mod tests {
                 lsa("n3", false, &[], &["we\"ird\\"]),
                 lsa("cli-1", true, &[("n1", 1.0)], &[]),
             ],
-            routes: Vec::new(),
+            routes: vec![crate::mesh::RouteInfo { dst: id("n1"), next_hop: id("n1"), cost: 1.0, hops: 1 }],
         }
     }
 
@@ -168,6 +200,8 @@ pub(crate) mod tests {
         assert_eq!((n1n2.cost_a, n1n2.cost_b, n1n2.confirmed), (Some(1.0), Some(2.5), true));
         let n2n3 = doc.links.iter().find(|l| l.a == "n2" && l.b == "n3").expect("n2-n3");
         assert!(!n2n3.confirmed);
+        let reach: Vec<(&str, bool)> = doc.nodes.iter().map(|n| (n.id.as_str(), n.reachable)).collect();
+        assert_eq!(reach, [("cli-1", true), ("n1", true), ("n2", false), ("n3", false)]);
         let back: StatusDoc =
             serde_json::from_str(&serde_json::to_string(&doc).expect("json")).expect("parse");
         assert_eq!(back, doc);

@@ -44,8 +44,12 @@ mod tests {
         let dot = crate::status::dot::to_dot(&StatusDoc::from_mesh(&sample()));
         let svg = render(&dot).expect("svg");
         assert!(svg.contains("<svg"), "{svg}");
-        for name in ["n1", "n2", "n3", "cli-1", "ansible_runner"] {
+        for name in ["n1", "n2", "n3", "cli-1", "ansible_runner", "(down)"] {
             assert!(svg.contains(name), "{name} missing from {svg}");
+        }
+        // The colours docs/STATUS.md names: the viewing node green, nodes without a route red.
+        for fill in [crate::status::dot::VIEWER_FILL, crate::status::dot::DOWN_FILL] {
+            assert!(svg.contains(fill), "{fill} missing from {svg}");
         }
     }
 }

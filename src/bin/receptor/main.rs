@@ -7,18 +7,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use receptord::certs::{self, Subject};
-use receptord::cli::receptor::{CertCommand, Cli, Command, MeshArgs, RunArgs, SubjectArgs, WorkCommand};
+use receptord::cli::receptor::{
+    CertCommand, Cli, Command, MeshArgs, RunArgs, SubjectArgs, WorkArgs, WorkCommand,
+};
 use receptord::client::{ClientOptions, MeshClient};
 use receptord::wire::NodeId;
 
+mod local;
 mod status;
 mod stream;
 mod work;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = receptord::cli::receptor::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -83,7 +85,7 @@ fn client_options(mesh: &MeshArgs) -> anyhow::Result<ClientOptions> {
 /// The work signer of `--signing-key`, if given.
 fn signer(mesh: &MeshArgs) -> anyhow::Result<Option<receptord::work::signing::Signer>> {
     let Some(path) = &mesh.signing_key else { return Ok(None) };
-    let signer = receptord::work::signing::Signer::load(path, mesh.token_expiration)
+    let signer = receptord::work::signing::Signer::load(path, mesh.token_lifetime())
         .map_err(|e| anyhow::anyhow!("--signing-key {e}"))?;
     Ok(Some(signer))
 }
@@ -101,29 +103,62 @@ fn tls_settings(mesh: &MeshArgs) -> Option<receptord::transport::TlsSettings> {
     })
 }
 
+/// The mesh options given after the command (taken out of it).
+fn take_mesh(c: &mut Command) -> MeshArgs {
+    match c {
+        Command::Ping { mesh, .. } | Command::Status { mesh, .. } | Command::Traceroute { mesh, .. } => {
+            std::mem::take(mesh)
+        }
+        Command::Work(w) => std::mem::take(&mut w.mesh),
+        Command::Run(r) => std::mem::take(&mut r.mesh),
+        Command::Cert(_) => MeshArgs::default(),
+    }
+}
+
 async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
-    cli.mesh = with_client_file(cli.mesh)?;
+    let after = take_mesh(&mut cli.command);
+    let mesh = with_client_file(after.or(std::mem::take(&mut cli.mesh)))?;
     let command = match cli.command {
-        Command::Run(args) => return run(&cli.mesh, *args).await,
+        Command::Run(args) => return run(&mesh, *args).await,
         Command::Cert(c) => return cert(c),
-        Command::Work(w) if cli.mesh.receptor_peer.is_none() => {
-            return work::dispatch(w, socket_path(&cli.mesh)?).await;
+        Command::Work(w) if mesh.receptor_peer.is_none() => {
+            return work::dispatch(w.command, socket_path(&mesh)?).await;
         }
         other => other,
     };
-    let opts = client_options(&cli.mesh)?;
+    // Without a peer, the local daemon's control socket, when there is one.
+    let local = match &mesh.receptor_peer {
+        None => mesh.socket.clone().or_else(receptord::client::socket::default_socket),
+        Some(_) => None,
+    };
+    let command = match (local, command) {
+        (Some(sock), Command::Status { json, graph, svg, .. }) => {
+            return local::status(&sock, json, graph, svg).await;
+        }
+        (Some(sock), Command::Ping { node, count, interval, json, .. }) => {
+            return local::ping(&sock, &node, count, interval, json).await;
+        }
+        (Some(sock), Command::Traceroute { node, json, .. }) => {
+            return local::traceroute(&sock, &node, json).await;
+        }
+        (_, other) => other,
+    };
+    let opts = client_options(&mesh)?;
     let client = MeshClient::connect(&opts).await?;
     let result = match command {
-        Command::Ping { node, count, timeout, interval, json } => {
+        Command::Ping { node, count, timeout, interval, json, .. } => {
             ping(&client, &node, count, timeout, interval, json).await
         }
-        Command::Status { json, graph, svg } => status::run(&client, json, graph, svg).await,
-        Command::Traceroute { node, timeout, json } => traceroute(&client, &node, timeout, json).await,
-        Command::Work(WorkCommand::Submit { work_type, node, payload, params, .. }) => match node {
+        Command::Status { json, graph, svg, .. } => status::run(&client, json, graph, svg).await,
+        Command::Traceroute { node, timeout, json, .. } => traceroute(&client, &node, timeout, json).await,
+        Command::Work(WorkArgs {
+            command: WorkCommand::Submit { work_type, node, payload, params, .. },
+            ..
+        }) => match node {
             Some(node) => submit(&client, &node, &work_type, payload, &params).await,
             None => Err(anyhow::anyhow!("--node is required to run work over the mesh (--receptor-peer)")),
         },
-        Command::Work(WorkCommand::List { unit, quiet, node: Some(node) }) => {
+        Command::Work(WorkArgs { command: WorkCommand::List { unit, quiet, node: Some(node) }, .. }) => {
             work::list_on(&client, &node, unit, quiet).await
         }
         Command::Work(_) => Err(anyhow::anyhow!(

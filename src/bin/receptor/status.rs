@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use receptord::client::MeshClient;
-use receptord::mesh::{MeshStatus, PingError, PingReply};
+use receptord::mesh::{PingError, PingReply};
 use receptord::status::{StatusDoc, dot, svg};
 use receptord::wire::NodeId;
 use serde_json::json;
@@ -19,22 +19,37 @@ pub async fn run(
     svg_file: Option<PathBuf>,
 ) -> anyhow::Result<u8> {
     let st = client.status().await.context("reading mesh status")?;
-    let doc = StatusDoc::from_mesh(&st);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+    show(&StatusDoc::from_mesh(&st), json, graph, svg_file)
+}
+
+/// Prints the status document as asked (the table by default). A reader that goes away
+/// early (`| head`, `| grep -q`) is not an error.
+pub fn show(doc: &StatusDoc, json: bool, graph: bool, svg_file: Option<PathBuf>) -> anyhow::Result<u8> {
+    let text = if json {
+        format!("{}\n", serde_json::to_string_pretty(&doc)?)
     } else if graph {
-        print!("{}", dot::to_dot(&doc));
+        dot::to_dot(doc)
     } else if let Some(file) = svg_file {
-        let drawing = svg::render(&dot::to_dot(&doc))?;
-        if file.as_os_str() == "-" {
-            print!("{drawing}");
-        } else {
+        let drawing = svg::render(&dot::to_dot(doc))?;
+        if file.as_os_str() != "-" {
             std::fs::write(&file, drawing).with_context(|| format!("writing {}", file.display()))?;
+            return Ok(0);
         }
+        drawing
     } else {
-        return table(&st);
+        return match table(doc) {
+            Err(e) if broken_pipe(&e) => Ok(0),
+            r => r,
+        };
+    };
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(0),
     }
-    Ok(0)
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -58,26 +73,37 @@ pub fn hop_json(hop: u8, r: &Result<PingReply, PingError>) -> serde_json::Value 
 }
 
 /// The human table.
-fn table(st: &MeshStatus) -> anyhow::Result<u8> {
-    let names: Vec<String> = st
+fn table(doc: &StatusDoc) -> anyhow::Result<u8> {
+    let names: Vec<String> = doc
         .nodes
         .iter()
-        .map(|n| if n.ephemeral { format!("{} (client)", n.origin) } else { n.origin.to_string() })
+        .map(|n| if n.ephemeral { format!("{} (client)", n.id) } else { n.id.clone() })
         .collect();
     let w = names.iter().map(String::len).max().unwrap_or(4).max(8) + 2;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "Node ID: {}", st.node_id)?;
+    writeln!(out, "Node ID: {}", doc.node_id)?;
     writeln!(out, "\n{:<w$}{:<w$}Work types", "Node", "Links (cost)")?;
-    for (n, name) in st.nodes.iter().zip(&names) {
-        let links: Vec<String> = n.neighbors.iter().map(|(id, c)| format!("{id} ({c})")).collect();
+    for (n, name) in doc.nodes.iter().zip(&names) {
+        // The links this node advertises, with its own cost.
+        let mut links: Vec<(&str, f64)> = doc
+            .links
+            .iter()
+            .filter_map(|l| match (l.a == n.id, l.b == n.id) {
+                (true, _) => l.cost_a.map(|c| (l.b.as_str(), c)),
+                (_, true) => l.cost_b.map(|c| (l.a.as_str(), c)),
+                _ => None,
+            })
+            .collect();
+        links.sort_by(|x, y| x.0.cmp(y.0));
+        let links: Vec<String> = links.iter().map(|(id, c)| format!("{id} ({c})")).collect();
         let wts: Vec<String> = n.work_types.iter().map(|w| format!("{} {}", w.name, w.version)).collect();
         let links = links.join(", ");
         let pad = if links.len() + 1 >= w { format!("{links} ") } else { format!("{links:<w$}") };
         writeln!(out, "{name:<w$}{pad}{}", wts.join(", "))?;
     }
     writeln!(out, "\n{:<w$}{:<w$}{:>6} {:>5}", "Route to", "Via", "Cost", "Hops")?;
-    for r in &st.routes {
-        writeln!(out, "{:<w$}{:<w$}{:>6} {:>5}", r.dst, r.next_hop, r.cost, r.hops)?;
+    for r in &doc.routes {
+        writeln!(out, "{:<w$}{:<w$}{:>6} {:>5}", r.destination, r.next_hop, r.cost, r.hops)?;
     }
     Ok(0)
 }

@@ -89,6 +89,13 @@ impl Units {
         self.inner.tracker.spawn(async move {
             // The job slot is held while the supervisor lives.
             let _slot = slot;
+            // Output bytes are counted as `stdout` grows while this daemon watches.
+            let mut counted = if since.is_some() { 0 } else { file_len(&unit.stdout_path()) };
+            let mut count_output = || {
+                let now = file_len(&unit.stdout_path());
+                crate::metrics::global().unit_output(now.saturating_sub(counted));
+                counted = counted.max(now);
+            };
             let exited = loop {
                 let wait_child = async {
                     match child.as_mut() {
@@ -102,6 +109,7 @@ impl Units {
                     status = wait_child => break status,
                     _ = tokio::time::sleep(MONITOR_TICK) => {}
                 }
+                count_output();
                 let Some(st) = unit.refresh() else { continue };
                 if st.state.is_final() {
                     break String::new();
@@ -110,6 +118,7 @@ impl Units {
                     break "gone".to_owned();
                 }
             };
+            count_output();
             // It may have written its result just before exiting.
             if let Some(st) = unit.refresh().filter(|s| s.state.is_final()) {
                 tracing::info!(unit = %unit.id, state = st.state.name(), detail = %st.detail, "work unit finished");
