@@ -1,6 +1,7 @@
 //! Assembles a persistent node from its [`Config`]: binds listeners, dials peers, builds the
 //! work registry, serves work, and handles signals (SIGTERM/SIGINT: drain then stop).
 
+mod netceptor;
 mod reload;
 
 use std::path::{Path, PathBuf};
@@ -212,11 +213,18 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         Arc::new(crate::control::client::MeshControl { node: node.clone(), tls_only: tls_only(&cfg) });
     let units = Units::open(units_cfg, work.admission(), remote, node.tracker(), node.cancel_token())
         .map_err(DaemonError::Units)?;
+    let net = netceptor::wanted(&cfg).then(|| netceptor::start(&cfg, &node));
+    if let Some(net) = &net {
+        net.set_services(netceptor::services(&cfg, &work.registry().names(), &units)).await;
+    }
     let probe = metrics_listener.map(|l| crate::metrics::probe::start(l, &cfg, &node, &work, &units));
     let control_allow = Arc::new(std::sync::RwLock::new(cfg.control.allow.clone()));
     let reloader = reload::Reloader {
         path: config_path.clone(),
-        state: Arc::new(tokio::sync::Mutex::new(reload::State::new(cfg.clone()))),
+        state: Arc::new(tokio::sync::Mutex::new(reload::State::new(
+            cfg.clone(),
+            net.as_ref().map(|n| (n.clone(), cfg.netceptor.accept)),
+        ))),
         tls: tls.clone(),
         node: node.clone(),
         work: work.clone(),
@@ -234,6 +242,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         units: units.clone(),
         sessions: crate::control::session_budget(cfg.limits.control_sessions),
         allow: control_allow.clone(),
+        netceptor: net.clone(),
     };
     if cfg.control.mesh_service {
         control.clone().serve_mesh(&node.tracker(), node.cancel_token());
@@ -272,12 +281,17 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     });
     crate::systemd::ready();
     let mut fatal = node.fatal();
+    let mut net_fatal = net.as_ref().map_or_else(|| tokio::sync::watch::channel(None).1, |n| n.fatal());
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break Ok(()) }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break Ok(()) }
             _ = sighup.recv() => { let _ = reloader.reload().await; }
             r = fatal.wait_for(Option::is_some) => {
+                let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
+                break Err(DaemonError::Fatal(msg));
+            }
+            r = net_fatal.wait_for(Option::is_some) => {
                 let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
                 break Err(DaemonError::Fatal(msg));
             }

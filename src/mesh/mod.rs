@@ -25,7 +25,9 @@ pub mod stream;
 
 pub use driver::{MeshStatus, RouteInfo, Topology};
 pub use e2e::HandshakeError;
-pub use node::{JoinError, LinkHandle, Node, NodeOptions, OpenError, PingError, PingReply};
+pub use node::{
+    Foreign, ForeignConn, JoinError, LinkHandle, Node, NodeOptions, OpenError, PingError, PingReply,
+};
 pub use router::Incoming;
 pub use seal::IntegrityError;
 pub use state::MeshConfig;

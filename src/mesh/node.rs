@@ -24,7 +24,7 @@ use super::stream::{StreamKey, StreamReader, StreamWriter};
 use crate::limits::Limits;
 use crate::logging::Throttle;
 use crate::transport::{self, Listener, PeerUrl, TransportError};
-use crate::wire::{Body, Hello, Name, NodeId, PROTOCOL_VERSION, Side, WorkTypeAd, caps};
+use crate::wire::{Body, Hello, Name, NodeId, PREFACE, PROTOCOL_VERSION, Side, WorkTypeAd, caps};
 
 /// How a node is set up.
 #[derive(Debug, Clone)]
@@ -175,6 +175,20 @@ impl LinkHandle {
     }
 }
 
+/// A connection on a mesh listener that did not start with this protocol's preface.
+pub struct ForeignConn {
+    /// The stream, its first bytes put back.
+    pub io: transport::BoxedIo,
+    pub addr: std::net::SocketAddr,
+    /// The listener's cost.
+    pub cost: f64,
+    pub identity: Option<transport::PeerIdentity>,
+}
+
+/// Takes the connections of [`ForeignConn`]; the hook by which Go Receptor peers share
+/// `receptor://` ports (`crate::netceptor`).
+pub type Foreign = Arc<dyn Fn(ForeignConn) + Send + Sync>;
+
 /// A running mesh node. Cloning gives another handle to the same node.
 #[derive(Clone)]
 pub struct Node {
@@ -272,14 +286,26 @@ impl Node {
 
     /// Serves incoming links on `listener` until the node stops or the handle is stopped.
     pub fn listen(&self, listener: Listener, cost: f64) -> LinkHandle {
+        self.listen_with(listener, cost, None)
+    }
+
+    /// As [`Node::listen`]; with `foreign`, connections whose first bytes are not this
+    /// protocol's preface are handed to it (Go Receptor peers on the same port).
+    pub fn listen_with(&self, listener: Listener, cost: f64, foreign: Option<Foreign>) -> LinkHandle {
         let node = self.clone();
         let stop = self.inner.cancel.child_token();
         let handle = LinkHandle { stop: stop.clone() };
-        self.inner.tracker.spawn(async move { node.accept_loop(listener, cost, stop).await });
+        self.inner.tracker.spawn(async move { node.accept_loop(listener, cost, stop, foreign).await });
         handle
     }
 
-    async fn accept_loop(self, listener: Listener, cost: f64, stop: CancellationToken) {
+    async fn accept_loop(
+        self,
+        listener: Listener,
+        cost: f64,
+        stop: CancellationToken,
+        foreign: Option<Foreign>,
+    ) {
         let gate = HandshakeGate::new(&self.inner.limits);
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
@@ -307,7 +333,7 @@ impl Node {
                     continue;
                 }
             };
-            let (node, stop) = (self.clone(), stop.clone());
+            let (node, stop, foreign) = (self.clone(), stop.clone(), foreign.clone());
             self.inner.tracker.spawn(async move {
                 let secured = tokio::time::timeout(node.inner.limits.handshake_timeout, io.secure()).await;
                 if !matches!(secured, Ok(Ok(_))) {
@@ -317,6 +343,21 @@ impl Node {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => return log_dropped(&addr, &e),
                     Err(_) => return log_dropped(&addr, &"TLS handshake timed out"),
+                };
+                // Another protocol on this port: its peers are told apart by their first bytes.
+                let io = match &foreign {
+                    None => io,
+                    Some(foreign) => {
+                        let timeout = node.inner.limits.handshake_timeout;
+                        let Some((first, io)) = transport::prefixed::peek(io, PREFACE.len(), timeout).await
+                        else {
+                            return log_dropped(&addr, &"no preface");
+                        };
+                        if first[..] != PREFACE[..] {
+                            return foreign(ForeignConn { io, addr, cost, identity });
+                        }
+                        io
+                    }
                 };
                 let mut seen = None;
                 let r = node
