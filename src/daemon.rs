@@ -246,6 +246,9 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     };
     if cfg.control.mesh_service {
         control.clone().serve_mesh(&node.tracker(), node.cancel_token());
+        if let Some(net) = &net {
+            netceptor::serve_control(net, &control, &node).await;
+        }
     }
     if let Some(listener) = control_tcp {
         let ctx = if cfg.control.tcp_tls { tls.clone() } else { None };

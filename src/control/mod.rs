@@ -16,6 +16,7 @@ mod listen;
 pub(crate) mod work;
 
 pub use listen::session_budget;
+pub(crate) use listen::{Acceptor, Pending};
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -57,3 +57,12 @@ pub(super) fn services(cfg: &Config, names: &[&str], units: &Units) -> Vec<Local
         work_commands: if work.is_empty() { None } else { Some(work) },
     }]
 }
+
+/// Serves the control service to Go nodes over netceptor streams, through the control
+/// service's own accept loop (session budget, admission).
+pub(super) async fn serve_control(net: &NetceptorNode, control: &crate::control::Control, node: &Node) {
+    match net.listen_stream(crate::control::CONTROL_SERVICE).await {
+        Ok(listener) => control.clone().serve_on(listener, &node.tracker(), node.cancel_token()),
+        Err(e) => tracing::error!(error = %e, "the control service is not served to Go nodes"),
+    }
+}

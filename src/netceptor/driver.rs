@@ -54,6 +54,13 @@ pub(crate) enum Cmd {
         payload: Bytes,
         reply: oneshot::Sender<Result<(), SendError>>,
     },
+    /// A datagram to send without waiting for the outcome (QUIC packets).
+    Datagram {
+        from: String,
+        node: String,
+        service: String,
+        payload: Bytes,
+    },
     /// Wait until `node` is reachable (or the reply is dropped at shutdown).
     Linked {
         peer: String,
@@ -147,6 +154,9 @@ impl Driver {
                 let _ = reply.send(self.state.send_datagram(now, &from, &node, &service, payload));
             }
             Cmd::Linked { peer, reply } => waiting.push((peer, reply)),
+            Cmd::Datagram { from, node, service, payload } => {
+                let _ = self.state.send_datagram(now, &from, &node, &service, payload);
+            }
         }
     }
 

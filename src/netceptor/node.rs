@@ -164,6 +164,18 @@ impl NetceptorNode {
         let _ = self.inner.cmds.send(Cmd::Unbind { service: service.to_owned() }).await;
     }
 
+    /// Serves stream service `service` (QUIC, Go's insecure mode) to Go nodes; the
+    /// listener's connections are taken by an accept loop (e.g. the control service's).
+    pub async fn listen_stream(
+        &self,
+        service: &str,
+    ) -> Result<super::quic::Listener, super::quic::config::ConfigError> {
+        let rx = self.bind(service, 1024).await;
+        let socket = super::quic::socket::NetSocket::new(service.to_owned(), rx, self.inner.cmds.clone());
+        let endpoint = super::quic::serve::endpoint(socket)?;
+        Ok(super::quic::Listener { endpoint, tracker: self.inner.tracker.clone() })
+    }
+
     /// Sends one datagram from local `from` to `node:service`.
     pub async fn send_to(
         &self,
