@@ -91,3 +91,89 @@ fn link_outlives_gos_idle_timeout_and_a_go_restart() {
     wait_until("rnode back on the restarted gonode1", CONVERGE, || linked(&g1.status(), "rnode"));
     wait_until("gonode1 pings rnode again", CONVERGE, || ping_ok(&g1.ctl("ping rnode")));
 }
+
+/// A fake netceptor peer on a raw TCP connection.
+struct FakeGo(std::net::TcpStream);
+
+impl FakeGo {
+    fn connect(port: u16) -> FakeGo {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        FakeGo(s)
+    }
+
+    fn send(&mut self, packet: &[u8]) {
+        use std::io::Write;
+        let mut f = (packet.len() as u16).to_le_bytes().to_vec();
+        f.extend_from_slice(packet);
+        self.0.write_all(&f).expect("write");
+    }
+
+    fn update(&mut self, node: &str, forwarder: &str, seq: u64, conns: &str) {
+        let body = format!(
+            r#"{{"NodeID":"{node}","UpdateID":"u{seq}x{node}","UpdateEpoch":{},"UpdateSequence":{seq},"Connections":{{{conns}}},"ForwardingNode":"{forwarder}","SuspectedDuplicate":0}}"#,
+            1u64 << 50
+        );
+        let mut p = vec![1u8];
+        p.extend_from_slice(body.as_bytes());
+        self.send(&p);
+    }
+
+    /// The type bytes of the packets received until the connection closes.
+    fn types_until_closed(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let mut all = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match self.0.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("the connection was not closed: {e}"),
+            }
+        }
+        let mut types = Vec::new();
+        let mut i = 0;
+        while i + 2 < all.len() {
+            let len = usize::from(u16::from_le_bytes([all[i], all[i + 1]]));
+            types.push(all[i + 2]);
+            i += 2 + len;
+        }
+        types
+    }
+}
+
+#[test]
+fn hostile_netceptor_peers_are_refused_and_cut_off() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (control, sock) = with_socket("rnode", tmp.path());
+    let r = Daemon::start(Spec::new("rnode").extra(&control));
+
+    // A peer claiming receptord's own node ID gets a reject and is closed.
+    let mut liar = FakeGo::connect(r.port);
+    liar.update("rnode", "rnode", 1, "");
+    let types = liar.types_until_closed();
+    assert_eq!(types.last(), Some(&3), "a reject before the close: {types:?}");
+
+    // A peer that links and then sends an empty frame loses its link, nothing else.
+    let mut evil = FakeGo::connect(r.port);
+    evil.update("evil", "evil", 1, "");
+    wait_until("rnode lists evil", CONVERGE, || {
+        connections(&status(&sock)).iter().any(|(n, _, p)| n == "evil" && p.as_deref() == Some("netceptor"))
+    });
+    evil.send(&[]);
+    evil.types_until_closed();
+    wait_until("evil's link gone", CONVERGE, || {
+        !connections(&status(&sock)).iter().any(|(n, _, _)| n == "evil")
+    });
+
+    // Garbage that is neither protocol stays on the native path and is refused there.
+    let mut junk = FakeGo::connect(r.port);
+    {
+        use std::io::Write;
+        junk.0.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
+    }
+    let types = junk.types_until_closed();
+    assert!(!types.contains(&1), "no netceptor routing update sent to garbage: {types:?}");
+    assert!(status(&sock)["NodeID"] == "rnode", "the daemon still serves");
+}

@@ -29,15 +29,18 @@ pub(super) fn start(cfg: &Config, node: &Node) -> NetceptorNode {
 /// The hook that hands Go peers on `receptor://` listeners to the plane.
 pub(super) fn foreign(net: &NetceptorNode) -> Foreign {
     let net = net.clone();
-    Arc::new(move |c: ForeignConn| {
-        net.accept(Session {
-            io: c.io,
-            prefix: bytes::Bytes::new(),
-            remote: c.addr.to_string(),
-            cost: c.cost,
-            dialed: false,
-        })
-    })
+    Foreign {
+        claims: crate::netceptor::framing::opens_like_netceptor,
+        take: Arc::new(move |c: ForeignConn| {
+            net.accept(Session {
+                io: c.io,
+                prefix: bytes::Bytes::new(),
+                remote: c.addr.to_string(),
+                cost: c.cost,
+                dialed: false,
+            })
+        }),
+    }
 }
 
 /// The services advertised to Go nodes: `control`, tagged as Go's control service, with

@@ -185,9 +185,15 @@ pub struct ForeignConn {
     pub identity: Option<transport::PeerIdentity>,
 }
 
-/// Takes the connections of [`ForeignConn`]; the hook by which Go Receptor peers share
-/// `receptor://` ports (`crate::netceptor`).
-pub type Foreign = Arc<dyn Fn(ForeignConn) + Send + Sync>;
+/// Another protocol sharing a mesh listener's port: the hook by which Go Receptor peers
+/// share `receptor://` ports (`crate::netceptor`). A connection whose first four bytes
+/// are not this protocol's preface and that `claims` goes to `take`; anything else stays
+/// on the native path (and fails its handshake there, counted as before).
+#[derive(Clone)]
+pub struct Foreign {
+    pub claims: fn(&[u8]) -> bool,
+    pub take: Arc<dyn Fn(ForeignConn) + Send + Sync>,
+}
 
 /// A running mesh node. Cloning gives another handle to the same node.
 #[derive(Clone)]
@@ -353,8 +359,8 @@ impl Node {
                         else {
                             return log_dropped(&addr, &"no preface");
                         };
-                        if first[..] != PREFACE[..] {
-                            return foreign(ForeignConn { io, addr, cost, identity });
+                        if first[..] != PREFACE[..] && (foreign.claims)(&first) {
+                            return (foreign.take)(ForeignConn { io, addr, cost, identity });
                         }
                         io
                     }

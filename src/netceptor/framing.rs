@@ -60,6 +60,13 @@ impl Encoder<Bytes> for PacketCodec {
     }
 }
 
+/// Whether a connection's first four bytes are how a netceptor peer opens a stream
+/// session: the frame length of its first routing update (a JSON object), the type
+/// byte 1 and `{`. Listeners shared with another protocol hand only such connections over.
+pub fn opens_like_netceptor(first: &[u8]) -> bool {
+    matches!(first, [lo, hi, 1, b'{', ..] if u16::from_le_bytes([*lo, *hi]) >= 2)
+}
+
 /// Frames one packet (for writers that do not use the codec).
 pub fn frame(packet: &[u8]) -> Result<Bytes, FramingError> {
     let mut out = BytesMut::new();
@@ -89,6 +96,14 @@ mod tests {
             }
             assert_eq!(got, vec![3, 300, MAX_PACKET]);
         }
+    }
+
+    #[test]
+    fn tells_a_go_peer_from_others() {
+        assert!(opens_like_netceptor(&[0xa1, 0, 1, b'{']));
+        assert!(!opens_like_netceptor(b"RCPT"));
+        assert!(!opens_like_netceptor(b"GET "));
+        assert!(!opens_like_netceptor(&[1, 0, 1, b'{']));
     }
 
     #[test]
