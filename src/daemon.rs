@@ -246,7 +246,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     };
     if cfg.control.mesh_service {
         control.clone().serve_mesh(&node.tracker(), node.cancel_token());
-        if let Some(net) = &net {
+        if let Some(net) = net.as_ref().filter(|_| cfg.netceptor.advertise_control) {
             netceptor::serve_control(net, &control, &node).await;
         }
     }
@@ -284,7 +284,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     });
     crate::systemd::ready();
     let mut fatal = node.fatal();
-    let mut net_fatal = net.as_ref().map_or_else(|| tokio::sync::watch::channel(None).1, |n| n.fatal());
+    let mut net_fatal = net.as_ref().map(|n| n.fatal());
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break Ok(()) }
@@ -294,10 +294,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
                 let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
                 break Err(DaemonError::Fatal(msg));
             }
-            r = net_fatal.wait_for(Option::is_some) => {
-                let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
-                break Err(DaemonError::Fatal(msg));
-            }
+            msg = netceptor::fatal(net_fatal.as_mut()) => break Err(DaemonError::Fatal(msg)),
         }
     };
     crate::systemd::stopping();

@@ -66,6 +66,27 @@ fn receptord_joins_a_go_mesh_both_ways_on_shared_ports() {
     let st = g2.status();
     assert_eq!(st["RoutingTable"]["gonode1"], "rnode", "Go routes through receptord: {st}");
     assert_eq!(status(&sock)["RoutingTable"]["gonode2"], "gonode2");
+
+    // `receptor status` (JSON, graph, table) shows the Go nodes and which links are netceptor.
+    let out = common::receptor(&r, &["status", "--json"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let node = |id: &str| doc["nodes"].as_array().and_then(|n| n.iter().find(|n| n["id"] == id).cloned());
+    assert_eq!(node("gonode1").expect("gonode1 listed")["protocol"], "netceptor", "{doc}");
+    assert_eq!(node("rnative").expect("rnative listed")["protocol"], "receptor", "{doc}");
+    assert!(node("gonode1").expect("gonode1")["work_types"][0]["name"] == "gocat", "{doc}");
+    let links = doc["links"].as_array().expect("links");
+    assert!(
+        links.iter().any(|l| l["a"] == "gonode1" && l["b"] == "rnode" && l["protocol"] == "netceptor"),
+        "{doc}"
+    );
+    assert!(
+        links.iter().any(|l| l["protocol"] == "receptor" && (l["a"] == "rnative" || l["b"] == "rnative"))
+    );
+    let graph = common::stdout(&common::receptor(&r, &["status", "--graph"]));
+    assert!(graph.contains("\"gonode1\" -- \"rnode\"") && graph.contains("(netceptor)"), "{graph}");
+    let table = common::stdout(&common::receptor(&r, &["status"]));
+    assert!(table.contains("Go Receptor nodes") && table.contains("gonode2"), "{table}");
     drop(native);
 }
 

@@ -46,7 +46,7 @@ pub(super) fn foreign(net: &NetceptorNode) -> Foreign {
 /// The services advertised to Go nodes: `control`, tagged as Go's control service, with
 /// every work type (and whether it verifies signatures).
 pub(super) fn services(cfg: &Config, names: &[&str], units: &Units) -> Vec<LocalService> {
-    if !cfg.netceptor.advertise_control {
+    if !(cfg.netceptor.advertise_control && cfg.control.mesh_service) {
         return Vec::new();
     }
     let work: Vec<WorkCommand> = names
@@ -67,5 +67,14 @@ pub(super) async fn serve_control(net: &NetceptorNode, control: &crate::control:
     match net.listen_stream(crate::control::CONTROL_SERVICE).await {
         Ok(listener) => control.clone().serve_on(listener, &node.tracker(), node.cancel_token()),
         Err(e) => tracing::error!(error = %e, "the control service is not served to Go nodes"),
+    }
+}
+
+/// Resolves when the plane must stop the daemon (never without a plane).
+pub(super) async fn fatal(rx: Option<&mut tokio::sync::watch::Receiver<Option<String>>>) -> String {
+    let Some(rx) = rx else { return std::future::pending().await };
+    match rx.wait_for(Option::is_some).await {
+        Ok(m) => m.clone().unwrap_or_default(),
+        Err(_) => "the netceptor plane stopped".into(),
     }
 }

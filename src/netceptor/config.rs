@@ -11,8 +11,9 @@ pub struct NetceptorSection {
     /// Accept Go Receptor peers (`--tcp-peer`) on every `receptor://` listener, told apart
     /// from native peers by their first bytes.
     pub accept: bool,
-    /// Advertise the control service with this node's work types to Go nodes, so
-    /// `receptorctl status` and AWX list them.
+    /// Serve the control service to Go nodes (netceptor streams; with `[control]
+    /// mesh_service`) and advertise it with this node's work types, so `receptorctl
+    /// status` and AWX list them and Go control nodes can submit work here.
     pub advertise_control: bool,
 }
 

@@ -36,8 +36,12 @@ fn node_line(out: &mut String, n: &NodeDoc, viewer: &str, indent: &str) {
         parts.push("(this view)".into());
     }
     parts.extend(n.work_types.iter().map(|w| format!("{} {}", w.name, w.version)));
+    if n.protocol == "netceptor" {
+        parts.push("(Go Receptor)".into());
+    }
     let label: Vec<String> = parts.iter().map(|p| escape(p)).collect();
     let (shape, fill) = match (n.ephemeral, n.id == viewer) {
+        _ if n.protocol == "netceptor" => ("box", "#ffe0b2"),
         (true, _) => ("ellipse", "#eeeeee"),
         (false, true) => ("box", "#c8e6c9"),
         (false, false) => ("box", "#e3f2fd"),
@@ -58,6 +62,18 @@ fn link_line(out: &mut String, l: &LinkDoc) {
         (None, None) => String::new(),
     };
     let style = if l.confirmed { "solid" } else { "dashed" };
+    if l.protocol == "netceptor" {
+        // Go Receptor (netceptor) links: a different colour, the protocol in the label.
+        let label = format!("{label} (netceptor)");
+        let _ = writeln!(
+            out,
+            "  {} -- {} [label={}, style={style}, color=\"#e65100\"];",
+            quote(&l.a),
+            quote(&l.b),
+            quote(&label)
+        );
+        return;
+    }
     let _ = writeln!(out, "  {} -- {} [label={}, style={style}];", quote(&l.a), quote(&l.b), quote(&label));
 }
 

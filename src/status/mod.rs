@@ -3,6 +3,7 @@
 //! Pure functions of a [`MeshStatus`]; the CLI prints them.
 
 pub mod dot;
+pub mod netceptor;
 pub mod svg;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,14 @@ pub struct NodeDoc {
     pub epoch: u64,
     pub seq: u64,
     pub work_types: Vec<WorkTypeDoc>,
+    /// `receptor` for nodes of this mesh, `netceptor` for Go Receptor nodes seen through
+    /// a daemon's netceptor plane (their `epoch` and `seq` are 0).
+    #[serde(default = "native")]
+    pub protocol: String,
+}
+
+fn native() -> String {
+    "receptor".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +64,9 @@ pub struct LinkDoc {
     pub cost_b: Option<f64>,
     /// Both ends list the link.
     pub confirmed: bool,
+    /// The wire protocol the link speaks: `receptor` or `netceptor` (Go Receptor).
+    #[serde(default = "native")]
+    pub protocol: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +92,7 @@ impl StatusDoc {
                     .iter()
                     .map(|w| WorkTypeDoc { name: w.name.to_string(), version: w.version.to_string() })
                     .collect(),
+                protocol: native(),
             })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -103,6 +116,7 @@ impl StatusDoc {
                 cost_a,
                 cost_b,
                 confirmed: cost_a.is_some() && cost_b.is_some(),
+                protocol: native(),
             })
             .collect();
         let mut routes: Vec<RouteDoc> = st

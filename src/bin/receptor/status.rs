@@ -19,7 +19,11 @@ pub async fn run(
     svg_file: Option<PathBuf>,
 ) -> anyhow::Result<u8> {
     let st = client.status().await.context("reading mesh status")?;
-    let doc = StatusDoc::from_mesh(&st);
+    let mut doc = StatusDoc::from_mesh(&st);
+    let go = go_nodes(client, &st).await;
+    for daemon in &go {
+        receptord::status::netceptor::merge(&mut doc, daemon);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else if graph {
@@ -32,9 +36,34 @@ pub async fn run(
             std::fs::write(&file, drawing).with_context(|| format!("writing {}", file.display()))?;
         }
     } else {
-        return table(&st);
+        return table(&st, &doc);
     }
     Ok(0)
+}
+
+/// The control `status` of each daemon this client is linked to that runs a netceptor
+/// plane (its `Connections` then say which protocol each link speaks).
+async fn go_nodes(client: &MeshClient, st: &MeshStatus) -> Vec<serde_json::Value> {
+    let me = client.node().id().clone();
+    let peers: Vec<NodeId> = st
+        .nodes
+        .iter()
+        .filter(|n| n.origin == me)
+        .flat_map(|n| n.neighbors.iter().map(|(p, _)| p.clone()))
+        .collect();
+    let ctl = receptord::control::client::MeshControl { node: client.node().clone(), tls_only: false };
+    let mut out = Vec::new();
+    for p in peers {
+        let asked = tokio::time::timeout(Duration::from_secs(5), ctl.request(&p, "status")).await;
+        if let Ok(Ok(v)) = asked {
+            let speaks_netceptor =
+                v["Connections"].as_array().is_some_and(|c| c.iter().any(|c| c.get("Protocol").is_some()));
+            if speaks_netceptor {
+                out.push(v);
+            }
+        }
+    }
+    out
 }
 
 fn ms(d: Duration) -> f64 {
@@ -58,7 +87,7 @@ pub fn hop_json(hop: u8, r: &Result<PingReply, PingError>) -> serde_json::Value 
 }
 
 /// The human table.
-fn table(st: &MeshStatus) -> anyhow::Result<u8> {
+fn table(st: &MeshStatus, doc: &StatusDoc) -> anyhow::Result<u8> {
     let names: Vec<String> = st
         .nodes
         .iter()
@@ -74,6 +103,26 @@ fn table(st: &MeshStatus) -> anyhow::Result<u8> {
         let links = links.join(", ");
         let pad = if links.len() + 1 >= w { format!("{links} ") } else { format!("{links:<w$}") };
         writeln!(out, "{name:<w$}{pad}{}", wts.join(", "))?;
+    }
+    let go: Vec<&receptord::status::NodeDoc> =
+        doc.nodes.iter().filter(|n| n.protocol == "netceptor").collect();
+    if !go.is_empty() {
+        writeln!(out, "\nGo Receptor nodes (netceptor links)")?;
+        for n in go {
+            let links: Vec<String> = doc
+                .links
+                .iter()
+                .filter(|l| l.protocol == "netceptor" && (l.a == n.id || l.b == n.id))
+                .map(|l| {
+                    let (other, c) = if l.a == n.id { (&l.b, l.cost_a) } else { (&l.a, l.cost_b) };
+                    format!("{other} ({})", c.map_or("?".into(), |c| c.to_string()))
+                })
+                .collect();
+            let wts: Vec<&str> = n.work_types.iter().map(|w| w.name.as_str()).collect();
+            let links = links.join(", ");
+            let pad = if links.len() + 1 >= w { format!("{links} ") } else { format!("{links:<w$}") };
+            writeln!(out, "{:<w$}{pad}{}", n.id, wts.join(", "))?;
+        }
     }
     writeln!(out, "\n{:<w$}{:<w$}{:>6} {:>5}", "Route to", "Via", "Cost", "Hops")?;
     for r in &st.routes {
