@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::backoff::Backoff;
 use super::driver::{Driver, Event, MeshStatus, Topology};
+use super::foreign::{Foreign, Sniffed};
 use super::gate::{HandshakeGate, Slot};
 use super::link::{self, LinkCtx, LinkError};
 use super::origin::{CertSigner, OriginCheck, Verifier};
@@ -24,7 +25,7 @@ use super::stream::{StreamKey, StreamReader, StreamWriter};
 use crate::limits::Limits;
 use crate::logging::Throttle;
 use crate::transport::{self, Listener, PeerUrl, TransportError};
-use crate::wire::{Body, Hello, Name, NodeId, PREFACE, PROTOCOL_VERSION, Side, WorkTypeAd, caps};
+use crate::wire::{Body, Hello, Name, NodeId, PROTOCOL_VERSION, Side, WorkTypeAd, caps};
 
 /// How a node is set up.
 #[derive(Debug, Clone)]
@@ -173,26 +174,6 @@ impl LinkHandle {
     pub fn stop(&self) {
         self.stop.cancel();
     }
-}
-
-/// A connection on a mesh listener that did not start with this protocol's preface.
-pub struct ForeignConn {
-    /// The stream, its first bytes put back.
-    pub io: transport::BoxedIo,
-    pub addr: std::net::SocketAddr,
-    /// The listener's cost.
-    pub cost: f64,
-    pub identity: Option<transport::PeerIdentity>,
-}
-
-/// Another protocol sharing a mesh listener's port: the hook by which Go Receptor peers
-/// share `receptor://` ports (`crate::netceptor`). A connection whose first four bytes
-/// are not this protocol's preface and that `claims` goes to `take`; anything else stays
-/// on the native path (and fails its handshake there, counted as before).
-#[derive(Clone)]
-pub struct Foreign {
-    pub claims: fn(&[u8]) -> bool,
-    pub take: Arc<dyn Fn(ForeignConn) + Send + Sync>,
 }
 
 /// A running mesh node. Cloning gives another handle to the same node.
@@ -353,17 +334,14 @@ impl Node {
                 // Another protocol on this port: its peers are told apart by their first bytes.
                 let io = match &foreign {
                     None => io,
-                    Some(foreign) => {
-                        let timeout = node.inner.limits.handshake_timeout;
-                        let Some((first, io)) = transport::prefixed::peek(io, PREFACE.len(), timeout).await
-                        else {
-                            return log_dropped(&addr, &"no preface");
-                        };
-                        if first[..] != PREFACE[..] && (foreign.claims)(&first) {
-                            return (foreign.take)(ForeignConn { io, addr, cost, identity });
-                        }
-                        io
-                    }
+                    Some(f) => match f
+                        .sniff(io, addr, cost, identity.clone(), node.inner.limits.handshake_timeout)
+                        .await
+                    {
+                        Sniffed::Native(io) => io,
+                        Sniffed::Taken => return,
+                        Sniffed::Silent => return log_dropped(&addr, &"no preface"),
+                    },
                 };
                 let mut seen = None;
                 let r = node
