@@ -110,7 +110,7 @@ bench-fleet: build
 # after another, niced; new inputs land in fuzz/corpus/<target>, which is then minimised
 # in place. Crashes are written to fuzz/artifacts/<target>/ and stop the run.
 FUZZ_TIME    ?= 60
-FUZZ_TARGETS ?= frame handshake transmit_stream extract control_line mesh_events stream_records
+FUZZ_TARGETS ?= frame handshake transmit_stream extract control_line mesh_events stream_records netceptor_packet netceptor_events
 FUZZ_FLAGS   ?= --sanitizer none
 # The saved corpus is kept small: after minimising, the smallest inputs up to this many bytes.
 FUZZ_CORPUS_BYTES ?= 60000

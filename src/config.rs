@@ -53,6 +53,8 @@ pub struct Config {
     pub limits: crate::limits::Limits,
     #[serde(default)]
     pub metrics: crate::metrics::MetricsSection,
+    #[serde(default)]
+    pub netceptor: crate::netceptor::config::NetceptorSection,
 }
 
 /// The control socket `receptorctl` talks to.
@@ -486,6 +488,7 @@ impl Config {
         if m.stream_window < 64 * 1024 {
             return bad("mesh.stream_window".into(), "must be at least 65536 bytes");
         }
+        crate::netceptor::config::validate_links(&self.listeners, &self.peers)?;
         for (section, links) in [("listeners", &self.listeners), ("peers", &self.peers)] {
             for (i, l) in links.iter().enumerate() {
                 if l.url.scheme == crate::transport::Scheme::Tls && self.tls.is_none() {

@@ -1,6 +1,7 @@
 //! Assembles a persistent node from its [`Config`]: binds listeners, dials peers, builds the
 //! work registry, serves work, and handles signals (SIGTERM/SIGINT: drain then stop).
 
+mod netceptor;
 mod reload;
 
 use std::path::{Path, PathBuf};
@@ -213,11 +214,18 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         Arc::new(crate::control::client::MeshControl { node: node.clone(), tls_only: tls_only(&cfg) });
     let units = Units::open(units_cfg, work.admission(), remote, node.tracker(), node.cancel_token())
         .map_err(DaemonError::Units)?;
+    let net = netceptor::wanted(&cfg).then(|| netceptor::start(&cfg, &node));
+    if let Some(net) = &net {
+        net.set_services(netceptor::services(&cfg, &work.registry().names(), &units)).await;
+    }
     let probe = metrics_listener.map(|l| crate::metrics::probe::start(l, &cfg, &node, &work, &units));
     let control_allow = Arc::new(std::sync::RwLock::new(cfg.control.allow.clone()));
     let reloader = reload::Reloader {
         path: config_path.clone(),
-        state: Arc::new(tokio::sync::Mutex::new(reload::State::new(cfg.clone()))),
+        state: Arc::new(tokio::sync::Mutex::new(reload::State::new(
+            cfg.clone(),
+            net.as_ref().map(|n| (n.clone(), cfg.netceptor.accept)),
+        ))),
         tls: tls.clone(),
         node: node.clone(),
         work: work.clone(),
@@ -235,9 +243,13 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         units: units.clone(),
         sessions: crate::control::session_budget(cfg.limits.control_sessions),
         allow: control_allow.clone(),
+        netceptor: net.clone(),
     };
     if cfg.control.mesh_service {
         control.clone().serve_mesh(&node.tracker(), node.cancel_token());
+        if let Some(net) = net.as_ref().filter(|_| cfg.netceptor.advertise_control) {
+            netceptor::serve_control(net, &control, &node).await;
+        }
     }
     if let Some(listener) = control_tcp {
         let ctx = if cfg.control.tcp_tls { tls.clone() } else { None };
@@ -273,6 +285,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     });
     crate::systemd::ready();
     let mut fatal = node.fatal();
+    let mut net_fatal = net.as_ref().map(|n| n.fatal());
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break Ok(()) }
@@ -282,6 +295,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
                 let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
                 break Err(DaemonError::Fatal(msg));
             }
+            msg = netceptor::fatal(net_fatal.as_mut()) => break Err(DaemonError::Fatal(msg)),
         }
     };
     crate::systemd::stopping();

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;
+pub mod netceptor;
 pub mod report;
 pub mod runner;
 pub mod status;

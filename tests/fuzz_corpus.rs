@@ -78,6 +78,16 @@ fn fuzz_corpus_stream_records() {
 
 /// Every target has a corpus directory and a libFuzzer entry of the same name.
 #[test]
+fn fuzz_corpus_netceptor_packet() {
+    replay("netceptor_packet");
+}
+
+#[test]
+fn fuzz_corpus_netceptor_events() {
+    replay("netceptor_events");
+}
+
+#[test]
 fn fuzz_targets_are_wired() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for (name, _) in receptord::fuzzing::TARGETS {

@@ -16,6 +16,7 @@ mod listen;
 pub(crate) mod work;
 
 pub use listen::session_budget;
+pub(crate) use listen::{Acceptor, Pending};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -90,6 +91,8 @@ pub struct Control {
     pub sessions: Arc<tokio::sync::Semaphore>,
     /// `[[control.allow]]` (replaced on reload).
     pub allow: Arc<std::sync::RwLock<Vec<allow::ControlAllow>>>,
+    /// The netceptor plane (Go Receptor peers), when the node runs one.
+    pub netceptor: Option<crate::netceptor::NetceptorNode>,
 }
 
 /// The `status` field (`requested_fields`) that carries receptord's status document.
@@ -316,6 +319,11 @@ impl Control {
         m.insert("SystemCPUCount".into(), json!(std::thread::available_parallelism().map_or(1, |n| n.get())));
         m.insert("SystemMemoryMiB".into(), json!(memory_mib()));
         m.insert("Version".into(), json!(RECEPTORCTL_VERSION));
+        if let Some(net) = &self.netceptor {
+            if let Some(ns) = net.status().await {
+                crate::netceptor::status::merge_go_style(&mut m, &ns);
+            }
+        }
         Some(m)
     }
 
@@ -371,7 +379,22 @@ impl Control {
                 "Time": rtt.as_nanos() as u64,
                 "TimeStr": gojson::duration_string(rtt),
             }),
-            Err(PingError::Unknown(_)) => json!({"Error": "no route to node", "Success": false}),
+            Err(PingError::Unknown(_)) => match &self.netceptor {
+                // A node only the netceptor plane (Go Receptor) knows.
+                Some(net) => match net.ping(node.as_str(), PING_TIMEOUT).await {
+                    Ok(rtt) => json!({
+                        "From": node.as_str(),
+                        "Success": true,
+                        "Time": rtt.as_nanos() as u64,
+                        "TimeStr": gojson::duration_string(rtt),
+                    }),
+                    Err(crate::netceptor::PingError::Timeout(_)) => {
+                        json!({"Error": "timeout", "Success": false})
+                    }
+                    Err(_) => json!({"Error": "no route to node", "Success": false}),
+                },
+                None => json!({"Error": "no route to node", "Success": false}),
+            },
             Err(PingError::Timeout(..)) => json!({"Error": "timeout", "Success": false}),
         })
     }

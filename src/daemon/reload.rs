@@ -13,7 +13,8 @@ use tokio::sync::Mutex;
 use super::{admission_policy, build_registry, units_config};
 use crate::config::{Config, LinkSection};
 use crate::mesh::{LinkHandle, Node};
-use crate::transport::{Listener, TlsContext};
+use crate::netceptor::NetceptorNode;
+use crate::transport::{Listener, Protocol, TlsContext};
 use crate::work::authz::Authorization;
 use crate::work::service::WorkService;
 use crate::work::units::Units;
@@ -24,20 +25,37 @@ const REBIND_WAIT: Duration = Duration::from_secs(2);
 
 /// A running listener or peer, keyed by its URL.
 struct Running {
-    handle: LinkHandle,
+    handle: Handle,
     cost: f64,
+}
+
+/// Stops a listener, a native peer's dial loop or a Go peer's.
+enum Handle {
+    Native(LinkHandle),
+    Netceptor(tokio_util::sync::CancellationToken),
+}
+
+impl Handle {
+    fn stop(&self) {
+        match self {
+            Handle::Native(h) => h.stop(),
+            Handle::Netceptor(t) => t.cancel(),
+        }
+    }
 }
 
 /// What the node runs now: the config last applied, and its listeners and peers.
 pub(super) struct State {
     cfg: Config,
+    /// The netceptor plane, and whether listeners hand it Go peers.
+    net: Option<(NetceptorNode, bool)>,
     listeners: BTreeMap<String, Running>,
     peers: BTreeMap<String, Running>,
 }
 
 impl State {
-    pub(super) fn new(cfg: Config) -> State {
-        State { cfg, listeners: BTreeMap::new(), peers: BTreeMap::new() }
+    pub(super) fn new(cfg: Config, net: Option<(NetceptorNode, bool)>) -> State {
+        State { cfg, net, listeners: BTreeMap::new(), peers: BTreeMap::new() }
     }
 
     pub(super) fn add_listener(&mut self, node: &Node, listener: Listener, cost: f64) {
@@ -45,12 +63,27 @@ impl State {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(url = %key, %addr, "listener bound");
         }
-        let handle = node.listen(listener, cost);
+        let foreign = match &self.net {
+            Some((net, true)) => Some(super::netceptor::foreign(net)),
+            _ => None,
+        };
+        let handle = Handle::Native(node.listen_with(listener, cost, foreign));
         self.listeners.insert(key, Running { handle, cost });
     }
 
     pub(super) fn add_peer(&mut self, node: &Node, peer: &LinkSection) {
-        let handle = node.add_peer(peer.url.clone(), peer.cost);
+        let handle = match (&self.net, peer.url.protocol) {
+            (Some((net, _)), Protocol::Netceptor) => {
+                let stop = node.cancel_token().child_token();
+                net.add_peer(peer.url.clone(), peer.cost, stop.clone());
+                Handle::Netceptor(stop)
+            }
+            (None, Protocol::Netceptor) => {
+                tracing::warn!(url = %peer.url, "netceptor peer added by a reload: restart receptord to dial Go peers");
+                return;
+            }
+            (_, Protocol::Native) => Handle::Native(node.add_peer(peer.url.clone(), peer.cost)),
+        };
         self.peers.insert(peer.url.to_string(), Running { handle, cost: peer.cost });
     }
 }

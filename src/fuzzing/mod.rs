@@ -7,6 +7,7 @@
 
 mod control;
 mod mesh;
+mod netceptor;
 mod records;
 mod runner;
 mod seeds;
@@ -14,6 +15,7 @@ mod wire;
 
 pub use control::control_line;
 pub use mesh::mesh_events;
+pub use netceptor::{netceptor_events, netceptor_packet};
 pub use records::stream_records;
 pub use runner::{extract, transmit_stream};
 pub use seeds::seeds;
@@ -23,7 +25,7 @@ pub use wire::{frame, handshake};
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its `fuzz/fuzz_targets/<name>.rs` and corpus directory.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("frame", frame),
     ("handshake", handshake),
     ("transmit_stream", transmit_stream),
@@ -31,6 +33,8 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("control_line", control_line),
     ("mesh_events", mesh_events),
     ("stream_records", stream_records),
+    ("netceptor_packet", netceptor_packet),
+    ("netceptor_events", netceptor_events),
 ];
 
 /// One runtime for the async targets (built once; a runtime per input would cost more than

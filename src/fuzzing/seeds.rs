@@ -164,6 +164,32 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             vec![1, 3, 2, 4, 0, 20, 1, 0, 1, 10, 0, 0, 4, 9, 0],
             vec![3, 2, 0, 9, 1, 0, 0, 50, 0],
         ],
+        "netceptor_packet" => netceptor_seeds(),
+        "netceptor_events" => vec![
+            // Caps; open link 0; b's first update on it; an ad; a ping for us; time passes.
+            vec![3, 3, 8, 0, 0, 1, 0, 2, 0, 2, 0, 1, 5, 2, 0, 3, 0, 2, 0, 1, 1, 0, 0, 1, 0, 4, 2, 2, 1, 0, 0, 0, 6, 5, 0],
+            vec![8, 8, 15, 1, 0, 2, 1, 2, 1, 0, 2, 3, 1, 2, 0, 2, 1, 2, 1, 7, 0, 1, 7, 2, 6, 200, 0, 1, 6, 255, 3],
+        ],
         _ => Vec::new(),
     }
+}
+
+/// Packets Go Receptor 1.4.0 sent (captured), alone and framed as a TCP stream.
+fn netceptor_seeds() -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = vec![
+        b"\x01{\"NodeID\":\"gonode3\",\"UpdateID\":\"2WWymFLS\",\"UpdateEpoch\":30142315984389383,\"UpdateSequence\":4,\"Connections\":{\"gonode2\":2.5},\"ForwardingNode\":\"gonode2\",\"SuspectedDuplicate\":0}".to_vec(),
+        b"\x02{\"NodeID\":\"gonode1\",\"Service\":\"control\",\"Time\":\"2026-12-07T05:36:07.702065904Z\",\"ConnType\":1,\"Tags\":{\"type\":\"Control Service\"},\"WorkCommands\":[{\"WorkType\":\"cat\",\"Secure\":false}],\"Cancel\":false}".to_vec(),
+        b"\x03[]".to_vec(),
+    ];
+    let mut ping = vec![0u8, 0x1d, 0, 0];
+    ping.extend_from_slice(&0xaf7bd013be877758u64.to_be_bytes());
+    ping.extend_from_slice(&0xf0a82caec3d7343au64.to_be_bytes());
+    ping.extend_from_slice(b"JJwSLZI0ping\0\0\0\0");
+    out.push(ping);
+    let mut stream = Vec::new();
+    for p in &out {
+        stream.extend_from_slice(&crate::netceptor::framing::frame(p).expect("frames"));
+    }
+    out.push(stream);
+    out
 }

@@ -11,6 +11,7 @@ pub mod driver;
 pub(crate) mod e2e;
 #[doc(hidden)]
 pub mod fleet_sim;
+pub mod foreign;
 mod gate;
 mod lane;
 pub mod link;
@@ -25,6 +26,7 @@ pub mod stream;
 
 pub use driver::{MeshStatus, RouteInfo, Topology};
 pub use e2e::HandshakeError;
+pub use foreign::{Foreign, ForeignConn};
 pub use node::{JoinError, LinkHandle, Node, NodeOptions, OpenError, PingError, PingReply};
 pub use router::Incoming;
 pub use seal::IntegrityError;

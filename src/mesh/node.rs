@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::backoff::Backoff;
 use super::driver::{Driver, Event, MeshStatus, Topology};
+use super::foreign::{Foreign, Sniffed};
 use super::gate::{HandshakeGate, Slot};
 use super::link::{self, LinkCtx, LinkError};
 use super::origin::{CertSigner, OriginCheck, Verifier};
@@ -272,14 +273,26 @@ impl Node {
 
     /// Serves incoming links on `listener` until the node stops or the handle is stopped.
     pub fn listen(&self, listener: Listener, cost: f64) -> LinkHandle {
+        self.listen_with(listener, cost, None)
+    }
+
+    /// As [`Node::listen`]; with `foreign`, connections whose first bytes are not this
+    /// protocol's preface are handed to it (Go Receptor peers on the same port).
+    pub fn listen_with(&self, listener: Listener, cost: f64, foreign: Option<Foreign>) -> LinkHandle {
         let node = self.clone();
         let stop = self.inner.cancel.child_token();
         let handle = LinkHandle { stop: stop.clone() };
-        self.inner.tracker.spawn(async move { node.accept_loop(listener, cost, stop).await });
+        self.inner.tracker.spawn(async move { node.accept_loop(listener, cost, stop, foreign).await });
         handle
     }
 
-    async fn accept_loop(self, listener: Listener, cost: f64, stop: CancellationToken) {
+    async fn accept_loop(
+        self,
+        listener: Listener,
+        cost: f64,
+        stop: CancellationToken,
+        foreign: Option<Foreign>,
+    ) {
         let gate = HandshakeGate::new(&self.inner.limits);
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
@@ -307,7 +320,7 @@ impl Node {
                     continue;
                 }
             };
-            let (node, stop) = (self.clone(), stop.clone());
+            let (node, stop, foreign) = (self.clone(), stop.clone(), foreign.clone());
             self.inner.tracker.spawn(async move {
                 let secured = tokio::time::timeout(node.inner.limits.handshake_timeout, io.secure()).await;
                 if !matches!(secured, Ok(Ok(_))) {
@@ -317,6 +330,18 @@ impl Node {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => return log_dropped(&addr, &e),
                     Err(_) => return log_dropped(&addr, &"TLS handshake timed out"),
+                };
+                // Another protocol on this port: its peers are told apart by their first bytes.
+                let io = match &foreign {
+                    None => io,
+                    Some(f) => match f
+                        .sniff(io, addr, cost, identity.clone(), node.inner.limits.handshake_timeout)
+                        .await
+                    {
+                        Sniffed::Native(io) => io,
+                        Sniffed::Taken => return,
+                        Sniffed::Silent => return log_dropped(&addr, &"no preface"),
+                    },
                 };
                 let mut seen = None;
                 let r = node

@@ -36,6 +36,8 @@ pub const VIEWER_FILL: &str = "#c8e6c9";
 pub const NODE_FILL: &str = "#e3f2fd";
 pub const CLIENT_FILL: &str = "#eeeeee";
 pub const DOWN_FILL: &str = "#ffcdd2";
+/// Go Receptor nodes, known through a daemon's netceptor plane.
+pub const GO_FILL: &str = "#ffe0b2";
 
 /// One line per work type; the ansible-runner type, advertised under both its mesh-job
 /// name (`ansible_runner`) and its AWX work-unit name (`ansible-runner`), is one line.
@@ -65,9 +67,13 @@ fn node_line(out: &mut String, n: &NodeDoc, viewer: &str, indent: &str) {
         parts.push("(down)".into());
     }
     parts.extend(work_type_lines(n));
+    if n.protocol == "netceptor" {
+        parts.push("(Go Receptor)".into());
+    }
     let label: Vec<String> = parts.iter().map(|p| escape(p)).collect();
     let shape = if n.ephemeral { "ellipse" } else { "box" };
     let (fill, style) = match (n.id == viewer, n.reachable, n.ephemeral) {
+        _ if n.protocol == "netceptor" => (GO_FILL, "rounded,filled"),
         (true, _, _) => (VIEWER_FILL, "rounded,filled"),
         (false, false, _) => (DOWN_FILL, "rounded,filled,dashed"),
         (false, true, true) => (CLIENT_FILL, "rounded,filled"),
@@ -89,6 +95,18 @@ fn link_line(out: &mut String, l: &LinkDoc) {
         (None, None) => String::new(),
     };
     let style = if l.confirmed { "solid" } else { "dashed" };
+    if l.protocol == "netceptor" {
+        // Go Receptor (netceptor) links: a different colour, the protocol in the label.
+        let label = format!("{label} (netceptor)");
+        let _ = writeln!(
+            out,
+            "  {} -- {} [label={}, style={style}, color=\"#e65100\"];",
+            quote(&l.a),
+            quote(&l.b),
+            quote(&label)
+        );
+        return;
+    }
     let _ = writeln!(out, "  {} -- {} [label={}, style={style}];", quote(&l.a), quote(&l.b), quote(&label));
 }
 

@@ -3,6 +3,7 @@
 //! Pure functions of a [`MeshStatus`]; the CLI prints them.
 
 pub mod dot;
+pub mod netceptor;
 pub mod svg;
 
 use serde::{Deserialize, Serialize};
@@ -41,10 +42,18 @@ pub struct NodeDoc {
     /// cut off (pictures draw it as down).
     #[serde(default = "yes")]
     pub reachable: bool,
+    /// `receptor` for nodes of this mesh, `netceptor` for Go Receptor nodes seen through
+    /// a daemon's netceptor plane (their `epoch` and `seq` are 0).
+    #[serde(default = "native")]
+    pub protocol: String,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn native() -> String {
+    "receptor".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +73,9 @@ pub struct LinkDoc {
     pub cost_b: Option<f64>,
     /// Both ends list the link.
     pub confirmed: bool,
+    /// The wire protocol the link speaks: `receptor` or `netceptor` (Go Receptor).
+    #[serde(default = "native")]
+    pub protocol: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +105,7 @@ impl StatusDoc {
                     .map(|w| WorkTypeDoc { name: w.name.to_string(), version: w.version.to_string() })
                     .collect(),
                 reachable: reachable(&l.origin),
+                protocol: native(),
             })
             .collect();
         // Nodes that only a neighbour still names (their own advertisement is gone).
@@ -112,6 +125,7 @@ impl StatusDoc {
                 seq: 0,
                 work_types: Vec::new(),
                 reachable: reachable(n),
+                protocol: native(),
             });
         }
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -135,6 +149,7 @@ impl StatusDoc {
                 cost_a,
                 cost_b,
                 confirmed: cost_a.is_some() && cost_b.is_some(),
+                protocol: native(),
             })
             .collect();
         let mut routes: Vec<RouteDoc> = st

@@ -3,6 +3,7 @@
 //! The mesh only sees [`BoxedIo`] byte streams, so TLS (or anything else) plugs in here
 //! without the mesh knowing.
 
+pub mod prefixed;
 pub(crate) mod stream_tls;
 pub mod tls;
 mod url;
@@ -15,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 pub use tls::{Credentials, PeerIdentity, TlsContext, TlsError, TlsSettings};
-pub use url::{PeerUrl, Scheme, UrlError};
+pub use url::{PeerUrl, Protocol, Scheme, UrlError};
 
 /// A connected, bidirectional byte stream of any transport.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -38,6 +39,8 @@ pub enum TransportError {
     NoTls(String),
     #[error(transparent)]
     Tls(TlsError),
+    #[error("{0} is a Go Receptor (netceptor) address; only a daemon's [[peers]] can link to it")]
+    Netceptor(String),
 }
 
 /// A bound listener (plain TCP, or TLS when it has a context).
@@ -66,6 +69,9 @@ impl Accepted {
 impl Listener {
     /// Binds `url`; `receptors://` listeners need a TLS context.
     pub async fn bind(url: &PeerUrl, tls: Option<TlsContext>) -> Result<Listener, TransportError> {
+        if url.protocol == Protocol::Netceptor {
+            return Err(TransportError::Netceptor(url.to_string()));
+        }
         let tls = match (url.scheme, tls) {
             (Scheme::Tcp, _) => None,
             (Scheme::Tls, Some(ctx)) => Some(ctx),
@@ -100,6 +106,9 @@ pub async fn dial(
     timeout: Duration,
     tls: Option<&TlsContext>,
 ) -> Result<(BoxedIo, Option<PeerIdentity>), TransportError> {
+    if url.protocol == Protocol::Netceptor {
+        return Err(TransportError::Netceptor(url.to_string()));
+    }
     let ctx = match (url.scheme, tls) {
         (Scheme::Tcp, _) => None,
         (Scheme::Tls, Some(ctx)) => Some(ctx),

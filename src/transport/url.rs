@@ -1,6 +1,8 @@
 //! Peer and listener URLs: `receptor://host:port` (alias `rnp://`, default port 8888) and
 //! `receptors://host:port` (alias `rnps://`, TLS, default port 8899). A bare `host:port`
-//! means plain TCP.
+//! means plain TCP. Go Receptor peers (the netceptor protocol, `crate::netceptor`) are
+//! named with their own schemes: `netceptor://host:port` (TCP) and `netceptors://host:port`
+//! (TLS); Go backends have no default port, so these need one.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,9 +18,20 @@ pub enum Scheme {
     Tls,
 }
 
+/// Which wire protocol a link speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// receptord's own.
+    #[default]
+    Native,
+    /// Go Receptor's netceptor.
+    Netceptor,
+}
+
 /// A parsed link address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerUrl {
+    pub protocol: Protocol,
     pub scheme: Scheme,
     pub host: String,
     pub port: u16,
@@ -26,7 +39,9 @@ pub struct PeerUrl {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UrlError {
-    #[error("unsupported scheme {0:?} (use receptor://, rnp://, receptors:// or rnps://)")]
+    #[error(
+        "unsupported scheme {0:?} (use receptor://, rnp://, receptors://, rnps://, or netceptor:// and netceptors:// for Go Receptor peers)"
+    )]
     Scheme(String),
     #[error("missing host in {0:?}")]
     Host(String),
@@ -34,17 +49,21 @@ pub enum UrlError {
     Port(String),
     #[error("unexpected path or query in {0:?}")]
     Path(String),
+    #[error("{0:?} needs a port (Go Receptor listeners have no default port)")]
+    NoPort(String),
 }
 
 impl FromStr for PeerUrl {
     type Err = UrlError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (scheme, rest) = match s.split_once("://") {
-            Some(("receptor" | "rnp" | "tcp", rest)) => (Scheme::Tcp, rest),
-            Some(("receptors" | "rnps" | "tls", rest)) => (Scheme::Tls, rest),
+        let (protocol, scheme, rest) = match s.split_once("://") {
+            Some(("receptor" | "rnp" | "tcp", rest)) => (Protocol::Native, Scheme::Tcp, rest),
+            Some(("receptors" | "rnps" | "tls", rest)) => (Protocol::Native, Scheme::Tls, rest),
+            Some(("netceptor", rest)) => (Protocol::Netceptor, Scheme::Tcp, rest),
+            Some(("netceptors", rest)) => (Protocol::Netceptor, Scheme::Tls, rest),
             Some((other, _)) => return Err(UrlError::Scheme(other.to_owned())),
-            None => (Scheme::Tcp, s),
+            None => (Protocol::Native, Scheme::Tcp, s),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#']) {
@@ -56,13 +75,14 @@ impl FromStr for PeerUrl {
         };
         let (host, port) = split_host_port(rest, s)?;
         let port = match port {
+            None if protocol == Protocol::Netceptor => return Err(UrlError::NoPort(s.to_owned())),
             None => default_port,
             Some(p) => p.parse().map_err(|_| UrlError::Port(s.to_owned()))?,
         };
         if host.is_empty() {
             return Err(UrlError::Host(s.to_owned()));
         }
-        Ok(PeerUrl { scheme, host: host.to_owned(), port })
+        Ok(PeerUrl { protocol, scheme, host: host.to_owned(), port })
     }
 }
 
@@ -83,9 +103,11 @@ fn split_host_port<'a>(rest: &'a str, whole: &str) -> Result<(&'a str, Option<&'
 
 impl fmt::Display for PeerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match self.scheme {
-            Scheme::Tcp => "receptor",
-            Scheme::Tls => "receptors",
+        let scheme = match (self.protocol, self.scheme) {
+            (Protocol::Native, Scheme::Tcp) => "receptor",
+            (Protocol::Native, Scheme::Tls) => "receptors",
+            (Protocol::Netceptor, Scheme::Tcp) => "netceptor",
+            (Protocol::Netceptor, Scheme::Tls) => "netceptors",
         };
         if self.host.contains(':') {
             write!(f, "{scheme}://[{}]:{}", self.host, self.port)
@@ -112,7 +134,10 @@ mod tests {
 
     #[test]
     fn parses_schemes_and_default_ports() {
-        assert_eq!(p("receptor://h"), PeerUrl { scheme: Scheme::Tcp, host: "h".into(), port: 8888 });
+        assert_eq!(
+            p("receptor://h"),
+            PeerUrl { protocol: Protocol::Native, scheme: Scheme::Tcp, host: "h".into(), port: 8888 }
+        );
         assert_eq!(p("rnp://h:1234").port, 1234);
         assert_eq!(p("receptors://h").port, 8899);
         assert_eq!(p("rnps://h").scheme, Scheme::Tls);
@@ -128,5 +153,16 @@ mod tests {
         assert!(matches!("receptor://:8".parse::<PeerUrl>(), Err(UrlError::Host(_))));
         assert!(matches!("receptor://h:1/x".parse::<PeerUrl>(), Err(UrlError::Path(_))));
         assert!(matches!("receptor://h:99999".parse::<PeerUrl>(), Err(UrlError::Port(_))));
+        assert!(matches!("netceptor://h".parse::<PeerUrl>(), Err(UrlError::NoPort(_))));
+    }
+
+    #[test]
+    fn netceptor_schemes_name_go_peers() {
+        let u = p("netceptor://go.example.com:27199");
+        assert_eq!((u.protocol, u.scheme, u.port), (Protocol::Netceptor, Scheme::Tcp, 27199));
+        assert_eq!(u.to_string(), "netceptor://go.example.com:27199");
+        let t = p("netceptors://[::1]:5");
+        assert_eq!((t.protocol, t.scheme), (Protocol::Netceptor, Scheme::Tls));
+        assert_eq!(t.to_string(), "netceptors://[::1]:5");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use receptord::client::MeshClient;
-use receptord::mesh::{PingError, PingReply};
+use receptord::mesh::{MeshStatus, PingError, PingReply};
 use receptord::status::{StatusDoc, dot, svg};
 use receptord::wire::NodeId;
 use serde_json::json;
@@ -19,7 +19,11 @@ pub async fn run(
     svg_file: Option<PathBuf>,
 ) -> anyhow::Result<u8> {
     let st = client.status().await.context("reading mesh status")?;
-    show(&StatusDoc::from_mesh(&st), json, graph, svg_file)
+    let mut doc = StatusDoc::from_mesh(&st);
+    for daemon in &go_nodes(client, &st).await {
+        receptord::status::netceptor::merge(&mut doc, daemon);
+    }
+    show(&doc, json, graph, svg_file)
 }
 
 /// Prints the status document as asked (the table by default). A reader that goes away
@@ -50,6 +54,31 @@ pub fn show(doc: &StatusDoc, json: bool, graph: bool, svg_file: Option<PathBuf>)
 
 fn broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// The control `status` of each daemon this client is linked to that runs a netceptor
+/// plane (its `Connections` then say which protocol each link speaks).
+async fn go_nodes(client: &MeshClient, st: &MeshStatus) -> Vec<serde_json::Value> {
+    let me = client.node().id().clone();
+    let peers: Vec<NodeId> = st
+        .nodes
+        .iter()
+        .filter(|n| n.origin == me)
+        .flat_map(|n| n.neighbors.iter().map(|(p, _)| p.clone()))
+        .collect();
+    let ctl = receptord::control::client::MeshControl { node: client.node().clone(), tls_only: false };
+    let mut out = Vec::new();
+    for p in peers {
+        let asked = tokio::time::timeout(Duration::from_secs(5), ctl.request(&p, "status")).await;
+        if let Ok(Ok(v)) = asked {
+            let speaks_netceptor =
+                v["Connections"].as_array().is_some_and(|c| c.iter().any(|c| c.get("Protocol").is_some()));
+            if speaks_netceptor {
+                out.push(v);
+            }
+        }
+    }
+    out
 }
 
 fn ms(d: Duration) -> f64 {
@@ -83,7 +112,7 @@ fn table(doc: &StatusDoc) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "Node ID: {}", doc.node_id)?;
     writeln!(out, "\n{:<w$}{:<w$}Work types", "Node", "Links (cost)")?;
-    for (n, name) in doc.nodes.iter().zip(&names) {
+    for (n, name) in doc.nodes.iter().zip(&names).filter(|(n, _)| n.protocol != "netceptor") {
         // The links this node advertises, with its own cost.
         let mut links: Vec<(&str, f64)> = doc
             .links
@@ -100,6 +129,26 @@ fn table(doc: &StatusDoc) -> anyhow::Result<u8> {
         let links = links.join(", ");
         let pad = if links.len() + 1 >= w { format!("{links} ") } else { format!("{links:<w$}") };
         writeln!(out, "{name:<w$}{pad}{}", wts.join(", "))?;
+    }
+    let go: Vec<&receptord::status::NodeDoc> =
+        doc.nodes.iter().filter(|n| n.protocol == "netceptor").collect();
+    if !go.is_empty() {
+        writeln!(out, "\nGo Receptor nodes (netceptor links)")?;
+        for n in go {
+            let links: Vec<String> = doc
+                .links
+                .iter()
+                .filter(|l| l.protocol == "netceptor" && (l.a == n.id || l.b == n.id))
+                .map(|l| {
+                    let (other, c) = if l.a == n.id { (&l.b, l.cost_a) } else { (&l.a, l.cost_b) };
+                    format!("{other} ({})", c.map_or("?".into(), |c| c.to_string()))
+                })
+                .collect();
+            let wts: Vec<&str> = n.work_types.iter().map(|w| w.name.as_str()).collect();
+            let links = links.join(", ");
+            let pad = if links.len() + 1 >= w { format!("{links} ") } else { format!("{links:<w$}") };
+            writeln!(out, "{:<w$}{pad}{}", n.id, wts.join(", "))?;
+        }
     }
     writeln!(out, "\n{:<w$}{:<w$}{:>6} {:>5}", "Route to", "Via", "Cost", "Hops")?;
     for r in &doc.routes {

@@ -1,0 +1,4 @@
+//! libFuzzer entry for `receptord::fuzzing::netceptor_events` (the body is shared with the corpus replay test).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| receptord::fuzzing::netceptor_events(data));

@@ -1,0 +1,80 @@
+//! The daemon's netceptor plane (Go Receptor peers): started when the config dials a
+//! `netceptor://` peer or lets `receptor://` listeners accept Go peers, advertising the
+//! control service with this node's work types.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::mesh::{Foreign, ForeignConn, Node};
+use crate::netceptor::proto::LocalService;
+use crate::netceptor::wire::{CONN_STREAM, WorkCommand};
+use crate::netceptor::{NetceptorNode, Session};
+use crate::transport::Protocol;
+use crate::work::units::Units;
+
+/// Whether this config takes part in Go meshes at all.
+pub(super) fn wanted(cfg: &Config) -> bool {
+    cfg.peers.iter().any(|p| p.url.protocol == Protocol::Netceptor)
+        || (cfg.netceptor.accept && !cfg.listeners.is_empty())
+}
+
+/// Starts the plane under the mesh node's tracker and cancellation.
+pub(super) fn start(cfg: &Config, node: &Node) -> NetceptorNode {
+    let mut nc = NetceptorNode::config(cfg.node.id.clone());
+    nc.allowed_peers = cfg.mesh.allowed_peers.clone();
+    NetceptorNode::start(nc, &node.tracker(), node.cancel_token())
+}
+
+/// The hook that hands Go peers on `receptor://` listeners to the plane.
+pub(super) fn foreign(net: &NetceptorNode) -> Foreign {
+    let net = net.clone();
+    Foreign {
+        claims: crate::netceptor::framing::opens_like_netceptor,
+        take: Arc::new(move |c: ForeignConn| {
+            net.accept(Session {
+                io: c.io,
+                prefix: bytes::Bytes::new(),
+                remote: c.addr.to_string(),
+                cost: c.cost,
+                dialed: false,
+            })
+        }),
+    }
+}
+
+/// The services advertised to Go nodes: `control`, tagged as Go's control service, with
+/// every work type (and whether it verifies signatures).
+pub(super) fn services(cfg: &Config, names: &[&str], units: &Units) -> Vec<LocalService> {
+    if !(cfg.netceptor.advertise_control && cfg.control.mesh_service) {
+        return Vec::new();
+    }
+    let work: Vec<WorkCommand> = names
+        .iter()
+        .map(|n| WorkCommand { work_type: (*n).to_owned(), secure: units.is_secure(n) })
+        .collect();
+    vec![LocalService {
+        name: crate::control::CONTROL_SERVICE.into(),
+        conn_type: CONN_STREAM,
+        tags: Some(BTreeMap::from([("type".to_owned(), "Control Service".to_owned())])),
+        work_commands: if work.is_empty() { None } else { Some(work) },
+    }]
+}
+
+/// Serves the control service to Go nodes over netceptor streams, through the control
+/// service's own accept loop (session budget, admission).
+pub(super) async fn serve_control(net: &NetceptorNode, control: &crate::control::Control, node: &Node) {
+    match net.listen_stream(crate::control::CONTROL_SERVICE).await {
+        Ok(listener) => control.clone().serve_on(listener, &node.tracker(), node.cancel_token()),
+        Err(e) => tracing::error!(error = %e, "the control service is not served to Go nodes"),
+    }
+}
+
+/// Resolves when the plane must stop the daemon (never without a plane).
+pub(super) async fn fatal(rx: Option<&mut tokio::sync::watch::Receiver<Option<String>>>) -> String {
+    let Some(rx) = rx else { return std::future::pending().await };
+    match rx.wait_for(Option::is_some).await {
+        Ok(m) => m.clone().unwrap_or_default(),
+        Err(_) => "the netceptor plane stopped".into(),
+    }
+}

@@ -1,0 +1,237 @@
+//! The task that owns the netceptor state machine: feeds it link events, commands and
+//! timer ticks, and carries out its actions (packets onto link queues, links closed,
+//! datagrams to local services). Nothing else touches [`Netceptor`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::proto::data::SendError;
+use super::proto::{Action, LinkId, LocalService, Netceptor};
+use super::status::{LinkStatus, NetStatus};
+
+/// A datagram handed to a local service.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    pub from_node: String,
+    pub from_service: String,
+    pub payload: Bytes,
+}
+
+/// What link tasks and the node handle tell the driver.
+pub(crate) enum Cmd {
+    Opened {
+        link: LinkId,
+        cost: f64,
+        out: mpsc::Sender<Bytes>,
+        close: CancellationToken,
+        remote: String,
+        dialed: bool,
+    },
+    Packet {
+        link: LinkId,
+        bytes: Bytes,
+    },
+    Closed {
+        link: LinkId,
+    },
+    Services(Vec<LocalService>),
+    Status(oneshot::Sender<NetStatus>),
+    Bind {
+        service: String,
+        tx: mpsc::Sender<Datagram>,
+    },
+    Unbind {
+        service: String,
+    },
+    Send {
+        from: String,
+        node: String,
+        service: String,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    /// A datagram to send without waiting for the outcome (QUIC packets).
+    Datagram {
+        from: String,
+        node: String,
+        service: String,
+        payload: Bytes,
+    },
+    /// Wait until `node` is reachable (or the reply is dropped at shutdown).
+    Linked {
+        peer: String,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+struct LinkIo {
+    out: mpsc::Sender<Bytes>,
+    close: CancellationToken,
+    remote: String,
+    dialed: bool,
+    peer: Option<String>,
+}
+
+pub(crate) struct Driver {
+    pub state: Netceptor,
+    pub cmds: mpsc::Receiver<Cmd>,
+    pub cancel: CancellationToken,
+    pub fatal: watch::Sender<Option<String>>,
+}
+
+impl Driver {
+    pub async fn run(mut self) {
+        let mut links: HashMap<LinkId, LinkIo> = HashMap::new();
+        let mut bound: HashMap<String, mpsc::Sender<Datagram>> = HashMap::new();
+        let mut waiting: Vec<(String, oneshot::Sender<()>)> = Vec::new();
+        loop {
+            let deadline = self.state.next_deadline();
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline) => self.state.tick(Instant::now()),
+                cmd = self.cmds.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.command(cmd, &mut links, &mut bound, &mut waiting);
+                }
+            }
+            while let Some(a) = self.state.poll_action() {
+                self.act(a, &mut links, &mut bound);
+            }
+            if !waiting.is_empty() {
+                let st = &self.state;
+                let (ready, rest): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut waiting).into_iter().partition(|(p, _)| st.next_hop(p).is_some());
+                waiting = rest;
+                for (_, tx) in ready {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        for l in links.values() {
+            l.close.cancel();
+        }
+    }
+
+    fn command(
+        &mut self,
+        cmd: Cmd,
+        links: &mut HashMap<LinkId, LinkIo>,
+        bound: &mut HashMap<String, mpsc::Sender<Datagram>>,
+        waiting: &mut Vec<(String, oneshot::Sender<()>)>,
+    ) {
+        let now = Instant::now();
+        match cmd {
+            Cmd::Opened { link, cost, out, close, remote, dialed } => {
+                links.insert(link, LinkIo { out, close, remote, dialed, peer: None });
+                self.state.link_opened(now, link, cost);
+            }
+            Cmd::Packet { link, bytes } => self.state.link_packet(now, link, &bytes),
+            Cmd::Closed { link } => {
+                if let Some(l) = links.remove(&link) {
+                    if let Some(peer) = l.peer {
+                        tracing::info!(%peer, remote = %l.remote, "netceptor link down");
+                    }
+                }
+                self.state.link_closed(now, link);
+            }
+            Cmd::Services(s) => self.state.set_services(now, s),
+            Cmd::Status(reply) => {
+                let _ = reply.send(self.status(links));
+            }
+            Cmd::Bind { service, tx } => {
+                self.state.bind(&service);
+                bound.insert(service, tx);
+            }
+            Cmd::Unbind { service } => {
+                self.state.unbind(&service);
+                bound.remove(&service);
+            }
+            Cmd::Send { from, node, service, payload, reply } => {
+                let _ = reply.send(self.state.send_datagram(now, &from, &node, &service, payload));
+            }
+            Cmd::Linked { peer, reply } => waiting.push((peer, reply)),
+            Cmd::Datagram { from, node, service, payload } => {
+                let _ = self.state.send_datagram(now, &from, &node, &service, payload);
+            }
+        }
+    }
+
+    fn act(
+        &mut self,
+        a: Action,
+        links: &mut HashMap<LinkId, LinkIo>,
+        bound: &mut HashMap<String, mpsc::Sender<Datagram>>,
+    ) {
+        match a {
+            Action::Send { link, packet } => {
+                if let Some(l) = links.get(&link) {
+                    // Datagram semantics: a link whose queue is full loses the packet (QUIC
+                    // retransmits; routing updates repeat every 10 s).
+                    let _ = l.out.try_send(packet);
+                }
+            }
+            Action::Close { link, reason } => {
+                if let Some(l) = links.get(&link) {
+                    tracing::info!(remote = %l.remote, peer = ?l.peer, %reason, "netceptor link closed");
+                    l.close.cancel();
+                }
+            }
+            Action::Up { link, peer } => {
+                if let Some(l) = links.get_mut(&link) {
+                    tracing::info!(%peer, remote = %l.remote, "netceptor link up");
+                    l.peer = Some(peer.as_str().to_owned());
+                }
+            }
+            Action::Deliver { service, from_node, from_service, payload } => {
+                let target = if service == "unreach" {
+                    // Go subscribers match on the failed packet's source service.
+                    super::wire::decode_unreachable(&payload).ok().map(|m| m.from_service)
+                } else {
+                    Some(service)
+                };
+                if let Some(tx) = target.and_then(|s| bound.get(&s)) {
+                    let _ = tx.try_send(Datagram { from_node, from_service, payload });
+                }
+            }
+            Action::Duplicate { epoch } => {
+                let msg = format!(
+                    "another node with ID {} started after this one (epoch {epoch}) joined the netceptor mesh; \
+                     this node stops, as Go Receptor does",
+                    self.state.id()
+                );
+                tracing::error!("{msg}");
+                let _ = self.fatal.send(Some(msg));
+            }
+        }
+    }
+
+    fn status(&self, links: &HashMap<LinkId, LinkIo>) -> NetStatus {
+        let st = &self.state;
+        let mut ls: Vec<LinkStatus> = st
+            .established()
+            .filter_map(|(id, peer, cost)| {
+                links.get(&id).map(|l| LinkStatus {
+                    peer: peer.as_str().to_owned(),
+                    cost,
+                    remote: l.remote.clone(),
+                    dialed: l.dialed,
+                })
+            })
+            .collect();
+        ls.sort_by(|a, b| a.peer.cmp(&b.peer));
+        NetStatus {
+            id: st.id().as_str().to_owned(),
+            epoch: st.epoch(),
+            links: ls,
+            routes: st.routes().clone(),
+            edges: st.edges().iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+            ads: st.ads().cloned().collect(),
+            local: st.local_services().to_vec(),
+            drops: st.drops.clone(),
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! [`NetceptorNode`]: the handle of this node's netceptor plane. It owns the driver task,
+//! the dial loops of `netceptor://` peers and the sessions of accepted Go peers, all under
+//! one cancellation token and the daemon's task tracker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::driver::{Cmd, Datagram, Driver};
+use super::link::{self, Session};
+use super::proto::data::SendError;
+use super::proto::{Config, LocalService, Netceptor, new_epoch};
+use super::status::NetStatus;
+use crate::mesh::backoff::Backoff;
+use crate::transport::PeerUrl;
+use crate::wire::NodeId;
+
+/// Go's redial back-off: 5 s, growing to 20 s (`pkg/backends/utils.go`).
+const REDIAL_FIRST: Duration = Duration::from_secs(5);
+const REDIAL_MAX: Duration = Duration::from_secs(20);
+/// Go's dial timeout.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The netceptor plane of this node.
+#[derive(Clone)]
+pub struct NetceptorNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    cmds: mpsc::Sender<Cmd>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    next_link: AtomicU64,
+    fatal: watch::Receiver<Option<String>>,
+}
+
+impl NetceptorNode {
+    /// Starts the plane's driver on `tracker`; it stops with `cancel`.
+    pub fn start(cfg: Config, tracker: &TaskTracker, cancel: CancellationToken) -> NetceptorNode {
+        let (cmds, rx) = mpsc::channel(1024);
+        let (fatal_tx, fatal) = watch::channel(None);
+        let id = cfg.id.clone();
+        let state = Netceptor::new(cfg, Instant::now(), time::OffsetDateTime::now_utc());
+        let driver = Driver { state, cmds: rx, cancel: cancel.clone(), fatal: fatal_tx };
+        tracker.spawn(driver.run());
+        NetceptorNode {
+            inner: Arc::new(Inner {
+                id,
+                cmds,
+                tracker: tracker.clone(),
+                cancel,
+                next_link: AtomicU64::new(1),
+                fatal,
+            }),
+        }
+    }
+
+    /// A config with a fresh epoch for `id`.
+    pub fn config(id: NodeId) -> Config {
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Config::new(id, new_epoch(secs, rand::random()))
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.inner.id
+    }
+
+    /// Set when the plane must stop the daemon (a newer node took our ID).
+    pub fn fatal(&self) -> watch::Receiver<Option<String>> {
+        self.inner.fatal.clone()
+    }
+
+    /// Runs a netceptor session on an accepted connection.
+    pub fn accept(&self, session: Session) {
+        let (link, cmds, stop) = self.link_parts();
+        self.inner.tracker.spawn(link::run(link, session, cmds, stop));
+    }
+
+    fn link_parts(&self) -> (u64, mpsc::Sender<Cmd>, CancellationToken) {
+        (
+            self.inner.next_link.fetch_add(1, Ordering::Relaxed),
+            self.inner.cmds.clone(),
+            self.inner.cancel.clone(),
+        )
+    }
+
+    /// Keeps a link to the Go node at `url` up, redialing as Go does, until `stop` (or
+    /// the node) is cancelled.
+    pub fn add_peer(&self, url: PeerUrl, cost: f64, stop: CancellationToken) {
+        let node = self.clone();
+        self.inner.tracker.spawn(async move { node.dial_loop(url, cost, stop).await });
+    }
+
+    async fn dial_loop(self, url: PeerUrl, cost: f64, stop: CancellationToken) {
+        let mut backoff = Backoff::new(REDIAL_FIRST, REDIAL_MAX);
+        let mut failures = 0u32;
+        loop {
+            let dialed = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect((url.host.as_str(), url.port))) => r,
+            };
+            match dialed {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    failures = 0;
+                    let remote = tcp.peer_addr().map_or_else(|_| url.to_string(), |a| a.to_string());
+                    let session =
+                        Session { io: Box::new(tcp), prefix: Bytes::new(), remote, cost, dialed: true };
+                    let (link, cmds, _) = self.link_parts();
+                    let started = Instant::now();
+                    link::run(link, session, cmds, stop.clone()).await;
+                    if started.elapsed() > Duration::from_secs(10) {
+                        backoff.reset();
+                    }
+                }
+                Ok(Err(e)) => {
+                    failures += 1;
+                    if failures == 1 || failures % 10 == 0 {
+                        tracing::warn!(peer = %url, error = %e, attempts = failures, "cannot reach netceptor peer");
+                    }
+                }
+                Err(_) => {
+                    failures += 1;
+                    tracing::warn!(peer = %url, "cannot reach netceptor peer: no answer within {DIAL_TIMEOUT:?}");
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    /// Replaces the services this node advertises.
+    pub async fn set_services(&self, services: Vec<LocalService>) {
+        let _ = self.inner.cmds.send(Cmd::Services(services)).await;
+    }
+
+    /// A snapshot of the plane; `None` once it has stopped.
+    pub async fn status(&self) -> Option<NetStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.cmds.send(Cmd::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Receives datagrams sent to local `service` (and `unreach` reports about packets it
+    /// sent).
+    pub async fn bind(&self, service: &str, queue: usize) -> mpsc::Receiver<Datagram> {
+        let (tx, rx) = mpsc::channel(queue);
+        let _ = self.inner.cmds.send(Cmd::Bind { service: service.to_owned(), tx }).await;
+        rx
+    }
+
+    pub async fn unbind(&self, service: &str) {
+        let _ = self.inner.cmds.send(Cmd::Unbind { service: service.to_owned() }).await;
+    }
+
+    /// Serves stream service `service` (QUIC, Go's insecure mode) to Go nodes; the
+    /// listener's connections are taken by an accept loop (e.g. the control service's).
+    pub async fn listen_stream(
+        &self,
+        service: &str,
+    ) -> Result<super::quic::Listener, super::quic::config::ConfigError> {
+        let rx = self.bind(service, 1024).await;
+        let socket = super::quic::socket::NetSocket::new(service.to_owned(), rx, self.inner.cmds.clone());
+        let endpoint = super::quic::serve::endpoint(socket)?;
+        Ok(super::quic::Listener { endpoint, tracker: self.inner.tracker.clone() })
+    }
+
+    /// Sends one datagram from local `from` to `node:service`.
+    pub async fn send_to(
+        &self,
+        from: &str,
+        node: &str,
+        service: &str,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Cmd::Send { from: from.into(), node: node.into(), service: service.into(), payload, reply };
+        if self.inner.cmds.send(cmd).await.is_err() {
+            return Err(SendError::NoRoute(node.to_owned()));
+        }
+        rx.await.unwrap_or_else(|_| Err(SendError::NoRoute(node.to_owned())))
+    }
+
+    /// Waits up to `within` for a route to `node`.
+    pub async fn wait_route(&self, node: &str, within: Duration) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.inner.cmds.send(Cmd::Linked { peer: node.to_owned(), reply }).await.is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(within, rx).await, Ok(Ok(())))
+    }
+
+    /// Pings `node` (its `ping` service answers with an empty datagram); the round trip.
+    pub async fn ping(&self, node: &str, within: Duration) -> Result<Duration, PingError> {
+        let service = super::proto::random_name();
+        let mut rx = self.bind(&service, 4).await;
+        let started = Instant::now();
+        let r = async {
+            self.send_to(&service, node, "ping", Bytes::new()).await.map_err(PingError::Send)?;
+            loop {
+                match tokio::time::timeout_at(started + within, rx.recv()).await {
+                    Err(_) | Ok(None) => return Err(PingError::Timeout(within)),
+                    Ok(Some(d)) if d.from_service == "unreach" => {
+                        let why = super::wire::decode_unreachable(&d.payload)
+                            .map(|m| m.problem)
+                            .unwrap_or_default();
+                        return Err(PingError::Unreachable(why));
+                    }
+                    Ok(Some(d)) if d.from_node == node => return Ok(started.elapsed()),
+                    Ok(Some(_)) => {}
+                }
+            }
+        }
+        .await;
+        self.unbind(&service).await;
+        r
+    }
+}
+
+/// Why a netceptor ping failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    #[error(transparent)]
+    Send(SendError),
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+}

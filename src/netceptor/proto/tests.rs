@@ -1,0 +1,274 @@
+//! Deterministic simulations of netceptor state machines wired together in memory:
+//! establishment and its refusals, flooding, routes over a line, forwarding with hop
+//! counts, `ping`, `unreach`, duplicate node IDs and idle links.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::*;
+use crate::netceptor::wire::DataPacket;
+
+/// Nodes and the wires between their links: (node, link) ↔ (node, link).
+struct Sim {
+    now: Instant,
+    nodes: Vec<Netceptor>,
+    wires: HashMap<(usize, LinkId), (usize, LinkId)>,
+    closed: Vec<(usize, CloseReason)>,
+    delivered: Vec<(usize, String, String, Bytes)>,
+    duplicates: Vec<usize>,
+    next_link: LinkId,
+}
+
+impl Sim {
+    fn new(ids: &[&str]) -> Sim {
+        let now = Instant::now();
+        let wall = time::OffsetDateTime::now_utc();
+        let nodes = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                Netceptor::new(
+                    Config::new(NodeId::new(id).expect("id"), new_epoch(1000 + i as u64, 7)),
+                    now,
+                    wall,
+                )
+            })
+            .collect();
+        Sim {
+            now,
+            nodes,
+            wires: HashMap::new(),
+            closed: Vec::new(),
+            delivered: Vec::new(),
+            duplicates: Vec::new(),
+            next_link: 1,
+        }
+    }
+
+    fn connect(&mut self, a: usize, b: usize, cost: f64) -> (LinkId, LinkId) {
+        let (la, lb) = (self.next_link, self.next_link + 1);
+        self.next_link += 2;
+        self.wires.insert((a, la), (b, lb));
+        self.wires.insert((b, lb), (a, la));
+        self.nodes[a].link_opened(self.now, la, cost);
+        self.nodes[b].link_opened(self.now, lb, cost);
+        (la, lb)
+    }
+
+    /// Delivers every pending action; then advances time by `step` up to `total`.
+    fn run(&mut self, total: Duration, step: Duration) {
+        let end = self.now + total;
+        loop {
+            self.pump();
+            if self.now >= end {
+                break;
+            }
+            self.now += step;
+            for n in &mut self.nodes {
+                n.tick(self.now);
+            }
+        }
+    }
+
+    fn pump(&mut self) {
+        for _ in 0..100_000 {
+            let mut any = false;
+            for i in 0..self.nodes.len() {
+                while let Some(a) = self.nodes[i].poll_action() {
+                    any = true;
+                    match a {
+                        Action::Send { link, packet } => {
+                            if let Some(&(j, lj)) = self.wires.get(&(i, link)) {
+                                self.nodes[j].link_packet(self.now, lj, &packet);
+                            }
+                        }
+                        Action::Close { link, reason } => {
+                            self.closed.push((i, reason));
+                            if let Some((j, lj)) = self.wires.remove(&(i, link)) {
+                                self.wires.remove(&(j, lj));
+                                self.nodes[j].link_closed(self.now, lj);
+                            }
+                            self.nodes[i].link_closed(self.now, link);
+                        }
+                        Action::Deliver { service, from_node, payload, .. } => {
+                            self.delivered.push((i, service, from_node, payload))
+                        }
+                        Action::Duplicate { .. } => self.duplicates.push(i),
+                        Action::Up { .. } => {}
+                    }
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+        panic!("actions never settled");
+    }
+}
+
+const MS100: Duration = Duration::from_millis(100);
+
+#[test]
+fn two_nodes_link_and_list_each_other() {
+    let mut s = Sim::new(&["a", "b"]);
+    s.connect(0, 1, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    assert_eq!(s.nodes[0].established().count(), 1);
+    assert_eq!(s.nodes[0].next_hop("b"), Some("b"));
+    assert_eq!(s.nodes[1].next_hop("a"), Some("a"));
+    assert!(s.closed.is_empty(), "{:?}", s.closed);
+    // Periodic updates keep the link past the idle timeout.
+    s.run(Duration::from_secs(60), Duration::from_secs(1));
+    assert!(s.closed.is_empty(), "{:?}", s.closed);
+}
+
+#[test]
+fn routes_and_forwards_over_a_line_with_hop_counts() {
+    let mut s = Sim::new(&["a", "b", "c"]);
+    s.connect(0, 1, 1.0);
+    s.connect(1, 2, 2.5);
+    s.run(Duration::from_secs(2), MS100);
+    assert_eq!(s.nodes[0].next_hop("c"), Some("b"));
+    assert_eq!(s.nodes[2].next_hop("a"), Some("b"));
+    s.nodes[0].bind("probe");
+    s.nodes[0].send_datagram(s.now, "probe", "c", "ping", Bytes::new()).expect("route");
+    s.pump();
+    assert!(s.delivered.iter().any(|(i, svc, from, _)| *i == 0 && svc == "probe" && from == "c"));
+    // A packet with no hops left is not forwarded; its source hears "message expired".
+    s.nodes[0].bind("trace");
+    let hash = |n: &str| crate::netceptor::names::name_hash(n);
+    let expired = DataPacket {
+        hops: 0,
+        from_hash: hash("a"),
+        to_hash: hash("c"),
+        from_service: "trace".into(),
+        to_service: "ping".into(),
+        payload: Bytes::new(),
+    };
+    let (link_ab, _) = s.nodes[1]
+        .established()
+        .find(|(_, p, _)| p.as_str() == "a")
+        .map(|(l, p, _)| (l, p.clone()))
+        .expect("link");
+    s.nodes[1].link_packet(s.now, link_ab, &Packet::Data(expired).encode().expect("encodes"));
+    s.pump();
+    let unreach = s.delivered.iter().find(|(i, svc, _, _)| *i == 0 && svc == "unreach").expect("unreach");
+    let m = crate::netceptor::wire::decode_unreachable(&unreach.3).expect("decodes");
+    assert_eq!((m.problem.as_str(), m.to_node.as_str()), (data::EXPIRED, "c"));
+}
+
+#[test]
+fn unknown_service_is_reported_unreachable() {
+    let mut s = Sim::new(&["a", "b"]);
+    s.connect(0, 1, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    s.nodes[0].bind("x");
+    s.nodes[0].send_datagram(s.now, "x", "b", "nothere", Bytes::from_static(b"hi")).expect("route");
+    s.pump();
+    let (_, _, from, payload) =
+        s.delivered.iter().find(|(i, svc, _, _)| *i == 0 && svc == "unreach").expect("unreach");
+    assert_eq!(from, "b");
+    assert_eq!(
+        crate::netceptor::wire::decode_unreachable(payload).expect("json").problem,
+        data::SERVICE_UNKNOWN
+    );
+}
+
+#[test]
+fn refusals_close_links() {
+    let mut s = Sim::new(&["a", "a"]);
+    s.connect(0, 1, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    assert!(s.closed.iter().any(|(_, r)| *r == CloseReason::SelfId), "{:?}", s.closed);
+
+    let mut s = Sim::new(&["a", "b"]);
+    s.connect(0, 1, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    s.connect(0, 1, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    assert!(s.closed.iter().any(|(_, r)| matches!(r, CloseReason::Duplicate(_))), "{:?}", s.closed);
+    assert_eq!(s.nodes[0].established().count(), 1, "the first link stays");
+
+    let mut s = Sim::new(&["a", "b"]);
+    s.nodes[0].cfg.allowed_peers = vec![NodeId::new("c").expect("id")];
+    s.connect(0, 1, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    assert!(s.closed.iter().any(|(i, r)| *i == 0 && matches!(r, CloseReason::NotAllowed(_))));
+    assert!(s.closed.iter().any(|(i, r)| *i == 1 && *r == CloseReason::Rejected));
+}
+
+#[test]
+fn cost_disagreement_closes_the_link() {
+    let mut s = Sim::new(&["a", "b"]);
+    let (la, lb) = (s.next_link, s.next_link + 1);
+    s.next_link += 2;
+    s.wires.insert((0, la), (1, lb));
+    s.wires.insert((1, lb), (0, la));
+    s.nodes[0].link_opened(s.now, la, 1.0);
+    s.nodes[1].link_opened(s.now, lb, 2.0);
+    s.run(Duration::from_secs(1), MS100);
+    assert!(s.closed.iter().any(|(_, r)| *r == CloseReason::CostMismatch), "{:?}", s.closed);
+}
+
+#[test]
+fn a_silent_peer_that_never_answers_is_given_up() {
+    let mut s = Sim::new(&["a"]);
+    s.nodes[0].link_opened(s.now, 1, 1.0);
+    s.run(Duration::from_secs(15), MS100);
+    assert!(s.closed.iter().any(|(_, r)| *r == CloseReason::InitTimeout), "{:?}", s.closed);
+}
+
+#[test]
+fn newer_duplicate_is_told_to_stop() {
+    // "x" (older epoch) and "x" (newer) join through a and b.
+    let mut s = Sim::new(&["x", "a", "b", "x"]);
+    s.connect(0, 1, 1.0);
+    s.connect(1, 2, 1.0);
+    s.run(Duration::from_secs(2), MS100);
+    s.connect(2, 3, 1.0);
+    s.run(Duration::from_secs(25), MS100);
+    assert!(!s.duplicates.is_empty(), "the newer incarnation is told to stop");
+    assert!(s.duplicates.iter().all(|i| *i == 3), "only the newer incarnation stops: {:?}", s.duplicates);
+}
+
+#[test]
+fn service_ads_flood_and_newer_wins() {
+    let mut s = Sim::new(&["a", "b", "c"]);
+    s.connect(0, 1, 1.0);
+    s.connect(1, 2, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    let svc = LocalService { name: "control".into(), conn_type: 1, tags: None, work_commands: None };
+    s.nodes[0].set_services(s.now, vec![svc]);
+    s.pump();
+    assert_eq!(s.nodes[2].ads().filter(|a| a.node_id == "a").count(), 1);
+    s.run(Duration::from_secs(1), MS100);
+    s.nodes[0].set_services(s.now, vec![]);
+    s.pump();
+    assert_eq!(s.nodes[2].ads().count(), 0, "a cancel removes the ad everywhere");
+}
+
+#[test]
+fn limits_bound_the_database() {
+    let mut s = Sim::new(&["a", "b"]);
+    s.nodes[0].cfg.limits.max_nodes = 1;
+    s.connect(0, 1, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    let (link, _) = s.nodes[0].established().map(|(l, p, _)| (l, p.clone())).next().expect("link");
+    for i in 0..10 {
+        let u = RoutingUpdate {
+            node_id: format!("n{i}"),
+            update_id: format!("u{i}"),
+            epoch: 1,
+            sequence: 1,
+            connections: BTreeMap::new(),
+            forwarding_node: "b".into(),
+            suspected_duplicate: 0,
+        };
+        s.nodes[0].link_packet(s.now, link, &Packet::Routing(u).encode().expect("encodes"));
+    }
+    assert!(s.nodes[0].known_nodes().count() <= 1);
+    assert!(s.nodes[0].drops.over_limits >= 9);
+}
