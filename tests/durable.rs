@@ -508,7 +508,9 @@ fn a_client_learns_of_a_dead_path_within_its_lease() {
     let pdd = make_pdd(SILENT);
     let mut client = Client::spawn(run_cmd(&n1, pdd.path(), &["--lease", "8s"]));
     client.wait_stdout("\"msg\": \"early\"");
-    wait_until("the silent task", Duration::from_secs(30), || !processes_mentioning("sleep\x0060").is_empty());
+    wait_until("the silent task", Duration::from_secs(30), || {
+        !processes_mentioning("sleep\x0060").is_empty()
+    });
     n2.kill();
     // The only relay is gone for good: the client gives up within its lease (plus the
     // seconds its probe takes to find out), long before the silent task ends.

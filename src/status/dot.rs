@@ -170,6 +170,7 @@ mod tests {
             seq: 0,
             work_types: vec![wt("ansible-runner"), wt("ansible_runner"), wt("cat")],
             reachable: true,
+            protocol: "receptor".into(),
         };
         assert_eq!(work_type_lines(&n), ["ansible-runner 1", "cat 1"]);
     }
