@@ -244,6 +244,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         sessions: crate::control::session_budget(cfg.limits.control_sessions),
         allow: control_allow.clone(),
         netceptor: net.clone(),
+        idle_timeout: cfg.limits.control_idle_timeout,
     };
     if cfg.control.mesh_service {
         control.clone().serve_mesh(&node.tracker(), node.cancel_token());

@@ -68,6 +68,12 @@ pub struct Limits {
     /// cannot turn this node into an amplifier against that node's links. Excess answers
     /// are dropped (the frames they answer are dropped anyway).
     pub error_reply_rate: u64,
+    /// A control session (any listener) that sends no complete request line for this long,
+    /// or stalls this long in the middle of a payload, is told so and closed: idle
+    /// connections cannot hold `control_sessions` and lock operators out. Output a session
+    /// is streaming (`work results`) is not idleness.
+    #[serde(with = "humantime_serde")]
+    pub control_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -92,6 +98,7 @@ impl Default for Limits {
             stream_handshake_timeout: Duration::from_secs(10),
             stream_handshakes: 64,
             error_reply_rate: 256,
+            control_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -99,7 +106,8 @@ impl Default for Limits {
 impl Limits {
     /// Checks the values; returns the offending key (without the `limits.` prefix) and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let positive: [(&'static str, bool); 16] = [
+        let positive: [(&'static str, bool); 17] = [
+            ("control_idle_timeout", !self.control_idle_timeout.is_zero()),
             ("signed_tokens", self.signed_tokens > 0),
             ("control_sessions", self.control_sessions > 0),
             ("units_per_node", self.units_per_node > 0),
