@@ -179,6 +179,7 @@ fn left(genuine: &Lsa) -> Lsa {
         seq: 1,
         leaving: true,
         neighbors: Vec::new(),
+        not_relays: Vec::new(),
         work_types: Vec::new(),
         sig: None,
         ..genuine.clone()
@@ -208,7 +209,7 @@ fn forged_advertisements_for_another_node_are_dropped_and_close_the_link() {
         ("unsigned, newer epoch, leaving", left(&genuine)),
         (
             "unsigned, same epoch, later seq, no links",
-            Lsa { seq: genuine.seq + 100, neighbors: Vec::new(), sig: None, ..genuine.clone() },
+            Lsa { seq: genuine.seq + 100, neighbors: Vec::new(), not_relays: Vec::new(), sig: None, ..genuine.clone() },
         ),
         (
             "the victim's own signature over changed fields",
@@ -269,4 +270,79 @@ fn a_leaf_link_in_a_plain_tcp_mesh_carries_only_its_own_advertisement() {
     hub.wait_log("which is not a relay, carried an advertisement of victim", Duration::from_secs(5));
     let failures = pings.finish();
     assert!(failures.is_empty(), "the victim became unreachable: {failures:?}");
+}
+
+/// "I am a relay, one hop from each of you": `me`'s own advertisement, signed with its
+/// own key when it has one, with nearly free links to both hubs and no leaf or client flag.
+fn relay_claim(me: &str, hubs: [&str; 2], seq: u64, signer: Option<&CertSigner>) -> Lsa {
+    let mut lsa = Lsa {
+        origin: node(me),
+        epoch: 1,
+        seq,
+        leaving: false,
+        ephemeral: false,
+        leaf: false,
+        neighbors: hubs.iter().map(|h| (node(h), 0.001)).collect(),
+        not_relays: Vec::new(),
+        work_types: Vec::new(),
+        sig: None,
+    };
+    if let Some(signer) = signer {
+        lsa.sig = Some(signer.signature(&lsa).expect("sign"));
+    }
+    lsa
+}
+
+/// A node that linked to both hubs as a leaf, a client or without a certificate signs
+/// advertisements calling itself a relay with nearly free links to both: the hubs never
+/// route through it (their own links said what it is, and their signed advertisements
+/// tell the rest of the mesh), and a ping loop between the hubs never fails.
+#[test]
+fn a_leaf_or_client_claiming_to_be_a_relay_is_never_routed_through() {
+    let pki = Pki::new(&["hub-a", "hub-b", "watcher", "pinger", "leaf", "client"]);
+    // Listeners that also take peers without a certificate (temporary client IDs only).
+    let hub = |id: &str, peers: &[u16]| {
+        let mut spec = Spec::new(id).extra(FAST_MESH).extra(&pki.toml(id)).extra("require_client_cert = false");
+        spec.tls = true;
+        for p in peers {
+            spec = spec.peer(*p);
+        }
+        Daemon::start(spec)
+    };
+    let a = hub("hub-a", &[]);
+    let b = hub("hub-b", &[a.port]);
+    // pinger → hub-a → hub-b; one hop that a relay at cost 0.002 would undercut.
+    let pings = PingLoop::start(&a, "hub-b", Some(pki.context("pinger")));
+    pings.more(3);
+    let mut watcher = FakePeer::try_join_tls(b.port, "watcher", &pki.fake("watcher")).expect("watcher");
+
+    let liars: [(&str, FakeTls, u32, Option<CertSigner>); 3] = [
+        ("leaf", pki.fake("leaf"), caps::STREAMS | caps::LEAF, Some(CertSigner::new(pki.context("leaf")))),
+        ("client", pki.fake("client"), caps::STREAMS | caps::EPHEMERAL, Some(CertSigner::new(pki.context("client")))),
+        // No certificate and no client caps: a temporary ID is still a client.
+        ("receptor-client-sly", FakeTls::anonymous(), caps::STREAMS, None),
+    ];
+    for (id, tls, caps, signer) in &liars {
+        let mut links: Vec<FakePeer> = [a.port, b.port]
+            .iter()
+            .map(|p| FakePeer::try_join_tls_caps(*p, id, tls, *caps).expect("join"))
+            .collect();
+        for seq in 1..=3 {
+            for link in &mut links {
+                link.send(&Frame::Lsa(relay_claim(id, ["hub-a", "hub-b"], seq, signer.as_ref()))).expect("send");
+            }
+        }
+        // What the mesh learns: the claim itself (signed ones pass; the unsigned one of a
+        // peer without a certificate goes no further than its link) and hub-a's signed
+        // word that it is not a relay.
+        let marked = watcher.recv_until(Duration::from_secs(10), |f| match f {
+            Frame::Lsa(l) if l.origin.as_str() == "hub-a" && l.listing(&node(id)) == Some(true) => Some(l),
+            _ => None,
+        });
+        assert!(marked.is_some(), "{id}: hub-a's advertisement marks it as not a relay");
+        pings.more(20);
+        drop(links);
+    }
+    let failures = pings.finish();
+    assert!(failures.is_empty(), "hub-a lost hub-b: {failures:?}");
 }

@@ -61,8 +61,10 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
         chain: vec![Bytes::from_static(b"\x30\x00")],
         signature: Bytes::from_static(b"sig"),
     });
-    let neighbors =
+    let neighbors: Vec<(NodeId, f64)> =
         (0..c.byte() % 6).map(|_| (node(c), COSTS[usize::from(c.byte()) % COSTS.len()])).collect();
+    let mask = c.byte();
+    let not_relays = (0..neighbors.len() as u16).filter(|i| mask >> i & 1 != 0).collect();
     let work_types = work_types(c);
     let lsa = Lsa {
         origin,
@@ -72,6 +74,7 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
         ephemeral: flags & 2 != 0,
         leaf: flags & 8 != 0,
         neighbors,
+        not_relays,
         work_types,
         sig,
     };

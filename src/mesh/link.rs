@@ -127,6 +127,12 @@ pub(crate) async fn handshake(
         let _ = wr.write_all(&Frame::Reject { reason: reason.as_str().into() }.encode()).await;
         return Err(LinkError::Refusing(reason));
     }
+    let mut peer = peer;
+    if proves_no_relay(&peer, identity) {
+        // A peer that proved no certificate, or uses a temporary client ID, is a client
+        // whatever caps it announced: it relays nothing and speaks only for itself.
+        peer.caps |= crate::wire::caps::EPHEMERAL;
+    }
     let (reply, verdict) = oneshot::channel();
     let ev = Event::Admit { link, hello: peer.clone(), cost, dialed_by_me, reply };
     ctx.events.send(ev).await.map_err(|_| LinkError::Shutdown)?;
@@ -169,6 +175,12 @@ fn vet_peer(
         return Some(format!("node id {id} is not in allowed_peers of {}", ctx.hello.node_id));
     }
     None
+}
+
+/// Whether a peer may not be a relay whatever it announces: it proved no certificate on a
+/// TLS link, or it uses a temporary client ID (`receptor-client-…`, never certified).
+fn proves_no_relay(peer: &Hello, identity: Option<&crate::transport::PeerIdentity>) -> bool {
+    identity.is_some_and(|i| !i.certified) || crate::identity::may_join_uncertified(&peer.node_id)
 }
 
 fn version_reason(theirs: u16) -> String {

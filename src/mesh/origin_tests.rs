@@ -59,6 +59,7 @@ fn lsa(origin: &str) -> Lsa {
         ephemeral: false,
         leaf: false,
         neighbors: vec![(id("hub"), 1.0), (id("other"), 2.5)],
+        not_relays: Vec::new(),
         work_types: vec![WorkTypeAd {
             name: Name::new("cat").expect("name"),
             version: Name::new("1").expect("v"),
@@ -200,6 +201,7 @@ fn replayed_advertisements_of_a_previous_incarnation_are_not_twin_evidence() {
         epoch,
         seq,
         neighbors: vec![(id("relay"), 1.0)],
+        not_relays: Vec::new(),
         sig: Some(LsaSig {
             scheme: u16::from(SignatureScheme::ECDSA_NISTP256_SHA256),
             signed_at,
@@ -228,6 +230,7 @@ fn replayed_advertisements_of_a_previous_incarnation_are_not_twin_evidence() {
             epoch: 1,
             seq,
             neighbors: vec![(id("hub"), 1.0), (id("victim"), 1.0)],
+            not_relays: Vec::new(),
             work_types: Vec::new(),
             ..ad(1, seq, 1)
         };

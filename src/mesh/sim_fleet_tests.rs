@@ -111,6 +111,7 @@ fn a_hub_refuses_advertisements_a_leaf_makes_up_about_other_nodes() {
         ephemeral: false,
         leaf: true,
         neighbors: Vec::new(),
+        not_relays: Vec::new(),
         work_types: Vec::new(),
         sig: None,
     };

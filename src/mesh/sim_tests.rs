@@ -69,6 +69,9 @@ struct Sim {
     /// (node, link) on which a SyncDone arrived, with how many nodes the receiver knew
     /// and could route to at that moment.
     synced: BTreeMap<(usize, LinkId), (usize, usize)>,
+    /// Extra caps node i announces to node j in its Hello, whatever its advertisement says
+    /// (a node lying in one place or the other).
+    caps_to: BTreeMap<(usize, usize), u32>,
 }
 
 impl Sim {
@@ -88,6 +91,7 @@ impl Sim {
             duplicate_self: Vec::new(),
             routes_changed: Vec::new(),
             synced: BTreeMap::new(),
+            caps_to: BTreeMap::new(),
         }
     }
 
@@ -121,8 +125,11 @@ impl Sim {
         self.nodes[i].me().clone()
     }
 
-    fn hello(&self, i: usize) -> Hello {
-        let caps = caps::STREAMS | if self.ephemeral[i] { caps::EPHEMERAL } else { 0 };
+    /// The Hello node `i` sends node `to`.
+    fn hello(&self, i: usize, to: usize) -> Hello {
+        let caps = caps::STREAMS
+            | if self.ephemeral[i] { caps::EPHEMERAL } else { 0 }
+            | self.caps_to.get(&(i, to)).copied().unwrap_or(0);
         Hello {
             version: PROTOCOL_VERSION,
             node_id: self.id(i),
@@ -143,7 +150,7 @@ impl Sim {
     fn answer(&mut self, d: Dial, dialer_side: bool) {
         let (me, link, peer, cost) =
             if dialer_side { (d.a, d.la, d.b, d.cost_a) } else { (d.b, d.lb, d.a, d.cost_b) };
-        let hello = self.hello(peer);
+        let hello = self.hello(peer, me);
         let verdict = self.nodes[me].admit(link, &hello, cost, dialer_side);
         self.verdicts.insert((me, link), verdict);
     }
@@ -741,6 +748,65 @@ fn ephemeral_nodes_are_reachable_but_never_relays() {
     assert_eq!(s.route(0, 3), None);
     assert_eq!(s.route(0, 1), s.hop(1, 1));
     s.assert_converged("ephemeral cut");
+}
+
+/// Every node's route to every other node, as (next hop, hops), in node order.
+fn next_hops(s: &Sim, from: usize) -> Vec<Option<(NodeId, u8)>> {
+    (0..s.nodes.len()).map(|to| s.route(from, to)).collect()
+}
+
+/// Hubs 0, 2 and 3 (0 -10- 2, 0 -1- 3 -1- 2 would cost 2) and node 1, which announces
+/// `announced` on its link to each hub in `to` but advertises itself, signed with its
+/// own key, as a relay with nearly free links to 0 and 2.
+fn lying_node(announced: u32, to: &[usize]) -> Sim {
+    let mut s = Sim::new(4);
+    for &hub in to {
+        s.caps_to.insert((1, hub), announced);
+    }
+    s.connect(0, 2, 10.0);
+    s.connect(0, 3, 5.0);
+    s.connect(3, 2, 5.0);
+    s.connect(0, 1, 0.001);
+    s.connect(1, 2, 0.001);
+    s.advance(REFRESH);
+    let lsa = s.nodes[0].held(&s.id(1)).expect("1 advertised itself").clone();
+    assert!(!lsa.leaf && !lsa.ephemeral, "1 advertises itself as a relay");
+    assert_eq!(lsa.neighbors.len(), 2, "1 lists both hubs");
+    s
+}
+
+#[test]
+fn a_leaf_advertising_itself_as_a_relay_is_never_routed_through() {
+    for announced in [caps::LEAF, caps::EPHEMERAL] {
+        let s = lying_node(announced, &[0, 2]);
+        assert_eq!(s.route(0, 2), s.hop(2, 1), "caps {announced:#x}: 0 keeps its own link to 2");
+        assert_eq!(s.route(2, 0), s.hop(0, 1), "caps {announced:#x}: and 2 to 0");
+        assert_eq!(s.route(3, 0), s.hop(0, 1));
+        assert_eq!(s.route(0, 1), s.hop(1, 1), "1 stays reachable");
+        assert_eq!(s.route(3, 1), s.hop(0, 2), "from afar too");
+        for from in [0, 2, 3] {
+            for (to, r) in next_hops(&s, from).into_iter().enumerate() {
+                let through_1 = r.as_ref().is_some_and(|(next, _)| *next == s.id(1));
+                assert!(!through_1 || to == 1, "caps {announced:#x}: {from}→{to} goes through 1: {r:?}");
+            }
+        }
+        // The hubs' signed advertisements say why.
+        let ad0 = s.nodes[2].held(&s.id(0)).expect("0 known");
+        assert_eq!(ad0.listing(&s.id(1)), Some(true), "0 marks 1 as not a relay");
+        assert_eq!(ad0.listing(&s.id(2)), Some(false), "and 2 as one");
+    }
+}
+
+#[test]
+fn a_node_announcing_itself_as_a_leaf_to_one_hub_only_relays_to_none_of_them() {
+    // 1 tells 0 it is a leaf and 2 it is a hub: 2 may send through it, but 1 may not carry
+    // anything on to 0, which knows it as a leaf (the far hub would drop those frames).
+    let s = lying_node(caps::LEAF, &[0]);
+    assert_eq!(s.route(2, 0), s.hop(0, 1), "2 → 0 directly, not through 1");
+    assert_eq!(s.route(0, 2), s.hop(2, 1), "0 → 2 directly");
+    assert_eq!(s.route(3, 0), s.hop(0, 1));
+    assert_eq!(s.route(3, 2), s.hop(2, 1));
+    assert_eq!(s.route(2, 1), s.hop(1, 1));
 }
 
 #[test]

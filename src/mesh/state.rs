@@ -397,15 +397,24 @@ impl Mesh {
     pub fn leave(&mut self) {
         self.left = true;
         self.seq += 1;
-        let lsa = Lsa { leaving: true, neighbors: Vec::new(), work_types: Vec::new(), ..self.own_lsa() };
+        let lsa = Lsa {
+            leaving: true,
+            neighbors: Vec::new(),
+            not_relays: Vec::new(),
+            work_types: Vec::new(),
+            ..self.own_lsa()
+        };
         let lsa = self.signed(lsa);
         self.flood(&Frame::Lsa(lsa), None);
     }
 
     fn own_lsa(&self) -> Lsa {
-        let mut neighbors: Vec<(NodeId, f64)> =
-            self.links.values().filter(|l| l.up).map(|l| (l.peer.clone(), l.cost)).collect();
-        neighbors.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut links: Vec<&LinkInfo> = self.links.values().filter(|l| l.up).collect();
+        links.sort_by(|a, b| a.peer.cmp(&b.peer));
+        // What each link showed about its peer, signed with the rest: the whole mesh keeps
+        // traffic off a not-relay peer however it advertises itself.
+        let not_relays = (0..links.len()).filter(|i| links[*i].not_relay).map(|i| i as u16).collect();
+        let neighbors = links.iter().map(|l| (l.peer.clone(), l.cost)).collect();
         Lsa {
             origin: self.me.clone(),
             epoch: self.epoch,
@@ -414,6 +423,7 @@ impl Mesh {
             ephemeral: self.ephemeral,
             leaf: self.is_leaf(),
             neighbors,
+            not_relays,
             work_types: self.work_types.clone(),
             sig: None,
         }
@@ -633,4 +643,5 @@ fn same_topology(a: &Lsa, b: &Lsa) -> bool {
         && a.ephemeral == b.ephemeral
         && a.leaf == b.leaf
         && a.neighbors == b.neighbors
+        && a.not_relays == b.not_relays
 }

@@ -138,6 +138,7 @@ pub(crate) mod tests {
             ephemeral: eph,
             leaf: false,
             neighbors: n.iter().map(|(p, c)| (id(p), *c)).collect(),
+            not_relays: Vec::new(),
             work_types: wt
                 .iter()
                 .map(|w| WorkTypeAd {

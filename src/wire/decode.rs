@@ -2,7 +2,7 @@
 
 use bytes::{Buf, Bytes};
 
-use super::encode::{LSA_LEAF, LSA_SIGNED, tag};
+use super::encode::{LSA_LEAF, LSA_NOT_RELAYS, LSA_SIGNED, tag};
 use super::{
     Body, DecodeError, Frame, Hello, Lsa, LsaSig, MAX_DATA_CHUNK, MAX_LSA_ITEMS, MAX_META, MAX_NAME,
     MAX_REASON, MAX_SIG_CERT, MAX_SIG_CHAIN, MAX_SIGNATURE, Name, NodeId, Reason, Routed, Side, WorkTypeAd,
@@ -57,6 +57,7 @@ fn decode_lsa(b: &mut Bytes) -> Result<Lsa, DecodeError> {
         let version = get_name(b, "work type version")?;
         work_types.push(WorkTypeAd { name, version });
     }
+    let not_relays = if flags & LSA_NOT_RELAYS != 0 { get_not_relays(b, n)? } else { Vec::new() };
     let sig = if flags & LSA_SIGNED != 0 { Some(decode_sig(b)?) } else { None };
     Ok(Lsa {
         origin,
@@ -66,9 +67,28 @@ fn decode_lsa(b: &mut Bytes) -> Result<Lsa, DecodeError> {
         ephemeral: flags & 2 != 0,
         leaf: flags & LSA_LEAF != 0,
         neighbors,
+        not_relays,
         work_types,
         sig,
     })
+}
+
+/// The not-relay list of an advertisement with `n` neighbours: 1 to `n` strictly
+/// increasing indices below `n`.
+fn get_not_relays(b: &mut Bytes, n: usize) -> Result<Vec<u16>, DecodeError> {
+    let k = get_count(b, "not-relay list")?;
+    if k == 0 || k > n {
+        return Err(DecodeError::Invalid("not-relay list"));
+    }
+    let mut out = Vec::with_capacity(k);
+    for _ in 0..k {
+        let i = get_u16(b)?;
+        if usize::from(i) >= n || out.last().is_some_and(|last| *last >= i) {
+            return Err(DecodeError::Invalid("not-relay list"));
+        }
+        out.push(i);
+    }
+    Ok(out)
 }
 
 fn decode_sig(b: &mut Bytes) -> Result<LsaSig, DecodeError> {

@@ -106,6 +106,7 @@ impl Lsa {
             + self.neighbors.iter().map(|(id, _)| s(id.as_str().len()) + 8).sum::<usize>()
             + 2
             + self.work_types.iter().map(|w| s(w.name.len()) + s(w.version.len())).sum::<usize>()
+            + if self.not_relays.is_empty() { 0 } else { s(2 * self.not_relays.len()) }
     }
 }
 
@@ -146,6 +147,8 @@ fn encode_hello(h: &Hello, buf: &mut BytesMut) {
 pub(super) const LSA_SIGNED: u8 = 1 << 2;
 /// Advertisement flag: the origin is a leaf (docs/PROTOCOL.md §5.8).
 pub(super) const LSA_LEAF: u8 = 1 << 3;
+/// Advertisement flag: a list of neighbours that are not relays follows the work types.
+pub(super) const LSA_NOT_RELAYS: u8 = 1 << 4;
 
 fn encode_lsa(lsa: &Lsa, buf: &mut BytesMut) {
     encode_lsa_fields(lsa, buf, lsa.sig.is_some());
@@ -167,7 +170,8 @@ fn encode_lsa_fields(lsa: &Lsa, buf: &mut BytesMut, signed: bool) {
     buf.put_u64(lsa.seq);
     let signed = if signed { LSA_SIGNED } else { 0 };
     let leaf = if lsa.leaf { LSA_LEAF } else { 0 };
-    buf.put_u8(u8::from(lsa.leaving) | (u8::from(lsa.ephemeral) << 1) | signed | leaf);
+    let not_relays = if lsa.not_relays.is_empty() { 0 } else { LSA_NOT_RELAYS };
+    buf.put_u8(u8::from(lsa.leaving) | (u8::from(lsa.ephemeral) << 1) | signed | leaf | not_relays);
     buf.put_u16(lsa.neighbors.len() as u16);
     for (id, cost) in &lsa.neighbors {
         put_str(buf, id.as_str());
@@ -177,6 +181,12 @@ fn encode_lsa_fields(lsa: &Lsa, buf: &mut BytesMut, signed: bool) {
     for wt in &lsa.work_types {
         put_str(buf, &wt.name);
         put_str(buf, &wt.version);
+    }
+    if !lsa.not_relays.is_empty() {
+        buf.put_u16(lsa.not_relays.len() as u16);
+        for i in &lsa.not_relays {
+            buf.put_u16(*i);
+        }
     }
 }
 

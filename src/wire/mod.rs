@@ -21,8 +21,8 @@ pub use text::{MAX_NAME, Name, NameError, Reason};
 
 /// Protocol version spoken by this build. Peers must announce the same major version.
 /// Version 2 added the signature block of [`Lsa`] (a version 1 node closes a link that
-/// carries one).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// carries one); version 3 the list of neighbours that are not relays ([`Lsa::not_relays`]).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Magic bytes opening every connection, before any frame: "RCPT".
 pub const PREFACE: [u8; 4] = *b"RCPT";
 /// Largest frame body accepted from the network, in bytes.
@@ -90,6 +90,15 @@ pub struct Hello {
     pub cost: f64,
 }
 
+impl Lsa {
+    /// Whether this advertisement lists `node` as a neighbour: `None` when it does not,
+    /// otherwise whether it marks `node` as not a relay.
+    pub fn listing(&self, node: &NodeId) -> Option<bool> {
+        let i = self.neighbors.iter().position(|(n, _)| n == node)?;
+        Some(u16::try_from(i).is_ok_and(|i| self.not_relays.binary_search(&i).is_ok()))
+    }
+}
+
 impl Hello {
     /// The peer is not a relay (a short-lived client or a leaf): it may originate frames and
     /// advertisements only for its own ID, and nothing is routed through it.
@@ -111,6 +120,11 @@ pub struct Lsa {
     /// long-lived daemon).
     pub leaf: bool,
     pub neighbors: Vec<(NodeId, f64)>,
+    /// Indices into `neighbors`, strictly increasing, of the peers whose link with the
+    /// origin showed they are not relays (they announced the `EPHEMERAL` or `LEAF`
+    /// capability, or proved no certificate): whatever their own advertisements say,
+    /// nothing is routed through them over that link (docs/PROTOCOL.md §6).
+    pub not_relays: Vec<u16>,
     pub work_types: Vec<WorkTypeAd>,
     /// The origin's signature over everything above (`mesh::origin`); `None` when unsigned
     /// (plain-TCP meshes, simulations).

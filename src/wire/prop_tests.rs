@@ -51,18 +51,12 @@ fn lsa() -> impl Strategy<Value = Lsa> {
     )
         .prop_map(|(scheme, signed_at, chain, signature)| LsaSig { scheme, signed_at, chain, signature });
     let sig = proptest::option::of(sig);
-    let flags = (any::<bool>(), any::<bool>(), any::<bool>());
+    let flags = (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>());
     (node_id(), any::<u64>(), any::<u64>(), flags, neighbours, work, sig).prop_map(
-        |(origin, epoch, seq, (leaving, ephemeral, leaf), neighbors, work_types, sig)| Lsa {
-            origin,
-            epoch,
-            seq,
-            leaving,
-            ephemeral,
-            leaf,
-            neighbors,
-            work_types,
-            sig,
+        |(origin, epoch, seq, (leaving, ephemeral, leaf, mask), neighbors, work_types, sig)| {
+            // Some neighbours marked as not relays, by a random mask.
+            let not_relays = (0..neighbors.len() as u16).filter(|i| mask >> (i % 64) & 1 != 0).collect();
+            Lsa { origin, epoch, seq, leaving, ephemeral, leaf, neighbors, not_relays, work_types, sig }
         },
     )
 }

@@ -58,6 +58,7 @@ impl FakeRelay {
                     ephemeral: false,
                     leaf: false,
                     neighbors: neighbours.clone(),
+                    not_relays: Vec::new(),
                     work_types: Vec::new(),
                     sig: None,
                 };

@@ -7,7 +7,7 @@ impl Mesh {
     /// Checks what must hold between events: the database within its caps and its byte
     /// count exact, this node absent from it; once routes are settled, every route leads to
     /// a known node other than this one through an up link to its next hop, within
-    /// `max_hops`; a leaf's default route (see [`Mesh::check_default_route`]). Returns what
+    /// `max_hops`, never through a peer whose link said it is not a relay; a leaf's default route (see [`Mesh::check_default_route`]). Returns what
     /// is broken.
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         if self.lsdb.contains_key(&self.me) {
@@ -42,6 +42,9 @@ impl Mesh {
             let Some(link) = link else {
                 return Err(format!("the route to {dst} uses link {} which is not up", r.link));
             };
+            if link.not_relay && *dst != r.next_hop {
+                return Err(format!("the route to {dst} goes through {}, whose link says it is not a relay", r.next_hop));
+            }
             if link.peer != r.next_hop {
                 return Err(format!(
                     "the route to {dst} goes to {} over a link to {}",

@@ -30,11 +30,11 @@ impl Mesh {
         // A peer that has left is omitted (the routing graph omits it too, which
         // `shortest_paths` would otherwise read as "its first advertisement has not arrived
         // yet").
-        let peers: HashMap<NodeId, (LinkId, f64)> = self
+        let peers: HashMap<NodeId, routing::Peer> = self
             .links
             .iter()
             .filter(|(_, l)| l.up && !self.has_left(&l.peer))
-            .map(|(id, l)| (l.peer.clone(), (*id, l.cost)))
+            .map(|(id, l)| (l.peer.clone(), routing::Peer { link: *id, cost: l.cost, not_relay: l.not_relay }))
             .collect();
         let graph: HashMap<&NodeId, &Lsa> =
             self.lsdb.iter().filter(|(_, e)| !e.lsa.leaving).map(|(k, e)| (k, &e.lsa)).collect();
