@@ -68,6 +68,11 @@ pub struct Limits {
     /// cannot turn this node into an amplifier against that node's links. Excess answers
     /// are dropped (the frames they answer are dropped anyway).
     pub error_reply_rate: u64,
+    /// Integrity failures of the streams carrying one remote work unit (its mirror here)
+    /// before the unit fails for good, with the failure and the path in its reason:
+    /// a relay that keeps tampering with a stream ends the run loudly instead of
+    /// having it retried forever. `receptor run` uses the default.
+    pub integrity_attempts: u32,
 }
 
 impl Default for Limits {
@@ -92,6 +97,7 @@ impl Default for Limits {
             stream_handshake_timeout: Duration::from_secs(10),
             stream_handshakes: 64,
             error_reply_rate: 256,
+            integrity_attempts: 3,
         }
     }
 }
@@ -99,7 +105,8 @@ impl Default for Limits {
 impl Limits {
     /// Checks the values; returns the offending key (without the `limits.` prefix) and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let positive: [(&'static str, bool); 16] = [
+        let positive: [(&'static str, bool); 17] = [
+            ("integrity_attempts", self.integrity_attempts > 0),
             ("signed_tokens", self.signed_tokens > 0),
             ("control_sessions", self.control_sessions > 0),
             ("units_per_node", self.units_per_node > 0),
