@@ -121,14 +121,8 @@ pub fn init_ca(common_name: &str, days: u32, kind: KeyType) -> Result<(String, S
 fn node_params(subject: &Subject) -> Result<CertificateParams, CertError> {
     let first = subject.node_ids.first().ok_or_else(|| CertError::Invalid("a node ID is required".into()))?;
     for id in &subject.node_ids {
-        let id = crate::wire::NodeId::new(id).map_err(|e| CertError::Invalid(e.to_string()))?;
-        // Certificate-less clients join under these IDs: no certified node may have one.
-        if crate::identity::may_join_uncertified(&id) {
-            return Err(CertError::Invalid(format!(
-                "node IDs starting with {} are reserved for clients without a certificate",
-                crate::identity::UNCERTIFIED_PREFIX
-            )));
-        }
+        // Certificate-less clients join under reserved IDs: no certified node may have one.
+        check_node_id(id)?;
     }
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
@@ -209,7 +203,27 @@ pub fn sign_request(req_pem: &str, ca_cert: &Path, ca_key: &Path, days: u32) -> 
     }
     leaf_usage(&mut csr.params, days);
     let cert = csr.signed_by(&ca, &ca_key).map_err(rc("signing the request"))?;
+    // The node IDs as TLS will read them (whatever string type the request used): the
+    // same rules as `issue` and `makereq`. Nothing is written when they fail.
+    let ids = crate::transport::tls::node_ids_in_der(cert.der())
+        .map_err(|e| CertError::Invalid(format!("the request's node IDs: {e}")))?;
+    for id in &ids {
+        check_node_id(id)?;
+    }
     Ok(cert.pem())
+}
+
+/// A node ID a certificate may name: valid, and not one of the temporary IDs reserved for
+/// clients without a certificate.
+fn check_node_id(id: &str) -> Result<(), CertError> {
+    let id = crate::wire::NodeId::new(id).map_err(|e| CertError::Invalid(e.to_string()))?;
+    if crate::identity::may_join_uncertified(&id) {
+        return Err(CertError::Invalid(format!(
+            "node ID {id}: IDs starting with {} are reserved for clients without a certificate",
+            crate::identity::UNCERTIFIED_PREFIX
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -235,6 +249,22 @@ mod tests {
         assert!(key.is_some());
         let signed = sign_request(&req, &ca_path, &key_path, 1).expect("sign");
         assert_eq!(crate::transport::tls::node_ids_in_pem(&signed).expect("parse"), vec!["node2".to_owned()]);
+    }
+
+    #[test]
+    fn no_request_for_a_reserved_id_is_signed_whatever_its_string_type() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, ca_key) = init_ca("test CA", 10, KeyType::EcdsaP256).expect("ca");
+        let (ca_path, key_path) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+        write_new(&ca_path, &ca, 0o644, false).expect("write");
+        write_new(&key_path, &ca_key, 0o600, false).expect("write");
+        let reserved = Subject { node_ids: vec!["receptor-client-zz".into()], ..Default::default() };
+        assert!(matches!(make_request(&reserved, None), Err(CertError::Invalid(_))));
+        // A request made by Go Receptor 1.4's `--cert-makereq nodeid=receptor-client-zz`
+        // (its otherName holds the ID as a PrintableString).
+        let go = include_str!("../tests/data/go-makereq-receptor-client-zz.csr");
+        let signed = sign_request(go, &ca_path, &key_path, 1);
+        assert!(matches!(signed, Err(CertError::Invalid(ref why)) if why.contains("reserved")), "{signed:?}");
     }
 
     #[test]
