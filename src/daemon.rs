@@ -235,6 +235,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         units: units.clone(),
         sessions: crate::control::session_budget(cfg.limits.control_sessions),
         allow: control_allow.clone(),
+        idle_timeout: cfg.limits.control_idle_timeout,
     };
     if cfg.control.mesh_service {
         control.clone().serve_mesh(&node.tracker(), node.cancel_token());

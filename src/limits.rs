@@ -73,6 +73,12 @@ pub struct Limits {
     /// a relay that keeps tampering with a stream ends the run loudly instead of
     /// having it retried forever. `receptor run` uses the default.
     pub integrity_attempts: u32,
+    /// A control session (any listener) that sends no complete request line for this long,
+    /// or stalls this long in the middle of a payload, is told so and closed: idle
+    /// connections cannot hold `control_sessions` and lock operators out. Output a session
+    /// is streaming (`work results`) is not idleness.
+    #[serde(with = "humantime_serde")]
+    pub control_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -98,6 +104,7 @@ impl Default for Limits {
             stream_handshakes: 64,
             error_reply_rate: 256,
             integrity_attempts: 3,
+            control_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -105,7 +112,8 @@ impl Default for Limits {
 impl Limits {
     /// Checks the values; returns the offending key (without the `limits.` prefix) and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let positive: [(&'static str, bool); 17] = [
+        let positive: [(&'static str, bool); 18] = [
+            ("control_idle_timeout", !self.control_idle_timeout.is_zero()),
             ("integrity_attempts", self.integrity_attempts > 0),
             ("signed_tokens", self.signed_tokens > 0),
             ("control_sessions", self.control_sessions > 0),

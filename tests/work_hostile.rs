@@ -54,6 +54,10 @@ args = ["-c", "sleep 6; echo small done"]
 [[work.command]]
 name = "env"
 program = "/usr/bin/env"
+[[work.command]]
+name = "slow"
+program = "/bin/sh"
+args = ["-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do echo line $i; sleep 0.5; done"]
 "#;
 
 /// One unit writing 30 MiB into a 20 MiB data disk fails with the disk's own words; a
@@ -168,6 +172,64 @@ fn control_sessions_are_limited() {
     wait_until("a freed slot serves again", Duration::from_secs(10), || {
         UnixStream::connect(&sock).is_ok_and(|s| greeting(&s).starts_with("Receptor Control"))
     });
+}
+
+/// Idle control connections, on the Unix socket and the plain TCP listener alike, are
+/// told why and closed after `limits.control_idle_timeout`, giving their slots back: an
+/// operator locked out by a crowd of idle connections gets in again, without anyone
+/// closing them. A session streaming results is not idle.
+#[test]
+fn idle_control_sessions_are_closed_and_give_their_slots_back() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("n1", dir.path());
+    let tcp = "tcp_listen = \"127.0.0.1:0\"\ninsecure_plaintext_control = true\n";
+    let limits = "[limits]\ncontrol_sessions = 6\ncontrol_idle_timeout = \"2s\"\n";
+    let mut spec = Spec::new("n1").extra(&ctl).extra(tcp).extra(limits).extra(WORK);
+    spec.listen = false;
+    let d = Daemon::start(spec);
+    let port = control_port(&d);
+    // A unit whose output keeps coming for longer than the idle timeout.
+    let id = submit(&sock, &["slow", "-n"]);
+    let mut follower = std::process::Command::new(venv_bin().join("receptorctl"))
+        .args(["--socket", sock.to_str().expect("utf8"), "work", "results", &id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("follower");
+    std::thread::sleep(Duration::from_millis(300));
+    let unix: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(&sock).expect("connect")).collect();
+    let tcp: Vec<std::net::TcpStream> =
+        (0..3).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect")).collect();
+    // Every slot is taken (the follower and five idle connections; the sixth refused).
+    let out = receptorctl(&sock, &["status"]);
+    assert!(!out.status.success(), "an operator is locked out while the slots are held");
+    let rest = |mut r: Box<dyn Read>| {
+        let mut all = String::new();
+        let _ = r.read_to_string(&mut all);
+        all
+    };
+    for s in &unix {
+        s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    }
+    for s in &tcp {
+        s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    }
+    let said: Vec<String> = unix
+        .iter()
+        .map(|s| rest(Box::new(s.try_clone().expect("clone"))))
+        .chain(tcp.iter().map(|s| rest(Box::new(s.try_clone().expect("clone")))))
+        .collect();
+    let closed = said.iter().filter(|t| t.contains("control_idle_timeout")).count();
+    assert!(closed >= 4, "idle sessions are told why and closed: {said:?}");
+    let out = receptorctl(&sock, &["status"]);
+    assert!(out.status.success(), "the operator gets in again: {}", String::from_utf8_lossy(&out.stderr));
+    // The follower was never cut off: it still reads the unit's output.
+    assert!(follower.try_wait().expect("wait").is_none(), "a streaming session is not idle");
+    let mut first = String::new();
+    BufReader::new(follower.stdout.as_mut().expect("stdout")).read_line(&mut first).expect("read");
+    let _ = follower.kill();
+    let _ = follower.wait();
 }
 
 /// Another node may hold at most `limits.units_per_node` work units on a node.

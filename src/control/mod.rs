@@ -90,6 +90,9 @@ pub struct Control {
     pub sessions: Arc<tokio::sync::Semaphore>,
     /// `[[control.allow]]` (replaced on reload).
     pub allow: Arc<std::sync::RwLock<Vec<allow::ControlAllow>>>,
+    /// A session waits this long for a request line or the next payload bytes
+    /// (`limits.control_idle_timeout`).
+    pub idle_timeout: std::time::Duration,
 }
 
 /// What the session does after a command.
@@ -111,7 +114,11 @@ impl Control {
         let mut rd = LineReader::new(rd);
         wr.write(Bytes::from(format!("Receptor Control, node {}\n", self.node.id()))).await?;
         loop {
-            let line = match rd.line(MAX_LINE).await? {
+            let Ok(line) = tokio::time::timeout(self.idle_timeout, rd.line(MAX_LINE)).await else {
+                idle(&mut wr, self.idle_timeout).await;
+                break;
+            };
+            let line = match line? {
                 Line::Eof => break,
                 Line::TooLong => {
                     let msg = format!("ERROR: request line longer than {MAX_LINE} bytes\n");
@@ -127,6 +134,11 @@ impl Control {
         }
         wr.close().await;
         Ok(())
+    }
+
+    /// The `limits.control_idle_timeout` in force for payload reads.
+    pub(crate) fn idle_timeout(&self) -> std::time::Duration {
+        self.idle_timeout
     }
 
     /// Answers one request line (already without `\r` and `\n`, not empty).
@@ -446,4 +458,14 @@ fn memory_mib() -> u64 {
 /// The default socket path, used only when its directory exists.
 pub fn default_socket() -> PathBuf {
     PathBuf::from("/run/receptor/receptor.sock")
+}
+
+/// Tells an idle session why it is closed (best effort: the client may be gone).
+pub(crate) async fn idle<W: ByteWrite>(wr: &mut W, after: std::time::Duration) {
+    static IDLE: crate::logging::Throttle = crate::logging::Throttle::new(std::time::Duration::from_secs(10), 3);
+    if let Some(suppressed) = IDLE.allow() {
+        tracing::info!(suppressed, ?after, "control session closed: idle (limits.control_idle_timeout)");
+    }
+    let msg = format!("ERROR: idle for {after:?} (limits.control_idle_timeout); closing\n");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wr.write(Bytes::from(msg))).await;
 }

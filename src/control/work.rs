@@ -237,7 +237,7 @@ async fn submit<R: ByteRead, W: ByteWrite>(
     }
     // The submitting client holds the lease while its payload arrives.
     let attached = unit.attach();
-    let received = receive_payload(rd, &unit.stdin_path(), ctl.units.max_payload()).await;
+    let received = receive_payload(rd, &unit.stdin_path(), ctl.units.max_payload(), ctl.idle_timeout()).await;
     drop(attached);
     let sha256 = match received {
         Ok(digest) => digest,
@@ -262,6 +262,7 @@ async fn receive_payload<R: ByteRead>(
     rd: &mut LineReader<R>,
     path: &std::path::Path,
     max: u64,
+    idle: std::time::Duration,
 ) -> Result<String, String> {
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut file = tokio::fs::OpenOptions::new()
@@ -271,7 +272,10 @@ async fn receive_payload<R: ByteRead>(
         .map_err(|e| format!("opening {}: {e}", path.display()))?;
     let mut total = 0u64;
     loop {
-        match rd.raw().await {
+        let Ok(next) = tokio::time::timeout(idle, rd.raw()).await else {
+            return Err(format!("no payload bytes for {idle:?} (limits.control_idle_timeout)"));
+        };
+        match next {
             Ok(Some(data)) => {
                 total += data.len() as u64;
                 if total > max {
