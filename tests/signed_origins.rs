@@ -209,7 +209,13 @@ fn forged_advertisements_for_another_node_are_dropped_and_close_the_link() {
         ("unsigned, newer epoch, leaving", left(&genuine)),
         (
             "unsigned, same epoch, later seq, no links",
-            Lsa { seq: genuine.seq + 100, neighbors: Vec::new(), not_relays: Vec::new(), sig: None, ..genuine.clone() },
+            Lsa {
+                seq: genuine.seq + 100,
+                neighbors: Vec::new(),
+                not_relays: Vec::new(),
+                sig: None,
+                ..genuine.clone()
+            },
         ),
         (
             "the victim's own signature over changed fields",
@@ -302,7 +308,8 @@ fn a_leaf_or_client_claiming_to_be_a_relay_is_never_routed_through() {
     let pki = Pki::new(&["hub-a", "hub-b", "watcher", "pinger", "leaf", "client"]);
     // Listeners that also take peers without a certificate (temporary client IDs only).
     let hub = |id: &str, peers: &[u16]| {
-        let mut spec = Spec::new(id).extra(FAST_MESH).extra(&pki.toml(id)).extra("require_client_cert = false");
+        let mut spec =
+            Spec::new(id).extra(FAST_MESH).extra(&pki.toml(id)).extra("require_client_cert = false");
         spec.tls = true;
         for p in peers {
             spec = spec.peer(*p);
@@ -318,7 +325,12 @@ fn a_leaf_or_client_claiming_to_be_a_relay_is_never_routed_through() {
 
     let liars: [(&str, FakeTls, u32, Option<CertSigner>); 3] = [
         ("leaf", pki.fake("leaf"), caps::STREAMS | caps::LEAF, Some(CertSigner::new(pki.context("leaf")))),
-        ("client", pki.fake("client"), caps::STREAMS | caps::EPHEMERAL, Some(CertSigner::new(pki.context("client")))),
+        (
+            "client",
+            pki.fake("client"),
+            caps::STREAMS | caps::EPHEMERAL,
+            Some(CertSigner::new(pki.context("client"))),
+        ),
         // No certificate and no client caps: a temporary ID is still a client.
         ("receptor-client-sly", FakeTls::anonymous(), caps::STREAMS, None),
     ];
@@ -329,7 +341,8 @@ fn a_leaf_or_client_claiming_to_be_a_relay_is_never_routed_through() {
             .collect();
         for seq in 1..=3 {
             for link in &mut links {
-                link.send(&Frame::Lsa(relay_claim(id, ["hub-a", "hub-b"], seq, signer.as_ref()))).expect("send");
+                link.send(&Frame::Lsa(relay_claim(id, ["hub-a", "hub-b"], seq, signer.as_ref())))
+                    .expect("send");
             }
         }
         // What the mesh learns: the claim itself (signed ones pass; the unsigned one of a

@@ -43,7 +43,10 @@ impl Mesh {
                 return Err(format!("the route to {dst} uses link {} which is not up", r.link));
             };
             if link.not_relay && *dst != r.next_hop {
-                return Err(format!("the route to {dst} goes through {}, whose link says it is not a relay", r.next_hop));
+                return Err(format!(
+                    "the route to {dst} goes through {}, whose link says it is not a relay",
+                    r.next_hop
+                ));
             }
             if link.peer != r.next_hop {
                 return Err(format!(

@@ -34,7 +34,9 @@ impl Mesh {
             .links
             .iter()
             .filter(|(_, l)| l.up && !self.has_left(&l.peer))
-            .map(|(id, l)| (l.peer.clone(), routing::Peer { link: *id, cost: l.cost, not_relay: l.not_relay }))
+            .map(|(id, l)| {
+                (l.peer.clone(), routing::Peer { link: *id, cost: l.cost, not_relay: l.not_relay })
+            })
             .collect();
         let graph: HashMap<&NodeId, &Lsa> =
             self.lsdb.iter().filter(|(_, e)| !e.lsa.leaving).map(|(k, e)| (k, &e.lsa)).collect();
