@@ -197,7 +197,11 @@ fn idle_control_sessions_are_closed_and_give_their_slots_back() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("follower");
-    std::thread::sleep(Duration::from_millis(300));
+    // Its session is up once output arrives (before the idle connections take the slots).
+    let mut streamed = BufReader::new(follower.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    streamed.read_line(&mut first).expect("read");
+    assert!(first.starts_with("line"), "the follower streams: {first:?}");
     let unix: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(&sock).expect("connect")).collect();
     let tcp: Vec<std::net::TcpStream> =
         (0..3).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect")).collect();
@@ -226,8 +230,9 @@ fn idle_control_sessions_are_closed_and_give_their_slots_back() {
     assert!(out.status.success(), "the operator gets in again: {}", String::from_utf8_lossy(&out.stderr));
     // The follower was never cut off: it still reads the unit's output.
     assert!(follower.try_wait().expect("wait").is_none(), "a streaming session is not idle");
-    let mut first = String::new();
-    BufReader::new(follower.stdout.as_mut().expect("stdout")).read_line(&mut first).expect("read");
+    let mut next = String::new();
+    streamed.read_line(&mut next).expect("read");
+    assert!(next.starts_with("line"), "it still streams: {next:?}");
     let _ = follower.kill();
     let _ = follower.wait();
 }
