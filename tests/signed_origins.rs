@@ -307,18 +307,20 @@ fn relay_claim(me: &str, hubs: [&str; 2], seq: u64, signer: Option<&CertSigner>)
 fn a_leaf_or_client_claiming_to_be_a_relay_is_never_routed_through() {
     let pki = Pki::new(&["hub-a", "hub-b", "watcher", "pinger", "leaf", "client"]);
     // Listeners that also take peers without a certificate (temporary client IDs only).
-    let hub = |id: &str, peers: &[u16]| {
-        let mut spec =
-            Spec::new(id).extra(FAST_MESH).extra(&pki.toml(id)).extra("require_client_cert = false");
+    let hub = |id: &str, peers: &str| {
+        let mut spec = Spec::new(id)
+            .extra(FAST_MESH)
+            .extra(&pki.toml(id))
+            .extra("require_client_cert = false")
+            .extra(peers);
         spec.tls = true;
-        for p in peers {
-            spec = spec.peer(*p);
-        }
         Daemon::start(spec)
     };
-    let a = hub("hub-a", &[]);
-    let b = hub("hub-b", &[a.port]);
-    // pinger → hub-a → hub-b; one hop that a relay at cost 0.002 would undercut.
+    let b = hub("hub-b", "");
+    // hub-a's own cost for its link to hub-b is 10, for links it accepts 1: through a
+    // relay linked to both, hub-a → hub-b would cost 1.001 and win.
+    let a = hub("hub-a", &format!("[[peers]]\nurl = \"receptors://127.0.0.1:{}\"\ncost = 10.0\n", b.port));
+    // pinger → hub-a → hub-b.
     let pings = PingLoop::start(&a, "hub-b", Some(pki.context("pinger")));
     pings.more(3);
     let mut watcher = FakePeer::try_join_tls(b.port, "watcher", &pki.fake("watcher")).expect("watcher");
