@@ -495,7 +495,8 @@ pub fn default_socket() -> PathBuf {
 
 /// Tells an idle session why it is closed (best effort: the client may be gone).
 pub(crate) async fn idle<W: ByteWrite>(wr: &mut W, after: std::time::Duration) {
-    static IDLE: crate::logging::Throttle = crate::logging::Throttle::new(std::time::Duration::from_secs(10), 3);
+    static IDLE: crate::logging::Throttle =
+        crate::logging::Throttle::new(std::time::Duration::from_secs(10), 3);
     if let Some(suppressed) = IDLE.allow() {
         tracing::info!(suppressed, ?after, "control session closed: idle (limits.control_idle_timeout)");
     }
