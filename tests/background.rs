@@ -29,20 +29,28 @@ fn tags(n: usize) -> Vec<String> {
     (0..n).map(|k| format!("900.{}{k}", std::process::id())).collect()
 }
 
-/// A play that leaves four processes running in four ways, then ends.
-fn leaving_play(t: &[String]) -> String {
+/// The start of a play whose first two tasks leave `sleep {a}` (async, poll 0) and
+/// `sleep {b}` (nohup &) running.
+fn play_leaving_two(a: &str, b: &str) -> String {
     format!(
         "---
 - hosts: all
   gather_facts: false
   tasks:
     - name: async, poll 0
-      ansible.builtin.command: sleep {}
+      ansible.builtin.command: sleep {a}
       async: 600
       poll: 0
     - name: nohup in the background
-      ansible.builtin.shell: nohup sleep {} >/dev/null 2>&1 &
-    - name: setsid -f
+      ansible.builtin.shell: nohup sleep {b} >/dev/null 2>&1 &
+"
+    )
+}
+
+/// A play that leaves four processes running in four ways, then ends.
+fn leaving_play(t: &[String]) -> String {
+    format!(
+        "{}    - name: setsid -f
       ansible.builtin.shell: setsid -f sleep {} >/dev/null 2>&1
     - name: become, in the background
       ansible.builtin.shell: nohup sleep {} >/dev/null 2>&1 &
@@ -52,7 +60,9 @@ fn leaving_play(t: &[String]) -> String {
       ansible.builtin.debug:
         msg: all started
 ",
-        t[0], t[1], t[2], t[3]
+        play_leaving_two(&t[0], &t[1]),
+        t[2],
+        t[3]
     )
 }
 
@@ -137,24 +147,14 @@ fn a_cancelled_run_stops_its_background_processes_too() {
     let t = tags(2);
     let _reaper = Reaper(t.clone());
     let play = format!(
-        "---
-- hosts: all
-  gather_facts: false
-  tasks:
-    - name: async, poll 0
-      ansible.builtin.command: sleep {}
-      async: 600
-      poll: 0
-    - name: nohup in the background
-      ansible.builtin.shell: nohup sleep {} >/dev/null 2>&1 &
-    - name: before the pause
+        "{}    - name: before the pause
       ansible.builtin.debug:
         msg: early
     - name: pause
       ansible.builtin.pause:
         seconds: 300
 ",
-        t[0], t[1]
+        play_leaving_two(&t[0], &t[1])
     );
     let pdd = make_pdd(&play);
     let mut cmd = receptor_cmd(&n1);
