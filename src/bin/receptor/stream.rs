@@ -25,13 +25,33 @@ impl Write for OutputLines {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if !self.text.is_empty() {
-            let text = String::from_utf8_lossy(&self.text).into_owned();
-            self.text.clear();
-            self.stream.emit(&json!({"type": "output", "text": text}));
+        let text = String::from_utf8_lossy(&self.text).into_owned();
+        self.text.clear();
+        for piece in pieces(&text, MAX_OUTPUT_TEXT) {
+            self.stream.emit(&json!({"type": "output", "text": piece}));
         }
         Ok(())
     }
+}
+
+/// Bytes of text per `output` line at most (JSON-escaped, at most 6 times as many), so one
+/// huge event never makes a line that a reader's line limit cuts in two.
+const MAX_OUTPUT_TEXT: usize = 1 << 20;
+
+/// `text` in pieces of at most `max` bytes, cut at character boundaries.
+fn pieces(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        out.push(piece);
+        rest = tail;
+    }
+    out
 }
 
 /// Version of the stream's format, sent in the `start` line.
@@ -116,6 +136,14 @@ fn worker_kind(reason: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_text_is_cut_at_character_boundaries() {
+        let text = "é".repeat(5);
+        assert_eq!(pieces(&text, 3), ["é", "é", "é", "é", "é"]);
+        assert_eq!(pieces("abcde", 2), ["ab", "cd", "e"]);
+        assert!(pieces("", 2).is_empty());
+    }
 
     #[test]
     fn error_kinds_follow_the_variants() {
