@@ -16,8 +16,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-/// The otherName OID Receptor uses for node IDs.
-pub const NODE_ID_OID: [u64; 9] = [1, 3, 6, 1, 4, 1, 2312, 19, 1];
+pub use crate::transport::tls::NODE_ID_OID;
 
 /// Why a certificate operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -8,9 +8,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use allow::{Action, ControlAllow};
+pub use metrics::MetricsSection;
+
 use crate::transport::PeerUrl;
 use crate::wire::NodeId;
 
+mod allow;
+mod metrics;
 mod typed;
 
 /// Environment variables starting with this prefix override file keys:
@@ -52,7 +57,7 @@ pub struct Config {
     #[serde(default)]
     pub limits: crate::limits::Limits,
     #[serde(default)]
-    pub metrics: crate::metrics::MetricsSection,
+    pub metrics: MetricsSection,
     #[serde(default)]
     pub netceptor: crate::netceptor::config::NetceptorSection,
 }
@@ -85,7 +90,7 @@ pub struct ControlSection {
     pub insecure_plaintext_control: bool,
     /// Which remote control clients may `reload` and `connect` (the Unix socket always
     /// may; nobody else without a rule).
-    pub allow: Vec<crate::control::allow::ControlAllow>,
+    pub allow: Vec<ControlAllow>,
 }
 
 impl Default for ControlSection {
@@ -552,13 +557,26 @@ impl Config {
             {
                 return Err((key("name"), format!("{:?} is already taken", c.name)));
             }
-            if crate::work::command::resolve_program(&c.program).is_none() {
+            if resolve_program(&c.program).is_none() {
                 let reason = format!("program {} not found (or not executable)", c.program.display());
                 return Err((key("program"), reason));
             }
         }
         Ok(())
     }
+}
+
+/// Finds `program` the way exec would: a path as given, or a bare name on `PATH` (config
+/// validation and `work` spawning agree on it).
+pub fn resolve_program(program: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.components().count() > 1 || program.is_absolute() {
+        return executable(program).then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| executable(p))
 }
 
 #[cfg(test)]
@@ -615,18 +633,17 @@ mod tests {
 
     #[test]
     fn without_a_role_a_node_that_accepts_no_links_is_a_leaf() {
-        use crate::mesh::state::Role;
         let listening = "[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\n";
         let cases = [
-            ("", Role::Leaf),
-            (listening, Role::Hub),
-            ("[mesh]\nrole = \"auto\"\n", Role::Leaf),
-            ("[mesh]\nrole = \"hub\"\n", Role::Hub),
-            (&format!("{listening}[mesh]\nrole = \"leaf\"\n"), Role::Leaf),
+            ("", true),
+            (listening, false),
+            ("[mesh]\nrole = \"auto\"\n", true),
+            ("[mesh]\nrole = \"hub\"\n", false),
+            (&format!("{listening}[mesh]\nrole = \"leaf\"\n"), true),
         ];
-        for (extra, role) in cases {
+        for (extra, leaf) in cases {
             let cfg = load_text(&format!("[node]\nid = \"n\"\n{extra}")).expect("valid");
-            assert_eq!(crate::daemon::node_options(&cfg).mesh.role, role, "{extra}");
+            assert_eq!(cfg.is_leaf(), leaf, "{extra}");
         }
         let err = load_text("[node]\nid = \"n\"\n[mesh]\nrole = \"spoke\"\n").expect_err("invalid");
         assert!(err.to_string().contains("spoke"), "{err}");

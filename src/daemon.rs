@@ -1,6 +1,7 @@
 //! Assembles a persistent node from its [`Config`]: binds listeners, dials peers, builds the
 //! work registry, serves work, and handles signals (SIGTERM/SIGINT: drain then stop).
 
+mod health;
 mod netceptor;
 mod reload;
 
@@ -193,7 +194,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         }
         None => None,
     };
-    let metrics_listener = crate::metrics::probe::bind(&cfg).await.map_err(DaemonError::Metrics)?;
+    let metrics_listener = health::bind(&cfg).await.map_err(DaemonError::Metrics)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
@@ -218,7 +219,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     if let Some(net) = &net {
         net.set_services(netceptor::services(&cfg, &work.registry().names(), &units)).await;
     }
-    let probe = metrics_listener.map(|l| crate::metrics::probe::start(l, &cfg, &node, &work, &units));
+    let probe = metrics_listener.map(|l| health::start(l, &cfg, &node, &work, &units));
     let control_allow = Arc::new(std::sync::RwLock::new(cfg.control.allow.clone()));
     let reloader = reload::Reloader {
         path: config_path.clone(),

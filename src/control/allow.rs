@@ -4,34 +4,8 @@
 //! socket may: `reload` re-reads this node's configuration, and `connect` opens mesh
 //! streams under this node's name (around `[[work.allow]]` on the far end).
 
-use serde::Deserialize;
-
+pub use crate::config::{Action, ControlAllow};
 use crate::identity::Origin;
-
-/// A node-wide control command that needs an explicit rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Reload,
-    Connect,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Reload => "reload",
-            Action::Connect => "connect",
-        }
-    }
-}
-
-/// Lets `clients` (node IDs; `*` alone or as a suffix wildcard) use `actions`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ControlAllow {
-    pub clients: Vec<String>,
-    pub actions: Vec<Action>,
-}
 
 fn matches(pattern: &str, value: &str) -> bool {
     match pattern.strip_suffix('*') {

@@ -78,6 +78,24 @@ pub enum LinkError {
     Shutdown,
 }
 
+impl LinkError {
+    /// The `reason` label this refusal is counted under in `receptord_handshake_refused_total`.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            LinkError::BadPreface => "bad_preface",
+            LinkError::HandshakeTimeout => "timeout",
+            LinkError::Version(_) => "version",
+            LinkError::Refused(_) => "refused_by_peer",
+            LinkError::Refusing(_) => "refused",
+            LinkError::Protocol(_) | LinkError::Codec(_) => "protocol",
+            LinkError::Io(_) | LinkError::Idle(_) => "io",
+            LinkError::Flood(_) => "flood",
+            LinkError::Forged(_) => "forged",
+            LinkError::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// The outcome of a handshake: who the peer is, and where its frames come from.
 pub(crate) struct Established {
     pub(crate) link: LinkId,
@@ -96,7 +114,7 @@ pub(crate) async fn handshake(
     seen: &mut Option<crate::wire::NodeId>,
     identity: Option<&crate::transport::PeerIdentity>,
 ) -> Result<Established, LinkError> {
-    let (mut rd, mut wr) = tokio::io::split(crate::metrics::linkio::count_io(link, io));
+    let (mut rd, mut wr) = tokio::io::split(super::linkio::count_io(link, io));
     let deadline = Instant::now() + ctx.limits.handshake_timeout;
     let mut hello = ctx.hello.clone();
     hello.cost = cost;
@@ -117,7 +135,7 @@ pub(crate) async fn handshake(
     };
     *seen = Some(peer.node_id.clone());
     if dialed_by_me {
-        crate::metrics::global().dialed(&peer.node_id);
+        crate::metrics::global().dialed(peer.node_id.as_str());
     }
     if peer.version != PROTOCOL_VERSION {
         let _ = wr.write_all(&Frame::Reject { reason: version_reason(peer.version).into() }.encode()).await;
@@ -188,7 +206,7 @@ async fn within<F: std::future::Future>(deadline: Instant, f: F) -> Result<F::Ou
 /// Runs an established link until it fails, the peer leaves, or the node stops.
 pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError> {
     let Established { link, peer, mut reader, writer } = est;
-    crate::metrics::linkio::link_up(link, &peer);
+    super::linkio::link_up(link, &peer);
     let idle = Duration::from_millis(u64::from(ctx.hello.idle_timeout_ms.max(peer.idle_timeout_ms)));
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
     let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);

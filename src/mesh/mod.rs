@@ -15,6 +15,7 @@ pub mod foreign;
 mod gate;
 mod lane;
 pub mod link;
+mod linkio;
 pub mod node;
 pub mod origin;
 pub(crate) mod router;

@@ -433,7 +433,7 @@ impl Node {
         let est = match est {
             Ok(est) => est,
             Err(e) => {
-                crate::metrics::global().handshake_refused(crate::metrics::refusal_reason(&e));
+                crate::metrics::global().handshake_refused(e.metric_reason());
                 let _ = self.inner.events.send(Event::Down { link: id }).await;
                 if let Some(tx) = on_up {
                     let _ = tx.send(Err(e));

@@ -22,8 +22,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::MetricsSection;
-
 /// Largest request head accepted (hyper's smallest buffer).
 pub const MAX_HEAD_BYTES: usize = 8192;
 /// Most header lines in a request.
@@ -49,10 +47,21 @@ pub trait Probe: Send + Sync + 'static {
     fn ready(&self) -> Check;
 }
 
+/// The bounds of the HTTP listener (from `[metrics]`).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Most connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// A client must send its whole request head within this long.
+    pub header_timeout: Duration,
+    /// A connection is closed after this long, whatever it is doing.
+    pub connection_timeout: Duration,
+}
+
 /// Serves `listener` until `cancel`; each connection is a task on `tracker`.
 pub fn serve(
     listener: TcpListener,
-    cfg: &MetricsSection,
+    cfg: HttpLimits,
     probe: Arc<dyn Probe>,
     tracker: &TaskTracker,
     cancel: CancellationToken,

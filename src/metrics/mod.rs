@@ -6,11 +6,8 @@
 //! One registry per process: a `receptord` process is one mesh node. (A client process
 //! counts too, but nothing serves its registry.)
 
-pub mod config;
 pub mod expo;
 pub mod http;
-pub mod linkio;
-pub mod probe;
 pub mod process;
 
 use std::collections::HashSet;
@@ -24,8 +21,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-
-pub use config::MetricsSection;
 
 /// Label sets: a few fixed keys with owned values.
 pub type Labels = Vec<(&'static str, String)>;
@@ -303,10 +298,10 @@ impl Metrics {
     }
 
     /// This node dialed a connection and the peer announced `node`.
-    pub fn dialed(&self, node: &crate::wire::NodeId) {
+    pub fn dialed(&self, node: &str) {
         let mut d = self.dialed.lock().unwrap_or_else(|p| p.into_inner());
         if d.len() < MAX_PEER_SERIES {
-            d.insert(node.as_str().to_owned());
+            d.insert(node.to_owned());
         }
     }
 
@@ -387,45 +382,6 @@ impl Metrics {
     pub fn scrape_count(&self) -> u64 {
         self.scrapes.load(Ordering::Relaxed)
     }
-}
-
-/// The `reason` label of a connection whose handshake failed.
-pub fn refusal_reason(e: &crate::mesh::link::LinkError) -> &'static str {
-    use crate::mesh::link::LinkError as E;
-    match e {
-        E::BadPreface => "bad_preface",
-        E::HandshakeTimeout => "timeout",
-        E::Version(_) => "version",
-        E::Refused(_) => "refused_by_peer",
-        E::Refusing(_) => "refused",
-        E::Protocol(_) | E::Codec(_) => "protocol",
-        E::Io(_) | E::Idle(_) => "io",
-        E::Flood(_) => "flood",
-        E::Forged(_) => "forged",
-        E::Shutdown => "shutdown",
-    }
-}
-
-/// A mesh job ended with `result` after `took` (`cancelled`: the requester or the daemon
-/// stopped it).
-pub fn job_finished(result: &crate::work::JobResult, cancelled: bool, took: Duration) {
-    let outcome = match result {
-        _ if cancelled => Outcome::Canceled,
-        r if r.error.is_none() && r.exit_code == Some(0) => Outcome::Succeeded,
-        _ => Outcome::Failed,
-    };
-    global().work_finished(WorkKind::Job, outcome, Some(took));
-}
-
-/// A local work unit reached final state `state`; `since` is when this daemon started it.
-pub fn unit_finished(state: crate::work::units::State, since: Option<std::time::Instant>) {
-    use crate::work::units::State;
-    let outcome = match state {
-        State::Succeeded => Outcome::Succeeded,
-        State::Canceled => Outcome::Canceled,
-        _ => Outcome::Failed,
-    };
-    global().work_finished(WorkKind::Unit, outcome, since.map(|t| t.elapsed()));
 }
 
 /// Keeps a gauge raised while alive.

@@ -15,7 +15,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 
 use super::BoxedIo;
-use crate::certs::NODE_ID_OID;
+
+/// The otherName OID Receptor uses for node IDs (in certificates Go Receptor and
+/// `receptor cert` issue).
+pub const NODE_ID_OID: [u64; 9] = [1, 3, 6, 1, 4, 1, 2312, 19, 1];
 
 /// Where a node's TLS material comes from, and its policy.
 #[derive(Debug, Clone)]

@@ -4,10 +4,12 @@
 //! shell-like quoting but never run through a shell.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::config::resolve_program;
 
 use super::process::{ChildSpec, run_child};
 use super::{Job, JobFuture, UnitPlan, WorkType};
@@ -70,16 +72,4 @@ impl WorkType for CommandWork {
         let shown = if base.is_empty() { params.to_owned() } else { format!("{base} {params}") };
         Ok((UnitPlan::Command(plan), shown))
     }
-}
-
-/// Finds `program` the way exec would: a path as given, or a bare name on `PATH`.
-pub fn resolve_program(program: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable =
-        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    if program.components().count() > 1 || program.is_absolute() {
-        return executable(program).then(|| program.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| executable(p))
 }

@@ -139,7 +139,16 @@ impl WorkService {
             tmp_root: self.data_dir.join("tmp"),
         };
         let result = run_and_pump(wt.run(job), out_rx, writer, cancel.clone()).await;
-        crate::metrics::job_finished(&result, cancel.is_cancelled(), started.elapsed());
+        let outcome = match &result {
+            _ if cancel.is_cancelled() => crate::metrics::Outcome::Canceled,
+            r if r.error.is_none() && r.exit_code == Some(0) => crate::metrics::Outcome::Succeeded,
+            _ => crate::metrics::Outcome::Failed,
+        };
+        crate::metrics::global().work_finished(
+            crate::metrics::WorkKind::Job,
+            outcome,
+            Some(started.elapsed()),
+        );
         tracing::info!(exit_code = ?result.exit_code, signal = ?result.signal, error = ?result.error, "job finished");
     }
 

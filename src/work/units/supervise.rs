@@ -122,7 +122,7 @@ impl Units {
             // It may have written its result just before exiting.
             if let Some(st) = unit.refresh().filter(|s| s.state.is_final()) {
                 tracing::info!(unit = %unit.id, state = st.state.name(), detail = %st.detail, "work unit finished");
-                crate::metrics::unit_finished(st.state, since);
+                unit_finished(st.state, since);
                 if let Some(mut c) = child {
                     let _ = c.wait().await;
                 }
@@ -132,7 +132,7 @@ impl Units {
             let cancelled = unit.dir.join("cancel").exists();
             tracing::warn!(unit = %unit.id, supervisor = %exited, "work unit supervisor exited without a result");
             let end = if cancelled { State::Canceled } else { State::Failed };
-            crate::metrics::unit_finished(end, since);
+            unit_finished(end, since);
             let _ = unit.update_status(|st| {
                 if cancelled {
                     st.state = State::Canceled;
@@ -223,4 +223,16 @@ impl Units {
             let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
         }
     }
+}
+
+/// Counts a local work unit that reached final state `state`; `since` is when this daemon
+/// started it.
+fn unit_finished(state: State, since: Option<std::time::Instant>) {
+    use crate::metrics::{Outcome, WorkKind, global};
+    let outcome = match state {
+        State::Succeeded => Outcome::Succeeded,
+        State::Canceled => Outcome::Canceled,
+        _ => Outcome::Failed,
+    };
+    global().work_finished(WorkKind::Unit, outcome, since.map(|t| t.elapsed()));
 }

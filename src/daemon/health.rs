@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::global;
-use super::http::{Check, Probe};
 use crate::mesh::Node;
+use crate::metrics::global;
+use crate::metrics::http::{Check, Probe};
 use crate::work::service::WorkService;
 use crate::work::units::{Origin, State, Units};
 
@@ -167,7 +167,12 @@ pub fn start(
         peers_configured: cfg.peers.len(),
         listeners_bound: AtomicBool::new(false),
     });
-    super::http::serve(listener, &cfg.metrics, probe.clone(), &node.tracker(), node.cancel_token());
+    let limits = crate::metrics::http::HttpLimits {
+        max_connections: cfg.metrics.max_connections,
+        header_timeout: cfg.metrics.header_timeout,
+        connection_timeout: cfg.metrics.connection_timeout,
+    };
+    crate::metrics::http::serve(listener, limits, probe.clone(), &node.tracker(), node.cancel_token());
     spawn_rtt_sampler(node, cfg.metrics.rtt_interval);
     probe
 }

@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::global;
+use crate::metrics::global;
 use crate::transport::BoxedIo;
 use crate::wire::{Hello, PREFACE, caps};
 
@@ -120,7 +120,7 @@ pub fn link_up(link: u64, peer: &Hello) {
     let m = global();
     let (labels, first) = m.peer_label(peer.node_id.as_str(), peer.caps & caps::EPHEMERAL != 0);
     m.link_established.get_or_create(&labels).inc();
-    if !first && labels[0].1 != super::CLIENT_PEER {
+    if !first && labels[0].1 != crate::metrics::CLIENT_PEER {
         m.link_reconnects.get_or_create(&labels).inc();
     }
     let state = pending().lock().ok().and_then(|mut p| p.remove(&link)).and_then(|w| w.upgrade());
