@@ -10,12 +10,14 @@ use serde::Deserialize;
 
 pub use allow::{Action, ControlAllow};
 pub use metrics::MetricsSection;
+pub use netceptor::NetceptorSection;
 
 use crate::transport::PeerUrl;
 use crate::wire::NodeId;
 
 mod allow;
 mod metrics;
+mod netceptor;
 mod typed;
 
 /// Environment variables starting with this prefix override file keys:
@@ -59,7 +61,7 @@ pub struct Config {
     #[serde(default)]
     pub metrics: MetricsSection,
     #[serde(default)]
-    pub netceptor: crate::netceptor::config::NetceptorSection,
+    pub netceptor: NetceptorSection,
 }
 
 /// The control socket `receptorctl` talks to.
@@ -267,6 +269,10 @@ pub struct WorkSection {
     pub signing: Option<SigningSection>,
     /// Verifies signed submissions for work types with `verify_signature`.
     pub verification: Option<VerificationSection>,
+    /// Under systemd, as root: run each work unit (its supervisor and job) in its own
+    /// transient scope `receptord-unit-<ID>.scope` in `receptord-units.slice`, outside the
+    /// service's control group, so restarts and upgrades leave nothing behind in it.
+    pub unit_scopes: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -370,6 +376,7 @@ impl Default for WorkSection {
             unit_retention: Duration::from_secs(7 * 24 * 3600),
             signing: None,
             verification: None,
+            unit_scopes: true,
         }
     }
 }
@@ -493,7 +500,7 @@ impl Config {
         if m.stream_window < 64 * 1024 {
             return bad("mesh.stream_window".into(), "must be at least 65536 bytes");
         }
-        crate::netceptor::config::validate_links(&self.listeners, &self.peers)?;
+        netceptor::validate_links(&self.listeners, &self.peers)?;
         for (section, links) in [("listeners", &self.listeners), ("peers", &self.peers)] {
             for (i, l) in links.iter().enumerate() {
                 if l.url.scheme == crate::transport::Scheme::Tls && self.tls.is_none() {

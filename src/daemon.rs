@@ -63,6 +63,7 @@ pub fn units_config(cfg: &Config) -> Result<UnitsConfig, DaemonError> {
         node: cfg.node.id.clone(),
         root: cfg.node.data_dir.join("units"),
         supervisor_exe: supervisor_exe(),
+        scope_runner: cfg.work.unit_scopes.then(crate::systemd::scope_runner).flatten(),
         retention,
         signer,
         cancel_wait: cfg.node.shutdown_grace.min(Duration::from_secs(10)),

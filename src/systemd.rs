@@ -140,3 +140,81 @@ where
         }
     });
 }
+
+/// The slice every work unit's scope is placed in (`systemctl stop receptord-units.slice`
+/// ends them all).
+pub const UNITS_SLICE: &str = "receptord-units.slice";
+
+/// `systemd-run`, when this daemon was started by systemd (`INVOCATION_ID`), runs as root
+/// and a probe scope starts: work units then run in transient scopes of their own, so
+/// systemd neither logs their processes as left over on every restart nor counts them as
+/// the service's. Probed once per process; the probe is bounded to 5 s.
+pub fn scope_runner() -> Option<std::path::PathBuf> {
+    static RUNNER: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    RUNNER
+        .get_or_init(|| {
+            if std::env::var_os("INVOCATION_ID").is_none() || !nix::unistd::geteuid().is_root() {
+                return None;
+            }
+            let runner = crate::config::resolve_program(std::path::Path::new("systemd-run"))?;
+            let probe = format!("receptord-probe-{}", std::process::id());
+            match probe_scope(&runner, &probe) {
+                Ok(()) => {
+                    tracing::info!(slice = UNITS_SLICE, "work units run in transient systemd scopes");
+                    Some(runner)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "work units stay in the service's control group: systemd-run --scope failed"
+                    );
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+fn probe_scope(runner: &std::path::Path, name: &str) -> Result<(), String> {
+    let truth = crate::config::resolve_program(std::path::Path::new("true")).ok_or("no `true` on PATH")?;
+    let mut child = std::process::Command::new(runner)
+        .args(scope_args(name))
+        .arg(truth)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(st) if st.success() => return Ok(()),
+            Some(st) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.by_ref().take(4096).read_to_string(&mut err);
+                }
+                return Err(format!("{st}: {}", err.trim()));
+            }
+            None if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("no answer within 5 s".into());
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// `systemd-run` arguments that run the rest of the command line in scope `name`.
+pub fn scope_args(name: &str) -> Vec<String> {
+    vec![
+        "--scope".into(),
+        "--quiet".into(),
+        "--collect".into(),
+        format!("--slice={UNITS_SLICE}"),
+        format!("--unit={name}"),
+        "--".into(),
+    ]
+}

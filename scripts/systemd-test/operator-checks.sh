@@ -52,6 +52,9 @@ check "RECEPTOR_SOCKET is honoured" sh -c "! nsenter -t $PID1 -a env RECEPTOR_SO
 follow_unit=$(ctl work submit sleeper --node rtest -n | sed -n 's/^Unit ID: //p' || true)
 follow_running() { [ "$(state_of "$follow_unit")" = Running ]; }
 check "a unit runs to be followed" wait_for 30 follow_running
+unit_scoped() { ct systemctl is-active --quiet "receptord-unit-$follow_unit.scope"; }
+check "the unit runs in its own scope (receptord-unit-ID.scope)" unit_scoped
+check "none of its processes is in the service's cgroup" sh -c "! nsenter -t $PID1 -a systemd-cgls --no-pager -u receptord.service | grep -q -- --supervise-unit"
 ct receptor work results "$follow_unit" >/dev/null 2>&1 &
 follower=$!
 sleep 1
@@ -62,7 +65,7 @@ t1=$(date +%s%N)
 echo "info: restart with a follower took $(( (t1 - t0) / 1000000 )) ms"
 check "the stop did not wait for the follower" sh -c "! nsenter -t $PID1 -a journalctl -u receptord --no-pager -o cat --since '$since' | grep -q 'tasks still running after shutdown grace'"
 lines=$(ct journalctl -u receptord --no-pager -o cat --since "$since" | grep -c 'left-over process\|remains running after unit stopped' || true)
-echo "info: systemd lines about leftover processes on that restart: $lines"
+check "systemd logged no left-over process on that restart ($lines lines)" test "$lines" = 0
 kill "$follower" 2>/dev/null || true
 wait "$follower" 2>/dev/null || true
 ctl work cancel "$follow_unit" >/dev/null 2>&1 || true

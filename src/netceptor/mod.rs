@@ -8,7 +8,6 @@
 //! the work registry), never packet by packet. See docs/PROTOCOL.md ("Netceptor") and
 //! ARCHITECTURE.md.
 
-pub mod config;
 mod driver;
 pub mod framing;
 pub mod link;

@@ -60,6 +60,9 @@ pub struct UnitsConfig {
     pub root: PathBuf,
     /// The `receptord` executable that supervises units.
     pub supervisor_exe: PathBuf,
+    /// `systemd-run`, when each unit runs in its own transient scope (`[work]
+    /// unit_scopes`, under systemd as root: [`crate::systemd::scope_runner`]).
+    pub scope_runner: Option<PathBuf>,
     /// Completed units older than this are released (`None`: never).
     pub retention: Option<Duration>,
     pub signer: Option<Signer>,

@@ -59,9 +59,23 @@ impl Units {
             .open(unit.dir.join("supervisor.log"))
             .map_err(|e| format!("supervisor log: {e}"))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = tokio::process::Command::new(&exe);
-        cmd.arg0("receptord")
-            .arg("--supervise-unit")
+        let mut cmd = match &self.config().scope_runner {
+            // systemd-run creates the scope around itself, then executes the supervisor:
+            // through this daemon's own `/proc/PID/exe`, which names this binary even after
+            // an upgrade replaced it (`/proc/self/exe` would name systemd-run by then).
+            Some(runner) => {
+                let mut c = tokio::process::Command::new(runner);
+                c.args(crate::systemd::scope_args(&format!("receptord-unit-{}", unit.id)))
+                    .arg(format!("/proc/{}/exe", std::process::id()));
+                c
+            }
+            None => {
+                let mut c = tokio::process::Command::new(&exe);
+                c.arg0("receptord");
+                c
+            }
+        };
+        cmd.arg("--supervise-unit")
             .arg(&unit.dir)
             .stdin(std::process::Stdio::null())
             .stdout(log)

@@ -26,8 +26,8 @@ impl Default for NetceptorSection {
 /// Checks the link URLs that name Go peers: `netceptor://` only in `[[peers]]` (Go
 /// peers reach this node on its `receptor://` listeners), TLS not yet.
 pub(crate) fn validate_links(
-    listeners: &[crate::config::LinkSection],
-    peers: &[crate::config::LinkSection],
+    listeners: &[super::LinkSection],
+    peers: &[super::LinkSection],
 ) -> Result<(), (String, String)> {
     use crate::transport::{Protocol, Scheme};
     for (i, l) in listeners.iter().enumerate() {
