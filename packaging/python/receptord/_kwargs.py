@@ -276,7 +276,13 @@ def worker_kwargs(kw: Mapping, pdd: str, ident: str) -> Dict[str, Any]:
                     raise BadOptionsError(f"inventory {item} is outside the private data dir: the node cannot read it")
                 item = os.path.relpath(item, pdd)
             rel.append(item)
-        out["inventory"] = rel if many else rel[0]
+        if many and len(rel) > 1:
+            raise BadOptionsError(
+                "a list of several inventories cannot be sent: ansible-runner's worker takes one "
+                "inventory path (it joins it onto its private data dir); use a directory of them"
+            )
+        # One path as the worker takes it; [] (no inventory at all) as it is.
+        out["inventory"] = rel[0] if rel else []
     roles = (out.get("envvars") or {}).get("ANSIBLE_ROLES_PATH")
     if isinstance(roles, str) and os.path.isabs(roles) and roles.startswith(pdd):
         out["envvars"] = dict(out["envvars"], ANSIBLE_ROLES_PATH=os.path.relpath(roles, pdd))

@@ -194,6 +194,8 @@ class _Run:
             proc.wait()
             for t in threads:
                 t.join(timeout=5)
+            for pipe in (proc.stdout, proc.stderr):
+                pipe.close()
         return self._finish(final, proc.returncode, signalled, list(stderr))
 
     def _parse(self, raw: bytes, proc) -> dict:
