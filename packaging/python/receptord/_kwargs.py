@@ -198,7 +198,8 @@ def prepare(kw: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         pdd = tempfile.mkdtemp()
     pdd = os.path.abspath(os.fspath(pdd))
     if not os.path.exists(pdd):
-        raise ValueError("private_data_dir path is either invalid or does not exist")
+        # ansible_runner's ValueError, word for word (BadOptionsError is a ValueError).
+        raise BadOptionsError("private_data_dir path is either invalid or does not exist")
     kw["private_data_dir"] = pdd
     if "role" in kw:
         role: Dict[str, Any] = {"name": kw.pop("role")}

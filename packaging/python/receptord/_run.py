@@ -91,6 +91,7 @@ class _Run:
         for name in ("event_handler", "status_handler", "artifacts_handler", "cancel_callback", "finished_callback"):
             setattr(self.runner, name, kw.get(name))
         self.runner._cancel_requested = False
+        self.runner._live = True  # until run() returns: Runner.events follows the run
         self.discarded: List[Tuple[int, str]] = []
 
     # -- handlers, called as ansible_runner calls them -------------------------------
@@ -131,6 +132,12 @@ class _Run:
 
     # -- the child -------------------------------------------------------------------
     def run(self) -> Runner:
+        try:
+            return self._run()
+        finally:
+            self.runner._live = False
+
+    def _run(self) -> Runner:
         argv = _argv(find_binary(), self.kw, self.pdd, self.ident, self.worker)
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True

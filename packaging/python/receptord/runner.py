@@ -33,6 +33,7 @@ class Runner:
         self.event_handler = self.status_handler = self.artifacts_handler = None
         self.cancel_callback = self.finished_callback = None
         self.remove_partials = True
+        self._live = False  # True while the run's client process runs
         self.runner_mode = "pexpect"
         self.process_isolation = False
         self.directory_isolation_path = getattr(config, "directory_isolation_base_path", None)
@@ -62,10 +63,14 @@ class Runner:
         """The job events as dicts, in counter order (artifacts/<ident>/job_events/); while
         the run is running, new ones as they arrive, as ansible_runner's Runner.events."""
         d = os.path.join(self.artifact_dir, "job_events")
+        for _ in range(1200):  # as ansible_runner: wait up to 60 s for the directory
+            if os.path.isdir(d) or not self._live:
+                break
+            time.sleep(0.05)
         if not os.path.isdir(d):
             return
         seen: set = set()
-        while self.status in ("starting", "running"):
+        while self._live:
             yield from self._collect(seen)
             time.sleep(0.05)
         yield from self._collect(seen)
