@@ -134,7 +134,9 @@ def test_suppress_env_files_writes_none_and_still_passes_the_values(mesh, tmp_pa
 
 
 def test_idents_modes_and_artifacts_as_ansible_runner(mesh, tmp_path):
-    lr, rr = both(mesh, tmp_path, playbook="test.yml")
+    # The explicit default process_isolation=False, and container keywords that only
+    # matter with isolation, are accepted and without effect, as in ansible_runner.
+    lr, rr = both(mesh, tmp_path, playbook="test.yml", process_isolation=False, container_image="some/image")
     for r in (lr, rr):
         assert str(uuid.UUID(r.config.ident, version=4)) == r.config.ident
         assert stat.S_IMODE(os.stat(r.config.artifact_dir).st_mode) == 0o700
