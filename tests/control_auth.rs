@@ -167,13 +167,23 @@ fn a_plain_tcp_control_listener_needs_the_explicit_opt_in() {
 /// Speaks the link handshake as `id` over TLS without a client certificate; returns the
 /// daemon's answer to it (the frame after its Hello).
 fn uncertified_hello(pki: &Pki, port: u16, id: &str) -> receptord::wire::Frame {
-    use receptord::wire::{Frame, FrameCodec, Hello, NodeId, PREFACE, PROTOCOL_VERSION, caps};
+    tls_hello(pki, port, id, None, receptord::wire::caps::STREAMS)
+}
+
+/// Speaks the link handshake as `id` with `caps` over TLS, presenting `cert`'s certificate
+/// (made by [`Pki::issue`]) when given; returns the daemon's answer to it.
+fn tls_hello(pki: &Pki, port: u16, id: &str, cert: Option<&str>, caps: u32) -> receptord::wire::Frame {
+    use receptord::wire::{Frame, FrameCodec, Hello, NodeId, PREFACE, PROTOCOL_VERSION};
     use std::io::{Read, Write};
     use std::sync::{Arc, Mutex};
     use tokio_util::codec::Decoder;
-    let mut child = Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}"), "-CAfile"])
-        .arg(pki.path("ca.crt"))
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}"), "-CAfile"])
+        .arg(pki.path("ca.crt"));
+    if let Some(c) = cert {
+        cmd.arg("-cert").arg(pki.path(&format!("{c}.crt"))).arg("-key").arg(pki.path(&format!("{c}.key")));
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -183,7 +193,7 @@ fn uncertified_hello(pki: &Pki, port: u16, id: &str) -> receptord::wire::Frame {
         version: PROTOCOL_VERSION,
         node_id: NodeId::new(id).expect("id"),
         epoch: 1,
-        caps: caps::STREAMS,
+        caps,
         idle_timeout_ms: 60_000,
         cost: 1.0,
     };
@@ -252,4 +262,65 @@ fn a_peer_without_a_certificate_may_only_join_as_a_temporary_client() {
         .output()
         .expect("receptor cert");
     assert!(!out.status.success() && stderr(&out).contains("reserved"), "{}", stderr(&out));
+}
+
+/// Shared client IDs (`NODE~TAG` sessions) over mutual TLS: a session speaks for the node
+/// its certificate names and for no other; only a client may be one.
+#[test]
+fn a_session_id_must_be_of_the_node_its_certificate_names() {
+    use receptord::wire::{Frame, caps};
+    let pki = Pki::new();
+    for id in ["node1", "controller", "other"] {
+        pki.issue(id);
+    }
+    let cfg = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = [\"{}\"]\n",
+        pki.path("node1.crt").display(),
+        pki.path("node1.key").display(),
+        pki.path("ca.crt").display()
+    );
+    let mut spec = Spec::new("node1").extra(&cfg);
+    spec.tls = true;
+    let n1 = Daemon::start(spec);
+    let client = caps::STREAMS | caps::EPHEMERAL;
+    // controller's certificate, a session claiming another node's principal: refused.
+    match tls_hello(&pki, n1.port, "other~3f9a0c21", Some("controller"), client) {
+        Frame::Reject { reason } => {
+            let reason = reason.to_string();
+            assert!(reason.contains("other~3f9a0c21") && reason.contains("controller"), "{reason}")
+        }
+        other => panic!("expected a reject, got {other:?}"),
+    }
+    // ... and a session of a node whose certificate it lacks, even a daemon's: refused.
+    let answer = tls_hello(&pki, n1.port, "node1~3f9a0c21", Some("controller"), client);
+    assert!(matches!(answer, Frame::Reject { .. }), "{answer:?}");
+    // A session of its own certificate's node: admitted, any number of them at once.
+    for tag in ["3f9a0c21", "77aa0c21"] {
+        let answer = tls_hello(&pki, n1.port, &format!("controller~{tag}"), Some("controller"), client);
+        assert!(matches!(answer, Frame::Admit), "{answer:?}");
+    }
+    // The right certificate, but not a client: a daemon never takes a session ID.
+    match tls_hello(&pki, n1.port, "controller~3f9a0c21", Some("controller"), caps::STREAMS) {
+        Frame::Reject { reason } => assert!(reason.to_string().contains("not a client"), "{reason}"),
+        other => panic!("expected a reject, got {other:?}"),
+    }
+    // The same through the real client: `--receptor-node-id` other than the certificate's.
+    let peer = format!("receptors://127.0.0.1:{}", n1.port);
+    let ping = |node_id: &str| {
+        Command::new(RECEPTOR)
+            .args(["--receptor-peer", &peer, "--receptor-node-id", node_id, "--tls-cert"])
+            .arg(pki.path("controller.crt"))
+            .arg("--tls-key")
+            .arg(pki.path("controller.key"))
+            .arg("--tls-ca")
+            .arg(pki.path("ca.crt"))
+            .args(["ping", "node1", "-c", "1", "--timeout", "5s"])
+            .output()
+            .expect("receptor ping")
+    };
+    let ok = ping("controller");
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let refused = ping("other");
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("certificate"), "{}", stderr(&refused));
 }

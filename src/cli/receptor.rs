@@ -250,6 +250,13 @@ pub struct RunArgs {
     /// Environment variables of the job as a JSON object of strings (`envvars`).
     #[arg(long, value_name = "JSON")]
     pub envvars: Option<String>,
+    /// Further `ansible_runner.run` keyword arguments for the node's worker, as a JSON
+    /// object (passwords, settings, ssh_key, fact_cache, tags, ...): sent in the kwargs
+    /// line as `ansible-runner transmit` sends them, over the keys the flags above set.
+    /// A `playbook` given here is not looked for in PRIVATE_DATA_DIR/project: the worker
+    /// reports a missing one as ansible-runner does (a failed run). Used by the Python package.
+    #[arg(long, value_name = "JSON")]
+    pub kwargs: Option<String>,
     /// Instead of the playbook output, print the run as JSON Lines on stdout: status
     /// changes, every job event, the output as a local run prints it, artifacts, the final
     /// status and rc, or the error with a machine-readable kind (docs/EVENTS-STREAM.md).

@@ -45,6 +45,10 @@ pub struct RunOptions {
     pub extravars: Option<Map<String, Value>>,
     /// `ansible_runner.run(envvars=...)`: string values, sent in the kwargs line.
     pub envvars: Option<Map<String, Value>>,
+    /// Further `ansible_runner.run` kwargs, merged over the line's other keys (the Python
+    /// package's passwords, settings, ssh_key, fact_cache, ...). Its `playbook` is not
+    /// looked for locally: the worker reports a missing one as ansible-runner does.
+    pub kwargs: Option<Map<String, Value>>,
 }
 
 /// Where to run: the three options of the original feature, plus the run options.
@@ -223,9 +227,12 @@ fn check_pdd(opts: &RunOptions) -> Result<PathBuf, RunError> {
     if !pdd.is_dir() {
         return Err(bad("not a directory".into()));
     }
-    match (&opts.playbook, &opts.module) {
-        (None, None) => return Err(RunError::BadOptions("give a playbook (-p) or a module (-m)".into())),
-        (Some(_), Some(_)) => return Err(RunError::BadOptions("-p and -m are mutually exclusive".into())),
+    let given = |k: &str| opts.kwargs.as_ref().and_then(|m| m.get(k)).is_some_and(|v| !v.is_null());
+    let playbook = opts.playbook.is_some() || given("playbook");
+    let module = opts.module.is_some() || given("module");
+    match (playbook, module) {
+        (false, false) => return Err(RunError::BadOptions("give a playbook (-p) or a module (-m)".into())),
+        (true, true) => return Err(RunError::BadOptions("-p and -m are mutually exclusive".into())),
         _ => {}
     }
     if let Some(pb) = &opts.playbook {
@@ -281,6 +288,9 @@ fn kwargs(opts: &RunOptions, ident: &str, pdd: &Path) -> Result<Map<String, Valu
             }
             if let Some(e) = &opts.envvars {
                 m.insert("envvars".into(), Value::Object(e.clone()));
+            }
+            for (k, v) in opts.kwargs.iter().flatten() {
+                m.insert(k.clone(), v.clone());
             }
             Ok(m)
         }

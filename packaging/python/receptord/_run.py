@@ -9,9 +9,10 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 from ._binary import find_binary
+from ._kwargs import LOCAL, MESH_KWARGS, RUNNER_KWARGS, check_names, check_refused, new_ident, prepare, worker_kwargs
 from .exceptions import BadOptionsError, ReceptordError, from_stream
 from .runner import Runner, RunnerConfig
 
@@ -24,19 +25,8 @@ STDERR_TAIL = 50
 #: ansible_runner's rc for a canceled run.
 CANCELED_RC = 254
 
-_UNSUPPORTED = {
-    "process_isolation": "isolation is the execution node's choice, not the client's",
-    "project_dir": "absolute client paths mean nothing on the remote node",
-    "artifact_dir": "artifacts are written under private_data_dir/artifacts/<ident>",
-    "roles_path": "roles are resolved on the node; put them in the private data dir's project",
-    "role": "put the play in the private data dir's project",
-    "binary": "raw commands are not an ansible-runner run job",
-    "container_image": "isolation is the execution node's choice, not the client's",
-}
-
-
-def _argv(binary: str, kw: Dict[str, Any]) -> List[str]:
-    a = [binary, "run", os.fspath(kw["private_data_dir"]), "--events-stream"]
+def _argv(binary: str, kw: Dict[str, Any], pdd: str, ident: str, worker: Dict[str, Any]) -> List[str]:
+    a = [binary, "run", pdd, "--events-stream", f"--ident={ident}", "--kwargs=" + json.dumps(worker)]
     mesh = []
     if kw.get("receptor_peer"):
         mesh += ["--receptor-peer", str(kw["receptor_peer"])]
@@ -51,75 +41,57 @@ def _argv(binary: str, kw: Dict[str, Any]) -> List[str]:
         mesh += ["--socket", os.fspath(kw["receptor_socket"])]
     if kw.get("via_receptor"):
         a += ["--via-receptor", str(kw["via_receptor"])]
-    flags = {
-        "playbook": "--playbook",
-        "module": "--module",
-        "module_args": "--args",
-        "host_pattern": "--hosts",
-        "ident": "--ident",
-        "inventory": "--inventory",
-        "limit": "--limit",
-        "cmdline": "--cmdline",
-    }
-    for key, flag in flags.items():
-        v = kw.get(key)
-        if v is not None:
-            if key == "inventory" and not isinstance(v, (str, os.PathLike)):
-                raise BadOptionsError("inventory must be a path inside the private data dir on a remote run")
-            a.append(f"{flag}={os.fspath(v) if isinstance(v, os.PathLike) else v}")
-    if kw.get("forks"):
-        a.append(f"--forks={int(kw['forks'])}")
     if kw.get("json_mode"):
         a.append("--json")
-    if kw.get("verbosity"):
-        a.append("-" + "v" * max(1, min(int(kw["verbosity"]), 5)))
-    for key in ("omit_event_data", "only_failed_event_data"):
-        if kw.get(key):
-            a.append("--" + key.replace("_", "-"))
     if kw.get("rotate_artifacts"):
         a.append(f"--rotate-artifacts={int(kw['rotate_artifacts'])}")
-    if kw.get("extravars"):
-        a.append("--extravars=" + json.dumps(kw["extravars"]))
-    if kw.get("envvars"):
-        a.append("--envvars=" + json.dumps({k: str(v) for k, v in kw["envvars"].items()}))
     if kw.get("lease"):
         a.append(f"--lease={int(kw['lease'])}s")
-    if kw.get("timeout"):
-        a.append(f"--timeout={int(kw['timeout'])}s")
     return a[:2] + mesh + a[2:]
 
 
 class _Run:
     """One run: the child process, its stream, the handlers."""
 
-    def __init__(self, kw: Dict[str, Any]):
-        for key in kw:
-            if key in _UNSUPPORTED:
-                raise BadOptionsError(f"{key} is not supported on a remote run: {_UNSUPPORTED[key]}")
-        if not kw.get("private_data_dir"):
-            raise BadOptionsError("private_data_dir is required")
+    def __init__(self, kw: Dict[str, Any], fn: str = "run"):
+        check_names(kw, fn)
+        check_refused(kw)
+        kw = dict(kw)
+        if kw.get("process_isolation") is False:
+            kw.pop("process_isolation")
+        self.pdd, kw = prepare(kw)
+        self.ident = new_ident(kw)
+        self.worker = worker_kwargs(kw, self.pdd, self.ident)
         self.kw = kw
-        pdd = os.path.abspath(os.fspath(kw["private_data_dir"]))
-        self.runner = Runner(
-            RunnerConfig(
-                private_data_dir=pdd,
-                ident=kw.get("ident"),
-                artifact_dir=os.path.join(pdd, "artifacts", str(kw.get("ident") or "")),
-                playbook=kw.get("playbook"),
-                module=kw.get("module"),
-                module_args=kw.get("module_args"),
-                host_pattern=kw.get("host_pattern"),
-                limit=kw.get("limit"),
-                forks=kw.get("forks"),
-                verbosity=kw.get("verbosity"),
-                extra_vars=kw.get("extravars"),
-                envvars=kw.get("envvars"),
-                via_receptor=kw.get("via_receptor"),
-                receptor_peer=kw.get("receptor_peer"),
-                receptor_node_id=kw.get("receptor_node_id"),
-            )
+        artifact_dir = os.path.join(self.pdd, "artifacts", self.ident)
+        # As ansible_runner's BaseConfig: the run's artifact directory is private (0700).
+        os.makedirs(artifact_dir, mode=0o700, exist_ok=True)
+        config = {k: kw.get(k, v) for k, v in RUNNER_KWARGS.items() if not k.startswith("_") and k not in LOCAL}
+        fact_cache_type = kw.get("fact_cache_type", "jsonfile")
+        config.update(
+            private_data_dir=self.pdd,
+            ident=self.ident,
+            artifact_dir=artifact_dir,
+            project_dir=os.path.join(self.pdd, "project"),
+            playbook=kw.get("playbook"),
+            extra_vars=kw.get("extravars"),
+            cmdline_args=kw.get("cmdline"),
+            ssh_key_data=kw.get("ssh_key"),
+            quiet=kw.get("quiet", False),
+            rotate_artifacts=kw.get("rotate_artifacts", 0),
+            fact_cache=os.path.join(artifact_dir, kw.get("fact_cache") or "fact_cache")
+            if fact_cache_type == "jsonfile"
+            else None,
+            command=None,
+            env=None,
+            cwd=None,
         )
+        config.update({k: kw.get(k) for k in MESH_KWARGS})
+        self.runner = Runner(RunnerConfig(**config))
+        for name in ("event_handler", "status_handler", "artifacts_handler", "cancel_callback", "finished_callback"):
+            setattr(self.runner, name, kw.get(name))
         self.runner._cancel_requested = False
+        self.runner._live = True  # until run() returns: Runner.events follows the run
         self.discarded: List[Tuple[int, str]] = []
 
     # -- handlers, called as ansible_runner calls them -------------------------------
@@ -127,7 +99,8 @@ class _Run:
         handler = self.kw.get("event_handler")
         keep = True
         if handler is not None:
-            keep = handler(event) is not False
+            # As ansible_runner: a falsy return value (None too) keeps the event out of job_events/.
+            keep = bool(handler(event))
         if not keep and "counter" in event and "uuid" in event:
             self.discarded.append((event["counter"], event["uuid"]))
 
@@ -140,6 +113,10 @@ class _Run:
 
     def _status(self, status: dict) -> None:
         self.runner.status = status.get("status", self.runner.status)
+        if self.runner.status == "starting":
+            # What ansible_runner's Processor keeps: the node's command, env and cwd.
+            for key in ("command", "env", "cwd"):
+                setattr(self.runner.config, key, status.get(key))
         handler = self.kw.get("status_handler")
         if handler is not None:
             handler(status, runner_config=self.runner.config)
@@ -155,7 +132,13 @@ class _Run:
 
     # -- the child -------------------------------------------------------------------
     def run(self) -> Runner:
-        argv = _argv(find_binary(), self.kw)
+        try:
+            return self._run()
+        finally:
+            self.runner._live = False
+
+    def _run(self) -> Runner:
+        argv = _argv(find_binary(), self.kw, self.pdd, self.ident, self.worker)
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
@@ -218,6 +201,8 @@ class _Run:
             proc.wait()
             for t in threads:
                 t.join(timeout=5)
+            for pipe in (proc.stdout, proc.stderr):
+                pipe.close()
         return self._finish(final, proc.returncode, signalled, list(stderr))
 
     def _parse(self, raw: bytes, proc) -> dict:
@@ -251,12 +236,11 @@ class _Run:
         if final["type"] == "finished":
             r.status, r.rc = final.get("status", "unknown"), int(final.get("rc", 1))
             r.errored = r.status == "error"
+            r.timed_out = r.status == "timeout"
+            r.canceled = r.status == "canceled"
         elif final.get("kind") == "canceled" and signalled:
             r.status, r.rc, r.canceled = "canceled", CANCELED_RC, True
             self._status({"status": "canceled", "runner_ident": r.config.ident})
-        elif final.get("kind") == "canceled" and self.kw.get("timeout"):
-            r.status, r.rc, r.timed_out = "timeout", CANCELED_RC, True
-            self._status({"status": "timeout", "runner_ident": r.config.ident})
         else:
             r.status, r.rc, r.errored = "error", 1, True
             r.error = from_stream(final)
@@ -274,48 +258,22 @@ def _unit(message: str) -> Optional[str]:
     return None
 
 
-Handler = Optional[Callable[..., Any]]
-
-
-def run(
-    private_data_dir: Union[str, "os.PathLike[str]"] = None,
-    playbook: Optional[str] = None,
-    *,
-    via_receptor: Optional[str] = None,
-    receptor_peer: Optional[str] = None,
-    receptor_node_id: Optional[str] = None,
-    tls_cert: Optional[str] = None,
-    tls_key: Optional[str] = None,
-    tls_ca: Union[None, str, Sequence[str]] = None,
-    **kwargs: Any,
-) -> Runner:
-    """Runs like ``ansible_runner.run(...)``; with ``via_receptor``, on that mesh node.
-
-    Accepts ansible_runner.run's keyword names (private_data_dir, playbook, module,
-    module_args, host_pattern, ident, inventory, limit, forks, verbosity, cmdline,
-    extravars, envvars, quiet, json_mode, rotate_artifacts, omit_event_data,
-    only_failed_event_data, event_handler, status_handler, artifacts_handler,
-    finished_callback, cancel_callback), plus the mesh settings. Returns a Runner; raises
-    a ReceptordError subclass when the run could not complete."""
-    kw = dict(kwargs)
-    kw.update(
-        private_data_dir=private_data_dir,
-        playbook=playbook,
-        via_receptor=via_receptor,
-        receptor_peer=receptor_peer,
-        receptor_node_id=receptor_node_id,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        tls_ca=tls_ca,
-    )
-    return _Run(kw).run()
+def run(**kwargs: Any) -> Runner:
+    """Runs like ``ansible_runner.run(**kwargs)`` (2.4.3: the same keywords, defaults and
+    files); with ``via_receptor``, on that mesh node. Also takes the mesh settings
+    ``via_receptor, receptor_peer, receptor_node_id, tls_cert, tls_key, tls_ca,
+    receptor_socket, lease``. An unknown keyword raises TypeError; one that cannot apply
+    to a remote run raises BadOptionsError with the reason (docs/PYTHON.md). Returns a
+    Runner (a failed playbook, a missing one included, is a Runner with status
+    ``failed``); raises a ReceptordError subclass when the run could not complete."""
+    return _Run(kwargs).run()
 
 
 def run_async(**kwargs: Any) -> Tuple[threading.Thread, Runner]:
     """Like ``ansible_runner.run_async``: starts the run on a thread, returns (thread,
     runner) at once. The runner fills in as the run goes; an error is kept in
     ``runner.error`` (and ``runner.status`` is ``error``)."""
-    r = _Run(kwargs)
+    r = _Run(kwargs, "run_async")
 
     def target():
         try:
@@ -329,18 +287,38 @@ def run_async(**kwargs: Any) -> Tuple[threading.Thread, Runner]:
 
 
 async def arun(**kwargs: Any) -> Runner:
-    """``await receptord.arun(...)``: the run on a worker thread; handlers are called on
-    that thread. Cancelling the awaiting task cancels the remote job, then re-raises."""
-    r = _Run(kwargs)
+    """``await receptord.arun(...)``: the run on a thread of its own (not asyncio's
+    default executor, so any number run at once); handlers are called on that thread.
+    Cancelling the awaiting task cancels the remote job, then re-raises."""
+    r = _Run(kwargs, "arun")
     loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(None, r.run)
+    fut = loop.create_future()
+
+    def settle(result, error):
+        if not fut.done():
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+    def target():
+        try:
+            result, error = r.run(), None
+        except BaseException as e:  # handed to the awaiting task
+            result, error = None, e
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:
+            pass  # the loop is gone
+
+    threading.Thread(target=target, daemon=True).start()
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
         r.runner._cancel_requested = True
         try:
             await fut
-        except ReceptordError:
+        except (ReceptordError, asyncio.CancelledError):
             pass
         raise
 

@@ -195,3 +195,29 @@ def test_concurrent_runs_share_one_receptor_node_id(mesh, tmp_path):
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         runners = list(pool.map(one, pdds))
     assert [(r.status, r.rc) for r in runners] == [("successful", 0)] * 4
+
+
+def test_aruns_are_not_capped_by_the_default_executor(mesh, tmp_path):
+    """Two runs that each wait for the other to have started: with asyncio's default
+    executor narrowed to one thread, they still meet (each arun has a thread of its own)."""
+    import concurrent.futures
+
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    play = (
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.shell: |\n"
+        f"        touch {meet}/{{{{ me }}}}\n"
+        f"        for i in $(seq 600); do [ $(ls {meet} | wc -l) -ge 2 ] && exit 0; sleep 0.1; done; exit 1\n"
+    )
+    pdds = [make_pdd(tmp_path, play, name=f"a{i}") for i in range(2)]
+
+    async def main():
+        asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(1))
+        runs = [
+            receptord.arun(private_data_dir=p, playbook="test.yml", quiet=True, extravars={"me": f"r{i}"},
+                           via_receptor="node2", receptor_peer=mesh)
+            for i, p in enumerate(pdds)
+        ]
+        return await asyncio.gather(*runs)
+
+    assert [(r.status, r.rc) for r in asyncio.run(main())] == [("successful", 0)] * 2

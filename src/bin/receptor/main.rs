@@ -261,6 +261,7 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
     let detached_ident = new_ident.then(|| uuid::Uuid::new_v4().simple().to_string());
     let extravars = json_object("--extravars", a.extravars.as_deref())?;
     let envvars = json_object("--envvars", a.envvars.as_deref())?;
+    let kwargs = json_object("--kwargs", a.kwargs.as_deref())?;
     if let Some((k, _)) = envvars.iter().flatten().find(|(_, v)| !v.is_string()) {
         bail!("--envvars: the value of {k:?} is not a string");
     }
@@ -282,6 +283,7 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
         rotate_artifacts: a.rotate_artifacts,
         extravars,
         envvars,
+        kwargs,
     };
     // Without a peer, a local daemon's control socket (if there is one) carries the job.
     let local = via_receptor.is_none() || via_receptor == mesh.receptor_node_id;
