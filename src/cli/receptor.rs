@@ -254,7 +254,9 @@ pub struct RunArgs {
     /// object (passwords, settings, ssh_key, fact_cache, tags, ...): sent in the kwargs
     /// line as `ansible-runner transmit` sends them, over the keys the flags above set.
     /// A `playbook` given here is not looked for in PRIVATE_DATA_DIR/project: the worker
-    /// reports a missing one as ansible-runner does (a failed run). Used by the Python package.
+    /// reports a missing one as ansible-runner does (a failed run). `-` reads the object
+    /// from stdin (at most 64 MiB), which keeps passwords out of the process list; the
+    /// Python package always does so.
     #[arg(long, value_name = "JSON")]
     pub kwargs: Option<String>,
     /// Instead of the playbook output, print the run as JSON Lines on stdout: status

@@ -25,8 +25,8 @@ STDERR_TAIL = 50
 #: ansible_runner's rc for a canceled run.
 CANCELED_RC = 254
 
-def _argv(binary: str, kw: Dict[str, Any], pdd: str, ident: str, worker: Dict[str, Any]) -> List[str]:
-    a = [binary, "run", pdd, "--events-stream", f"--ident={ident}", "--kwargs=" + json.dumps(worker)]
+def _argv(binary: str, kw: Dict[str, Any], pdd: str, ident: str) -> List[str]:
+    a = [binary, "run", pdd, "--events-stream", f"--ident={ident}", "--kwargs=-"]
     mesh = []
     if kw.get("receptor_peer"):
         mesh += ["--receptor-peer", str(kw["receptor_peer"])]
@@ -138,10 +138,16 @@ class _Run:
             self.runner._live = False
 
     def _run(self) -> Runner:
-        argv = _argv(find_binary(), self.kw, self.pdd, self.ident, self.worker)
+        argv = _argv(find_binary(), self.kw, self.pdd, self.ident)
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
+        # The worker's kwargs (passwords, ssh_key, ...) go through stdin, never argv.
+        try:
+            proc.stdin.write(json.dumps(self.worker).encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
         lines: "queue.Queue[Optional[bytes]]" = queue.Queue()
         stderr: deque = deque(maxlen=STDERR_TAIL)
 

@@ -237,3 +237,23 @@ def test_run_async_returns_a_thread_and_a_runner_as_ansible_runner(mesh, tmp_pat
     rt.join(300)
     assert (rr.status, rr.rc) == (lr.status, lr.rc) == ("successful", 0)
     assert live == [e["event"] for e in rr.events]
+
+
+def test_worker_keywords_travel_on_stdin_never_in_the_process_list(mesh, tmp_path, monkeypatch):
+    import subprocess
+
+    seen = []
+    real = subprocess.Popen
+
+    def recording(argv, *a, **k):
+        seen.append(list(argv))
+        return real(argv, *a, **k)
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    secret = "kw-" + uuid.uuid4().hex
+    (rr,) = both(mesh, tmp_path, runs=("rem",), playbook=PLAYS, extravars={"x": secret},
+                 passwords={"^never asked$": secret}, suppress_env_files=True)
+    assert rr.status == "successful"
+    assert [e["event_data"]["res"]["msg"] for e in rr.events if e["event"] == "runner_on_ok"] == [f"x={secret}"]
+    assert len(seen) == 1 and "--kwargs=-" in seen[0]
+    assert not any(secret in arg for arg in seen[0]), seen[0]

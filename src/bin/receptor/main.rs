@@ -261,7 +261,23 @@ async fn run(mesh: &MeshArgs, a: RunArgs) -> anyhow::Result<u8> {
     let detached_ident = new_ident.then(|| uuid::Uuid::new_v4().simple().to_string());
     let extravars = json_object("--extravars", a.extravars.as_deref())?;
     let envvars = json_object("--envvars", a.envvars.as_deref())?;
-    let kwargs = json_object("--kwargs", a.kwargs.as_deref())?;
+    // `--kwargs -`: from stdin, so passwords and keys never show in the process list.
+    let kwargs_text = match a.kwargs.as_deref() {
+        Some("-") => {
+            use std::io::Read;
+            let mut text = String::new();
+            let n = std::io::stdin()
+                .take(MAX_KWARGS + 1)
+                .read_to_string(&mut text)
+                .context("--kwargs -: reading stdin")?;
+            if n as u64 > MAX_KWARGS {
+                bail!("--kwargs -: more than {} MiB on stdin", MAX_KWARGS >> 20);
+            }
+            Some(text)
+        }
+        other => other.map(str::to_owned),
+    };
+    let kwargs = json_object("--kwargs", kwargs_text.as_deref())?;
     if let Some((k, _)) = envvars.iter().flatten().find(|(_, v)| !v.is_string()) {
         bail!("--envvars: the value of {k:?} is not a string");
     }
@@ -369,6 +385,9 @@ async fn streamed(
 }
 
 /// Parses a flag's JSON object (`--extravars`, `--envvars`).
+/// Largest `--kwargs -` document read from stdin.
+const MAX_KWARGS: u64 = 64 << 20;
+
 fn json_object(
     flag: &str,
     text: Option<&str>,
