@@ -63,6 +63,13 @@ pub struct Limits {
     /// End-to-end stream handshakes this node answers at once; further protected `Open`s
     /// are refused until some finish.
     pub stream_handshakes: usize,
+    /// Two nodes whose end-to-end stream handshake proved both certificates may resume
+    /// (TLS 1.3 PSK with a fresh ECDHE, no 0-RTT) for this long after it, without
+    /// certificates or signatures; `0s` turns resumption off (every stream a full
+    /// handshake). The acceptor refuses older tickets; a reload of the TLS files refuses
+    /// all earlier ones.
+    #[serde(with = "humantime_serde")]
+    pub stream_resumption: Duration,
     /// Error answers (a `Reset` for an unknown stream, `Unreachable`) this node sends per
     /// second, in bursts of as many: a peer spraying frames with another node's source
     /// cannot turn this node into an amplifier against that node's links. Excess answers
@@ -97,6 +104,7 @@ impl Default for Limits {
             signed_tokens: 100_000,
             stream_handshake_timeout: Duration::from_secs(10),
             stream_handshakes: 64,
+            stream_resumption: Duration::from_secs(600),
             error_reply_rate: 256,
             control_idle_timeout: Duration::from_secs(60),
         }

@@ -415,3 +415,69 @@ fn stalled_handshakes_are_bounded_and_time_out() {
     mallory.send(&open(4)).expect("send");
     assert_eq!(answer(&mut mallory, 4), Some(Ok(())), "a slot is free again");
 }
+
+/// beta's count of accepted end-to-end handshakes of `kind` (`full` or `resumed`), from
+/// its metrics endpoint.
+fn handshakes(port: u16, kind: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("get");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    let series = format!("stream_handshakes_total{{kind=\"{kind}\"}} ");
+    body.lines()
+        .find_map(|l| l.split_once(series.as_str()).and_then(|(_, v)| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Streams between two nodes that completed a full handshake resume it (issue 26): the
+/// second remote unit alpha runs on beta costs beta no certificate check and still
+/// works end to end (the node-ID checks pass on the resumed streams), and after beta
+/// reloads its TLS files every earlier ticket is refused (a full handshake again).
+#[test]
+fn resumed_streams_keep_identity_and_fall_back_after_reload() {
+    let pki = Pki::new();
+    for n in ["alpha", "beta"] {
+        pki.issue(n, n);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("alpha", dir.path());
+    let metrics = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let beta = Daemon::start(tls_spec("beta", &pki, &format!("{CAT}{metrics}")));
+    let alpha = Daemon::start(tls_spec("alpha", &pki, &ctl).peer(beta.port));
+    wait_route(&alpha, "beta");
+    beta.wait_log("metrics endpoint ready", Duration::from_secs(10));
+    let port: u16 = beta
+        .log()
+        .lines()
+        .find(|l| l.contains("metrics endpoint ready"))
+        .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
+        .and_then(|p| p.split_whitespace().next()?.parse().ok())
+        .expect("metrics port");
+    let run = |text: &str| {
+        let out = Command::new(RECEPTOR)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["work", "submit", "--node", "beta", "cat", "-f", "--rm", "-l", text])
+            .output()
+            .expect("receptor");
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{text}\n"));
+    };
+    run("first");
+    let full = handshakes(port, "full");
+    assert!(full >= 1, "the first contact is a full handshake");
+    run("second");
+    let resumed = handshakes(port, "resumed");
+    assert!(resumed >= 1, "later streams resume (full {full})");
+
+    let before = handshakes(port, "full");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(beta.pid() as i32), nix::sys::signal::SIGHUP)
+        .expect("SIGHUP");
+    beta.wait_log("TLS material reloaded", Duration::from_secs(10));
+    run("third");
+    assert!(handshakes(port, "full") > before, "a reload refuses every earlier ticket");
+    let log = beta.log();
+    assert!(!log.contains("refused a stream") && !log.contains("integrity"), "{log}");
+}
