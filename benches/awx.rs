@@ -5,7 +5,8 @@
 //! and over TLS links with end-to-end protection, and once with the unmodified
 //! `receptorctl` (the project venv) against receptord and against Go Receptor. For each it
 //! prints MiB/s, the CPU-seconds of the three daemons (and per GiB) and of the client; then
-//! the ping median node1 -> node3 through the control socket and the idle RSS of each node.
+//! the ping median node1 -> node3 through the control socket and the idle RSS and PSS of
+//! each node.
 //! Figures only: nothing here asserts on time.
 
 use std::io::{BufRead, BufReader, Write};
@@ -30,7 +31,6 @@ struct Line {
     _daemons: Vec<Daemon>,
     _go: Vec<GoChild>,
     sock: PathBuf,
-    tls: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -58,8 +58,7 @@ fn receptord_line(pki: Option<&Path>) -> Line {
     }
     let sock = dir.path().join("node1.sock");
     let pids = daemons.iter().map(|d| d.child.id()).collect();
-    let line =
-        Line { pids, _daemons: daemons, _go: Vec::new(), sock, tls: pki.map(Path::to_path_buf), _dir: dir };
+    let line = Line { pids, _daemons: daemons, _go: Vec::new(), sock, _dir: dir };
     line.wait_route();
     line
 }
@@ -101,7 +100,7 @@ fn go_line() -> Option<Line> {
     let go = vec![n1, n2, n3];
     let pids = go.iter().map(|c| c.0.id()).collect();
     let sock = dir.path().join("node1.sock");
-    let line = Line { pids, _daemons: Vec::new(), _go: go, sock, tls: None, _dir: dir };
+    let line = Line { pids, _daemons: Vec::new(), _go: go, sock, _dir: dir };
     line.wait_route();
     Some(line)
 }
@@ -224,9 +223,24 @@ impl Line {
         ms[ms.len() / 2]
     }
 
-    fn idle_rss_mib(&self) -> Vec<f64> {
-        self.pids.iter().map(|p| harness::rss_kib(*p) as f64 / 1024.0).collect()
+    /// (RSS, PSS) of each node in MiB. RSS counts every page of the shared executable a
+    /// node has mapped in full; PSS splits shared pages among the processes mapping them.
+    fn idle_rss_mib(&self) -> Vec<(f64, f64)> {
+        self.pids
+            .iter()
+            .map(|p| (harness::rss_kib(*p) as f64 / 1024.0, pss_kib(*p) as f64 / 1024.0))
+            .collect()
     }
+}
+
+/// Proportional set size of a process, in KiB (0 if it is gone).
+fn pss_kib(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn venv_bin() -> PathBuf {
@@ -266,7 +280,6 @@ fn main() {
 
     let tls = receptord_line(Some(pki.path()));
     let own_tls = tls.own_client(&payload);
-    let _ = tls.tls.as_ref();
     drop(tls);
 
     let go = go_line().map(|g| {
@@ -302,6 +315,14 @@ fn main() {
         &format!("{ping:.3} ms{}", go_ping.map_or(String::new(), |g| format!(" ({:.2} × Go's)", ping / g))),
         &go_ping.map_or(none.clone(), |g| format!("{g:.3} ms")),
     );
-    let rss = |v: &[f64]| v.iter().map(|m| format!("{m:.1}")).collect::<Vec<_>>().join(" / ") + " MiB";
-    row("idle RSS node1 / node2 / node3", &rss(&idle), &go.as_ref().map_or(none, |g| rss(&g.0)));
+    let rss =
+        |v: &[(f64, f64)]| v.iter().map(|m| format!("{:.1}", m.0)).collect::<Vec<_>>().join(" / ") + " MiB";
+    let pss =
+        |v: &[(f64, f64)]| v.iter().map(|m| format!("{:.1}", m.1)).collect::<Vec<_>>().join(" / ") + " MiB";
+    row("idle RSS node1 / node2 / node3", &rss(&idle), &go.as_ref().map_or(none.clone(), |g| rss(&g.0)));
+    row(
+        "idle PSS node1 / node2 / node3 (shared executable pages split)",
+        &pss(&idle),
+        &go.as_ref().map_or(none, |g| pss(&g.0)),
+    );
 }
