@@ -145,6 +145,23 @@ impl Limits {
         if self.advert_burst < self.max_db_bytes as u64 {
             return Err(("advert_burst", "must be at least limits.max_db_bytes (a peer's database dump)"));
         }
+        if self.stream_resumption > Duration::from_secs(7 * 24 * 3600) {
+            // TLS 1.3 tickets live at most 7 days (RFC 8446 §4.6.1).
+            return Err(("stream_resumption", "must be at most 7 days"));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_resumption_may_be_off_and_is_at_most_seven_days() {
+        let with = |d: Duration| Limits { stream_resumption: d, ..Limits::default() }.validate();
+        assert_eq!(with(Duration::ZERO), Ok(()));
+        assert_eq!(with(Duration::from_secs(7 * 24 * 3600)), Ok(()));
+        assert_eq!(with(Duration::from_secs(7 * 24 * 3600 + 1)).map_err(|e| e.0), Err("stream_resumption"));
     }
 }
