@@ -100,6 +100,7 @@ fmt:
 # Prints throughput, latency and memory figures (never asserts on time).
 bench: build venv
 	VENV=$(VENV) $(CARGO) bench --locked --bench mesh
+	$(CARGO) bench --locked --bench awx
 	VENV=$(VENV) $(CARGO) bench --locked --bench ansible
 	$(CARGO) bench --locked --bench work
 	ulimit -n $$(ulimit -Hn) && $(CARGO) bench --locked --bench hostile

@@ -3,8 +3,11 @@
 //! entering at node1 (the library, so both runs differ only in protection). Prints, for
 //! each: job output throughput from node3 (512 MiB), the mesh ping to node3, the round
 //! trip of one byte over an already-open stream to a `cat` job on node3, and the cost of
-//! setting a stream up (open + first round trip; the difference is the handshake's cost).
-//! Figures only: nothing here asserts on time.
+//! setting a stream up (open + first round trip; the difference is the handshake's cost):
+//! to a `cat` job (a process started per stream) and to node3's `control` service (open
+//! and read its greeting: the stream alone). Protected streams are measured between nodes
+//! that talked recently (resumed, issue 26) and, with a client whose resumption is off,
+//! as first contacts. Figures only: nothing here asserts on time.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,11 +33,14 @@ fn start(dir: &Path, pki: &Path, id: &str, peer: Option<u16>, protect: bool) -> 
     harness::spawn(RECEPTORD, &harness::node_config(dir, id, peer, Some(pki), WORK, &tls), None)
 }
 
+#[derive(Default)]
 struct Figures {
     mib_s: f64,
     ping: f64,
     echo: (f64, f64),
     setup: f64,
+    /// Open a stream to node3's `control` service and read its greeting, median of 200.
+    setup_control: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -62,7 +68,23 @@ async fn echo(w: &mut StreamWriter, r: &mut StreamReader) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-async fn measure(pki: &Path, port: u16, protect: bool) -> Figures {
+/// Milliseconds to open a stream to node3's `control` service and read its greeting.
+async fn control_setup(node: &Node, dst: &NodeId) -> f64 {
+    let t = Instant::now();
+    let (w, mut r) = node.open(dst, "control", Bytes::new()).await.expect("open control");
+    match r.recv().await.expect("greeting") {
+        Chunk::Data(d) => assert!(d.starts_with(b"Receptor Control"), "{d:?}"),
+        Chunk::End(_) => panic!("control stream ended"),
+    }
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    w.finish(Bytes::new()).await;
+    while r.recv().await.is_ok_and(|c| matches!(c, Chunk::Data(_))) {}
+    ms
+}
+
+/// `resume`: the client keeps session tickets (limits.stream_resumption); without it every
+/// protected stream is a first contact. `all`: every figure, else only the set-ups.
+async fn measure(pki: &Path, port: u16, protect: bool, resume: bool, all: bool) -> Figures {
     let p = |f: &str| pki.join(f);
     let settings = TlsSettings {
         cert: p("bench.crt"),
@@ -75,7 +97,8 @@ async fn measure(pki: &Path, port: u16, protect: bool) -> Figures {
     };
     let mut opts = NodeOptions::new(NodeId::new("bench").expect("id"));
     opts.ephemeral = true;
-    opts.tls = Some(TlsContext::load(settings, "bench").expect("tls"));
+    let resumption = if resume { Duration::from_secs(600) } else { Duration::ZERO };
+    opts.tls = Some(TlsContext::load_with(settings, "bench", resumption).expect("tls"));
     opts.e2e_streams = protect;
     let node = Node::start(opts);
     let url: PeerUrl = format!("receptors://127.0.0.1:{port}").parse().expect("url");
@@ -84,6 +107,20 @@ async fn measure(pki: &Path, port: u16, protect: bool) -> Figures {
     let t0 = Instant::now();
     while node.ping(&node3, Duration::from_secs(1)).await.is_err() {
         assert!(t0.elapsed() < Duration::from_secs(30), "no route to node3");
+    }
+
+    let mut control = Vec::new();
+    for _ in 0..200 {
+        control.push(control_setup(&node, &node3).await);
+    }
+    let setup_control = median(control);
+    if !all {
+        let mut setups = Vec::new();
+        for _ in 0..100 {
+            setups.push(cat_setup(&node, &node3).await);
+        }
+        node.shutdown(Duration::from_secs(1)).await;
+        return Figures { setup: median(setups), setup_control, ..Figures::default() };
     }
 
     let mut runs = Vec::new();
@@ -114,33 +151,47 @@ async fn measure(pki: &Path, port: u16, protect: bool) -> Figures {
 
     let mut setups = Vec::new();
     for _ in 0..100 {
-        let t = Instant::now();
-        let (mut w, mut r) = open_work(&node, &node3, "cat").await;
-        echo(&mut w, &mut r).await;
-        setups.push(t.elapsed().as_secs_f64() * 1e3);
-        w.finish(Bytes::new()).await;
-        while r.recv().await.is_ok_and(|c| matches!(c, Chunk::Data(_))) {}
+        setups.push(cat_setup(&node, &node3).await);
     }
     node.shutdown(Duration::from_secs(1)).await;
-    Figures { mib_s, ping: median(pings), echo: (median(rtts.clone()), p99(rtts)), setup: median(setups) }
+    Figures {
+        mib_s,
+        ping: median(pings),
+        echo: (median(rtts.clone()), p99(rtts)),
+        setup: median(setups),
+        setup_control,
+    }
 }
 
-fn line(pki: &Path, protect: bool) -> Figures {
+/// Milliseconds to open a stream to a `cat` job and get one byte back through it.
+async fn cat_setup(node: &Node, node3: &NodeId) -> f64 {
+    let t = Instant::now();
+    let (mut w, mut r) = open_work(node, node3, "cat").await;
+    echo(&mut w, &mut r).await;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    w.finish(Bytes::new()).await;
+    while r.recv().await.is_ok_and(|c| matches!(c, Chunk::Data(_))) {}
+    ms
+}
+
+fn line(pki: &Path, protect: bool) -> (Figures, Option<Figures>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let n1 = start(dir.path(), pki, "node1", None, protect);
     let n2 = start(dir.path(), pki, "node2", Some(n1.port), protect);
     let _n3 = start(dir.path(), pki, "node3", Some(n2.port), protect);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let figures = rt.block_on(measure(pki, n1.port, protect));
+    let figures = rt.block_on(measure(pki, n1.port, protect, true, true));
+    let first = protect.then(|| rt.block_on(measure(pki, n1.port, protect, false, false)));
     drop(n2);
-    figures
+    (figures, first)
 }
 
 fn main() {
     let pki = tempfile::tempdir().expect("tempdir");
     harness::issue_pki(RECEPTOR, pki.path(), &["node1", "node2", "node3", "bench"]);
-    let on = line(pki.path(), true);
-    let off = line(pki.path(), false);
+    let (on, first) = line(pki.path(), true);
+    let first = first.expect("first-contact figures");
+    let (off, _) = line(pki.path(), false);
     let ratio = on.mib_s / off.mib_s;
     let mark = |ok: bool| if ok { "met" } else { "missed" };
     println!(
@@ -164,9 +215,24 @@ fn main() {
         on.echo.0, on.echo.1, off.echo.0, off.echo.1
     );
     println!(
-        "| stream setup (open + first round trip), median of 100 | {:.3} ms | {:.3} ms | handshake ≈ {:.3} ms per stream |",
-        on.setup,
-        off.setup,
+        "| stream setup to a `cat` job (open + first round trip), median of 100, talked recently (resumed) | {:.3} ms | {:.3} ms | |",
+        on.setup, off.setup
+    );
+    println!(
+        "| the same, first contact (client without tickets: full handshake) | {:.3} ms | | handshake ≈ {:.3} ms full, {:.3} ms resumed |",
+        first.setup,
+        first.setup - off.setup,
         on.setup - off.setup
+    );
+    println!(
+        "| stream setup alone (open node3's `control` service, read its greeting), median of 200, resumed | {:.3} ms | {:.3} ms | <= 0.5 ms ({}) |",
+        on.setup_control,
+        off.setup_control,
+        mark(on.setup_control <= 0.5)
+    );
+    println!(
+        "| the same, first contact | {:.3} ms | | <= 2.5 ms ({}) |",
+        first.setup_control,
+        mark(first.setup_control <= 2.5)
     );
 }

@@ -158,7 +158,9 @@ pub fn build_registry(cfg: &Config) -> Registry {
 /// Loads the TLS material the config names (before anything is bound).
 pub fn load_tls(cfg: &Config) -> Result<Option<TlsContext>, DaemonError> {
     let Some(tls) = &cfg.tls else { return Ok(None) };
-    TlsContext::load(tls.settings(), cfg.node.id.as_str()).map(Some).map_err(DaemonError::Tls)
+    TlsContext::load_with(tls.settings(), cfg.node.id.as_str(), cfg.limits.stream_resumption)
+        .map(Some)
+        .map_err(DaemonError::Tls)
 }
 
 /// Runs the daemon until a signal or a fatal condition. `config_path` is re-read on SIGHUP.

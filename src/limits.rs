@@ -63,6 +63,13 @@ pub struct Limits {
     /// End-to-end stream handshakes this node answers at once; further protected `Open`s
     /// are refused until some finish.
     pub stream_handshakes: usize,
+    /// Two nodes whose end-to-end stream handshake proved both certificates may resume
+    /// (TLS 1.3 PSK with a fresh ECDHE, no 0-RTT) for this long after it, without
+    /// certificates or signatures; `0s` turns resumption off (every stream a full
+    /// handshake). The acceptor refuses older tickets; a reload of the TLS files refuses
+    /// all earlier ones.
+    #[serde(with = "humantime_serde")]
+    pub stream_resumption: Duration,
     /// Error answers (a `Reset` for an unknown stream, `Unreachable`) this node sends per
     /// second, in bursts of as many: a peer spraying frames with another node's source
     /// cannot turn this node into an amplifier against that node's links. Excess answers
@@ -97,6 +104,7 @@ impl Default for Limits {
             signed_tokens: 100_000,
             stream_handshake_timeout: Duration::from_secs(10),
             stream_handshakes: 64,
+            stream_resumption: Duration::from_secs(600),
             error_reply_rate: 256,
             control_idle_timeout: Duration::from_secs(60),
         }
@@ -137,6 +145,23 @@ impl Limits {
         if self.advert_burst < self.max_db_bytes as u64 {
             return Err(("advert_burst", "must be at least limits.max_db_bytes (a peer's database dump)"));
         }
+        if self.stream_resumption > Duration::from_secs(7 * 24 * 3600) {
+            // TLS 1.3 tickets live at most 7 days (RFC 8446 §4.6.1).
+            return Err(("stream_resumption", "must be at most 7 days"));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_resumption_may_be_off_and_is_at_most_seven_days() {
+        let with = |d: Duration| Limits { stream_resumption: d, ..Limits::default() }.validate();
+        assert_eq!(with(Duration::ZERO), Ok(()));
+        assert_eq!(with(Duration::from_secs(7 * 24 * 3600)), Ok(()));
+        assert_eq!(with(Duration::from_secs(7 * 24 * 3600 + 1)).map_err(|e| e.0), Err("stream_resumption"));
     }
 }

@@ -415,3 +415,100 @@ fn stalled_handshakes_are_bounded_and_time_out() {
     mallory.send(&open(4)).expect("send");
     assert_eq!(answer(&mut mallory, 4), Some(Ok(())), "a slot is free again");
 }
+
+/// beta's count of accepted end-to-end handshakes of `kind` (`full` or `resumed`), from
+/// its metrics endpoint.
+fn handshakes(port: u16, kind: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("get");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    let series = format!("stream_handshakes_total{{kind=\"{kind}\"}} ");
+    body.lines()
+        .find_map(|l| l.split_once(series.as_str()).and_then(|(_, v)| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// alpha (with a control socket and `alpha_extra`) linked to beta (a `cat` work type and
+/// a metrics endpoint): alpha, beta, alpha's socket, beta's metrics port.
+fn metered_pair(
+    pki: &Pki,
+    dir: &std::path::Path,
+    alpha_extra: &str,
+) -> (Daemon, Daemon, std::path::PathBuf, u16) {
+    for n in ["alpha", "beta"] {
+        pki.issue(n, n);
+    }
+    let (ctl, sock) = with_socket("alpha", dir);
+    let metrics = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let beta = Daemon::start(tls_spec("beta", pki, &format!("{CAT}{metrics}")));
+    let alpha = Daemon::start(tls_spec("alpha", pki, &format!("{ctl}{alpha_extra}")).peer(beta.port));
+    wait_until("route from alpha to beta", Duration::from_secs(20), || {
+        raw_session(&sock, b"ping beta\n", 1)[0].contains("\"Success\":true")
+    });
+    beta.wait_log("metrics endpoint ready", Duration::from_secs(10));
+    let port: u16 = beta
+        .log()
+        .lines()
+        .find(|l| l.contains("metrics endpoint ready"))
+        .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
+        .and_then(|p| p.split_whitespace().next()?.parse().ok())
+        .expect("metrics port");
+    (alpha, beta, sock, port)
+}
+
+/// A remote `cat` unit on beta through alpha's socket, its output checked.
+fn remote_cat(sock: &std::path::Path, text: &str) {
+    let out = Command::new(RECEPTOR)
+        .arg("--socket")
+        .arg(sock)
+        .args(["work", "submit", "--node", "beta", "cat", "-f", "--rm", "-l", text])
+        .output()
+        .expect("receptor");
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{text}\n"));
+}
+
+/// Streams between two nodes that completed a full handshake resume it (issue 26): the
+/// second remote unit alpha runs on beta costs beta no certificate check and still
+/// works end to end (the node-ID checks pass on the resumed streams), and after beta
+/// reloads its TLS files every earlier ticket is refused (a full handshake again).
+#[test]
+fn resumed_streams_keep_identity_and_fall_back_after_reload() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_alpha, beta, sock, port) = metered_pair(&pki, dir.path(), "");
+    remote_cat(&sock, "first");
+    let full = handshakes(port, "full");
+    assert!(full >= 1, "the first contact is a full handshake");
+    remote_cat(&sock, "second");
+    assert!(handshakes(port, "resumed") >= 1, "later streams resume (full {full})");
+
+    let before = handshakes(port, "full");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(beta.pid() as i32), nix::sys::signal::SIGHUP)
+        .expect("SIGHUP");
+    beta.wait_log("TLS material reloaded", Duration::from_secs(10));
+    remote_cat(&sock, "third");
+    assert!(handshakes(port, "full") > before, "a reload refuses every earlier ticket");
+    let log = beta.log();
+    assert!(!log.contains("refused a stream") && !log.contains("integrity"), "{log}");
+}
+
+/// An opener that does not ask for tickets (resumption off, as on nodes from before
+/// issue 26) gets none: its streams to an acceptor with resumption on work as before,
+/// every one a full handshake.
+#[test]
+fn an_opener_without_resumption_gets_no_ticket_and_full_handshakes() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let off = "[limits]\nstream_resumption = \"0s\"\n";
+    let (_alpha, beta, sock, port) = metered_pair(&pki, dir.path(), off);
+    remote_cat(&sock, "first");
+    remote_cat(&sock, "second");
+    assert!(handshakes(port, "full") >= 2);
+    assert_eq!(handshakes(port, "resumed"), 0);
+    let log = beta.log();
+    assert!(!log.contains("refused a stream") && !log.contains("integrity"), "{log}");
+}

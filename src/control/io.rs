@@ -13,6 +13,10 @@ use crate::mesh::{Chunk, StreamReader, StreamWriter};
 
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Block size of a payload written to a work unit's `stdin` file (issue 26: a `tokio::fs`
+/// write is a hop to the blocking pool, so 64 KiB socket reads are gathered first).
+pub(crate) const PAYLOAD_WRITE: usize = 1 << 20;
+
 /// A source of bytes; `None` at end of input.
 pub trait ByteRead: Send {
     fn read(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;

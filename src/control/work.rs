@@ -237,7 +237,9 @@ async fn submit<R: ByteRead, W: ByteWrite>(
     }
     // The submitting client holds the lease while its payload arrives.
     let attached = unit.attach();
-    let received = receive_payload(rd, &unit.stdin_path(), ctl.units.max_payload(), ctl.idle_timeout()).await;
+    let digest = unit.expects_payload_digest();
+    let received =
+        receive_payload(rd, &unit.stdin_path(), ctl.units.max_payload(), ctl.idle_timeout(), digest).await;
     drop(attached);
     let sha256 = match received {
         Ok(digest) => digest,
@@ -257,19 +259,23 @@ async fn submit<R: ByteRead, W: ByteWrite>(
 }
 
 /// Copies the raw payload (everything up to the client's end of input) into `stdin`;
-/// returns its SHA-256 (hex), for a signed submission's payload binding.
+/// returns its SHA-256 (hex) when `hash` (a signed submission's payload binding), else
+/// an empty string. Written in large blocks (`PAYLOAD_WRITE`): each write of a
+/// `tokio::fs` file is a hop to the blocking pool.
 async fn receive_payload<R: ByteRead>(
     rd: &mut LineReader<R>,
     path: &std::path::Path,
     max: u64,
     idle: std::time::Duration,
+    hash: bool,
 ) -> Result<String, String> {
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut file = tokio::fs::OpenOptions::new()
+    let mut digest = hash.then(|| ring::digest::Context::new(&ring::digest::SHA256));
+    let file = tokio::fs::OpenOptions::new()
         .write(true)
         .open(path)
         .await
         .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let mut file = tokio::io::BufWriter::with_capacity(crate::control::io::PAYLOAD_WRITE, file);
     let mut total = 0u64;
     loop {
         let Ok(next) = tokio::time::timeout(idle, rd.raw()).await else {
@@ -281,7 +287,9 @@ async fn receive_payload<R: ByteRead>(
                 if total > max {
                     return Err(format!("payload larger than {max} bytes (limits.max_payload)"));
                 }
-                digest.update(&data);
+                if let Some(d) = digest.as_mut() {
+                    d.update(&data);
+                }
                 file.write_all(&data).await.map_err(|e| format!("writing {}: {e}", path.display()))?;
             }
             Ok(None) => break,
@@ -289,8 +297,8 @@ async fn receive_payload<R: ByteRead>(
         }
     }
     file.flush().await.map_err(|e| e.to_string())?;
-    file.sync_all().await.map_err(|e| e.to_string())?;
-    Ok(crate::transport::tls::hex(digest.finish().as_ref()))
+    file.get_ref().sync_all().await.map_err(|e| e.to_string())?;
+    Ok(digest.map(|d| crate::transport::tls::hex(d.finish().as_ref())).unwrap_or_default())
 }
 
 async fn results<R: ByteRead, W: ByteWrite>(

@@ -9,6 +9,14 @@
 //! bounded by `limits.stream_handshake_timeout`. The exporter context binds the keys to
 //! the stream number and both node IDs, so a stream's records cannot be spliced into
 //! another stream.
+//!
+//! Between two nodes that completed such a handshake within `limits.stream_resumption`,
+//! the next stream resumes it (`transport::stream_tls`): the opener offers the
+//! acceptor's session ticket, both run a fresh ECDHE, no certificate is sent or signed
+//! for, and the node IDs are checked against the certificates of the handshake the
+//! ticket came from. An opener asks for tickets with [`RESUME_ALPN`]; an acceptor that
+//! selects it sends its post-handshake flight (the ticket) as one unprotected chunk right
+//! after the handshake, before any sealed record, and the opener reads it there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +28,7 @@ use tokio::sync::Semaphore;
 use super::seal::{IV_LEN, IntegrityError, KEY_LEN, Kind, Sealer, Unsealer};
 use super::stream::{Chunk, StreamError, StreamReader, StreamWriter};
 use crate::transport::TlsContext;
+use crate::transport::stream_tls::{RESUME_ALPN, server_name};
 use crate::wire::NodeId;
 
 /// Starts the header of an `Open` whose stream is protected end to end; the opener's
@@ -28,10 +37,6 @@ pub(crate) const MARKER: &[u8] = b"\xffRCPT-E2E/1\n";
 
 /// The exporter label of stream keys (RFC 8446 §7.5).
 const LABEL: &[u8] = b"EXPORTER-receptord-stream-v1";
-
-/// A name the opener's TLS client needs; the acceptor's identity is its node ID, checked
-/// from its certificate after the handshake (node IDs need not be DNS names).
-const SERVER_NAME: &str = "receptord-node";
 
 /// Why a protected stream could not be set up.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -86,13 +91,14 @@ impl E2e {
         }
     }
 
-    /// The opener's first flight: the `Open` header ([`MARKER`] and the ClientHello) and
-    /// the connection to continue with.
-    pub(crate) fn client_hello(&self) -> Result<(Bytes, Connection), HandshakeError> {
+    /// The opener's first flight to `dst`: the `Open` header ([`MARKER`] and the
+    /// ClientHello, offering `dst`'s ticket if this node holds a current one) and the
+    /// connection to continue with.
+    pub(crate) fn client_hello(&self, dst: &NodeId) -> Result<(Bytes, Connection), HandshakeError> {
         let cfg = self.tls.stream_tls().map_err(|e| HandshakeError::Tls(e.to_string()))?.client.clone();
-        let name = rustls_pki_types::ServerName::try_from(SERVER_NAME)
-            .map_err(|e| HandshakeError::Tls(e.to_string()))?;
-        let conn = rustls::ClientConnection::new(cfg, name.to_owned()).map_err(tls_err)?;
+        // The acceptor's identity is its node ID, checked from its certificate after the
+        // handshake; the name only files its tickets (never sent: SNI is off).
+        let conn = rustls::ClientConnection::new(cfg, server_name(dst.as_str())).map_err(tls_err)?;
         let mut conn = Connection::Client(conn);
         let mut header = MARKER.to_vec();
         drain(&mut conn, &mut header)?;
@@ -113,8 +119,20 @@ impl E2e {
         check_names(&conn, stream.acceptor)?;
         let keys = derive(&conn, stream)?;
         writer.protect(Sealer::new(&keys.opener.0, &keys.opener.1));
+        writer.send_header(header).await.map_err(|e| HandshakeError::Stream(e.to_string()))?;
+        if conn.alpn_protocol() == Some(RESUME_ALPN) {
+            // The acceptor's ticket for the next stream, before its first sealed record;
+            // it is TLS-protected, so a relay that alters it fails the stream here.
+            match reader.recv().await {
+                Ok(Chunk::Data(data)) => feed(&mut conn, &data)?,
+                Ok(Chunk::End(_)) => return Err(HandshakeError::Stream("end of stream".into())),
+                Err(StreamError::Reset(why) | StreamError::Integrity(why)) => {
+                    return Err(HandshakeError::Stream(why));
+                }
+            }
+        }
         reader.protect(Unsealer::new(&keys.acceptor.0, &keys.acceptor.1));
-        writer.send_header(header).await.map_err(|e| HandshakeError::Stream(e.to_string()))
+        Ok(())
     }
 
     /// The acceptor's side: `hello` is the `Open` header after [`MARKER`]. Returns the
@@ -129,9 +147,17 @@ impl E2e {
         let cfg = self.tls.stream_tls().map_err(|e| HandshakeError::Tls(e.to_string()))?.server.clone();
         let mut conn = Connection::Server(rustls::ServerConnection::new(cfg).map_err(tls_err)?);
         feed(&mut conn, hello)?;
-        drive(&mut conn, writer, reader).await?;
+        let ticket = drive(&mut conn, writer, reader).await?;
         check_names(&conn, stream.opener)?;
         let keys = derive(&conn, stream)?;
+        crate::metrics::global().stream_handshake(if resumed(&conn) { "resumed" } else { "full" });
+        // Only an opener that asked for it reads a ticket; older ones get none.
+        if conn.alpn_protocol() == Some(RESUME_ALPN) {
+            if ticket.is_empty() {
+                return Err(HandshakeError::Tls("no session ticket to send".into()));
+            }
+            writer.write(ticket.into()).await.map_err(|e| HandshakeError::Stream(e.to_string()))?;
+        }
         writer.protect(Sealer::new(&keys.acceptor.0, &keys.acceptor.1));
         reader.protect(Unsealer::new(&keys.opener.0, &keys.opener.1));
         reader.recv_header().await
@@ -162,20 +188,31 @@ fn feed(conn: &mut Connection, mut data: &[u8]) -> Result<(), HandshakeError> {
     Ok(())
 }
 
-/// Exchanges handshake flights over the (still unprotected) stream until done.
+/// Whether the last handshake was a resumption (no certificates exchanged).
+pub(crate) fn resumed(conn: &Connection) -> bool {
+    conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
+/// Exchanges handshake flights over the (still unprotected) stream until done. The
+/// opener's last flight is sent; what the acceptor has to send once the handshake is
+/// done (its session ticket) is returned instead, for [`E2e::accept`] to decide.
 async fn drive(
     conn: &mut Connection,
     writer: &mut StreamWriter,
     reader: &mut StreamReader,
-) -> Result<(), HandshakeError> {
+) -> Result<Vec<u8>, HandshakeError> {
     loop {
         let mut out = Vec::new();
         drain(conn, &mut out)?;
+        let done = !conn.is_handshaking();
+        if done && matches!(conn, Connection::Server(_)) {
+            return Ok(out);
+        }
         if !out.is_empty() {
             writer.write(out.into()).await.map_err(|e| HandshakeError::Stream(e.to_string()))?;
         }
-        if !conn.is_handshaking() {
-            return Ok(());
+        if done {
+            return Ok(Vec::new());
         }
         match reader.recv().await {
             Ok(Chunk::Data(data)) => feed(conn, &data)?,

@@ -526,7 +526,7 @@ impl Node {
             return Ok((writer, reader));
         };
         let fail = |source| OpenError::Protection { node: dst.clone(), source };
-        let (hello, conn) = e2e.client_hello().map_err(fail)?;
+        let (hello, conn) = e2e.client_hello(dst).map_err(fail)?;
         let (mut writer, mut reader) = router.endpoints(key, 0);
         let body = Body::Open { stream: id, service, window: router.window, header: hello };
         router.originate(dst, body).await;

@@ -65,6 +65,7 @@ pub struct Metrics {
     streams_refused: Counter,
     routed_dropped: Family<Labels, Counter>,
     stream_auth_failed: Family<Labels, Counter>,
+    stream_handshakes: Family<Labels, Counter>,
     route_computations: Counter,
     streams_open: Gauge,
     control_sessions: Gauge,
@@ -211,6 +212,13 @@ impl Metrics {
                  integrity (a record failed its check)",
                 Family::default()
             ),
+            stream_handshakes: reg!(
+                r,
+                "stream_handshakes",
+                "End-to-end stream handshakes this node accepted, by kind: full (certificates \
+                 proven) or resumed (a ticket from a full one within limits.stream_resumption)",
+                Family::default()
+            ),
             route_computations: reg!(
                 r,
                 "routing_computations",
@@ -336,6 +344,10 @@ impl Metrics {
     /// `integrity`.
     pub fn stream_auth_failed(&self, side: &'static str) {
         self.stream_auth_failed.get_or_create(&label("side", side)).inc();
+    }
+    /// This node accepted an end-to-end stream handshake; `kind` is `full` or `resumed`.
+    pub fn stream_handshake(&self, kind: &'static str) {
+        self.stream_handshakes.get_or_create(&label("kind", kind)).inc();
     }
     pub fn route_computation(&self) {
         self.route_computations.inc();

@@ -5,6 +5,8 @@
 
 pub mod prefixed;
 pub(crate) mod stream_tls;
+#[cfg(test)]
+mod stream_tls_tests;
 pub mod tls;
 mod url;
 

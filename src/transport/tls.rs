@@ -89,6 +89,8 @@ impl std::fmt::Debug for Credentials {
 #[derive(Clone)]
 pub struct TlsContext {
     settings: Arc<TlsSettings>,
+    /// `limits.stream_resumption`: how long end-to-end stream tickets are good for.
+    resumption: std::time::Duration,
     current: Arc<RwLock<Arc<Material>>>,
 }
 
@@ -102,13 +104,27 @@ impl TlsContext {
     /// Loads and checks the material: files readable, certificate current and naming
     /// `node_id` (unless configured otherwise).
     pub fn load(settings: TlsSettings, node_id: &str) -> Result<TlsContext, TlsError> {
-        let material = build(&settings, node_id)?;
-        Ok(TlsContext { settings: Arc::new(settings), current: Arc::new(RwLock::new(Arc::new(material))) })
+        Self::load_with(settings, node_id, crate::limits::Limits::default().stream_resumption)
+    }
+
+    /// [`TlsContext::load`] with end-to-end stream resumption good for `resumption`
+    /// (`limits.stream_resumption`; zero turns it off).
+    pub fn load_with(
+        settings: TlsSettings,
+        node_id: &str,
+        resumption: std::time::Duration,
+    ) -> Result<TlsContext, TlsError> {
+        let material = build(&settings, node_id, resumption)?;
+        Ok(TlsContext {
+            settings: Arc::new(settings),
+            resumption,
+            current: Arc::new(RwLock::new(Arc::new(material))),
+        })
     }
 
     /// Re-reads every file; on error the old material stays in use.
     pub fn reload(&self, node_id: &str) -> Result<(), TlsError> {
-        let material = build(&self.settings, node_id)?;
+        let material = build(&self.settings, node_id, self.resumption)?;
         if let Ok(mut cur) = self.current.write() {
             *cur = Arc::new(material);
         }
@@ -245,7 +261,7 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn build(s: &TlsSettings, node_id: &str) -> Result<Material, TlsError> {
+fn build(s: &TlsSettings, node_id: &str, resumption: std::time::Duration) -> Result<Material, TlsError> {
     let chain = load_certs(&s.cert)?;
     std::fs::metadata(&s.key).map_err(|e| file_err(&s.key, e))?;
     let key = PrivateKeyDer::from_pem_file(&s.key)
@@ -284,7 +300,7 @@ fn build(s: &TlsSettings, node_id: &str) -> Result<Material, TlsError> {
         .with_client_cert_verifier(client_verifier)
         .with_single_cert(chain.clone(), key.clone_key())
         .map_err(|e| file_err(&s.key, format!("does not match {}: {e}", s.cert.display())))?;
-    let streams = super::stream_tls::build(chain.clone(), &key, roots.clone(), provider.clone())?;
+    let streams = super::stream_tls::build(chain.clone(), &key, roots.clone(), provider.clone(), resumption)?;
     let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;

@@ -7,6 +7,9 @@ use tokio::sync::mpsc;
 
 use crate::mesh::{Chunk, StreamReader};
 
+/// Block size of reads from a work unit's `stdin` file.
+const STDIN_READ: usize = 1 << 20;
+
 /// A job's input (the requester's payload).
 pub struct JobInput {
     source: Source,
@@ -44,7 +47,8 @@ impl JobInput {
             },
             Source::File(file) => {
                 use tokio::io::AsyncReadExt;
-                let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+                // Large reads: each is a hop to the blocking pool (issue 26).
+                let mut buf = bytes::BytesMut::with_capacity(STDIN_READ);
                 match file.read_buf(&mut buf).await {
                     Ok(0) => Ok(None),
                     Ok(_) => return Ok(Some(buf.freeze())),

@@ -112,6 +112,11 @@ pub async fn run_child(
         use std::os::fd::AsRawFd;
         let _ = nix::fcntl::fcntl(out.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     }
+    if let Some(input) = &stdin {
+        // The same for a large payload going in (issue 26): fewer wake-ups per megabyte.
+        use std::os::fd::AsRawFd;
+        let _ = nix::fcntl::fcntl(input.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    }
     let (exited_tx, exited) = watch::channel(false);
     let feeder = tokio::spawn(feed_stdin(stdin, prelude, input));
     let tail =

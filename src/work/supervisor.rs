@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use super::units::{MONITOR_TICK, State, UnitKind, UnitStatus, read_json, write_json};
 use super::{Job, JobInput, JobOutput, JobResult};
 
+/// Most output gathered into one write of the unit's `stdout` file.
+const OUTPUT_BATCH: usize = 1 << 20;
+
 /// Runs the unit in `dir` to completion; returns the process exit code.
 pub fn main(dir: &Path) -> i32 {
     let lock = match std::fs::OpenOptions::new()
@@ -145,11 +148,25 @@ async fn supervise(dir: &Path) -> Result<(), String> {
     // cannot be written (a full disk) stops the job: a unit's output is never silently cut.
     let written = size.clone();
     let stop_job = cancel.clone();
+    // Chunks already queued behind one go out in the same write (each `tokio::fs` write
+    // is a hop to the blocking pool); a lone chunk is written at once, so followers see
+    // output as soon as it comes.
     let writer = async move {
         let mut err = None;
-        while let Some(chunk) = rx.recv().await {
+        while let Some(first) = rx.recv().await {
             if err.is_some() {
                 continue;
+            }
+            let mut chunk = first;
+            if !rx.is_empty() {
+                let mut batch = bytes::BytesMut::from(&chunk[..]);
+                while batch.len() < OUTPUT_BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                chunk = batch.freeze();
             }
             match out.write_all(&chunk).await {
                 Ok(()) => {

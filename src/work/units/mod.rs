@@ -50,7 +50,10 @@ pub const MAX_UNIT_ID: usize = 64;
 const MAX_META_FILE: u64 = 1 << 20;
 /// How often the daemon looks at a running unit's status.
 pub const MONITOR_TICK: Duration = Duration::from_millis(250);
-const FOLLOW_CHUNK: usize = 256 * 1024;
+/// Largest read of a unit's `stdout` for `work results`: each read of a `tokio::fs` file
+/// is a hop to the blocking pool (issue 26); a read returns what is there, so small
+/// output still goes out at once.
+const FOLLOW_CHUNK: usize = 1 << 20;
 
 /// Settings for the unit store.
 #[derive(Clone)]

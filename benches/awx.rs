@@ -1,0 +1,328 @@
+//! The AWX path side by side with Go Receptor 1.4 (`make bench`, issue 26): a line of three
+//! daemons on loopback (node1 <- node2 <- node3), each with a control socket; a 256 MiB file
+//! is the payload of `work submit --node node3 cat -f` through node1's socket (upload, run,
+//! download), once with receptord's own client (`receptor --socket`) over plain TCP links
+//! and over TLS links with end-to-end protection, and once with the unmodified
+//! `receptorctl` (the project venv) against receptord and against Go Receptor. For each it
+//! prints MiB/s, the CPU-seconds of the three daemons (and per GiB) and of the client; then
+//! the ping median node1 -> node3 through the control socket and the idle RSS and PSS of
+//! each node.
+//! Figures only: nothing here asserts on time.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "common/mod.rs"]
+mod harness;
+use harness::Daemon;
+
+const RECEPTORD: &str = env!("CARGO_BIN_EXE_receptord");
+const RECEPTOR: &str = env!("CARGO_BIN_EXE_receptor");
+const GO: &str = "/work/shared/peers/go-receptor/receptor";
+const SIZE: u64 = 256 << 20;
+const PINGS: usize = 200;
+
+/// A line of three daemons, whichever implementation, and node1's control socket.
+struct Line {
+    pids: Vec<u32>,
+    _daemons: Vec<Daemon>,
+    _go: Vec<GoChild>,
+    sock: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A Go Receptor process, killed on drop.
+struct GoChild(Child);
+
+impl Drop for GoChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn receptord_line(pki: Option<&Path>) -> Line {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut daemons: Vec<Daemon> = Vec::new();
+    for id in ["node1", "node2", "node3"] {
+        let extra = format!(
+            "[control]\nsocket = \"{}\"\n[[work.command]]\nname = \"cat\"\nprogram = \"cat\"\n",
+            dir.path().join(format!("{id}.sock")).display()
+        );
+        let peer = daemons.last().map(|d| d.port);
+        let cfg = harness::node_config(dir.path(), id, peer, pki, &extra, "");
+        daemons.push(harness::spawn(RECEPTORD, &cfg, None));
+    }
+    let sock = dir.path().join("node1.sock");
+    let pids = daemons.iter().map(|d| d.child.id()).collect();
+    let line = Line { pids, _daemons: daemons, _go: Vec::new(), sock, _dir: dir };
+    line.wait_route();
+    line
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn go_line() -> Option<Line> {
+    if !Path::new(GO).exists() {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (p1, p2) = (free_port(), free_port());
+    let d = |s: &str| dir.path().join(s).display().to_string();
+    let spawn = |id: &str, args: Vec<String>| {
+        let mut cmd = Command::new(GO);
+        cmd.args(["--node".into(), format!("id={id}"), format!("datadir={}", d(id))])
+            .args(["--log-level", "level=warning"])
+            .args([
+                "--control-service".into(),
+                "service=control".into(),
+                format!("filename={}", d(&format!("{id}.sock"))),
+            ])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        GoChild(cmd.spawn().expect("go receptor"))
+    };
+    let listen =
+        |p: u16| vec!["--tcp-listener".to_string(), format!("port={p}"), "bindaddr=127.0.0.1".into()];
+    let peer = |p: u16| vec!["--tcp-peer".to_string(), format!("address=127.0.0.1:{p}")];
+    let n1 = spawn("node1", listen(p1));
+    let n2 = spawn("node2", [peer(p1), listen(p2)].concat());
+    let n3 = spawn(
+        "node3",
+        [peer(p2), vec!["--work-command".into(), "worktype=cat".into(), "command=cat".into()]].concat(),
+    );
+    let go = vec![n1, n2, n3];
+    let pids = go.iter().map(|c| c.0.id()).collect();
+    let sock = dir.path().join("node1.sock");
+    let line = Line { pids, _daemons: Vec::new(), _go: go, sock, _dir: dir };
+    line.wait_route();
+    Some(line)
+}
+
+/// One `ping NODE` through a fresh control session: the round trip the daemon reports, in ms.
+fn control_ping(sock: &Path, node: &str) -> Option<f64> {
+    let s = UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut w = s.try_clone().ok()?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    writeln!(w, "ping {node}").ok()?;
+    line.clear();
+    r.read_line(&mut line).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+    if v.get("Success")?.as_bool()? {
+        // Go's time.Duration: nanoseconds.
+        Some(v.get("Time")?.as_f64()? / 1e6)
+    } else {
+        None
+    }
+}
+
+/// CPU-seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // After "pid (comm)": state is field 0, utime 11, stime 12, cutime 13, cstime 14.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU-seconds of this process's waited-for children (cutime + cstime).
+fn children_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(13) + ticks(14)) / 100.0
+}
+
+/// One transfer: MiB/s, daemons' CPU-s, client's CPU-s.
+#[derive(Clone, Copy)]
+struct Transfer {
+    mib_s: f64,
+    daemons: f64,
+    client: f64,
+}
+
+impl Transfer {
+    fn per_gib(&self) -> f64 {
+        self.daemons * (1u64 << 30) as f64 / SIZE as f64
+    }
+
+    fn share(&self) -> f64 {
+        self.daemons / (self.daemons + self.client)
+    }
+}
+
+impl Line {
+    fn wait_route(&self) {
+        let t0 = Instant::now();
+        while control_ping(&self.sock, "node3").is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no route to node3");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn daemons_cpu(&self) -> f64 {
+        self.pids.iter().map(|p| cpu_secs(*p)).sum()
+    }
+
+    /// Runs `cmd` (a client following the job's output on stdout) and measures it.
+    fn transfer(&self, mut cmd: Command) -> Transfer {
+        let (d0, c0) = (self.daemons_cpu(), children_cpu_secs());
+        let start = Instant::now();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("client");
+        let n = harness::drain(child.stdout.take().expect("stdout"));
+        let secs = start.elapsed().as_secs_f64();
+        assert!(child.wait().expect("wait").success(), "client failed");
+        assert!(n >= SIZE, "only {n} of {SIZE} bytes arrived");
+        let daemons = self.daemons_cpu() - d0;
+        Transfer { mib_s: SIZE as f64 / (1 << 20) as f64 / secs, daemons, client: children_cpu_secs() - c0 }
+    }
+
+    /// `receptor --socket node1.sock work submit --node node3 cat -p FILE -f --rm`.
+    fn own_client(&self, payload: &Path) -> Transfer {
+        let mut cmd = Command::new(RECEPTOR);
+        cmd.arg("--socket")
+            .arg(&self.sock)
+            .args(["work", "submit", "--node", "node3", "cat", "-f", "--rm", "-p"]);
+        cmd.arg(payload);
+        self.transfer(cmd)
+    }
+
+    /// `receptorctl --socket node1.sock work submit --node node3 cat --payload FILE -f`.
+    fn receptorctl(&self, payload: &Path) -> Transfer {
+        let mut cmd = Command::new(venv_bin().join("receptorctl"));
+        cmd.arg("--socket").arg(&self.sock).args([
+            "work",
+            "submit",
+            "--node",
+            "node3",
+            "cat",
+            "-f",
+            "--payload",
+        ]);
+        cmd.arg(payload);
+        self.transfer(cmd)
+    }
+
+    fn ping_median(&self) -> f64 {
+        let mut ms: Vec<f64> = (0..PINGS)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                control_ping(&self.sock, "node3").expect("ping")
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        ms[ms.len() / 2]
+    }
+
+    /// (RSS, PSS) of each node in MiB. RSS counts every page of the shared executable a
+    /// node has mapped in full; PSS splits shared pages among the processes mapping them.
+    fn idle_rss_mib(&self) -> Vec<(f64, f64)> {
+        self.pids
+            .iter()
+            .map(|p| (harness::rss_kib(*p) as f64 / 1024.0, pss_kib(*p) as f64 / 1024.0))
+            .collect()
+    }
+}
+
+/// Proportional set size of a process, in KiB (0 if it is gone).
+fn pss_kib(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn venv_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin");
+    assert!(bin.join("receptorctl").exists(), "run `make venv` first");
+    bin
+}
+
+fn row(name: &str, ours: &str, go: &str) {
+    println!("| {name} | {ours} | {go} |");
+}
+
+fn cpu_cell(t: &Transfer) -> String {
+    format!("{:.2} CPU-s ({:.1} per GiB)", t.daemons, t.per_gib())
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let payload = dir.path().join("payload");
+    {
+        let mut f = std::fs::File::create(&payload).expect("payload");
+        let block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        for _ in 0..SIZE >> 20 {
+            f.write_all(&block).expect("write payload");
+        }
+    }
+    let pki = tempfile::tempdir().expect("tempdir");
+    harness::issue_pki(RECEPTOR, pki.path(), &["node1", "node2", "node3"]);
+
+    let plain = receptord_line(None);
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = plain.idle_rss_mib();
+    let ping = plain.ping_median();
+    let own = plain.own_client(&payload);
+    let ctl = plain.receptorctl(&payload);
+    drop(plain);
+
+    let tls = receptord_line(Some(pki.path()));
+    let own_tls = tls.own_client(&payload);
+    drop(tls);
+
+    let go = go_line().map(|g| {
+        std::thread::sleep(Duration::from_secs(3));
+        let idle = g.idle_rss_mib();
+        let ping = g.ping_median();
+        let ctl = g.receptorctl(&payload);
+        (idle, ping, ctl)
+    });
+
+    let mib = |t: &Transfer| format!("{:.0} MiB/s", t.mib_s);
+    let none = "—".to_string();
+    println!(
+        "| figure (3-node line on loopback, 256 MiB, one run) | receptord | Go Receptor 1.4 (same run) |"
+    );
+    println!("|---|---|---|");
+    row("`receptor --socket work submit --node node3 cat -p FILE -f`, plain TCP", &mib(&own), &none);
+    row("daemons' CPU for it (all three)", &cpu_cell(&own), &none);
+    row("the same over TLS links, end-to-end protection on", &mib(&own_tls), &none);
+    row("daemons' CPU for it (all three)", &cpu_cell(&own_tls), &none);
+    let go_ctl = go.as_ref().map(|g| g.2);
+    row(
+        "the same through the unmodified `receptorctl` (AWX's path), plain TCP",
+        &mib(&ctl),
+        &go_ctl.as_ref().map_or(none.clone(), mib),
+    );
+    row("daemons' CPU for it (all three)", &cpu_cell(&ctl), &go_ctl.as_ref().map_or(none.clone(), cpu_cell));
+    let share = |t: &Transfer| format!("{:.0} % (receptorctl {:.2} CPU-s)", 100.0 * t.share(), t.client);
+    row("daemons' share of the transfer's CPU", &share(&ctl), &go_ctl.as_ref().map_or(none.clone(), share));
+    let go_ping = go.as_ref().map(|g| g.1);
+    row(
+        &format!("ping median node1 -> node3 (control socket, {PINGS})"),
+        &format!("{ping:.3} ms{}", go_ping.map_or(String::new(), |g| format!(" ({:.2} × Go's)", ping / g))),
+        &go_ping.map_or(none.clone(), |g| format!("{g:.3} ms")),
+    );
+    let rss =
+        |v: &[(f64, f64)]| v.iter().map(|m| format!("{:.1}", m.0)).collect::<Vec<_>>().join(" / ") + " MiB";
+    let pss =
+        |v: &[(f64, f64)]| v.iter().map(|m| format!("{:.1}", m.1)).collect::<Vec<_>>().join(" / ") + " MiB";
+    row("idle RSS node1 / node2 / node3", &rss(&idle), &go.as_ref().map_or(none.clone(), |g| rss(&g.0)));
+    row(
+        "idle PSS node1 / node2 / node3 (shared executable pages split)",
+        &pss(&idle),
+        &go.as_ref().map_or(none, |g| pss(&g.0)),
+    );
+}
