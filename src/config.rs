@@ -194,6 +194,10 @@ pub struct LinkSection {
     pub url: PeerUrl,
     #[serde(default = "one")]
     pub cost: f64,
+    /// Listeners only: `false` makes every peer accepted here a non-relay (it speaks only
+    /// for itself and no path continues through it on its link with this node).
+    #[serde(default = "yes")]
+    pub relays: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +219,9 @@ pub struct MeshSection {
     pub role: MeshRole,
     /// If non-empty, only these node IDs may link with this node.
     pub allowed_peers: Vec<NodeId>,
+    /// If set, only peers whose ID matches one of these patterns (`*`, `prefix*` or a
+    /// node ID) may relay on links with this node (`mesh::relay`, docs/SECURITY.md).
+    pub relays: Option<Vec<String>>,
 }
 
 /// `[mesh] role` as written in the config.
@@ -380,6 +387,7 @@ impl Default for MeshSection {
             stream_window: 2 * 1024 * 1024,
             role: MeshRole::Auto,
             allowed_peers: Vec::new(),
+            relays: None,
         }
     }
 }
@@ -487,6 +495,15 @@ impl Config {
         }
         if m.stream_window < 64 * 1024 {
             return bad("mesh.stream_window".into(), "must be at least 65536 bytes");
+        }
+        if let Some(Err(e)) = m.relays.as_ref().map(|p| crate::mesh::relay::RelayPolicy::only(p)) {
+            return bad("mesh.relays".into(), &e.to_string());
+        }
+        if let Some(i) = self.peers.iter().position(|p| !p.relays) {
+            return bad(
+                format!("peers[{i}].relays"),
+                "applies to listeners only: leave a dialed peer's ID out of mesh.relays instead",
+            );
         }
         crate::netceptor::config::validate_links(&self.listeners, &self.peers)?;
         for (section, links) in [("listeners", &self.listeners), ("peers", &self.peers)] {

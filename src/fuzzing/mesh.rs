@@ -72,6 +72,7 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
         ephemeral: flags & 2 != 0,
         leaf: flags & 8 != 0,
         neighbors,
+        relay_marks: flags & 16 != 0,
         work_types,
         sig,
     };
@@ -141,7 +142,7 @@ pub fn mesh_events(data: &[u8]) {
                 if hello.caps & caps::LEAF != 0 {
                     leaf_links.insert(next_link);
                 }
-                if mesh.admit(next_link, &hello, cost, flags & 1 != 0) == Admission::Admit {
+                if mesh.admit(next_link, &hello, cost, flags & 1 != 0, flags & 16 != 0) == Admission::Admit {
                     assert_ne!(&peer, mesh.me(), "admitted a peer with this node's id");
                     links.push((next_link, Phase::Admitted));
                     if links.len() > 64 {

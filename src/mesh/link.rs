@@ -47,6 +47,8 @@ pub(crate) struct LinkCtx {
     pub(crate) limits: Arc<Limits>,
     /// What an advertisement must prove before it reaches the driver.
     pub(crate) origins: OriginCheck,
+    /// `[mesh] relays`: which peers may relay on links with this node.
+    pub(crate) relays: Arc<super::relay::RelayPolicy>,
 }
 
 /// Why a link ended.
@@ -82,16 +84,21 @@ pub enum LinkError {
 pub(crate) struct Established {
     pub(crate) link: LinkId,
     pub(crate) peer: Hello,
+    /// The link showed the peer is not a relay ([`super::relay::not_relay`]).
+    not_relay: bool,
     reader: FramedRead<ReadHalf<BoxedIo>, FrameCodec>,
     writer: WriteHalf<BoxedIo>,
 }
 
 /// Runs the handshake on a fresh connection and asks the driver to admit the peer.
+/// `relays`: the listener (or peer entry) lets peers linked through it relay.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn handshake(
     ctx: &LinkCtx,
     link: LinkId,
     io: BoxedIo,
     cost: f64,
+    relays: bool,
     dialed_by_me: bool,
     seen: &mut Option<crate::wire::NodeId>,
     identity: Option<&crate::transport::PeerIdentity>,
@@ -127,8 +134,9 @@ pub(crate) async fn handshake(
         let _ = wr.write_all(&Frame::Reject { reason: reason.as_str().into() }.encode()).await;
         return Err(LinkError::Refusing(reason));
     }
+    let not_relay = super::relay::not_relay(&peer, identity, relays, &ctx.relays);
     let (reply, verdict) = oneshot::channel();
-    let ev = Event::Admit { link, hello: peer.clone(), cost, dialed_by_me, reply };
+    let ev = Event::Admit { link, hello: peer.clone(), cost, dialed_by_me, not_relay, reply };
     ctx.events.send(ev).await.map_err(|_| LinkError::Shutdown)?;
     match verdict.await.map_err(|_| LinkError::Shutdown)? {
         Admission::Admit => wr.write_all(&Frame::Admit.encode()).await?,
@@ -138,7 +146,7 @@ pub(crate) async fn handshake(
         }
     }
     match within(deadline, reader.next()).await? {
-        Some(Ok(Frame::Admit)) => Ok(Established { link, peer, reader, writer: wr }),
+        Some(Ok(Frame::Admit)) => Ok(Established { link, peer, not_relay, reader, writer: wr }),
         Some(Ok(Frame::Reject { reason })) => Err(LinkError::Refused(reason.into_string())),
         Some(Ok(other)) => Err(LinkError::Protocol(format!("expected admit, got {}", other.kind()))),
         Some(Err(e)) => Err(e.into()),
@@ -187,7 +195,7 @@ async fn within<F: std::future::Future>(deadline: Instant, f: F) -> Result<F::Ou
 
 /// Runs an established link until it fails, the peer leaves, or the node stops.
 pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError> {
-    let Established { link, peer, mut reader, writer } = est;
+    let Established { link, peer, not_relay, mut reader, writer } = est;
     crate::metrics::linkio::link_up(link, &peer);
     let idle = Duration::from_millis(u64::from(ctx.hello.idle_timeout_ms.max(peer.idle_timeout_ms)));
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
@@ -200,7 +208,7 @@ pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError
         adverts: Arc::new(AdvertLane::default()),
         stop: stop.clone(),
         stall: ctx.limits.stall_timeout,
-        relay: !peer.not_relay(),
+        relay: !not_relay,
     };
     let up = Event::Up { link, tx: tx.clone(), peer: peer.clone(), stop: stop.clone() };
     ctx.events.send(up).await.map_err(|_| LinkError::Shutdown)?;

@@ -59,6 +59,7 @@ fn lsa(origin: &str) -> Lsa {
         ephemeral: false,
         leaf: false,
         neighbors: vec![(id("hub"), 1.0), (id("other"), 2.5)],
+        relay_marks: false,
         work_types: vec![WorkTypeAd {
             name: Name::new("cat").expect("name"),
             version: Name::new("1").expect("v"),
@@ -200,6 +201,7 @@ fn replayed_advertisements_of_a_previous_incarnation_are_not_twin_evidence() {
         epoch,
         seq,
         neighbors: vec![(id("relay"), 1.0)],
+        relay_marks: false,
         sig: Some(LsaSig {
             scheme: u16::from(SignatureScheme::ECDSA_NISTP256_SHA256),
             signed_at,
@@ -221,13 +223,14 @@ fn replayed_advertisements_of_a_previous_incarnation_are_not_twin_evidence() {
             idle_timeout_ms: 1000,
             cost: 1.0,
         };
-        assert_eq!(mesh.admit(1, &hello, 1.0, false), Admission::Admit);
+        assert_eq!(mesh.admit(1, &hello, 1.0, false, false), Admission::Admit);
         mesh.link_up(t0, 1);
         let relay = |seq: u64| Lsa {
             origin: id("relay"),
             epoch: 1,
             seq,
             neighbors: vec![(id("hub"), 1.0), (id("victim"), 1.0)],
+            relay_marks: false,
             work_types: Vec::new(),
             ..ad(1, seq, 1)
         };

@@ -90,6 +90,35 @@ pub struct Hello {
     pub cost: f64,
 }
 
+impl Lsa {
+    /// Whether the origin marks its `i`-th neighbour as not a relay.
+    pub fn marks(&self, i: usize) -> bool {
+        self.relay_marks && self.neighbors.get(i).is_some_and(|(_, c)| c.to_bits() & 1 == 1)
+    }
+
+    /// The cost to route by of the neighbour cost `c` from this advertisement: its mark,
+    /// if any, cleared (so a mark never changes a route's cost or its ties).
+    pub fn routing_cost(&self, c: f64) -> f64 {
+        let bits = c.to_bits() & !1;
+        if self.relay_marks && bits != 0 { f64::from_bits(bits) } else { c }
+    }
+
+    /// Whether this advertisement lists `node` as a neighbour: `None` when it does not,
+    /// otherwise whether it marks `node` as not a relay.
+    pub fn listing(&self, node: &NodeId) -> Option<bool> {
+        let i = self.neighbors.iter().position(|(n, _)| n == node)?;
+        Some(self.marks(i))
+    }
+}
+
+/// `cost` as sent with relay marks: its lowest significand bit set to `not_relay` (a cost
+/// stays positive and finite, and moves by at most one unit in the last place).
+pub fn marked_cost(cost: f64, not_relay: bool) -> f64 {
+    let bits = (cost.to_bits() & !1) | u64::from(not_relay);
+    // The smallest positive cost with its mark cleared would be 0, which no decoder takes.
+    f64::from_bits(if bits == 0 { 2 } else { bits })
+}
+
 impl Hello {
     /// The peer is not a relay (a short-lived client or a leaf): it may originate frames and
     /// advertisements only for its own ID, and nothing is routed through it.
@@ -110,7 +139,15 @@ pub struct Lsa {
     /// The origin is a leaf: routed to, never through (like an ephemeral client, but a
     /// long-lived daemon).
     pub leaf: bool,
+    /// The origin's up links and its cost for each. With `relay_marks`, the lowest
+    /// significand bit of each cost says whether that neighbour is not a relay
+    /// ([`Lsa::marks`]); costs are kept exactly as received, so the advertisement
+    /// re-encodes to the same bytes (its signature covers them).
     pub neighbors: Vec<(NodeId, f64)>,
+    /// Flag bit 4 (*relay marks*, docs/PROTOCOL.md §3, §6): the origin tells, in its
+    /// neighbours' costs, which of them its links showed are not relays. Nodes that do
+    /// not know the bit ignore it and see costs at most one unit in the last place off.
+    pub relay_marks: bool,
     pub work_types: Vec<WorkTypeAd>,
     /// The origin's signature over everything above (`mesh::origin`); `None` when unsigned
     /// (plain-TCP meshes, simulations).

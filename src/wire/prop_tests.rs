@@ -51,9 +51,9 @@ fn lsa() -> impl Strategy<Value = Lsa> {
     )
         .prop_map(|(scheme, signed_at, chain, signature)| LsaSig { scheme, signed_at, chain, signature });
     let sig = proptest::option::of(sig);
-    let flags = (any::<bool>(), any::<bool>(), any::<bool>());
+    let flags = (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
     (node_id(), any::<u64>(), any::<u64>(), flags, neighbours, work, sig).prop_map(
-        |(origin, epoch, seq, (leaving, ephemeral, leaf), neighbors, work_types, sig)| Lsa {
+        |(origin, epoch, seq, (leaving, ephemeral, leaf, relay_marks), neighbors, work_types, sig)| Lsa {
             origin,
             epoch,
             seq,
@@ -61,6 +61,7 @@ fn lsa() -> impl Strategy<Value = Lsa> {
             ephemeral,
             leaf,
             neighbors,
+            relay_marks,
             work_types,
             sig,
         },

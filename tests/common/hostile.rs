@@ -198,6 +198,7 @@ pub fn fat_lsa(origin: &str, seq: u64, n: usize) -> Lsa {
         ephemeral: false,
         leaf: false,
         neighbors: (0..n).map(|i| (node(&format!("ghost-{origin}-{i:05}")), 1.0)).collect(),
+        relay_marks: false,
         work_types: Vec::new(),
         sig: None,
     }
