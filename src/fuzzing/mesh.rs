@@ -61,8 +61,15 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
         chain: vec![Bytes::from_static(b"\x30\x00")],
         signature: Bytes::from_static(b"sig"),
     });
-    let neighbors =
+    let mut neighbors: Vec<(NodeId, f64)> =
         (0..c.byte() % 6).map(|_| (node(c), COSTS[usize::from(c.byte()) % COSTS.len()])).collect();
+    // Relay marks, as a node sends them (a mark for each neighbour by a bit of `marks`).
+    let marks = c.byte();
+    if marks & 1 != 0 {
+        for (i, (_, cost)) in neighbors.iter_mut().enumerate() {
+            *cost = crate::wire::marked_cost(*cost, marks >> (i + 1) & 1 != 0);
+        }
+    }
     let work_types = work_types(c);
     let lsa = Lsa {
         origin,
@@ -71,8 +78,8 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
         leaving: flags & 1 != 0,
         ephemeral: flags & 2 != 0,
         leaf: flags & 8 != 0,
+        relay_marks: marks & 1 != 0 && !neighbors.is_empty(),
         neighbors,
-        relay_marks: flags & 16 != 0,
         work_types,
         sig,
     };

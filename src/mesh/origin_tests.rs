@@ -14,14 +14,14 @@ fn id(s: &str) -> NodeId {
 }
 
 /// A CA in `dir` (`ca.crt`, `ca.key`).
-fn ca(dir: &Path) {
+pub(super) fn ca(dir: &Path) {
     let (crt, key) = certs::init_ca("test CA", 30, KeyType::EcdsaP256).expect("ca");
     std::fs::write(dir.join("ca.crt"), crt).expect("write");
     std::fs::write(dir.join("ca.key"), key).expect("write");
 }
 
 /// `name.crt`/`name.key` naming node `node`, signed by the CA in `dir`; RSA when asked.
-fn issue(dir: &Path, name: &str, node: &str, rsa: bool) {
+pub(super) fn issue(dir: &Path, name: &str, node: &str, rsa: bool) {
     let subject = Subject { node_ids: vec![node.into()], ..Subject::default() };
     let (crt, key) = if rsa {
         use rsa::pkcs8::EncodePrivateKey;
@@ -37,7 +37,7 @@ fn issue(dir: &Path, name: &str, node: &str, rsa: bool) {
     std::fs::write(dir.join(format!("{name}.key")), key).expect("write");
 }
 
-fn context(dir: &Path, name: &str, node: &str) -> TlsContext {
+pub(super) fn context(dir: &Path, name: &str, node: &str) -> TlsContext {
     let settings = TlsSettings {
         cert: dir.join(format!("{name}.crt")),
         key: dir.join(format!("{name}.key")),

@@ -2,7 +2,7 @@
 
 use bytes::{Buf, Bytes};
 
-use super::encode::{LSA_LEAF, LSA_RELAY_MARKS, LSA_SIGNED, tag};
+use super::encode::{LSA_LEAF, LSA_SIGNED, tag};
 use super::{
     Body, DecodeError, Frame, Hello, Lsa, LsaSig, MAX_DATA_CHUNK, MAX_LSA_ITEMS, MAX_META, MAX_NAME,
     MAX_REASON, MAX_SIG_CERT, MAX_SIG_CHAIN, MAX_SIGNATURE, Name, NodeId, Reason, Routed, Side, WorkTypeAd,
@@ -65,8 +65,8 @@ fn decode_lsa(b: &mut Bytes) -> Result<Lsa, DecodeError> {
         leaving: flags & 1 != 0,
         ephemeral: flags & 2 != 0,
         leaf: flags & LSA_LEAF != 0,
+        relay_marks: super::carries_relay_marks(&neighbors),
         neighbors,
-        relay_marks: flags & LSA_RELAY_MARKS != 0,
         work_types,
         sig,
     })

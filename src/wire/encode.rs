@@ -146,8 +146,6 @@ fn encode_hello(h: &Hello, buf: &mut BytesMut) {
 pub(super) const LSA_SIGNED: u8 = 1 << 2;
 /// Advertisement flag: the origin is a leaf (docs/PROTOCOL.md §5.8).
 pub(super) const LSA_LEAF: u8 = 1 << 3;
-/// Advertisement flag: neighbour costs carry relay marks in their lowest bit (§3, §6).
-pub(super) const LSA_RELAY_MARKS: u8 = 1 << 4;
 
 fn encode_lsa(lsa: &Lsa, buf: &mut BytesMut) {
     encode_lsa_fields(lsa, buf, lsa.sig.is_some());
@@ -169,8 +167,7 @@ fn encode_lsa_fields(lsa: &Lsa, buf: &mut BytesMut, signed: bool) {
     buf.put_u64(lsa.seq);
     let signed = if signed { LSA_SIGNED } else { 0 };
     let leaf = if lsa.leaf { LSA_LEAF } else { 0 };
-    let marks = if lsa.relay_marks { LSA_RELAY_MARKS } else { 0 };
-    buf.put_u8(u8::from(lsa.leaving) | (u8::from(lsa.ephemeral) << 1) | signed | leaf | marks);
+    buf.put_u8(u8::from(lsa.leaving) | (u8::from(lsa.ephemeral) << 1) | signed | leaf);
     buf.put_u16(lsa.neighbors.len() as u16);
     for (id, cost) in &lsa.neighbors {
         put_str(buf, id.as_str());

@@ -99,7 +99,7 @@ impl Lsa {
     /// The cost to route by of the neighbour cost `c` from this advertisement: its mark,
     /// if any, cleared (so a mark never changes a route's cost or its ties).
     pub fn routing_cost(&self, c: f64) -> f64 {
-        let bits = c.to_bits() & !1;
+        let bits = c.to_bits() & !MARK_MASK;
         if self.relay_marks && bits != 0 { f64::from_bits(bits) } else { c }
     }
 
@@ -111,12 +111,21 @@ impl Lsa {
     }
 }
 
-/// `cost` as sent with relay marks: its lowest significand bit set to `not_relay` (a cost
-/// stays positive and finite, and moves by at most one unit in the last place).
+/// The low significand bits of a cost that carry a relay mark, and their pattern.
+const MARK_MASK: u64 = 0xFFFF;
+const MARK_PATTERN: u64 = 0x8000;
+
+/// `cost` as sent with relay marks: its low 16 significand bits set to `0x8000`, plus 1
+/// when `not_relay` (it stays positive and finite, and moves by less than 2^-36 of itself).
 pub fn marked_cost(cost: f64, not_relay: bool) -> f64 {
-    let bits = (cost.to_bits() & !1) | u64::from(not_relay);
-    // The smallest positive cost with its mark cleared would be 0, which no decoder takes.
-    f64::from_bits(if bits == 0 { 2 } else { bits })
+    f64::from_bits((cost.to_bits() & !MARK_MASK) | MARK_PATTERN | u64::from(not_relay))
+}
+
+/// Whether every one of (at least one) neighbour costs carries a relay mark. Configured
+/// costs written as decimals practically never end in these bit patterns (one chance in
+/// 2^15 per cost), and then all of an advertisement's costs must.
+pub(crate) fn carries_relay_marks(neighbors: &[(NodeId, f64)]) -> bool {
+    !neighbors.is_empty() && neighbors.iter().all(|(_, c)| c.to_bits() & (MARK_MASK & !1) == MARK_PATTERN)
 }
 
 impl Hello {
@@ -139,14 +148,16 @@ pub struct Lsa {
     /// The origin is a leaf: routed to, never through (like an ephemeral client, but a
     /// long-lived daemon).
     pub leaf: bool,
-    /// The origin's up links and its cost for each. With `relay_marks`, the lowest
-    /// significand bit of each cost says whether that neighbour is not a relay
-    /// ([`Lsa::marks`]); costs are kept exactly as received, so the advertisement
-    /// re-encodes to the same bytes (its signature covers them).
+    /// The origin's up links and its cost for each. With `relay_marks`, the low 16 bits
+    /// of each cost's significand carry a relay mark ([`Lsa::marks`]); costs are kept
+    /// exactly as received, so the advertisement re-encodes to the same bytes (its
+    /// signature covers them) — in this version and in every older one.
     pub neighbors: Vec<(NodeId, f64)>,
-    /// Flag bit 4 (*relay marks*, docs/PROTOCOL.md §3, §6): the origin tells, in its
-    /// neighbours' costs, which of them its links showed are not relays. Nodes that do
-    /// not know the bit ignore it and see costs at most one unit in the last place off.
+    /// The neighbours' costs carry relay marks (docs/PROTOCOL.md §3, §6): every cost's
+    /// low 16 significand bits are `0x8000` or `0x8001`, the last bit saying that the
+    /// origin's link showed that neighbour is not a relay. Derived from the costs when
+    /// decoding (nothing else on the wire says it): nodes that do not know marks decode,
+    /// verify and forward them unchanged and see costs off by less than 2^-36 of them.
     pub relay_marks: bool,
     pub work_types: Vec<WorkTypeAd>,
     /// The origin's signature over everything above (`mesh::origin`); `None` when unsigned
