@@ -600,6 +600,21 @@ mod tests {
     }
 
     #[test]
+    fn relay_policy_is_checked_at_load_and_names_the_key() {
+        let listening =
+            "[node]\nid = \"n\"\n[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\nrelays = false\n";
+        let cfg = load_text(&format!("{listening}[mesh]\nrelays = [\"hub-*\", \"core\"]\n")).expect("loads");
+        assert!(!cfg.listeners[0].relays);
+        assert_eq!(cfg.mesh.relays.as_deref(), Some(&["hub-*".to_owned(), "core".to_owned()][..]));
+        let err = load_text(&format!("{listening}[mesh]\nrelays = [\"h*b\"]\n")).expect_err("bad pattern");
+        assert!(err.to_string().contains("mesh.relays"), "{err}");
+        let err = load_text("[node]\nid = \"n\"\n[[peers]]\nurl = \"receptor://h:1\"\nrelays = false\n")
+            .expect_err("peers");
+        assert!(err.to_string().contains("peers[0].relays"), "{err}");
+        assert!(load_text("[node]\nid = \"n\"\n").expect("loads").mesh.relays.is_none());
+    }
+
+    #[test]
     fn the_node_id_defaults_to_the_host_name() {
         let cfg = load_text("[node]\n").expect("loads");
         assert!(!cfg.node.id.as_str().is_empty());

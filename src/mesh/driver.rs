@@ -44,9 +44,12 @@ pub(crate) enum Event {
     Down {
         link: LinkId,
     },
+    /// `held`: the advertisement's share of `link::ADVERTS_IN_FLIGHT`, given back once
+    /// it is handled.
     Lsa {
         link: LinkId,
         lsa: Lsa,
+        held: tokio::sync::OwnedSemaphorePermit,
     },
     SyncDone {
         link: LinkId,
@@ -180,7 +183,10 @@ impl Driver {
                 self.mesh.link_down(now, link);
                 self.publish_topology();
             }
-            Event::Lsa { link, lsa } => self.mesh.on_lsa(now, link, lsa),
+            Event::Lsa { link, lsa, held } => {
+                self.mesh.on_lsa(now, link, lsa);
+                drop(held);
+            }
             Event::SyncDone { link } => {
                 // Whoever waits for the sync expects routes to everything it carried.
                 self.apply();

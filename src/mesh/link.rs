@@ -49,7 +49,15 @@ pub(crate) struct LinkCtx {
     pub(crate) origins: OriginCheck,
     /// `[mesh] relays`: which peers may relay on links with this node.
     pub(crate) relays: Arc<super::relay::RelayPolicy>,
+    /// Encoded bytes of advertisements on their way to the driver, from all links
+    /// ([`ADVERTS_IN_FLIGHT`]): a reader waits for room, so a flood queues on the
+    /// sockets, not in memory.
+    pub(crate) adverts_in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most encoded bytes of advertisements decoded and waiting for the driver at once, over
+/// all links (their decoded form takes about three times as much).
+pub(crate) const ADVERTS_IN_FLIGHT: usize = 2 * 1024 * 1024;
 
 /// Why a link ended.
 #[derive(Debug, thiserror::Error)]
@@ -346,7 +354,16 @@ async fn handle(ctx: &LinkCtx, link: LinkId, tx: &LinkTx, frame: Frame) -> Resul
     match frame {
         Frame::Keepalive => {}
         Frame::Routed(r) => ctx.router.route_from(r, tx).await,
-        Frame::Lsa(lsa) => send(ctx, Event::Lsa { link, lsa }).await?,
+        Frame::Lsa(lsa) => {
+            let len = u32::try_from(lsa.encoded_len()).unwrap_or(u32::MAX).min(ADVERTS_IN_FLIGHT as u32);
+            let held = ctx
+                .adverts_in_flight
+                .clone()
+                .acquire_many_owned(len)
+                .await
+                .map_err(|_| LinkError::Shutdown)?;
+            send(ctx, Event::Lsa { link, lsa, held }).await?
+        }
         Frame::SyncDone => send(ctx, Event::SyncDone { link }).await?,
         Frame::Goodbye { reason } => {
             tracing::debug!(%reason, "peer said goodbye");

@@ -154,6 +154,8 @@ struct Inner {
     limits: Arc<Limits>,
     origins: OriginCheck,
     opts: NodeOptions,
+    /// Shared by every link's reader (`link::ADVERTS_IN_FLIGHT`).
+    adverts_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// A fresh connection waiting for its handshake.
@@ -239,6 +241,7 @@ impl Node {
             limits: Arc::new(opts.limits.clone()),
             origins,
             opts,
+            adverts_in_flight: Arc::new(tokio::sync::Semaphore::new(link::ADVERTS_IN_FLIGHT)),
         };
         Node { inner: Arc::new(inner) }
     }
@@ -274,6 +277,7 @@ impl Node {
             limits: self.inner.limits.clone(),
             origins: self.inner.origins.clone(),
             relays: Arc::new(self.inner.opts.relays.clone()),
+            adverts_in_flight: self.inner.adverts_in_flight.clone(),
         }
     }
 

@@ -54,7 +54,8 @@ pub struct MeshConfig {
     pub max_hops: u8,
     /// Most nodes the database holds (`limits.max_nodes`).
     pub max_nodes: usize,
-    /// Most bytes of advertisements the database holds (`limits.max_db_bytes`).
+    /// Most bytes of memory the database's advertisements hold (`limits.max_db_bytes`,
+    /// counted by [`Lsa::held_bytes`]).
     pub max_db_bytes: usize,
 }
 
@@ -513,13 +514,13 @@ impl Mesh {
             return;
         }
         let frame = Frame::Lsa(lsa.clone());
-        self.db_bytes += lsa.encoded_len();
+        self.db_bytes += lsa.held_bytes();
         let entry = Entry { lsa, received: now, unreachable_since: None };
         let origin = entry.lsa.origin.clone();
         // A refresh that changes nothing routing reads costs no route computation.
         let mut same_graph = false;
         if let Some(old) = self.lsdb.insert(origin.clone(), entry) {
-            self.db_bytes -= old.lsa.encoded_len();
+            self.db_bytes -= old.lsa.held_bytes();
             if let Some(e) = self.lsdb.get_mut(&origin) {
                 same_graph = same_topology(&old.lsa, &e.lsa);
                 if same_graph {
@@ -539,9 +540,9 @@ impl Mesh {
     /// nodes already known keep being updated (within the byte budget); new nodes are
     /// refused until silent ones are forgotten.
     fn room_for(&mut self, lsa: &Lsa) -> bool {
-        let old = self.lsdb.get(&lsa.origin).map(|e| e.lsa.encoded_len());
+        let old = self.lsdb.get(&lsa.origin).map(|e| e.lsa.held_bytes());
         let nodes_ok = old.is_some() || self.lsdb.len() < self.cfg.max_nodes;
-        let bytes_ok = self.db_bytes - old.unwrap_or(0) + lsa.encoded_len() <= self.cfg.max_db_bytes;
+        let bytes_ok = self.db_bytes - old.unwrap_or(0) + lsa.held_bytes() <= self.cfg.max_db_bytes;
         if nodes_ok && bytes_ok {
             return true;
         }

@@ -17,7 +17,7 @@ impl Mesh {
         if self.lsdb.len() > self.cfg.max_nodes {
             return Err(format!("{} nodes held, max_nodes is {}", self.lsdb.len(), self.cfg.max_nodes));
         }
-        let bytes: usize = self.lsdb.values().map(|e| e.lsa.encoded_len()).sum();
+        let bytes: usize = self.lsdb.values().map(|e| e.lsa.held_bytes()).sum();
         if bytes != self.db_bytes {
             return Err(format!("db_bytes says {} but the database holds {bytes}", self.db_bytes));
         }
