@@ -105,7 +105,8 @@ impl Mesh {
     }
 
     /// The advertisements of every node with a route from here, ours included (the mesh as
-    /// this node sees it; a leaf sees itself and whichever peers advertised to it).
+    /// this node sees it; a leaf sees itself and whichever peers advertised to it), with
+    /// costs as routing reads them (relay marks cleared): for showing, not for sending.
     pub fn known(&self) -> Vec<Lsa> {
         let mut v: Vec<Lsa> = self
             .lsdb
@@ -114,6 +115,12 @@ impl Mesh {
             .map(|e| e.lsa.clone())
             .collect();
         v.push(self.own_lsa());
+        for lsa in &mut v {
+            let plain: Vec<f64> = lsa.neighbors.iter().map(|(_, c)| lsa.routing_cost(*c)).collect();
+            for ((_, c), p) in lsa.neighbors.iter_mut().zip(plain) {
+                *c = p;
+            }
+        }
         v.sort_by(|a, b| a.origin.cmp(&b.origin));
         v
     }
