@@ -57,6 +57,7 @@ fn lsa() -> Lsa {
         ephemeral: false,
         leaf: false,
         neighbors: vec![(id("hub-01"), 1.0), (id("hub-02"), 1.0), (id("node-0043"), 2.0)],
+        relay_marks: false,
         work_types: ["ansible-runner", "cat"]
             .iter()
             .map(|w| WorkTypeAd { name: Name::new(*w).expect("name"), version: Name::new("1").expect("v") })

@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub use allow::{Action, ControlAllow};
 pub use metrics::MetricsSection;
 pub use netceptor::NetceptorSection;
+pub use pattern::{PatternError, check_node_pattern};
 
 use crate::transport::PeerUrl;
 use crate::wire::NodeId;
@@ -18,6 +19,7 @@ use crate::wire::NodeId;
 mod allow;
 mod metrics;
 mod netceptor;
+mod pattern;
 mod typed;
 
 /// Environment variables starting with this prefix override file keys:
@@ -201,6 +203,10 @@ pub struct LinkSection {
     pub url: PeerUrl,
     #[serde(default = "one")]
     pub cost: f64,
+    /// Listeners only: `false` makes every peer accepted here a non-relay (it speaks only
+    /// for itself and no path continues through it on its link with this node).
+    #[serde(default = "yes")]
+    pub relays: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -222,6 +228,9 @@ pub struct MeshSection {
     pub role: MeshRole,
     /// If non-empty, only these node IDs may link with this node.
     pub allowed_peers: Vec<NodeId>,
+    /// If set, only peers whose ID matches one of these patterns (`*`, `prefix*` or a
+    /// node ID) may relay on links with this node (`mesh::relay`, docs/SECURITY.md).
+    pub relays: Option<Vec<String>>,
 }
 
 /// `[mesh] role` as written in the config.
@@ -392,6 +401,7 @@ impl Default for MeshSection {
             stream_window: 2 * 1024 * 1024,
             role: MeshRole::Auto,
             allowed_peers: Vec::new(),
+            relays: None,
         }
     }
 }
@@ -500,6 +510,15 @@ impl Config {
         if m.stream_window < 64 * 1024 {
             return bad("mesh.stream_window".into(), "must be at least 65536 bytes");
         }
+        if let Some(Err(e)) = m.relays.iter().flatten().map(|p| check_node_pattern(p)).find(Result::is_err) {
+            return bad("mesh.relays".into(), &e.to_string());
+        }
+        if let Some(i) = self.peers.iter().position(|p| !p.relays) {
+            return bad(
+                format!("peers[{i}].relays"),
+                "applies to listeners only: leave a dialed peer's ID out of mesh.relays instead",
+            );
+        }
         netceptor::validate_links(&self.listeners, &self.peers)?;
         for (section, links) in [("listeners", &self.listeners), ("peers", &self.peers)] {
             for (i, l) in links.iter().enumerate() {
@@ -605,6 +624,21 @@ mod tests {
         assert_eq!(cfg.listeners.len(), 1);
         assert_eq!(cfg.work.command[0].name, "echo");
         assert!(cfg.work.ansible_runner.enabled);
+    }
+
+    #[test]
+    fn relay_policy_is_checked_at_load_and_names_the_key() {
+        let listening =
+            "[node]\nid = \"n\"\n[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\nrelays = false\n";
+        let cfg = load_text(&format!("{listening}[mesh]\nrelays = [\"hub-*\", \"core\"]\n")).expect("loads");
+        assert!(!cfg.listeners[0].relays);
+        assert_eq!(cfg.mesh.relays.as_deref(), Some(&["hub-*".to_owned(), "core".to_owned()][..]));
+        let err = load_text(&format!("{listening}[mesh]\nrelays = [\"h*b\"]\n")).expect_err("bad pattern");
+        assert!(err.to_string().contains("mesh.relays"), "{err}");
+        let err = load_text("[node]\nid = \"n\"\n[[peers]]\nurl = \"receptor://h:1\"\nrelays = false\n")
+            .expect_err("peers");
+        assert!(err.to_string().contains("peers[0].relays"), "{err}");
+        assert!(load_text("[node]\nid = \"n\"\n").expect("loads").mesh.relays.is_none());
     }
 
     #[test]

@@ -126,6 +126,11 @@ pub fn node_options(cfg: &Config) -> NodeOptions {
     opts.window = cfg.mesh.stream_window;
     opts.dial_timeout = cfg.mesh.dial_timeout;
     opts.allowed_peers = cfg.mesh.allowed_peers.clone();
+    // Validated at load (`Config::validate`).
+    opts.relays = match &cfg.mesh.relays {
+        Some(p) => crate::mesh::relay::RelayPolicy::only(p).unwrap_or_default(),
+        None => crate::mesh::relay::RelayPolicy::any(),
+    };
     opts
 }
 
@@ -176,7 +181,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         let bound = Listener::bind(&l.url, tls.clone())
             .await
             .map_err(|source| DaemonError::Bind { index, source })?;
-        listeners.push((bound, l.cost));
+        listeners.push((bound, l.cost, l.relays));
     }
     let control_listener = bind_control(&cfg)?;
     let control_tcp = match cfg.control.tcp_addr().filter(|_| cfg.control.enabled) {
@@ -265,8 +270,8 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     }
     {
         let mut state = reloader.state.lock().await;
-        for (listener, cost) in listeners {
-            state.add_listener(&node, listener, cost);
+        for (listener, cost, relays) in listeners {
+            state.add_listener(&node, listener, cost, relays);
         }
         for p in &cfg.peers {
             state.add_peer(&node, p);

@@ -35,9 +35,10 @@ pub struct Limits {
     /// Most nodes the link-state database holds; advertisements of further nodes are
     /// dropped (and counted) until some are forgotten.
     pub max_nodes: usize,
-    /// Most bytes of advertisements the link-state database holds (encoded size; a
-    /// 10,000-node mesh of ordinary nodes needs about 1.2 MiB unsigned, 6.5 MiB signed
-    /// with ECDSA node certificates, 10 MiB with RSA-2048 ones).
+    /// Most bytes of memory the link-state database's advertisements hold (their decoded
+    /// form and encoded frame, `wire::Lsa::held_bytes`: about three times their wire
+    /// size; a 10,000-node mesh of ordinary nodes needs about 5 MiB unsigned, 15 MiB
+    /// signed with ECDSA node certificates, 22 MiB with RSA-2048 ones).
     pub max_db_bytes: usize,
     /// Most streams open at once between this node and any one other node.
     pub streams_per_peer: usize,
@@ -91,11 +92,11 @@ impl Default for Limits {
             handshakes_per_source: 8,
             handshakes_reserved: 64,
             advert_rate: 1024 * 1024,
-            advert_burst: 16 * 1024 * 1024,
+            advert_burst: 24 * 1024 * 1024,
             advert_drops_to_close: 1000,
             forged_adverts_to_close: 10,
             max_nodes: 20_000,
-            max_db_bytes: 16 * 1024 * 1024,
+            max_db_bytes: 24 * 1024 * 1024,
             streams_per_peer: 256,
             stall_timeout: Duration::from_secs(30),
             control_sessions: 128,

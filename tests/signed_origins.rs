@@ -93,6 +93,12 @@ struct PingLoop {
 
 impl PingLoop {
     fn start(entry: &Daemon, target: &str, tls: Option<TlsContext>) -> PingLoop {
+        PingLoop::start_as("pinger", entry, target, tls)
+    }
+
+    /// As [`PingLoop::start`], with the client named `name`.
+    fn start_as(name: &str, entry: &Daemon, target: &str, tls: Option<TlsContext>) -> PingLoop {
+        let name = node(name);
         let scheme = if tls.is_some() { "receptors" } else { "receptor" };
         let url: PeerUrl = format!("{scheme}://127.0.0.1:{}", entry.port).parse().expect("url");
         let target = node(target);
@@ -102,7 +108,7 @@ impl PingLoop {
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
-                let mut opts = NodeOptions::new(node("pinger"));
+                let mut opts = NodeOptions::new(name);
                 opts.ephemeral = true;
                 opts.tls = tls;
                 let client = Node::start(opts);
@@ -269,4 +275,102 @@ fn a_leaf_link_in_a_plain_tcp_mesh_carries_only_its_own_advertisement() {
     hub.wait_log("which is not a relay, carried an advertisement of victim", Duration::from_secs(5));
     let failures = pings.finish();
     assert!(failures.is_empty(), "the victim became unreachable: {failures:?}");
+}
+
+/// "I am a relay, nearly free from each of you": `me`'s own advertisement, signed with its
+/// own key when it has one, with cost-0.001 links to both hubs and no leaf or client flag.
+fn relay_claim(me: &str, hubs: [&str; 2], seq: u64, signer: Option<&CertSigner>) -> Lsa {
+    let mut lsa = Lsa {
+        origin: node(me),
+        epoch: 1,
+        seq,
+        leaving: false,
+        ephemeral: false,
+        leaf: false,
+        neighbors: hubs.iter().map(|h| (node(h), 0.001)).collect(),
+        relay_marks: false,
+        work_types: Vec::new(),
+        sig: None,
+    };
+    if let Some(signer) = signer {
+        lsa.sig = Some(signer.signature(&lsa).expect("sign"));
+    }
+    lsa
+}
+
+/// Two TLS hubs (also taking peers without a certificate, which may only use temporary
+/// client IDs), `extra` in their config; pings both ways between them through clients
+/// joined at each end. Then each liar links to both hubs as told and sends advertisements
+/// calling itself a relay with nearly free links to both: the hubs' own links said what
+/// it is, and their signed advertisements (relay marks) tell the rest of the mesh.
+fn liars_are_never_relays(extra: &str, liars: Vec<(&str, FakeTls, u32, Option<CertSigner>)>, pki: &Pki) {
+    let hub = |id: &str, peers: &[u16]| {
+        let mut spec = Spec::new(id).extra(FAST_MESH).extra(extra).extra(&pki.toml(id));
+        spec = spec.extra("require_client_cert = false");
+        spec.tls = true;
+        for p in peers {
+            spec = spec.peer(*p);
+        }
+        Daemon::start(spec)
+    };
+    let a = hub("hub-a", &[]);
+    let b = hub("hub-b", &[a.port]);
+    // pinger → hub-a → hub-b and pinger-b → hub-b → hub-a: one hop each, which a relay
+    // at cost 0.002 would undercut.
+    let forth = PingLoop::start_as("pinger", &a, "hub-b", Some(pki.context("pinger")));
+    let back = PingLoop::start_as("pinger-b", &b, "hub-a", Some(pki.context("pinger-b")));
+    forth.more(3);
+    back.more(3);
+    let mut watcher = FakePeer::try_join_tls(b.port, "watcher", &pki.fake("watcher")).expect("watcher");
+    for (id, tls, caps, signer) in &liars {
+        let mut links: Vec<FakePeer> = [a.port, b.port]
+            .iter()
+            .map(|p| FakePeer::try_join_tls_caps(*p, id, tls, *caps).expect("join"))
+            .collect();
+        for seq in 1..=3 {
+            for link in &mut links {
+                link.send(&Frame::Lsa(relay_claim(id, ["hub-a", "hub-b"], seq, signer.as_ref())))
+                    .expect("send");
+            }
+        }
+        // What the mesh learns: hub-a's signed word that the liar is not a relay.
+        let marked = watcher.recv_until(Duration::from_secs(10), |f| match f {
+            Frame::Lsa(l) if l.origin.as_str() == "hub-a" && l.listing(&node(id)) == Some(true) => Some(l),
+            _ => None,
+        });
+        assert!(marked.is_some(), "{id}: hub-a's advertisement marks it as not a relay");
+        forth.more(20);
+        back.more(20);
+        drop(links);
+    }
+    for (dir, pings) in [("hub-a → hub-b", forth), ("hub-b → hub-a", back)] {
+        let failures = pings.finish();
+        assert!(failures.is_empty(), "{dir}: lost: {failures:?}");
+    }
+}
+
+#[test]
+fn a_leaf_a_client_or_a_certificate_less_peer_claiming_to_be_a_relay_is_never_routed_through() {
+    let pki = Pki::new(&["hub-a", "hub-b", "watcher", "pinger", "pinger-b", "leaf", "client"]);
+    let liars = vec![
+        ("leaf", pki.fake("leaf"), caps::STREAMS | caps::LEAF, Some(CertSigner::new(pki.context("leaf")))),
+        (
+            "client",
+            pki.fake("client"),
+            caps::STREAMS | caps::EPHEMERAL,
+            Some(CertSigner::new(pki.context("client"))),
+        ),
+        // No certificate and no client caps: a temporary ID is still a client.
+        ("receptor-client-sly", FakeTls::anonymous(), caps::STREAMS, None),
+    ];
+    liars_are_never_relays("", liars, &pki);
+}
+
+#[test]
+fn a_certified_node_lying_on_its_links_too_is_kept_out_by_the_relay_policy() {
+    // "mole" holds a valid certificate and announces itself as a hub everywhere: only
+    // the hubs' `[mesh] relays` says it may not relay.
+    let pki = Pki::new(&["hub-a", "hub-b", "watcher", "pinger", "pinger-b", "mole"]);
+    let liars = vec![("mole", pki.fake("mole"), caps::STREAMS, Some(CertSigner::new(pki.context("mole"))))];
+    liars_are_never_relays("relays = [\"hub-*\"]", liars, &pki);
 }

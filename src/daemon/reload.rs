@@ -27,6 +27,8 @@ const REBIND_WAIT: Duration = Duration::from_secs(2);
 struct Running {
     handle: Handle,
     cost: f64,
+    /// `relays` of the listener (peers: always true).
+    relays: bool,
 }
 
 /// Stops a listener, a native peer's dial loop or a Go peer's.
@@ -58,7 +60,7 @@ impl State {
         State { cfg, net, listeners: BTreeMap::new(), peers: BTreeMap::new() }
     }
 
-    pub(super) fn add_listener(&mut self, node: &Node, listener: Listener, cost: f64) {
+    pub(super) fn add_listener(&mut self, node: &Node, listener: Listener, cost: f64, relays: bool) {
         let key = listener.url().to_string();
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(url = %key, %addr, "listener bound");
@@ -67,8 +69,8 @@ impl State {
             Some((net, true)) => Some(super::netceptor::foreign(net)),
             _ => None,
         };
-        let handle = Handle::Native(node.listen_with(listener, cost, foreign));
-        self.listeners.insert(key, Running { handle, cost });
+        let handle = Handle::Native(node.listen_with(listener, cost, relays, foreign));
+        self.listeners.insert(key, Running { handle, cost, relays });
     }
 
     pub(super) fn add_peer(&mut self, node: &Node, peer: &LinkSection) {
@@ -84,7 +86,7 @@ impl State {
             }
             (_, Protocol::Native) => Handle::Native(node.add_peer(peer.url.clone(), peer.cost)),
         };
-        self.peers.insert(peer.url.to_string(), Running { handle, cost: peer.cost });
+        self.peers.insert(peer.url.to_string(), Running { handle, cost: peer.cost, relays: true });
     }
 }
 
@@ -174,7 +176,7 @@ impl Reloader {
         let stale: Vec<String> = state
             .listeners
             .iter()
-            .filter(|(url, r)| wanted.get(*url).is_none_or(|l| l.cost != r.cost))
+            .filter(|(url, r)| wanted.get(*url).is_none_or(|l| l.cost != r.cost || l.relays != r.relays))
             .map(|(url, _)| url.clone())
             .collect();
         for url in &stale {
@@ -189,7 +191,7 @@ impl Reloader {
                 continue;
             }
             match bind_retrying(l, self.tls.clone(), stale.contains(&url)).await {
-                Ok(listener) => state.add_listener(&self.node, listener, l.cost),
+                Ok(listener) => state.add_listener(&self.node, listener, l.cost, l.relays),
                 Err(e) => {
                     tracing::error!("reload: listeners[{index}] ({url}) not started: {e}");
                     errors.push(format!("listeners[{index}] ({url}): {e}"));

@@ -61,8 +61,15 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
         chain: vec![Bytes::from_static(b"\x30\x00")],
         signature: Bytes::from_static(b"sig"),
     });
-    let neighbors =
+    let mut neighbors: Vec<(NodeId, f64)> =
         (0..c.byte() % 6).map(|_| (node(c), COSTS[usize::from(c.byte()) % COSTS.len()])).collect();
+    // Relay marks, as a node sends them (a mark for each neighbour by a bit of `marks`).
+    let marks = c.byte();
+    if marks & 1 != 0 {
+        for (i, (_, cost)) in neighbors.iter_mut().enumerate() {
+            *cost = crate::wire::marked_cost(*cost, marks >> (i + 1) & 1 != 0);
+        }
+    }
     let work_types = work_types(c);
     let lsa = Lsa {
         origin,
@@ -71,6 +78,7 @@ fn lsa(c: &mut Cursor<'_>) -> Option<Lsa> {
         leaving: flags & 1 != 0,
         ephemeral: flags & 2 != 0,
         leaf: flags & 8 != 0,
+        relay_marks: marks & 1 != 0 && !neighbors.is_empty(),
         neighbors,
         work_types,
         sig,
@@ -141,7 +149,7 @@ pub fn mesh_events(data: &[u8]) {
                 if hello.caps & caps::LEAF != 0 {
                     leaf_links.insert(next_link);
                 }
-                if mesh.admit(next_link, &hello, cost, flags & 1 != 0) == Admission::Admit {
+                if mesh.admit(next_link, &hello, cost, flags & 1 != 0, flags & 16 != 0) == Admission::Admit {
                     assert_ne!(&peer, mesh.me(), "admitted a peer with this node's id");
                     links.push((next_link, Phase::Admitted));
                     if links.len() > 64 {

@@ -42,6 +42,7 @@ fn frames() -> Vec<Frame> {
             ephemeral: false,
             leaf: false,
             neighbors: vec![(id("b"), 1.0), (id("c"), 2.5)],
+            relay_marks: false,
             work_types: vec![WorkTypeAd {
                 name: Name::new("echo").expect("name"),
                 version: Name::new("1").expect("name"),
@@ -57,6 +58,7 @@ fn frames() -> Vec<Frame> {
             ephemeral: false,
             leaf: false,
             neighbors: Vec::new(),
+            relay_marks: false,
             work_types: Vec::new(),
             sig: Some(crate::wire::LsaSig {
                 scheme: 0x0403,

@@ -100,6 +100,8 @@ pub fn handshake(data: &[u8]) {
         cancel: CancellationToken::new(),
         limits: s.limits.clone(),
         origins: crate::mesh::origin::OriginCheck::TrustedNetwork,
+        relays: Arc::new(crate::mesh::relay::RelayPolicy::any()),
+        adverts_in_flight: Arc::new(tokio::sync::Semaphore::new(link::ADVERTS_IN_FLIGHT)),
     };
     let (ours, mut theirs) = tokio::io::duplex(peer_bytes.len() + 64 * 1024);
     super::runtime().block_on(async {
@@ -108,14 +110,18 @@ pub fn handshake(data: &[u8]) {
         let mut mesh = Mesh::new(me.clone(), 1, false, MeshConfig::default(), Instant::now());
         let admit = async {
             // The driver's part: a real Mesh decides.
-            if let Some(Event::Admit { link, hello, cost, dialed_by_me, reply }) = driver.recv().await {
-                let _ = reply.send(mesh.admit(link, &hello, cost, dialed_by_me));
+            if let Some(Event::Admit { link, hello, cost, dialed_by_me, not_relay, reply }) =
+                driver.recv().await
+            {
+                let _ = reply.send(mesh.admit(link, &hello, cost, dialed_by_me, not_relay));
             }
         };
         let mut seen = None;
         let io: BoxedIo = Box::new(ours);
         let run = async {
-            let r = link::handshake(&ctx, 7, io, 1.0, dialed_by_me, &mut seen, identity.as_ref()).await;
+            let r =
+                link::handshake(&ctx, 7, io, 1.0, opts & 8 == 0, dialed_by_me, &mut seen, identity.as_ref())
+                    .await;
             // Closes the driver's channel, so `admit` ends when no admission was asked.
             drop(ctx);
             r

@@ -26,11 +26,34 @@ const MIN_TICK: Duration = Duration::from_millis(50);
 
 /// Everything that reaches the driver.
 pub(crate) enum Event {
-    Admit { link: LinkId, hello: Hello, cost: f64, dialed_by_me: bool, reply: oneshot::Sender<Admission> },
-    Up { link: LinkId, tx: LinkTx, peer: Hello, stop: CancellationToken },
-    Down { link: LinkId },
-    Lsa { link: LinkId, lsa: Lsa },
-    SyncDone { link: LinkId },
+    Admit {
+        link: LinkId,
+        hello: Hello,
+        cost: f64,
+        dialed_by_me: bool,
+        /// What the link showed: the peer is not a relay (`mesh::relay::not_relay`).
+        not_relay: bool,
+        reply: oneshot::Sender<Admission>,
+    },
+    Up {
+        link: LinkId,
+        tx: LinkTx,
+        peer: Hello,
+        stop: CancellationToken,
+    },
+    Down {
+        link: LinkId,
+    },
+    /// `held`: the advertisement's share of `link::ADVERTS_IN_FLIGHT`, given back once
+    /// it is handled.
+    Lsa {
+        link: LinkId,
+        lsa: Lsa,
+        held: tokio::sync::OwnedSemaphorePermit,
+    },
+    SyncDone {
+        link: LinkId,
+    },
     SetWorkTypes(Vec<WorkTypeAd>),
     Status(oneshot::Sender<MeshStatus>),
     Leave(oneshot::Sender<()>),
@@ -137,8 +160,8 @@ impl Driver {
     fn handle(&mut self, ev: Event) {
         let now = Instant::now();
         match ev {
-            Event::Admit { link, hello, cost, dialed_by_me, reply } => {
-                let verdict = self.mesh.admit(link, &hello, cost, dialed_by_me);
+            Event::Admit { link, hello, cost, dialed_by_me, not_relay, reply } => {
+                let verdict = self.mesh.admit(link, &hello, cost, dialed_by_me, not_relay);
                 if let Admission::Reject(reason) = &verdict {
                     tracing::warn!(peer = %hello.node_id, %reason, "refusing link");
                 }
@@ -160,7 +183,10 @@ impl Driver {
                 self.mesh.link_down(now, link);
                 self.publish_topology();
             }
-            Event::Lsa { link, lsa } => self.mesh.on_lsa(now, link, lsa),
+            Event::Lsa { link, lsa, held } => {
+                self.mesh.on_lsa(now, link, lsa);
+                drop(held);
+            }
             Event::SyncDone { link } => {
                 // Whoever waits for the sync expects routes to everything it carried.
                 self.apply();
@@ -226,16 +252,18 @@ impl Driver {
     }
 
     fn routes_changed(&mut self) {
-        let table: HashMap<NodeId, LinkTx> = self
-            .mesh
-            .routes()
-            .iter()
-            .filter_map(|(dst, r)| self.links.get(&r.link).map(|h| (dst.clone(), h.tx.clone())))
-            .collect();
+        let txs = |routes: &HashMap<NodeId, crate::mesh::routing::Route>| -> HashMap<NodeId, LinkTx> {
+            routes
+                .iter()
+                .filter_map(|(dst, r)| self.links.get(&r.link).map(|h| (dst.clone(), h.tx.clone())))
+                .collect()
+        };
+        let table = txs(self.mesh.routes());
+        let transit = self.mesh.transit_routes().map(txs);
         let default =
             self.mesh.default_route().and_then(|(link, _)| self.links.get(link)).map(|h| h.tx.clone());
         let mesh = &self.mesh;
-        self.router.publish(table, default, |n| mesh.knows(n));
+        self.router.publish(table, transit, default, |n| mesh.knows(n));
         let router = self.router.clone();
         let me = self.mesh.me().clone();
         self.router.streams.reset_where(

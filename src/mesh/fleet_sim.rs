@@ -154,8 +154,8 @@ impl FleetSim {
         let (la, lb) = (self.next_link, self.next_link + 1);
         self.next_link += 2;
         let (ha, hb) = (self.hello(a), self.hello(b));
-        let va = self.nodes[a].admit(la, &hb, 1.0, true);
-        let vb = self.nodes[b].admit(lb, &ha, 1.0, false);
+        let va = self.nodes[a].admit(la, &hb, 1.0, true, hb.not_relay());
+        let vb = self.nodes[b].admit(lb, &ha, 1.0, false, ha.not_relay());
         if va != Admission::Admit || vb != Admission::Admit {
             self.nodes[a].link_down(self.now, la);
             self.nodes[b].link_down(self.now, lb);

@@ -47,7 +47,17 @@ pub(crate) struct LinkCtx {
     pub(crate) limits: Arc<Limits>,
     /// What an advertisement must prove before it reaches the driver.
     pub(crate) origins: OriginCheck,
+    /// `[mesh] relays`: which peers may relay on links with this node.
+    pub(crate) relays: Arc<super::relay::RelayPolicy>,
+    /// Encoded bytes of advertisements on their way to the driver, from all links
+    /// ([`ADVERTS_IN_FLIGHT`]): a reader waits for room, so a flood queues on the
+    /// sockets, not in memory.
+    pub(crate) adverts_in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most encoded bytes of advertisements decoded and waiting for the driver at once, over
+/// all links (their decoded form takes about three times as much).
+pub(crate) const ADVERTS_IN_FLIGHT: usize = 2 * 1024 * 1024;
 
 /// Why a link ended.
 #[derive(Debug, thiserror::Error)]
@@ -100,16 +110,21 @@ impl LinkError {
 pub(crate) struct Established {
     pub(crate) link: LinkId,
     pub(crate) peer: Hello,
+    /// The link showed the peer is not a relay ([`super::relay::not_relay`]).
+    not_relay: bool,
     reader: FramedRead<ReadHalf<BoxedIo>, FrameCodec>,
     writer: WriteHalf<BoxedIo>,
 }
 
 /// Runs the handshake on a fresh connection and asks the driver to admit the peer.
+/// `relays`: the listener (or peer entry) lets peers linked through it relay.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn handshake(
     ctx: &LinkCtx,
     link: LinkId,
     io: BoxedIo,
     cost: f64,
+    relays: bool,
     dialed_by_me: bool,
     seen: &mut Option<crate::wire::NodeId>,
     identity: Option<&crate::transport::PeerIdentity>,
@@ -145,8 +160,9 @@ pub(crate) async fn handshake(
         let _ = wr.write_all(&Frame::Reject { reason: reason.as_str().into() }.encode()).await;
         return Err(LinkError::Refusing(reason));
     }
+    let not_relay = super::relay::not_relay(&peer, identity, relays, &ctx.relays);
     let (reply, verdict) = oneshot::channel();
-    let ev = Event::Admit { link, hello: peer.clone(), cost, dialed_by_me, reply };
+    let ev = Event::Admit { link, hello: peer.clone(), cost, dialed_by_me, not_relay, reply };
     ctx.events.send(ev).await.map_err(|_| LinkError::Shutdown)?;
     match verdict.await.map_err(|_| LinkError::Shutdown)? {
         Admission::Admit => wr.write_all(&Frame::Admit.encode()).await?,
@@ -156,7 +172,7 @@ pub(crate) async fn handshake(
         }
     }
     match within(deadline, reader.next()).await? {
-        Some(Ok(Frame::Admit)) => Ok(Established { link, peer, reader, writer: wr }),
+        Some(Ok(Frame::Admit)) => Ok(Established { link, peer, not_relay, reader, writer: wr }),
         Some(Ok(Frame::Reject { reason })) => Err(LinkError::Refused(reason.into_string())),
         Some(Ok(other)) => Err(LinkError::Protocol(format!("expected admit, got {}", other.kind()))),
         Some(Err(e)) => Err(e.into()),
@@ -205,7 +221,7 @@ async fn within<F: std::future::Future>(deadline: Instant, f: F) -> Result<F::Ou
 
 /// Runs an established link until it fails, the peer leaves, or the node stops.
 pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError> {
-    let Established { link, peer, mut reader, writer } = est;
+    let Established { link, peer, not_relay, mut reader, writer } = est;
     super::linkio::link_up(link, &peer);
     let idle = Duration::from_millis(u64::from(ctx.hello.idle_timeout_ms.max(peer.idle_timeout_ms)));
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
@@ -218,7 +234,7 @@ pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError
         adverts: Arc::new(AdvertLane::default()),
         stop: stop.clone(),
         stall: ctx.limits.stall_timeout,
-        relay: !peer.not_relay(),
+        relay: !not_relay,
     };
     let up = Event::Up { link, tx: tx.clone(), peer: peer.clone(), stop: stop.clone() };
     ctx.events.send(up).await.map_err(|_| LinkError::Shutdown)?;
@@ -356,7 +372,16 @@ async fn handle(ctx: &LinkCtx, link: LinkId, tx: &LinkTx, frame: Frame) -> Resul
     match frame {
         Frame::Keepalive => {}
         Frame::Routed(r) => ctx.router.route_from(r, tx).await,
-        Frame::Lsa(lsa) => send(ctx, Event::Lsa { link, lsa }).await?,
+        Frame::Lsa(lsa) => {
+            let len = u32::try_from(lsa.encoded_len()).unwrap_or(u32::MAX).min(ADVERTS_IN_FLIGHT as u32);
+            let held = ctx
+                .adverts_in_flight
+                .clone()
+                .acquire_many_owned(len)
+                .await
+                .map_err(|_| LinkError::Shutdown)?;
+            send(ctx, Event::Lsa { link, lsa, held }).await?
+        }
         Frame::SyncDone => send(ctx, Event::SyncDone { link }).await?,
         Frame::Goodbye { reason } => {
             tracing::debug!(%reason, "peer said goodbye");

@@ -18,6 +18,7 @@ pub mod link;
 mod linkio;
 pub mod node;
 pub mod origin;
+pub mod relay;
 pub(crate) mod router;
 pub mod routing;
 pub(crate) mod seal;

@@ -43,6 +43,8 @@ pub struct NodeOptions {
     pub tls: Option<crate::transport::TlsContext>,
     /// Node IDs allowed to link with this node (empty: any).
     pub allowed_peers: Vec<NodeId>,
+    /// Which peers may relay on links with this node (`[mesh] relays`).
+    pub relays: super::relay::RelayPolicy,
     /// Budgets of handshakes, advertisements, the database and streams.
     pub limits: Limits,
     /// With `tls`: protect every stream this node opens end to end and refuse
@@ -62,6 +64,7 @@ impl NodeOptions {
             dial_timeout: Duration::from_secs(5),
             tls: None,
             allowed_peers: Vec::new(),
+            relays: super::relay::RelayPolicy::any(),
             limits: Limits::default(),
             e2e_streams: true,
         }
@@ -151,6 +154,8 @@ struct Inner {
     limits: Arc<Limits>,
     origins: OriginCheck,
     opts: NodeOptions,
+    /// Shared by every link's reader (`link::ADVERTS_IN_FLIGHT`).
+    adverts_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// A fresh connection waiting for its handshake.
@@ -158,6 +163,8 @@ struct Conn {
     io: transport::BoxedIo,
     identity: Option<transport::PeerIdentity>,
     cost: f64,
+    /// Peers linked through this connection's listener may relay (`relays = false`).
+    relays: bool,
     dialed_by_me: bool,
     /// Ends the link: the node's token, or the token of the listener or peer it came from.
     stop: CancellationToken,
@@ -234,6 +241,7 @@ impl Node {
             limits: Arc::new(opts.limits.clone()),
             origins,
             opts,
+            adverts_in_flight: Arc::new(tokio::sync::Semaphore::new(link::ADVERTS_IN_FLIGHT)),
         };
         Node { inner: Arc::new(inner) }
     }
@@ -268,21 +276,32 @@ impl Node {
             cancel,
             limits: self.inner.limits.clone(),
             origins: self.inner.origins.clone(),
+            relays: Arc::new(self.inner.opts.relays.clone()),
+            adverts_in_flight: self.inner.adverts_in_flight.clone(),
         }
     }
 
     /// Serves incoming links on `listener` until the node stops or the handle is stopped.
     pub fn listen(&self, listener: Listener, cost: f64) -> LinkHandle {
-        self.listen_with(listener, cost, None)
+        self.listen_with(listener, cost, true, None)
     }
 
-    /// As [`Node::listen`]; with `foreign`, connections whose first bytes are not this
-    /// protocol's preface are handed to it (Go Receptor peers on the same port).
-    pub fn listen_with(&self, listener: Listener, cost: f64, foreign: Option<Foreign>) -> LinkHandle {
+    /// As [`Node::listen`]; `relays = false`: the peers accepted here are never relays.
+    /// With `foreign`, connections whose first bytes are not this protocol's preface are
+    /// handed to it (Go Receptor peers on the same port).
+    pub fn listen_with(
+        &self,
+        listener: Listener,
+        cost: f64,
+        relays: bool,
+        foreign: Option<Foreign>,
+    ) -> LinkHandle {
         let node = self.clone();
         let stop = self.inner.cancel.child_token();
         let handle = LinkHandle { stop: stop.clone() };
-        self.inner.tracker.spawn(async move { node.accept_loop(listener, cost, stop, foreign).await });
+        self.inner
+            .tracker
+            .spawn(async move { node.accept_loop(listener, cost, relays, stop, foreign).await });
         handle
     }
 
@@ -290,6 +309,7 @@ impl Node {
         self,
         listener: Listener,
         cost: f64,
+        relays: bool,
         stop: CancellationToken,
         foreign: Option<Foreign>,
     ) {
@@ -346,7 +366,7 @@ impl Node {
                 let mut seen = None;
                 let r = node
                     .connection(
-                        Conn { io, identity, cost, dialed_by_me: false, stop },
+                        Conn { io, identity, cost, relays, dialed_by_me: false, stop },
                         &mut seen,
                         Some(permit),
                         None,
@@ -390,7 +410,7 @@ impl Node {
                     let started = Instant::now();
                     let r = self
                         .connection(
-                            Conn { io, identity, cost, dialed_by_me: true, stop: stop.clone() },
+                            Conn { io, identity, cost, relays: true, dialed_by_me: true, stop: stop.clone() },
                             &mut peer,
                             None,
                             None,
@@ -423,10 +443,10 @@ impl Node {
         permit: Option<Slot>,
         on_up: Option<oneshot::Sender<Result<NodeId, LinkError>>>,
     ) -> Result<(), LinkError> {
-        let Conn { io, identity, cost, dialed_by_me, stop } = conn;
+        let Conn { io, identity, cost, relays, dialed_by_me, stop } = conn;
         let ctx = self.ctx(stop);
         let id = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
-        let est = link::handshake(&ctx, id, io, cost, dialed_by_me, seen, identity.as_ref()).await;
+        let est = link::handshake(&ctx, id, io, cost, relays, dialed_by_me, seen, identity.as_ref()).await;
         if let (Some(slot), Ok(_)) = (permit, &est) {
             slot.admitted();
         }
@@ -462,7 +482,14 @@ impl Node {
             let mut seen = None;
             let r = node
                 .connection(
-                    Conn { io, identity, cost: 1.0, dialed_by_me: true, stop: node.cancel_token() },
+                    Conn {
+                        io,
+                        identity,
+                        cost: 1.0,
+                        relays: true,
+                        dialed_by_me: true,
+                        stop: node.cancel_token(),
+                    },
                     &mut seen,
                     None,
                     Some(tx),

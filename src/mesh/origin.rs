@@ -316,3 +316,7 @@ impl OriginCheck {
 #[cfg(test)]
 #[path = "origin_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "compat_tests.rs"]
+mod compat_tests;

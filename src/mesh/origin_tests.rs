@@ -14,14 +14,14 @@ fn id(s: &str) -> NodeId {
 }
 
 /// A CA in `dir` (`ca.crt`, `ca.key`).
-fn ca(dir: &Path) {
+pub(super) fn ca(dir: &Path) {
     let (crt, key) = certs::init_ca("test CA", 30, KeyType::EcdsaP256).expect("ca");
     std::fs::write(dir.join("ca.crt"), crt).expect("write");
     std::fs::write(dir.join("ca.key"), key).expect("write");
 }
 
 /// `name.crt`/`name.key` naming node `node`, signed by the CA in `dir`; RSA when asked.
-fn issue(dir: &Path, name: &str, node: &str, rsa: bool) {
+pub(super) fn issue(dir: &Path, name: &str, node: &str, rsa: bool) {
     let subject = Subject { node_ids: vec![node.into()], ..Subject::default() };
     let (crt, key) = if rsa {
         use rsa::pkcs8::EncodePrivateKey;
@@ -37,7 +37,7 @@ fn issue(dir: &Path, name: &str, node: &str, rsa: bool) {
     std::fs::write(dir.join(format!("{name}.key")), key).expect("write");
 }
 
-fn context(dir: &Path, name: &str, node: &str) -> TlsContext {
+pub(super) fn context(dir: &Path, name: &str, node: &str) -> TlsContext {
     let settings = TlsSettings {
         cert: dir.join(format!("{name}.crt")),
         key: dir.join(format!("{name}.key")),
@@ -59,6 +59,7 @@ fn lsa(origin: &str) -> Lsa {
         ephemeral: false,
         leaf: false,
         neighbors: vec![(id("hub"), 1.0), (id("other"), 2.5)],
+        relay_marks: false,
         work_types: vec![WorkTypeAd {
             name: Name::new("cat").expect("name"),
             version: Name::new("1").expect("v"),
@@ -200,6 +201,7 @@ fn replayed_advertisements_of_a_previous_incarnation_are_not_twin_evidence() {
         epoch,
         seq,
         neighbors: vec![(id("relay"), 1.0)],
+        relay_marks: false,
         sig: Some(LsaSig {
             scheme: u16::from(SignatureScheme::ECDSA_NISTP256_SHA256),
             signed_at,
@@ -221,13 +223,14 @@ fn replayed_advertisements_of_a_previous_incarnation_are_not_twin_evidence() {
             idle_timeout_ms: 1000,
             cost: 1.0,
         };
-        assert_eq!(mesh.admit(1, &hello, 1.0, false), Admission::Admit);
+        assert_eq!(mesh.admit(1, &hello, 1.0, false, false), Admission::Admit);
         mesh.link_up(t0, 1);
         let relay = |seq: u64| Lsa {
             origin: id("relay"),
             epoch: 1,
             seq,
             neighbors: vec![(id("hub"), 1.0), (id("victim"), 1.0)],
+            relay_marks: false,
             work_types: Vec::new(),
             ..ad(1, seq, 1)
         };

@@ -119,6 +119,9 @@ pub struct Incoming {
 pub(crate) struct Router {
     pub(crate) me: NodeId,
     table: RwLock<Arc<HashMap<NodeId, LinkTx>>>,
+    /// Next hops for frames this node relays (source elsewhere), when some neighbour
+    /// marked this node as not a relay: those must not be handed to that neighbour.
+    transit: RwLock<Option<Arc<HashMap<NodeId, LinkTx>>>>,
     /// A leaf's route for every node not in `table`: its cheapest hub.
     default: RwLock<Option<LinkTx>>,
     pub(crate) streams: StreamTable,
@@ -157,6 +160,7 @@ impl Router {
         Arc::new_cyclic(|this| Router {
             me,
             table: RwLock::new(Arc::new(HashMap::new())),
+            transit: RwLock::new(None),
             default: RwLock::new(None),
             streams: StreamTable::default(),
             services: Mutex::new(HashMap::new()),
@@ -180,10 +184,12 @@ impl Router {
     /// Installs a new routing table. `known` says which nodes the link-state database
     /// knows: their learned reverse paths are dropped, so a node that leaves or becomes
     /// unreachable is not kept alive by one.
-    /// `default` is a leaf's next hop for every node not in `table`.
+    /// `default` is a leaf's next hop for every node not in `table`; `transit`, when
+    /// set, replaces `table` for frames from other nodes.
     pub(crate) fn publish(
         &self,
         table: HashMap<NodeId, LinkTx>,
+        transit: Option<HashMap<NodeId, LinkTx>>,
         default: Option<LinkTx>,
         known: impl Fn(&NodeId) -> bool,
     ) {
@@ -193,6 +199,9 @@ impl Router {
         }
         if let Ok(mut t) = self.table.write() {
             *t = Arc::new(table);
+        }
+        if let Ok(mut t) = self.transit.write() {
+            *t = transit.map(Arc::new);
         }
         if let Ok(mut d) = self.default.write() {
             *d = default;
@@ -241,7 +250,21 @@ impl Router {
     }
 
     fn next(&self, dst: &NodeId) -> Option<LinkTx> {
-        if let Some(tx) = self.table.read().ok().and_then(|t| t.get(dst).cloned()) {
+        self.next_for(dst, false)
+    }
+
+    /// The next hop to `dst`; `relayed`: for a frame from another node.
+    fn next_for(&self, dst: &NodeId, relayed: bool) -> Option<LinkTx> {
+        let transit = if relayed { self.transit.read().ok().and_then(|t| t.clone()) } else { None };
+        if let Some(transit) = transit {
+            if let Some(tx) = transit.get(dst) {
+                return Some(tx.clone());
+            }
+            // Known, but only over a neighbour that takes no relayed frames from here.
+            if self.table.read().is_ok_and(|t| t.contains_key(dst)) {
+                return None;
+            }
+        } else if let Some(tx) = self.table.read().ok().and_then(|t| t.get(dst).cloned()) {
             return Some(tx);
         }
         let learned = self.learned.lock().ok().and_then(|learned| {
@@ -303,7 +326,7 @@ impl Router {
                 return;
             }
         }
-        let fail = match (routed.hops_left, self.next(&routed.dst)) {
+        let fail = match (routed.hops_left, self.next_for(&routed.dst, routed.src != self.me)) {
             (0, _) if routed.src != self.me => {
                 format!("hop limit exceeded at {} on the way to {}", self.me, routed.dst)
             }

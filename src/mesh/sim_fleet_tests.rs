@@ -98,7 +98,7 @@ fn a_hub_refuses_advertisements_a_leaf_makes_up_about_other_nodes() {
         cost: 1.0,
     };
     let link: LinkId = 1_000_000;
-    assert_eq!(hub.admit(link, &hello, 1.0, false), super::state::Admission::Admit);
+    assert_eq!(hub.admit(link, &hello, 1.0, false, false), super::state::Admission::Admit);
     let now = s.now;
     let hub = &mut s.nodes[0];
     hub.link_up(now, link);
@@ -111,6 +111,7 @@ fn a_hub_refuses_advertisements_a_leaf_makes_up_about_other_nodes() {
         ephemeral: false,
         leaf: true,
         neighbors: Vec::new(),
+        relay_marks: false,
         work_types: Vec::new(),
         sig: None,
     };

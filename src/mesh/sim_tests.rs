@@ -69,6 +69,10 @@ struct Sim {
     /// (node, link) on which a SyncDone arrived, with how many nodes the receiver knew
     /// and could route to at that moment.
     synced: BTreeMap<(usize, LinkId), (usize, usize)>,
+    /// Extra caps node i announces to node j in its Hello, whatever it advertises.
+    caps_to: BTreeMap<(usize, usize), u32>,
+    /// (i, j): node i's link (policy, certificate) says node j is not a relay.
+    not_relay: BTreeSet<(usize, usize)>,
 }
 
 impl Sim {
@@ -88,6 +92,8 @@ impl Sim {
             duplicate_self: Vec::new(),
             routes_changed: Vec::new(),
             synced: BTreeMap::new(),
+            caps_to: BTreeMap::new(),
+            not_relay: BTreeSet::new(),
         }
     }
 
@@ -121,8 +127,11 @@ impl Sim {
         self.nodes[i].me().clone()
     }
 
-    fn hello(&self, i: usize) -> Hello {
-        let caps = caps::STREAMS | if self.ephemeral[i] { caps::EPHEMERAL } else { 0 };
+    /// The Hello node `i` sends node `to`.
+    fn hello(&self, i: usize, to: usize) -> Hello {
+        let caps = caps::STREAMS
+            | if self.ephemeral[i] { caps::EPHEMERAL } else { 0 }
+            | self.caps_to.get(&(i, to)).copied().unwrap_or(0);
         Hello {
             version: PROTOCOL_VERSION,
             node_id: self.id(i),
@@ -143,8 +152,9 @@ impl Sim {
     fn answer(&mut self, d: Dial, dialer_side: bool) {
         let (me, link, peer, cost) =
             if dialer_side { (d.a, d.la, d.b, d.cost_a) } else { (d.b, d.lb, d.a, d.cost_b) };
-        let hello = self.hello(peer);
-        let verdict = self.nodes[me].admit(link, &hello, cost, dialer_side);
+        let hello = self.hello(peer, me);
+        let not_relay = hello.not_relay() || self.not_relay.contains(&(me, peer));
+        let verdict = self.nodes[me].admit(link, &hello, cost, dialer_side, not_relay);
         self.verdicts.insert((me, link), verdict);
     }
 
@@ -833,3 +843,6 @@ fn random_churn_always_matches_global_shortest_paths() {
         }
     }
 }
+
+#[path = "sim_relay_tests.rs"]
+mod relays;

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::origin::LsaSigner;
 use super::routing::Route;
-use crate::wire::{Frame, Hello, Lsa, NodeId, WorkTypeAd};
+use crate::wire::{Frame, Hello, Lsa, NodeId, WorkTypeAd, marked_cost};
 
 mod aging;
 mod check;
@@ -54,7 +54,8 @@ pub struct MeshConfig {
     pub max_hops: u8,
     /// Most nodes the database holds (`limits.max_nodes`).
     pub max_nodes: usize,
-    /// Most bytes of advertisements the database holds (`limits.max_db_bytes`).
+    /// Most bytes of memory the database's advertisements hold (`limits.max_db_bytes`,
+    /// counted by [`Lsa::held_bytes`]).
     pub max_db_bytes: usize,
 }
 
@@ -108,7 +109,9 @@ struct LinkInfo {
     up: bool,
     /// The peer is a leaf: it is sent no advertisement (only the end-of-sync marker).
     leaf: bool,
-    /// The peer is a leaf or a client: it may advertise only itself.
+    /// The peer is not a relay (a leaf or a client by its caps, no certificate, a
+    /// temporary client ID, or this node's relay policy): it may advertise only itself,
+    /// this node marks it in its advertisement, and no path continues through it here.
     not_relay: bool,
 }
 
@@ -141,6 +144,9 @@ pub struct Mesh {
     claims: HashMap<NodeId, Claims>,
     work_types: Vec<WorkTypeAd>,
     routes: HashMap<NodeId, Route>,
+    /// Routes for frames this node relays, when some neighbour marked it as not a relay
+    /// (they must not leave over that edge); `None`: the same as `routes`.
+    transit_routes: Option<HashMap<NodeId, Route>>,
     last_refresh: Instant,
     warned_newer_self: bool,
     /// `leave` was called: never advertise this node as present again.
@@ -181,6 +187,7 @@ impl Mesh {
             claims: HashMap::new(),
             work_types: Vec::new(),
             routes: HashMap::new(),
+            transit_routes: None,
             last_refresh: now,
             warned_newer_self: false,
             left: false,
@@ -240,7 +247,15 @@ impl Mesh {
     }
 
     /// Decides whether a handshaken connection may become a link.
-    pub fn admit(&mut self, link: LinkId, hello: &Hello, cost: f64, dialed_by_me: bool) -> Admission {
+    /// `not_relay` is what the link showed about the peer ([`Hello::not_relay`] at least).
+    pub fn admit(
+        &mut self,
+        link: LinkId,
+        hello: &Hello,
+        cost: f64,
+        dialed_by_me: bool,
+        not_relay: bool,
+    ) -> Admission {
         let peer = &hello.node_id;
         if self.links.len() >= crate::wire::MAX_LSA_ITEMS && !self.links.values().any(|l| l.peer == *peer) {
             return Admission::Reject(format!(
@@ -267,7 +282,7 @@ impl Mesh {
             dialed_by_me,
             up: false,
             leaf: hello.caps & crate::wire::caps::LEAF != 0,
-            not_relay: hello.not_relay(),
+            not_relay: not_relay || hello.not_relay(),
         };
         self.links.insert(link, info);
         Admission::Admit
@@ -397,14 +412,28 @@ impl Mesh {
     pub fn leave(&mut self) {
         self.left = true;
         self.seq += 1;
-        let lsa = Lsa { leaving: true, neighbors: Vec::new(), work_types: Vec::new(), ..self.own_lsa() };
+        let lsa = Lsa {
+            leaving: true,
+            neighbors: Vec::new(),
+            relay_marks: false,
+            work_types: Vec::new(),
+            ..self.own_lsa()
+        };
         let lsa = self.signed(lsa);
         self.flood(&Frame::Lsa(lsa), None);
     }
 
     fn own_lsa(&self) -> Lsa {
-        let mut neighbors: Vec<(NodeId, f64)> =
-            self.links.values().filter(|l| l.up).map(|l| (l.peer.clone(), l.cost)).collect();
+        // What each link showed about its peer goes out signed with the rest (relay marks
+        // in the costs' lowest bit): every node keeps paths from continuing through a
+        // peer that is not a relay over its edge with this node, whatever that peer says.
+        let relay_marks = self.links.values().any(|l| l.up && l.not_relay);
+        let mut neighbors: Vec<(NodeId, f64)> = self
+            .links
+            .values()
+            .filter(|l| l.up)
+            .map(|l| (l.peer.clone(), if relay_marks { marked_cost(l.cost, l.not_relay) } else { l.cost }))
+            .collect();
         neighbors.sort_by(|a, b| a.0.cmp(&b.0));
         Lsa {
             origin: self.me.clone(),
@@ -414,6 +443,7 @@ impl Mesh {
             ephemeral: self.ephemeral,
             leaf: self.is_leaf(),
             neighbors,
+            relay_marks,
             work_types: self.work_types.clone(),
             sig: None,
         }
@@ -484,13 +514,13 @@ impl Mesh {
             return;
         }
         let frame = Frame::Lsa(lsa.clone());
-        self.db_bytes += lsa.encoded_len();
+        self.db_bytes += lsa.held_bytes();
         let entry = Entry { lsa, received: now, unreachable_since: None };
         let origin = entry.lsa.origin.clone();
         // A refresh that changes nothing routing reads costs no route computation.
         let mut same_graph = false;
         if let Some(old) = self.lsdb.insert(origin.clone(), entry) {
-            self.db_bytes -= old.lsa.encoded_len();
+            self.db_bytes -= old.lsa.held_bytes();
             if let Some(e) = self.lsdb.get_mut(&origin) {
                 same_graph = same_topology(&old.lsa, &e.lsa);
                 if same_graph {
@@ -510,9 +540,9 @@ impl Mesh {
     /// nodes already known keep being updated (within the byte budget); new nodes are
     /// refused until silent ones are forgotten.
     fn room_for(&mut self, lsa: &Lsa) -> bool {
-        let old = self.lsdb.get(&lsa.origin).map(|e| e.lsa.encoded_len());
+        let old = self.lsdb.get(&lsa.origin).map(|e| e.lsa.held_bytes());
         let nodes_ok = old.is_some() || self.lsdb.len() < self.cfg.max_nodes;
-        let bytes_ok = self.db_bytes - old.unwrap_or(0) + lsa.encoded_len() <= self.cfg.max_db_bytes;
+        let bytes_ok = self.db_bytes - old.unwrap_or(0) + lsa.held_bytes() <= self.cfg.max_db_bytes;
         if nodes_ok && bytes_ok {
             return true;
         }
@@ -633,4 +663,5 @@ fn same_topology(a: &Lsa, b: &Lsa) -> bool {
         && a.ephemeral == b.ephemeral
         && a.leaf == b.leaf
         && a.neighbors == b.neighbors
+        && a.relay_marks == b.relay_marks
 }

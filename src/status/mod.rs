@@ -185,6 +185,7 @@ pub(crate) mod tests {
             ephemeral: eph,
             leaf: false,
             neighbors: n.iter().map(|(p, c)| (id(p), *c)).collect(),
+            relay_marks: false,
             work_types: wt
                 .iter()
                 .map(|w| WorkTypeAd {

@@ -96,6 +96,7 @@ mod tests {
                 ephemeral: true,
                 leaf: false,
                 neighbors: vec![(node("n2"), 1.0), (node("n3"), 2.5)],
+                relay_marks: false,
                 work_types: vec![WorkTypeAd { name: name("cat"), version: name("1") }],
                 sig: None,
             }),

@@ -65,6 +65,7 @@ fn decode_lsa(b: &mut Bytes) -> Result<Lsa, DecodeError> {
         leaving: flags & 1 != 0,
         ephemeral: flags & 2 != 0,
         leaf: flags & LSA_LEAF != 0,
+        relay_marks: super::carries_relay_marks(&neighbors),
         neighbors,
         work_types,
         sig,

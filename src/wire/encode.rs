@@ -95,6 +95,23 @@ impl Lsa {
         self.unsigned_len() + sig
     }
 
+    /// The memory this advertisement holds once stored, in bytes, roughly as the
+    /// allocator sees it: its encoded frame (kept to send it on) plus its decoded form,
+    /// where every neighbour ID and work type name is an allocation of its own. What
+    /// `limits.max_db_bytes` bounds: a flood of advertisements costs what it takes, not
+    /// what it weighed on the wire (a neighbour costs three times its wire size).
+    pub fn held_bytes(&self) -> usize {
+        // A heap block: the payload, the allocator's 8-byte header, 16-byte granules
+        // (32 at least).
+        let block = |n: usize| (n + 8).next_multiple_of(16).max(32);
+        let sig = self.sig.as_ref().map_or(0, |s| s.chain.iter().map(|c| block(c.len())).sum::<usize>());
+        self.encoded_len()
+            + 256
+            + sig
+            + self.neighbors.iter().map(|(id, _)| 24 + block(16 + id.as_str().len())).sum::<usize>()
+            + self.work_types.iter().map(|w| 48 + block(w.name.len()) + block(w.version.len())).sum::<usize>()
+    }
+
     fn unsigned_len(&self) -> usize {
         let s = |n: usize| 2 + n;
         4 + 1

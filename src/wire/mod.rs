@@ -90,6 +90,44 @@ pub struct Hello {
     pub cost: f64,
 }
 
+impl Lsa {
+    /// Whether the origin marks its `i`-th neighbour as not a relay.
+    pub fn marks(&self, i: usize) -> bool {
+        self.relay_marks && self.neighbors.get(i).is_some_and(|(_, c)| c.to_bits() & 1 == 1)
+    }
+
+    /// The cost to route by of the neighbour cost `c` from this advertisement: its mark,
+    /// if any, cleared (so a mark never changes a route's cost or its ties).
+    pub fn routing_cost(&self, c: f64) -> f64 {
+        let bits = c.to_bits() & !MARK_MASK;
+        if self.relay_marks && bits != 0 { f64::from_bits(bits) } else { c }
+    }
+
+    /// Whether this advertisement lists `node` as a neighbour: `None` when it does not,
+    /// otherwise whether it marks `node` as not a relay.
+    pub fn listing(&self, node: &NodeId) -> Option<bool> {
+        let i = self.neighbors.iter().position(|(n, _)| n == node)?;
+        Some(self.marks(i))
+    }
+}
+
+/// The low significand bits of a cost that carry a relay mark, and their pattern.
+const MARK_MASK: u64 = 0xFFFF;
+const MARK_PATTERN: u64 = 0x8000;
+
+/// `cost` as sent with relay marks: its low 16 significand bits set to `0x8000`, plus 1
+/// when `not_relay` (it stays positive and finite, and moves by less than 2^-36 of itself).
+pub fn marked_cost(cost: f64, not_relay: bool) -> f64 {
+    f64::from_bits((cost.to_bits() & !MARK_MASK) | MARK_PATTERN | u64::from(not_relay))
+}
+
+/// Whether every one of (at least one) neighbour costs carries a relay mark. Configured
+/// costs written as decimals practically never end in these bit patterns (one chance in
+/// 2^15 per cost), and then all of an advertisement's costs must.
+pub(crate) fn carries_relay_marks(neighbors: &[(NodeId, f64)]) -> bool {
+    !neighbors.is_empty() && neighbors.iter().all(|(_, c)| c.to_bits() & (MARK_MASK & !1) == MARK_PATTERN)
+}
+
 impl Hello {
     /// The peer is not a relay (a short-lived client or a leaf): it may originate frames and
     /// advertisements only for its own ID, and nothing is routed through it.
@@ -110,7 +148,17 @@ pub struct Lsa {
     /// The origin is a leaf: routed to, never through (like an ephemeral client, but a
     /// long-lived daemon).
     pub leaf: bool,
+    /// The origin's up links and its cost for each. With `relay_marks`, the low 16 bits
+    /// of each cost's significand carry a relay mark ([`Lsa::marks`]); costs are kept
+    /// exactly as received, so the advertisement re-encodes to the same bytes (its
+    /// signature covers them) — in this version and in every older one.
     pub neighbors: Vec<(NodeId, f64)>,
+    /// The neighbours' costs carry relay marks (docs/PROTOCOL.md §3, §6): every cost's
+    /// low 16 significand bits are `0x8000` or `0x8001`, the last bit saying that the
+    /// origin's link showed that neighbour is not a relay. Derived from the costs when
+    /// decoding (nothing else on the wire says it): nodes that do not know marks decode,
+    /// verify and forward them unchanged and see costs off by less than 2^-36 of them.
+    pub relay_marks: bool,
     pub work_types: Vec<WorkTypeAd>,
     /// The origin's signature over everything above (`mesh::origin`); `None` when unsigned
     /// (plain-TCP meshes, simulations).

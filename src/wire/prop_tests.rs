@@ -51,18 +51,17 @@ fn lsa() -> impl Strategy<Value = Lsa> {
     )
         .prop_map(|(scheme, signed_at, chain, signature)| LsaSig { scheme, signed_at, chain, signature });
     let sig = proptest::option::of(sig);
-    let flags = (any::<bool>(), any::<bool>(), any::<bool>());
+    let flags = (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
     (node_id(), any::<u64>(), any::<u64>(), flags, neighbours, work, sig).prop_map(
-        |(origin, epoch, seq, (leaving, ephemeral, leaf), neighbors, work_types, sig)| Lsa {
-            origin,
-            epoch,
-            seq,
-            leaving,
-            ephemeral,
-            leaf,
-            neighbors,
-            work_types,
-            sig,
+        |(origin, epoch, seq, (leaving, ephemeral, leaf, marked), mut neighbors, work_types, sig)| {
+            // Some advertisements carry relay marks (every other neighbour marked).
+            if marked {
+                for (i, (_, c)) in neighbors.iter_mut().enumerate() {
+                    *c = crate::wire::marked_cost(*c, i % 2 == 1);
+                }
+            }
+            let relay_marks = crate::wire::carries_relay_marks(&neighbors);
+            Lsa { origin, epoch, seq, leaving, ephemeral, leaf, neighbors, relay_marks, work_types, sig }
         },
     )
 }

@@ -71,11 +71,16 @@ impl FakePeer {
 
     /// Connects over TLS with `tls`'s certificate and completes the handshake as `id`.
     pub fn try_join_tls(port: u16, id: &str, tls: &FakeTls) -> Result<FakePeer, String> {
+        FakePeer::try_join_tls_caps(port, id, tls, caps::STREAMS)
+    }
+
+    /// Connects over TLS with `tls` and completes the handshake as `id` announcing `caps`.
+    pub fn try_join_tls_caps(port: u16, id: &str, tls: &FakeTls, caps: u32) -> Result<FakePeer, String> {
         let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
         tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
         let conn = rustls::ClientConnection::new(tls.config.clone(), name).map_err(|e| e.to_string())?;
-        FakePeer::handshake_on(Box::new(rustls::StreamOwned::new(conn, tcp)), id, caps::STREAMS)
+        FakePeer::handshake_on(Box::new(rustls::StreamOwned::new(conn, tcp)), id, caps)
     }
 
     /// Completes the mesh handshake over an open connection, as `id` announcing `caps`.
@@ -198,6 +203,7 @@ pub fn fat_lsa(origin: &str, seq: u64, n: usize) -> Lsa {
         ephemeral: false,
         leaf: false,
         neighbors: (0..n).map(|i| (node(&format!("ghost-{origin}-{i:05}")), 1.0)).collect(),
+        relay_marks: false,
         work_types: Vec::new(),
         sig: None,
     }
@@ -234,6 +240,18 @@ impl FakeTls {
             .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
             .with_client_auth_cert(chain, key)
             .expect("client certificate");
+        FakeTls { config: Arc::new(config) }
+    }
+
+    /// Presents no certificate at all (a listener with `require_client_cert = false`).
+    pub fn anonymous() -> FakeTls {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+            .with_no_client_auth();
         FakeTls { config: Arc::new(config) }
     }
 }

@@ -58,6 +58,7 @@ impl FakeRelay {
                     ephemeral: false,
                     leaf: false,
                     neighbors: neighbours.clone(),
+                    relay_marks: false,
                     work_types: Vec::new(),
                     sig: None,
                 };

@@ -39,7 +39,7 @@ impl Mesh {
             let gone = e.unreachable_since.is_some_and(|t| now.duration_since(t) >= grace);
             let keep = !silent && !gone;
             if !keep {
-                freed += e.lsa.encoded_len();
+                freed += e.lsa.held_bytes();
             } else if let Some(t) = e.unreachable_since {
                 next_forget = Some(next_forget.map_or(t + grace, |n| n.min(t + grace)));
             }

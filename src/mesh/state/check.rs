@@ -7,8 +7,9 @@ impl Mesh {
     /// Checks what must hold between events: the database within its caps and its byte
     /// count exact, this node absent from it; once routes are settled, every route leads to
     /// a known node other than this one through an up link to its next hop, within
-    /// `max_hops`; a leaf's default route (see [`Mesh::check_default_route`]). Returns what
-    /// is broken.
+    /// `max_hops`, never through a peer this node marked as not a relay, and relayed
+    /// frames never to a peer that marked this node; a leaf's default route (see
+    /// [`Mesh::check_default_route`]). Returns what is broken.
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         if self.lsdb.contains_key(&self.me) {
             return Err("the database holds this node's own advertisement".into());
@@ -16,7 +17,7 @@ impl Mesh {
         if self.lsdb.len() > self.cfg.max_nodes {
             return Err(format!("{} nodes held, max_nodes is {}", self.lsdb.len(), self.cfg.max_nodes));
         }
-        let bytes: usize = self.lsdb.values().map(|e| e.lsa.encoded_len()).sum();
+        let bytes: usize = self.lsdb.values().map(|e| e.lsa.held_bytes()).sum();
         if bytes != self.db_bytes {
             return Err(format!("db_bytes says {} but the database holds {bytes}", self.db_bytes));
         }
@@ -48,6 +49,9 @@ impl Mesh {
                     r.next_hop, link.peer
                 ));
             }
+            if link.not_relay && *dst != r.next_hop {
+                return Err(format!("the route to {dst} goes through {}, which is not a relay", r.next_hop));
+            }
             let known = self.lsdb.get(dst).is_some_and(|e| !e.lsa.leaving)
                 || self.links.values().any(|l| l.up && l.peer == *dst);
             if !known {
@@ -62,6 +66,16 @@ impl Mesh {
             // Sums of huge (finite) advertised costs may reach infinity; that still orders.
             if r.cost.is_nan() || r.cost <= 0.0 {
                 return Err(format!("the route to {dst} costs {}", r.cost));
+            }
+        }
+        for (dst, r) in self.transit_routes.iter().flatten() {
+            let marked_me = self.lsdb.get(&r.next_hop).is_some_and(|e| e.lsa.listing(&self.me) == Some(true));
+            let next = self.links.get(&r.link).filter(|l| l.up && l.peer == r.next_hop);
+            if marked_me || next.is_none_or(|l| l.not_relay && *dst != r.next_hop) {
+                return Err(format!(
+                    "relayed frames to {dst} go to {}, which takes none from here",
+                    r.next_hop
+                ));
             }
         }
         Ok(())

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::{Action, LinkId, Mesh};
-use crate::mesh::routing::{self, Route};
+use crate::mesh::routing::{self, Peer, Route, Source};
 use crate::wire::{Lsa, NodeId};
 
 impl Mesh {
@@ -30,19 +30,25 @@ impl Mesh {
         // A peer that has left is omitted (the routing graph omits it too, which
         // `shortest_paths` would otherwise read as "its first advertisement has not arrived
         // yet").
-        let peers: HashMap<NodeId, (LinkId, f64)> = self
+        let peers: HashMap<NodeId, Peer> = self
             .links
             .iter()
             .filter(|(_, l)| l.up && !self.has_left(&l.peer))
-            .map(|(id, l)| (l.peer.clone(), (*id, l.cost)))
+            .map(|(id, l)| (l.peer.clone(), Peer { link: *id, cost: l.cost, not_relay: l.not_relay }))
             .collect();
         let graph: HashMap<&NodeId, &Lsa> =
             self.lsdb.iter().filter(|(_, e)| !e.lsa.leaving).map(|(k, e)| (k, &e.lsa)).collect();
-        let routes = routing::shortest_paths(&self.me, &peers, &graph, self.cfg.max_hops);
+        let hops = self.cfg.max_hops;
+        let routes = routing::shortest_paths(&self.me, &peers, &graph, hops, Source::Own);
+        // Relayed frames may not go to a neighbour that marked this node as not a relay;
+        // nodes nobody marked (every honest hub by default) need no second run.
+        let transit = routing::marked_by_any(&self.me, &peers, &graph)
+            .then(|| routing::shortest_paths(&self.me, &peers, &graph, hops, Source::Transit));
         let default_route = self.pick_default_route();
         self.mark_unreachable(&routes);
-        if routes != self.routes || default_route != self.default_route {
+        if routes != self.routes || default_route != self.default_route || transit != self.transit_routes {
             self.routes = routes;
+            self.transit_routes = transit;
             self.default_route = default_route;
             self.actions.push(Action::RoutesChanged);
         }
@@ -80,6 +86,12 @@ impl Mesh {
         &self.routes
     }
 
+    /// Routes for frames this node relays, when they differ from [`Mesh::routes`] (some
+    /// neighbour marked this node as not a relay).
+    pub fn transit_routes(&self) -> Option<&HashMap<NodeId, Route>> {
+        self.transit_routes.as_ref()
+    }
+
     /// The advertisement held for `node`, reachable or not (tests look into the database).
     #[cfg(test)]
     pub(crate) fn held(&self, node: &NodeId) -> Option<&Lsa> {
@@ -93,7 +105,8 @@ impl Mesh {
     }
 
     /// The advertisements of every node with a route from here, ours included (the mesh as
-    /// this node sees it; a leaf sees itself and whichever peers advertised to it).
+    /// this node sees it; a leaf sees itself and whichever peers advertised to it), with
+    /// costs as routing reads them (relay marks cleared): for showing, not for sending.
     pub fn known(&self) -> Vec<Lsa> {
         let mut v: Vec<Lsa> = self
             .lsdb
@@ -102,6 +115,12 @@ impl Mesh {
             .map(|e| e.lsa.clone())
             .collect();
         v.push(self.own_lsa());
+        for lsa in &mut v {
+            let plain: Vec<f64> = lsa.neighbors.iter().map(|(_, c)| lsa.routing_cost(*c)).collect();
+            for ((_, c), p) in lsa.neighbors.iter_mut().zip(plain) {
+                *c = p;
+            }
+        }
         v.sort_by(|a, b| a.origin.cmp(&b.origin));
         v
     }
