@@ -66,6 +66,7 @@ pub fn units_config(cfg: &Config) -> Result<UnitsConfig, DaemonError> {
         signer,
         cancel_wait: cfg.node.shutdown_grace.min(Duration::from_secs(10)),
         max_payload: cfg.limits.max_payload,
+        integrity_attempts: cfg.limits.integrity_attempts,
     })
 }
 

@@ -74,6 +74,11 @@ pub struct Limits {
     /// is streaming (`work results`) is not idleness.
     #[serde(with = "humantime_serde")]
     pub control_idle_timeout: Duration,
+    /// Integrity failures of the streams carrying one remote work unit (its mirror here)
+    /// before the unit fails for good, with the failure and the path in its reason:
+    /// a relay that keeps tampering with a stream ends the run loudly instead of
+    /// having it retried forever. `receptor run` uses the default.
+    pub integrity_attempts: u32,
 }
 
 impl Default for Limits {
@@ -99,6 +104,7 @@ impl Default for Limits {
             stream_handshakes: 64,
             error_reply_rate: 256,
             control_idle_timeout: Duration::from_secs(60),
+            integrity_attempts: 3,
         }
     }
 }
@@ -106,8 +112,9 @@ impl Default for Limits {
 impl Limits {
     /// Checks the values; returns the offending key (without the `limits.` prefix) and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let positive: [(&'static str, bool); 17] = [
+        let positive: [(&'static str, bool); 18] = [
             ("control_idle_timeout", !self.control_idle_timeout.is_zero()),
+            ("integrity_attempts", self.integrity_attempts > 0),
             ("signed_tokens", self.signed_tokens > 0),
             ("control_sessions", self.control_sessions > 0),
             ("units_per_node", self.units_per_node > 0),

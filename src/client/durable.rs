@@ -187,15 +187,33 @@ struct Reconnect {
     /// Time spent disconnected since the last progress, before `since`.
     lost: Duration,
     limit: Duration,
+    /// Integrity failures so far (bounded by `limits.integrity_attempts`' default).
+    tampered: u32,
 }
 
 impl Reconnect {
+    /// Counts an integrity failure; `Err` once there were as many as the default
+    /// `limits.integrity_attempts`: a relay that keeps tampering ends the run.
+    async fn tampered(&mut self, e: &RemoteError, entry: &Entry, node: &NodeId) -> Result<(), RunError> {
+        let RemoteError::Integrity(why) = e else { return Ok(()) };
+        self.tampered += 1;
+        if self.tampered >= crate::limits::Limits::default().integrity_attempts {
+            let path = entry.control().path(node).await;
+            let n = self.tampered;
+            return Err(RunError::Integrity(format!(
+                "work unit on {node}: {why} on the path {path} ({n} times; limits.integrity_attempts)"
+            )));
+        }
+        Ok(())
+    }
+
     fn new(limit: Duration) -> Reconnect {
         Reconnect {
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
             since: None,
             lost: Duration::ZERO,
             limit,
+            tampered: 0,
         }
     }
 
@@ -310,7 +328,9 @@ async fn submit_unit(
             Err(RemoteError::Refused(reason) | RemoteError::UnknownUnit(reason)) => {
                 return Err(refused(node, reason));
             }
-            Err(RemoteError::Unreachable(why)) => {
+            Err(e @ (RemoteError::Unreachable(_) | RemoteError::Integrity(_))) => {
+                retry.tampered(&e, entry, node).await?;
+                let why = e.to_string();
                 // A unit created with a cut-off payload never runs: drop it, submit again.
                 let half = created.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(id) = half {
@@ -375,13 +395,22 @@ async fn follow(
                         Err(RemoteError::Refused(msg) | RemoteError::UnknownUnit(msg)) => {
                             return Err(gone(msg));
                         }
-                        Err(RemoteError::Unreachable(why)) => why,
+                        Err(e @ (RemoteError::Unreachable(_) | RemoteError::Integrity(_))) => {
+                            retry.tampered(&e, entry, node).await?;
+                            e.to_string()
+                        }
                     },
-                    Err(e) => e.to_string(),
+                    Err(e) => {
+                        retry.tampered(&e, entry, node).await?;
+                        e.to_string()
+                    }
                 }
             }
             Err(RemoteError::Refused(msg) | RemoteError::UnknownUnit(msg)) => return Err(gone(msg)),
-            Err(RemoteError::Unreachable(why)) => why,
+            Err(e @ (RemoteError::Unreachable(_) | RemoteError::Integrity(_))) => {
+                retry.tampered(&e, entry, node).await?;
+                e.to_string()
+            }
         };
         retry.wait(entry, node, &why, cb).await?;
     }
@@ -440,7 +469,7 @@ async fn release_attempts(entry: &Entry, at: &UnitRef, cb: &mut Callbacks) {
                 say(cb, &format!("releasing work unit {at}: {msg}"));
                 return;
             }
-            Err(RemoteError::Unreachable(_)) => {
+            Err(RemoteError::Unreachable(_) | RemoteError::Integrity(_)) => {
                 tokio::time::sleep(backoff.next_delay()).await;
                 let _ = entry.repair().await;
             }

@@ -262,7 +262,7 @@ pub fn stream_failure(node: &NodeId, e: crate::mesh::StreamError) -> ClientError
     };
     if reason.starts_with("lost the route")
         || reason.starts_with("no route")
-        || reason.contains("lost in transit")
+        || reason.contains("in transit")
     {
         ClientError::Lost { node: node.clone(), reason }
     } else {

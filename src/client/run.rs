@@ -123,6 +123,10 @@ pub enum RunError {
     Stream { node: NodeId, reason: String },
     #[error("writing artifacts: {0}")]
     Artifacts(#[from] runner::ProcessError),
+    /// A stream carrying the run failed its end-to-end integrity check (a relay tampered
+    /// with it) `limits.integrity_attempts` times: the reason names the failure and path.
+    #[error("{0}")]
+    Integrity(String),
     /// Stopped from this side (Ctrl-C, SIGTERM, timeout); the work unit was released.
     #[error("{0}; the work unit was cancelled and released")]
     Stopped(String),

@@ -50,6 +50,9 @@ pub(crate) enum Inbound {
     Data(Bytes),
     Fin(Bytes),
     Reset(String),
+    /// The frames broke the stream's rules (out of sequence, over the window, after the
+    /// end): on a protected stream that is tampering, and reported as an integrity error.
+    Violation(String),
 }
 
 /// Send-side credit shared between the writer and the frame dispatcher.
@@ -185,7 +188,7 @@ impl StreamTable {
             }
             Ok(()) => None,
             Err(reason) => {
-                let _ = slot.inbound.send(Inbound::Reset(reason.clone()));
+                let _ = slot.inbound.send(Inbound::Violation(reason.clone()));
                 slot.credit.close(&reason);
                 slots.remove(&key);
                 Some(Body::Reset { stream: id, from: key.local, reason: reason.into() })
@@ -267,7 +270,7 @@ fn apply(slot: &mut Slot, body: Body) -> Result<(), String> {
             }
             if offset != slot.recv_offset {
                 return Err(format!(
-                    "stream data lost in transit (expected offset {}, got {offset}); a link failed mid-stream",
+                    "stream data dropped, repeated or reordered in transit (expected offset {}, got {offset})",
                     slot.recv_offset
                 ));
             }
@@ -472,6 +475,17 @@ impl StreamReader {
                 self.ended = true;
                 Err(StreamError::Reset(reason))
             }
+            // The Reset went to the other end already; a protected stream's frames are
+            // the other end's own, so a relay broke them.
+            Some(Inbound::Violation(reason)) if self.unseal.is_some() => {
+                self.ended = true;
+                crate::metrics::global().stream_auth_failed("integrity");
+                Err(StreamError::Integrity(reason))
+            }
+            Some(Inbound::Violation(reason)) => {
+                self.ended = true;
+                Err(StreamError::Reset(reason))
+            }
             None => {
                 self.ended = true;
                 Err(StreamError::Reset("stream closed".into()))
@@ -562,7 +576,7 @@ mod tests {
             matches!(reset, Some(Body::Reset { ref reason, .. }) if reason.contains("after end of stream"))
         );
         assert!(matches!(rx.try_recv(), Ok(Inbound::Fin(_))));
-        assert!(matches!(rx.try_recv(), Ok(Inbound::Reset(_))));
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Violation(_))));
         assert!(rx.try_recv().is_err(), "nothing more is queued");
     }
 

@@ -92,6 +92,10 @@ pub enum RemoteError {
     /// The remote node does not have (or no longer has) the unit.
     #[error("{0}")]
     UnknownUnit(String),
+    /// A stream to the remote node failed its end-to-end integrity check: a relay on the
+    /// path tampered with it. Retried, but only `limits.integrity_attempts` times.
+    #[error("{0}")]
+    Integrity(String),
 }
 
 impl RemoteError {
@@ -135,6 +139,10 @@ pub trait RemoteBytes: Send {
 /// How this node reaches other nodes' work units.
 pub trait RemoteControl: Send + Sync {
     fn reachable(&self, node: &NodeId) -> bool;
+    /// The path to `node` as far as it can be told, for error messages (empty if not).
+    fn path<'a>(&'a self, _node: &'a NodeId) -> BoxFut<'a, String> {
+        Box::pin(async { String::new() })
+    }
     /// Whether the mesh links are TLS (secrets may be sent).
     fn links_are_tls(&self) -> bool;
     /// Creates the unit on `node` and sends its payload; returns the remote unit ID.
@@ -243,6 +251,7 @@ pub(super) fn spawn_driver(units: Units, unit: Arc<Unit>) {
 
 async fn drive(units: &Units, unit: &Arc<Unit>) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut tampered = 0u32;
     loop {
         let Some(r) = remote_of(unit) else { return };
         if unit.status().state.is_final() {
@@ -253,6 +262,17 @@ async fn drive(units: &Units, unit: &Arc<Unit>) {
         match step {
             Step::Done => return,
             Step::Progress => backoff.reset(),
+            Step::Tampered(why) => {
+                tampered += 1;
+                let attempts = units.config().integrity_attempts;
+                tracing::warn!(unit = %unit.id, %why, tampered, attempts, "remote work unit: integrity failure");
+                if tampered >= attempts {
+                    let path = units.inner.remote.path(&r.node).await;
+                    fail(unit, format!("{why} on the path {path} ({tampered} times; limits.integrity_attempts)"));
+                    return;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
             Step::Retry(why) => {
                 let delay = backoff.next_delay();
                 tracing::info!(unit = %unit.id, %why, ?delay, "remote work unit: retrying");
@@ -266,6 +286,8 @@ enum Step {
     Done,
     Progress,
     Retry(String),
+    /// A stream failed its integrity check: retried a bounded number of times.
+    Tampered(String),
 }
 
 /// An earlier submission created unit `r.remote_unit_id` on the remote node but was cut
@@ -307,6 +329,7 @@ async fn settle_earlier_attempt(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit)
         }
         Err(RemoteError::UnknownUnit(_)) => None,
         Err(RemoteError::Refused(msg)) | Err(RemoteError::Unreachable(msg)) => Some(Step::Retry(msg)),
+        Err(RemoteError::Integrity(msg)) => Some(Step::Tampered(msg)),
     }
 }
 
@@ -376,6 +399,7 @@ async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
             Step::Progress
         }
         Err(RemoteError::Unreachable(why)) => Step::Retry(why),
+        Err(RemoteError::Integrity(why)) => Step::Tampered(why),
         Err(RemoteError::Refused(why) | RemoteError::UnknownUnit(why)) => {
             fail(unit, format!("Error starting worker: {why}"));
             Step::Done
@@ -474,6 +498,7 @@ fn gone_or_retry(unit: &Unit, e: RemoteError) -> Step {
         }
         RemoteError::Refused(msg) => Step::Retry(msg),
         RemoteError::Unreachable(msg) => Step::Retry(msg),
+        RemoteError::Integrity(msg) => Step::Tampered(msg),
     }
 }
 
@@ -532,7 +557,7 @@ pub(super) async fn cancel(
         Err(RemoteError::Refused(msg) | RemoteError::UnknownUnit(msg)) => {
             return Err(UnitError::Refused(msg));
         }
-        Err(RemoteError::Unreachable(why)) => {
+        Err(RemoteError::Unreachable(why) | RemoteError::Integrity(why)) => {
             tracing::info!(unit = %unit.id, %why, "remote node unreachable; will retry {op:?}");
             spawn_retry(units.clone(), unit.clone());
             return Ok(Outcome::Pending);

@@ -117,6 +117,7 @@ pub fn kind(e: &RunError) -> &'static str {
         RunError::Pack(_) => "pack",
         RunError::Stream { .. } | RunError::Artifacts(_) => "stream",
         RunError::Stopped(_) => "canceled",
+        RunError::Integrity(_) => "integrity",
     }
 }
 
