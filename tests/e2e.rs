@@ -467,7 +467,13 @@ fn every_kind_of_tampering_fails_a_remote_unit_for_good_and_says_so() {
     let beta = Daemon::start(Spec::new("beta").extra(&pki.tls_toml("beta", "")).extra(FAST_MESH).extra(CAT));
     let mode = Arc::new(AtomicU8::new(0));
     let signer = Some(CertSigner::new(pki.context("mallory")));
-    let _relay = FakeRelay::start("mallory", ("alpha", alpha.port), ("beta", beta.port), signer, tamperer(mode.clone()));
+    let _relay = FakeRelay::start(
+        "mallory",
+        ("alpha", alpha.port),
+        ("beta", beta.port),
+        signer,
+        tamperer(mode.clone()),
+    );
     wait_route(&alpha, "beta");
     let data = payload();
     let file = pki.path("payload");

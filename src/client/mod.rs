@@ -260,9 +260,7 @@ pub fn stream_failure(node: &NodeId, e: crate::mesh::StreamError) -> ClientError
             return ClientError::Remote(format!("the stream from {node} failed its integrity check: {why}"));
         }
     };
-    if reason.starts_with("lost the route")
-        || reason.starts_with("no route")
-        || reason.contains("in transit")
+    if reason.starts_with("lost the route") || reason.starts_with("no route") || reason.contains("in transit")
     {
         ClientError::Lost { node: node.clone(), reason }
     } else {

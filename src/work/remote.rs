@@ -268,7 +268,10 @@ async fn drive(units: &Units, unit: &Arc<Unit>) {
                 tracing::warn!(unit = %unit.id, %why, tampered, attempts, "remote work unit: integrity failure");
                 if tampered >= attempts {
                     let path = units.inner.remote.path(&r.node).await;
-                    fail(unit, format!("{why} on the path {path} ({tampered} times; limits.integrity_attempts)"));
+                    fail(
+                        unit,
+                        format!("{why} on the path {path} ({tampered} times; limits.integrity_attempts)"),
+                    );
                     return;
                 }
                 tokio::time::sleep(backoff.next_delay()).await;

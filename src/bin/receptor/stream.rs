@@ -118,6 +118,7 @@ pub fn kind(e: &RunError) -> &'static str {
         RunError::Stream { .. } | RunError::Artifacts(_) => "stream",
         RunError::Stopped(_) => "canceled",
         RunError::Integrity(_) => "integrity",
+        RunError::Failed { .. } => "failed",
     }
 }
 
