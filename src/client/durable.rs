@@ -20,6 +20,7 @@ use super::socket::{self, SocketUnits};
 use super::{ClientError, ClientOptions, MeshClient};
 use crate::control::client::MeshControl;
 use crate::mesh::backoff::Backoff;
+use crate::work::integrity::{IntegrityBudget, Judgement};
 use crate::transport::PeerUrl;
 use crate::wire::NodeId;
 use crate::work::JobResult;
@@ -187,24 +188,40 @@ struct Reconnect {
     /// Time spent disconnected since the last progress, before `since`.
     lost: Duration,
     limit: Duration,
-    /// Integrity failures so far (bounded by `limits.integrity_attempts`' default).
-    tampered: u32,
+    /// Integrity failures in a row (bounded by `limits.integrity_attempts`' default).
+    integrity: IntegrityBudget,
 }
 
 impl Reconnect {
-    /// Counts an integrity failure; `Err` once there were as many as the default
-    /// `limits.integrity_attempts`: a relay that keeps tampering ends the run.
-    async fn tampered(&mut self, e: &RemoteError, entry: &Entry, node: &NodeId) -> Result<(), RunError> {
-        let RemoteError::Integrity(why) = e else { return Ok(()) };
-        self.tampered += 1;
-        if self.tampered >= crate::limits::Limits::default().integrity_attempts {
-            let path = entry.control().path(node).await;
-            let n = self.tampered;
-            return Err(RunError::Integrity(format!(
-                "work unit on {node}: {why} on the path {path} ({n} times; limits.integrity_attempts)"
-            )));
+    /// An attempt starts now.
+    fn begin(&mut self, entry: &Entry) {
+        self.integrity.begin(entry.control());
+    }
+
+    /// Judges a failed attempt (`progressed`: bytes arrived before it failed): the reason
+    /// to retry with, or `Err` once a relay tampered `limits.integrity_attempts` times in a
+    /// row (`work::integrity`): the run ends, loudly, with the failure and the path.
+    async fn failed(
+        &mut self,
+        e: RemoteError,
+        progressed: bool,
+        entry: &Entry,
+        node: &NodeId,
+        cb: &mut Callbacks,
+    ) -> Result<String, RunError> {
+        match self.integrity.judge(entry.control(), node, e).await {
+            Judgement::Final(why) => Err(RunError::Integrity(format!("work unit on {node}: {why}"))),
+            Judgement::Retry(why) => {
+                say(cb, &why);
+                Ok(why)
+            }
+            Judgement::Other(e) => {
+                if progressed {
+                    self.integrity.progressed();
+                }
+                Ok(e.to_string())
+            }
         }
-        Ok(())
     }
 
     fn new(limit: Duration) -> Reconnect {
@@ -213,7 +230,7 @@ impl Reconnect {
             since: None,
             lost: Duration::ZERO,
             limit,
-            tampered: 0,
+            integrity: IntegrityBudget::new(crate::limits::Limits::default().integrity_attempts),
         }
     }
 
@@ -315,6 +332,7 @@ async fn submit_unit(
         false => None,
     };
     loop {
+        retry.begin(entry);
         let req = RemoteSubmit {
             work_type: WORK_TYPE.to_owned(),
             params: Default::default(),
@@ -328,9 +346,8 @@ async fn submit_unit(
             Err(RemoteError::Refused(reason) | RemoteError::UnknownUnit(reason)) => {
                 return Err(refused(node, reason));
             }
-            Err(e @ (RemoteError::Unreachable(_) | RemoteError::Integrity(_))) => {
-                retry.tampered(&e, entry, node).await?;
-                let why = e.to_string();
+            Err(e @ (RemoteError::Unreachable(_) | RemoteError::Integrity(_) | RemoteError::Sequence(_))) => {
+                let why = retry.failed(e, false, entry, node, cb).await?;
                 // A unit created with a cut-off payload never runs: drop it, submit again.
                 let half = created.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(id) = half {
@@ -367,6 +384,8 @@ async fn follow(
     let mut retry = Reconnect::new(lease);
     let mut have = 0u64;
     loop {
+        retry.begin(entry);
+        let before = have;
         let signature = entry.sign(node, Op::Results, Some(unit), None)?;
         let why = match answered_within(retry.budget(), ctl.results(node, unit, have, signature)).await {
             Ok(mut stream) => {
@@ -395,21 +414,18 @@ async fn follow(
                         Err(RemoteError::Refused(msg) | RemoteError::UnknownUnit(msg)) => {
                             return Err(gone(msg));
                         }
-                        Err(e @ (RemoteError::Unreachable(_) | RemoteError::Integrity(_))) => {
-                            retry.tampered(&e, entry, node).await?;
-                            e.to_string()
-                        }
+                        Err(
+                            e @ (RemoteError::Unreachable(_)
+                            | RemoteError::Integrity(_)
+                            | RemoteError::Sequence(_)),
+                        ) => retry.failed(e, have > before, entry, node, cb).await?,
                     },
-                    Err(e) => {
-                        retry.tampered(&e, entry, node).await?;
-                        e.to_string()
-                    }
+                    Err(e) => retry.failed(e, have > before, entry, node, cb).await?,
                 }
             }
             Err(RemoteError::Refused(msg) | RemoteError::UnknownUnit(msg)) => return Err(gone(msg)),
-            Err(e @ (RemoteError::Unreachable(_) | RemoteError::Integrity(_))) => {
-                retry.tampered(&e, entry, node).await?;
-                e.to_string()
+            Err(e @ (RemoteError::Unreachable(_) | RemoteError::Integrity(_) | RemoteError::Sequence(_))) => {
+                retry.failed(e, false, entry, node, cb).await?
             }
         };
         retry.wait(entry, node, &why, cb).await?;
@@ -469,7 +485,7 @@ async fn release_attempts(entry: &Entry, at: &UnitRef, cb: &mut Callbacks) {
                 say(cb, &format!("releasing work unit {at}: {msg}"));
                 return;
             }
-            Err(RemoteError::Unreachable(_) | RemoteError::Integrity(_)) => {
+            Err(RemoteError::Unreachable(_) | RemoteError::Integrity(_) | RemoteError::Sequence(_)) => {
                 tokio::time::sleep(backoff.next_delay()).await;
                 let _ = entry.repair().await;
             }

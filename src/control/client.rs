@@ -163,7 +163,10 @@ fn classify(e: ClientError) -> RemoteError {
 fn stream_error(e: std::io::Error) -> RemoteError {
     match e.get_ref().and_then(|inner| inner.downcast_ref::<crate::mesh::StreamError>()) {
         Some(crate::mesh::StreamError::Integrity(why)) => {
-            RemoteError::Integrity(format!("tampering in transit: integrity check failed ({why})"))
+            RemoteError::Integrity(format!("integrity check failed ({why})"))
+        }
+        Some(crate::mesh::StreamError::Sequence(why)) => {
+            RemoteError::Sequence(format!("stream integrity failure ({why})"))
         }
         _ => unreachable(e),
     }
@@ -227,6 +230,14 @@ impl RemoteControl for MeshControl {
 
     fn path<'a>(&'a self, node: &'a NodeId) -> BoxFut<'a, String> {
         Box::pin(MeshControl::path(self, node))
+    }
+
+    fn route_mark(&self) -> Option<crate::mesh::reroute::RouteMark> {
+        Some(self.node.route_mark())
+    }
+
+    fn rerouted_since(&self, node: &NodeId, mark: Option<crate::mesh::reroute::RouteMark>) -> bool {
+        mark.is_none_or(|m| self.node.rerouted_since(node, m))
     }
 
     fn links_are_tls(&self) -> bool {

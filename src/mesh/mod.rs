@@ -17,6 +17,7 @@ mod lane;
 pub mod link;
 pub mod node;
 pub mod origin;
+pub mod reroute;
 pub(crate) mod router;
 pub mod routing;
 pub(crate) mod seal;

@@ -524,6 +524,18 @@ impl Node {
         self.inner.router.reachable(dst)
     }
 
+    /// Now, in this node's history of route changes: see [`Node::rerouted_since`].
+    pub fn route_mark(&self) -> super::reroute::RouteMark {
+        self.inner.router.reroutes.mark()
+    }
+
+    /// Whether, since `mark`, this node's route to `dst` changed or one of its links went
+    /// down: a stream to `dst` that failed with a gap then may have lost frames to a
+    /// reroute, and is not proof of tampering.
+    pub fn rerouted_since(&self, dst: &NodeId, mark: super::reroute::RouteMark) -> bool {
+        self.inner.router.reroutes.rerouted_since(dst, mark)
+    }
+
     fn check_known(&self, dst: &NodeId) -> Result<(), OpenError> {
         if self.inner.router.reachable(dst) {
             return Ok(());

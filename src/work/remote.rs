@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
+use super::integrity::{IntegrityBudget, Judgement};
 use super::signing::{Grant, Op, payload_digest, string_params_digest};
 use super::units::{Outcome, State, Unit, UnitError, UnitKind, UnitStatus, Units, file_len};
 use crate::mesh::backoff::Backoff;
@@ -92,10 +93,15 @@ pub enum RemoteError {
     /// The remote node does not have (or no longer has) the unit.
     #[error("{0}")]
     UnknownUnit(String),
-    /// A stream to the remote node failed its end-to-end integrity check: a relay on the
-    /// path tampered with it. Retried, but only `limits.integrity_attempts` times.
+    /// Proof that a relay on the path tampered with a stream to the remote node (a record
+    /// failed authentication, a frame arrived twice). Retried, but only
+    /// `limits.integrity_attempts` times in a row (`work::integrity`).
     #[error("{0}")]
     Integrity(String),
+    /// A protected stream's frames arrived with a gap, out of order or cut short:
+    /// tampering, or a reroute; `work::integrity` tells them apart.
+    #[error("{0}")]
+    Sequence(String),
 }
 
 impl RemoteError {
@@ -142,6 +148,15 @@ pub trait RemoteControl: Send + Sync {
     /// The path to `node` as far as it can be told, for error messages (empty if not).
     fn path<'a>(&'a self, _node: &'a NodeId) -> BoxFut<'a, String> {
         Box::pin(async { String::new() })
+    }
+    /// Now, in this node's history of route changes (`None`: not known here).
+    fn route_mark(&self) -> Option<crate::mesh::reroute::RouteMark> {
+        None
+    }
+    /// Whether the route to `node` changed, or a link of this node went down, since
+    /// `mark` (unknown: yes).
+    fn rerouted_since(&self, _node: &NodeId, _mark: Option<crate::mesh::reroute::RouteMark>) -> bool {
+        true
     }
     /// Whether the mesh links are TLS (secrets may be sent).
     fn links_are_tls(&self) -> bool;
@@ -251,28 +266,35 @@ pub(super) fn spawn_driver(units: Units, unit: Arc<Unit>) {
 
 async fn drive(units: &Units, unit: &Arc<Unit>) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    let mut tampered = 0u32;
+    let mut integrity = IntegrityBudget::new(units.config().integrity_attempts);
     loop {
         let Some(r) = remote_of(unit) else { return };
         if unit.status().state.is_final() {
             return;
         }
+        integrity.begin(units.inner.remote.as_ref());
         let step =
             if r.remote_started { mirror(units, unit, &r).await } else { submit(units, unit, &r).await };
         match step {
             Step::Done => return,
-            Step::Progress => backoff.reset(),
-            Step::Tampered(why) => {
-                tampered += 1;
-                let attempts = units.config().integrity_attempts;
-                tracing::warn!(unit = %unit.id, %why, tampered, attempts, "remote work unit: integrity failure");
-                if tampered >= attempts {
-                    let path = units.inner.remote.path(&r.node).await;
-                    fail(
-                        unit,
-                        format!("{why} on the path {path} ({tampered} times; limits.integrity_attempts)"),
-                    );
-                    return;
+            Step::Progress => {
+                integrity.progressed();
+                backoff.reset();
+            }
+            Step::Broken { error, progressed } => {
+                match integrity.judge(units.inner.remote.as_ref(), &r.node, error).await {
+                    Judgement::Final(why) => {
+                        tracing::warn!(unit = %unit.id, %why, "remote work unit: failed for tampering");
+                        fail_tampered(units, unit, &r, why).await;
+                        return;
+                    }
+                    Judgement::Retry(why) => {
+                        if progressed && integrity.count() == 0 {
+                            backoff.reset();
+                        }
+                        tracing::warn!(unit = %unit.id, %why, "remote work unit: stream integrity failure");
+                    }
+                    Judgement::Other(e) => tracing::info!(unit = %unit.id, why = %e, "remote work unit: retrying"),
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -289,8 +311,27 @@ enum Step {
     Done,
     Progress,
     Retry(String),
-    /// A stream failed its integrity check: retried a bounded number of times.
-    Tampered(String),
+    /// A stream failed its integrity check (`work::integrity` judges it); `progressed`:
+    /// output arrived before it did.
+    Broken { error: RemoteError, progressed: bool },
+}
+
+/// Fails `unit` for tampering, and cancels and releases the remote unit (best effort,
+/// bounded: what is left undone its lease does), so nothing keeps running for a run that
+/// has ended.
+async fn fail_tampered(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit, why: String) {
+    fail(unit, why);
+    if r.remote_unit_id.is_empty() {
+        return;
+    }
+    let remote = units.inner.remote.clone();
+    let signature = sign(units, r, Op::Release, Some(&r.remote_unit_id), None).unwrap_or(None);
+    let released = remote.operate(&r.node, &r.remote_unit_id, RemoteOp::ForceRelease, signature);
+    match tokio::time::timeout(Duration::from_secs(10), released).await {
+        Ok(Ok(())) => tracing::info!(unit = %unit.id, node = %r.node, "remote unit released"),
+        Ok(Err(e)) => tracing::info!(unit = %unit.id, %e, "could not release the remote unit; its lease will"),
+        Err(_) => tracing::info!(unit = %unit.id, "no answer releasing the remote unit; its lease will"),
+    }
 }
 
 /// An earlier submission created unit `r.remote_unit_id` on the remote node but was cut
@@ -332,7 +373,9 @@ async fn settle_earlier_attempt(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit)
         }
         Err(RemoteError::UnknownUnit(_)) => None,
         Err(RemoteError::Refused(msg)) | Err(RemoteError::Unreachable(msg)) => Some(Step::Retry(msg)),
-        Err(RemoteError::Integrity(msg)) => Some(Step::Tampered(msg)),
+        Err(error @ (RemoteError::Integrity(_) | RemoteError::Sequence(_))) => {
+            Some(Step::Broken { error, progressed: false })
+        }
     }
 }
 
@@ -402,7 +445,9 @@ async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
             Step::Progress
         }
         Err(RemoteError::Unreachable(why)) => Step::Retry(why),
-        Err(RemoteError::Integrity(why)) => Step::Tampered(why),
+        Err(error @ (RemoteError::Integrity(_) | RemoteError::Sequence(_))) => {
+            Step::Broken { error, progressed: false }
+        }
         Err(RemoteError::Refused(why) | RemoteError::UnknownUnit(why)) => {
             fail(unit, format!("Error starting worker: {why}"));
             Step::Done
@@ -468,6 +513,9 @@ async fn mirror(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
     let _ = file.sync_data().await;
     if let Err(e) = ended {
         let _ = unit.update_status(|st| st.stdout_size = have);
+        if matches!(e, RemoteError::Integrity(_) | RemoteError::Sequence(_)) {
+            return Step::Broken { error: e, progressed };
+        }
         return gone_or_retry(unit, e);
     }
     // The results stream ended: the remote unit should be complete.
@@ -501,7 +549,9 @@ fn gone_or_retry(unit: &Unit, e: RemoteError) -> Step {
         }
         RemoteError::Refused(msg) => Step::Retry(msg),
         RemoteError::Unreachable(msg) => Step::Retry(msg),
-        RemoteError::Integrity(msg) => Step::Tampered(msg),
+        error @ (RemoteError::Integrity(_) | RemoteError::Sequence(_)) => {
+            Step::Broken { error, progressed: false }
+        }
     }
 }
 
@@ -560,7 +610,7 @@ pub(super) async fn cancel(
         Err(RemoteError::Refused(msg) | RemoteError::UnknownUnit(msg)) => {
             return Err(UnitError::Refused(msg));
         }
-        Err(RemoteError::Unreachable(why) | RemoteError::Integrity(why)) => {
+        Err(RemoteError::Unreachable(why) | RemoteError::Integrity(why) | RemoteError::Sequence(why)) => {
             tracing::info!(unit = %unit.id, %why, "remote node unreachable; will retry {op:?}");
             spawn_retry(units.clone(), unit.clone());
             return Ok(Outcome::Pending);
