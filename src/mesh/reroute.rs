@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::state::LinkId;
 use super::routing::Route;
+use super::state::LinkId;
 use crate::wire::NodeId;
 
 /// A point in this node's history of route changes (see [`RouteChanges::mark`]).

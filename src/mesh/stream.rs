@@ -61,7 +61,10 @@ pub(crate) enum Inbound {
     /// The frames broke the stream's rules (out of sequence, over the window, after the
     /// end). `replayed`: a frame the other end sent once arrived again, which no honest
     /// path does (on a protected stream, proof of tampering; otherwise a reset).
-    Violation { reason: String, replayed: bool },
+    Violation {
+        reason: String,
+        replayed: bool,
+    },
 }
 
 /// Send-side credit shared between the writer and the frame dispatcher.
@@ -275,7 +278,10 @@ fn apply(slot: &mut Slot, body: Body) -> Result<(), (String, bool)> {
         Body::Data { offset, data, .. } => {
             if slot.remote_done {
                 // A reroute can make the end overtake the last data.
-                return Err(("data after end of stream (frames reordered or injected in transit)".into(), false));
+                return Err((
+                    "data after end of stream (frames reordered or injected in transit)".into(),
+                    false,
+                ));
             }
             if data.is_empty() {
                 // Costs the receiver a queue entry and carries nothing: a protocol error.

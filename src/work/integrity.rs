@@ -62,7 +62,7 @@ impl IntegrityBudget {
             other => return Judgement::Other(other),
         };
         let path = remote.path(node).await;
-        let path = if path.is_empty() { format!("to {node}") } else { format!("{path}") };
+        let path = if path.is_empty() { format!("to {node}") } else { path };
         if !proof && remote.rerouted_since(node, self.mark) {
             return Judgement::Retry(format!(
                 "{why} on the path {path}; the route changed or a link went down meanwhile, so \
@@ -71,10 +71,11 @@ impl IntegrityBudget {
         }
         self.count += 1;
         let (n, of) = (self.count, self.attempts);
-        let kind = if proof { "tampering in transit" } else { "tampering in transit (the path did not change)" };
+        let kind =
+            if proof { "tampering in transit" } else { "tampering in transit (the path did not change)" };
         if n >= of {
             return Judgement::Final(format!(
-                "{kind}: {why} on the path {path} ({n} attempts in a row; limits.integrity_attempts)"
+                "{kind}: {why} on the path {path} ({n} times in a row; limits.integrity_attempts = {of})"
             ));
         }
         Judgement::Retry(format!("{kind}: {why} on the path {path} (attempt {n} of {of}; retrying)"))

@@ -294,7 +294,9 @@ async fn drive(units: &Units, unit: &Arc<Unit>) {
                         }
                         tracing::warn!(unit = %unit.id, %why, "remote work unit: stream integrity failure");
                     }
-                    Judgement::Other(e) => tracing::info!(unit = %unit.id, why = %e, "remote work unit: retrying"),
+                    Judgement::Other(e) => {
+                        tracing::info!(unit = %unit.id, why = %e, "remote work unit: retrying")
+                    }
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -313,7 +315,10 @@ enum Step {
     Retry(String),
     /// A stream failed its integrity check (`work::integrity` judges it); `progressed`:
     /// output arrived before it did.
-    Broken { error: RemoteError, progressed: bool },
+    Broken {
+        error: RemoteError,
+        progressed: bool,
+    },
 }
 
 /// Fails `unit` for tampering, and cancels and releases the remote unit (best effort,
@@ -329,7 +334,9 @@ async fn fail_tampered(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit, why: Str
     let released = remote.operate(&r.node, &r.remote_unit_id, RemoteOp::ForceRelease, signature);
     match tokio::time::timeout(Duration::from_secs(10), released).await {
         Ok(Ok(())) => tracing::info!(unit = %unit.id, node = %r.node, "remote unit released"),
-        Ok(Err(e)) => tracing::info!(unit = %unit.id, %e, "could not release the remote unit; its lease will"),
+        Ok(Err(e)) => {
+            tracing::info!(unit = %unit.id, %e, "could not release the remote unit; its lease will")
+        }
         Err(_) => tracing::info!(unit = %unit.id, "no answer releasing the remote unit; its lease will"),
     }
 }
