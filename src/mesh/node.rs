@@ -419,7 +419,8 @@ impl Node {
     }
 
     /// Sleeps `delay` before a redial, cut short when `peer` (not reachable now) becomes
-    /// reachable through another path: it is back, so redial at once. Whether it did.
+    /// reachable through another path: it is back, so redial within [`REDIAL_BASE`]
+    /// (jittered). Whether it did.
     async fn peer_returns(&self, peer: Option<&NodeId>, delay: Duration, stop: &CancellationToken) -> bool {
         let mut topo = self.topology();
         let gone = peer.filter(|p| !topo.borrow().reachable.contains(*p));
@@ -427,11 +428,18 @@ impl Node {
             sleep_or_stop(delay, stop).await;
             return false;
         };
-        tokio::select! {
+        let back = tokio::select! {
             _ = stop.cancelled() => false,
             _ = tokio::time::sleep(delay) => false,
             r = topo.wait_for(|t| t.reachable.contains(p)) => r.is_ok(),
+        };
+        if back {
+            // Every node that lost the same peer learns of its return at the same moment:
+            // spread their redials over [0, REDIAL_BASE] so they do not arrive in lockstep.
+            let spread = rand::Rng::gen_range(&mut rand::thread_rng(), Duration::ZERO..=REDIAL_BASE);
+            sleep_or_stop(spread, stop).await;
         }
+        back
     }
 
     async fn wait_unlinked(&self, peer: &NodeId, stop: &CancellationToken) {
