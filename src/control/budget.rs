@@ -117,7 +117,9 @@ mod tests {
         assert_eq!(budget.admit(&OriginKey::Local).err(), Some(TOO_MANY), "all 6 in use");
         drop(from_a);
         drop(local);
-        assert!(budget.admit(&a).is_ok(), "slots and the origin's count come back");
+        let again = budget.admit(&a).expect("slots and the origin's count come back");
         assert_eq!(budget.open.lock().map(|o| o.get("10.0.0.1").copied()).ok().flatten(), Some(1));
+        drop(again);
+        assert_eq!(budget.open.lock().map(|o| o.len()).ok(), Some(1), "only b's count is left");
     }
 }
