@@ -26,18 +26,26 @@ const REORDER: u8 = 4;
 const INJECT: u8 = 5;
 const CUT: u8 = 6;
 
-/// Past the first 16 KiB (the end-to-end handshake) of every stream beta sends back (a
-/// work unit's results), tampers once per stream in the way `mode` says.
-fn tamperer(mode: Arc<AtomicU8>) -> Rewrite {
+/// Past the end-to-end handshake of every stream beta sends back (a work unit's results:
+/// its first `skip` bytes and data frames), tampers once per stream in the way `mode` says.
+fn tamperer(mode: Arc<AtomicU8>, (skip, frames): (u64, usize)) -> Rewrite {
     let held: Mutex<HashMap<u64, Routed>> = Mutex::new(HashMap::new());
     let done: Mutex<HashSet<u64>> = Mutex::new(HashSet::new());
+    let seen: Mutex<HashMap<u64, usize>> = Mutex::new(HashMap::new());
     Arc::new(move |mut r: Routed| {
         let (stream, offset) = match &r.body {
-            Body::Data { stream, from: Side::Acceptor, offset, .. } if *offset >= 16 * 1024 => {
-                (*stream, *offset)
-            }
+            Body::Data { stream, from: Side::Acceptor, offset, .. } => (*stream, *offset),
             _ => return vec![r],
         };
+        let n = {
+            let mut seen = seen.lock().expect("seen");
+            let n = seen.entry(stream).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if offset < skip || n <= frames {
+            return vec![r];
+        }
         let mut held = held.lock().expect("held");
         if let Some(first) = held.remove(&stream) {
             // REORDER: the held frame goes after the one that followed it.
@@ -133,7 +141,7 @@ fn every_kind_of_tampering_by_a_relay_fails_the_unit_for_good_and_says_so() {
         ("alpha", alpha.port),
         ("beta", beta.port),
         signer,
-        tamperer(mode.clone()),
+        tamperer(mode.clone(), (16 * 1024, 0)),
     );
     wait_route(&alpha, "beta");
     let data = payload();
@@ -238,4 +246,42 @@ fn follow_results(sock: &std::path::Path, id: &str) -> Vec<u8> {
     std::thread::spawn(move || tx.send(cmd.output().expect("receptorctl")));
     let out = rx.recv_timeout(Duration::from_secs(90)).expect("results ended");
     out.stdout
+}
+
+/// `receptor run` through a relay that flips a byte of every stream it carries back: the
+/// run ends after `limits.integrity_attempts` (3 by default) with exit status 1 and says
+/// tampering, with the path.
+#[test]
+fn receptor_run_through_a_tampering_relay_exits_non_zero_and_says_so() {
+    let pki = Pki::new();
+    for n in ["alpha", "beta", "mallory", "ctl"] {
+        pki.issue(n, n);
+    }
+    let alpha = Daemon::start(Spec::new("alpha").extra(&pki.tls_toml("alpha", "")).extra(FAST_MESH));
+    let beta =
+        Daemon::start(Spec::new("beta").extra(&pki.tls_toml("beta", "")).extra(FAST_MESH).with_ansible());
+    let mode = Arc::new(AtomicU8::new(0));
+    let signer = Some(CertSigner::new(pki.context("mallory")));
+    // Past the handshake (the acceptor's first two frames): every stream's first records.
+    let _relay = FakeRelay::start_rewriting(
+        "mallory",
+        ("alpha", alpha.port),
+        ("beta", beta.port),
+        signer,
+        tamperer(mode.clone(), (0, 2)),
+    );
+    wait_route(&alpha, "beta");
+    mode.store(FLIP, Ordering::Relaxed);
+    let pdd = common::playbooks::make_pdd(common::playbooks::PLAY);
+    let mut cmd = receptor_cmd(&alpha);
+    cmd.env("PATH", path_without_venv()).args(pki.client_args("ctl"));
+    cmd.arg("run").arg(pdd.path()).args(["-p", "test.yml", "--via-receptor", "beta", "-i", "t1"]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(cmd.output().expect("receptor")));
+    let out = rx.recv_timeout(Duration::from_secs(120)).expect("receptor run ended");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("tampering in transit"), "{err}");
+    assert!(err.contains("on the path"), "{err}");
+    assert!(err.contains("3 times in a row"), "{err}");
 }
