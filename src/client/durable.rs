@@ -209,18 +209,13 @@ impl Reconnect {
         node: &NodeId,
         cb: &mut Callbacks,
     ) -> Result<String, RunError> {
-        match self.integrity.judge(entry.control(), node, e).await {
+        match self.integrity.judge(entry.control(), node, e, progressed).await {
             Judgement::Final(why) => Err(RunError::Integrity(format!("work unit on {node}: {why}"))),
             Judgement::Retry(why) => {
                 say(cb, &why);
                 Ok(why)
             }
-            Judgement::Other(e) => {
-                if progressed {
-                    self.integrity.progressed();
-                }
-                Ok(e.to_string())
-            }
+            Judgement::Other(e) => Ok(e.to_string()),
         }
     }
 

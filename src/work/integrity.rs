@@ -49,21 +49,31 @@ impl IntegrityBudget {
         self.count = 0;
     }
 
-    /// Integrity failures counted in a row so far.
-    pub fn count(&self) -> u32 {
-        self.count
-    }
-
-    /// Judges a failed attempt to reach `node`.
-    pub async fn judge(&mut self, remote: &dyn RemoteControl, node: &NodeId, e: RemoteError) -> Judgement {
+    /// Judges a failed attempt to reach `node`; `progressed`: output arrived before it
+    /// failed (an attempt that made progress and failed otherwise resets the count).
+    pub async fn judge(
+        &mut self,
+        remote: &dyn RemoteControl,
+        node: &NodeId,
+        e: RemoteError,
+        progressed: bool,
+    ) -> Judgement {
         let (why, proof) = match e {
             RemoteError::Integrity(why) => (why, true),
             RemoteError::Sequence(why) => (why, false),
-            other => return Judgement::Other(other),
+            other => {
+                if progressed {
+                    self.progressed();
+                }
+                return Judgement::Other(other);
+            }
         };
         let path = remote.path(node).await;
         let path = if path.is_empty() { format!("to {node}") } else { path };
         if !proof && remote.rerouted_since(node, self.mark) {
+            if progressed {
+                self.progressed();
+            }
             return Judgement::Retry(format!(
                 "{why} on the path {path}; the route changed or a link went down meanwhile, so \
                  frames were lost to a link failure: retrying"

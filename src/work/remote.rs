@@ -282,16 +282,13 @@ async fn drive(units: &Units, unit: &Arc<Unit>) {
                 backoff.reset();
             }
             Step::Broken { error, progressed } => {
-                match integrity.judge(units.inner.remote.as_ref(), &r.node, error).await {
+                match integrity.judge(units.inner.remote.as_ref(), &r.node, error, progressed).await {
                     Judgement::Final(why) => {
                         tracing::warn!(unit = %unit.id, %why, "remote work unit: failed for tampering");
                         fail_tampered(units, unit, &r, why).await;
                         return;
                     }
                     Judgement::Retry(why) => {
-                        if progressed && integrity.count() == 0 {
-                            backoff.reset();
-                        }
                         tracing::warn!(unit = %unit.id, %why, "remote work unit: stream integrity failure");
                     }
                     Judgement::Other(e) => {
@@ -313,8 +310,8 @@ enum Step {
     Done,
     Progress,
     Retry(String),
-    /// A stream failed its integrity check (`work::integrity` judges it); `progressed`:
-    /// output arrived before it did.
+    /// A stream failed its integrity check, or failed otherwise after output arrived
+    /// (`work::integrity` judges it); `progressed`: output arrived before it did.
     Broken {
         error: RemoteError,
         progressed: bool,
@@ -520,7 +517,12 @@ async fn mirror(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
     let _ = file.sync_data().await;
     if let Err(e) = ended {
         let _ = unit.update_status(|st| st.stdout_size = have);
-        if matches!(e, RemoteError::Integrity(_) | RemoteError::Sequence(_)) {
+        let judged = match e {
+            RemoteError::Integrity(_) | RemoteError::Sequence(_) => true,
+            RemoteError::Unreachable(_) | RemoteError::Refused(_) => progressed,
+            RemoteError::UnknownUnit(_) => false,
+        };
+        if judged {
             return Step::Broken { error: e, progressed };
         }
         return gone_or_retry(unit, e);
