@@ -68,6 +68,7 @@ pub fn units_config(cfg: &Config) -> Result<UnitsConfig, DaemonError> {
         signer,
         cancel_wait: cfg.node.shutdown_grace.min(Duration::from_secs(10)),
         max_payload: cfg.limits.max_payload,
+        integrity_attempts: cfg.limits.integrity_attempts,
     })
 }
 
@@ -250,10 +251,12 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         node: node.clone(),
         reload: reload_fn,
         units: units.clone(),
-        sessions: crate::control::session_budget(cfg.limits.control_sessions),
+        sessions: crate::control::SessionBudget::new(&cfg.limits),
         allow: control_allow.clone(),
         netceptor: net.clone(),
         idle_timeout: cfg.limits.control_idle_timeout,
+        handshake_timeout: cfg.limits.control_handshake_timeout,
+        write_timeout: cfg.limits.control_write_timeout,
     };
     if cfg.control.mesh_service {
         control.clone().serve_mesh(&node.tracker(), node.cancel_token());

@@ -82,6 +82,26 @@ pub struct Limits {
     /// is streaming (`work results`) is not idleness.
     #[serde(with = "humantime_serde")]
     pub control_idle_timeout: Duration,
+    /// Integrity failures of the streams carrying one remote work unit (its mirror here)
+    /// before the unit fails for good, with the failure and the path in its reason:
+    /// a relay that keeps tampering with a stream ends the run loudly instead of
+    /// having it retried forever. `receptor run` uses the default.
+    pub integrity_attempts: u32,
+    /// Of `control_sessions`, this many are kept for the local Unix socket: remote control
+    /// clients (TCP/TLS, the mesh service) share the rest, so they cannot lock a local
+    /// operator out.
+    pub control_local_reserved: usize,
+    /// Control sessions one origin may hold at once: a remote IP address over TCP/TLS, a
+    /// node over the mesh service (the Unix socket has no such cap).
+    pub control_sessions_per_origin: usize,
+    /// A TLS control client must finish its handshake within this time (it holds a
+    /// session slot meanwhile).
+    #[serde(with = "humantime_serde")]
+    pub control_handshake_timeout: Duration,
+    /// A write to a control client (an answer, streamed output) that cannot complete
+    /// within this time — the client stopped reading — ends the session and frees its slot.
+    #[serde(with = "humantime_serde")]
+    pub control_write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -108,6 +128,11 @@ impl Default for Limits {
             stream_resumption: Duration::from_secs(600),
             error_reply_rate: 256,
             control_idle_timeout: Duration::from_secs(60),
+            integrity_attempts: 3,
+            control_local_reserved: 8,
+            control_sessions_per_origin: 32,
+            control_handshake_timeout: Duration::from_secs(10),
+            control_write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -115,8 +140,12 @@ impl Default for Limits {
 impl Limits {
     /// Checks the values; returns the offending key (without the `limits.` prefix) and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let positive: [(&'static str, bool); 17] = [
+        let positive: [(&'static str, bool); 21] = [
+            ("control_sessions_per_origin", self.control_sessions_per_origin > 0),
+            ("control_handshake_timeout", !self.control_handshake_timeout.is_zero()),
+            ("control_write_timeout", !self.control_write_timeout.is_zero()),
             ("control_idle_timeout", !self.control_idle_timeout.is_zero()),
+            ("integrity_attempts", self.integrity_attempts > 0),
             ("signed_tokens", self.signed_tokens > 0),
             ("control_sessions", self.control_sessions > 0),
             ("units_per_node", self.units_per_node > 0),
@@ -136,6 +165,9 @@ impl Limits {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, ok)| !ok) {
             return Err((key, "must be more than zero"));
+        }
+        if self.control_local_reserved >= self.control_sessions {
+            return Err(("control_local_reserved", "must be less than limits.control_sessions"));
         }
         if self.handshakes_reserved >= self.handshakes {
             return Err(("handshakes_reserved", "must be less than limits.handshakes"));

@@ -338,3 +338,39 @@ fn go_token(private: &std::path::Path, aud: &str) -> String {
     )
     .expect("token")
 }
+
+/// At default settings no replay window opens when a requester is forgotten (as after
+/// `mesh.node_timeout`): a new incarnation of the same client ID, after the one that used a
+/// token left the mesh, replaying it is refused as used; and a token past its lifetime (300 s
+/// by default, shorter than the default `node_timeout` of 30 min, so every token is
+/// expired by the time its requester is forgotten) is refused whoever presents it.
+#[test]
+fn a_token_replayed_after_its_requester_was_forgotten_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = rsa_keys(dir.path());
+    let (n1, n3) = secure_pair(&public, "");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let signer = Signer::load(&private, Duration::from_secs(300)).expect("signer");
+    let token = signer.token(&secure_grant()).expect("token");
+    let ctl = join(&rt, &n1, "ctl");
+    assert_eq!(open_work(&rt, &ctl, secure_header(&token)), Ok("signed ok\n".into()));
+    rt.block_on(ctl.close());
+    // The requester is gone from node3's view (it left: forgotten at once, as after
+    // node_timeout), then comes back as a new incarnation and replays the token.
+    wait_until("node3 forgets ctl", Duration::from_secs(30), || {
+        !stdout(&receptor(&n3, &["status"])).contains("ctl")
+    });
+    let again = join(&rt, &n1, "ctl");
+    let replay = open_work(&rt, &again, secure_header(&token)).expect_err("replayed");
+    assert!(replay.contains("already used"), "{replay}");
+    // A short-lived token, presented after it expired, never runs.
+    let short = Signer::load(&private, Duration::from_secs(1)).expect("signer");
+    let old = short.token(&secure_grant()).expect("token");
+    let exp = std::time::SystemTime::now() + Duration::from_secs(2);
+    while std::time::SystemTime::now() < exp {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let late = open_work(&rt, &again, secure_header(&old)).expect_err("expired");
+    assert!(late.contains("Expired"), "refused as expired: {late}");
+    rt.block_on(again.close());
+}

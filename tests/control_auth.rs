@@ -112,7 +112,7 @@ fn a_tls_control_client_without_a_node_id_is_told_and_closed() {
 fn a_tls_control_client_over_the_session_budget_is_told_why() {
     let pki = Pki::new();
     pki.issue("ops-1");
-    let n1 = tls_node(&pki, "[limits]\ncontrol_sessions = 1\n");
+    let n1 = tls_node(&pki, "[limits]\ncontrol_sessions = 1\ncontrol_local_reserved = 0\n");
     let port = control_port(&n1);
     // One session held open by a TLS client that never sends a request.
     let (mut held, greeting) = s_client(&pki, port);

@@ -576,3 +576,25 @@ fn concurrent_runs_share_one_receptor_node_id() {
     assert_ne!(check.status.code(), Some(0));
     assert!(stderr(&check).contains("node.id"), "{}", stderr(&check));
 }
+
+/// The job killed on the executing node: `receptor run` exits 1 with that node's own reason
+/// (error kind `failed`), not with a truncated worker stream.
+#[test]
+fn a_job_killed_on_its_node_is_reported_with_that_nodes_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (n1, _n2, _n3, sock) = relayed(dir.path());
+    let pdd = make_pdd(SLEEPY);
+    let mut client = Client::spawn(run_cmd(&n1, pdd.path(), &["-i", "gone1"]));
+    client.wait_stdout("\"msg\": \"early\"");
+    let units: serde_json::Value =
+        serde_json::from_slice(&receptorctl(&sock, &["work", "list"]).stdout).expect("work list JSON");
+    let pid = units.as_object().expect("units").values().find_map(|u| u["ExtraData"]["Pid"].as_i64());
+    let pid = nix::unistd::Pid::from_raw(pid.expect("the unit's supervisor PID") as i32);
+    // The supervisor and its job's process group, as an OOM killer or an operator would.
+    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::SIGKILL);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+    assert_eq!(client.finish(), Some(1), "stderr: {}", client.stderr());
+    let err = client.stderr();
+    assert!(err.contains("the job failed on node3: "), "the executing node's reason: {err}");
+    assert!(!err.contains("runner stream ended before the eof line"), "{err}");
+}

@@ -153,7 +153,8 @@ fn control_sessions_are_limited() {
     use std::os::unix::net::UnixStream;
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, sock) = with_socket("n1", dir.path());
-    let mut spec = Spec::new("n1").extra(&ctl).extra("[limits]\ncontrol_sessions = 2\n");
+    let mut spec =
+        Spec::new("n1").extra(&ctl).extra("[limits]\ncontrol_sessions = 2\ncontrol_local_reserved = 0\n");
     spec.listen = false;
     let _d = Daemon::start(spec);
     let greeting = |s: &UnixStream| {
@@ -185,7 +186,8 @@ fn idle_control_sessions_are_closed_and_give_their_slots_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, sock) = with_socket("n1", dir.path());
     let tcp = "tcp_listen = \"127.0.0.1:0\"\ninsecure_plaintext_control = true\n";
-    let limits = "[limits]\ncontrol_sessions = 6\ncontrol_idle_timeout = \"2s\"\n";
+    let limits =
+        "[limits]\ncontrol_sessions = 6\ncontrol_local_reserved = 0\ncontrol_idle_timeout = \"2s\"\n";
     let mut spec = Spec::new("n1").extra(&ctl).extra(tcp).extra(limits).extra(WORK);
     spec.listen = false;
     let d = Daemon::start(spec);

@@ -24,6 +24,7 @@ use crate::transport::PeerUrl;
 use crate::wire::NodeId;
 use crate::work::JobResult;
 use crate::work::ansible::WORK_TYPE;
+use crate::work::integrity::{IntegrityBudget, Judgement};
 use crate::work::lease::DEFAULT_LEASE;
 use crate::work::remote::{RemoteControl, RemoteError, RemoteOp, RemoteSubmit};
 use crate::work::signing::{Grant, Op, Signer, payload_digest, string_params_digest};
@@ -187,15 +188,44 @@ struct Reconnect {
     /// Time spent disconnected since the last progress, before `since`.
     lost: Duration,
     limit: Duration,
+    /// Integrity failures in a row (bounded by `limits.integrity_attempts`' default).
+    integrity: IntegrityBudget,
 }
 
 impl Reconnect {
+    /// An attempt starts now.
+    fn begin(&mut self, entry: &Entry) {
+        self.integrity.begin(entry.control());
+    }
+
+    /// Judges a failed attempt (`progressed`: bytes arrived before it failed): the reason
+    /// to retry with, or `Err` once a relay tampered `limits.integrity_attempts` times in a
+    /// row (`work::integrity`): the run ends, loudly, with the failure and the path.
+    async fn failed(
+        &mut self,
+        e: RemoteError,
+        progressed: bool,
+        entry: &Entry,
+        node: &NodeId,
+        cb: &mut Callbacks,
+    ) -> Result<String, RunError> {
+        match self.integrity.judge(entry.control(), node, e, progressed).await {
+            Judgement::Final(why) => Err(RunError::Integrity(format!("work unit on {node}: {why}"))),
+            Judgement::Retry(why) => {
+                say(cb, &why);
+                Ok(why)
+            }
+            Judgement::Other(e) => Ok(e.to_string()),
+        }
+    }
+
     fn new(limit: Duration) -> Reconnect {
         Reconnect {
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
             since: None,
             lost: Duration::ZERO,
             limit,
+            integrity: IntegrityBudget::new(crate::limits::Limits::default().integrity_attempts),
         }
     }
 
@@ -297,6 +327,7 @@ async fn submit_unit(
         false => None,
     };
     loop {
+        retry.begin(entry);
         let req = RemoteSubmit {
             work_type: WORK_TYPE.to_owned(),
             params: Default::default(),
@@ -310,7 +341,8 @@ async fn submit_unit(
             Err(RemoteError::Refused(reason) | RemoteError::UnknownUnit(reason)) => {
                 return Err(refused(node, reason));
             }
-            Err(RemoteError::Unreachable(why)) => {
+            Err(e @ (RemoteError::Unreachable(_) | RemoteError::Integrity(_) | RemoteError::Sequence(_))) => {
+                let why = retry.failed(e, false, entry, node, cb).await?;
                 // A unit created with a cut-off payload never runs: drop it, submit again.
                 let half = created.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(id) = half {
@@ -347,6 +379,8 @@ async fn follow(
     let mut retry = Reconnect::new(lease);
     let mut have = 0u64;
     loop {
+        retry.begin(entry);
+        let before = have;
         let signature = entry.sign(node, Op::Results, Some(unit), None)?;
         let why = match answered_within(retry.budget(), ctl.results(node, unit, have, signature)).await {
             Ok(mut stream) => {
@@ -375,13 +409,19 @@ async fn follow(
                         Err(RemoteError::Refused(msg) | RemoteError::UnknownUnit(msg)) => {
                             return Err(gone(msg));
                         }
-                        Err(RemoteError::Unreachable(why)) => why,
+                        Err(
+                            e @ (RemoteError::Unreachable(_)
+                            | RemoteError::Integrity(_)
+                            | RemoteError::Sequence(_)),
+                        ) => retry.failed(e, have > before, entry, node, cb).await?,
                     },
-                    Err(e) => e.to_string(),
+                    Err(e) => retry.failed(e, have > before, entry, node, cb).await?,
                 }
             }
             Err(RemoteError::Refused(msg) | RemoteError::UnknownUnit(msg)) => return Err(gone(msg)),
-            Err(RemoteError::Unreachable(why)) => why,
+            Err(e @ (RemoteError::Unreachable(_) | RemoteError::Integrity(_) | RemoteError::Sequence(_))) => {
+                retry.failed(e, false, entry, node, cb).await?
+            }
         };
         retry.wait(entry, node, &why, cb).await?;
     }
@@ -440,7 +480,7 @@ async fn release_attempts(entry: &Entry, at: &UnitRef, cb: &mut Callbacks) {
                 say(cb, &format!("releasing work unit {at}: {msg}"));
                 return;
             }
-            Err(RemoteError::Unreachable(_)) => {
+            Err(RemoteError::Unreachable(_) | RemoteError::Integrity(_) | RemoteError::Sequence(_)) => {
                 tokio::time::sleep(backoff.next_delay()).await;
                 let _ = entry.repair().await;
             }

@@ -258,11 +258,15 @@ pub fn stream_failure(node: &NodeId, e: crate::mesh::StreamError) -> ClientError
         crate::mesh::StreamError::Reset(reason) => reason,
         crate::mesh::StreamError::Integrity(why) => {
             return ClientError::Remote(format!("the stream from {node} failed its integrity check: {why}"));
+        } // A gap or an early end: a reroute can do this too; retried like a lost link.
+        crate::mesh::StreamError::Sequence(why) => {
+            return ClientError::Lost {
+                node: node.clone(),
+                reason: format!("stream integrity failure: {why}"),
+            };
         }
     };
-    if reason.starts_with("lost the route")
-        || reason.starts_with("no route")
-        || reason.contains("lost in transit")
+    if reason.starts_with("lost the route") || reason.starts_with("no route") || reason.contains("in transit")
     {
         ClientError::Lost { node: node.clone(), reason }
     } else {

@@ -127,6 +127,14 @@ pub enum RunError {
     Stream { node: NodeId, reason: String },
     #[error("writing artifacts: {0}")]
     Artifacts(#[from] runner::ProcessError),
+    /// The job failed on the executing node before its worker stream was complete; the
+    /// reason is that node's own (or the mirroring node's, through a local daemon).
+    #[error("the job failed on {node}: {reason}")]
+    Failed { node: NodeId, reason: String },
+    /// A stream carrying the run failed its end-to-end integrity check (a relay tampered
+    /// with it) `limits.integrity_attempts` times: the reason names the failure and path.
+    #[error("{0}")]
+    Integrity(String),
     /// Stopped from this side (Ctrl-C, SIGTERM, timeout); the work unit was released.
     #[error("{0}; the work unit was cancelled and released")]
     Stopped(String),
@@ -479,6 +487,11 @@ impl Receiver {
             return Err(RunError::Worker { node: self.node.clone(), reason });
         }
         if !self.decoder.is_done() {
+            // The stream was cut short: the executing node's own reason (a full disk, the
+            // job process gone, …) says why, not the truncated stream.
+            if let Some(reason) = result.error.clone() {
+                return Err(RunError::Failed { node: self.node.clone(), reason });
+            }
             self.decoder.finish().map_err(|e| self.bad(e.to_string()))?;
         }
         Ok((self.status, result.exit_status()))

@@ -154,7 +154,34 @@ fn classify(e: ClientError) -> RemoteError {
     match e {
         ClientError::Remote(msg) => RemoteError::from_reply(msg),
         ClientError::Protocol(msg) => RemoteError::Refused(format!("could not parse response: {msg}")),
-        ClientError::Io(e) => unreachable(e),
+        ClientError::Io(e) => stream_error(e),
+    }
+}
+
+/// A mesh stream's failure: tampering on the path when its integrity check failed, a
+/// lost connection otherwise.
+fn stream_error(e: std::io::Error) -> RemoteError {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<crate::mesh::StreamError>()) {
+        Some(crate::mesh::StreamError::Integrity(why)) => {
+            RemoteError::Integrity(format!("integrity check failed ({why})"))
+        }
+        Some(crate::mesh::StreamError::Sequence(why)) => {
+            RemoteError::Sequence(format!("stream integrity failure ({why})"))
+        }
+        _ => unreachable(e),
+    }
+}
+
+impl MeshControl {
+    /// The path to `node` as traceroute sees it now, e.g. `a → hub → b` (`?` where a
+    /// hop did not answer within a second).
+    pub async fn path(&self, node: &NodeId) -> String {
+        let hops = self.node.traceroute(node, Duration::from_secs(1)).await;
+        let names: Vec<String> = hops
+            .into_iter()
+            .map(|(_, r)| r.map_or_else(|_| "?".to_owned(), |reply| reply.from.to_string()))
+            .collect();
+        names.join(" → ")
     }
 }
 
@@ -188,7 +215,7 @@ impl RemoteBytes for MeshResults {
     fn next(&mut self) -> BoxFut<'_, Result<Option<Bytes>, RemoteError>> {
         Box::pin(async move {
             tokio::select! {
-                r = self.0.raw() => r.map_err(unreachable),
+                r = self.0.raw() => r.map_err(stream_error),
                 // Never ends; the read above does (with an error once a probe failed).
                 () = self.1.run() => Ok(None),
             }
@@ -199,6 +226,18 @@ impl RemoteBytes for MeshResults {
 impl RemoteControl for MeshControl {
     fn reachable(&self, node: &NodeId) -> bool {
         self.node.routable(node)
+    }
+
+    fn path<'a>(&'a self, node: &'a NodeId) -> BoxFut<'a, String> {
+        Box::pin(MeshControl::path(self, node))
+    }
+
+    fn route_mark(&self) -> Option<crate::mesh::reroute::RouteMark> {
+        Some(self.node.route_mark())
+    }
+
+    fn rerouted_since(&self, node: &NodeId, mark: Option<crate::mesh::reroute::RouteMark>) -> bool {
+        mark.is_none_or(|m| self.node.rerouted_since(node, m))
     }
 
     fn links_are_tls(&self) -> bool {

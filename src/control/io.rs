@@ -77,7 +77,9 @@ impl ByteRead for StreamReader {
         match self.recv().await {
             Ok(Chunk::Data(b)) => Ok(Some(b)),
             Ok(Chunk::End(_)) => Ok(None),
-            Err(e) => Err(io::Error::new(io::ErrorKind::ConnectionReset, e.to_string())),
+            // The stream error stays inside: an integrity failure is told apart from a
+            // lost connection (`control::client`).
+            Err(e) => Err(io::Error::new(io::ErrorKind::ConnectionReset, e)),
         }
     }
 

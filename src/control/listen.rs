@@ -1,7 +1,9 @@
 //! The one accept loop of every control listener — the Unix socket, TCP or TLS, and the
-//! `control` mesh service. Each listener only says how to take its next connection and how
-//! to open it (TLS handshake, who it is); the loop owns cancellation, the session budget
-//! (`limits.control_sessions`, shared by all listeners) and error pacing.
+//! `control` mesh service. Each listener only says how to take its next connection, where
+//! it comes from, and how to open it (TLS handshake, who it is); the loop owns
+//! cancellation, the session budget (`control::budget`, shared by all listeners: taken
+//! before the handshake), the handshake deadline (`limits.control_handshake_timeout`), the
+//! write deadline (`limits.control_write_timeout`) and error pacing.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,12 +11,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::Control;
+use super::budget::OriginKey;
 use super::io::{ByteRead, ByteWrite, IoRead, IoWrite, MeshWrite};
-use super::{Control, TLS_HANDSHAKE};
 use crate::logging::Throttle;
 use crate::mesh::Incoming;
 use crate::transport::{BoxedIo, TlsContext};
@@ -24,6 +27,8 @@ use crate::work::units::Origin;
 pub(crate) trait Pending: Send + 'static {
     type Read: ByteRead + 'static;
     type Write: ByteWrite + 'static;
+    /// Where the connection comes from (the session budget's per-origin share).
+    fn origin(&self) -> OriginKey;
     /// Secures the connection and says who is on it; `None` drops it (already logged).
     fn open(self) -> impl Future<Output = Option<(Self::Read, Self::Write, Origin)>> + Send;
     /// Tells a connection over the session budget why it is closed.
@@ -36,9 +41,6 @@ pub(crate) trait Acceptor: Send + 'static {
     /// The next connection; `None` once the listener is gone for good.
     fn accept(&mut self) -> impl Future<Output = Option<Self::Conn>> + Send;
 }
-
-/// Sessions beyond the budget are told this and closed.
-const TOO_MANY: &str = "ERROR: too many control sessions (limits.control_sessions); try again later\n";
 
 impl Control {
     /// Serves one session per connection of `acceptor` until `cancel`.
@@ -55,24 +57,27 @@ impl Control {
                     _ = cancel.cancelled() => return,
                     c = acceptor.accept() => match c { Some(c) => c, None => return },
                 };
-                let permit: Option<OwnedSemaphorePermit> = self.sessions.clone().try_acquire_owned().ok();
+                let from = conn.origin();
+                let slot = self.sessions.admit(&from);
                 let (control, cancel) = (self.clone(), cancel.clone());
                 sessions.spawn(async move {
-                    let Some(_permit) = permit else {
-                        static REFUSED: Throttle = Throttle::new(Duration::from_secs(10), 3);
-                        if let Some(suppressed) = REFUSED.allow() {
-                            tracing::warn!(
-                                suppressed,
-                                "control session refused: limits.control_sessions reached"
-                            );
+                    let _slot = match slot {
+                        Ok(slot) => slot,
+                        Err(why) => {
+                            static REFUSED: Throttle = Throttle::new(Duration::from_secs(10), 3);
+                            if let Some(suppressed) = REFUSED.allow() {
+                                tracing::warn!(suppressed, origin = ?from, "control session refused: {}",
+                                    why.trim_end().trim_start_matches("ERROR: "));
+                            }
+                            return conn.refuse(why).await;
                         }
-                        return conn.refuse(TOO_MANY).await;
                     };
                     let opened = tokio::select! {
                         _ = cancel.cancelled() => None,
                         opened = conn.open() => opened,
                     };
                     let Some((rd, wr, origin)) = opened else { return };
+                    let wr = Deadline { inner: wr, after: control.write_timeout };
                     // The session itself ends at shutdown too (a client following a unit's
                     // output would otherwise hold the daemon's stop until its timeout).
                     tokio::select! {
@@ -100,7 +105,8 @@ impl Control {
         cancel: CancellationToken,
     ) {
         let refusals = Arc::new(Semaphore::new(TLS_REFUSALS));
-        self.serve_on(TcpAcceptor { listener, tls, refusals }, tracker, cancel);
+        let handshake = self.handshake_timeout;
+        self.serve_on(TcpAcceptor { listener, tls, refusals, handshake }, tracker, cancel);
     }
 
     /// Serves the control protocol to other nodes as the `control` mesh service.
@@ -136,6 +142,9 @@ impl Acceptor for UnixAcceptor {
 impl Pending for tokio::net::UnixStream {
     type Read = IoRead<tokio::net::unix::OwnedReadHalf>;
     type Write = IoWrite<tokio::net::unix::OwnedWriteHalf>;
+    fn origin(&self) -> OriginKey {
+        OriginKey::Local
+    }
     async fn open(self) -> Option<(Self::Read, Self::Write, Origin)> {
         let (rd, wr) = self.into_split();
         Some((IoRead(rd), IoWrite(wr), Origin::Socket))
@@ -153,6 +162,8 @@ struct TcpAcceptor {
     tls: Option<TlsContext>,
     /// TLS handshakes done only to tell a client it was refused (session budget), at once.
     refusals: Arc<Semaphore>,
+    /// `limits.control_handshake_timeout`.
+    handshake: Duration,
 }
 
 /// TLS clients over the session budget that are told why at once; more are just closed.
@@ -168,6 +179,7 @@ struct TcpConn {
     addr: std::net::SocketAddr,
     tls: Option<TlsContext>,
     refusals: Arc<Semaphore>,
+    handshake: Duration,
 }
 
 impl Acceptor for TcpAcceptor {
@@ -182,6 +194,7 @@ impl Acceptor for TcpAcceptor {
                         addr,
                         tls: self.tls.clone(),
                         refusals: self.refusals.clone(),
+                        handshake: self.handshake,
                     });
                 }
                 Err(e) => accept_failed(e).await,
@@ -193,15 +206,18 @@ impl Acceptor for TcpAcceptor {
 impl Pending for TcpConn {
     type Read = IoRead<tokio::io::ReadHalf<BoxedIo>>;
     type Write = IoWrite<tokio::io::WriteHalf<BoxedIo>>;
+    fn origin(&self) -> OriginKey {
+        OriginKey::Remote(self.addr.ip().to_string())
+    }
     async fn open(self) -> Option<(Self::Read, Self::Write, Origin)> {
-        let TcpConn { tcp, addr, tls, .. } = self;
+        let TcpConn { tcp, addr, tls, handshake, .. } = self;
         let Some(ctx) = tls else {
             // Plain TCP: allowed only with control.insecure_plaintext_control.
             let io: BoxedIo = Box::new(tcp);
             let (rd, wr) = tokio::io::split(io);
             return Some((IoRead(rd), IoWrite(wr), Origin::Network(None)));
         };
-        let (io, identity) = tls_accept(&ctx, tcp, addr).await?;
+        let (io, identity) = tls_accept(&ctx, tcp, addr, handshake).await?;
         // The client's certificate (verified against the configured CAs) says who it is.
         let id = identity.and_then(|i| i.node_ids.iter().find_map(|n| crate::wire::NodeId::new(n).ok()));
         let (rd, wr) = tokio::io::split(io);
@@ -221,7 +237,7 @@ impl Pending for TcpConn {
             // small budget of its own (beyond it, the connection is just closed).
             Some(ctx) => {
                 let Ok(_permit) = self.refusals.clone().try_acquire_owned() else { return };
-                match tls_accept(ctx, self.tcp, self.addr).await {
+                match tls_accept(ctx, self.tcp, self.addr, self.handshake).await {
                     Some((io, _)) => io,
                     None => return,
                 }
@@ -233,20 +249,22 @@ impl Pending for TcpConn {
     }
 }
 
-/// The TLS handshake of a control client; as Go Receptor, it gets 10 s.
+/// The TLS handshake of a control client, within `limits.control_handshake_timeout` (10 s,
+/// as Go Receptor).
 async fn tls_accept(
     ctx: &TlsContext,
     tcp: tokio::net::TcpStream,
     addr: std::net::SocketAddr,
+    within: Duration,
 ) -> Option<(BoxedIo, Option<crate::transport::PeerIdentity>)> {
-    match tokio::time::timeout(TLS_HANDSHAKE, ctx.accept(tcp)).await {
+    match tokio::time::timeout(within, ctx.accept(tcp)).await {
         Ok(Ok(accepted)) => Some(accepted),
         Ok(Err(e)) => {
             tracing::warn!(%addr, "control TLS handshake failed: {e}");
             None
         }
         Err(_) => {
-            tracing::warn!(%addr, "control TLS handshake timed out");
+            tracing::warn!(%addr, ?within, "control TLS handshake timed out (limits.control_handshake_timeout)");
             None
         }
     }
@@ -264,6 +282,9 @@ impl Acceptor for MeshAcceptor {
 impl Pending for Incoming {
     type Read = crate::mesh::StreamReader;
     type Write = MeshWrite;
+    fn origin(&self) -> OriginKey {
+        OriginKey::Remote(format!("node {}", self.peer))
+    }
     async fn open(self) -> Option<(Self::Read, Self::Write, Origin)> {
         Some((self.reader, MeshWrite(Some(self.writer)), Origin::Mesh(self.peer)))
     }
@@ -272,7 +293,36 @@ impl Pending for Incoming {
     }
 }
 
-/// The session budget shared by every control listener of a daemon.
-pub fn session_budget(max: usize) -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(max))
+/// A control client's writer with a deadline: a write (or the close) that does not complete
+/// within `after` — the client stopped reading — fails, and the session ends.
+pub(crate) struct Deadline<W> {
+    inner: W,
+    after: Duration,
+}
+
+impl<W: ByteWrite> ByteWrite for Deadline<W> {
+    async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        match tokio::time::timeout(self.after, self.inner.write(data)).await {
+            Ok(r) => r,
+            Err(_) => {
+                static STUCK: Throttle = Throttle::new(Duration::from_secs(10), 3);
+                if let Some(suppressed) = STUCK.allow() {
+                    tracing::info!(suppressed, after = ?self.after,
+                        "control session closed: the client is not reading (limits.control_write_timeout)");
+                }
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client is not reading (limits.control_write_timeout)",
+                ))
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(self.after, self.inner.close()).await;
+    }
+
+    fn close_watch(&self) -> Option<crate::mesh::CloseWatch> {
+        self.inner.close_watch()
+    }
 }

@@ -9,13 +9,14 @@
 //! `force-release`). Anything else gets `ERROR: Unknown command`, as from Go Receptor.
 
 pub mod allow;
+pub mod budget;
 pub mod client;
 pub mod gojson;
 pub mod io;
 mod listen;
 pub(crate) mod work;
 
-pub use listen::session_budget;
+pub use budget::{OriginKey, SessionBudget};
 pub(crate) use listen::{Acceptor, Pending};
 
 use std::collections::BTreeMap;
@@ -44,8 +45,6 @@ pub const RECEPTORCTL_VERSION: &str = "1.6.9";
 pub const CONTROL_SERVICE: &str = "control";
 /// Longest request line accepted; a longer one ends the session with an error.
 pub const MAX_LINE: usize = 1 << 20;
-/// How long a TLS control client has to finish its handshake (as Go Receptor).
-const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 /// How long a ping waits for its reply (as Go Receptor).
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -87,8 +86,9 @@ pub struct Control {
     pub node: Node,
     pub reload: ReloadFn,
     pub units: Units,
-    /// Sessions open at once over all control listeners (`limits.control_sessions`).
-    pub sessions: Arc<tokio::sync::Semaphore>,
+    /// Sessions open at once over all control listeners (`limits.control_sessions`, with
+    /// the local socket's reserve and per-origin shares: `control::budget`).
+    pub sessions: Arc<SessionBudget>,
     /// `[[control.allow]]` (replaced on reload).
     pub allow: Arc<std::sync::RwLock<Vec<allow::ControlAllow>>>,
     /// The netceptor plane (Go Receptor peers), when the node runs one.
@@ -96,6 +96,12 @@ pub struct Control {
     /// A session waits this long for a request line or the next payload bytes
     /// (`limits.control_idle_timeout`).
     pub idle_timeout: std::time::Duration,
+    /// A TLS control client's handshake must finish within this
+    /// (`limits.control_handshake_timeout`).
+    pub handshake_timeout: std::time::Duration,
+    /// A write to a client that does not complete within this ends the session
+    /// (`limits.control_write_timeout`).
+    pub write_timeout: std::time::Duration,
 }
 
 /// The `status` field (`requested_fields`) that carries receptord's status document.

@@ -180,6 +180,7 @@ impl Driver {
                         t.synced.remove(&h.peer);
                     });
                 }
+                self.router.reroutes.link_down();
                 self.mesh.link_down(now, link);
                 self.publish_topology();
             }
@@ -263,6 +264,7 @@ impl Driver {
         let default =
             self.mesh.default_route().and_then(|(link, _)| self.links.get(link)).map(|h| h.tx.clone());
         let mesh = &self.mesh;
+        self.router.reroutes.published(mesh.routes(), mesh.default_route().map(|(link, _)| *link));
         self.router.publish(table, transit, default, |n| mesh.knows(n));
         let router = self.router.clone();
         let me = self.mesh.me().clone();

@@ -126,7 +126,7 @@ impl E2e {
             match reader.recv().await {
                 Ok(Chunk::Data(data)) => feed(&mut conn, &data)?,
                 Ok(Chunk::End(_)) => return Err(HandshakeError::Stream("end of stream".into())),
-                Err(StreamError::Reset(why) | StreamError::Integrity(why)) => {
+                Err(StreamError::Reset(why) | StreamError::Integrity(why) | StreamError::Sequence(why)) => {
                     return Err(HandshakeError::Stream(why));
                 }
             }
@@ -217,7 +217,7 @@ async fn drive(
         match reader.recv().await {
             Ok(Chunk::Data(data)) => feed(conn, &data)?,
             Ok(Chunk::End(_)) => return Err(HandshakeError::Stream("end of stream".into())),
-            Err(StreamError::Reset(why) | StreamError::Integrity(why)) => {
+            Err(StreamError::Reset(why) | StreamError::Integrity(why) | StreamError::Sequence(why)) => {
                 return Err(HandshakeError::Stream(why));
             }
         }

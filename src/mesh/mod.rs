@@ -19,6 +19,7 @@ mod linkio;
 pub mod node;
 pub mod origin;
 pub mod relay;
+pub mod reroute;
 pub(crate) mod router;
 pub mod routing;
 pub(crate) mod seal;

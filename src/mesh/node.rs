@@ -27,6 +27,14 @@ use crate::logging::Throttle;
 use crate::transport::{self, Listener, PeerUrl, TransportError};
 use crate::wire::{Body, Hello, Name, NodeId, PROTOCOL_VERSION, Side, WorkTypeAd, caps};
 
+/// First delay before redialing a configured peer whose link ended or that could not be
+/// reached; it doubles (jittered) up to [`REDIAL_MAX`], and starts over when a link lasted
+/// 10 s or the peer becomes reachable through another node.
+pub const REDIAL_BASE: Duration = Duration::from_millis(250);
+/// Longest delay between two redials of a configured peer: a relay that comes back is
+/// redialed within this time (docs/PROTOCOL.md §4.1).
+pub const REDIAL_MAX: Duration = Duration::from_secs(2);
+
 /// How a node is set up.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -388,7 +396,7 @@ impl Node {
     }
 
     async fn dial_loop(self, url: PeerUrl, cost: f64, stop: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut backoff = Backoff::new(REDIAL_BASE, REDIAL_MAX);
         let mut peer: Option<NodeId> = None;
         let mut failures = 0u32;
         while !stop.is_cancelled() {
@@ -423,8 +431,35 @@ impl Node {
                     log_link_end(&url.to_string(), peer.as_ref(), r);
                 }
             }
-            sleep_or_stop(backoff.next_delay(), &stop).await;
+            let delay = backoff.next_delay();
+            if self.peer_returns(peer.as_ref(), delay, &stop).await {
+                backoff.reset();
+            }
         }
+    }
+
+    /// Sleeps `delay` before a redial, cut short when `peer` (not reachable now) becomes
+    /// reachable through another path: it is back, so redial within [`REDIAL_BASE`]
+    /// (jittered). Whether it did.
+    async fn peer_returns(&self, peer: Option<&NodeId>, delay: Duration, stop: &CancellationToken) -> bool {
+        let mut topo = self.topology();
+        let gone = peer.filter(|p| !topo.borrow().reachable.contains(*p));
+        let Some(p) = gone else {
+            sleep_or_stop(delay, stop).await;
+            return false;
+        };
+        let back = tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(delay) => false,
+            r = topo.wait_for(|t| t.reachable.contains(p)) => r.is_ok(),
+        };
+        if back {
+            // Every node that lost the same peer learns of its return at the same moment:
+            // spread their redials over [0, REDIAL_BASE] so they do not arrive in lockstep.
+            let spread = rand::Rng::gen_range(&mut rand::thread_rng(), Duration::ZERO..=REDIAL_BASE);
+            sleep_or_stop(spread, stop).await;
+        }
+        back
     }
 
     async fn wait_unlinked(&self, peer: &NodeId, stop: &CancellationToken) {
@@ -522,6 +557,18 @@ impl Node {
     /// only its direct peers, so this, not [`Topology::reachable`], says whether to try.
     pub fn routable(&self, dst: &NodeId) -> bool {
         self.inner.router.reachable(dst)
+    }
+
+    /// Now, in this node's history of route changes: see [`Node::rerouted_since`].
+    pub fn route_mark(&self) -> super::reroute::RouteMark {
+        self.inner.router.reroutes.mark()
+    }
+
+    /// Whether, since `mark`, this node's route to `dst` changed or one of its links went
+    /// down: a stream to `dst` that failed with a gap then may have lost frames to a
+    /// reroute, and is not proof of tampering.
+    pub fn rerouted_since(&self, dst: &NodeId, mark: super::reroute::RouteMark) -> bool {
+        self.inner.router.reroutes.rerouted_since(dst, mark)
     }
 
     fn check_known(&self, dst: &NodeId) -> Result<(), OpenError> {

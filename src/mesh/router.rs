@@ -142,6 +142,8 @@ pub(crate) struct Router {
     error_replies: Mutex<super::budget::TokenBucket>,
     /// End-to-end stream protection, when the node has TLS material (set once at start).
     pub(crate) e2e: std::sync::OnceLock<super::e2e::E2e>,
+    /// When routes changed (a stream's gap: tampering or a reroute?).
+    pub(crate) reroutes: super::reroute::RouteChanges,
 }
 
 /// How long a learned reverse path is trusted without fresh traffic.
@@ -172,6 +174,7 @@ impl Router {
             this: this.clone(),
             learned: Mutex::new(HashMap::new()),
             e2e: std::sync::OnceLock::new(),
+            reroutes: Default::default(),
             error_replies: Mutex::new(super::budget::TokenBucket::new(
                 limits.error_reply_rate,
                 limits.error_reply_rate,

@@ -50,7 +50,7 @@ impl StreamReader {
         loop {
             let (kind, part) = self.next_record().await.map_err(|e| match e {
                 StreamError::Integrity(_) => HandshakeError::Integrity(IntegrityError::BadRecord),
-                StreamError::Reset(why) => HandshakeError::Stream(why),
+                StreamError::Reset(why) | StreamError::Sequence(why) => HandshakeError::Stream(why),
             })?;
             if header.len() + part.len() > crate::wire::MAX_META {
                 return Err(HandshakeError::HeaderTooLarge(header.len() + part.len()));
@@ -94,9 +94,12 @@ impl StreamReader {
     }
 
     /// The stream's bytes are not what the other end sent: reset it both ways, loudly.
+    /// An early end (no authenticated end record) is a [`StreamError::Sequence`] failure:
+    /// a reroute can cut a stream short too; anything else is proof of tampering.
     pub(super) async fn integrity_failed(&mut self, e: IntegrityError) -> StreamError {
         self.ended = true;
-        crate::metrics::global().stream_auth_failed("integrity");
+        let proof = !matches!(e, IntegrityError::Truncated);
+        crate::metrics::global().stream_auth_failed(if proof { "integrity" } else { "sequence" });
         let reason = format!("integrity check failed: {e}");
         static FAILED: crate::logging::Throttle =
             crate::logging::Throttle::new(std::time::Duration::from_secs(10), 5);
@@ -107,6 +110,6 @@ impl StreamReader {
         let body = Body::Reset { stream: self.key.id, from: self.key.local, reason: reason.as_str().into() };
         self.router.originate(&self.key.peer, body).await;
         self.router.streams.reset_one(&self.key, &reason);
-        StreamError::Integrity(e.to_string())
+        if proof { StreamError::Integrity(e.to_string()) } else { StreamError::Sequence(e.to_string()) }
     }
 }

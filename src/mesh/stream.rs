@@ -31,10 +31,18 @@ pub struct StreamKey {
 pub enum StreamError {
     #[error("stream reset: {0}")]
     Reset(String),
-    /// An end-to-end protected stream's bytes were changed, cut short or reordered in
-    /// transit: the stream is reset and nothing after the last good record is delivered.
+    /// Proof that a relay tampered with an end-to-end protected stream: a record failed
+    /// its authentication (bytes changed or injected), or a frame the other end sent once
+    /// arrived twice (the mesh never retransmits). The stream is reset and nothing after
+    /// the last good record is delivered.
     #[error("stream integrity error: {0}")]
     Integrity(String),
+    /// An end-to-end protected stream's frames arrived with a gap, out of order, or it
+    /// ended before its authenticated end record. Tampering can do this, but so can an
+    /// honest reroute (frames in flight on a link that went down): only the caller, who
+    /// knows whether the route changed meanwhile, can tell (`mesh::Node::rerouted_since`).
+    #[error("stream integrity failure: {0}")]
+    Sequence(String),
 }
 
 /// What a reader gets from a stream.
@@ -50,6 +58,13 @@ pub(crate) enum Inbound {
     Data(Bytes),
     Fin(Bytes),
     Reset(String),
+    /// The frames broke the stream's rules (out of sequence, over the window, after the
+    /// end). `replayed`: a frame the other end sent once arrived again, which no honest
+    /// path does (on a protected stream, proof of tampering; otherwise a reset).
+    Violation {
+        reason: String,
+        replayed: bool,
+    },
 }
 
 /// Send-side credit shared between the writer and the frame dispatcher.
@@ -184,8 +199,8 @@ impl StreamTable {
                 None
             }
             Ok(()) => None,
-            Err(reason) => {
-                let _ = slot.inbound.send(Inbound::Reset(reason.clone()));
+            Err((reason, replayed)) => {
+                let _ = slot.inbound.send(Inbound::Violation { reason: reason.clone(), replayed });
                 slot.credit.close(&reason);
                 slots.remove(&key);
                 Some(Body::Reset { stream: id, from: key.local, reason: reason.into() })
@@ -255,25 +270,44 @@ impl StreamTable {
     }
 }
 
-fn apply(slot: &mut Slot, body: Body) -> Result<(), String> {
+/// Applies one frame to its stream; `Err((why, replayed))` when it breaks the stream's
+/// rules, `replayed` when the frame repeats one already received (never honest: frames
+/// are sent once, and a reroute can lose or reorder them but not duplicate them).
+fn apply(slot: &mut Slot, body: Body) -> Result<(), (String, bool)> {
     match body {
         Body::Data { offset, data, .. } => {
             if slot.remote_done {
-                return Err("data after end of stream".into());
+                // A reroute can make the end overtake the last data.
+                return Err((
+                    "data after end of stream (frames reordered or injected in transit)".into(),
+                    false,
+                ));
             }
             if data.is_empty() {
                 // Costs the receiver a queue entry and carries nothing: a protocol error.
-                return Err("empty data frame".into());
+                return Err(("empty data frame".into(), false));
             }
-            if offset != slot.recv_offset {
-                return Err(format!(
-                    "stream data lost in transit (expected offset {}, got {offset}); a link failed mid-stream",
-                    slot.recv_offset
+            if offset < slot.recv_offset {
+                return Err((
+                    format!(
+                        "stream data repeated in transit (expected offset {}, got {offset} again)",
+                        slot.recv_offset
+                    ),
+                    true,
+                ));
+            }
+            if offset > slot.recv_offset {
+                return Err((
+                    format!(
+                        "stream data missing or reordered in transit (expected offset {}, got {offset})",
+                        slot.recv_offset
+                    ),
+                    false,
                 ));
             }
             let len = data.len() as u64;
             if len > slot.recv_allowance && !slot.reader_gone {
-                return Err("peer exceeded the flow-control window".into());
+                return Err(("peer exceeded the flow-control window".into(), false));
             }
             slot.recv_allowance = slot.recv_allowance.saturating_sub(len);
             slot.recv_offset += len;
@@ -284,7 +318,7 @@ fn apply(slot: &mut Slot, body: Body) -> Result<(), String> {
         Body::Credit { n, .. } => slot.credit.add(u64::from(n)),
         Body::Fin { trailer, .. } => {
             if slot.remote_done {
-                return Err("end of stream after end of stream".into());
+                return Err(("end of stream after end of stream".into(), true));
             }
             slot.remote_done = true;
             let _ = slot.inbound.send(Inbound::Fin(trailer));
@@ -472,6 +506,22 @@ impl StreamReader {
                 self.ended = true;
                 Err(StreamError::Reset(reason))
             }
+            // The Reset went to the other end already. A protected stream's frames are
+            // the other end's own: a repeated one is a relay's doing; a gap, reordering
+            // or early end may be a relay's or a reroute's (the caller tells them apart).
+            Some(Inbound::Violation { reason, replayed }) if self.unseal.is_some() => {
+                self.ended = true;
+                if replayed {
+                    crate::metrics::global().stream_auth_failed("integrity");
+                    return Err(StreamError::Integrity(reason));
+                }
+                crate::metrics::global().stream_auth_failed("sequence");
+                Err(StreamError::Sequence(reason))
+            }
+            Some(Inbound::Violation { reason, .. }) => {
+                self.ended = true;
+                Err(StreamError::Reset(reason))
+            }
             None => {
                 self.ended = true;
                 Err(StreamError::Reset("stream closed".into()))
@@ -562,7 +612,7 @@ mod tests {
             matches!(reset, Some(Body::Reset { ref reason, .. }) if reason.contains("after end of stream"))
         );
         assert!(matches!(rx.try_recv(), Ok(Inbound::Fin(_))));
-        assert!(matches!(rx.try_recv(), Ok(Inbound::Reset(_))));
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Violation { replayed: true, .. })));
         assert!(rx.try_recv().is_err(), "nothing more is queued");
     }
 

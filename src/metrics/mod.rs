@@ -209,7 +209,8 @@ impl Metrics {
                 r,
                 "stream_auth_failures",
                 "End-to-end stream handshakes or records that failed, by side: opener, acceptor, \
-                 integrity (a record failed its check)",
+                 integrity (a record failed its check, or a frame was repeated), sequence (a protected \
+                 stream's frames missing, reordered or cut short: tampering or a reroute)",
                 Family::default()
             ),
             stream_handshakes: reg!(

@@ -8,6 +8,7 @@ pub mod admit;
 pub mod ansible;
 pub mod authz;
 pub mod command;
+pub mod integrity;
 pub mod io;
 pub mod lease;
 pub mod process;

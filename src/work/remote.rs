@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
+use super::integrity::{IntegrityBudget, Judgement};
 use super::signing::{Grant, Op, payload_digest, string_params_digest};
 use super::units::{Outcome, State, Unit, UnitError, UnitKind, UnitStatus, Units, file_len};
 use crate::mesh::backoff::Backoff;
@@ -92,6 +93,15 @@ pub enum RemoteError {
     /// The remote node does not have (or no longer has) the unit.
     #[error("{0}")]
     UnknownUnit(String),
+    /// Proof that a relay on the path tampered with a stream to the remote node (a record
+    /// failed authentication, a frame arrived twice). Retried, but only
+    /// `limits.integrity_attempts` times in a row (`work::integrity`).
+    #[error("{0}")]
+    Integrity(String),
+    /// A protected stream's frames arrived with a gap, out of order or cut short:
+    /// tampering, or a reroute; `work::integrity` tells them apart.
+    #[error("{0}")]
+    Sequence(String),
 }
 
 impl RemoteError {
@@ -135,6 +145,19 @@ pub trait RemoteBytes: Send {
 /// How this node reaches other nodes' work units.
 pub trait RemoteControl: Send + Sync {
     fn reachable(&self, node: &NodeId) -> bool;
+    /// The path to `node` as far as it can be told, for error messages (empty if not).
+    fn path<'a>(&'a self, _node: &'a NodeId) -> BoxFut<'a, String> {
+        Box::pin(async { String::new() })
+    }
+    /// Now, in this node's history of route changes (`None`: not known here).
+    fn route_mark(&self) -> Option<crate::mesh::reroute::RouteMark> {
+        None
+    }
+    /// Whether the route to `node` changed, or a link of this node went down, since
+    /// `mark` (unknown: yes).
+    fn rerouted_since(&self, _node: &NodeId, _mark: Option<crate::mesh::reroute::RouteMark>) -> bool {
+        true
+    }
     /// Whether the mesh links are TLS (secrets may be sent).
     fn links_are_tls(&self) -> bool;
     /// Creates the unit on `node` and sends its payload; returns the remote unit ID.
@@ -243,16 +266,37 @@ pub(super) fn spawn_driver(units: Units, unit: Arc<Unit>) {
 
 async fn drive(units: &Units, unit: &Arc<Unit>) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut integrity = IntegrityBudget::new(units.config().integrity_attempts);
     loop {
         let Some(r) = remote_of(unit) else { return };
         if unit.status().state.is_final() {
             return;
         }
+        integrity.begin(units.inner.remote.as_ref());
         let step =
             if r.remote_started { mirror(units, unit, &r).await } else { submit(units, unit, &r).await };
         match step {
             Step::Done => return,
-            Step::Progress => backoff.reset(),
+            Step::Progress => {
+                integrity.progressed();
+                backoff.reset();
+            }
+            Step::Broken { error, progressed } => {
+                match integrity.judge(units.inner.remote.as_ref(), &r.node, error, progressed).await {
+                    Judgement::Final(why) => {
+                        tracing::warn!(unit = %unit.id, %why, "remote work unit: failed for tampering");
+                        fail_tampered(units, unit, &r, why).await;
+                        return;
+                    }
+                    Judgement::Retry(why) => {
+                        tracing::warn!(unit = %unit.id, %why, "remote work unit: stream integrity failure");
+                    }
+                    Judgement::Other(e) => {
+                        tracing::info!(unit = %unit.id, why = %e, "remote work unit: retrying")
+                    }
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
             Step::Retry(why) => {
                 let delay = backoff.next_delay();
                 tracing::info!(unit = %unit.id, %why, ?delay, "remote work unit: retrying");
@@ -266,6 +310,32 @@ enum Step {
     Done,
     Progress,
     Retry(String),
+    /// A stream failed its integrity check, or failed otherwise after output arrived
+    /// (`work::integrity` judges it); `progressed`: output arrived before it did.
+    Broken {
+        error: RemoteError,
+        progressed: bool,
+    },
+}
+
+/// Fails `unit` for tampering, and cancels and releases the remote unit (best effort,
+/// bounded: what is left undone its lease does), so nothing keeps running for a run that
+/// has ended.
+async fn fail_tampered(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit, why: String) {
+    fail(unit, why);
+    if r.remote_unit_id.is_empty() {
+        return;
+    }
+    let remote = units.inner.remote.clone();
+    let signature = sign(units, r, Op::Release, Some(&r.remote_unit_id), None).unwrap_or(None);
+    let released = remote.operate(&r.node, &r.remote_unit_id, RemoteOp::ForceRelease, signature);
+    match tokio::time::timeout(Duration::from_secs(10), released).await {
+        Ok(Ok(())) => tracing::info!(unit = %unit.id, node = %r.node, "remote unit released"),
+        Ok(Err(e)) => {
+            tracing::info!(unit = %unit.id, %e, "could not release the remote unit; its lease will")
+        }
+        Err(_) => tracing::info!(unit = %unit.id, "no answer releasing the remote unit; its lease will"),
+    }
 }
 
 /// An earlier submission created unit `r.remote_unit_id` on the remote node but was cut
@@ -307,6 +377,9 @@ async fn settle_earlier_attempt(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit)
         }
         Err(RemoteError::UnknownUnit(_)) => None,
         Err(RemoteError::Refused(msg)) | Err(RemoteError::Unreachable(msg)) => Some(Step::Retry(msg)),
+        Err(error @ (RemoteError::Integrity(_) | RemoteError::Sequence(_))) => {
+            Some(Step::Broken { error, progressed: false })
+        }
     }
 }
 
@@ -376,6 +449,9 @@ async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
             Step::Progress
         }
         Err(RemoteError::Unreachable(why)) => Step::Retry(why),
+        Err(error @ (RemoteError::Integrity(_) | RemoteError::Sequence(_))) => {
+            Step::Broken { error, progressed: false }
+        }
         Err(RemoteError::Refused(why) | RemoteError::UnknownUnit(why)) => {
             fail(unit, format!("Error starting worker: {why}"));
             Step::Done
@@ -441,6 +517,14 @@ async fn mirror(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
     let _ = file.sync_data().await;
     if let Err(e) = ended {
         let _ = unit.update_status(|st| st.stdout_size = have);
+        let judged = match e {
+            RemoteError::Integrity(_) | RemoteError::Sequence(_) => true,
+            RemoteError::Unreachable(_) | RemoteError::Refused(_) => progressed,
+            RemoteError::UnknownUnit(_) => false,
+        };
+        if judged {
+            return Step::Broken { error: e, progressed };
+        }
         return gone_or_retry(unit, e);
     }
     // The results stream ended: the remote unit should be complete.
@@ -474,6 +558,9 @@ fn gone_or_retry(unit: &Unit, e: RemoteError) -> Step {
         }
         RemoteError::Refused(msg) => Step::Retry(msg),
         RemoteError::Unreachable(msg) => Step::Retry(msg),
+        error @ (RemoteError::Integrity(_) | RemoteError::Sequence(_)) => {
+            Step::Broken { error, progressed: false }
+        }
     }
 }
 
@@ -532,7 +619,7 @@ pub(super) async fn cancel(
         Err(RemoteError::Refused(msg) | RemoteError::UnknownUnit(msg)) => {
             return Err(UnitError::Refused(msg));
         }
-        Err(RemoteError::Unreachable(why)) => {
+        Err(RemoteError::Unreachable(why) | RemoteError::Integrity(why) | RemoteError::Sequence(why)) => {
             tracing::info!(unit = %unit.id, %why, "remote node unreachable; will retry {op:?}");
             spawn_retry(units.clone(), unit.clone());
             return Ok(Outcome::Pending);

@@ -19,6 +19,10 @@ use super::hostile::{FakePeer, node};
 /// to drop the frame.
 pub type Tamper = Arc<dyn Fn(&mut Routed) -> bool + Send + Sync>;
 
+/// Sees every routed frame the relay forwards; returns the frames to send in its place
+/// (none: dropped; several: duplicated, injected or a held one released).
+pub type Rewrite = Arc<dyn Fn(Routed) -> Vec<Routed> + Send + Sync>;
+
 /// A running fake relay; stops (and its links close) on drop.
 pub struct FakeRelay {
     stop: Arc<AtomicBool>,
@@ -35,6 +39,18 @@ impl FakeRelay {
         (b_id, b_port): (&str, u16),
         signer: Option<CertSigner>,
         tamper: Tamper,
+    ) -> FakeRelay {
+        let rewrite: Rewrite = Arc::new(move |mut r| if tamper(&mut r) { vec![r] } else { Vec::new() });
+        FakeRelay::start_rewriting(id, (a_id, a_port), (b_id, b_port), signer, rewrite)
+    }
+
+    /// [`FakeRelay::start`] with a hook that may send any frames in place of each one.
+    pub fn start_rewriting(
+        id: &str,
+        (a_id, a_port): (&str, u16),
+        (b_id, b_port): (&str, u16),
+        signer: Option<CertSigner>,
+        tamper: Rewrite,
     ) -> FakeRelay {
         let stop = Arc::new(AtomicBool::new(false));
         let (ra, wa) = link(id, a_port);
@@ -104,7 +120,7 @@ fn send(out: &Mutex<TcpStream>, frame: &Frame) {
     }
 }
 
-fn forward(mut from: FakePeer, to: Arc<Mutex<TcpStream>>, me: &str, tamper: &Tamper, stop: &AtomicBool) {
+fn forward(mut from: FakePeer, to: Arc<Mutex<TcpStream>>, me: &str, tamper: &Rewrite, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         let Some(frame) = from.recv() else { return };
         match frame {
@@ -112,8 +128,8 @@ fn forward(mut from: FakePeer, to: Arc<Mutex<TcpStream>>, me: &str, tamper: &Tam
             Frame::Routed(r) if r.dst.as_str() == me => {}
             Frame::Routed(mut r) => {
                 r.hops_left = r.hops_left.saturating_sub(1);
-                if tamper(&mut r) {
-                    send(&to, &Frame::Routed(r));
+                for out in tamper(r) {
+                    send(&to, &Frame::Routed(out));
                 }
             }
             _ => {}

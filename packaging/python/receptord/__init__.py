@@ -12,6 +12,8 @@ from .exceptions import (
     BadOptionsError,
     BinaryNotFoundError,
     ConnectionLostError,
+    IntegrityError,
+    JobFailedError,
     JobRefusedError,
     NoWorkerError,
     PeerUnreachableError,
@@ -39,4 +41,6 @@ __all__ = [
     "ArchiveRefusedError",
     "SignatureRefusedError",
     "NoWorkerError",
+    "JobFailedError",
+    "IntegrityError",
 ]

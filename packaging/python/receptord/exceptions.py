@@ -72,6 +72,22 @@ class NoWorkerError(JobRefusedError):
     kind = "no_worker"
 
 
+
+class JobFailedError(ReceptordError):
+    """The job failed on the executing node before its output was complete; the message is
+    that node's own reason (a full disk on either side, the job process gone, its lease
+    expired, ...)."""
+
+    kind = "failed"
+
+
+class IntegrityError(ReceptordError):
+    """A relay tampered with the streams carrying the run ``limits.integrity_attempts``
+    times in a row; the message names the failure and the path."""
+
+    kind = "integrity"
+
+
 _BY_KIND = {
     cls.kind: cls
     for cls in (
@@ -83,6 +99,8 @@ _BY_KIND = {
         ArchiveRefusedError,
         SignatureRefusedError,
         NoWorkerError,
+        JobFailedError,
+        IntegrityError,
     )
 }
 

@@ -117,6 +117,8 @@ pub fn kind(e: &RunError) -> &'static str {
         RunError::Pack(_) => "pack",
         RunError::Stream { .. } | RunError::Artifacts(_) => "stream",
         RunError::Stopped(_) => "canceled",
+        RunError::Integrity(_) => "integrity",
+        RunError::Failed { .. } => "failed",
     }
 }
 

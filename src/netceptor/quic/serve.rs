@@ -66,6 +66,11 @@ impl Pending for NetStream {
     type Read = IoRead<quinn::RecvStream>;
     type Write = QuicWrite;
 
+    fn origin(&self) -> crate::control::OriginKey {
+        // The netceptor packet's claimed source is not proved: the UDP address is.
+        crate::control::OriginKey::Remote(self.incoming.remote_address().ip().to_string())
+    }
+
     async fn open(self) -> Option<(Self::Read, Self::Write, Origin)> {
         let connecting = self.incoming.accept().ok()?;
         let conn = match tokio::time::timeout(HANDSHAKE, connecting).await {

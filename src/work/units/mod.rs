@@ -73,6 +73,8 @@ pub struct UnitsConfig {
     pub cancel_wait: Duration,
     /// Largest payload of one unit (`limits.max_payload`).
     pub max_payload: u64,
+    /// Integrity failures before a remote unit fails (`limits.integrity_attempts`).
+    pub integrity_attempts: u32,
 }
 
 /// The unit store of one node.
