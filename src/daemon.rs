@@ -214,7 +214,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         Arc::new(crate::control::client::MeshControl { node: node.clone(), tls_only: tls_only(&cfg) });
     let units = Units::open(units_cfg, work.admission(), remote, node.tracker(), node.cancel_token())
         .map_err(DaemonError::Units)?;
-    let net = netceptor::wanted(&cfg).then(|| netceptor::start(&cfg, &node));
+    let net = netceptor::wanted(&cfg).then(|| netceptor::start(&cfg, &node, tls.clone()));
     if let Some(net) = &net {
         net.set_services(netceptor::services(&cfg, &work.registry().names(), &units)).await;
     }

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::link::Outbox;
 use super::proto::data::SendError;
 use super::proto::{Action, LinkId, LocalService, Netceptor};
 use super::status::{LinkStatus, NetStatus};
@@ -26,10 +27,11 @@ pub(crate) enum Cmd {
     Opened {
         link: LinkId,
         cost: f64,
-        out: mpsc::Sender<Bytes>,
+        out: Outbox,
         close: CancellationToken,
         remote: String,
         dialed: bool,
+        cert: Option<Vec<String>>,
     },
     Packet {
         link: LinkId,
@@ -61,6 +63,8 @@ pub(crate) enum Cmd {
         service: String,
         payload: Bytes,
     },
+    /// The node IDs the native plane holds.
+    Reserved(std::collections::BTreeSet<String>),
     /// Wait until `node` is reachable (or the reply is dropped at shutdown).
     Linked {
         peer: String,
@@ -69,7 +73,7 @@ pub(crate) enum Cmd {
 }
 
 struct LinkIo {
-    out: mpsc::Sender<Bytes>,
+    out: Outbox,
     close: CancellationToken,
     remote: String,
     dialed: bool,
@@ -125,10 +129,11 @@ impl Driver {
     ) {
         let now = Instant::now();
         match cmd {
-            Cmd::Opened { link, cost, out, close, remote, dialed } => {
+            Cmd::Opened { link, cost, out, close, remote, dialed, cert } => {
                 links.insert(link, LinkIo { out, close, remote, dialed, peer: None });
-                self.state.link_opened(now, link, cost);
+                self.state.link_opened_with(now, link, cost, cert);
             }
+            Cmd::Reserved(ids) => self.state.set_reserved(now, ids),
             Cmd::Packet { link, bytes } => self.state.link_packet(now, link, &bytes),
             Cmd::Closed { link } => {
                 if let Some(l) = links.remove(&link) {
@@ -171,7 +176,9 @@ impl Driver {
                 if let Some(l) = links.get(&link) {
                     // Datagram semantics: a link whose queue is full loses the packet (QUIC
                     // retransmits; routing updates repeat every 10 s).
-                    let _ = l.out.try_send(packet);
+                    if !l.out.offer(packet) {
+                        self.state.drops.link_queue += 1;
+                    }
                 }
             }
             Action::Close { link, reason } => {

@@ -14,12 +14,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::driver::{Cmd, Datagram, Driver};
-use super::link::{self, Session};
+use super::link::{self, LinkLimits, Session};
 use super::proto::data::SendError;
 use super::proto::{Config, LocalService, Netceptor, new_epoch};
 use super::status::NetStatus;
 use crate::mesh::backoff::Backoff;
-use crate::transport::PeerUrl;
+use crate::transport::{PeerUrl, Scheme, TlsContext};
 use crate::wire::NodeId;
 
 /// Go's redial back-off: 5 s, growing to 20 s (`pkg/backends/utils.go`).
@@ -41,14 +41,30 @@ struct Inner {
     cancel: CancellationToken,
     next_link: AtomicU64,
     fatal: watch::Receiver<Option<String>>,
+    link_limits: LinkLimits,
+    limits: super::proto::Limits,
+    /// This node's TLS material (`[tls]`), for `netceptors://` peers.
+    tls: Option<TlsContext>,
 }
 
 impl NetceptorNode {
-    /// Starts the plane's driver on `tracker`; it stops with `cancel`.
-    pub fn start(cfg: Config, tracker: &TaskTracker, cancel: CancellationToken) -> NetceptorNode {
+    /// Starts the plane's driver on `tracker`; it stops with `cancel`. `tls` is the
+    /// node's TLS material, used to dial `netceptors://` peers.
+    pub fn start(
+        cfg: Config,
+        tls: Option<TlsContext>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> NetceptorNode {
         let (cmds, rx) = mpsc::channel(1024);
         let (fatal_tx, fatal) = watch::channel(None);
         let id = cfg.id.clone();
+        let link_limits = LinkLimits {
+            max_packet: cfg.limits.max_packet,
+            queue_bytes: cfg.limits.link_queue_bytes,
+            stall: cfg.stall_timeout,
+        };
+        let limits = cfg.limits.clone();
         let state = Netceptor::new(cfg, Instant::now(), time::OffsetDateTime::now_utc());
         let driver = Driver { state, cmds: rx, cancel: cancel.clone(), fatal: fatal_tx };
         tracker.spawn(driver.run());
@@ -60,6 +76,9 @@ impl NetceptorNode {
                 cancel,
                 next_link: AtomicU64::new(1),
                 fatal,
+                link_limits,
+                limits,
+                tls,
             }),
         }
     }
@@ -82,7 +101,7 @@ impl NetceptorNode {
     /// Runs a netceptor session on an accepted connection.
     pub fn accept(&self, session: Session) {
         let (link, cmds, stop) = self.link_parts();
-        self.inner.tracker.spawn(link::run(link, session, cmds, stop));
+        self.inner.tracker.spawn(link::run(link, session, cmds, stop, self.inner.link_limits));
     }
 
     fn link_parts(&self) -> (u64, mpsc::Sender<Cmd>, CancellationToken) {
@@ -106,18 +125,15 @@ impl NetceptorNode {
         loop {
             let dialed = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect((url.host.as_str(), url.port))) => r,
+                r = tokio::time::timeout(DIAL_TIMEOUT, self.connect(&url)) => r,
             };
             match dialed {
-                Ok(Ok(tcp)) => {
-                    let _ = tcp.set_nodelay(true);
+                Ok(Ok(session)) => {
                     failures = 0;
-                    let remote = tcp.peer_addr().map_or_else(|_| url.to_string(), |a| a.to_string());
-                    let session =
-                        Session { io: Box::new(tcp), prefix: Bytes::new(), remote, cost, dialed: true };
+                    let session = Session { cost, ..session };
                     let (link, cmds, _) = self.link_parts();
                     let started = Instant::now();
-                    link::run(link, session, cmds, stop.clone()).await;
+                    link::run(link, session, cmds, stop.clone(), self.inner.link_limits).await;
                     if started.elapsed() > Duration::from_secs(10) {
                         backoff.reset();
                     }
@@ -138,6 +154,37 @@ impl NetceptorNode {
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
+    }
+
+    /// Opens a session to `url`: TCP, and TLS for `netceptors://` with this node's
+    /// material (the server's chain and EKU verified; its node ID, from its first routing
+    /// update, must be one its certificate names).
+    async fn connect(&self, url: &PeerUrl) -> std::io::Result<Session> {
+        let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
+        let _ = tcp.set_nodelay(true);
+        let remote = tcp.peer_addr().map_or_else(|_| url.to_string(), |a| a.to_string());
+        let (io, cert): (crate::transport::BoxedIo, _) = match url.scheme {
+            Scheme::Tcp => (Box::new(tcp), None),
+            Scheme::Tls => {
+                let ctx = self.inner.tls.as_ref().ok_or_else(|| {
+                    std::io::Error::other("netceptors:// needs the [tls] section (this node's certificate)")
+                })?;
+                let (io, id) = ctx.connect(tcp, &url.host).await.map_err(std::io::Error::other)?;
+                (io, Some(id.node_ids))
+            }
+        };
+        Ok(Session { io, prefix: Bytes::new(), remote, cost: 1.0, dialed: true, cert })
+    }
+
+    /// The node IDs the native plane holds: from now on no netceptor peer may claim one
+    /// unless its certificate names it.
+    pub async fn set_reserved(&self, ids: std::collections::BTreeSet<String>) {
+        let _ = self.inner.cmds.send(Cmd::Reserved(ids)).await;
+    }
+
+    /// The plane's limits.
+    pub fn limits(&self) -> &super::proto::Limits {
+        &self.inner.limits
     }
 
     /// Replaces the services this node advertises.
@@ -170,10 +217,13 @@ impl NetceptorNode {
         &self,
         service: &str,
     ) -> Result<super::quic::Listener, super::quic::config::ConfigError> {
-        let rx = self.bind(service, 1024).await;
+        let rx = self.bind(service, self.inner.limits.service_queue).await;
         let socket = super::quic::socket::NetSocket::new(service.to_owned(), rx, self.inner.cmds.clone());
-        let endpoint = super::quic::serve::endpoint(socket)?;
-        Ok(super::quic::Listener { endpoint, tracker: self.inner.tracker.clone() })
+        let resolver = socket.resolver();
+        let lim = &self.inner.limits;
+        let endpoint = super::quic::serve::endpoint(socket, lim.quic_streams)?;
+        let quota = super::quic::serve::Quota::new(lim.quic_connections_per_peer, lim.quic_connections);
+        Ok(super::quic::Listener { endpoint, tracker: self.inner.tracker.clone(), resolver, quota })
     }
 
     /// Sends one datagram from local `from` to `node:service`.

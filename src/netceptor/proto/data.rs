@@ -32,6 +32,10 @@ impl Netceptor {
         if ad.node_id == self.cfg.id.as_str() || NodeId::new(&ad.node_id).is_err() {
             return;
         }
+        if self.reserved_claim(from, &ad.node_id) {
+            self.drops.reserved += 1;
+            return;
+        }
         let key = (ad.node_id.clone(), ad.service.clone());
         if self.ads.get(&key).is_some_and(|held| ad.time <= held.time) {
             return;
