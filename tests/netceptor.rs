@@ -148,3 +148,28 @@ fn hostile_netceptor_peers_are_refused_and_cut_off() {
     assert!(!types.contains(&1), "no netceptor routing update sent to garbage: {types:?}");
     assert!(status(&sock)["NodeID"] == "rnode", "the daemon still serves");
 }
+
+fn hops(reply: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(reply).unwrap_or(Value::Null);
+    (0..30).map_while(|i| v.get(i.to_string()).and_then(|h| h["From"].as_str()).map(str::to_owned)).collect()
+}
+
+/// Traceroute across a mixed line rnode – gonode1 – gonode2, both ways: each hop named
+/// as Go names it (the origin is hop 0).
+#[test]
+fn traceroute_across_go_nodes_both_ways() {
+    let g1 = GoNode::start("gonode1", true, &[]);
+    let g2 = GoNode::start(
+        "gonode2",
+        false,
+        &["--tcp-peer".into(), format!("address=127.0.0.1:{}", g1.port.expect("port"))],
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (control, sock) = with_socket("rnode", tmp.path());
+    let peer = format!("[[peers]]\nurl = \"netceptor://127.0.0.1:{}\"\n", g1.port.expect("port"));
+    let _r = Daemon::start(Spec::new("rnode").extra(&control).extra(&peer));
+    let want = ["rnode", "gonode1", "gonode2"];
+    wait_until("rnode traces gonode2", CONVERGE, || hops(&ctl(&sock, "traceroute gonode2")) == want);
+    let back = ["gonode2", "gonode1", "rnode"];
+    wait_until("gonode2 traces rnode", CONVERGE, || hops(&g2.ctl("traceroute rnode")) == back);
+}

@@ -59,6 +59,18 @@ async fn reserve_native_ids(net: NetceptorNode, node: Node, max_nodes: usize) {
     }
 }
 
+/// How remote units reach other nodes: over the native mesh, and over netceptor streams
+/// to nodes only the netceptor plane knows (Go nodes), when there is a plane.
+pub(super) fn remote_control(
+    mesh: Arc<dyn crate::work::remote::RemoteControl>,
+    net: Option<&NetceptorNode>,
+) -> Arc<dyn crate::work::remote::RemoteControl> {
+    match net {
+        Some(net) => Arc::new(crate::netceptor::remote::PlaneControl { mesh, net: net.clone() }),
+        None => mesh,
+    }
+}
+
 /// The hook that hands Go peers on `receptor://` listeners to the plane.
 pub(super) fn foreign(net: &NetceptorNode) -> Foreign {
     let net = net.clone();

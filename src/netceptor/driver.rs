@@ -63,6 +63,13 @@ pub(crate) enum Cmd {
         service: String,
         payload: Bytes,
     },
+    /// A traceroute probe (a ping starting with `hops` hops).
+    Probe {
+        from: String,
+        node: String,
+        hops: u8,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
     /// The node IDs the native plane holds.
     Reserved(std::collections::BTreeSet<String>),
     /// Wait until `node` is reachable (or the reply is dropped at shutdown).
@@ -85,6 +92,8 @@ pub(crate) struct Driver {
     pub cmds: mpsc::Receiver<Cmd>,
     pub cancel: CancellationToken,
     pub fatal: watch::Sender<Option<String>>,
+    /// The nodes with a route from here, published when the routes change.
+    pub routable: watch::Sender<std::sync::Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Driver {
@@ -92,6 +101,7 @@ impl Driver {
         let mut links: HashMap<LinkId, LinkIo> = HashMap::new();
         let mut bound: HashMap<String, mpsc::Sender<Datagram>> = HashMap::new();
         let mut waiting: Vec<(String, oneshot::Sender<()>)> = Vec::new();
+        let mut published = 0u64;
         loop {
             let deadline = self.state.next_deadline();
             tokio::select! {
@@ -104,6 +114,11 @@ impl Driver {
             }
             while let Some(a) = self.state.poll_action() {
                 self.act(a, &mut links, &mut bound);
+            }
+            if self.state.routes_generation() != published {
+                published = self.state.routes_generation();
+                let set = self.state.routes().keys().cloned().collect();
+                self.routable.send_replace(std::sync::Arc::new(set));
             }
             if !waiting.is_empty() {
                 let st = &self.state;
@@ -134,6 +149,9 @@ impl Driver {
                 self.state.link_opened_with(now, link, cost, cert);
             }
             Cmd::Reserved(ids) => self.state.set_reserved(now, ids),
+            Cmd::Probe { from, node, hops, reply } => {
+                let _ = reply.send(self.state.probe(now, &from, &node, hops));
+            }
             Cmd::Packet { link, bytes } => self.state.link_packet(now, link, &bytes),
             Cmd::Closed { link } => {
                 if let Some(l) = links.remove(&link) {

@@ -43,6 +43,7 @@ struct Inner {
     fatal: watch::Receiver<Option<String>>,
     link_limits: LinkLimits,
     limits: super::proto::Limits,
+    routable: watch::Receiver<Arc<std::collections::BTreeSet<String>>>,
     /// This node's TLS material (`[tls]`), for `netceptors://` peers.
     tls: Option<TlsContext>,
 }
@@ -66,7 +67,9 @@ impl NetceptorNode {
         };
         let limits = cfg.limits.clone();
         let state = Netceptor::new(cfg, Instant::now(), time::OffsetDateTime::now_utc());
-        let driver = Driver { state, cmds: rx, cancel: cancel.clone(), fatal: fatal_tx };
+        let (routable_tx, routable) = watch::channel(Arc::default());
+        let driver =
+            Driver { state, cmds: rx, cancel: cancel.clone(), fatal: fatal_tx, routable: routable_tx };
         tracker.spawn(driver.run());
         NetceptorNode {
             inner: Arc::new(Inner {
@@ -78,6 +81,7 @@ impl NetceptorNode {
                 fatal,
                 link_limits,
                 limits,
+                routable,
                 tls,
             }),
         }
@@ -182,6 +186,19 @@ impl NetceptorNode {
         let _ = self.inner.cmds.send(Cmd::Reserved(ids)).await;
     }
 
+    /// Whether the netceptor plane has a route to `node`.
+    pub fn routable(&self, node: &str) -> bool {
+        self.inner.routable.borrow().contains(node)
+    }
+
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
+    }
+
+    pub(crate) fn cmds(&self) -> mpsc::Sender<Cmd> {
+        self.inner.cmds.clone()
+    }
+
     /// The plane's limits.
     pub fn limits(&self) -> &super::proto::Limits {
         &self.inner.limits
@@ -275,6 +292,59 @@ impl NetceptorNode {
         .await;
         self.unbind(&service).await;
         r
+    }
+}
+
+impl NetceptorNode {
+    /// Go's traceroute: pings starting with 0, 1, … hops; each hop is the node that
+    /// reported the probe expired, the last the target's answer. Ends at the target, at
+    /// the first probe with no answer within `within`, or after 30 hops.
+    pub async fn traceroute(
+        &self,
+        node: &str,
+        within: Duration,
+    ) -> Vec<(u8, Result<(String, Duration), PingError>)> {
+        let service = super::proto::random_name();
+        let mut rx = self.bind(&service, 4).await;
+        let mut out = Vec::new();
+        for hops in 0..super::wire::MAX_HOPS {
+            let started = Instant::now();
+            let (reply, sent) = oneshot::channel();
+            let cmd = Cmd::Probe { from: service.clone(), node: node.to_owned(), hops, reply };
+            let sent = match self.inner.cmds.send(cmd).await {
+                Ok(()) => sent.await.unwrap_or_else(|_| Err(SendError::NoRoute(node.to_owned()))),
+                Err(_) => Err(SendError::NoRoute(node.to_owned())),
+            };
+            if let Err(e) = sent {
+                out.push((hops, Err(PingError::Send(e))));
+                break;
+            }
+            let r = loop {
+                match tokio::time::timeout_at(started + within, rx.recv()).await {
+                    Err(_) | Ok(None) => break Err(PingError::Timeout(within)),
+                    Ok(Some(d)) if d.from_service == "unreach" => {
+                        match super::wire::decode_unreachable(&d.payload) {
+                            Ok(m) if m.problem == super::proto::data::EXPIRED => {
+                                break Ok((d.from_node, started.elapsed()));
+                            }
+                            Ok(m) => break Err(PingError::Unreachable(m.problem)),
+                            Err(_) => {}
+                        }
+                    }
+                    Ok(Some(d)) if d.from_node == node && d.from_service == "ping" => {
+                        break Ok((d.from_node, started.elapsed()));
+                    }
+                    Ok(Some(_)) => {}
+                }
+            };
+            let done = !matches!(&r, Ok((from, _)) if from != node);
+            out.push((hops, r));
+            if done {
+                break;
+            }
+        }
+        self.unbind(&service).await;
+        out
     }
 }
 

@@ -200,6 +200,8 @@ pub struct Netceptor {
     seen: HashMap<String, Instant>,
     seen_order: VecDeque<(Instant, String)>,
     routes: BTreeMap<String, String>,
+    /// Bumped whenever the routes are recomputed.
+    pub(super) routes_generation: u64,
     ads: BTreeMap<(String, String), ServiceAd>,
     local: Vec<LocalService>,
     bound: Vec<String>,
@@ -233,6 +235,7 @@ impl Netceptor {
             seen: HashMap::new(),
             seen_order: VecDeque::new(),
             routes: BTreeMap::new(),
+            routes_generation: 0,
             ads: BTreeMap::new(),
             local: Vec::new(),
             bound: vec!["ping".into()],

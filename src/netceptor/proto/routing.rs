@@ -184,6 +184,12 @@ impl Netceptor {
         let mut routes = shortest_paths(self.cfg.id.as_str(), &self.edges);
         routes.retain(|dst, _| !self.reserved_unproven(dst));
         self.routes = routes;
+        self.routes_generation += 1;
+    }
+
+    /// Changes whenever the routes may have changed.
+    pub fn routes_generation(&self) -> u64 {
+        self.routes_generation
     }
 
     /// A node ID the native plane holds that no link of this plane proved.
