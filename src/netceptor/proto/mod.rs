@@ -312,7 +312,9 @@ impl Netceptor {
     /// The node IDs the native plane knows. Claims to them by peers without a
     /// certificate naming them are dropped from now on, and what such peers said about
     /// them is forgotten.
-    pub fn set_reserved(&mut self, now: Instant, reserved: BTreeSet<String>) {
+    pub fn set_reserved(&mut self, now: Instant, mut reserved: BTreeSet<String>) {
+        // This node's own ID is guarded on its own (and its edges must stay).
+        reserved.remove(self.cfg.id.as_str());
         let proven: Vec<(LinkId, String)> = self
             .links
             .iter()

@@ -299,8 +299,9 @@ fn native_ids_cannot_be_claimed_over_netceptor() {
     s.pump();
     assert_eq!(s.nodes[0].ads().filter(|a| a.node_id == "c").count(), 1);
 
-    s.nodes[0].set_reserved(s.now, ["c".to_owned()].into());
+    s.nodes[0].set_reserved(s.now, ["c".to_owned(), "a".to_owned()].into());
     s.run(Duration::from_secs(25), MS100);
+    assert_eq!(s.nodes[0].next_hop("b"), Some("b"), "its own ID in the set changes nothing");
     assert_eq!(s.nodes[0].next_hop("c"), None, "no netceptor route to a native node");
     assert!(s.nodes[0].known_nodes().all(|n| n != "c"), "what b said about c is forgotten");
     assert_eq!(s.nodes[0].ads().filter(|a| a.node_id == "c").count(), 0);
