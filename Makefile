@@ -108,6 +108,7 @@ bench: build venv
 	$(CARGO) bench --locked --bench signing
 	$(CARGO) bench --locked --bench origin
 	$(CARGO) bench --locked --bench e2e
+	$(CARGO) bench --locked --bench netceptor
 
 # Fleet scale (issue 12): 103, 303 and 1,000 real daemons (FLEET_SIZES=103,303 to choose),
 # Go Receptor at 103 when present, and the simulation at 1,000 and 10,000 nodes.

@@ -549,6 +549,9 @@ impl Config {
         if let Err((key, reason)) = self.limits.validate() {
             return bad(format!("limits.{key}"), reason);
         }
+        if let Err((key, reason)) = self.limits.netceptor.validate() {
+            return bad(format!("limits.netceptor.{key}"), reason);
+        }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return bad("log.level".into(), "is not a valid log filter (e.g. info, debug, receptord=trace)");
         }

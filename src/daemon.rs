@@ -220,11 +220,13 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     tracing::debug!(live = ?live.as_ref().ok(), "used work tokens loaded");
     live.map_err(DaemonError::TokenJournal)?;
     work.start();
-    let remote =
-        Arc::new(crate::control::client::MeshControl { node: node.clone(), tls_only: tls_only(&cfg) });
+    let net = netceptor::wanted(&cfg).then(|| netceptor::start(&cfg, &node, tls.clone()));
+    let remote = netceptor::remote_control(
+        Arc::new(crate::control::client::MeshControl { node: node.clone(), tls_only: tls_only(&cfg) }),
+        net.as_ref(),
+    );
     let units = Units::open(units_cfg, work.admission(), remote, node.tracker(), node.cancel_token())
         .map_err(DaemonError::Units)?;
-    let net = netceptor::wanted(&cfg).then(|| netceptor::start(&cfg, &node));
     if let Some(net) = &net {
         net.set_services(netceptor::services(&cfg, &work.registry().names(), &units)).await;
     }

@@ -102,6 +102,97 @@ pub struct Limits {
     /// within this time — the client stopped reading — ends the session and frees its slot.
     #[serde(with = "humantime_serde")]
     pub control_write_timeout: Duration,
+    /// The netceptor plane (Go Receptor peers): `[limits.netceptor]`.
+    pub netceptor: NetceptorLimits,
+}
+
+/// `[limits.netceptor]`: what a Go Receptor peer (or anything speaking netceptor) can make
+/// this node hold. Go Receptor bounds none of these; receptord does.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetceptorLimits {
+    /// Largest packet accepted on a stream backend, in bytes (at most 65535, the u16
+    /// length prefix); a longer frame closes the link.
+    pub max_packet: usize,
+    /// Most nodes in the netceptor routing database (and so in its routing table);
+    /// updates from further nodes are dropped, a new neighbour beyond it is rejected.
+    pub max_nodes: usize,
+    /// Most service advertisements held, over all nodes.
+    pub max_ads: usize,
+    /// Update IDs remembered for flood deduplication (each for an hour; the oldest go
+    /// first).
+    pub max_seen_updates: usize,
+    /// Routing updates and service advertisements one link may deliver, in bytes per
+    /// second, and the burst above it; excess ones are dropped (counted).
+    pub advert_rate: u64,
+    pub advert_burst: u64,
+    /// A link whose advertisements are dropped this many times within a minute is closed.
+    pub advert_drops_to_close: u32,
+    /// Bytes queued towards one link; further packets for it are dropped (datagram
+    /// semantics: QUIC retransmits, updates repeat every 10 s).
+    pub link_queue_bytes: usize,
+    /// Datagrams queued for one local service (a QUIC endpoint) before further ones are
+    /// dropped.
+    pub service_queue: usize,
+    /// QUIC connections (Go streams) one node may hold with one service of this node.
+    pub quic_connections_per_peer: usize,
+    /// QUIC connections one service holds at once, from all nodes.
+    pub quic_connections: usize,
+    /// Bidirectional streams a peer may open on one QUIC connection (Go uses one).
+    pub quic_streams: u32,
+}
+
+impl Default for NetceptorLimits {
+    fn default() -> Self {
+        NetceptorLimits {
+            max_packet: 65535,
+            max_nodes: 10_000,
+            max_ads: 40_000,
+            max_seen_updates: 200_000,
+            advert_rate: 1024 * 1024,
+            advert_burst: 8 * 1024 * 1024,
+            advert_drops_to_close: 1000,
+            link_queue_bytes: 4 * 1024 * 1024,
+            service_queue: 1024,
+            quic_connections_per_peer: 1024,
+            quic_connections: 4096,
+            quic_streams: 1,
+        }
+    }
+}
+
+impl NetceptorLimits {
+    /// Checks the values; the offending key (below `limits.netceptor.`) and why.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        let positive: [(&'static str, bool); 11] = [
+            ("max_nodes", self.max_nodes > 0),
+            ("max_ads", self.max_ads > 0),
+            ("max_seen_updates", self.max_seen_updates > 0),
+            ("advert_rate", self.advert_rate > 0),
+            ("advert_drops_to_close", self.advert_drops_to_close > 0),
+            ("service_queue", self.service_queue > 0),
+            ("quic_connections_per_peer", self.quic_connections_per_peer > 0),
+            ("quic_connections", self.quic_connections > 0),
+            ("quic_streams", self.quic_streams > 0),
+            ("advert_burst", self.advert_burst > 0),
+            ("link_queue_bytes", self.link_queue_bytes > 0),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, ok)| !ok) {
+            return Err((key, "must be more than zero"));
+        }
+        // A packet carrying one full QUIC datagram (1452 bytes and the 36-byte header)
+        // must fit, and a frame's length prefix is a u16.
+        if !(1488..=65535).contains(&self.max_packet) {
+            return Err(("max_packet", "must be between 1488 and 65535"));
+        }
+        if (self.advert_burst as usize) < self.max_packet {
+            return Err(("advert_burst", "must be at least limits.netceptor.max_packet"));
+        }
+        if self.link_queue_bytes < self.max_packet {
+            return Err(("link_queue_bytes", "must be at least limits.netceptor.max_packet"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Limits {
@@ -133,6 +224,7 @@ impl Default for Limits {
             control_sessions_per_origin: 32,
             control_handshake_timeout: Duration::from_secs(10),
             control_write_timeout: Duration::from_secs(60),
+            netceptor: NetceptorLimits::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::fakego::FakeGo;
 use common::go::{GoNode, connections, ctl, work_types};
 use common::{CAT, Daemon, Spec, wait_until, with_socket};
 use serde_json::Value;
@@ -113,57 +114,6 @@ fn link_outlives_gos_idle_timeout_and_a_go_restart() {
     wait_until("gonode1 pings rnode again", CONVERGE, || ping_ok(&g1.ctl("ping rnode")));
 }
 
-/// A fake netceptor peer on a raw TCP connection.
-struct FakeGo(std::net::TcpStream);
-
-impl FakeGo {
-    fn connect(port: u16) -> FakeGo {
-        let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
-        FakeGo(s)
-    }
-
-    fn send(&mut self, packet: &[u8]) {
-        use std::io::Write;
-        let mut f = (packet.len() as u16).to_le_bytes().to_vec();
-        f.extend_from_slice(packet);
-        self.0.write_all(&f).expect("write");
-    }
-
-    fn update(&mut self, node: &str, forwarder: &str, seq: u64, conns: &str) {
-        let body = format!(
-            r#"{{"NodeID":"{node}","UpdateID":"u{seq}x{node}","UpdateEpoch":{},"UpdateSequence":{seq},"Connections":{{{conns}}},"ForwardingNode":"{forwarder}","SuspectedDuplicate":0}}"#,
-            1u64 << 50
-        );
-        let mut p = vec![1u8];
-        p.extend_from_slice(body.as_bytes());
-        self.send(&p);
-    }
-
-    /// The type bytes of the packets received until the connection closes.
-    fn types_until_closed(&mut self) -> Vec<u8> {
-        use std::io::Read;
-        let mut all = Vec::new();
-        let mut buf = [0u8; 65536];
-        loop {
-            match self.0.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => all.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-                Err(e) => panic!("the connection was not closed: {e}"),
-            }
-        }
-        let mut types = Vec::new();
-        let mut i = 0;
-        while i + 2 < all.len() {
-            let len = usize::from(u16::from_le_bytes([all[i], all[i + 1]]));
-            types.push(all[i + 2]);
-            i += 2 + len;
-        }
-        types
-    }
-}
-
 #[test]
 fn hostile_netceptor_peers_are_refused_and_cut_off() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -197,4 +147,29 @@ fn hostile_netceptor_peers_are_refused_and_cut_off() {
     let types = junk.types_until_closed();
     assert!(!types.contains(&1), "no netceptor routing update sent to garbage: {types:?}");
     assert!(status(&sock)["NodeID"] == "rnode", "the daemon still serves");
+}
+
+fn hops(reply: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(reply).unwrap_or(Value::Null);
+    (0..30).map_while(|i| v.get(i.to_string()).and_then(|h| h["From"].as_str()).map(str::to_owned)).collect()
+}
+
+/// Traceroute across a mixed line rnode – gonode1 – gonode2, both ways: each hop named
+/// as Go names it (the origin is hop 0).
+#[test]
+fn traceroute_across_go_nodes_both_ways() {
+    let g1 = GoNode::start("gonode1", true, &[]);
+    let g2 = GoNode::start(
+        "gonode2",
+        false,
+        &["--tcp-peer".into(), format!("address=127.0.0.1:{}", g1.port.expect("port"))],
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (control, sock) = with_socket("rnode", tmp.path());
+    let peer = format!("[[peers]]\nurl = \"netceptor://127.0.0.1:{}\"\n", g1.port.expect("port"));
+    let _r = Daemon::start(Spec::new("rnode").extra(&control).extra(&peer));
+    let want = ["rnode", "gonode1", "gonode2"];
+    wait_until("rnode traces gonode2", CONVERGE, || hops(&ctl(&sock, "traceroute gonode2")) == want);
+    let back = ["gonode2", "gonode1", "rnode"];
+    wait_until("gonode2 traces rnode", CONVERGE, || hops(&g2.ctl("traceroute rnode")) == back);
 }

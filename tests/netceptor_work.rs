@@ -123,3 +123,47 @@ fn signed_work_from_go_passes_verification_and_unsigned_is_refused() {
     // The link stayed up through all of it.
     assert!(connections(&g.status()).iter().any(|(n, _, _)| n == "rnode"));
 }
+
+/// The reverse direction: receptorctl on a receptord node submits to a Go execution node
+/// (receptord's control service → a remote unit → Go's control service over a netceptor
+/// stream); results come back byte-identical, and release reaches the Go unit.
+#[test]
+fn receptord_runs_work_on_a_go_node() {
+    let g = GoNode::start(
+        "goexec",
+        true,
+        &["--work-command".into(), "worktype=gocat".into(), "command=cat".into()],
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (control, sock) = with_socket("rnode", tmp.path());
+    let peer = format!("[[peers]]\nurl = \"netceptor://127.0.0.1:{}\"\n", g.port.expect("port"));
+    let _r = Daemon::start(Spec::new("rnode").extra(&control).extra(&peer));
+    wait_until("rnode reaches goexec", CONVERGE, || ctl(&sock, "ping goexec").contains("\"Success\":true"));
+
+    let (file, data) = payload(tmp.path(), 4 << 20);
+    let out = std::process::Command::new(common::venv_bin().join("receptorctl"))
+        .env("PATH", common::path_with_venv())
+        .arg("--socket")
+        .arg(&sock)
+        .args(["work", "submit", "--node", "goexec", "gocat", "-f", "--payload"])
+        .arg(&file)
+        .output()
+        .expect("receptorctl");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == data, "results differ: {} bytes back of {}", out.stdout.len(), data.len());
+
+    // The Go node ran it as an ordinary unit; receptord's local unit mirrors it.
+    let list: Value = serde_json::from_str(&g.ctl("work list")).expect("list");
+    let (go_unit_id, st) = list.as_object().and_then(|m| m.iter().next()).expect("a unit on goexec");
+    assert_eq!(st["State"], 2, "{st}");
+    let local = r_units(&sock);
+    let (unit, lst) = local.as_object().and_then(|m| m.iter().next()).expect("a unit on rnode");
+    assert_eq!(lst["ExtraData"]["RemoteUnitID"], go_unit_id.as_str(), "{lst}");
+    let again = receptorctl(&sock, &["work", "results", unit]);
+    assert!(again.stdout == data, "results again: {}", stderr(&again));
+    let rel = receptorctl(&sock, &["work", "release", unit]);
+    assert!(rel.status.success(), "{}", stderr(&rel));
+    wait_until("the Go unit released", RUN, || {
+        go_unit(&g, go_unit_id).is_null() || !g.ctl("work list").contains(go_unit_id.as_str())
+    });
+}

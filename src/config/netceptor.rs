@@ -23,13 +23,14 @@ impl Default for NetceptorSection {
     }
 }
 
-/// Checks the link URLs that name Go peers: `netceptor://` only in `[[peers]]` (Go
-/// peers reach this node on its `receptor://` listeners), TLS not yet.
+/// Checks the link URLs that name Go peers: `netceptor://` and `netceptors://` only in
+/// `[[peers]]` (Go peers reach this node on its `receptor://` and `receptors://`
+/// listeners); `netceptors://` needs `[tls]`, like every TLS URL.
 pub(crate) fn validate_links(
     listeners: &[super::LinkSection],
-    peers: &[super::LinkSection],
+    _peers: &[super::LinkSection],
 ) -> Result<(), (String, String)> {
-    use crate::transport::{Protocol, Scheme};
+    use crate::transport::Protocol;
     for (i, l) in listeners.iter().enumerate() {
         if l.url.protocol == Protocol::Netceptor {
             return Err((
@@ -37,14 +38,6 @@ pub(crate) fn validate_links(
                 "netceptor:// names Go Receptor peers to dial ([[peers]]); every receptor:// listener \
                  already accepts Go peers (their --tcp-peer needs no change)"
                     .into(),
-            ));
-        }
-    }
-    for (i, p) in peers.iter().enumerate() {
-        if p.url.protocol == Protocol::Netceptor && p.url.scheme == Scheme::Tls {
-            return Err((
-                format!("peers[{i}].url"),
-                "netceptors:// (TLS to Go peers) is not supported yet".into(),
             ));
         }
     }

@@ -52,6 +52,16 @@ impl<R: ByteRead, W: ByteWrite> ControlClient<R, W> {
         Ok(ControlClient { rd, wr, node })
     }
 
+    /// The writing half (to end the request direction).
+    pub fn wr_mut(&mut self) -> &mut W {
+        &mut self.wr
+    }
+
+    /// The reading half, for raw output after a reply.
+    pub fn into_reader(self) -> LineReader<R> {
+        self.rd
+    }
+
     pub async fn send_line(&mut self, line: &str) -> Result<(), ClientError> {
         self.wr.write(Bytes::from(format!("{line}\n"))).await?;
         Ok(())

@@ -368,6 +368,30 @@ impl Control {
             return Ok(json!({"0": {"Error": "no route to node", "From": me, "Time": 0, "TimeStr": "0s"}}));
         };
         let mut m = Map::new();
+        if let Some(net) =
+            self.netceptor.as_ref().filter(|n| !self.node.routable(&node) && n.routable(node.as_str()))
+        {
+            // A node only the netceptor plane (Go Receptor) knows: Go's traceroute.
+            for (hop, r) in net.traceroute(node.as_str(), PING_TIMEOUT).await {
+                let entry = match r {
+                    Ok((from, rtt)) => json!({
+                        "From": from,
+                        "Time": rtt.as_nanos() as u64,
+                        "TimeStr": gojson::duration_string(rtt),
+                    }),
+                    Err(e) => {
+                        let error = match e {
+                            crate::netceptor::PingError::Timeout(_) => "timeout".to_owned(),
+                            crate::netceptor::PingError::Unreachable(why) => why,
+                            crate::netceptor::PingError::Send(_) => "no route to node".to_owned(),
+                        };
+                        json!({"Error": error, "From": me, "Time": 0, "TimeStr": "0s"})
+                    }
+                };
+                m.insert(hop.to_string(), entry);
+            }
+            return Ok(Value::Object(m));
+        }
         for (hop, r) in self.node.traceroute(&node, PING_TIMEOUT).await {
             let entry = match r {
                 Ok(reply) => json!({

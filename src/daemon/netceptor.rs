@@ -2,7 +2,7 @@
 //! `netceptor://` peer or lets `receptor://` listeners accept Go peers, advertising the
 //! control service with this node's work types.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -10,7 +10,7 @@ use crate::mesh::{Foreign, ForeignConn, Node};
 use crate::netceptor::proto::LocalService;
 use crate::netceptor::wire::{CONN_STREAM, WorkCommand};
 use crate::netceptor::{NetceptorNode, Session};
-use crate::transport::Protocol;
+use crate::transport::{Protocol, TlsContext};
 use crate::work::units::Units;
 
 /// Whether this config takes part in Go meshes at all.
@@ -19,11 +19,56 @@ pub(super) fn wanted(cfg: &Config) -> bool {
         || (cfg.netceptor.accept && !cfg.listeners.is_empty())
 }
 
-/// Starts the plane under the mesh node's tracker and cancellation.
-pub(super) fn start(cfg: &Config, node: &Node) -> NetceptorNode {
+/// Starts the plane under the mesh node's tracker and cancellation, with `[limits.netceptor]`,
+/// and keeps it told which node IDs the native plane holds.
+pub(super) fn start(cfg: &Config, node: &Node, tls: Option<TlsContext>) -> NetceptorNode {
     let mut nc = NetceptorNode::config(cfg.node.id.clone());
     nc.allowed_peers = cfg.mesh.allowed_peers.clone();
-    NetceptorNode::start(nc, &node.tracker(), node.cancel_token())
+    nc.limits = cfg.limits.netceptor.clone();
+    nc.stall_timeout = cfg.limits.stall_timeout;
+    let net = NetceptorNode::start(nc, tls, &node.tracker(), node.cancel_token());
+    node.tracker().spawn(reserve_native_ids(net.clone(), node.clone(), cfg.limits.max_nodes));
+    net
+}
+
+/// Tells the plane every node ID the native plane has linked with or routed to since
+/// start (they stay reserved after they leave, so a Go-speaking peer cannot take over
+/// the ID of a native node that is down). At `2 × max_nodes` IDs the set restarts from
+/// the current topology.
+async fn reserve_native_ids(net: NetceptorNode, node: Node, max_nodes: usize) {
+    let mut topo = node.topology();
+    let cancel = node.cancel_token();
+    let mut reserved: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let (linked, reachable) = {
+            let t = topo.borrow_and_update();
+            (t.linked.clone(), t.reachable.clone())
+        };
+        let before = reserved.len();
+        if reserved.len() >= 2 * max_nodes.max(1) {
+            reserved.clear();
+        }
+        reserved.extend(linked.iter().chain(reachable.iter()).map(|n| n.as_str().to_owned()));
+        if reserved.len() != before || before == 0 {
+            net.set_reserved(reserved.clone()).await;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = topo.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// How remote units reach other nodes: over the native mesh, and over netceptor streams
+/// to nodes only the netceptor plane knows (Go nodes), when there is a plane.
+pub(super) fn remote_control(
+    mesh: Arc<dyn crate::work::remote::RemoteControl>,
+    net: Option<&NetceptorNode>,
+) -> Arc<dyn crate::work::remote::RemoteControl> {
+    match net {
+        Some(net) => Arc::new(crate::netceptor::remote::PlaneControl { mesh, net: net.clone() }),
+        None => mesh,
+    }
 }
 
 /// The hook that hands Go peers on `receptor://` listeners to the plane.
@@ -38,6 +83,9 @@ pub(super) fn foreign(net: &NetceptorNode) -> Foreign {
                 remote: c.addr.to_string(),
                 cost: c.cost,
                 dialed: false,
+                // On a TLS listener: the node IDs the peer's certificate names (a peer
+                // without one, where the listener allows that, proves none).
+                cert: c.identity.filter(|i| i.certified).map(|i| i.node_ids),
             })
         }),
     }

@@ -22,7 +22,7 @@ pub fn netceptor_packet(data: &[u8]) {
     check_packet(data);
     let mut buf = BytesMut::from(data);
     // Each frame consumes at least 3 bytes (an empty frame is an error), so this ends.
-    while let Ok(Some(p)) = PacketCodec.decode(&mut buf) {
+    while let Ok(Some(p)) = PacketCodec::default().decode(&mut buf) {
         assert!(!p.is_empty() && p.len() <= MAX_PACKET);
         check_packet(&p);
     }
@@ -56,6 +56,7 @@ pub fn netceptor_events(data: &[u8]) {
         max_ads: 1 + usize::from(c.byte() % 8),
         max_seen_updates: 1 + usize::from(c.byte() % 16),
         service_queue: 4,
+        ..Limits::default()
     };
     let mut cfg = Config::new(NodeId::new("me").expect("id"), 1 << 30);
     cfg.limits = limits.clone();

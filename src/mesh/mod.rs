@@ -6,7 +6,7 @@
 //! ends), and [`node`] is the handle the rest of the program uses.
 
 pub mod backoff;
-mod budget;
+pub(crate) mod budget;
 pub mod driver;
 pub(crate) mod e2e;
 #[doc(hidden)]

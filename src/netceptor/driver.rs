@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::link::Outbox;
 use super::proto::data::SendError;
 use super::proto::{Action, LinkId, LocalService, Netceptor};
 use super::status::{LinkStatus, NetStatus};
@@ -26,10 +27,11 @@ pub(crate) enum Cmd {
     Opened {
         link: LinkId,
         cost: f64,
-        out: mpsc::Sender<Bytes>,
+        out: Outbox,
         close: CancellationToken,
         remote: String,
         dialed: bool,
+        cert: Option<Vec<String>>,
     },
     Packet {
         link: LinkId,
@@ -61,6 +63,15 @@ pub(crate) enum Cmd {
         service: String,
         payload: Bytes,
     },
+    /// A traceroute probe (a ping starting with `hops` hops).
+    Probe {
+        from: String,
+        node: String,
+        hops: u8,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    /// The node IDs the native plane holds.
+    Reserved(std::collections::BTreeSet<String>),
     /// Wait until `node` is reachable (or the reply is dropped at shutdown).
     Linked {
         peer: String,
@@ -69,7 +80,7 @@ pub(crate) enum Cmd {
 }
 
 struct LinkIo {
-    out: mpsc::Sender<Bytes>,
+    out: Outbox,
     close: CancellationToken,
     remote: String,
     dialed: bool,
@@ -81,6 +92,8 @@ pub(crate) struct Driver {
     pub cmds: mpsc::Receiver<Cmd>,
     pub cancel: CancellationToken,
     pub fatal: watch::Sender<Option<String>>,
+    /// The nodes with a route from here, published when the routes change.
+    pub routable: watch::Sender<std::sync::Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Driver {
@@ -88,6 +101,7 @@ impl Driver {
         let mut links: HashMap<LinkId, LinkIo> = HashMap::new();
         let mut bound: HashMap<String, mpsc::Sender<Datagram>> = HashMap::new();
         let mut waiting: Vec<(String, oneshot::Sender<()>)> = Vec::new();
+        let mut published = 0u64;
         loop {
             let deadline = self.state.next_deadline();
             tokio::select! {
@@ -100,6 +114,11 @@ impl Driver {
             }
             while let Some(a) = self.state.poll_action() {
                 self.act(a, &mut links, &mut bound);
+            }
+            if self.state.routes_generation() != published {
+                published = self.state.routes_generation();
+                let set = self.state.routes().keys().cloned().collect();
+                self.routable.send_replace(std::sync::Arc::new(set));
             }
             if !waiting.is_empty() {
                 let st = &self.state;
@@ -125,9 +144,13 @@ impl Driver {
     ) {
         let now = Instant::now();
         match cmd {
-            Cmd::Opened { link, cost, out, close, remote, dialed } => {
+            Cmd::Opened { link, cost, out, close, remote, dialed, cert } => {
                 links.insert(link, LinkIo { out, close, remote, dialed, peer: None });
-                self.state.link_opened(now, link, cost);
+                self.state.link_opened_with(now, link, cost, cert);
+            }
+            Cmd::Reserved(ids) => self.state.set_reserved(now, ids),
+            Cmd::Probe { from, node, hops, reply } => {
+                let _ = reply.send(self.state.probe(now, &from, &node, hops));
             }
             Cmd::Packet { link, bytes } => self.state.link_packet(now, link, &bytes),
             Cmd::Closed { link } => {
@@ -171,7 +194,9 @@ impl Driver {
                 if let Some(l) = links.get(&link) {
                     // Datagram semantics: a link whose queue is full loses the packet (QUIC
                     // retransmits; routing updates repeat every 10 s).
-                    let _ = l.out.try_send(packet);
+                    if !l.out.offer(packet) {
+                        self.state.drops.link_queue += 1;
+                    }
                 }
             }
             Action::Close { link, reason } => {

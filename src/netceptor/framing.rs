@@ -8,9 +8,24 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::wire::MAX_PACKET;
 
-/// Codec of u16-LE length-prefixed packets.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PacketCodec;
+/// Codec of u16-LE length-prefixed packets; frames longer than its `max` are refused.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketCodec {
+    max: usize,
+}
+
+impl Default for PacketCodec {
+    fn default() -> Self {
+        PacketCodec { max: MAX_PACKET }
+    }
+}
+
+impl PacketCodec {
+    /// A codec refusing frames longer than `max` bytes (`limits.netceptor.max_packet`).
+    pub fn new(max: usize) -> PacketCodec {
+        PacketCodec { max: max.min(MAX_PACKET) }
+    }
+}
 
 /// Why a byte stream is not a sequence of framed packets.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +49,9 @@ impl Decoder for PacketCodec {
         let len = usize::from(u16::from_le_bytes([src[0], src[1]]));
         if len == 0 {
             return Err(FramingError::Empty);
+        }
+        if len > self.max {
+            return Err(FramingError::TooLong(len));
         }
         if src.len() < 2 + len {
             src.reserve(2 + len - src.len());
@@ -70,7 +88,7 @@ pub fn opens_like_netceptor(first: &[u8]) -> bool {
 /// Frames one packet (for writers that do not use the codec).
 pub fn frame(packet: &[u8]) -> Result<Bytes, FramingError> {
     let mut out = BytesMut::new();
-    PacketCodec.encode(Bytes::copy_from_slice(packet), &mut out)?;
+    PacketCodec::default().encode(Bytes::copy_from_slice(packet), &mut out)?;
     Ok(out.freeze())
 }
 
@@ -82,7 +100,7 @@ mod tests {
     fn frames_round_trip_in_pieces() {
         let mut wire = BytesMut::new();
         for p in [&b"\x01{}"[..], &[0u8; 300][..], &[7u8; MAX_PACKET][..]] {
-            PacketCodec.encode(Bytes::copy_from_slice(p), &mut wire).expect("encodes");
+            PacketCodec::default().encode(Bytes::copy_from_slice(p), &mut wire).expect("encodes");
         }
         let all = wire.freeze();
         for step in [1usize, 3, 1000, all.len()] {
@@ -90,7 +108,7 @@ mod tests {
             let mut got = Vec::new();
             for chunk in all.chunks(step) {
                 buf.extend_from_slice(chunk);
-                while let Some(p) = PacketCodec.decode(&mut buf).expect("decodes") {
+                while let Some(p) = PacketCodec::default().decode(&mut buf).expect("decodes") {
                     got.push(p.len());
                 }
             }
@@ -107,11 +125,22 @@ mod tests {
     }
 
     #[test]
+    fn refuses_frames_over_the_limit_before_buffering_them() {
+        let mut buf = BytesMut::from(&[0x00u8, 0x08, 1][..]);
+        assert!(matches!(PacketCodec::new(2000).decode(&mut buf), Err(FramingError::TooLong(2048))));
+        let mut ok = BytesMut::from(&[0x03u8, 0x00, 1, b'{', b'}'][..]);
+        assert_eq!(PacketCodec::new(2000).decode(&mut ok).expect("decodes").map(|b| b.len()), Some(3));
+    }
+
+    #[test]
     fn refuses_empty_and_oversized() {
-        assert!(matches!(PacketCodec.decode(&mut BytesMut::from(&[0u8, 0][..])), Err(FramingError::Empty)));
+        assert!(matches!(
+            PacketCodec::default().decode(&mut BytesMut::from(&[0u8, 0][..])),
+            Err(FramingError::Empty)
+        ));
         let mut out = BytesMut::new();
         assert!(matches!(
-            PacketCodec.encode(Bytes::from(vec![0; MAX_PACKET + 1]), &mut out),
+            PacketCodec::default().encode(Bytes::from(vec![0; MAX_PACKET + 1]), &mut out),
             Err(FramingError::TooLong(_))
         ));
     }

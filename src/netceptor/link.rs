@@ -1,7 +1,13 @@
 //! One task per netceptor backend session: frames packets off the byte stream to the
 //! driver and drains the link's outbound queue onto it, until either side closes, the
 //! driver closes the link or the node stops. Stream backends (TCP, TLS) only for now.
+//! What a peer can make a link hold is bounded: frames longer than
+//! `limits.netceptor.max_packet` close the link, packets queued towards it are bounded in
+//! bytes (`link_queue_bytes`, excess dropped), and a peer that stops reading for
+//! `limits.stall_timeout` loses its link.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,8 +22,37 @@ use super::framing::{PacketCodec, frame};
 use super::proto::LinkId;
 use crate::transport::BoxedIo;
 
-/// Packets queued towards one link before further ones are dropped.
-pub const LINK_QUEUE: usize = 512;
+/// The bounds of one link.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinkLimits {
+    pub max_packet: usize,
+    pub queue_bytes: usize,
+    pub stall: Duration,
+}
+
+/// Packets queued towards one link, bounded in bytes: a full queue drops what is offered.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+impl Outbox {
+    /// Queues `p`; false (and dropped) when the link already holds `cap` bytes.
+    pub(crate) fn offer(&self, p: Bytes) -> bool {
+        let len = p.len();
+        if self.queued.fetch_add(len, Ordering::AcqRel) + len > self.cap {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        if self.tx.send(p).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+}
 
 /// A byte stream that will carry netceptor packets.
 pub struct Session {
@@ -28,31 +63,50 @@ pub struct Session {
     pub remote: String,
     pub cost: f64,
     pub dialed: bool,
+    /// The node IDs the peer's TLS certificate names (`None`: plain TCP, or no
+    /// certificate); the peer's node ID must then be one of them.
+    pub cert: Option<Vec<String>>,
 }
 
 /// Runs one session to its end.
-pub(crate) async fn run(link: LinkId, s: Session, cmds: mpsc::Sender<Cmd>, stop: CancellationToken) {
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(LINK_QUEUE);
+pub(crate) async fn run(
+    link: LinkId,
+    s: Session,
+    cmds: mpsc::Sender<Cmd>,
+    stop: CancellationToken,
+    lim: LinkLimits,
+) {
+    let (tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let out = Outbox { tx, queued: queued.clone(), cap: lim.queue_bytes };
     let close = stop.child_token();
     let opened = Cmd::Opened {
         link,
         cost: s.cost,
-        out: out_tx,
+        out,
         close: close.clone(),
         remote: s.remote,
         dialed: s.dialed,
+        cert: s.cert,
     };
     if cmds.send(opened).await.is_err() {
         return;
     }
     let (rd, mut wr) = tokio::io::split(s.io);
     let rd = std::io::Cursor::new(s.prefix).chain(rd);
-    let mut reader = FramedRead::new(rd, PacketCodec);
+    let mut reader = FramedRead::new(rd, PacketCodec::new(lim.max_packet));
     let writer = async {
         while let Some(p) = out_rx.recv().await {
+            queued.fetch_sub(p.len(), Ordering::AcqRel);
             let Ok(f) = frame(&p) else { continue };
-            if wr.write_all(&f).await.is_err() {
-                break;
+            // A peer that stops reading holds this write: past the stall timeout the link goes.
+            match tokio::time::timeout(lim.stall, wr.write_all(&f)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::info!(link, "netceptor peer stopped reading (limits.stall_timeout); closing");
+                    break;
+                }
             }
         }
     };
@@ -68,12 +122,18 @@ pub(crate) async fn run(link: LinkId, s: Session, cmds: mpsc::Sender<Cmd>, stop:
         _ = writer => {}
         _ = reader_loop => {}
     }
-    // Let a reject queued just before the close reach the peer.
-    while let Ok(p) = out_rx.try_recv() {
-        if let Ok(f) = frame(&p) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&f)).await;
+    // Let a reject queued just before the close reach the peer (within a second in all:
+    // a peer that does not read gets nothing more).
+    let flush = async {
+        while let Ok(p) = out_rx.try_recv() {
+            if let Ok(f) = frame(&p) {
+                if wr.write_all(&f).await.is_err() {
+                    return;
+                }
+            }
         }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+        let _ = wr.shutdown().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
     let _ = cmds.send(Cmd::Closed { link }).await;
 }

@@ -14,12 +14,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::driver::{Cmd, Datagram, Driver};
-use super::link::{self, Session};
+use super::link::{self, LinkLimits, Session};
 use super::proto::data::SendError;
 use super::proto::{Config, LocalService, Netceptor, new_epoch};
 use super::status::NetStatus;
 use crate::mesh::backoff::Backoff;
-use crate::transport::PeerUrl;
+use crate::transport::{PeerUrl, Scheme, TlsContext};
 use crate::wire::NodeId;
 
 /// Go's redial back-off: 5 s, growing to 20 s (`pkg/backends/utils.go`).
@@ -41,16 +41,35 @@ struct Inner {
     cancel: CancellationToken,
     next_link: AtomicU64,
     fatal: watch::Receiver<Option<String>>,
+    link_limits: LinkLimits,
+    limits: super::proto::Limits,
+    routable: watch::Receiver<Arc<std::collections::BTreeSet<String>>>,
+    /// This node's TLS material (`[tls]`), for `netceptors://` peers.
+    tls: Option<TlsContext>,
 }
 
 impl NetceptorNode {
-    /// Starts the plane's driver on `tracker`; it stops with `cancel`.
-    pub fn start(cfg: Config, tracker: &TaskTracker, cancel: CancellationToken) -> NetceptorNode {
+    /// Starts the plane's driver on `tracker`; it stops with `cancel`. `tls` is the
+    /// node's TLS material, used to dial `netceptors://` peers.
+    pub fn start(
+        cfg: Config,
+        tls: Option<TlsContext>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> NetceptorNode {
         let (cmds, rx) = mpsc::channel(1024);
         let (fatal_tx, fatal) = watch::channel(None);
         let id = cfg.id.clone();
+        let link_limits = LinkLimits {
+            max_packet: cfg.limits.max_packet,
+            queue_bytes: cfg.limits.link_queue_bytes,
+            stall: cfg.stall_timeout,
+        };
+        let limits = cfg.limits.clone();
         let state = Netceptor::new(cfg, Instant::now(), time::OffsetDateTime::now_utc());
-        let driver = Driver { state, cmds: rx, cancel: cancel.clone(), fatal: fatal_tx };
+        let (routable_tx, routable) = watch::channel(Arc::default());
+        let driver =
+            Driver { state, cmds: rx, cancel: cancel.clone(), fatal: fatal_tx, routable: routable_tx };
         tracker.spawn(driver.run());
         NetceptorNode {
             inner: Arc::new(Inner {
@@ -60,6 +79,10 @@ impl NetceptorNode {
                 cancel,
                 next_link: AtomicU64::new(1),
                 fatal,
+                link_limits,
+                limits,
+                routable,
+                tls,
             }),
         }
     }
@@ -82,7 +105,7 @@ impl NetceptorNode {
     /// Runs a netceptor session on an accepted connection.
     pub fn accept(&self, session: Session) {
         let (link, cmds, stop) = self.link_parts();
-        self.inner.tracker.spawn(link::run(link, session, cmds, stop));
+        self.inner.tracker.spawn(link::run(link, session, cmds, stop, self.inner.link_limits));
     }
 
     fn link_parts(&self) -> (u64, mpsc::Sender<Cmd>, CancellationToken) {
@@ -106,18 +129,15 @@ impl NetceptorNode {
         loop {
             let dialed = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect((url.host.as_str(), url.port))) => r,
+                r = tokio::time::timeout(DIAL_TIMEOUT, self.connect(&url)) => r,
             };
             match dialed {
-                Ok(Ok(tcp)) => {
-                    let _ = tcp.set_nodelay(true);
+                Ok(Ok(session)) => {
                     failures = 0;
-                    let remote = tcp.peer_addr().map_or_else(|_| url.to_string(), |a| a.to_string());
-                    let session =
-                        Session { io: Box::new(tcp), prefix: Bytes::new(), remote, cost, dialed: true };
+                    let session = Session { cost, ..session };
                     let (link, cmds, _) = self.link_parts();
                     let started = Instant::now();
-                    link::run(link, session, cmds, stop.clone()).await;
+                    link::run(link, session, cmds, stop.clone(), self.inner.link_limits).await;
                     if started.elapsed() > Duration::from_secs(10) {
                         backoff.reset();
                     }
@@ -138,6 +158,50 @@ impl NetceptorNode {
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
+    }
+
+    /// Opens a session to `url`: TCP, and TLS for `netceptors://` with this node's
+    /// material (the server's chain and EKU verified; its node ID, from its first routing
+    /// update, must be one its certificate names).
+    async fn connect(&self, url: &PeerUrl) -> std::io::Result<Session> {
+        let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
+        let _ = tcp.set_nodelay(true);
+        let remote = tcp.peer_addr().map_or_else(|_| url.to_string(), |a| a.to_string());
+        let (io, cert): (crate::transport::BoxedIo, _) = match url.scheme {
+            Scheme::Tcp => (Box::new(tcp), None),
+            Scheme::Tls => {
+                let ctx = self.inner.tls.as_ref().ok_or_else(|| {
+                    std::io::Error::other("netceptors:// needs the [tls] section (this node's certificate)")
+                })?;
+                let (io, id) = ctx.connect(tcp, &url.host).await.map_err(std::io::Error::other)?;
+                (io, Some(id.node_ids))
+            }
+        };
+        Ok(Session { io, prefix: Bytes::new(), remote, cost: 1.0, dialed: true, cert })
+    }
+
+    /// The node IDs the native plane holds: from now on no netceptor peer may claim one
+    /// unless its certificate names it.
+    pub async fn set_reserved(&self, ids: std::collections::BTreeSet<String>) {
+        let _ = self.inner.cmds.send(Cmd::Reserved(ids)).await;
+    }
+
+    /// Whether the netceptor plane has a route to `node`.
+    pub fn routable(&self, node: &str) -> bool {
+        self.inner.routable.borrow().contains(node)
+    }
+
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
+    }
+
+    pub(crate) fn cmds(&self) -> mpsc::Sender<Cmd> {
+        self.inner.cmds.clone()
+    }
+
+    /// The plane's limits.
+    pub fn limits(&self) -> &super::proto::Limits {
+        &self.inner.limits
     }
 
     /// Replaces the services this node advertises.
@@ -170,10 +234,13 @@ impl NetceptorNode {
         &self,
         service: &str,
     ) -> Result<super::quic::Listener, super::quic::config::ConfigError> {
-        let rx = self.bind(service, 1024).await;
+        let rx = self.bind(service, self.inner.limits.service_queue).await;
         let socket = super::quic::socket::NetSocket::new(service.to_owned(), rx, self.inner.cmds.clone());
-        let endpoint = super::quic::serve::endpoint(socket)?;
-        Ok(super::quic::Listener { endpoint, tracker: self.inner.tracker.clone() })
+        let resolver = socket.resolver();
+        let lim = &self.inner.limits;
+        let endpoint = super::quic::serve::endpoint(socket, lim.quic_streams)?;
+        let quota = super::quic::serve::Quota::new(lim.quic_connections_per_peer, lim.quic_connections);
+        Ok(super::quic::Listener { endpoint, tracker: self.inner.tracker.clone(), resolver, quota })
     }
 
     /// Sends one datagram from local `from` to `node:service`.
@@ -225,6 +292,59 @@ impl NetceptorNode {
         .await;
         self.unbind(&service).await;
         r
+    }
+}
+
+impl NetceptorNode {
+    /// Go's traceroute: pings starting with 0, 1, … hops; each hop is the node that
+    /// reported the probe expired, the last the target's answer. Ends at the target, at
+    /// the first probe with no answer within `within`, or after 30 hops.
+    pub async fn traceroute(
+        &self,
+        node: &str,
+        within: Duration,
+    ) -> Vec<(u8, Result<(String, Duration), PingError>)> {
+        let service = super::proto::random_name();
+        let mut rx = self.bind(&service, 4).await;
+        let mut out = Vec::new();
+        for hops in 0..super::wire::MAX_HOPS {
+            let started = Instant::now();
+            let (reply, sent) = oneshot::channel();
+            let cmd = Cmd::Probe { from: service.clone(), node: node.to_owned(), hops, reply };
+            let sent = match self.inner.cmds.send(cmd).await {
+                Ok(()) => sent.await.unwrap_or_else(|_| Err(SendError::NoRoute(node.to_owned()))),
+                Err(_) => Err(SendError::NoRoute(node.to_owned())),
+            };
+            if let Err(e) = sent {
+                out.push((hops, Err(PingError::Send(e))));
+                break;
+            }
+            let r = loop {
+                match tokio::time::timeout_at(started + within, rx.recv()).await {
+                    Err(_) | Ok(None) => break Err(PingError::Timeout(within)),
+                    Ok(Some(d)) if d.from_service == "unreach" => {
+                        match super::wire::decode_unreachable(&d.payload) {
+                            Ok(m) if m.problem == super::proto::data::EXPIRED => {
+                                break Ok((d.from_node, started.elapsed()));
+                            }
+                            Ok(m) => break Err(PingError::Unreachable(m.problem)),
+                            Err(_) => {}
+                        }
+                    }
+                    Ok(Some(d)) if d.from_node == node && d.from_service == "ping" => {
+                        break Ok((d.from_node, started.elapsed()));
+                    }
+                    Ok(Some(_)) => {}
+                }
+            };
+            let done = !matches!(&r, Ok((from, _)) if from != node);
+            out.push((hops, r));
+            if done {
+                break;
+            }
+        }
+        self.unbind(&service).await;
+        out
     }
 }
 

@@ -180,3 +180,90 @@ pub fn work_types(status: &Value, node: &str) -> Vec<String> {
         .filter_map(|w| w["WorkType"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// A PKI made the way Go Receptor sites make theirs: `--cert-init` for the CA, then
+/// `--cert-makereq` (node ID in the Receptor otherName SAN, `localhost`/127.0.0.1 as DNS/IP
+/// names) and `--cert-signreq` per node, all by the Go binary.
+pub struct GoPki {
+    pub dir: tempfile::TempDir,
+}
+
+impl GoPki {
+    pub fn new() -> GoPki {
+        let pki = GoPki { dir: tempfile::tempdir().expect("tempdir") };
+        pki.run(&[
+            "--cert-init",
+            "commonname=Go test CA",
+            "bits=2048",
+            &format!("outcert={}", pki.path("ca.crt").display()),
+            &format!("outkey={}", pki.path("ca.key").display()),
+        ]);
+        pki
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = Command::new(go_binary()).args(args).output().expect("run the Go receptor");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Issues `name.crt`/`name.key` naming node `id`.
+    pub fn issue(&self, name: &str, id: &str) {
+        let (csr, key, crt) = (
+            self.path(&format!("{name}.csr")),
+            self.path(&format!("{name}.key")),
+            self.path(&format!("{name}.crt")),
+        );
+        self.run(&[
+            "--cert-makereq",
+            "bits=2048",
+            &format!("commonname={id}"),
+            "dnsname=localhost",
+            "ipaddress=127.0.0.1",
+            &format!("nodeid={id}"),
+            &format!("outreq={}", csr.display()),
+            &format!("outkey={}", key.display()),
+        ]);
+        self.run(&[
+            "--cert-signreq",
+            &format!("req={}", csr.display()),
+            &format!("cacert={}", self.path("ca.crt").display()),
+            &format!("cakey={}", self.path("ca.key").display()),
+            &format!("outcert={}", crt.display()),
+            "verify=yes",
+        ]);
+    }
+
+    /// Go's `--tls-server srv` and `--tls-client cli` with `name`'s certificate (client
+    /// certificates required).
+    pub fn go_args(&self, name: &str) -> Vec<String> {
+        let (crt, key, ca) =
+            (self.path(&format!("{name}.crt")), self.path(&format!("{name}.key")), self.path("ca.crt"));
+        vec![
+            "--tls-server".into(),
+            "name=srv".into(),
+            format!("cert={}", crt.display()),
+            format!("key={}", key.display()),
+            "requireclientcert=true".into(),
+            format!("clientcas={}", ca.display()),
+            "--tls-client".into(),
+            "name=cli".into(),
+            format!("cert={}", crt.display()),
+            format!("key={}", key.display()),
+            format!("rootcas={}", ca.display()),
+        ]
+    }
+
+    /// receptord's `[tls]` with `name`'s certificate.
+    pub fn tls_toml(&self, name: &str) -> String {
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = [\"{}\"]\n",
+            self.path(&format!("{name}.crt")).display(),
+            self.path(&format!("{name}.key")).display(),
+            self.path("ca.crt").display()
+        )
+    }
+}

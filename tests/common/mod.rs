@@ -2,6 +2,7 @@
 //! real `receptor` CLI, and polling helpers (no sleep-and-hope).
 #![allow(dead_code)]
 
+pub mod fakego;
 pub mod go;
 pub mod hostile;
 pub mod pki;

@@ -32,6 +32,10 @@ impl Netceptor {
         if ad.node_id == self.cfg.id.as_str() || NodeId::new(&ad.node_id).is_err() {
             return;
         }
+        if self.reserved_claim(from, &ad.node_id) {
+            self.drops.reserved += 1;
+            return;
+        }
         let key = (ad.node_id.clone(), ad.service.clone());
         if self.ads.get(&key).is_some_and(|held| ad.time <= held.time) {
             return;
@@ -145,6 +149,33 @@ impl Netceptor {
         } else {
             self.forward(&from, p);
         }
+    }
+
+    /// A traceroute probe: a ping from local `service` to `node` that starts with `hops`
+    /// hops, handled as if it had just arrived here (so with 0 hops this node itself
+    /// reports it expired, as Go's traceroute shows the origin as hop 0).
+    pub fn probe(&mut self, now: Instant, service: &str, node: &str, hops: u8) -> Result<(), SendError> {
+        if service.len() > MAX_SERVICE {
+            return Err(SendError::Service(service.to_owned()));
+        }
+        let to_hash = if node == self.cfg.id.as_str() || node.eq_ignore_ascii_case("localhost") {
+            self.id_hash
+        } else {
+            if self.next_hop(node).and_then(|hop| self.link_to(hop)).is_none() {
+                return Err(SendError::NoRoute(node.to_owned()));
+            }
+            self.names.learn(node)
+        };
+        let d = DataPacket {
+            hops,
+            from_hash: self.id_hash,
+            to_hash,
+            from_service: service.to_owned(),
+            to_service: "ping".into(),
+            payload: Bytes::new(),
+        };
+        self.data(now, d);
+        Ok(())
     }
 
     /// Sends a datagram from local `service` to `node:to_service`.

@@ -13,7 +13,7 @@ mod routing;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::names::NameTable;
 use super::wire::{Packet, RoutingUpdate, ServiceAd, WorkCommand};
+use crate::mesh::budget::{TokenBucket, WindowCount};
 use crate::wire::NodeId;
 
 /// A link's handle, chosen by the driver.
@@ -36,24 +37,8 @@ pub const SEEN_UPDATE_TTL: Duration = Duration::from_secs(3600);
 /// Go drops a link silent for `2 × route update period + 1 s`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(21);
 
-/// Bounds of the state a peer can make this node hold.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    /// Most nodes in the routing database (updates from further nodes are dropped).
-    pub max_nodes: usize,
-    /// Most service advertisements stored, over all nodes.
-    pub max_ads: usize,
-    /// Most update IDs remembered for flood deduplication (older ones are forgotten first).
-    pub max_seen_updates: usize,
-    /// Packets queued for one local service before further ones are dropped.
-    pub service_queue: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_nodes: 10_000, max_ads: 40_000, max_seen_updates: 200_000, service_queue: 256 }
-    }
-}
+/// Bounds of the state a peer can make this node hold: `[limits.netceptor]`.
+pub use crate::limits::NetceptorLimits as Limits;
 
 /// How the node is set up.
 #[derive(Debug, Clone)]
@@ -66,12 +51,22 @@ pub struct Config {
     pub allowed_peers: Vec<NodeId>,
     /// A link silent this long is closed.
     pub idle_timeout: Duration,
+    /// A link whose peer reads nothing for this long is closed (`limits.stall_timeout`;
+    /// used by the link tasks, not the state machine).
+    pub stall_timeout: Duration,
     pub limits: Limits,
 }
 
 impl Config {
     pub fn new(id: NodeId, epoch: u64) -> Config {
-        Config { id, epoch, allowed_peers: Vec::new(), idle_timeout: IDLE_TIMEOUT, limits: Limits::default() }
+        Config {
+            id,
+            epoch,
+            allowed_peers: Vec::new(),
+            idle_timeout: IDLE_TIMEOUT,
+            stall_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -130,6 +125,14 @@ pub enum CloseReason {
     Rejected,
     #[error("no packet for {0:?}")]
     Idle(Duration),
+    #[error(
+        "{0} is a node this node knows on its native links; a netceptor peer may claim it only with a certificate naming it"
+    )]
+    Reserved(NodeId),
+    #[error("the peer's certificate does not name {0}")]
+    NotCertified(NodeId),
+    #[error("advertisement flood (limits.netceptor.advert_drops_to_close)")]
+    AdvertFlood,
 }
 
 #[derive(Debug)]
@@ -141,6 +144,21 @@ struct Link {
     next_init: Instant,
     /// The peer's own update has listed us at least once.
     listed_us: bool,
+    /// The node IDs the peer's TLS certificate names (`None`: no certificate).
+    cert: Option<Vec<String>>,
+    /// Routing updates and advertisements the peer may still deliver.
+    adverts: TokenBucket,
+    advert_drops: WindowCount,
+}
+
+impl Link {
+    /// Whether the link's peer proved its node ID with a certificate.
+    fn proven(&self) -> bool {
+        match (&self.peer, &self.cert) {
+            (Some(p), Some(names)) => names.iter().any(|n| n == p.as_str()),
+            _ => false,
+        }
+    }
 }
 
 /// One known node's incarnation.
@@ -159,6 +177,12 @@ pub struct Drops {
     pub expired: u64,
     pub over_limits: u64,
     pub service_unknown: u64,
+    /// Claims about node IDs the native plane holds, from no certificate naming them.
+    pub reserved: u64,
+    /// Routing updates and advertisements beyond a link's `advert_rate`.
+    pub advert_rate: u64,
+    /// Packets for a link whose queue held `link_queue_bytes` already.
+    pub link_queue: u64,
 }
 
 /// The state machine.
@@ -176,10 +200,15 @@ pub struct Netceptor {
     seen: HashMap<String, Instant>,
     seen_order: VecDeque<(Instant, String)>,
     routes: BTreeMap<String, String>,
+    /// Bumped whenever the routes are recomputed.
+    pub(super) routes_generation: u64,
     ads: BTreeMap<(String, String), ServiceAd>,
     local: Vec<LocalService>,
     bound: Vec<String>,
     names: NameTable,
+    /// Node IDs the native plane knows (authenticated there): no netceptor peer may
+    /// claim them but one whose certificate names them.
+    reserved: BTreeSet<String>,
     actions: VecDeque<Action>,
     next_update: Instant,
     next_ads: Instant,
@@ -206,10 +235,12 @@ impl Netceptor {
             seen: HashMap::new(),
             seen_order: VecDeque::new(),
             routes: BTreeMap::new(),
+            routes_generation: 0,
             ads: BTreeMap::new(),
             local: Vec::new(),
             bound: vec!["ping".into()],
             names,
+            reserved: BTreeSet::new(),
             actions: VecDeque::new(),
             next_update: now + ROUTE_UPDATE_PERIOD,
             next_ads: now + AD_PERIOD,
@@ -255,12 +286,92 @@ impl Netceptor {
 
     /// A backend session is open: start sending initial updates.
     pub fn link_opened(&mut self, now: Instant, link: LinkId, cost: f64) {
+        self.link_opened_with(now, link, cost, None);
+    }
+
+    /// A backend session is open whose peer presented a TLS certificate naming `cert`
+    /// (`None`: no certificate); the peer's node ID must be one of them.
+    pub fn link_opened_with(&mut self, now: Instant, link: LinkId, cost: f64, cert: Option<Vec<String>>) {
         self.link_closed(now, link);
-        self.links.insert(
-            link,
-            Link { cost, peer: None, last_rx: now, init_sent: 0, next_init: now, listed_us: false },
-        );
+        let lim = &self.cfg.limits;
+        let l = Link {
+            cost,
+            peer: None,
+            last_rx: now,
+            init_sent: 0,
+            next_init: now,
+            listed_us: false,
+            cert,
+            adverts: TokenBucket::new(lim.advert_rate, lim.advert_burst, lim.advert_burst, now),
+            advert_drops: WindowCount::new(Duration::from_secs(60), lim.advert_drops_to_close),
+        };
+        self.links.insert(link, l);
         self.send_init(now, link);
+    }
+
+    /// The node IDs the native plane knows. Claims to them by peers without a
+    /// certificate naming them are dropped from now on, and what such peers said about
+    /// them is forgotten.
+    pub fn set_reserved(&mut self, now: Instant, mut reserved: BTreeSet<String>) {
+        // This node's own ID is guarded on its own (and its edges must stay).
+        reserved.remove(self.cfg.id.as_str());
+        let proven: Vec<(LinkId, String)> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.proven())
+            .filter_map(|(id, l)| l.peer.as_ref().map(|p| (*id, p.as_str().to_owned())))
+            .collect();
+        let unproven_links: Vec<(LinkId, NodeId)> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.proven())
+            .filter_map(|(id, l)| l.peer.clone().map(|p| (*id, p)))
+            .filter(|(_, p)| reserved.contains(p.as_str()))
+            .collect();
+        for (link, p) in unproven_links {
+            self.close(link, CloseReason::Reserved(p), true);
+        }
+        let is_proven = |n: &str| proven.iter().any(|(_, p)| p == n);
+        let gone: Vec<String> =
+            reserved.iter().filter(|n| !self.reserved.contains(*n) && !is_proven(n)).cloned().collect();
+        if !gone.is_empty() {
+            for n in &gone {
+                self.known.remove(n);
+                self.edges.remove(n);
+                for e in self.edges.values_mut() {
+                    e.remove(n);
+                }
+            }
+            self.ads.retain(|(n, _), _| !gone.contains(n));
+            self.routes_due.get_or_insert(now);
+        }
+        self.reserved = reserved;
+    }
+
+    /// Whether a claim about `node` arriving on `link` is to be dropped: `node` is held
+    /// by the native plane and the link's peer did not prove to be it.
+    fn reserved_claim(&self, link: Option<LinkId>, node: &str) -> bool {
+        if !self.reserved.contains(node) {
+            return false;
+        }
+        let proven = link
+            .and_then(|id| self.links.get(&id))
+            .is_some_and(|l| l.proven() && l.peer.as_ref().is_some_and(|p| p.as_str() == node));
+        !proven
+    }
+
+    /// Charges a routing update or advertisement of `len` bytes to `link`'s budget;
+    /// false when it is over (the packet is dropped; a link that keeps flooding is closed).
+    fn charge_advert(&mut self, now: Instant, link: LinkId, len: usize) -> bool {
+        let Some(l) = self.links.get_mut(&link) else { return false };
+        if l.adverts.take(len as u64, now) {
+            return true;
+        }
+        self.drops.advert_rate += 1;
+        if l.advert_drops.record(now) {
+            self.close(link, CloseReason::AdvertFlood, false);
+        }
+        false
     }
 
     /// A backend session ended (closed by either side).
@@ -291,6 +402,10 @@ impl Netceptor {
                 return;
             }
         };
+        let advert = matches!(packet, Packet::Routing(_) | Packet::Service(_));
+        if established && advert && !self.charge_advert(now, link, bytes.len()) {
+            return;
+        }
         match (packet, established) {
             (Packet::Reject, _) => self.close(link, CloseReason::Rejected, false),
             (Packet::Routing(u), false) => self.establish(now, link, &u),

@@ -18,8 +18,16 @@ impl Netceptor {
             Ok(p) => p,
             Err(_) => return self.close(link, CloseReason::BadId(u.forwarding_node.clone()), true),
         };
+        let (certified, cert_given) = match self.links.get(&link).and_then(|l| l.cert.as_ref()) {
+            Some(names) => (names.iter().any(|n| n == peer.as_str()), true),
+            None => (false, false),
+        };
         let refusal = if peer == self.cfg.id {
             Some(CloseReason::SelfId)
+        } else if cert_given && !certified {
+            Some(CloseReason::NotCertified(peer.clone()))
+        } else if self.reserved.contains(peer.as_str()) && !certified {
+            Some(CloseReason::Reserved(peer.clone()))
         } else if !self.cfg.allowed_peers.is_empty() && !self.cfg.allowed_peers.contains(&peer) {
             Some(CloseReason::NotAllowed(peer.clone()))
         } else if self.link_to(peer.as_str()).is_some() {
@@ -93,6 +101,12 @@ impl Netceptor {
             self.drops.over_limits += 1;
             return;
         };
+        if self.reserved_claim(Some(from), node.as_str()) {
+            // A node the native plane holds, claimed by a peer that did not prove to be it:
+            // neither believed nor relayed (Go nodes behind this one are not misled either).
+            self.drops.reserved += 1;
+            return;
+        }
         let first_sight = !self.known.contains_key(node.as_str());
         if first_sight && self.known.len() >= self.cfg.limits.max_nodes {
             self.drops.over_limits += 1;
@@ -120,6 +134,7 @@ impl Netceptor {
                 .connections
                 .iter()
                 .filter(|(k, c)| NodeId::new(k.as_str()).is_ok() && c.is_finite() && **c > 0.0)
+                .filter(|(k, _)| !self.reserved_unproven(k))
                 .map(|(k, c)| (k.clone(), *c))
                 .collect();
             if self.edges.get(node.as_str()) != Some(&conns) {
@@ -166,7 +181,21 @@ impl Netceptor {
     /// Dijkstra from this node over the advertised directed edges; the next hop of each
     /// reachable node.
     pub(super) fn compute_routes(&mut self) {
-        self.routes = shortest_paths(self.cfg.id.as_str(), &self.edges);
+        let mut routes = shortest_paths(self.cfg.id.as_str(), &self.edges);
+        routes.retain(|dst, _| !self.reserved_unproven(dst));
+        self.routes = routes;
+        self.routes_generation += 1;
+    }
+
+    /// Changes whenever the routes may have changed.
+    pub fn routes_generation(&self) -> u64 {
+        self.routes_generation
+    }
+
+    /// A node ID the native plane holds that no link of this plane proved.
+    pub(super) fn reserved_unproven(&self, node: &str) -> bool {
+        self.reserved.contains(node)
+            && !self.links.values().any(|l| l.proven() && l.peer.as_ref().is_some_and(|p| p.as_str() == node))
     }
 
     /// The next hop towards `node`.

@@ -272,3 +272,123 @@ fn limits_bound_the_database() {
     assert!(s.nodes[0].known_nodes().count() <= 1);
     assert!(s.nodes[0].drops.over_limits >= 9);
 }
+
+fn update(node: &str, id: &str, seq: u64, conns: &[(&str, f64)], fwd: &str) -> Bytes {
+    let u = RoutingUpdate {
+        node_id: node.into(),
+        update_id: id.into(),
+        epoch: 1,
+        sequence: seq,
+        connections: conns.iter().map(|(k, c)| ((*k).to_owned(), *c)).collect(),
+        forwarding_node: fwd.into(),
+        suspected_duplicate: 0,
+    };
+    Packet::Routing(u).encode().expect("encodes")
+}
+
+#[test]
+fn native_ids_cannot_be_claimed_over_netceptor() {
+    // a – b – c; "c" is a node a's native plane holds.
+    let mut s = Sim::new(&["a", "b", "c"]);
+    s.connect(0, 1, 1.0);
+    s.connect(1, 2, 1.0);
+    s.run(Duration::from_secs(12), MS100);
+    assert_eq!(s.nodes[0].next_hop("c"), Some("b"));
+    let svc = LocalService { name: "control".into(), conn_type: 1, tags: None, work_commands: None };
+    s.nodes[2].set_services(s.now, vec![svc.clone()]);
+    s.pump();
+    assert_eq!(s.nodes[0].ads().filter(|a| a.node_id == "c").count(), 1);
+
+    s.nodes[0].set_reserved(s.now, ["c".to_owned(), "a".to_owned()].into());
+    s.run(Duration::from_secs(25), MS100);
+    assert_eq!(s.nodes[0].next_hop("b"), Some("b"), "its own ID in the set changes nothing");
+    assert_eq!(s.nodes[0].next_hop("c"), None, "no netceptor route to a native node");
+    assert!(s.nodes[0].known_nodes().all(|n| n != "c"), "what b said about c is forgotten");
+    assert_eq!(s.nodes[0].ads().filter(|a| a.node_id == "c").count(), 0);
+    assert!(s.nodes[0].edges().values().all(|e| !e.contains_key("c")), "nobody's link to c is kept");
+    assert!(s.nodes[0].drops.reserved > 0, "c's updates keep coming and are dropped");
+    s.nodes[2].set_services(s.now, vec![svc]);
+    s.pump();
+    assert_eq!(s.nodes[0].ads().filter(|a| a.node_id == "c").count(), 0);
+    // b is unaffected.
+    assert_eq!(s.nodes[1].next_hop("c"), Some("c"));
+}
+
+#[test]
+fn a_native_id_links_only_with_a_certificate_naming_it() {
+    let mut s = Sim::new(&["a", "b"]);
+    s.nodes[0].set_reserved(s.now, ["b".to_owned()].into());
+    s.connect(0, 1, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    assert!(
+        s.closed.iter().any(|(i, r)| *i == 0 && *r == CloseReason::Reserved(NodeId::new("b").expect("id"))),
+        "{:?}",
+        s.closed
+    );
+    assert_eq!(s.nodes[0].established().count(), 0);
+
+    // The same peer proving "b" with its certificate links and is routed to.
+    let mut s = Sim::new(&["a", "b"]);
+    s.nodes[0].set_reserved(s.now, ["b".to_owned()].into());
+    let (la, lb) = (1, 2);
+    s.wires.insert((0, la), (1, lb));
+    s.wires.insert((1, lb), (0, la));
+    s.nodes[0].link_opened_with(s.now, la, 1.0, Some(vec!["b".into()]));
+    s.nodes[1].link_opened(s.now, lb, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    assert_eq!(s.nodes[0].next_hop("b"), Some("b"), "{:?}", s.closed);
+}
+
+#[test]
+fn a_certificate_naming_another_node_is_refused() {
+    let mut s = Sim::new(&["a", "b"]);
+    let (la, lb) = (1, 2);
+    s.wires.insert((0, la), (1, lb));
+    s.wires.insert((1, lb), (0, la));
+    s.nodes[0].link_opened_with(s.now, la, 1.0, Some(vec!["z".into()]));
+    s.nodes[1].link_opened(s.now, lb, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    assert!(
+        s.closed
+            .iter()
+            .any(|(i, r)| *i == 0 && *r == CloseReason::NotCertified(NodeId::new("b").expect("id"))),
+        "{:?}",
+        s.closed
+    );
+}
+
+#[test]
+fn an_advertisement_flood_is_dropped_then_cut_off() {
+    let mut s = Sim::new(&["a", "b"]);
+    s.nodes[0].cfg.limits.advert_rate = 1000;
+    s.nodes[0].cfg.limits.advert_burst = 2000;
+    s.nodes[0].cfg.limits.advert_drops_to_close = 50;
+    s.connect(0, 1, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    let (link, _) = s.nodes[0].established().map(|(l, p, _)| (l, p.clone())).next().expect("link");
+    for i in 0..200 {
+        let p = update(&format!("n{i}"), &format!("u{i}"), 1, &[], "b");
+        s.nodes[0].link_packet(s.now, link, &p);
+    }
+    assert!(s.nodes[0].known_nodes().count() < 30, "most of the flood is dropped");
+    assert!(s.nodes[0].drops.advert_rate >= 150);
+    s.pump();
+    assert!(s.closed.iter().any(|(i, r)| *i == 0 && *r == CloseReason::AdvertFlood), "{:?}", s.closed);
+}
+
+#[test]
+fn a_peer_cannot_claim_this_nodes_id_or_route_through_it() {
+    let mut s = Sim::new(&["a", "b"]);
+    s.connect(0, 1, 1.0);
+    s.run(Duration::from_secs(1), MS100);
+    let (link, _) = s.nodes[0].established().map(|(l, p, _)| (l, p.clone())).next().expect("link");
+    // b floods updates as if from "a" (our ID) listing fake links.
+    for i in 0..5 {
+        let p = update("a", &format!("self{i}"), 100 + i, &[("ghost", 1.0)], "b");
+        s.nodes[0].link_packet(s.now, link, &p);
+    }
+    s.run(Duration::from_secs(1), MS100);
+    assert!(s.nodes[0].known_nodes().all(|n| n != "a" && n != "ghost"));
+    assert_eq!(s.nodes[0].next_hop("ghost"), None);
+    assert!(s.duplicates.is_empty(), "same epoch rules: no accusation, no stop");
+}

@@ -31,8 +31,9 @@ pub enum ConfigError {
     Quic(String),
 }
 
-/// The transport parameters of every netceptor connection.
-pub fn transport(keep_alive: bool) -> TransportConfig {
+/// The transport parameters of every netceptor connection: the peer may open `streams`
+/// bidirectional streams at once (Go uses one).
+pub fn transport(keep_alive: bool, streams: u32) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.max_idle_timeout(IdleTimeout::try_from(IDLE_TIMEOUT).ok());
     if keep_alive {
@@ -43,7 +44,7 @@ pub fn transport(keep_alive: bool) -> TransportConfig {
     mtu.upper_bound(MAX_DATAGRAM);
     t.mtu_discovery_config(Some(mtu));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
-    t.max_concurrent_bidi_streams(VarInt::from_u32(4));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(streams));
     t
 }
 
@@ -60,7 +61,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A server for an insecure service: a fresh self-signed certificate (as Go makes one
 /// per listener), no client authentication.
-pub fn insecure_server() -> Result<ServerConfig, ConfigError> {
+pub fn insecure_server(streams: u32) -> Result<ServerConfig, ConfigError> {
     let mut params =
         rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| ConfigError::Cert(e.to_string()))?;
     params.distinguished_name.push(rcgen::DnType::CommonName, INSECURE_CN);
@@ -75,7 +76,7 @@ pub fn insecure_server() -> Result<ServerConfig, ConfigError> {
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicServerConfig::try_from(tls).map_err(|e| ConfigError::Quic(e.to_string()))?;
     let mut server = ServerConfig::with_crypto(Arc::new(quic));
-    server.transport_config(Arc::new(transport(false)));
+    server.transport_config(Arc::new(transport(false, streams)));
     server.migration(false);
     Ok(server)
 }

@@ -3,6 +3,7 @@
 //! stream whose first byte, sent by the dialer, is `0x00`.
 
 pub mod config;
+pub mod dial;
 pub mod serve;
 pub mod socket;
 

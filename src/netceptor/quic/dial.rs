@@ -1,0 +1,189 @@
+//! Dialing a stream service on another netceptor node (Go's `DialContext`): every dial
+//! binds a fresh ephemeral service (8 random characters), runs a quinn client endpoint on
+//! it and opens one bidirectional stream whose first byte is `0x00`. In Go's insecure
+//! mode (ConnType 1, what Go's control service uses without `tls=`) the server proves
+//! nothing but the common name `netceptor-insecure-common-name` on its certificate; the
+//! TLS 1.3 signature is still verified, so the stream is encrypted end to end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+use super::config::{self, ALPN, ConfigError, INSECURE_CN};
+use super::socket::NetSocket;
+use crate::control::io::ByteWrite;
+use crate::netceptor::NetceptorNode;
+
+/// Go's handshake timeout for dialers.
+const HANDSHAKE: Duration = Duration::from_secs(15);
+
+/// Why a stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("no route to node {0} on the netceptor plane")]
+    NoRoute(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("QUIC: {0}")]
+    Quic(String),
+    #[error("no QUIC handshake with {0} within {HANDSHAKE:?}")]
+    Timeout(String),
+}
+
+/// Accepts a server certificate iff one presented certificate has the insecure common
+/// name (Go `generateClientTLSConfig`); handshake signatures are verified.
+#[derive(Debug)]
+struct InsecureCn(Arc<rustls::crypto::CryptoProvider>);
+
+fn has_insecure_cn(der: &[u8]) -> bool {
+    x509_parser::parse_x509_certificate(der).is_ok_and(|(_, c)| {
+        c.subject().iter_common_name().any(|cn| cn.as_str().is_ok_and(|s| s == INSECURE_CN))
+    })
+}
+
+impl ServerCertVerifier for InsecureCn {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if std::iter::once(end_entity).chain(intermediates).any(|c| has_insecure_cn(c)) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("insecure connection to secure service".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn insecure_client() -> Result<quinn::ClientConfig, ConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(InsecureCn(provider)))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| ConfigError::Quic(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(quic));
+    client.transport_config(Arc::new(config::transport(true, 1)));
+    Ok(client)
+}
+
+/// One open stream to a remote service: its halves, and what must live as long as they do.
+pub struct Dialed {
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub session: Arc<DialSession>,
+}
+
+/// The connection, its endpoint and the ephemeral service behind a dialed stream; when
+/// the last half is dropped the connection is closed ("normal close", code 0, as Go) and
+/// the service unbound.
+pub struct DialSession {
+    conn: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    node: NetceptorNode,
+    service: String,
+}
+
+impl Drop for DialSession {
+    fn drop(&mut self) {
+        self.conn.close(0u32.into(), b"normal close");
+        let (endpoint, node, service) = (self.endpoint.clone(), self.node.clone(), self.service.clone());
+        let tracker = node.tracker().clone();
+        tracker.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+            node.unbind(&service).await;
+        });
+    }
+}
+
+impl NetceptorNode {
+    /// Opens a stream to `node:service` (Go's insecure mode).
+    pub async fn dial(&self, node: &str, service: &str) -> Result<Dialed, DialError> {
+        if !self.routable(node) {
+            return Err(DialError::NoRoute(node.to_owned()));
+        }
+        let local = crate::netceptor::proto::random_name();
+        let rx = self.bind(&local, self.limits().service_queue).await;
+        let socket = NetSocket::new(local.clone(), rx, self.cmds());
+        let target = socket.addr_of(node, service);
+        let built = quinn::Endpoint::new_with_abstract_socket(
+            config::endpoint(),
+            None,
+            Arc::new(socket),
+            Arc::new(quinn::TokioRuntime),
+        );
+        let r = async {
+            let endpoint = built.map_err(|e| DialError::Quic(e.to_string()))?;
+            let target = target.ok_or_else(|| DialError::Quic("address table full".into()))?;
+            let connecting = endpoint
+                .connect_with(insecure_client()?, target, INSECURE_CN)
+                .map_err(|e| DialError::Quic(e.to_string()))?;
+            let conn = match tokio::time::timeout(HANDSHAKE, connecting).await {
+                Err(_) => return Err(DialError::Timeout(node.to_owned())),
+                Ok(r) => r.map_err(|e| DialError::Quic(e.to_string()))?,
+            };
+            let session = Arc::new(DialSession {
+                conn: conn.clone(),
+                endpoint,
+                node: self.clone(),
+                service: local.clone(),
+            });
+            let (mut send, recv) = conn.open_bi().await.map_err(|e| DialError::Quic(e.to_string()))?;
+            send.write_all(&[0]).await.map_err(|e| DialError::Quic(e.to_string()))?;
+            Ok(Dialed { send, recv, session })
+        }
+        .await;
+        if r.is_err() {
+            self.unbind(&local).await;
+        }
+        r
+    }
+}
+
+/// The writing half of a dialed stream: closing it half-closes (FIN), as Go's `Close`.
+pub struct DialWrite {
+    pub send: quinn::SendStream,
+    pub session: Arc<DialSession>,
+}
+
+impl ByteWrite for DialWrite {
+    async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        self.send.write_all(&data).await.map_err(std::io::Error::other)
+    }
+
+    async fn close(&mut self) {
+        let _ = self.send.finish();
+    }
+}

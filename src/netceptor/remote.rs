@@ -1,0 +1,191 @@
+//! Work units on Go Receptor nodes (receptord as the controller, Go as the executor): a
+//! [`RemoteControl`] that reaches a node's control service over a netceptor stream (QUIC,
+//! Go's insecure mode) when only the netceptor plane knows the node, and the native
+//! mesh otherwise. Each request is its own stream, as Go's `remote_work.go` does it; the
+//! requests are Go's (`work submit` JSON with string values, `work status`, `results`
+//! with `startpos`, `cancel`, `release`), so the Go node sees an ordinary remote unit.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::NetceptorNode;
+use super::quic::dial::{DialSession, DialWrite};
+use crate::control::client::{ClientError, ControlClient};
+use crate::control::gojson;
+use crate::control::io::{ByteWrite, IoRead, LineReader};
+use crate::wire::NodeId;
+use crate::work::remote::{BoxFut, RemoteBytes, RemoteControl, RemoteError, RemoteOp, RemoteSubmit};
+use crate::work::units::UnitStatus;
+
+/// How long a Go node has to greet us (Go's remote work waits 5 s).
+const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
+
+type NetClient = ControlClient<IoRead<quinn::RecvStream>, DialWrite>;
+
+/// Remote units on native nodes through `mesh`, on Go nodes through `net`.
+pub struct PlaneControl {
+    pub mesh: Arc<dyn RemoteControl>,
+    pub net: NetceptorNode,
+}
+
+fn unreachable(e: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Unreachable(e.to_string())
+}
+
+fn classify(e: ClientError) -> RemoteError {
+    match e {
+        ClientError::Remote(msg) => RemoteError::from_reply(msg),
+        ClientError::Protocol(msg) => RemoteError::Refused(format!("could not parse response: {msg}")),
+        ClientError::Io(e) => unreachable(e),
+    }
+}
+
+impl PlaneControl {
+    /// The native plane wins for every node it can route to.
+    fn native(&self, node: &NodeId) -> bool {
+        self.mesh.reachable(node) || !self.net.routable(node.as_str())
+    }
+
+    async fn session(&self, node: &NodeId) -> Result<NetClient, RemoteError> {
+        let d = self.net.dial(node.as_str(), crate::control::CONTROL_SERVICE).await.map_err(unreachable)?;
+        let wr = DialWrite { send: d.send, session: d.session };
+        let client = tokio::time::timeout(GREETING_TIMEOUT, ControlClient::connect(IoRead(d.recv), wr))
+            .await
+            .map_err(|_| unreachable(format!("no greeting from {node} within {GREETING_TIMEOUT:?}")))?
+            .map_err(classify)?;
+        // As Go: the greeting must name the node dialed.
+        if client.node != node.as_str() {
+            return Err(RemoteError::Refused(format!("expected node {node}, reached {}", client.node)));
+        }
+        Ok(client)
+    }
+
+    async fn request(&self, node: &NodeId, line: &str) -> Result<Value, RemoteError> {
+        let mut c = self.session(node).await?;
+        let v = c.request(line).await.map_err(classify)?;
+        c.wr_mut().close().await;
+        Ok(v)
+    }
+}
+
+/// A results stream from a Go node: raw bytes until it closes its side.
+struct NetResults(LineReader<IoRead<quinn::RecvStream>>, #[allow(dead_code)] Arc<DialSession>);
+
+impl RemoteBytes for NetResults {
+    fn next(&mut self) -> BoxFut<'_, Result<Option<Bytes>, RemoteError>> {
+        Box::pin(async move { self.0.raw().await.map_err(unreachable) })
+    }
+}
+
+impl RemoteControl for PlaneControl {
+    fn reachable(&self, node: &NodeId) -> bool {
+        self.mesh.reachable(node) || self.net.routable(node.as_str())
+    }
+
+    fn links_are_tls(&self) -> bool {
+        self.mesh.links_are_tls()
+    }
+
+    fn submit<'a>(
+        &'a self,
+        node: &'a NodeId,
+        req: RemoteSubmit,
+        on_created: &'a (dyn Fn(&str) + Send + Sync),
+    ) -> BoxFut<'a, Result<String, RemoteError>> {
+        if self.native(node) {
+            return self.mesh.submit(node, req, on_created);
+        }
+        Box::pin(async move {
+            // Streams to Go nodes are in Go's insecure mode (nothing authenticates the
+            // server): no secrets over them.
+            if req.params.keys().any(|k| k.starts_with("secret_")) {
+                return Err(RemoteError::Refused(format!(
+                    "secret_ parameters are not sent to {node}: netceptor streams to Go nodes do not authenticate them"
+                )));
+            }
+            let mut c = self.session(node).await?;
+            // Go's JSON submit takes string values only.
+            let mut fields: BTreeMap<String, Value> =
+                req.params.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            fields.insert("node".into(), json!(node.as_str()));
+            fields.insert("worktype".into(), json!(req.work_type));
+            if let Some(sig) = req.signature {
+                fields.insert("signature".into(), json!(sig));
+            }
+            let file = tokio::fs::File::open(&req.stdin)
+                .await
+                .map_err(|e| RemoteError::Refused(format!("reading stdin: {e}")))?;
+            let id = c.submit_create(fields.into_iter().collect()).await.map_err(classify)?;
+            on_created(&id);
+            c.submit_payload(IoRead(file)).await.map_err(classify)?;
+            Ok(id)
+        })
+    }
+
+    fn status<'a>(&'a self, node: &'a NodeId, unit: &'a str) -> BoxFut<'a, Result<UnitStatus, RemoteError>> {
+        if self.native(node) {
+            return self.mesh.status(node, unit);
+        }
+        Box::pin(async move {
+            let v = self.request(node, &format!("work status {unit}")).await?;
+            serde_json::from_value(v).map_err(|e| RemoteError::Refused(format!("bad status: {e}")))
+        })
+    }
+
+    fn results<'a>(
+        &'a self,
+        node: &'a NodeId,
+        unit: &'a str,
+        from: u64,
+        signature: Option<String>,
+    ) -> BoxFut<'a, Result<Box<dyn RemoteBytes>, RemoteError>> {
+        if self.native(node) {
+            return self.mesh.results(node, unit, from, signature);
+        }
+        Box::pin(async move {
+            let mut c = self.session(node).await?;
+            let mut req =
+                json!({"command": "work", "subcommand": "results", "unitid": unit, "startpos": from});
+            if let Some(sig) = signature {
+                req["signature"] = json!(sig);
+            }
+            c.send_line(&gojson::to_string(&req)).await.map_err(classify)?;
+            let header = c.read_line().await.map_err(classify)?;
+            if !header.contains("Streaming results") {
+                return Err(RemoteError::Refused(format!("could not parse response: {header}")));
+            }
+            c.wr_mut().close().await;
+            let session = c.wr_mut().session.clone();
+            Ok(Box::new(NetResults(c.into_reader(), session)) as Box<dyn RemoteBytes>)
+        })
+    }
+
+    fn operate<'a>(
+        &'a self,
+        node: &'a NodeId,
+        unit: &'a str,
+        op: RemoteOp,
+        signature: Option<String>,
+    ) -> BoxFut<'a, Result<(), RemoteError>> {
+        if self.native(node) {
+            return self.mesh.operate(node, unit, op, signature);
+        }
+        Box::pin(async move {
+            let sub = match op {
+                RemoteOp::Cancel => "cancel",
+                RemoteOp::Release => "release",
+                RemoteOp::ForceRelease => "force-release",
+            };
+            let mut req = json!({"command": "work", "subcommand": sub, "unitid": unit});
+            if let Some(sig) = signature {
+                req["signature"] = json!(sig);
+            }
+            self.request(node, &gojson::to_string(&req)).await?;
+            Ok(())
+        })
+    }
+}
