@@ -7,12 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Cycles kept on purpose, each with its reason.
-const ALLOWED_CYCLES: &[&[&str]] = &[
-    // netceptor::quic::serve adapts netceptor QUIC streams to control's accept loop; it moves
-    // to control once the netceptor work-submission slice has landed.
-    &["control", "netceptor"],
-];
+/// Cycles kept on purpose, each with its reason (none today).
+const ALLOWED_CYCLES: &[&[&str]] = &[];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read src") {

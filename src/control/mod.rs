@@ -14,6 +14,8 @@ pub mod client;
 pub mod gojson;
 pub mod io;
 mod listen;
+mod netceptor;
+pub mod plane;
 pub(crate) mod work;
 
 pub use budget::{OriginKey, SessionBudget};

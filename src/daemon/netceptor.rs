@@ -66,7 +66,7 @@ pub(super) fn remote_control(
     net: Option<&NetceptorNode>,
 ) -> Arc<dyn crate::work::remote::RemoteControl> {
     match net {
-        Some(net) => Arc::new(crate::netceptor::remote::PlaneControl { mesh, net: net.clone() }),
+        Some(net) => Arc::new(crate::control::plane::PlaneControl { mesh, net: net.clone() }),
         None => mesh,
     }
 }

@@ -15,7 +15,6 @@ pub mod names;
 mod node;
 pub mod proto;
 pub mod quic;
-pub mod remote;
 pub mod status;
 pub mod wire;
 

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -16,7 +15,6 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::config::{self, ALPN, ConfigError, INSECURE_CN};
 use super::socket::NetSocket;
-use crate::control::io::ByteWrite;
 use crate::netceptor::NetceptorNode;
 
 /// Go's handshake timeout for dialers.
@@ -176,14 +174,4 @@ impl NetceptorNode {
 pub struct DialWrite {
     pub send: quinn::SendStream,
     pub session: Arc<DialSession>,
-}
-
-impl ByteWrite for DialWrite {
-    async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
-        self.send.write_all(&data).await.map_err(std::io::Error::other)
-    }
-
-    async fn close(&mut self) {
-        let _ = self.send.finish();
-    }
 }

@@ -12,11 +12,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::NetceptorNode;
-use super::quic::dial::{DialSession, DialWrite};
-use crate::control::client::{ClientError, ControlClient};
-use crate::control::gojson;
-use crate::control::io::{ByteWrite, IoRead, LineReader};
+use super::client::{ClientError, ControlClient};
+use super::gojson;
+use super::io::{ByteWrite, IoRead, LineReader};
+use crate::netceptor::NetceptorNode;
+use crate::netceptor::quic::dial::{DialSession, DialWrite};
 use crate::wire::NodeId;
 use crate::work::remote::{BoxFut, RemoteBytes, RemoteControl, RemoteError, RemoteOp, RemoteSubmit};
 use crate::work::units::UnitStatus;
@@ -51,7 +51,7 @@ impl PlaneControl {
     }
 
     async fn session(&self, node: &NodeId) -> Result<NetClient, RemoteError> {
-        let d = self.net.dial(node.as_str(), crate::control::CONTROL_SERVICE).await.map_err(unreachable)?;
+        let d = self.net.dial(node.as_str(), super::CONTROL_SERVICE).await.map_err(unreachable)?;
         let wr = DialWrite { send: d.send, session: d.session };
         let client = tokio::time::timeout(GREETING_TIMEOUT, ControlClient::connect(IoRead(d.recv), wr))
             .await
