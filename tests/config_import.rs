@@ -119,7 +119,9 @@ fn awx_execution_node_translates_completely() {
     assert_eq!(cfg.control.mode_bits(), 0o660);
     assert!(cfg.work.command.is_empty(), "ansible-runner worker is the built-in worker");
     assert!(cfg.work.ansible_runner.enabled && cfg.work.ansible_runner.verify_signature);
-    assert_eq!(cfg.work.verification.expect("verification").public_key, f.path("verify.pem"));
+    let verification = cfg.work.verification.expect("verification");
+    assert_eq!(verification.public_key, f.path("verify.pem"));
+    assert!(verification.accept_replayable_go_tokens, "AWX's Go control node signs with Go tokens");
 }
 
 #[test]

@@ -48,7 +48,8 @@ const HEADER: &str = "\
 #   with tcp_tls); the mesh service \"control\" is also offered to Go nodes (AWX).
 # - work-command -> [[work.command]] (params split shell-like into args, never run through a
 #   shell); AWX's `ansible-runner worker` -> the built-in [work.ansible_runner].
-# - work-signing/work-verification -> [work.signing]/[work.verification].
+# - work-signing/work-verification -> [work.signing]/[work.verification], accepting Go's
+#   replayable tokens for submissions as the Go node did (accept_replayable_go_tokens).
 ";
 
 /// The TOML text of `t`.
@@ -142,5 +143,11 @@ fn work(o: &mut String, t: &Translation) {
     }
     if let Some(key) = &t.verification {
         let _ = writeln!(o, "\n[work.verification]\npublic_key = {}", q(key));
+        // Go's own behaviour: its control nodes (AWX) sign with Go tokens (aud and exp only).
+        o.push_str(
+            "# Go control nodes (AWX) sign with Go's tokens, replayable until they expire, as the Go\n\
+             # node this replaces accepted them; set false once every submitter is receptord.\n\
+             accept_replayable_go_tokens = true\n",
+        );
     }
 }

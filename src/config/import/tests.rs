@@ -175,7 +175,7 @@ fn hostile_yaml_is_bounded() {
     let mut bomb = String::from("- a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
     for i in 1..12 {
         let p = format!("*a{}", i - 1);
-        bomb.push_str(&format!("- a{i}: &a{i} [{}]\n", vec![p.as_str(); 9].join(", ")));
+        bomb.push_str(&format!("- a{i}: &a{i} [{}]\n", [p.as_str(); 9].join(", ")));
     }
     let e = import_str(&bomb, &ImportOptions::default()).expect_err("an alias bomb is refused");
     assert!(matches!(e, ImportError::Yaml(ref m) if m.contains("repetition limit")), "{e}");
