@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::go::{GoPki, free_port, go_binary};
+use common::go::{GoNode, GoPki, connections, ctl, free_port, go_binary};
 use common::{RECEPTOR, RECEPTORD, rsa_keys, wait_until};
 use receptord::config::Config;
 
@@ -122,6 +122,49 @@ fn awx_execution_node_translates_completely() {
     let verification = cfg.work.verification.expect("verification");
     assert_eq!(verification.public_key, f.path("verify.pem"));
     assert!(verification.accept_replayable_go_tokens, "AWX's Go control node signs with Go tokens");
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_translated_execution_node_runs_and_go_peers_dial_it_unchanged() {
+    let f = Fixture::new("awx-execution-node.yaml", "exec1");
+    f.pki.issue("gohop", "gohop");
+    let (out, toml) = f.import(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let port = check_config(&toml).listeners[0].url.port;
+    let daemon = Command::new(RECEPTORD)
+        .arg("--config")
+        .arg(&toml)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("receptord");
+    let _daemon = Killed(daemon);
+    let sock = f.path("exec1.sock");
+    wait_until("receptord's control socket", Duration::from_secs(20), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    // A Go hop node dials it with Go's TLS client, as it dialled the Go execution node.
+    let mut args = f.pki.go_args("gohop");
+    args.extend(["--tcp-peer".into(), format!("address=127.0.0.1:{port}"), "tls=cli".into()]);
+    let go = GoNode::start("gohop", false, &args);
+    wait_until("receptord lists the Go peer", Duration::from_secs(40), || {
+        let st: serde_json::Value = serde_json::from_str(&ctl(&sock, "status")).unwrap_or_default();
+        connections(&st).iter().any(|(n, _, p)| n == "gohop" && p.as_deref() == Some("netceptor"))
+    });
+    wait_until("the Go node lists exec1", Duration::from_secs(40), || {
+        connections(&go.status()).iter().any(|(n, _, _)| n == "exec1")
+    });
 }
 
 #[test]
