@@ -17,6 +17,7 @@ use crate::transport::PeerUrl;
 use crate::wire::NodeId;
 
 mod allow;
+pub mod import;
 mod metrics;
 mod netceptor;
 mod pattern;

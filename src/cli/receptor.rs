@@ -160,7 +160,34 @@ pub enum Command {
     /// Run a playbook like `ansible-runner run`, on mesh node --via-receptor (or here).
     #[command(after_help = RUN_AFTER_HELP)]
     Run(Box<RunArgs>),
+    /// Configuration files: translate a Go Receptor config.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Translate a Go Receptor YAML config into a receptord TOML config.
+    #[command(after_help = IMPORT_AFTER_HELP)]
+    Import {
+        /// The Go Receptor YAML config (receptor --config FILE).
+        file: PathBuf,
+        /// Write the TOML here instead of stdout.
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// The tcp-peers already run receptord: dial them with receptor:// (receptors://)
+        /// instead of netceptor:// (netceptors://).
+        #[arg(long)]
+        native_peers: bool,
+    },
+}
+
+pub const IMPORT_AFTER_HELP: &str = "\
+Every Go setting receptord has no equivalent for is listed on stderr, one line each:
+`left out: YAML-PATH: reason` (and in the TOML's header).
+Exit status: 0 when everything was translated, 3 when something was left out (the TOML is
+still written), 1 when FILE is not a Go Receptor config (unreadable, not YAML, over 1 MiB,
+wrong shape or value types; nothing is written).";
 
 pub const STATUS_AFTER_HELP: &str = "\
 Exit status: 0 when the mesh status was read, 1 when it could not be (peer unreachable, ...).

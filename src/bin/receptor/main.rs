@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use receptord::certs::{self, Subject};
 use receptord::cli::receptor::{
-    CertCommand, Cli, Command, MeshArgs, RunArgs, SubjectArgs, WorkArgs, WorkCommand,
+    CertCommand, Cli, Command, ConfigCommand, MeshArgs, RunArgs, SubjectArgs, WorkArgs, WorkCommand,
 };
 use receptord::client::{ClientOptions, MeshClient};
 use receptord::wire::NodeId;
@@ -43,6 +43,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `receptor config import`: exit 0 when complete, 3 when something was left out.
+fn config(c: ConfigCommand) -> anyhow::Result<u8> {
+    use receptord::config::import;
+    let ConfigCommand::Import { file, output, native_peers } = c;
+    let opts = import::ImportOptions { native_peers };
+    let imported = import::import_file(&file, &opts).map_err(|e| match e {
+        import::ImportError::Read { .. } => anyhow::anyhow!(e),
+        e => anyhow::anyhow!("{}: {e}", file.display()),
+    })?;
+    match &output {
+        Some(path) => {
+            std::fs::write(path, &imported.toml).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout().write_all(imported.toml.as_bytes()).context("writing stdout")?,
+    }
+    let mut err = std::io::stderr().lock();
+    for l in &imported.left_out {
+        let _ = writeln!(err, "left out: {l}");
+    }
+    Ok(if imported.left_out.is_empty() { 0 } else { 3 })
 }
 
 /// The control socket to use: --socket, or the packaged daemon's when it exists.
@@ -111,7 +133,7 @@ fn take_mesh(c: &mut Command) -> MeshArgs {
         }
         Command::Work(w) => std::mem::take(&mut w.mesh),
         Command::Run(r) => std::mem::take(&mut r.mesh),
-        Command::Cert(_) => MeshArgs::default(),
+        Command::Cert(_) | Command::Config(_) => MeshArgs::default(),
     }
 }
 
@@ -121,6 +143,7 @@ async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
     let command = match cli.command {
         Command::Run(args) => return run(&mesh, *args).await,
         Command::Cert(c) => return cert(c),
+        Command::Config(c) => return config(c),
         Command::Work(w) if mesh.receptor_peer.is_none() => {
             return work::dispatch(w.command, socket_path(&mesh)?).await;
         }
@@ -164,7 +187,7 @@ async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Work(_) => Err(anyhow::anyhow!(
             "work units live on a daemon: use its control socket (--socket) rather than --receptor-peer"
         )),
-        Command::Run(_) | Command::Cert(_) => unreachable!("handled above"),
+        Command::Run(_) | Command::Cert(_) | Command::Config(_) => unreachable!("handled above"),
     };
     client.close().await;
     result
