@@ -124,6 +124,20 @@ impl RemoteControl for SocketUnits {
         false
     }
 
+    // The local daemon's Unix socket: no relay between, so no path to name and nothing
+    // to tell tampering from a reroute by (the daemon's own mirror does that).
+    fn path<'a>(&'a self, _node: &'a NodeId) -> BoxFut<'a, String> {
+        Box::pin(async { String::new() })
+    }
+
+    fn route_mark(&self) -> Option<crate::mesh::reroute::RouteMark> {
+        None
+    }
+
+    fn rerouted_since(&self, _node: &NodeId, _mark: Option<crate::mesh::reroute::RouteMark>) -> bool {
+        true
+    }
+
     fn submit<'a>(
         &'a self,
         node: &'a NodeId,

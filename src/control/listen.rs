@@ -283,6 +283,7 @@ impl Pending for Incoming {
     type Read = crate::mesh::StreamReader;
     type Write = MeshWrite;
     fn origin(&self) -> OriginKey {
+        // A peer is its principal already (a client session NODE~TAG is NODE: `Peer`).
         OriginKey::Remote(format!("node {}", self.peer))
     }
     async fn open(self) -> Option<(Self::Read, Self::Write, Origin)> {

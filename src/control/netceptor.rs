@@ -28,7 +28,12 @@ impl Acceptor for Listener {
                 self.resolver.remote_of(&incoming.remote_address()).map(|r| r.node).unwrap_or_default();
             match self.quota.take(&node) {
                 Ok(slot) => {
-                    return Some(NetStream { incoming, tracker: self.tracker.clone(), slot: Some(slot) });
+                    return Some(NetStream {
+                        incoming,
+                        tracker: self.tracker.clone(),
+                        slot: Some(slot),
+                        node,
+                    });
                 }
                 Err(why) => {
                     static LOG: crate::logging::Throttle =
@@ -71,8 +76,11 @@ impl Pending for NetStream {
     type Write = QuicWrite;
 
     fn origin(&self) -> super::OriginKey {
-        // The netceptor packet's claimed source is not proved: the UDP address is.
-        super::OriginKey::Remote(self.incoming.remote_address().ip().to_string())
+        // One origin per netceptor node: Go dials every stream from a fresh ephemeral
+        // service (a new synthetic address each time), so the address would be no origin
+        // at all. The node name is what its packets claim (not proven); a peer claiming
+        // many names is bounded by limits.netceptor.max_nodes and the shared remote slots.
+        super::OriginKey::Remote(format!("netceptor:{}", self.node))
     }
 
     async fn open(mut self) -> Option<(Self::Read, Self::Write, Origin)> {

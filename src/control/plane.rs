@@ -90,6 +90,18 @@ impl RemoteControl for PlaneControl {
         self.mesh.links_are_tls()
     }
 
+    fn path<'a>(&'a self, node: &'a NodeId) -> BoxFut<'a, String> {
+        self.mesh.path(node)
+    }
+
+    fn route_mark(&self) -> Option<crate::mesh::reroute::RouteMark> {
+        self.mesh.route_mark()
+    }
+
+    fn rerouted_since(&self, node: &NodeId, mark: Option<crate::mesh::reroute::RouteMark>) -> bool {
+        self.mesh.rerouted_since(node, mark)
+    }
+
     fn submit<'a>(
         &'a self,
         node: &'a NodeId,

@@ -27,35 +27,74 @@ pub(super) fn start(cfg: &Config, node: &Node, tls: Option<TlsContext>) -> Netce
     nc.limits = cfg.limits.netceptor.clone();
     nc.stall_timeout = cfg.limits.stall_timeout;
     let net = NetceptorNode::start(nc, tls, &node.tracker(), node.cancel_token());
-    node.tracker().spawn(reserve_native_ids(net.clone(), node.clone(), cfg.limits.max_nodes));
+    let record = cfg.node.data_dir.join(RESERVED_FILE);
+    node.tracker().spawn(reserve_native_ids(net.clone(), node.clone(), cfg.limits.max_nodes, record));
     net
 }
 
-/// Tells the plane every node ID the native plane has linked with or routed to since
-/// start (they stay reserved after they leave, so a Go-speaking peer cannot take over
-/// the ID of a native node that is down). At `2 × max_nodes` IDs the set restarts from
-/// the current topology.
-async fn reserve_native_ids(net: NetceptorNode, node: Node, max_nodes: usize) {
+/// Where the reserved IDs are kept across restarts (under `node.data_dir`).
+const RESERVED_FILE: &str = "netceptor-reserved-ids";
+
+/// Tells the plane every node ID the native plane has linked with or routed to (they stay
+/// reserved after they leave, so a Go-speaking peer cannot take over the ID of a native
+/// node that is down). Client sessions (`NODE~TAG`) and temporary `receptor-client-…` IDs
+/// are not reserved (they come and go; a session is its node's anyway). The set is kept in
+/// `record`, so it holds from the first moment after a restart, before the native plane
+/// has converged. At `2 × max_nodes` IDs it restarts from the current topology.
+async fn reserve_native_ids(net: NetceptorNode, node: Node, max_nodes: usize, record: std::path::PathBuf) {
     let mut topo = node.topology();
     let cancel = node.cancel_token();
-    let mut reserved: BTreeSet<String> = BTreeSet::new();
+    let limit = 2 * max_nodes.max(1);
+    let mut reserved: BTreeSet<String> = read_reserved(&record, limit);
+    let mut first = true;
     loop {
         let (linked, reachable) = {
             let t = topo.borrow_and_update();
             (t.linked.clone(), t.reachable.clone())
         };
         let before = reserved.len();
-        if reserved.len() >= 2 * max_nodes.max(1) {
+        if reserved.len() >= limit {
             reserved.clear();
         }
-        reserved.extend(linked.iter().chain(reachable.iter()).map(|n| n.as_str().to_owned()));
-        if reserved.len() != before || before == 0 {
+        reserved.extend(
+            linked
+                .iter()
+                .chain(reachable.iter())
+                .filter(|n| !n.is_session() && !n.as_str().starts_with(crate::identity::UNCERTIFIED_PREFIX))
+                .map(|n| n.as_str().to_owned()),
+        );
+        if reserved.len() != before || first {
+            first = false;
             net.set_reserved(reserved.clone()).await;
+            write_reserved(&record, &reserved);
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = topo.changed() => if r.is_err() { return },
         }
+    }
+}
+
+/// The IDs kept by an earlier run (one per line; bounded; anything unreadable is skipped).
+fn read_reserved(path: &std::path::Path, limit: usize) -> BTreeSet<String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return BTreeSet::new() };
+    text.lines()
+        .filter_map(|l| crate::wire::NodeId::new(l.trim()).ok())
+        .filter(|n| !n.is_session())
+        .map(|n| n.as_str().to_owned())
+        .take(limit)
+        .collect()
+}
+
+fn write_reserved(path: &std::path::Path, ids: &BTreeSet<String>) {
+    let mut text = String::new();
+    for id in ids {
+        text.push_str(id);
+        text.push('\n');
+    }
+    let tmp = path.with_extension("tmp");
+    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+        tracing::warn!(error = %e, path = %path.display(), "cannot record the reserved node IDs");
     }
 }
 
@@ -124,5 +163,23 @@ pub(super) async fn fatal(rx: Option<&mut tokio::sync::watch::Receiver<Option<St
     match rx.wait_for(Option::is_some).await {
         Ok(m) => m.clone().unwrap_or_default(),
         Err(_) => "the netceptor plane stopped".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_ids_survive_a_restart_without_sessions_or_junk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(RESERVED_FILE);
+        let ids: BTreeSet<String> = ["hub-a", "node7"].iter().map(|s| s.to_string()).collect();
+        write_reserved(&path, &ids);
+        assert_eq!(read_reserved(&path, 10), ids);
+        std::fs::write(&path, "hub-a\nctl~tag\nbad id\n\nnode7\nnode8\n").expect("write");
+        assert_eq!(read_reserved(&path, 10), ids.iter().cloned().chain(["node8".to_owned()]).collect());
+        assert_eq!(read_reserved(&path, 1).len(), 1, "bounded");
+        assert!(read_reserved(&dir.path().join("none"), 10).is_empty());
     }
 }

@@ -179,8 +179,12 @@ impl Driver {
                     self.topology.send_modify(|t| {
                         t.synced.remove(&h.peer);
                     });
+                    // Only an established link that could carry others' frames can have
+                    // cut a stream short (not a refused handshake, not a client's link).
+                    if !self.mesh.link_not_relay(link) {
+                        self.router.reroutes.link_down();
+                    }
                 }
-                self.router.reroutes.link_down();
                 self.mesh.link_down(now, link);
                 self.publish_topology();
             }

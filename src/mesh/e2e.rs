@@ -146,8 +146,12 @@ impl E2e {
     ) -> Result<Bytes, HandshakeError> {
         let cfg = self.tls.stream_tls().map_err(|e| HandshakeError::Tls(e.to_string()))?.server.clone();
         let mut conn = Connection::Server(rustls::ServerConnection::new(cfg).map_err(tls_err)?);
-        feed(&mut conn, hello)?;
-        let ticket = drive(&mut conn, writer, reader).await?;
+        // A ticket issued after a resumption keeps the proof time of the one resumed.
+        let ticket = crate::transport::stream_tls::proof_scope(async {
+            feed(&mut conn, hello)?;
+            drive(&mut conn, writer, reader).await
+        })
+        .await?;
         check_names(&conn, stream.opener)?;
         let keys = derive(&conn, stream)?;
         crate::metrics::global().stream_handshake(if resumed(&conn) { "resumed" } else { "full" });

@@ -1,9 +1,10 @@
 //! Which routes changed, and when: a stream whose frames arrive with a gap, out of order
 //! or cut short (`StreamError::Sequence`) was either tampered with or caught in a reroute
 //! (frames in flight on a link that went down). Only cryptographic evidence proves
-//! tampering; a sequence failure counts as tampering only when this node saw no change
-//! of the route to the other end, and none of its own links go down, while the stream
-//! ran. This module keeps that record for [`crate::mesh::Node::rerouted_since`].
+//! tampering; a sequence failure counts as tampering only when, while the stream ran,
+//! no route this node held moved or went away (a change beyond the first hop, or on the
+//! way back, which the other end routes, is invisible from here) and none of its own
+//! links that could carry others' frames went down. This module keeps that record for [`crate::mesh::Node::rerouted_since`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,6 +33,10 @@ struct Inner {
     default: Option<LinkId>,
     /// When one of this node's links last went down.
     link_down: u64,
+    /// When any known route last moved or went away: a change beyond the first hop, or
+    /// on the way back (which the other end routes), cannot be told from here, so every
+    /// change of a route this node held counts as a possible reroute for every stream.
+    any_changed: u64,
 }
 
 /// The record kept by the router, written by the mesh driver.
@@ -48,14 +53,22 @@ impl RouteChanges {
         let mut next: HashMap<NodeId, Fingerprint> = HashMap::with_capacity(routes.len());
         for (dst, r) in routes {
             let fp = (r.link, r.next_hop.clone(), r.cost.to_bits(), r.hops);
-            if inner.routes.get(dst) != Some(&fp) {
-                inner.changed.insert(dst.clone(), now);
+            match inner.routes.get(dst) {
+                Some(old) if *old == fp => {}
+                Some(_) => {
+                    inner.changed.insert(dst.clone(), now);
+                    inner.any_changed = now;
+                }
+                None => {
+                    inner.changed.insert(dst.clone(), now);
+                }
             }
             next.insert(dst.clone(), fp);
         }
         for dst in inner.routes.keys() {
             if !next.contains_key(dst) {
                 inner.changed.insert(dst.clone(), now);
+                inner.any_changed = now;
             }
         }
         // Destinations forgotten long ago need no entry: an unknown one counts as changed
@@ -87,7 +100,7 @@ impl RouteChanges {
     pub(crate) fn rerouted_since(&self, dst: &NodeId, mark: RouteMark) -> bool {
         let Ok(g) = self.0.lock() else { return true };
         let since = |at: u64| at > mark.0;
-        if since(g.link_down) {
+        if since(g.link_down) || since(g.any_changed) {
             return true;
         }
         match g.changed.get(dst) {
@@ -116,8 +129,11 @@ mod tests {
         assert!(!changes.rerouted_since(&d, mark), "nothing happened");
         table.insert(other.clone(), route(2, "c", 3.0));
         changes.published(&table, None);
-        assert!(!changes.rerouted_since(&d, mark), "another destination's route moved");
-        assert!(changes.rerouted_since(&other, mark));
+        assert!(changes.rerouted_since(&d, mark), "another route moved: maybe a hop beyond the first");
+        let mark = changes.mark();
+        table.insert(NodeId::new("new").expect("id"), route(1, "b", 4.0));
+        changes.published(&table, None);
+        assert!(!changes.rerouted_since(&d, mark), "a new destination moves no path");
         table.insert(d.clone(), route(1, "b", 2.5));
         changes.published(&table, None);
         assert!(changes.rerouted_since(&d, mark), "the cost changed: the path beyond the next hop did");

@@ -82,8 +82,12 @@ impl ProducesTickets for BoundedTickets {
         u32::try_from(self.lifetime.as_secs()).unwrap_or(u32::MAX).max(1)
     }
 
+    /// Stamped with when the certificates behind the session were proven: now after a
+    /// full handshake, the resumed ticket's own stamp after a resumption (see
+    /// [`proof_scope`]), so a chain of resumptions ends `lifetime` after its full handshake.
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        let mut stamped = self.now().to_be_bytes().to_vec();
+        let proven = PROVEN.try_with(|c| c.get()).ok().flatten().unwrap_or_else(|| self.now());
+        let mut stamped = proven.to_be_bytes().to_vec();
         stamped.extend_from_slice(plain);
         self.inner.encrypt(&stamped)
     }
@@ -91,9 +95,26 @@ impl ProducesTickets for BoundedTickets {
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
         let stamped = self.inner.decrypt(cipher)?;
         let (at, plain) = stamped.split_at_checked(8)?;
-        let issued = u64::from_be_bytes(at.try_into().ok()?);
-        (self.now().saturating_sub(issued) <= self.lifetime.as_secs()).then(|| plain.to_vec())
+        let proven = u64::from_be_bytes(at.try_into().ok()?);
+        if self.now().saturating_sub(proven) > self.lifetime.as_secs() {
+            // Too old: rustls falls back to a full handshake (certificates proven anew).
+            return None;
+        }
+        let _ = PROVEN.try_with(|c| c.set(Some(proven)));
+        Some(plain.to_vec())
     }
+}
+
+tokio::task_local! {
+    /// The proof time of the ticket the handshake running in this task resumed.
+    static PROVEN: std::cell::Cell<Option<u64>>;
+}
+
+/// Runs an acceptor's handshake (`mesh::e2e`) so that the tickets it issues inherit the
+/// proof time of the ticket it resumed (rustls calls the ticketer synchronously within
+/// the task's poll, so a task-local carries it from `decrypt` to `encrypt`).
+pub(crate) async fn proof_scope<F: std::future::Future>(f: F) -> F::Output {
+    PROVEN.scope(std::cell::Cell::new(None), f).await
 }
 
 use super::tls::{NodeVerifier, TlsError};

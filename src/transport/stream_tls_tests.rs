@@ -158,3 +158,22 @@ fn without_resumption_every_handshake_is_full_and_no_ticket_is_asked_for() {
         assert_eq!(handshake(&a, &b, "beta").0, HandshakeKind::Full);
     }
 }
+
+#[test]
+fn a_chain_of_resumptions_ends_a_lifetime_after_its_full_handshake() {
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let mut t = BoundedTickets::new(Duration::from_secs(60)).expect("ticketer");
+    // A full handshake's ticket, stamped now (0 s).
+    let first = t.encrypt(b"session").expect("sealed");
+    t.age_for_test(Duration::from_secs(40));
+    // 40 s later a resumption of it issues the next ticket, within the handshake's scope.
+    let next = rt.block_on(super::stream_tls::proof_scope(async {
+        assert!(t.decrypt(&first).is_some(), "still good");
+        t.encrypt(b"session").expect("sealed")
+    }));
+    // Outside a scope (how it would be stamped if the chain restarted the clock).
+    let restamped = t.encrypt(b"session").expect("sealed");
+    t.age_for_test(Duration::from_secs(30));
+    assert_eq!(t.decrypt(&next), None, "70 s after the certificates were proven: full handshake");
+    assert!(t.decrypt(&restamped).is_some(), "a ticket from a full handshake 30 s ago is good");
+}

@@ -146,18 +146,14 @@ pub trait RemoteBytes: Send {
 pub trait RemoteControl: Send + Sync {
     fn reachable(&self, node: &NodeId) -> bool;
     /// The path to `node` as far as it can be told, for error messages (empty if not).
-    fn path<'a>(&'a self, _node: &'a NodeId) -> BoxFut<'a, String> {
-        Box::pin(async { String::new() })
-    }
+    /// No defaults for this and the next two: each way of reaching units says what it
+    /// knows, so a new one cannot silently stop tampering from being counted.
+    fn path<'a>(&'a self, node: &'a NodeId) -> BoxFut<'a, String>;
     /// Now, in this node's history of route changes (`None`: not known here).
-    fn route_mark(&self) -> Option<crate::mesh::reroute::RouteMark> {
-        None
-    }
+    fn route_mark(&self) -> Option<crate::mesh::reroute::RouteMark>;
     /// Whether the route to `node` changed, or a link of this node went down, since
     /// `mark` (unknown: yes).
-    fn rerouted_since(&self, _node: &NodeId, _mark: Option<crate::mesh::reroute::RouteMark>) -> bool {
-        true
-    }
+    fn rerouted_since(&self, node: &NodeId, mark: Option<crate::mesh::reroute::RouteMark>) -> bool;
     /// Whether the mesh links are TLS (secrets may be sent).
     fn links_are_tls(&self) -> bool;
     /// Creates the unit on `node` and sends its payload; returns the remote unit ID.

@@ -87,6 +87,8 @@ pub struct NetStream {
     pub(crate) incoming: quinn::Incoming,
     pub(crate) tracker: TaskTracker,
     pub(crate) slot: Option<Slot>,
+    /// The netceptor node the connection came from (as its packets name it).
+    pub(crate) node: String,
 }
 
 /// Builds the endpoint of a stream service on `socket`, allowing `streams` streams per
