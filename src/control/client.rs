@@ -233,6 +233,79 @@ impl RemoteBytes for MeshResults {
     }
 }
 
+/// The remote-unit requests of the control protocol, the same whichever transport carries
+/// the session (a mesh stream: [`MeshControl`]; a netceptor stream to a Go node:
+/// `control::plane`).
+pub(crate) mod unit_requests {
+    use super::*;
+    use crate::work::remote::RemoteOp;
+
+    /// Creates the unit on `node` and sends its payload (the local unit's stdin); returns
+    /// the remote unit ID, told to `on_created` as soon as it exists. `lease`: send the
+    /// unit's lease field (other receptord nodes honour it; Go nodes get none).
+    pub(crate) async fn submit<R: ByteRead, W: ByteWrite>(
+        c: &mut ControlClient<R, W>,
+        node: &NodeId,
+        req: RemoteSubmit,
+        lease: bool,
+        on_created: &(dyn Fn(&str) + Send + Sync),
+        classify: fn(ClientError) -> RemoteError,
+    ) -> Result<String, RemoteError> {
+        // String values, as Go's JSON submit takes them.
+        let mut fields: BTreeMap<String, Value> =
+            req.params.into_iter().map(|(k, v)| (k, json!(v))).collect();
+        fields.insert("node".into(), json!(node.as_str()));
+        fields.insert("worktype".into(), json!(req.work_type));
+        if let Some(sig) = req.signature {
+            fields.insert("signature".into(), json!(sig));
+        }
+        if let Some(lease) = req.lease.filter(|_| lease) {
+            fields.insert("lease".into(), json!(format!("{}ms", lease.as_millis())));
+        }
+        let file = tokio::fs::File::open(&req.stdin)
+            .await
+            .map_err(|e| RemoteError::Refused(format!("reading stdin: {e}")))?;
+        let id = c.submit_create(fields.into_iter().collect()).await.map_err(classify)?;
+        on_created(&id);
+        c.submit_payload(IoRead(file)).await.map_err(classify)?;
+        Ok(id)
+    }
+
+    /// Asks for `unit`'s results from byte `from`; the session then streams them.
+    pub(crate) async fn start_results<R: ByteRead, W: ByteWrite>(
+        c: &mut ControlClient<R, W>,
+        unit: &str,
+        from: u64,
+        signature: Option<String>,
+        classify: fn(ClientError) -> RemoteError,
+    ) -> Result<(), RemoteError> {
+        let mut req = json!({"command": "work", "subcommand": "results", "unitid": unit, "startpos": from});
+        if let Some(sig) = signature {
+            req["signature"] = json!(sig);
+        }
+        c.send_line(&gojson::to_string(&req)).await.map_err(classify)?;
+        let header = c.read_line().await.map_err(classify)?;
+        if !header.contains("Streaming results") {
+            return Err(RemoteError::Refused(format!("could not parse response: {header}")));
+        }
+        Ok(())
+    }
+
+    /// The request line of a cancel or release of `unit`.
+    pub(crate) fn operate_line(unit: &str, op: RemoteOp, signature: Option<String>) -> String {
+        let sub = match op {
+            RemoteOp::Cancel => "cancel",
+            RemoteOp::Release => "release",
+            RemoteOp::ForceRelease => "force-release",
+        };
+        let mut req = json!({"command": "work", "subcommand": sub, "unitid": unit});
+        if let Some(sig) = signature {
+            req["signature"] = json!(sig);
+        }
+        gojson::to_string(&req)
+    }
+}
+
 impl RemoteControl for MeshControl {
     fn reachable(&self, node: &NodeId) -> bool {
         self.node.routable(node)
@@ -262,23 +335,7 @@ impl RemoteControl for MeshControl {
     ) -> BoxFut<'a, Result<String, RemoteError>> {
         Box::pin(async move {
             let mut c = self.session(node).await?;
-            let mut fields: BTreeMap<String, Value> =
-                req.params.into_iter().map(|(k, v)| (k, json!(v))).collect();
-            fields.insert("node".into(), json!(node.as_str()));
-            fields.insert("worktype".into(), json!(req.work_type));
-            if let Some(sig) = req.signature {
-                fields.insert("signature".into(), json!(sig));
-            }
-            if let Some(lease) = req.lease {
-                fields.insert("lease".into(), json!(format!("{}ms", lease.as_millis())));
-            }
-            let file = tokio::fs::File::open(&req.stdin)
-                .await
-                .map_err(|e| RemoteError::Refused(format!("reading stdin: {e}")))?;
-            let id = c.submit_create(fields.into_iter().collect()).await.map_err(classify)?;
-            on_created(&id);
-            c.submit_payload(IoRead(file)).await.map_err(classify)?;
-            Ok(id)
+            unit_requests::submit(&mut c, node, req, true, on_created, classify).await
         })
     }
 
@@ -301,16 +358,7 @@ impl RemoteControl for MeshControl {
     ) -> BoxFut<'a, Result<Box<dyn RemoteBytes>, RemoteError>> {
         Box::pin(async move {
             let mut c = self.session(node).await?;
-            let mut req =
-                json!({"command": "work", "subcommand": "results", "unitid": unit, "startpos": from});
-            if let Some(sig) = signature {
-                req["signature"] = json!(sig);
-            }
-            c.send_line(&gojson::to_string(&req)).await.map_err(classify)?;
-            let header = c.read_line().await.map_err(classify)?;
-            if !header.contains("Streaming results") {
-                return Err(RemoteError::Refused(format!("could not parse response: {header}")));
-            }
+            unit_requests::start_results(&mut c, unit, from, signature, classify).await?;
             c.wr.close().await;
             let prober = c.rd.prober().ok_or_else(|| RemoteError::Refused("not a mesh stream".into()))?;
             Ok(Box::new(MeshResults(c.rd, prober)) as Box<dyn RemoteBytes>)
@@ -326,16 +374,7 @@ impl RemoteControl for MeshControl {
     ) -> BoxFut<'a, Result<(), RemoteError>> {
         Box::pin(async move {
             let mut c = self.session(node).await?;
-            let sub = match op {
-                RemoteOp::Cancel => "cancel",
-                RemoteOp::Release => "release",
-                RemoteOp::ForceRelease => "force-release",
-            };
-            let mut req = json!({"command": "work", "subcommand": sub, "unitid": unit});
-            if let Some(sig) = signature {
-                req["signature"] = json!(sig);
-            }
-            c.request(&gojson::to_string(&req)).await.map_err(classify)?;
+            c.request(&unit_requests::operate_line(unit, op, signature)).await.map_err(classify)?;
             c.wr.close().await;
             Ok(())
         })

@@ -5,15 +5,13 @@
 //! requests are Go's (`work submit` JSON with string values, `work status`, `results`
 //! with `startpos`, `cancel`, `release`), so the Go node sees an ordinary remote unit.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::client::{ClientError, ControlClient};
-use super::gojson;
+use super::client::{ClientError, ControlClient, unit_requests};
 use super::io::{ByteWrite, IoRead, LineReader};
 use crate::netceptor::NetceptorNode;
 use crate::netceptor::quic::dial::{DialSession, DialWrite};
@@ -120,21 +118,7 @@ impl RemoteControl for PlaneControl {
                 )));
             }
             let mut c = self.session(node).await?;
-            // Go's JSON submit takes string values only.
-            let mut fields: BTreeMap<String, Value> =
-                req.params.into_iter().map(|(k, v)| (k, json!(v))).collect();
-            fields.insert("node".into(), json!(node.as_str()));
-            fields.insert("worktype".into(), json!(req.work_type));
-            if let Some(sig) = req.signature {
-                fields.insert("signature".into(), json!(sig));
-            }
-            let file = tokio::fs::File::open(&req.stdin)
-                .await
-                .map_err(|e| RemoteError::Refused(format!("reading stdin: {e}")))?;
-            let id = c.submit_create(fields.into_iter().collect()).await.map_err(classify)?;
-            on_created(&id);
-            c.submit_payload(IoRead(file)).await.map_err(classify)?;
-            Ok(id)
+            unit_requests::submit(&mut c, node, req, false, on_created, classify).await
         })
     }
 
@@ -160,16 +144,7 @@ impl RemoteControl for PlaneControl {
         }
         Box::pin(async move {
             let mut c = self.session(node).await?;
-            let mut req =
-                json!({"command": "work", "subcommand": "results", "unitid": unit, "startpos": from});
-            if let Some(sig) = signature {
-                req["signature"] = json!(sig);
-            }
-            c.send_line(&gojson::to_string(&req)).await.map_err(classify)?;
-            let header = c.read_line().await.map_err(classify)?;
-            if !header.contains("Streaming results") {
-                return Err(RemoteError::Refused(format!("could not parse response: {header}")));
-            }
+            unit_requests::start_results(&mut c, unit, from, signature, classify).await?;
             c.wr_mut().close().await;
             let session = c.wr_mut().session.clone();
             Ok(Box::new(NetResults(c.into_reader(), session)) as Box<dyn RemoteBytes>)
@@ -187,16 +162,7 @@ impl RemoteControl for PlaneControl {
             return self.mesh.operate(node, unit, op, signature);
         }
         Box::pin(async move {
-            let sub = match op {
-                RemoteOp::Cancel => "cancel",
-                RemoteOp::Release => "release",
-                RemoteOp::ForceRelease => "force-release",
-            };
-            let mut req = json!({"command": "work", "subcommand": sub, "unitid": unit});
-            if let Some(sig) = signature {
-                req["signature"] = json!(sig);
-            }
-            self.request(node, &gojson::to_string(&req)).await?;
+            self.request(node, &unit_requests::operate_line(unit, op, signature)).await?;
             Ok(())
         })
     }
