@@ -4,6 +4,7 @@
 //! routes and multiplexes; [`transport`] carries links; [`work`] runs jobs (and is the only
 //! module that spawns processes); [`client`] is the library API; the binaries sit at the edge.
 
+pub mod alloc;
 pub mod certs;
 pub mod cli;
 pub mod client;

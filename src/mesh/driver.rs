@@ -117,7 +117,15 @@ pub(crate) struct Driver {
     links: HashMap<LinkId, LinkHandle>,
     /// The last advertisement encoded (a flood sends the same one to every link).
     encoded: Option<(NodeId, u64, u64, bool, bytes::Bytes)>,
+    /// The most the database held since memory was last given back ([`Self::trim`]).
+    db_peak: usize,
+    last_trim: Option<Instant>,
 }
+
+/// The database must have let go of this much since its peak before freed memory is
+/// handed back to the system, and no more often than [`TRIM_EVERY`].
+const TRIM_STEP: usize = 4 << 20;
+const TRIM_EVERY: Duration = Duration::from_secs(5);
 
 impl Driver {
     pub(crate) fn new(
@@ -128,7 +136,18 @@ impl Driver {
         fatal: watch::Sender<Option<String>>,
         cancel: CancellationToken,
     ) -> Driver {
-        Driver { mesh, router, events, topology, fatal, cancel, links: HashMap::new(), encoded: None }
+        Driver {
+            mesh,
+            router,
+            events,
+            topology,
+            fatal,
+            cancel,
+            links: HashMap::new(),
+            encoded: None,
+            db_peak: 0,
+            last_trim: None,
+        }
     }
 
     pub(crate) async fn run(mut self) {
@@ -151,9 +170,27 @@ impl Driver {
                 _ = tokio::time::sleep_until(deadline) => self.mesh.tick(Instant::now()),
             }
             self.apply();
+            self.trim();
         }
         for (_, link) in self.links.drain() {
             link.stop.cancel();
+        }
+    }
+
+    /// After a flood of advertisements the nodes they named are forgotten, but glibc keeps
+    /// the freed memory: once the database has shrunk by [`TRIM_STEP`] from its peak, it
+    /// is handed back (on a blocking thread: the call walks every arena).
+    fn trim(&mut self) {
+        let now = self.mesh.db_bytes();
+        if now >= self.db_peak {
+            self.db_peak = now;
+            return;
+        }
+        let due = self.last_trim.is_none_or(|t| t.elapsed() >= TRIM_EVERY);
+        if self.db_peak - now >= TRIM_STEP && due {
+            self.db_peak = now;
+            self.last_trim = Some(Instant::now());
+            tokio::task::spawn_blocking(crate::alloc::release_free_memory);
         }
     }
 

@@ -241,6 +241,11 @@ impl Mesh {
 
     /// Takes the actions produced so far. Routes are recomputed here, once for however
     /// many events came before (a burst of advertisements costs one shortest-path run).
+    /// Bytes of memory the database's advertisements hold now.
+    pub fn db_bytes(&self) -> usize {
+        self.db_bytes
+    }
+
     pub fn drain_actions(&mut self) -> Vec<Action> {
         self.settle();
         std::mem::take(&mut self.actions)
