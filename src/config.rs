@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use allow::{Action, ControlAllow};
+pub use duration::parse_go_duration;
 pub use metrics::MetricsSection;
 pub use netceptor::NetceptorSection;
 pub use pattern::{PatternError, check_node_pattern};
@@ -17,6 +18,7 @@ use crate::transport::PeerUrl;
 use crate::wire::NodeId;
 
 mod allow;
+mod duration;
 pub mod import;
 mod metrics;
 mod netceptor;

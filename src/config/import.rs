@@ -543,29 +543,11 @@ fn valid_tcp_listen(l: &str) -> Option<()> {
 
 /// A Go `time.ParseDuration` string (`30m`, `1h30m`, `1.5h`, `300ms`), at most 10 years.
 pub fn go_duration(s: &str) -> Option<Duration> {
-    let mut rest = s.trim();
-    if rest.is_empty() || rest.len() > 64 {
+    let s = s.trim();
+    if s.len() > 64 || s == "0" {
         return None;
     }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[u..];
-        total += value * unit;
-    }
-    (total.is_finite() && total <= 10.0 * 365.0 * 86400.0).then(|| Duration::from_secs_f64(total))
+    super::parse_go_duration(s).ok().filter(|d| d.as_secs() <= 10 * 365 * 86400)
 }
 
 #[cfg(test)]

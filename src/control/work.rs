@@ -3,7 +3,6 @@
 //! and writes the replies (and raw streams) exactly as receptorctl and AWX read them.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -11,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::io::{ByteRead, ByteWrite, LineReader};
 use super::{Control, Flow, Request, reply_line};
+use crate::config::parse_go_duration;
 use crate::wire::NodeId;
 use crate::work::units::{Origin, Outcome, Started, SubmitRequest, UnitStatus};
 
@@ -395,52 +395,10 @@ async fn results<R: ByteRead, W: ByteWrite>(
     Ok(Flow::End)
 }
 
-/// Go's `time.ParseDuration`: e.g. `20s`, `1h20m30s`, `1.5h`, `300ms`.
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("time: invalid duration {:?}", text);
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total += num * scale;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::gojson;
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("20s"), Ok(Duration::from_secs(20)));
-        assert_eq!(parse_go_duration("1h20m30s"), Ok(Duration::from_secs(4830)));
-        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("300ms"), Ok(Duration::from_millis(300)));
-        assert_eq!(parse_go_duration("abc"), Err("time: invalid duration \"abc\"".into()));
-        assert!(parse_go_duration("10").is_err());
-        assert!(parse_go_duration("").is_err());
-    }
 
     #[test]
     fn status_object_has_sorted_keys() {
