@@ -77,7 +77,14 @@ async fn reserve_native_ids(net: NetceptorNode, node: Node, max_nodes: usize, re
 
 /// The IDs kept by an earlier run (one per line; bounded; anything unreadable is skipped).
 fn read_reserved(path: &std::path::Path, limit: usize) -> BTreeSet<String> {
-    let Ok(text) = std::fs::read_to_string(path) else { return BTreeSet::new() };
+    use std::io::Read;
+    // At most `limit` IDs of at most 64 bytes and a newline each are read.
+    let mut text = String::new();
+    let cap = (limit as u64).saturating_mul(crate::wire::MAX_NODE_ID_LEN as u64 + 1);
+    let Ok(file) = std::fs::File::open(path) else { return BTreeSet::new() };
+    if file.take(cap).read_to_string(&mut text).is_err() {
+        return BTreeSet::new();
+    }
     text.lines()
         .filter_map(|l| crate::wire::NodeId::new(l.trim()).ok())
         .filter(|n| !n.is_session())
@@ -181,5 +188,8 @@ mod tests {
         assert_eq!(read_reserved(&path, 10), ids.iter().cloned().chain(["node8".to_owned()]).collect());
         assert_eq!(read_reserved(&path, 1).len(), 1, "bounded");
         assert!(read_reserved(&dir.path().join("none"), 10).is_empty());
+        // A huge file is read only as far as `limit` IDs can reach.
+        std::fs::write(&path, format!("node9\n{}", "x".repeat(8 << 20))).expect("write");
+        assert_eq!(read_reserved(&path, 2), ["node9".to_owned()].into_iter().collect());
     }
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 pub use codec::FrameCodec;
 pub use encode::LSA_SIG_CONTEXT;
-pub use node_id::{NodeId, NodeIdError};
+pub use node_id::{MAX_LEN as MAX_NODE_ID_LEN, NodeId, NodeIdError};
 pub use text::{MAX_NAME, Name, NameError, Reason};
 
 /// Protocol version spoken by this build. Peers must announce the same major version.
