@@ -118,6 +118,11 @@ impl GoNode {
         self.log.lock().expect("log").clone()
     }
 
+    /// Whether the process has exited on its own (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     /// One control command; the first reply line.
     pub fn ctl(&self, line: &str) -> String {
         ctl(&self.sock, line)
