@@ -310,7 +310,12 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
                 let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
                 break Err(DaemonError::Fatal(msg));
             }
-            msg = netceptor::fatal(net_fatal.as_mut()) => break Err(DaemonError::Fatal(msg)),
+            msg = netceptor::fatal(net_fatal.as_mut()) => {
+                if let Some(n) = net.as_ref() {
+                    netceptor::withdraw(n, &msg);
+                }
+                net_fatal = None;
+            }
         }
     };
     crate::systemd::stopping();

@@ -26,7 +26,9 @@ pub(super) fn start(cfg: &Config, node: &Node, tls: Option<TlsContext>) -> Netce
     nc.allowed_peers = cfg.mesh.allowed_peers.clone();
     nc.limits = cfg.limits.netceptor.clone();
     nc.stall_timeout = cfg.limits.stall_timeout;
-    let net = NetceptorNode::start(nc, tls, &node.tracker(), node.cancel_token());
+    // A child token: the plane can be withdrawn on its own (see `withdraw`) while the
+    // native plane runs on.
+    let net = NetceptorNode::start(nc, tls, &node.tracker(), node.cancel_token().child_token());
     let record = cfg.node.data_dir.join(RESERVED_FILE);
     node.tracker().spawn(reserve_native_ids(net.clone(), node.clone(), cfg.limits.max_nodes, record));
     net
@@ -164,13 +166,27 @@ pub(super) async fn serve_control(net: &NetceptorNode, control: &crate::control:
     }
 }
 
-/// Resolves when the plane must stop the daemon (never without a plane).
+/// Resolves when the plane must stop (never without a plane): another node with this
+/// node's ID started after it, or someone says so in its routing updates.
 pub(super) async fn fatal(rx: Option<&mut tokio::sync::watch::Receiver<Option<String>>>) -> String {
     let Some(rx) = rx else { return std::future::pending().await };
     match rx.wait_for(Option::is_some).await {
         Ok(m) => m.clone().unwrap_or_default(),
         Err(_) => "the netceptor plane stopped".into(),
     }
+}
+
+/// Takes this node off the netceptor plane for good (until restart or reload) and says
+/// why, loudly. Go Receptor exits in this case; receptord keeps its native plane and its
+/// running work, because the accusation is an unauthenticated routing update: a
+/// netceptor peer that forges one must not be able to stop the whole daemon.
+pub(super) fn withdraw(net: &NetceptorNode, why: &str) {
+    tracing::error!(
+        "{why}; this node leaves the Go Receptor (netceptor) mesh until it is restarted with another \
+         node ID or the other node is gone; its native links and work go on"
+    );
+    crate::systemd::status(&format!("netceptor plane withdrawn: {why}"));
+    net.withdraw();
 }
 
 #[cfg(test)]

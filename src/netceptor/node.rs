@@ -97,9 +97,16 @@ impl NetceptorNode {
         &self.inner.id
     }
 
-    /// Set when the plane must stop the daemon (a newer node took our ID).
+    /// Set when the plane must stop (a newer node took our ID, or a routing update says
+    /// this node is that newer one).
     pub fn fatal(&self) -> watch::Receiver<Option<String>> {
         self.inner.fatal.clone()
+    }
+
+    /// Stops the plane: its driver, links and dial loops end; sessions accepted later are
+    /// closed at once. The daemon's other planes are untouched.
+    pub fn withdraw(&self) {
+        self.inner.cancel.cancel();
     }
 
     /// Runs a netceptor session on an accepted connection.
@@ -126,9 +133,11 @@ impl NetceptorNode {
     async fn dial_loop(self, url: PeerUrl, cost: f64, stop: CancellationToken) {
         let mut backoff = Backoff::new(REDIAL_FIRST, REDIAL_MAX);
         let mut failures = 0u32;
+        let withdrawn = self.inner.cancel.clone();
         loop {
             let dialed = tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = withdrawn.cancelled() => return,
                 r = tokio::time::timeout(DIAL_TIMEOUT, self.connect(&url)) => r,
             };
             match dialed {
@@ -137,7 +146,10 @@ impl NetceptorNode {
                     let session = Session { cost, ..session };
                     let (link, cmds, _) = self.link_parts();
                     let started = Instant::now();
-                    link::run(link, session, cmds, stop.clone(), self.inner.link_limits).await;
+                    tokio::select! {
+                        _ = link::run(link, session, cmds, stop.clone(), self.inner.link_limits) => {}
+                        _ = withdrawn.cancelled() => return,
+                    }
                     if started.elapsed() > Duration::from_secs(10) {
                         backoff.reset();
                     }
@@ -155,6 +167,7 @@ impl NetceptorNode {
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = withdrawn.cancelled() => return,
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
