@@ -199,9 +199,9 @@ impl NetceptorNode {
         let _ = self.inner.cmds.send(Cmd::Reserved(ids)).await;
     }
 
-    /// Whether the netceptor plane has a route to `node`.
+    /// Whether the netceptor plane has a route to `node` (never once withdrawn).
     pub fn routable(&self, node: &str) -> bool {
-        self.inner.routable.borrow().contains(node)
+        !self.inner.cancel.is_cancelled() && self.inner.routable.borrow().contains(node)
     }
 
     pub(crate) fn tracker(&self) -> &TaskTracker {
