@@ -46,6 +46,8 @@ struct Inner {
     routable: watch::Receiver<Arc<std::collections::BTreeSet<String>>>,
     /// This node's TLS material (`[tls]`), for `netceptors://` peers.
     tls: Option<TlsContext>,
+    /// The same material for user-TLS streams (Go's ConnType 2).
+    user_tls: Option<Arc<super::quic::tls::UserTls>>,
 }
 
 impl NetceptorNode {
@@ -82,6 +84,7 @@ impl NetceptorNode {
                 link_limits,
                 limits,
                 routable,
+                user_tls: tls.clone().map(|t| Arc::new(super::quic::tls::UserTls::new(t))),
                 tls,
             }),
         }
@@ -228,19 +231,49 @@ impl NetceptorNode {
         let _ = self.inner.cmds.send(Cmd::Unbind { service: service.to_owned() }).await;
     }
 
-    /// Serves stream service `service` (QUIC, Go's insecure mode) to Go nodes; the
-    /// listener's connections are taken by an accept loop (e.g. the control service's).
+    /// Serves stream service `service` (QUIC) to Go nodes, with user TLS (`tls`: Go's
+    /// ConnType 2, with this node's `[tls]` material; clients must prove the node ID their
+    /// packets carry) or in Go's insecure mode; the listener's connections are taken by an
+    /// accept loop (e.g. the control service's).
     pub async fn listen_stream(
         &self,
         service: &str,
+        tls: bool,
     ) -> Result<super::quic::Listener, super::quic::config::ConfigError> {
+        let tls = match (tls, self.user_tls()) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => {
+                return Err(super::quic::config::ConfigError::Cert(
+                    "user TLS streams need the [tls] section (this node's certificate)".into(),
+                ));
+            }
+        };
+        let lim = &self.inner.limits;
         let rx = self.bind(service, self.inner.limits.service_queue).await;
         let socket = super::quic::socket::NetSocket::new(service.to_owned(), rx, self.inner.cmds.clone());
         let resolver = socket.resolver();
-        let lim = &self.inner.limits;
-        let endpoint = super::quic::serve::endpoint(socket, lim.quic_streams)?;
+        let endpoint = match super::quic::serve::endpoint(socket, lim.quic_streams, tls.as_deref()) {
+            Ok(e) => e,
+            Err(e) => {
+                self.unbind(service).await;
+                return Err(e);
+            }
+        };
         let quota = super::quic::serve::Quota::new(lim.quic_connections_per_peer, lim.quic_connections);
-        Ok(super::quic::Listener { endpoint, tracker: self.inner.tracker.clone(), resolver, quota })
+        Ok(super::quic::Listener {
+            endpoint,
+            tracker: self.inner.tracker.clone(),
+            resolver,
+            quota,
+            tls,
+            streams: lim.quic_streams,
+        })
+    }
+
+    /// User-TLS stream configurations from this node's `[tls]` material, if it has any.
+    pub fn user_tls(&self) -> Option<Arc<super::quic::tls::UserTls>> {
+        self.inner.user_tls.clone()
     }
 
     /// Sends one datagram from local `from` to `node:service`.
