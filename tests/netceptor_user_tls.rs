@@ -18,6 +18,9 @@ use serde_json::Value;
 
 const CONVERGE: Duration = Duration::from_secs(40);
 const RUN: Duration = Duration::from_secs(60);
+/// Go advertises its services 5 s after start and then every 60 s only (not to new
+/// peers), so a receptord that links later learns them within a minute.
+const GO_ADS: Duration = Duration::from_secs(90);
 
 /// Only the Go controller `goctl` may submit `cat`: a rule an anonymous (insecure-mode)
 /// session never passes.
@@ -208,7 +211,7 @@ fn go_exec(pki: &GoPki, cert: &str) -> (GoNode, Daemon, PathBuf) {
     let (control, sock) = with_socket("rnode", pki.dir.path());
     let peer = format!("[[peers]]\nurl = \"netceptor://127.0.0.1:{}\"\n", g.port.expect("port"));
     let r = Daemon::start(Spec::new("rnode").extra(&control).extra(&pki.tls_toml("rnode")).extra(&peer));
-    wait_until("rnode has goexec's advertisement", CONVERGE, || {
+    wait_until("rnode has goexec's advertisement", GO_ADS, || {
         let st: Value = serde_json::from_str(&ctl(&sock, "status")).unwrap_or_default();
         awx_conn_type(&st, "goexec").is_some()
     });
