@@ -258,8 +258,7 @@ fn a_go_server_certificate_for_another_node_is_refused() {
     let (g, _r, sock) = go_exec(&pki, "wrong");
     let (file, _) = payload(pki.dir.path(), 1024);
     let out = submit_to_go(&sock, &file);
-    let said = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(!out.status.success(), "{said}");
+    assert!(!out.status.success(), "the submission fails: {}", stderr(&out));
     let list = units(&sock);
     let (_, st) = list.as_object().and_then(|m| m.iter().next()).expect("a unit on rnode");
     let detail = st["Detail"].as_str().unwrap_or_default();
