@@ -48,6 +48,9 @@ struct Inner {
     tls: Option<TlsContext>,
     /// The same material for user-TLS streams (Go's ConnType 2).
     user_tls: Option<Arc<super::quic::tls::UserTls>>,
+    /// `(node, service)` pairs once advertised with ConnType 2: dialed with user TLS from
+    /// then on, whatever later (unsigned, forgeable) advertisements say.
+    tls_seen: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl NetceptorNode {
@@ -85,6 +88,7 @@ impl NetceptorNode {
                 limits,
                 routable,
                 user_tls: tls.clone().map(|t| Arc::new(super::quic::tls::UserTls::new(t))),
+                tls_seen: std::sync::Mutex::default(),
                 tls,
             }),
         }
@@ -271,6 +275,22 @@ impl NetceptorNode {
         })
     }
 
+    /// Whether `node:service` is dialed with user TLS, given its advertised ConnType: once
+    /// a pair was advertised with ConnType 2 it stays so (netceptor advertisements are
+    /// not signed, so a later ConnType 1 may be a downgrade forged on the path). At most
+    /// `max_nodes` pairs are remembered.
+    pub(crate) fn wants_tls(&self, node: &str, service: &str, conn_type: Option<u8>) -> bool {
+        let mut seen = self.inner.tls_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (node.to_owned(), service.to_owned());
+        if conn_type == Some(super::wire::CONN_STREAM_TLS) {
+            if seen.len() < self.inner.limits.max_nodes {
+                seen.insert(key);
+            }
+            return true;
+        }
+        seen.contains(&key)
+    }
+
     /// User-TLS stream configurations from this node's `[tls]` material, if it has any.
     pub fn user_tls(&self) -> Option<Arc<super::quic::tls::UserTls>> {
         self.inner.user_tls.clone()
@@ -390,4 +410,29 @@ pub enum PingError {
     Timeout(Duration),
     #[error("unreachable: {0}")]
     Unreachable(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_service_once_advertised_with_tls_is_never_dialed_without() {
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let n = NetceptorNode::start(
+            NetceptorNode::config(NodeId::new("a").expect("id")),
+            None,
+            &tracker,
+            cancel.clone(),
+        );
+        assert!(!n.wants_tls("g", "control", Some(super::super::wire::CONN_STREAM)));
+        assert!(!n.wants_tls("g", "control", None), "no advertisement yet: Go's insecure mode");
+        assert!(n.wants_tls("g", "control", Some(super::super::wire::CONN_STREAM_TLS)));
+        assert!(
+            n.wants_tls("g", "control", Some(super::super::wire::CONN_STREAM)),
+            "a later ConnType 1 is no downgrade"
+        );
+        assert!(!n.wants_tls("h", "control", Some(super::super::wire::CONN_STREAM)), "per node");
+        cancel.cancel();
+    }
 }

@@ -155,9 +155,10 @@ impl NetceptorNode {
     }
 
     /// Opens a stream to `node:service` as its advertisement says: user TLS for ConnType
-    /// 2, Go's insecure mode otherwise.
+    /// 2 (or once it said so), Go's insecure mode otherwise.
     pub async fn dial(&self, node: &str, service: &str) -> Result<Dialed, DialError> {
-        if self.conn_type(node, service).await == Some(crate::netceptor::wire::CONN_STREAM_TLS) {
+        let advertised = self.conn_type(node, service).await;
+        if self.wants_tls(node, service, advertised) {
             let tls = self
                 .user_tls()
                 .ok_or_else(|| DialError::NeedsTls { node: node.into(), service: service.into() })?;

@@ -268,3 +268,93 @@ impl UserTls {
         Ok((client, refusal))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, OtherNameValue, SanType,
+    };
+    use rustls::RootCertStore;
+
+    struct Pki {
+        ca: rcgen::Certificate,
+        ca_key: KeyPair,
+    }
+
+    impl Pki {
+        fn new() -> Pki {
+            let ca_key = KeyPair::generate().expect("key");
+            let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            Pki { ca: p.self_signed(&ca_key).expect("ca"), ca_key }
+        }
+
+        /// A leaf naming `node` with the EKUs `eku`.
+        fn leaf(&self, node: &str, eku: Vec<ExtendedKeyUsagePurpose>) -> CertificateDer<'static> {
+            let key = KeyPair::generate().expect("key");
+            let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+            let oid = crate::transport::tls::NODE_ID_OID.to_vec();
+            p.subject_alt_names.push(SanType::OtherName((oid, OtherNameValue::Utf8String(node.into()))));
+            p.extended_key_usages = eku;
+            p.signed_by(&key, &self.ca, &self.ca_key).expect("leaf").der().clone()
+        }
+
+        fn roots(&self) -> Arc<RootCertStore> {
+            let mut r = RootCertStore::empty();
+            r.add(self.ca.der().clone()).expect("root");
+            Arc::new(r)
+        }
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn expect_server(pki: &Pki, node: &str) -> ExpectServer {
+        let inner = WebPkiServerVerifier::builder_with_provider(pki.roots(), provider()).build().expect("v");
+        ExpectServer { inner, node: node.into(), refusal: Refusal::default() }
+    }
+
+    fn expect_client(pki: &Pki, node: &str) -> ExpectClient {
+        let inner = WebPkiClientVerifier::builder_with_provider(pki.roots(), provider()).build().expect("v");
+        ExpectClient { inner, node: node.into() }
+    }
+
+    #[test]
+    fn servers_need_the_chain_server_auth_and_the_node_dialed() {
+        use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let pki = Pki::new();
+        let name = ServerName::try_from("goexec").expect("name");
+        let now = UnixTime::now();
+        let check = |v: &ExpectServer, c: &CertificateDer<'_>| v.verify_server_cert(c, &[], &name, &[], now);
+        let v = expect_server(&pki, "goexec");
+        assert!(check(&v, &pki.leaf("goexec", vec![ServerAuth, ClientAuth])).is_ok());
+        assert!(check(&v, &pki.leaf("goexec", vec![ClientAuth])).is_err(), "EKU serverAuth required");
+        let wrong = expect_server(&pki, "goexec");
+        assert!(check(&wrong, &pki.leaf("notgoexec", vec![ServerAuth])).is_err());
+        let why = wrong.refusal.get().cloned().unwrap_or_default();
+        assert_eq!(why, "the certificate names node IDs [\"notgoexec\"], not node goexec");
+        let other = Pki::new();
+        assert!(check(&v, &other.leaf("goexec", vec![ServerAuth])).is_err(), "another CA");
+    }
+
+    #[test]
+    fn clients_need_the_chain_client_auth_and_the_node_their_packets_name() {
+        use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let pki = Pki::new();
+        let now = UnixTime::now();
+        let v = expect_client(&pki, "goctl");
+        assert!(v.client_auth_mandatory());
+        assert!(v.verify_client_cert(&pki.leaf("goctl", vec![ClientAuth]), &[], now).is_ok());
+        assert!(
+            v.verify_client_cert(&pki.leaf("goctl", vec![ServerAuth]), &[], now).is_err(),
+            "EKU clientAuth"
+        );
+        assert!(v.verify_client_cert(&pki.leaf("other", vec![ClientAuth]), &[], now).is_err(), "node ID");
+        assert!(v.verify_client_cert(&Pki::new().leaf("goctl", vec![ClientAuth]), &[], now).is_err(), "CA");
+        assert!(leaf_names(&[pki.leaf("goctl", vec![])], "goctl"));
+        assert!(!leaf_names(&[pki.leaf("goctl", vec![])], "goct"));
+        assert!(!leaf_names(&[], "goctl"));
+    }
+}
