@@ -523,6 +523,7 @@ impl Config {
             );
         }
         netceptor::validate_links(&self.listeners, &self.peers)?;
+        netceptor::validate_section(&self.netceptor, self.tls.is_some())?;
         for (section, links) in [("listeners", &self.listeners), ("peers", &self.peers)] {
             for (i, l) in links.iter().enumerate() {
                 if l.url.scheme == crate::transport::Scheme::Tls && self.tls.is_none() {

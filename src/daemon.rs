@@ -263,7 +263,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     if cfg.control.mesh_service {
         control.clone().serve_mesh(&node.tracker(), node.cancel_token());
         if let Some(net) = net.as_ref().filter(|_| cfg.netceptor.advertise_control) {
-            netceptor::serve_control(net, &control, &node).await;
+            netceptor::serve_control(&cfg, net, &control, &node).await;
         }
     }
     if let Some(listener) = control_tcp {

@@ -117,6 +117,7 @@ fn awx_execution_node_translates_completely() {
     assert!(tls.require_client_cert);
     assert_eq!(cfg.control.socket, Some(f.path("exec1.sock")));
     assert_eq!(cfg.control.mode_bits(), 0o660);
+    assert_eq!(cfg.netceptor.control_tls, Some(true), "control-service tls=: ConnType 2");
     assert!(cfg.work.command.is_empty(), "ansible-runner worker is the built-in worker");
     assert!(cfg.work.ansible_runner.enabled && cfg.work.ansible_runner.verify_signature);
     let verification = cfg.work.verification.expect("verification");

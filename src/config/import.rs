@@ -111,6 +111,12 @@ struct Control {
     tcp_listen: Option<String>,
     /// The tls-server named by `tcptls`, and where.
     tcp_tls: Option<(String, String)>,
+    /// The tls-server named by the mesh control service's `tls` (Go's ConnType 2 ->
+    /// `netceptor.control_tls`), and where.
+    mesh_tls: Option<(String, String)>,
+    /// Go served the mesh control service with TLS that receptord cannot reproduce: it is
+    /// not served to Go nodes at all rather than served without TLS.
+    mesh_withheld: bool,
 }
 
 #[derive(Debug)]
@@ -309,11 +315,16 @@ impl Translation {
         if service != "control" {
             self.left(service_at, "receptord serves its control service to the mesh as \"control\" only");
         }
-        self.drop_param(
-            e,
-            "tls",
-            "receptord serves the mesh control service without TLS streams (Go's ConnType 2) for now",
-        );
+        let tls_at = e.at("tls");
+        if let Some(t) = e.str("tls")?.filter(|s| !s.is_empty()) {
+            if service != "control" {
+                self.left(tls_at, "receptord serves its control service to the mesh as \"control\" only");
+            } else if self.control.mesh_tls.is_some() {
+                self.left(tls_at, "receptord serves one mesh control service");
+            } else {
+                self.control.mesh_tls = Some((t, tls_at));
+            }
+        }
         let file_at = e.at("filename");
         if let Some(file) = e.str("filename")? {
             if self.control.socket.is_some() {
@@ -454,13 +465,26 @@ impl Translation {
         let refs = self.listeners.iter().map(|l| (true, l.tls.as_ref(), &l.path));
         let refs = refs.chain(self.peers.iter().map(|p| (false, p.tls.as_ref(), &p.path)));
         let control = self.control.tcp_tls.as_ref().map(|(n, p)| (true, Some(n), p));
-        for (server, name, path) in refs.chain(control) {
+        let mesh = self.control.mesh_tls.as_ref().map(|(n, p)| (true, Some(n), p));
+        for (server, name, path) in refs.chain(control).chain(mesh) {
             let Some(name) = name else { continue };
             let defs = if server { &self.tls_servers } else { &self.tls_clients };
             match defs.iter().find(|(n, _)| n == name) {
                 Some((_, d)) if !used.iter().any(|u| std::ptr::eq(*u, d)) => used.push(d),
                 Some(_) => {}
                 None => missing.push((path.clone(), name.clone(), server)),
+            }
+        }
+        if let Some((name, path)) = &self.control.mesh_tls {
+            let lax = self.tls_servers.iter().any(|(n, d)| n == name && !d.requires_client_cert());
+            if lax {
+                self.left_out.push(LeftOut {
+                    path: path.clone(),
+                    reason: format!(
+                        "{name} lets TLS clients without a certificate in; receptord's control service over \
+                         TLS streams always requires one (a client's certificate is who it is)"
+                    ),
+                });
             }
         }
         let mut left = Vec::new();
@@ -473,6 +497,10 @@ impl Translation {
             if self.control.tcp_tls.as_ref().is_some_and(|(_, p)| *p == path) {
                 self.control.tcp_tls = None;
                 self.control.tcp_listen = None;
+            }
+            if self.control.mesh_tls.as_ref().is_some_and(|(_, p)| *p == path) {
+                self.control.mesh_tls = None;
+                self.control.mesh_withheld = true;
             }
             self.left(path, format!("no {kind} named {name:?}: left out rather than made plain"));
         }
@@ -509,6 +537,10 @@ impl Translation {
             });
             if let Some((_, path)) = self.control.tcp_tls.take() {
                 self.control.tcp_listen = None;
+                dropped.push(path);
+            }
+            if let Some((_, path)) = self.control.mesh_tls.take() {
+                self.control.mesh_withheld = true;
                 dropped.push(path);
             }
             for path in dropped {

@@ -15,11 +15,26 @@ pub struct NetceptorSection {
     /// mesh_service`) and advertise it with this node's work types, so `receptorctl
     /// status` and AWX list them and Go control nodes can submit work here.
     pub advertise_control: bool,
+    /// Serve that control service with user TLS inside the netceptor streams (Go's
+    /// ConnType 2, as `control-service tls=` on a Go node): this node's `[tls]`
+    /// certificate, and every client must present a certificate from `[tls] ca` naming
+    /// the node it dials from, which then is its identity for `[[work.allow]]` and
+    /// `[[control.allow]]`. Unset: on when `[tls]` exists (AWX's control nodes read the
+    /// advertised ConnType and submit with their TLS client); `false` serves Go's insecure
+    /// mode (ConnType 1), for Go controllers that submit without `--tls-client`.
+    pub control_tls: Option<bool>,
 }
 
 impl Default for NetceptorSection {
     fn default() -> Self {
-        NetceptorSection { accept: true, advertise_control: true }
+        NetceptorSection { accept: true, advertise_control: true, control_tls: None }
+    }
+}
+
+impl NetceptorSection {
+    /// Whether the control service is served with user TLS, given whether `[tls]` exists.
+    pub fn control_tls(&self, have_tls: bool) -> bool {
+        self.control_tls.unwrap_or(have_tls)
     }
 }
 
@@ -40,6 +55,17 @@ pub(crate) fn validate_links(
                     .into(),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `control_tls = true` needs `[tls]` (the certificate the service presents).
+pub(crate) fn validate_section(section: &NetceptorSection, have_tls: bool) -> Result<(), (String, String)> {
+    if section.control_tls == Some(true) && !have_tls {
+        return Err((
+            "netceptor.control_tls".into(),
+            "user TLS streams need the [tls] section (this node's certificate, key and CAs)".into(),
+        ));
     }
     Ok(())
 }

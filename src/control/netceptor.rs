@@ -3,6 +3,7 @@
 //! ([`crate::netceptor::quic::Listener`]) into the one accept loop of `control::listen`,
 //! and dialed streams write like every other control transport.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use super::{Acceptor, Pending};
 use crate::netceptor::quic::config;
 use crate::netceptor::quic::dial::DialWrite;
 use crate::netceptor::quic::{Listener, NetStream};
+use crate::wire::NodeId;
 use crate::work::units::Origin;
 
 /// Go's limits: the handshake within 15 s, the first stream within 60 s.
@@ -33,6 +35,8 @@ impl Acceptor for Listener {
                         tracker: self.tracker.clone(),
                         slot: Some(slot),
                         node,
+                        tls: self.tls.clone(),
+                        streams: self.streams,
                     });
                 }
                 Err(why) => {
@@ -83,20 +87,49 @@ impl Pending for NetStream {
         super::OriginKey::Remote(format!("netceptor:{}", self.node))
     }
 
-    async fn open(mut self) -> Option<(Self::Read, Self::Write, Origin)> {
-        let slot = self.slot.take();
-        let connecting = self.incoming.accept().ok()?;
+    async fn open(self) -> Option<(Self::Read, Self::Write, Origin)> {
+        let NetStream { incoming, tracker, slot, node, tls, streams } = self;
+        let connecting = match &tls {
+            None => incoming.accept().ok()?,
+            // User TLS: a config whose client verifier expects this node's certificate.
+            Some(t) => match t.server(&node, streams) {
+                Ok(cfg) => incoming.accept_with(Arc::new(cfg)).ok()?,
+                Err(e) => {
+                    tracing::warn!(error = %e, "netceptor TLS stream refused: no usable TLS material");
+                    incoming.refuse();
+                    return None;
+                }
+            },
+        };
+        // Bounded in time here, in size by rustls (64 KiB per handshake message) and
+        // quinn (the crypto stream's out-of-order buffer).
         let conn = match tokio::time::timeout(HANDSHAKE, connecting).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "netceptor QUIC handshake failed");
+                static LOG: crate::logging::Throttle =
+                    crate::logging::Throttle::new(Duration::from_secs(10), 5);
+                if let Some(suppressed) = LOG.allow() {
+                    if tls.is_some() {
+                        tracing::warn!(%node, error = %e, suppressed, "netceptor TLS stream refused");
+                    } else {
+                        tracing::debug!(%node, error = %e, suppressed, "netceptor QUIC handshake failed");
+                    }
+                }
                 return None;
             }
             Err(_) => return None,
         };
+        let origin = match identity(tls.is_some(), &node, &conn) {
+            Ok(o) => o,
+            Err(why) => {
+                tracing::warn!(%node, why, "netceptor TLS stream refused");
+                conn.close(500u32.into(), why.as_bytes());
+                return None;
+            }
+        };
         // The slot is held for the connection's life.
         let watched = conn.clone();
-        self.tracker.spawn(async move {
+        tracker.spawn(async move {
             watched.closed().await;
             drop(slot);
         });
@@ -115,15 +148,32 @@ impl Pending for NetStream {
                 return None;
             }
         }
-        // Insecure mode (Go's ConnType 1): nothing proves who dialed, so the session is an
-        // anonymous network client, never the node ID a packet claims.
-        let origin = Origin::Network(None);
-        Some((IoRead(recv), QuicWrite { send, conn, tracker: self.tracker }, origin))
+        Some((IoRead(recv), QuicWrite { send, conn, tracker }, origin))
     }
 
     async fn refuse(self, _why: &'static str) {
         self.incoming.refuse();
     }
+}
+
+/// Who dialed a connection from `node`. Insecure mode (Go's ConnType 1): nothing proves it, so the session is
+/// an anonymous network client, never the node ID a packet claims. User TLS: the node
+/// the packets come from, proven by a certificate (checked against the CAs and for EKU
+/// clientAuth in the handshake) that names it; checked again here, where the identity is
+/// taken from the certificate itself.
+fn identity(tls: bool, node: &str, conn: &quinn::Connection) -> Result<Origin, &'static str> {
+    if !tls {
+        return Ok(Origin::Network(None));
+    }
+    let certs = conn
+        .peer_identity()
+        .and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .ok_or("no client certificate")?;
+    if !crate::netceptor::quic::tls::leaf_names(&certs, node) {
+        return Err("the client certificate does not name the dialing node");
+    }
+    let id = NodeId::new(node).map_err(|_| "the dialing node's ID is not a receptord node ID")?;
+    Ok(Origin::Network(Some(id)))
 }
 
 impl ByteWrite for DialWrite {

@@ -1,7 +1,8 @@
 //! Work units on Go Receptor nodes (receptord as the controller, Go as the executor): a
-//! [`RemoteControl`] that reaches a node's control service over a netceptor stream (QUIC,
-//! Go's insecure mode) when only the netceptor plane knows the node, and the native
-//! mesh otherwise. Each request is its own stream, as Go's `remote_work.go` does it; the
+//! [`RemoteControl`] that reaches a node's control service over a netceptor stream (QUIC;
+//! user TLS with this node's `[tls]` when the node advertises it with ConnType 2, as Go's
+//! `control-service tls=` does, Go's insecure mode otherwise) when only the netceptor
+//! plane knows the node, and the native mesh otherwise. Each request is its own stream, as Go's `remote_work.go` does it; the
 //! requests are Go's (`work submit` JSON with string values, `work status`, `results`
 //! with `startpos`, `cancel`, `release`), so the Go node sees an ordinary remote unit.
 
@@ -49,7 +50,21 @@ impl PlaneControl {
     }
 
     async fn session(&self, node: &NodeId) -> Result<NetClient, RemoteError> {
-        let d = self.net.dial(node.as_str(), super::CONTROL_SERVICE).await.map_err(unreachable)?;
+        Ok(self.session_authenticated(node).await?.0)
+    }
+
+    /// A session, and whether the server proved its node ID (user TLS).
+    async fn session_authenticated(&self, node: &NodeId) -> Result<(NetClient, bool), RemoteError> {
+        use crate::netceptor::quic::dial::DialError;
+        let d = match self.net.dial(node.as_str(), super::CONTROL_SERVICE).await {
+            Ok(d) => d,
+            // Certificates and configuration do not fix themselves on a retry.
+            Err(e @ (DialError::Tls { .. } | DialError::NeedsTls { .. })) => {
+                return Err(RemoteError::Refused(e.to_string()));
+            }
+            Err(e) => return Err(unreachable(e)),
+        };
+        let authenticated = d.authenticated;
         let wr = DialWrite { send: d.send, session: d.session };
         let client = tokio::time::timeout(GREETING_TIMEOUT, ControlClient::connect(IoRead(d.recv), wr))
             .await
@@ -59,7 +74,7 @@ impl PlaneControl {
         if client.node != node.as_str() {
             return Err(RemoteError::Refused(format!("expected node {node}, reached {}", client.node)));
         }
-        Ok(client)
+        Ok((client, authenticated))
     }
 
     async fn request(&self, node: &NodeId, line: &str) -> Result<Value, RemoteError> {
@@ -110,14 +125,14 @@ impl RemoteControl for PlaneControl {
             return self.mesh.submit(node, req, on_created);
         }
         Box::pin(async move {
-            // Streams to Go nodes are in Go's insecure mode (nothing authenticates the
-            // server): no secrets over them.
-            if req.params.keys().any(|k| k.starts_with("secret_")) {
+            let (mut c, authenticated) = self.session_authenticated(node).await?;
+            // A stream in Go's insecure mode authenticates no server: no secrets over it.
+            if !authenticated && req.params.keys().any(|k| k.starts_with("secret_")) {
                 return Err(RemoteError::Refused(format!(
-                    "secret_ parameters are not sent to {node}: netceptor streams to Go nodes do not authenticate them"
+                    "secret_ parameters are not sent to {node}: its control service is not served with TLS \
+                     (ConnType 1), so nothing proves who receives them"
                 )));
             }
-            let mut c = self.session(node).await?;
             unit_requests::submit(&mut c, node, req, false, on_created, classify).await
         })
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::mesh::{Foreign, ForeignConn, Node};
 use crate::netceptor::proto::LocalService;
-use crate::netceptor::wire::{CONN_STREAM, WorkCommand};
+use crate::netceptor::wire::{CONN_STREAM, CONN_STREAM_TLS, WorkCommand};
 use crate::netceptor::{NetceptorNode, Session};
 use crate::transport::{Protocol, TlsContext};
 use crate::work::units::Units;
@@ -149,18 +149,28 @@ pub(super) fn services(cfg: &Config, names: &[&str], units: &Units) -> Vec<Local
         .iter()
         .map(|n| WorkCommand { work_type: (*n).to_owned(), secure: units.is_secure(n) })
         .collect();
+    // The ConnType AWX reads (`Advertisements`) to decide whether to submit with its
+    // TLS client.
+    let conn_type = if cfg.netceptor.control_tls(cfg.tls.is_some()) { CONN_STREAM_TLS } else { CONN_STREAM };
     vec![LocalService {
         name: crate::control::CONTROL_SERVICE.into(),
-        conn_type: CONN_STREAM,
+        conn_type,
         tags: Some(BTreeMap::from([("type".to_owned(), "Control Service".to_owned())])),
         work_commands: if work.is_empty() { None } else { Some(work) },
     }]
 }
 
-/// Serves the control service to Go nodes over netceptor streams, through the control
-/// service's own accept loop (session budget, admission).
-pub(super) async fn serve_control(net: &NetceptorNode, control: &crate::control::Control, node: &Node) {
-    match net.listen_stream(crate::control::CONTROL_SERVICE).await {
+/// Serves the control service to Go nodes over netceptor streams (user TLS when
+/// `netceptor.control_tls`), through the control service's own accept loop (session
+/// budget, admission).
+pub(super) async fn serve_control(
+    cfg: &Config,
+    net: &NetceptorNode,
+    control: &crate::control::Control,
+    node: &Node,
+) {
+    let tls = cfg.netceptor.control_tls(cfg.tls.is_some());
+    match net.listen_stream(crate::control::CONTROL_SERVICE, tls).await {
         Ok(listener) => control.clone().serve_on(listener, &node.tracker(), node.cancel_token()),
         Err(e) => tracing::error!(error = %e, "the control service is not served to Go nodes"),
     }

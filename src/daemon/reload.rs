@@ -281,6 +281,9 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     if !same(&running.metrics, &new.metrics) {
         keys.push("[metrics]");
     }
+    if running.netceptor != new.netceptor {
+        keys.push("[netceptor]");
+    }
     keys
 }
 
@@ -296,4 +299,5 @@ fn keep_restart_only(applied: &mut Config, running: Config) {
     applied.work.max_jobs = running.work.max_jobs;
     applied.limits = running.limits;
     applied.metrics = running.metrics;
+    applied.netceptor = running.netceptor;
 }

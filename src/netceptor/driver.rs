@@ -42,6 +42,12 @@ pub(crate) enum Cmd {
     },
     Services(Vec<LocalService>),
     Status(oneshot::Sender<NetStatus>),
+    /// The advertised ConnType of `node:service`.
+    ConnType {
+        node: String,
+        service: String,
+        reply: oneshot::Sender<Option<u8>>,
+    },
     Bind {
         service: String,
         tx: mpsc::Sender<Datagram>,
@@ -164,6 +170,9 @@ impl Driver {
             Cmd::Services(s) => self.state.set_services(now, s),
             Cmd::Status(reply) => {
                 let _ = reply.send(self.status(links));
+            }
+            Cmd::ConnType { node, service, reply } => {
+                let _ = reply.send(self.state.conn_type(&node, &service));
             }
             Cmd::Bind { service, tx } => {
                 self.state.bind(&service);

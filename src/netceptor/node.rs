@@ -46,6 +46,11 @@ struct Inner {
     routable: watch::Receiver<Arc<std::collections::BTreeSet<String>>>,
     /// This node's TLS material (`[tls]`), for `netceptors://` peers.
     tls: Option<TlsContext>,
+    /// The same material for user-TLS streams (Go's ConnType 2).
+    user_tls: Option<Arc<super::quic::tls::UserTls>>,
+    /// `(node, service)` pairs once advertised with ConnType 2: dialed with user TLS from
+    /// then on, whatever later (unsigned, forgeable) advertisements say.
+    tls_seen: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl NetceptorNode {
@@ -82,6 +87,8 @@ impl NetceptorNode {
                 link_limits,
                 limits,
                 routable,
+                user_tls: tls.clone().map(|t| Arc::new(super::quic::tls::UserTls::new(t))),
+                tls_seen: std::sync::Mutex::default(),
                 tls,
             }),
         }
@@ -241,19 +248,65 @@ impl NetceptorNode {
         let _ = self.inner.cmds.send(Cmd::Unbind { service: service.to_owned() }).await;
     }
 
-    /// Serves stream service `service` (QUIC, Go's insecure mode) to Go nodes; the
-    /// listener's connections are taken by an accept loop (e.g. the control service's).
+    /// Serves stream service `service` (QUIC) to Go nodes, with user TLS (`tls`: Go's
+    /// ConnType 2, with this node's `[tls]` material; clients must prove the node ID their
+    /// packets carry) or in Go's insecure mode; the listener's connections are taken by an
+    /// accept loop (e.g. the control service's).
     pub async fn listen_stream(
         &self,
         service: &str,
+        tls: bool,
     ) -> Result<super::quic::Listener, super::quic::config::ConfigError> {
+        let tls = match (tls, self.user_tls()) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => {
+                return Err(super::quic::config::ConfigError::Cert(
+                    "user TLS streams need the [tls] section (this node's certificate)".into(),
+                ));
+            }
+        };
+        let lim = &self.inner.limits;
         let rx = self.bind(service, self.inner.limits.service_queue).await;
         let socket = super::quic::socket::NetSocket::new(service.to_owned(), rx, self.inner.cmds.clone());
         let resolver = socket.resolver();
-        let lim = &self.inner.limits;
-        let endpoint = super::quic::serve::endpoint(socket, lim.quic_streams)?;
+        let endpoint = match super::quic::serve::endpoint(socket, lim.quic_streams, tls.as_deref()) {
+            Ok(e) => e,
+            Err(e) => {
+                self.unbind(service).await;
+                return Err(e);
+            }
+        };
         let quota = super::quic::serve::Quota::new(lim.quic_connections_per_peer, lim.quic_connections);
-        Ok(super::quic::Listener { endpoint, tracker: self.inner.tracker.clone(), resolver, quota })
+        Ok(super::quic::Listener {
+            endpoint,
+            tracker: self.inner.tracker.clone(),
+            resolver,
+            quota,
+            tls,
+            streams: lim.quic_streams,
+        })
+    }
+
+    /// Whether `node:service` is dialed with user TLS, given its advertised ConnType: once
+    /// a pair was advertised with ConnType 2 it stays so (netceptor advertisements are
+    /// not signed, so a later ConnType 1 may be a downgrade forged on the path). At most
+    /// `max_nodes` pairs are remembered.
+    pub(crate) fn wants_tls(&self, node: &str, service: &str, conn_type: Option<u8>) -> bool {
+        let mut seen = self.inner.tls_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (node.to_owned(), service.to_owned());
+        if conn_type == Some(super::wire::CONN_STREAM_TLS) {
+            if seen.len() < self.inner.limits.max_nodes {
+                seen.insert(key);
+            }
+            return true;
+        }
+        seen.contains(&key)
+    }
+
+    /// User-TLS stream configurations from this node's `[tls]` material, if it has any.
+    pub fn user_tls(&self) -> Option<Arc<super::quic::tls::UserTls>> {
+        self.inner.user_tls.clone()
     }
 
     /// Sends one datagram from local `from` to `node:service`.
@@ -370,4 +423,29 @@ pub enum PingError {
     Timeout(Duration),
     #[error("unreachable: {0}")]
     Unreachable(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_service_once_advertised_with_tls_is_never_dialed_without() {
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let n = NetceptorNode::start(
+            NetceptorNode::config(NodeId::new("a").expect("id")),
+            None,
+            &tracker,
+            cancel.clone(),
+        );
+        assert!(!n.wants_tls("g", "control", Some(super::super::wire::CONN_STREAM)));
+        assert!(!n.wants_tls("g", "control", None), "no advertisement yet: Go's insecure mode");
+        assert!(n.wants_tls("g", "control", Some(super::super::wire::CONN_STREAM_TLS)));
+        assert!(
+            n.wants_tls("g", "control", Some(super::super::wire::CONN_STREAM)),
+            "a later ConnType 1 is no downgrade"
+        );
+        assert!(!n.wants_tls("h", "control", Some(super::super::wire::CONN_STREAM)), "per node");
+        cancel.cancel();
+    }
 }

@@ -42,6 +42,12 @@ impl GoNode {
     /// Starts `id` with a control socket; `listen` adds a TCP listener on a free port;
     /// `extra` are further command-line options (`--tcp-peer address=…`, `--work-command …`).
     pub fn start(id: &str, listen: bool, extra: &[String]) -> GoNode {
+        GoNode::start_control(id, listen, None, extra)
+    }
+
+    /// [`GoNode::start`] with the control service served to the mesh with user TLS
+    /// (`tls=<tls_server>`, Go's ConnType 2), as AWX's execution nodes serve it.
+    pub fn start_control(id: &str, listen: bool, tls_server: Option<&str>, extra: &[String]) -> GoNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("ctl.sock");
         let port = listen.then(free_port);
@@ -55,6 +61,9 @@ impl GoNode {
             "service=control".into(),
             format!("filename={}", sock.display()),
         ];
+        if let Some(t) = tls_server {
+            args.push(format!("tls={t}"));
+        }
         if let Some(p) = port {
             args.extend(["--tcp-listener".into(), format!("port={p}"), "bindaddr=127.0.0.1".into()]);
         }

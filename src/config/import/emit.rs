@@ -45,7 +45,8 @@ const HEADER: &str = "\
 # - tls-server/tls-client -> the one [tls] section: receptord presents one certificate on
 #   every TLS link, and a peer's certificate must name its node ID (Go checks the chain).
 # - control-service -> [control] (its socket and mode; tcplisten with tcptls= -> tcp_listen
-#   with tcp_tls); the mesh service \"control\" is also offered to Go nodes (AWX).
+#   with tcp_tls); the mesh service \"control\" is also offered to Go nodes (AWX), with
+#   user TLS where Go's had tls= ([netceptor] control_tls).
 # - work-command -> [[work.command]] (params split shell-like into args, never run through a
 #   shell); AWX's `ansible-runner worker` -> the built-in [work.ansible_runner].
 # - work-signing/work-verification -> [work.signing]/[work.verification], accepting Go's
@@ -86,8 +87,35 @@ pub fn toml(t: &Translation) -> String {
         }
     }
     control(&mut o, t);
+    netceptor(&mut o, t);
     work(&mut o, t);
     o
+}
+
+/// How the mesh control service is served to Go nodes: with user TLS (ConnType 2) where
+/// Go's had `tls=`, in Go's insecure mode (ConnType 1) where it had none, written out
+/// whenever `[tls]` exists (whose presence alone would turn user TLS on).
+fn netceptor(o: &mut String, t: &Translation) {
+    let c = &t.control;
+    if !c.present {
+        return;
+    }
+    if c.mesh_withheld {
+        o.push_str(
+            "\n[netceptor]\n# Go served the control service with TLS that could not be translated (see above):\n\
+             # not offered to Go nodes rather than offered without it.\nadvertise_control = false\n",
+        );
+    } else if c.mesh_tls.is_some() {
+        o.push_str(
+            "\n[netceptor]\n# Go's control-service tls=: served to Go nodes with user TLS (ConnType 2), each\n\
+             # client's certificate naming its node.\ncontrol_tls = true\n",
+        );
+    } else if t.tls.is_some() {
+        o.push_str(
+            "\n[netceptor]\n# Go served the control service without tls= (ConnType 1), so Go controllers\n\
+             # submit here without a TLS client; true serves it with [tls] and requires one.\ncontrol_tls = false\n",
+        );
+    }
 }
 
 fn links(o: &mut String, section: &str, links: &[Link]) {

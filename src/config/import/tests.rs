@@ -117,6 +117,33 @@ fn tls_configs_fold_into_one_section() {
 }
 
 #[test]
+fn the_mesh_control_service_keeps_go_s_tls_mode() {
+    // tls= (AWX's execution nodes): user TLS streams, ConnType 2.
+    let i = import(&format!("- control-service:\n    filename: /s\n    tls: srv\n{TLS}"));
+    assert!(i.left_out.is_empty(), "{:?}", i.left_out);
+    let cfg = load(&i);
+    assert_eq!(cfg.netceptor.control_tls, Some(true));
+    assert!(cfg.netceptor.advertise_control && cfg.tls.is_some());
+    // No tls=, but [tls] for a listener: Go's insecure mode stays, said explicitly.
+    let i = import(&format!(
+        "- tcp-listener:\n    port: 1\n    tls: srv\n- control-service:\n    filename: /s\n{TLS}"
+    ));
+    assert_eq!(load(&i).netceptor.control_tls, Some(false));
+    // No TLS anywhere: nothing to say (without [tls] the default is insecure mode).
+    assert_eq!(load(&import("- control-service:\n    filename: /s\n")).netceptor.control_tls, None);
+    // A tls-server that does not exist: not offered to Go nodes rather than offered plain.
+    let i = import("- control-service:\n    filename: /s\n    tls: nope\n");
+    assert_eq!(left_paths(&i), ["[0].control-service.tls"], "{:?}", i.left_out);
+    let cfg = load(&i);
+    assert!(!cfg.netceptor.advertise_control && cfg.control.mesh_service);
+    // A server config that lets clients without certificates in: receptord demands one.
+    let lax = TLS.replace("    requireclientcert: true\n", "");
+    let i = import(&format!("- control-service:\n    filename: /s\n    tls: srv\n{lax}"));
+    assert_eq!(left_paths(&i), ["[0].control-service.tls"], "{:?}", i.left_out);
+    assert_eq!(load(&i).netceptor.control_tls, Some(true));
+}
+
+#[test]
 fn tls_that_one_section_cannot_express_is_listed() {
     let sha256 = "AB:".repeat(31) + "AB";
     let sha512 = "cd".repeat(64);

@@ -41,6 +41,13 @@ impl TlsDef {
     }
 }
 
+impl TlsDef {
+    /// A server config that demands client certificates.
+    pub fn requires_client_cert(&self) -> bool {
+        self.require_client_cert
+    }
+}
+
 /// receptord's `[tls]` section.
 #[derive(Debug)]
 pub struct TlsOut {

@@ -57,6 +57,11 @@ impl Netceptor {
         self.ads.values()
     }
 
+    /// How `node` advertises `service` (Go's `ConnType`), if it does.
+    pub fn conn_type(&self, node: &str, service: &str) -> Option<u8> {
+        self.ads.get(&(node.to_owned(), service.to_owned())).map(|a| a.conn_type)
+    }
+
     /// The services this node advertises.
     pub fn local_services(&self) -> &[super::LocalService] {
         &self.local

@@ -3,7 +3,10 @@
 //! it and opens one bidirectional stream whose first byte is `0x00`. In Go's insecure
 //! mode (ConnType 1, what Go's control service uses without `tls=`) the server proves
 //! nothing but the common name `netceptor-insecure-common-name` on its certificate; the
-//! TLS 1.3 signature is still verified, so the stream is encrypted end to end.
+//! TLS 1.3 signature is still verified, so the stream is encrypted end to end. A service
+//! advertised with ConnType 2 is dialed with user TLS ([`super::tls`]): this node's `[tls]`
+//! certificate as the client's, and the server's must chain to `[tls] ca`, carry EKU
+//! serverAuth and name the node dialed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +34,10 @@ pub enum DialError {
     Quic(String),
     #[error("no QUIC handshake with {0} within {HANDSHAKE:?}")]
     Timeout(String),
+    #[error("{node}:{service} is served with TLS (ConnType 2) and this node has no [tls] section")]
+    NeedsTls { node: String, service: String },
+    #[error("TLS with {node} refused: {reason}")]
+    Tls { node: String, reason: String },
 }
 
 /// Accepts a server certificate iff one presented certificate has the insecure common
@@ -102,6 +109,17 @@ pub struct Dialed {
     pub send: quinn::SendStream,
     pub recv: quinn::RecvStream,
     pub session: Arc<DialSession>,
+    /// The server proved the node ID dialed (user TLS), rather than Go's insecure mode.
+    pub authenticated: bool,
+}
+
+/// A name for the TLS ClientHello: Go ignores it (and v1.4 sends its own node ID); a node
+/// ID that is no valid DNS name is replaced.
+fn sni(node: &str) -> String {
+    match ServerName::try_from(node) {
+        Ok(ServerName::DnsName(_)) => node.to_owned(),
+        _ => INSECURE_CN.to_owned(),
+    }
 }
 
 /// The connection, its endpoint and the ephemeral service behind a dialed stream; when
@@ -127,8 +145,41 @@ impl Drop for DialSession {
 }
 
 impl NetceptorNode {
-    /// Opens a stream to `node:service` (Go's insecure mode).
+    /// How `node` advertises `service` (Go's `ConnType`), if this node has its advertisement.
+    pub async fn conn_type(&self, node: &str, service: &str) -> Option<u8> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let cmd =
+            crate::netceptor::driver::Cmd::ConnType { node: node.into(), service: service.into(), reply };
+        self.cmds().send(cmd).await.ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Opens a stream to `node:service` as its advertisement says: user TLS for ConnType
+    /// 2 (or once it said so), Go's insecure mode otherwise.
     pub async fn dial(&self, node: &str, service: &str) -> Result<Dialed, DialError> {
+        let advertised = self.conn_type(node, service).await;
+        if self.wants_tls(node, service, advertised) {
+            let tls = self
+                .user_tls()
+                .ok_or_else(|| DialError::NeedsTls { node: node.into(), service: service.into() })?;
+            let (client, refusal) = tls.client(node)?;
+            return self.dial_with(node, service, client, &sni(node), Some(refusal)).await;
+        }
+        self.dial_with(node, service, insecure_client()?, INSECURE_CN, None).await
+    }
+
+    /// Opens a stream to `node:service` with the QUIC client config `client`: user TLS
+    /// when `refusal` is given (where its verifier, which checks the server's node ID,
+    /// says why it refused a certificate).
+    pub async fn dial_with(
+        &self,
+        node: &str,
+        service: &str,
+        client: quinn::ClientConfig,
+        server_name: &str,
+        refusal: Option<super::tls::Refusal>,
+    ) -> Result<Dialed, DialError> {
+        let authenticated = refusal.is_some();
         if !self.routable(node) {
             return Err(DialError::NoRoute(node.to_owned()));
         }
@@ -146,10 +197,15 @@ impl NetceptorNode {
             let endpoint = built.map_err(|e| DialError::Quic(e.to_string()))?;
             let target = target.ok_or_else(|| DialError::Quic("address table full".into()))?;
             let connecting = endpoint
-                .connect_with(insecure_client()?, target, INSECURE_CN)
+                .connect_with(client, target, server_name)
                 .map_err(|e| DialError::Quic(e.to_string()))?;
             let conn = match tokio::time::timeout(HANDSHAKE, connecting).await {
                 Err(_) => return Err(DialError::Timeout(node.to_owned())),
+                Ok(Err(e)) if authenticated => {
+                    let reason =
+                        refusal.as_ref().and_then(|r| r.get().cloned()).unwrap_or_else(|| e.to_string());
+                    return Err(DialError::Tls { node: node.to_owned(), reason });
+                }
                 Ok(r) => r.map_err(|e| DialError::Quic(e.to_string()))?,
             };
             let session = Arc::new(DialSession {
@@ -160,7 +216,7 @@ impl NetceptorNode {
             });
             let (mut send, recv) = conn.open_bi().await.map_err(|e| DialError::Quic(e.to_string()))?;
             send.write_all(&[0]).await.map_err(|e| DialError::Quic(e.to_string()))?;
-            Ok(Dialed { send, recv, session })
+            Ok(Dialed { send, recv, session, authenticated })
         }
         .await;
         if r.is_err() {

@@ -6,5 +6,6 @@ pub mod config;
 pub mod dial;
 pub mod serve;
 pub mod socket;
+pub mod tls;
 
 pub use serve::{Listener, NetStream};

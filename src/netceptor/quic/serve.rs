@@ -5,6 +5,8 @@
 //! handlers, budgets and admission as every other control client. Each service holds at
 //! most `limits.netceptor.quic_connections` connections, at most
 //! `quic_connections_per_peer` from any one node, each with at most `quic_streams` streams.
+//! A service is served in Go's insecure mode (ConnType 1) or with user TLS (ConnType 2,
+//! [`super::tls`]): then each connection's handshake proves the dialing node's ID.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,9 @@ pub struct Listener {
     pub(crate) tracker: TaskTracker,
     pub(crate) resolver: super::socket::Resolver,
     pub(crate) quota: Arc<Quota>,
+    /// User TLS (ConnType 2), or Go's insecure mode.
+    pub(crate) tls: Option<Arc<super::tls::UserTls>>,
+    pub(crate) streams: u32,
 }
 
 /// The connections a service holds, per remote node.
@@ -89,15 +94,23 @@ pub struct NetStream {
     pub(crate) slot: Option<Slot>,
     /// The netceptor node the connection came from (as its packets name it).
     pub(crate) node: String,
+    pub(crate) tls: Option<Arc<super::tls::UserTls>>,
+    pub(crate) streams: u32,
 }
 
 /// Builds the endpoint of a stream service on `socket`, allowing `streams` streams per
-/// connection.
+/// connection. With user TLS every connection is accepted with its own config
+/// ([`super::tls::UserTls::server`]); the endpoint's default then is one no client
+/// certificate satisfies.
 pub(crate) fn endpoint(
     socket: super::socket::NetSocket,
     streams: u32,
+    tls: Option<&super::tls::UserTls>,
 ) -> Result<quinn::Endpoint, config::ConfigError> {
-    let server = config::insecure_server(streams)?;
+    let server = match tls {
+        None => config::insecure_server(streams)?,
+        Some(t) => t.server("", streams)?,
+    };
     quinn::Endpoint::new_with_abstract_socket(
         config::endpoint(),
         Some(server),
