@@ -210,6 +210,11 @@ pub struct LinkSection {
     /// for itself and no path continues through it on its link with this node).
     #[serde(default = "yes")]
     pub relays: bool,
+    /// WebSocket peers (`ws://`, `wss://`, `netceptor+ws://`, `netceptor+wss://`) only:
+    /// extra headers sent with the upgrade request, e.g. `{ Authorization = "Bearer …" }`
+    /// for a listener behind an authenticating reverse proxy (Go's `extraheader`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -460,9 +465,21 @@ impl Config {
             )
             .build()
             .map_err(load)?;
-        let cfg: Config = raw.try_deserialize().map_err(load)?;
+        let mut cfg: Config = raw.try_deserialize().map_err(load)?;
+        cfg.finish_ws_links();
         cfg.validate().map_err(|(key, reason)| ConfigError::Invalid { file, key, reason })?;
         Ok(cfg)
+    }
+
+    /// Gives every WebSocket link its extra headers and `[limits.websocket]`.
+    fn finish_ws_links(&mut self) {
+        let limits = self.limits.websocket;
+        for l in self.listeners.iter_mut().chain(self.peers.iter_mut()) {
+            if let Some(ws) = &mut l.url.ws {
+                ws.headers = l.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                ws.limits = limits;
+            }
+        }
     }
 
     /// Checks what types alone cannot; returns the offending key and why.
@@ -523,6 +540,7 @@ impl Config {
             );
         }
         netceptor::validate_links(&self.listeners, &self.peers)?;
+        netceptor::validate_headers(&self.listeners, &self.peers)?;
         for (section, links) in [("listeners", &self.listeners), ("peers", &self.peers)] {
             for (i, l) in links.iter().enumerate() {
                 if l.url.scheme == crate::transport::Scheme::Tls && self.tls.is_none() {
@@ -554,6 +572,9 @@ impl Config {
         }
         if let Err((key, reason)) = self.limits.netceptor.validate() {
             return bad(format!("limits.netceptor.{key}"), reason);
+        }
+        if let Err((key, reason)) = self.limits.websocket.validate() {
+            return bad(format!("limits.websocket.{key}"), reason);
         }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return bad("log.level".into(), "is not a valid log filter (e.g. info, debug, receptord=trace)");
