@@ -178,9 +178,13 @@ fn wss_refuses_a_go_node_whose_certificate_names_another_id() {
         format!("address=wss://127.0.0.1:{r_port}/"),
         "tls=cli".into(),
     ];
-    let _liar = GoNode::start("liar", false, &args);
-    wait_until("rnode refuses liar", CONVERGE, || r.log().contains("liar"));
+    let mut liar = GoNode::start("liar", false, &args);
+    wait_logged("rnode refuses liar", &[&r], CONVERGE, || r.log().contains("does not name liar"));
     assert!(!has_link(&sock, "liar", "netceptor"), "{}", r.log());
+    // The same certificate under its own node ID links.
+    liar.kill();
+    let _honest = GoNode::start("honest", false, &args);
+    wait_logged("rnode links honest", &[&r], CONVERGE, || has_link(&sock, "honest", "netceptor"));
 }
 
 /// A CONNECT proxy on loopback that really tunnels, recording each request head.
@@ -325,7 +329,7 @@ fn read_closed(s: &mut TcpStream, within: Duration) -> bool {
 }
 
 #[test]
-fn hostile_websocket_peers_are_cut_off_and_the_node_stays_healthy() {
+fn a_slowloris_upgrade_request_is_cut_off_and_the_node_stays_healthy() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (control, sock) = with_socket("rnode", tmp.path());
     let r_port = free_port();
@@ -354,28 +358,52 @@ fn hostile_websocket_peers_are_cut_off_and_the_node_stays_healthy() {
     assert!(read_closed(&mut slow, Duration::from_secs(8)), "the slow upgrade request was not cut off");
     let _ = dripper.join();
 
-    // An oversize message (past limits.websocket.max_message) closes the connection.
+    // The node stays healthy: it answers and takes a well-behaved ws peer.
+    assert_eq!(status(&sock)["NodeID"], "rnode");
+    let _good = Daemon::start(spec("good", &format!("[[peers]]\nurl = \"ws://127.0.0.1:{r_port}/\"\n")));
+    wait_until("a good ws peer links after the slow one", CONVERGE, || has_link(&sock, "good", "receptor"));
+}
+
+#[test]
+fn an_oversize_message_is_refused_on_its_header() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (control, sock) = with_socket("rnode", tmp.path());
+    let r_port = free_port();
+    // A long handshake timeout: only the message bound can end the connection soon.
+    let _r = Daemon::start(spec(
+        "rnode",
+        &format!(
+            "{control}[[listeners]]\nurl = \"ws://127.0.0.1:{r_port}/\"\n[limits]\nhandshake_timeout = \"60s\"\n\
+             [limits.websocket]\nmax_message = 100000\n"
+        ),
+    ));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let closed = rt.block_on(async {
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::Message;
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", r_port)).await.expect("connect");
         let (mut ws, _) =
             tokio_tungstenite::client_async(format!("ws://127.0.0.1:{r_port}/"), tcp).await.expect("upgrade");
-        let _ = ws.send(Message::Binary(vec![b'R'; 200_000])).await;
-        let end = tokio::time::timeout(Duration::from_secs(8), async {
+        // A masked binary frame announcing 50 MB, then a few bytes of it and silence.
+        let mut frame = vec![0x82, 0x80 | 127];
+        frame.extend_from_slice(&50_000_000u64.to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame.extend_from_slice(b"RCPT");
+        ws.get_mut().write_all(&frame).await.expect("write");
+        tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 match ws.next().await {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => {
+                        return;
+                    }
                     Some(Ok(_)) => {}
                 }
             }
-        });
-        end.await.is_ok()
+        })
+        .await
+        .is_ok()
     });
     assert!(closed, "an oversize message did not close the connection");
-
-    // The node stays healthy: it answers and takes a well-behaved ws peer.
     assert_eq!(status(&sock)["NodeID"], "rnode");
     let _good = Daemon::start(spec("good", &format!("[[peers]]\nurl = \"ws://127.0.0.1:{r_port}/\"\n")));
     wait_until("a good ws peer links after the hostile ones", CONVERGE, || {

@@ -63,7 +63,7 @@ pub struct Listener {
 pub struct Accepted {
     tcp: TcpStream,
     tls: Option<TlsContext>,
-    ws: Option<WsTarget>,
+    ws: Option<Box<WsTarget>>,
 }
 
 impl Accepted {

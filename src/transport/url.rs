@@ -41,7 +41,7 @@ pub struct PeerUrl {
     pub host: String,
     pub port: u16,
     /// Set for WebSocket links (over TCP for `Scheme::Tcp`, TLS for `Scheme::Tls`).
-    pub ws: Option<WsTarget>,
+    pub ws: Option<Box<WsTarget>>,
 }
 
 /// The HTTP side of a WebSocket link: the upgrade request's path, the extra headers a
@@ -127,7 +127,7 @@ fn parse_ws(s: &str) -> Result<PeerUrl, UrlError> {
     }
     let (host, port) = host_port(authority, s, protocol, default_port)?;
     let ws = WsTarget { path: path.to_owned(), headers: Vec::new(), limits: Default::default() };
-    Ok(PeerUrl { protocol, scheme, host, port, ws: Some(ws) })
+    Ok(PeerUrl { protocol, scheme, host, port, ws: Some(Box::new(ws)) })
 }
 
 /// The host and port of an authority; netceptor URLs need an explicit port.
