@@ -669,6 +669,39 @@ mod tests {
     }
 
     #[test]
+    fn websocket_headers_are_checked_and_reach_the_url() {
+        let peer = |url: &str, headers: &str| {
+            format!("[node]\nid = \"n\"\n[[peers]]\nurl = \"{url}\"\nheaders = {headers}\n")
+        };
+        let cfg = load_text(&format!(
+            "{}[limits.websocket]\nmax_message = 70000\n",
+            peer("ws://h:1/p", "{ Authorization = \"Bearer t\" }")
+        ))
+        .expect("loads");
+        let ws = cfg.peers[0].url.ws.as_ref().expect("ws");
+        assert_eq!(ws.headers.len(), 1);
+        assert_eq!(ws.headers[0].1, "Bearer t");
+        assert_eq!(ws.limits.max_message, 70000);
+        for (text, key) in [
+            (peer("receptor://h:1", "{ A = \"b\" }"), "peers[0].headers"),
+            (peer("ws://h:1/", "{ Host = \"x\" }"), "peers[0].headers"),
+            (peer("ws://h:1/", "{ \"a b\" = \"x\" }"), "peers[0].headers"),
+            (
+                "[node]\nid = \"n\"\n[[listeners]]\nurl = \"ws://h:1/\"\nheaders = { A = \"b\" }\n".into(),
+                "listeners[0].headers",
+            ),
+            ("[node]\nid = \"n\"\n[[listeners]]\nurl = \"netceptor+ws://h:1/\"\n".into(), "listeners[0].url"),
+            (
+                "[node]\nid = \"n\"\n[limits.websocket]\nmax_message = 10\n".into(),
+                "limits.websocket.max_message",
+            ),
+        ] {
+            let err = load_text(&text).expect_err(&text).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
     fn the_node_id_defaults_to_the_host_name() {
         let cfg = load_text("[node]\n").expect("loads");
         assert!(!cfg.node.id.as_str().is_empty());
