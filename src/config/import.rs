@@ -347,7 +347,10 @@ impl Translation {
             Some(("ws", rest)) => (false, rest),
             Some(("wss", rest)) => (true, rest),
             _ => {
-                return Err(ImportError::Invalid { path: at, reason: "must be a ws:// or wss:// URL".into() });
+                return Err(ImportError::Invalid {
+                    path: at,
+                    reason: "must be a ws:// or wss:// URL".into(),
+                });
             }
         };
         let scheme = match (self.opts.native_peers, secure) {
