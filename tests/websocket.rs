@@ -110,6 +110,22 @@ fn receptord_and_go_link_over_websockets_both_ways() {
     wait_until("gows2 pings gows1 through rnode", CONVERGE, || ping_ok(&gows2.ctl("ping gows1")));
     assert!(ping_ok(&ctl(&sock, "ping gows1")), "receptord pings the Go node it dialed");
     assert!(ping_ok(&ctl(&sock, "ping rnative")), "receptord pings its native ws peer");
+
+    // AWX's path over the WebSocket link: receptorctl on gows2 runs work on rnode,
+    // results byte-identical (1 MiB: many messages each way).
+    let data: Vec<u8> = (0..1usize << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let file = tmp.path().join("payload.bin");
+    std::fs::write(&file, &data).expect("payload");
+    let out = std::process::Command::new(common::venv_bin().join("receptorctl"))
+        .env("PATH", common::path_with_venv())
+        .arg("--socket")
+        .arg(&gows2.sock)
+        .args(["work", "submit", "--node", "rnode", "cat", "-f", "--payload"])
+        .arg(&file)
+        .output()
+        .expect("receptorctl");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(out.stdout == data, "results differ: {} bytes back of {}", out.stdout.len(), data.len());
 }
 
 #[test]
