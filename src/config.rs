@@ -210,6 +210,11 @@ pub struct LinkSection {
     /// for itself and no path continues through it on its link with this node).
     #[serde(default = "yes")]
     pub relays: bool,
+    /// WebSocket peers (`ws://`, `wss://`, `netceptor+ws://`, `netceptor+wss://`) only:
+    /// extra headers sent with the upgrade request, e.g. `{ Authorization = "Bearer …" }`
+    /// for a listener behind an authenticating reverse proxy (Go's `extraheader`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -460,9 +465,21 @@ impl Config {
             )
             .build()
             .map_err(load)?;
-        let cfg: Config = raw.try_deserialize().map_err(load)?;
+        let mut cfg: Config = raw.try_deserialize().map_err(load)?;
+        cfg.finish_ws_links();
         cfg.validate().map_err(|(key, reason)| ConfigError::Invalid { file, key, reason })?;
         Ok(cfg)
+    }
+
+    /// Gives every WebSocket link its extra headers and `[limits.websocket]`.
+    fn finish_ws_links(&mut self) {
+        let limits = self.limits.websocket;
+        for l in self.listeners.iter_mut().chain(self.peers.iter_mut()) {
+            if let Some(ws) = &mut l.url.ws {
+                ws.headers = l.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                ws.limits = limits;
+            }
+        }
     }
 
     /// Checks what types alone cannot; returns the offending key and why.
@@ -524,6 +541,7 @@ impl Config {
         }
         netceptor::validate_links(&self.listeners, &self.peers)?;
         netceptor::validate_section(&self.netceptor, self.tls.is_some())?;
+        netceptor::validate_headers(&self.listeners, &self.peers)?;
         for (section, links) in [("listeners", &self.listeners), ("peers", &self.peers)] {
             for (i, l) in links.iter().enumerate() {
                 if l.url.scheme == crate::transport::Scheme::Tls && self.tls.is_none() {
@@ -555,6 +573,9 @@ impl Config {
         }
         if let Err((key, reason)) = self.limits.netceptor.validate() {
             return bad(format!("limits.netceptor.{key}"), reason);
+        }
+        if let Err((key, reason)) = self.limits.websocket.validate() {
+            return bad(format!("limits.websocket.{key}"), reason);
         }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return bad("log.level".into(), "is not a valid log filter (e.g. info, debug, receptord=trace)");
@@ -646,6 +667,39 @@ mod tests {
             .expect_err("peers");
         assert!(err.to_string().contains("peers[0].relays"), "{err}");
         assert!(load_text("[node]\nid = \"n\"\n").expect("loads").mesh.relays.is_none());
+    }
+
+    #[test]
+    fn websocket_headers_are_checked_and_reach_the_url() {
+        let peer = |url: &str, headers: &str| {
+            format!("[node]\nid = \"n\"\n[[peers]]\nurl = \"{url}\"\nheaders = {headers}\n")
+        };
+        let cfg = load_text(&format!(
+            "{}[limits.websocket]\nmax_message = 70000\n",
+            peer("ws://h:1/p", "{ Authorization = \"Bearer t\" }")
+        ))
+        .expect("loads");
+        let ws = cfg.peers[0].url.ws.as_ref().expect("ws");
+        assert_eq!(ws.headers.len(), 1);
+        assert_eq!(ws.headers[0].1, "Bearer t");
+        assert_eq!(ws.limits.max_message, 70000);
+        for (text, key) in [
+            (peer("receptor://h:1", "{ A = \"b\" }"), "peers[0].headers"),
+            (peer("ws://h:1/", "{ Host = \"x\" }"), "peers[0].headers"),
+            (peer("ws://h:1/", "{ \"a b\" = \"x\" }"), "peers[0].headers"),
+            (
+                "[node]\nid = \"n\"\n[[listeners]]\nurl = \"ws://h:1/\"\nheaders = { A = \"b\" }\n".into(),
+                "listeners[0].headers",
+            ),
+            ("[node]\nid = \"n\"\n[[listeners]]\nurl = \"netceptor+ws://h:1/\"\n".into(), "listeners[0].url"),
+            (
+                "[node]\nid = \"n\"\n[limits.websocket]\nmax_message = 10\n".into(),
+                "limits.websocket.max_message",
+            ),
+        ] {
+            let err = load_text(&text).expect_err(&text).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

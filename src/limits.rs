@@ -104,6 +104,59 @@ pub struct Limits {
     pub control_write_timeout: Duration,
     /// The netceptor plane (Go Receptor peers): `[limits.netceptor]`.
     pub netceptor: NetceptorLimits,
+    /// WebSocket links (`ws://`, `wss://`, `netceptor+ws://`): `[limits.websocket]`.
+    pub websocket: WsLimits,
+}
+
+/// `[limits.websocket]`: what the HTTP side of a WebSocket link can make this node hold
+/// (the link's own protocol is bounded as on any other link). The time bounds are those of
+/// every link: `limits.handshake_timeout` from accept to the first message (TLS, the
+/// upgrade request, the first message), `mesh.dial_timeout` for a dial (proxy included).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsLimits {
+    /// Largest WebSocket message (and frame) accepted, in bytes; a larger one closes the
+    /// link. Go peers' messages are netceptor packets, held to `limits.netceptor.max_packet`
+    /// besides.
+    pub max_message: usize,
+    /// Most bytes an HTTP upgrade request (listener) or response (dialer) may take; a
+    /// longer one is refused.
+    pub max_http_header: usize,
+    /// Most bytes an HTTP proxy's reply to `CONNECT` may take.
+    pub max_proxy_reply: usize,
+    /// How long an HTTP proxy may take to answer `CONNECT` (within `mesh.dial_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub proxy_reply_timeout: Duration,
+}
+
+impl Default for WsLimits {
+    fn default() -> Self {
+        WsLimits {
+            max_message: 1024 * 1024,
+            max_http_header: 16 * 1024,
+            max_proxy_reply: 16 * 1024,
+            proxy_reply_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl WsLimits {
+    /// Checks the values; the offending key (below `limits.websocket.`) and why.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.max_message < 65535 {
+            return Err(("max_message", "must be at least 65535 (a netceptor packet)"));
+        }
+        if self.max_http_header < 1024 {
+            return Err(("max_http_header", "must be at least 1024"));
+        }
+        if self.max_proxy_reply < 256 {
+            return Err(("max_proxy_reply", "must be at least 256"));
+        }
+        if self.proxy_reply_timeout.is_zero() {
+            return Err(("proxy_reply_timeout", "must be more than zero"));
+        }
+        Ok(())
+    }
 }
 
 /// `[limits.netceptor]`: what a Go Receptor peer (or anything speaking netceptor) can make
@@ -225,6 +278,7 @@ impl Default for Limits {
             control_handshake_timeout: Duration::from_secs(10),
             control_write_timeout: Duration::from_secs(60),
             netceptor: NetceptorLimits::default(),
+            websocket: WsLimits::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::transport::PeerUrl;
 
 mod emit;
 mod tls;
+mod ws;
 mod yaml;
 
 pub use yaml::{MAX_ENTRIES, MAX_IMPORT_BYTES};
@@ -100,6 +101,8 @@ struct Link {
     url: PeerUrl,
     cost: Option<f64>,
     tls: Option<String>,
+    /// WebSocket peers: Go's `extraheader`.
+    headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -158,7 +161,7 @@ struct Translation {
     left_out: Vec<LeftOut>,
 }
 
-const NOT_YET: &str = "receptord has no WebSocket or UDP backend yet";
+const NOT_YET: &str = "receptord has no UDP backend yet";
 
 impl Translation {
     fn left(&mut self, path: impl Into<String>, reason: impl Into<String>) {
@@ -180,6 +183,8 @@ impl Translation {
             "log-level" => self.log_level(e),
             "tcp-listener" => self.tcp_listener(e),
             "tcp-peer" => self.tcp_peer(e),
+            "ws-listener" => self.ws_listener(e),
+            "ws-peer" => self.ws_peer(e),
             "control-service" => self.control_service(e),
             "work-command" => self.work_command(e),
             "work-signing" => self.work_signing(e),
@@ -191,7 +196,7 @@ impl Translation {
             "local-only" => Ok(()),
             other => {
                 let reason = match other {
-                    "ws-listener" | "ws-peer" | "udp-listener" | "udp-peer" => NOT_YET,
+                    "udp-listener" | "udp-peer" => NOT_YET,
                     "work-kubernetes" => "receptord has no Kubernetes work type",
                     "work-python" => "receptord has no Python plugin work type",
                     "trace" => "receptord has no packet trace (log.level = \"trace\" logs its own events)",
@@ -282,7 +287,7 @@ impl Translation {
         let host = if bind.contains(':') { format!("[{bind}]") } else { bind };
         let scheme = if tls.is_some() { "receptors" } else { "receptor" };
         let url = parse_url(&e.path, &format!("{scheme}://{host}:{port}"))?;
-        self.listeners.push(Link { path: e.path.clone(), url, cost, tls });
+        self.listeners.push(Link { path: e.path.clone(), url, cost, tls, headers: Vec::new() });
         Ok(())
     }
 
@@ -304,7 +309,7 @@ impl Translation {
             (true, true) => "receptors",
         };
         let url = parse_url(&e.path, &format!("{scheme}://{address}"))?;
-        self.peers.push(Link { path: e.path.clone(), url, cost, tls });
+        self.peers.push(Link { path: e.path.clone(), url, cost, tls, headers: Vec::new() });
         Ok(())
     }
 

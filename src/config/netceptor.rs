@@ -38,9 +38,10 @@ impl NetceptorSection {
     }
 }
 
-/// Checks the link URLs that name Go peers: `netceptor://` and `netceptors://` only in
-/// `[[peers]]` (Go peers reach this node on its `receptor://` and `receptors://`
-/// listeners); `netceptors://` needs `[tls]`, like every TLS URL.
+/// Checks the link URLs that name Go peers: `netceptor://`, `netceptors://`,
+/// `netceptor+ws://` and `netceptor+wss://` only in `[[peers]]` (Go peers reach this node on
+/// its `receptor://`, `receptors://`, `ws://` and `wss://` listeners); the TLS ones need
+/// `[tls]`, like every TLS URL.
 pub(crate) fn validate_links(
     listeners: &[super::LinkSection],
     _peers: &[super::LinkSection],
@@ -51,7 +52,8 @@ pub(crate) fn validate_links(
             return Err((
                 format!("listeners[{i}].url"),
                 "netceptor:// names Go Receptor peers to dial ([[peers]]); every receptor:// listener \
-                 already accepts Go peers (their --tcp-peer needs no change)"
+                 already accepts Go peers (their --tcp-peer needs no change), every ws:// or wss:// \
+                 listener Go's --ws-peer"
                     .into(),
             ));
         }
@@ -66,6 +68,51 @@ pub(crate) fn validate_section(section: &NetceptorSection, have_tls: bool) -> Re
             "netceptor.control_tls".into(),
             "user TLS streams need the [tls] section (this node's certificate, key and CAs)".into(),
         ));
+    }
+    Ok(())
+}
+
+/// Headers the upgrade request may not be given: the WebSocket handshake's own.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "upgrade",
+    "connection",
+    "origin",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+];
+
+/// Checks `headers`: only on WebSocket `[[peers]]`, valid HTTP names and values, none of
+/// the handshake's own.
+pub(crate) fn validate_headers(
+    listeners: &[super::LinkSection],
+    peers: &[super::LinkSection],
+) -> Result<(), (String, String)> {
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    if let Some(i) = listeners.iter().position(|l| !l.headers.is_empty()) {
+        return Err((format!("listeners[{i}].headers"), "applies to WebSocket peers only".into()));
+    }
+    for (i, p) in peers.iter().enumerate() {
+        if p.headers.is_empty() {
+            continue;
+        }
+        let key = format!("peers[{i}].headers");
+        if p.url.ws.is_none() {
+            return Err((
+                key,
+                "applies to ws://, wss://, netceptor+ws:// and netceptor+wss:// peers only".into(),
+            ));
+        }
+        for (name, value) in &p.headers {
+            if HeaderName::from_bytes(name.as_bytes()).is_err() || HeaderValue::from_str(value).is_err() {
+                return Err((format!("{key}.{name}"), "is not a valid HTTP header".into()));
+            }
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err((format!("{key}.{name}"), "is set by the WebSocket handshake itself".into()));
+            }
+        }
     }
     Ok(())
 }

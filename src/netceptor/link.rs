@@ -1,6 +1,7 @@
 //! One task per netceptor backend session: frames packets off the byte stream to the
 //! driver and drains the link's outbound queue onto it, until either side closes, the
-//! driver closes the link or the node stops. Stream backends (TCP, TLS) only for now.
+//! driver closes the link or the node stops. Stream backends (TCP, TLS) and WebSocket ones
+//! (`crate::transport::ws` shows their messages in the stream framing).
 //! What a peer can make a link hold is bounded: frames longer than
 //! `limits.netceptor.max_packet` close the link, packets queued towards it are bounded in
 //! bytes (`link_queue_bytes`, excess dropped), and a peer that stops reading for
@@ -100,7 +101,12 @@ pub(crate) async fn run(
             queued.fetch_sub(p.len(), Ordering::AcqRel);
             let Ok(f) = frame(&p) else { continue };
             // A peer that stops reading holds this write: past the stall timeout the link goes.
-            match tokio::time::timeout(lim.stall, wr.write_all(&f)).await {
+            // The flush is free on TCP and hands a WebSocket link its message now.
+            let write = async {
+                wr.write_all(&f).await?;
+                wr.flush().await
+            };
+            match tokio::time::timeout(lim.stall, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break,
                 Err(_) => {
@@ -127,7 +133,7 @@ pub(crate) async fn run(
     let flush = async {
         while let Ok(p) = out_rx.try_recv() {
             if let Ok(f) = frame(&p) {
-                if wr.write_all(&f).await.is_err() {
+                if wr.write_all(&f).await.is_err() || wr.flush().await.is_err() {
                     return;
                 }
             }

@@ -184,6 +184,30 @@ impl NetceptorNode {
     /// material (the server's chain and EKU verified; its node ID, from its first routing
     /// update, must be one its certificate names).
     async fn connect(&self, url: &PeerUrl) -> std::io::Result<Session> {
+        if url.ws.is_some() {
+            // `netceptor+ws(s)://`: one packet per WebSocket message, through a proxy from
+            // the environment, TLS as for `netceptors://`.
+            let ctx = match url.scheme {
+                Scheme::Tcp => None,
+                Scheme::Tls => Some(self.inner.tls.as_ref().ok_or_else(|| {
+                    std::io::Error::other(
+                        "netceptor+wss:// needs the [tls] section (this node's certificate)",
+                    )
+                })?),
+            };
+            let (io, id) = crate::transport::connect(url, ctx, crate::transport::ws::Mode::Packets)
+                .await
+                .map_err(std::io::Error::other)?;
+            let cert = id.map(|i| i.node_ids);
+            return Ok(Session {
+                io,
+                prefix: Bytes::new(),
+                remote: url.to_string(),
+                cost: 1.0,
+                dialed: true,
+                cert,
+            });
+        }
         let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
         let _ = tcp.set_nodelay(true);
         let remote = tcp.peer_addr().map_or_else(|_| url.to_string(), |a| a.to_string());

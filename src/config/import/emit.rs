@@ -42,6 +42,10 @@ const HEADER: &str = "\
 # - tcp-peer -> [[peers]] netceptor:// (netceptors:// with tls=): the peer is a Go node,
 #   whose listener speaks only Go's protocol. When it runs receptord too, change the URL
 #   to receptor:// (receptors://), or import again with --native-peers.
+# - ws-listener -> [[listeners]] ws:// (wss:// with tls=) on its path: it takes Go's ws-peer
+#   and receptord's ws:// peers alike.
+# - ws-peer -> [[peers]] netceptor+ws:// (netceptor+wss:// for wss://; ws:// and wss:// with
+#   --native-peers); extraheader -> headers; proxies from HTTP(S)_PROXY as in Go.
 # - tls-server/tls-client -> the one [tls] section: receptord presents one certificate on
 #   every TLS link, and a peer's certificate must name its node ID (Go checks the chain).
 # - control-service -> [control] (its socket and mode; tcplisten with tcptls= -> tcp_listen
@@ -123,6 +127,10 @@ fn links(o: &mut String, section: &str, links: &[Link]) {
         let _ = writeln!(o, "\n# {}\n[[{section}]]\nurl = {}", l.path, q(&l.url.to_string()));
         if let Some(c) = l.cost {
             let _ = writeln!(o, "cost = {c:?}");
+        }
+        if !l.headers.is_empty() {
+            let pairs: Vec<String> = l.headers.iter().map(|(k, v)| format!("{} = {}", q(k), q(v))).collect();
+            let _ = writeln!(o, "headers = {{ {} }}", pairs.join(", "));
         }
     }
 }

@@ -227,3 +227,23 @@ fn go_durations_and_modes() {
     assert_eq!(octal_mode("0o600").as_deref(), Some("0600"));
     assert_eq!(octal_mode("1777"), None);
 }
+
+#[test]
+fn websocket_backends_translate_with_path_and_extra_header() {
+    let i = import(
+        "- node:\n    id: n1\n- ws-listener:\n    port: 4001\n    bindaddr: 127.0.0.1\n    path: mesh\n\
+         - ws-peer:\n    address: ws://go1:8080/receptor\n    extraheader: 'Authorization: Bearer x y'\n\
+         - ws-peer:\n    address: ws://go2:8080\n    extraheader: junk\n",
+    );
+    assert_eq!(left_paths(&i), ["[3].ws-peer.extraheader"], "{:?}", i.left_out);
+    let cfg = load(&i);
+    assert_eq!(cfg.listeners[0].url.to_string(), "ws://127.0.0.1:4001/mesh");
+    assert_eq!(cfg.peers[0].url.to_string(), "netceptor+ws://go1:8080/receptor");
+    let ws = cfg.peers[0].url.ws.as_ref().expect("ws");
+    assert_eq!(ws.headers, [("Authorization".to_owned(), "Bearer x y".to_owned())]);
+    assert_eq!(cfg.peers[1].url.to_string(), "netceptor+ws://go2:8080/");
+    let native =
+        import_str("- ws-peer:\n    address: ws://r1:8080/x\n", &ImportOptions { native_peers: true })
+            .expect("imports");
+    assert!(native.toml.contains("url = \"ws://r1:8080/x\""), "{}", native.toml);
+}
