@@ -1,6 +1,7 @@
 //! The `[netceptor]` section: how this node takes part in Go Receptor meshes. Peers are
 //! `[[peers]]` with `netceptor://` URLs; this section only says whether `receptor://`
-//! listeners also accept Go peers and which services are advertised to them.
+//! listeners also accept Go peers and which services are advertised to them. Go's UDP
+//! backend is the one netceptor listener: `[[listeners]] url = "netceptor+udp://…"`.
 
 use serde::Deserialize;
 
@@ -25,14 +26,21 @@ impl Default for NetceptorSection {
 
 /// Checks the link URLs that name Go peers: `netceptor://` and `netceptors://` only in
 /// `[[peers]]` (Go peers reach this node on its `receptor://` and `receptors://`
-/// listeners); `netceptors://` needs `[tls]`, like every TLS URL.
+/// listeners); `netceptors://` needs `[tls]`, like every TLS URL. `netceptor+udp://` is
+/// both a peer and a listener (Go's `--udp-peer` needs a UDP listener to dial).
 pub(crate) fn validate_links(
     listeners: &[super::LinkSection],
     _peers: &[super::LinkSection],
 ) -> Result<(), (String, String)> {
     use crate::transport::Protocol;
     for (i, l) in listeners.iter().enumerate() {
-        if l.url.protocol == Protocol::Netceptor {
+        if l.url.scheme == crate::transport::Scheme::Udp && !l.relays {
+            return Err((
+                format!("listeners[{i}].relays"),
+                "applies to receptor:// listeners only (a netceptor+udp:// listener serves Go peers)".into(),
+            ));
+        }
+        if l.url.protocol == Protocol::Netceptor && l.url.scheme != crate::transport::Scheme::Udp {
             return Err((
                 format!("listeners[{i}].url"),
                 "netceptor:// names Go Receptor peers to dial ([[peers]]); every receptor:// listener \

@@ -78,6 +78,7 @@ impl Listener {
             (Scheme::Tcp, _) => None,
             (Scheme::Tls, Some(ctx)) => Some(ctx),
             (Scheme::Tls, None) => return Err(TransportError::NoTls(url.to_string())),
+            (Scheme::Udp, _) => return Err(TransportError::Netceptor(url.to_string())),
         };
         let inner = TcpListener::bind((url.host.as_str(), url.port))
             .await
@@ -115,6 +116,7 @@ pub async fn dial(
         (Scheme::Tcp, _) => None,
         (Scheme::Tls, Some(ctx)) => Some(ctx),
         (Scheme::Tls, None) => return Err(TransportError::NoTls(url.to_string())),
+        (Scheme::Udp, _) => return Err(TransportError::Netceptor(url.to_string())),
     };
     let connect = async {
         let tcp = TcpStream::connect((url.host.as_str(), url.port))

@@ -2,7 +2,9 @@
 //! `receptors://host:port` (alias `rnps://`, TLS, default port 8899). A bare `host:port`
 //! means plain TCP. Go Receptor peers (the netceptor protocol, `crate::netceptor`) are
 //! named with their own schemes: `netceptor://host:port` (TCP) and `netceptors://host:port`
-//! (TLS); Go backends have no default port, so these need one.
+//! (TLS); Go backends have no default port, so these need one. `netceptor+udp://host:port`
+//! is Go's UDP backend (`--udp-peer`, `--udp-listener`; one packet per datagram), spoken
+//! only with Go peers: receptord's own protocol does not run over UDP.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,6 +18,8 @@ pub const DEFAULT_TLS_PORT: u16 = 8899;
 pub enum Scheme {
     Tcp,
     Tls,
+    /// Datagrams (netceptor only).
+    Udp,
 }
 
 /// Which wire protocol a link speaks.
@@ -40,7 +44,7 @@ pub struct PeerUrl {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UrlError {
     #[error(
-        "unsupported scheme {0:?} (use receptor://, rnp://, receptors://, rnps://, or netceptor:// and netceptors:// for Go Receptor peers)"
+        "unsupported scheme {0:?} (use receptor://, rnp://, receptors://, rnps://, or netceptor://, netceptors:// and netceptor+udp:// for Go Receptor peers)"
     )]
     Scheme(String),
     #[error("missing host in {0:?}")]
@@ -62,6 +66,7 @@ impl FromStr for PeerUrl {
             Some(("receptors" | "rnps" | "tls", rest)) => (Protocol::Native, Scheme::Tls, rest),
             Some(("netceptor", rest)) => (Protocol::Netceptor, Scheme::Tcp, rest),
             Some(("netceptors", rest)) => (Protocol::Netceptor, Scheme::Tls, rest),
+            Some(("netceptor+udp", rest)) => (Protocol::Netceptor, Scheme::Udp, rest),
             Some((other, _)) => return Err(UrlError::Scheme(other.to_owned())),
             None => (Protocol::Native, Scheme::Tcp, s),
         };
@@ -70,7 +75,7 @@ impl FromStr for PeerUrl {
             return Err(UrlError::Path(s.to_owned()));
         }
         let default_port = match scheme {
-            Scheme::Tcp => DEFAULT_TCP_PORT,
+            Scheme::Tcp | Scheme::Udp => DEFAULT_TCP_PORT,
             Scheme::Tls => DEFAULT_TLS_PORT,
         };
         let (host, port) = split_host_port(rest, s)?;
@@ -108,6 +113,9 @@ impl fmt::Display for PeerUrl {
             (Protocol::Native, Scheme::Tls) => "receptors",
             (Protocol::Netceptor, Scheme::Tcp) => "netceptor",
             (Protocol::Netceptor, Scheme::Tls) => "netceptors",
+            (Protocol::Netceptor, Scheme::Udp) => "netceptor+udp",
+            // Not produced by parsing: receptord's protocol has no UDP backend.
+            (Protocol::Native, Scheme::Udp) => "udp",
         };
         if self.host.contains(':') {
             write!(f, "{scheme}://[{}]:{}", self.host, self.port)
@@ -164,5 +172,10 @@ mod tests {
         let t = p("netceptors://[::1]:5");
         assert_eq!((t.protocol, t.scheme), (Protocol::Netceptor, Scheme::Tls));
         assert_eq!(t.to_string(), "netceptors://[::1]:5");
+        let u = p("netceptor+udp://127.0.0.1:27200");
+        assert_eq!((u.protocol, u.scheme, u.port), (Protocol::Netceptor, Scheme::Udp, 27200));
+        assert_eq!(u.to_string(), "netceptor+udp://127.0.0.1:27200");
+        assert!(matches!("netceptor+udp://h".parse::<PeerUrl>(), Err(UrlError::NoPort(_))));
+        assert!(matches!("udp://h:1".parse::<PeerUrl>(), Err(UrlError::Scheme(_))));
     }
 }

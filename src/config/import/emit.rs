@@ -42,6 +42,8 @@ const HEADER: &str = "\
 # - tcp-peer -> [[peers]] netceptor:// (netceptors:// with tls=): the peer is a Go node,
 #   whose listener speaks only Go's protocol. When it runs receptord too, change the URL
 #   to receptor:// (receptors://), or import again with --native-peers.
+# - udp-listener/udp-peer -> [[listeners]]/[[peers]] netceptor+udp:// (Go peers only; no TLS,
+#   and UDP sources are spoofable: docs/SECURITY.md).
 # - tls-server/tls-client -> the one [tls] section: receptord presents one certificate on
 #   every TLS link, and a peer's certificate must name its node ID (Go checks the chain).
 # - control-service -> [control] (its socket and mode; tcplisten with tcptls= -> tcp_listen
