@@ -1,7 +1,7 @@
 //! [`NetceptorNode`]: the handle of this node's netceptor plane. It owns the driver task,
 //! the dial loops of `netceptor://` (and `netceptor+udp://`) peers, UDP listeners and the
-//! sessions of accepted Go peers, all under
-//! one cancellation token and the daemon's task tracker.
+//! sessions of accepted Go peers, all under one cancellation token and the daemon's task
+//! tracker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
