@@ -51,3 +51,30 @@ pub(crate) fn validate_links(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    fn load(links: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, format!("[node]\nid = \"n\"\ndata_dir = \"/tmp/n\"\n{links}")).expect("write");
+        crate::config::Config::load(&path)
+    }
+
+    #[test]
+    fn udp_is_a_listener_and_a_peer_other_netceptor_urls_only_peers() {
+        let cfg = load(
+            "[[listeners]]\nurl = \"netceptor+udp://127.0.0.1:27200\"\n\
+             [[peers]]\nurl = \"netceptor+udp://go:27201\"\n",
+        )
+        .expect("loads");
+        assert!(cfg.is_leaf(), "a UDP listener carries no native links: still a leaf by default");
+        let err = load("[[listeners]]\nurl = \"netceptor://127.0.0.1:1\"\n").expect_err("refused");
+        assert!(err.to_string().contains("listeners[0].url"), "{err}");
+        let err = load("[[listeners]]\nurl = \"netceptor+udp://127.0.0.1:1\"\nrelays = false\n")
+            .expect_err("refused");
+        assert!(err.to_string().contains("listeners[0].relays"), "{err}");
+        let err = load("[limits.netceptor]\nudp_sessions = 0\n").expect_err("refused");
+        assert!(err.to_string().contains("udp_sessions"), "{err}");
+    }
+}
