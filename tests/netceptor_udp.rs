@@ -221,3 +221,23 @@ fn oversize_empty_and_garbage_datagrams_cost_no_link() {
     assert!(!answered(&stranger), "garbage from a stranger got an answer");
     assert_eq!(connections(&status(&sock)).len(), 1, "no session for the stranger");
 }
+
+#[test]
+fn a_reload_moves_a_udp_listener() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (rp, rp2) = (free_udp_port(), free_udp_port());
+    let (r, _sock) = rnode(tmp.path(), None, rp, "");
+    let path = r.dir.path().join("receptor.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let moved =
+        text.replace(&format!("netceptor+udp://127.0.0.1:{rp}"), &format!("netceptor+udp://127.0.0.1:{rp2}"));
+    assert_ne!(text, moved);
+    std::fs::write(&path, moved).expect("write config");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(r.pid() as i32), nix::sys::signal::SIGHUP)
+        .expect("SIGHUP");
+    wait_until("the reload", CONVERGE, || r.log().contains("reload: done"));
+    // The old port is released, the new one serves Go.
+    wait_until("the old UDP port free", CONVERGE, || UdpSocket::bind(("127.0.0.1", rp)).is_ok());
+    let g = GoNode::start("gonode", false, &udp_peer(rp2));
+    wait_until("gonode lists rnode on the new port", CONVERGE, || linked(&g.status(), "rnode"));
+}
