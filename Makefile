@@ -109,6 +109,7 @@ bench: build venv
 	$(CARGO) bench --locked --bench origin
 	$(CARGO) bench --locked --bench e2e
 	$(CARGO) bench --locked --bench netceptor
+	ulimit -n $$(ulimit -Hn) && $(CARGO) bench --locked --bench netceptor_fleet
 
 # Fleet scale (issue 12): 103, 303 and 1,000 real daemons (FLEET_SIZES=103,303 to choose),
 # Go Receptor at 103 when present, and the simulation at 1,000 and 10,000 nodes.

@@ -441,12 +441,16 @@ fn one() -> f64 {
 
 impl Config {
     /// Whether the node runs as a leaf: `[mesh] role = "leaf"`, or no role given and no
-    /// `[[listeners]]` (a node that accepts no links relays for nobody; docs/PROTOCOL.md §5.8).
+    /// `[[listeners]]` but Go's UDP ones (a node that accepts no links relays for nobody;
+    /// docs/PROTOCOL.md §5.8).
     pub fn is_leaf(&self) -> bool {
         match self.mesh.role {
             MeshRole::Leaf => true,
             MeshRole::Hub => false,
-            MeshRole::Auto => self.listeners.is_empty(),
+            // Go's UDP backend carries no native links.
+            MeshRole::Auto => {
+                self.listeners.iter().all(|l| l.url.protocol == crate::transport::Protocol::Netceptor)
+            }
         }
     }
 

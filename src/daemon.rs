@@ -178,7 +178,15 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     let units_cfg = units_config(&cfg)?;
     let policy = admission_policy(&cfg)?;
     let mut listeners = Vec::new();
+    let mut udp_listeners = Vec::new();
     for (index, l) in cfg.listeners.iter().enumerate() {
+        if l.url.scheme == crate::transport::Scheme::Udp {
+            let sock = crate::netceptor::udp::bind(&l.url.host, l.url.port).await.map_err(|source| {
+                DaemonError::Bind { index, source: TransportError::Bind { url: l.url.to_string(), source } }
+            })?;
+            udp_listeners.push((l.url.clone(), sock, l.cost));
+            continue;
+        }
         let bound = Listener::bind(&l.url, tls.clone())
             .await
             .map_err(|source| DaemonError::Bind { index, source })?;
@@ -278,6 +286,9 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         for (listener, cost, relays) in listeners {
             state.add_listener(&node, listener, cost, relays);
         }
+        for (url, sock, cost) in udp_listeners {
+            state.add_udp_listener(&node, &url, sock, cost);
+        }
         for p in &cfg.peers {
             state.add_peer(&node, p);
         }
@@ -336,7 +347,7 @@ fn warn_if_open(cfg: &Config, work: &WorkService) {
     let plain: Vec<String> = cfg
         .listeners
         .iter()
-        .filter(|l| l.url.scheme == crate::transport::Scheme::Tcp)
+        .filter(|l| l.url.scheme != crate::transport::Scheme::Tls)
         .map(|l| l.url.to_string())
         .collect();
     if cfg.work.allow.is_empty() && !plain.is_empty() && !names.is_empty() {

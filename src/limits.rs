@@ -193,6 +193,15 @@ pub struct NetceptorLimits {
     pub quic_connections: usize,
     /// Bidirectional streams a peer may open on one QUIC connection (Go uses one).
     pub quic_streams: u32,
+    /// Sessions one `netceptor+udp://` listener holds (one per source address); datagrams
+    /// from further sources are dropped until one expires (silent for the idle timeout, 21 s,
+    /// or closed by netceptor).
+    pub udp_sessions: usize,
+    /// Sessions one source IP address may hold on one UDP listener.
+    pub udp_sessions_per_ip: usize,
+    /// New UDP sessions one listener opens per second (and the burst): each costs this
+    /// node a link and sends initial routing updates to an address anyone can spoof.
+    pub udp_session_rate: u32,
 }
 
 impl Default for NetceptorLimits {
@@ -210,6 +219,9 @@ impl Default for NetceptorLimits {
             quic_connections_per_peer: 1024,
             quic_connections: 4096,
             quic_streams: 1,
+            udp_sessions: 256,
+            udp_sessions_per_ip: 32,
+            udp_session_rate: 20,
         }
     }
 }
@@ -217,8 +229,11 @@ impl Default for NetceptorLimits {
 impl NetceptorLimits {
     /// Checks the values; the offending key (below `limits.netceptor.`) and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let positive: [(&'static str, bool); 11] = [
+        let positive: [(&'static str, bool); 14] = [
             ("max_nodes", self.max_nodes > 0),
+            ("udp_sessions", self.udp_sessions > 0),
+            ("udp_sessions_per_ip", self.udp_sessions_per_ip > 0),
+            ("udp_session_rate", self.udp_session_rate > 0),
             ("max_ads", self.max_ads > 0),
             ("max_seen_updates", self.max_seen_updates > 0),
             ("advert_rate", self.advert_rate > 0),

@@ -161,7 +161,6 @@ struct Translation {
     left_out: Vec<LeftOut>,
 }
 
-const NOT_YET: &str = "receptord has no UDP backend yet";
 
 impl Translation {
     fn left(&mut self, path: impl Into<String>, reason: impl Into<String>) {
@@ -185,6 +184,8 @@ impl Translation {
             "tcp-peer" => self.tcp_peer(e),
             "ws-listener" => self.ws_listener(e),
             "ws-peer" => self.ws_peer(e),
+            "udp-listener" => self.udp_listener(e),
+            "udp-peer" => self.udp_peer(e),
             "control-service" => self.control_service(e),
             "work-command" => self.work_command(e),
             "work-signing" => self.work_signing(e),
@@ -196,7 +197,6 @@ impl Translation {
             "local-only" => Ok(()),
             other => {
                 let reason = match other {
-                    "udp-listener" | "udp-peer" => NOT_YET,
                     "work-kubernetes" => "receptord has no Kubernetes work type",
                     "work-python" => "receptord has no Python plugin work type",
                     "trace" => "receptord has no packet trace (log.level = \"trace\" logs its own events)",
@@ -310,6 +310,39 @@ impl Translation {
         };
         let url = parse_url(&e.path, &format!("{scheme}://{address}"))?;
         self.peers.push(Link { path: e.path.clone(), url, cost, tls, headers: Vec::new() });
+        Ok(())
+    }
+
+    /// Go's UDP listener: a `netceptor+udp://` listener (Go peers only).
+    fn udp_listener(&mut self, e: &mut yaml::Entry) -> Result<(), ImportError> {
+        let port_at = e.at("port");
+        let port: u16 = e
+            .str("port")?
+            .ok_or_else(|| ImportError::Invalid { path: port_at.clone(), reason: "is required".into() })?
+            .trim()
+            .parse()
+            .map_err(|_| ImportError::Invalid { path: port_at, reason: "must be a UDP port".into() })?;
+        let bind = e.str("bindaddr")?.unwrap_or_else(|| "0.0.0.0".into());
+        let cost = self.link_common(e)?;
+        let host = if bind.contains(':') { format!("[{bind}]") } else { bind };
+        let url = parse_url(&e.path, &format!("netceptor+udp://{host}:{port}"))?;
+        self.listeners.push(Link { path: e.path.clone(), url, cost, tls: None });
+        Ok(())
+    }
+
+    /// Go's UDP peer: always a Go node (receptord's own protocol has no UDP backend).
+    fn udp_peer(&mut self, e: &mut yaml::Entry) -> Result<(), ImportError> {
+        let at = e.at("address");
+        let address = e
+            .str("address")?
+            .ok_or_else(|| ImportError::Invalid { path: at, reason: "is required".into() })?;
+        let cost = self.link_common(e)?;
+        let redial_at = e.at("redial");
+        if e.bool("redial")? == Some(false) {
+            self.left(redial_at, "receptord always redials its peers");
+        }
+        let url = parse_url(&e.path, &format!("netceptor+udp://{address}"))?;
+        self.peers.push(Link { path: e.path.clone(), url, cost, tls: None });
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The `[netceptor]` section: how this node takes part in Go Receptor meshes. Peers are
 //! `[[peers]]` with `netceptor://` URLs; this section only says whether `receptor://`
-//! listeners also accept Go peers and which services are advertised to them.
+//! listeners also accept Go peers and which services are advertised to them. Go's UDP
+//! backend is the one netceptor listener: `[[listeners]] url = "netceptor+udp://…"`.
 
 use serde::Deserialize;
 
@@ -41,14 +42,21 @@ impl NetceptorSection {
 /// Checks the link URLs that name Go peers: `netceptor://`, `netceptors://`,
 /// `netceptor+ws://` and `netceptor+wss://` only in `[[peers]]` (Go peers reach this node on
 /// its `receptor://`, `receptors://`, `ws://` and `wss://` listeners); the TLS ones need
-/// `[tls]`, like every TLS URL.
+/// `[tls]`, like every TLS URL. `netceptor+udp://` is both a peer and a listener (Go's
+/// `--udp-peer` needs a UDP listener to dial).
 pub(crate) fn validate_links(
     listeners: &[super::LinkSection],
     _peers: &[super::LinkSection],
 ) -> Result<(), (String, String)> {
     use crate::transport::Protocol;
     for (i, l) in listeners.iter().enumerate() {
-        if l.url.protocol == Protocol::Netceptor {
+        if l.url.scheme == crate::transport::Scheme::Udp && !l.relays {
+            return Err((
+                format!("listeners[{i}].relays"),
+                "applies to receptor:// listeners only (a netceptor+udp:// listener serves Go peers)".into(),
+            ));
+        }
+        if l.url.protocol == Protocol::Netceptor && l.url.scheme != crate::transport::Scheme::Udp {
             return Err((
                 format!("listeners[{i}].url"),
                 "netceptor:// names Go Receptor peers to dial ([[peers]]); every receptor:// listener \
@@ -115,4 +123,31 @@ pub(crate) fn validate_headers(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    fn load(links: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, format!("[node]\nid = \"n\"\ndata_dir = \"/tmp/n\"\n{links}")).expect("write");
+        crate::config::Config::load(&path)
+    }
+
+    #[test]
+    fn udp_is_a_listener_and_a_peer_other_netceptor_urls_only_peers() {
+        let cfg = load(
+            "[[listeners]]\nurl = \"netceptor+udp://127.0.0.1:27200\"\n\
+             [[peers]]\nurl = \"netceptor+udp://go:27201\"\n",
+        )
+        .expect("loads");
+        assert!(cfg.is_leaf(), "a UDP listener carries no native links: still a leaf by default");
+        let err = load("[[listeners]]\nurl = \"netceptor://127.0.0.1:1\"\n").expect_err("refused");
+        assert!(err.to_string().contains("listeners[0].url"), "{err}");
+        let err = load("[[listeners]]\nurl = \"netceptor+udp://127.0.0.1:1\"\nrelays = false\n")
+            .expect_err("refused");
+        assert!(err.to_string().contains("listeners[0].relays"), "{err}");
+        let err = load("[limits.netceptor]\nudp_sessions = 0\n").expect_err("refused");
+        assert!(err.to_string().contains("udp_sessions"), "{err}");
+    }
 }

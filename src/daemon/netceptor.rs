@@ -1,5 +1,6 @@
 //! The daemon's netceptor plane (Go Receptor peers): started when the config dials a
-//! `netceptor://` peer or lets `receptor://` listeners accept Go peers, advertising the
+//! `netceptor://` peer, has a `netceptor+udp://` listener or lets `receptor://` listeners
+//! accept Go peers, advertising the
 //! control service with this node's work types.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +16,7 @@ use crate::work::units::Units;
 
 /// Whether this config takes part in Go meshes at all.
 pub(super) fn wanted(cfg: &Config) -> bool {
-    cfg.peers.iter().any(|p| p.url.protocol == Protocol::Netceptor)
+    cfg.peers.iter().chain(&cfg.listeners).any(|p| p.url.protocol == Protocol::Netceptor)
         || (cfg.netceptor.accept && !cfg.listeners.is_empty())
 }
 

@@ -14,10 +14,11 @@ use super::{admission_policy, build_registry, units_config};
 use crate::config::{Config, LinkSection};
 use crate::mesh::{LinkHandle, Node};
 use crate::netceptor::NetceptorNode;
-use crate::transport::{Listener, Protocol, TlsContext};
+use crate::transport::{Listener, PeerUrl, Protocol, Scheme, TlsContext};
 use crate::work::authz::Authorization;
 use crate::work::service::WorkService;
 use crate::work::units::Units;
+use tokio::net::UdpSocket;
 
 /// How long a listener whose cost changed may take to release its port before the new one
 /// binds it (the old accept loop ends asynchronously).
@@ -71,6 +72,21 @@ impl State {
         };
         let handle = Handle::Native(node.listen_with(listener, cost, relays, foreign));
         self.listeners.insert(key, Running { handle, cost, relays });
+    }
+
+    /// Serves Go's UDP peers on `sock` (a `netceptor+udp://` listener).
+    pub(super) fn add_udp_listener(&mut self, node: &Node, url: &PeerUrl, sock: UdpSocket, cost: f64) {
+        let key = url.to_string();
+        let Some((net, _)) = &self.net else {
+            tracing::warn!(%url, "UDP listener added by a reload: restart receptord to serve Go peers");
+            return;
+        };
+        if let Ok(addr) = sock.local_addr() {
+            tracing::info!(url = %key, %addr, "netceptor UDP listener ready");
+        }
+        let stop = node.cancel_token().child_token();
+        net.serve_udp(sock, url, cost, stop.clone());
+        self.listeners.insert(key, Running { handle: Handle::Netceptor(stop), cost, relays: true });
     }
 
     pub(super) fn add_peer(&mut self, node: &Node, peer: &LinkSection) {
@@ -190,6 +206,16 @@ impl Reloader {
             if state.listeners.contains_key(&url) {
                 continue;
             }
+            if l.url.scheme == Scheme::Udp {
+                match bind_udp_retrying(l, stale.contains(&url)).await {
+                    Ok(sock) => state.add_udp_listener(&self.node, &l.url, sock, l.cost),
+                    Err(e) => {
+                        tracing::error!("reload: listeners[{index}] ({url}) not started: {e}");
+                        errors.push(format!("listeners[{index}] ({url}): {e}"));
+                    }
+                }
+                continue;
+            }
             match bind_retrying(l, self.tls.clone(), stale.contains(&url)).await {
                 Ok(listener) => state.add_listener(&self.node, listener, l.cost, l.relays),
                 Err(e) => {
@@ -235,6 +261,18 @@ async fn bind_retrying(
     loop {
         match Listener::bind(&l.url, tls.clone()).await {
             Ok(listener) => return Ok(listener),
+            Err(e) if !replacing || tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// [`bind_retrying`] for a `netceptor+udp://` listener.
+async fn bind_udp_retrying(l: &LinkSection, replacing: bool) -> std::io::Result<UdpSocket> {
+    let deadline = tokio::time::Instant::now() + REBIND_WAIT;
+    loop {
+        match crate::netceptor::udp::bind(&l.url.host, l.url.port).await {
+            Ok(sock) => return Ok(sock),
             Err(e) if !replacing || tokio::time::Instant::now() >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }

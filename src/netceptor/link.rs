@@ -1,7 +1,7 @@
 //! One task per netceptor backend session: frames packets off the byte stream to the
 //! driver and drains the link's outbound queue onto it, until either side closes, the
 //! driver closes the link or the node stops. Stream backends (TCP, TLS) and WebSocket ones
-//! (`crate::transport::ws` shows their messages in the stream framing).
+//! (`crate::transport::ws` shows their messages in the stream framing); UDP is `udp`.
 //! What a peer can make a link hold is bounded: frames longer than
 //! `limits.netceptor.max_packet` close the link, packets queued towards it are bounded in
 //! bytes (`link_queue_bytes`, excess dropped), and a peer that stops reading for
@@ -40,6 +40,13 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
+    /// A queue holding at most `cap` bytes, and its receiving end.
+    pub(crate) fn new(cap: usize) -> (Outbox, OutboxRx) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        (Outbox { tx, queued: queued.clone(), cap }, OutboxRx { rx, queued })
+    }
+
     /// Queues `p`; false (and dropped) when the link already holds `cap` bytes.
     pub(crate) fn offer(&self, p: Bytes) -> bool {
         let len = p.len();
@@ -52,6 +59,20 @@ impl Outbox {
             return false;
         }
         true
+    }
+}
+
+/// The receiving end of an [`Outbox`] (datagram backends).
+pub(crate) struct OutboxRx {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl OutboxRx {
+    pub(crate) async fn recv(&mut self) -> Option<Bytes> {
+        let p = self.rx.recv().await?;
+        self.queued.fetch_sub(p.len(), Ordering::AcqRel);
+        Some(p)
     }
 }
 

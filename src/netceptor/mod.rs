@@ -3,8 +3,8 @@
 //!
 //! Shaped like quinn: [`wire`], [`framing`] and [`names`] are pure codecs; [`proto`] is
 //! the sans-IO routing and service-advertisement state machine fed `(now, event)`;
-//! `driver` and [`link`] are thin tokio tasks around it; [`NetceptorNode`] is the handle
-//! the daemon holds. The two planes meet only at the service layer (the control service,
+//! `driver`, [`link`] (stream backends) and [`udp`] (Go's UDP backend) are thin tokio
+//! tasks around it; [`NetceptorNode`] is the handle the daemon holds. The two planes meet only at the service layer (the control service,
 //! the work registry), never packet by packet. See docs/PROTOCOL.md ("Netceptor") and
 //! ARCHITECTURE.md.
 
@@ -16,6 +16,7 @@ mod node;
 pub mod proto;
 pub mod quic;
 pub mod status;
+pub mod udp;
 pub mod wire;
 
 pub use driver::Datagram;

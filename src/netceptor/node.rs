@@ -1,6 +1,7 @@
 //! [`NetceptorNode`]: the handle of this node's netceptor plane. It owns the driver task,
-//! the dial loops of `netceptor://` peers and the sessions of accepted Go peers, all under
-//! one cancellation token and the daemon's task tracker.
+//! the dial loops of `netceptor://` (and `netceptor+udp://`) peers, UDP listeners and the
+//! sessions of accepted Go peers, all under one cancellation token and the daemon's task
+//! tracker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,12 @@ const REDIAL_MAX: Duration = Duration::from_secs(20);
 /// Go's dial timeout.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A dialed session: a byte stream, or a connected UDP socket.
+enum Dialed {
+    Stream(Session),
+    Udp(tokio::net::UdpSocket, std::net::SocketAddr),
+}
+
 /// The netceptor plane of this node.
 #[derive(Clone)]
 pub struct NetceptorNode {
@@ -42,6 +49,7 @@ struct Inner {
     next_link: AtomicU64,
     fatal: watch::Receiver<Option<String>>,
     link_limits: LinkLimits,
+    udp_limits: super::udp::UdpLimits,
     limits: super::proto::Limits,
     routable: watch::Receiver<Arc<std::collections::BTreeSet<String>>>,
     /// This node's TLS material (`[tls]`), for `netceptors://` peers.
@@ -70,6 +78,14 @@ impl NetceptorNode {
             queue_bytes: cfg.limits.link_queue_bytes,
             stall: cfg.stall_timeout,
         };
+        let udp_limits = super::udp::UdpLimits {
+            max_packet: cfg.limits.max_packet,
+            queue_bytes: cfg.limits.link_queue_bytes,
+            sessions: cfg.limits.udp_sessions,
+            sessions_per_ip: cfg.limits.udp_sessions_per_ip,
+            session_rate: cfg.limits.udp_session_rate,
+            idle: cfg.idle_timeout,
+        };
         let limits = cfg.limits.clone();
         let state = Netceptor::new(cfg, Instant::now(), time::OffsetDateTime::now_utc());
         let (routable_tx, routable) = watch::channel(Arc::default());
@@ -85,6 +101,7 @@ impl NetceptorNode {
                 next_link: AtomicU64::new(1),
                 fatal,
                 link_limits,
+                udp_limits,
                 limits,
                 routable,
                 user_tls: tls.clone().map(|t| Arc::new(super::quic::tls::UserTls::new(t))),
@@ -148,13 +165,24 @@ impl NetceptorNode {
                 r = tokio::time::timeout(DIAL_TIMEOUT, self.connect(&url)) => r,
             };
             match dialed {
-                Ok(Ok(session)) => {
+                Ok(Ok(dialed)) => {
                     failures = 0;
-                    let session = Session { cost, ..session };
                     let (link, cmds, _) = self.link_parts();
                     let started = Instant::now();
+                    let run = async {
+                        match dialed {
+                            Dialed::Stream(session) => {
+                                let session = Session { cost, ..session };
+                                link::run(link, session, cmds, stop.clone(), self.inner.link_limits).await;
+                            }
+                            Dialed::Udp(sock, addr) => {
+                                let lim = self.inner.udp_limits;
+                                super::udp::run_dialed(link, sock, addr, cost, cmds, stop.clone(), lim).await;
+                            }
+                        }
+                    };
                     tokio::select! {
-                        _ = link::run(link, session, cmds, stop.clone(), self.inner.link_limits) => {}
+                        _ = run => {}
                         _ = withdrawn.cancelled() => return,
                     }
                     if started.elapsed() > Duration::from_secs(10) {
@@ -182,13 +210,17 @@ impl NetceptorNode {
 
     /// Opens a session to `url`: TCP, and TLS for `netceptors://` with this node's
     /// material (the server's chain and EKU verified; its node ID, from its first routing
-    /// update, must be one its certificate names).
-    async fn connect(&self, url: &PeerUrl) -> std::io::Result<Session> {
+    /// update, must be one its certificate names); a connected socket for `netceptor+udp://`.
+    async fn connect(&self, url: &PeerUrl) -> std::io::Result<Dialed> {
+        if url.scheme == Scheme::Udp {
+            let (sock, addr) = super::udp::connect(&url.host, url.port).await?;
+            return Ok(Dialed::Udp(sock, addr));
+        }
         if url.ws.is_some() {
             // `netceptor+ws(s)://`: one packet per WebSocket message, through a proxy from
             // the environment, TLS as for `netceptors://`.
             let ctx = match url.scheme {
-                Scheme::Tcp => None,
+                Scheme::Tcp | Scheme::Udp => None,
                 Scheme::Tls => Some(self.inner.tls.as_ref().ok_or_else(|| {
                     std::io::Error::other(
                         "netceptor+wss:// needs the [tls] section (this node's certificate)",
@@ -199,20 +231,20 @@ impl NetceptorNode {
                 .await
                 .map_err(std::io::Error::other)?;
             let cert = id.map(|i| i.node_ids);
-            return Ok(Session {
+            return Ok(Dialed::Stream(Session {
                 io,
                 prefix: Bytes::new(),
                 remote: url.to_string(),
                 cost: 1.0,
                 dialed: true,
                 cert,
-            });
+            }));
         }
         let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
         let _ = tcp.set_nodelay(true);
         let remote = tcp.peer_addr().map_or_else(|_| url.to_string(), |a| a.to_string());
         let (io, cert): (crate::transport::BoxedIo, _) = match url.scheme {
-            Scheme::Tcp => (Box::new(tcp), None),
+            Scheme::Tcp | Scheme::Udp => (Box::new(tcp), None),
             Scheme::Tls => {
                 let ctx = self.inner.tls.as_ref().ok_or_else(|| {
                     std::io::Error::other("netceptors:// needs the [tls] section (this node's certificate)")
@@ -221,7 +253,23 @@ impl NetceptorNode {
                 (io, Some(id.node_ids))
             }
         };
-        Ok(Session { io, prefix: Bytes::new(), remote, cost: 1.0, dialed: true, cert })
+        Ok(Dialed::Stream(Session { io, prefix: Bytes::new(), remote, cost: 1.0, dialed: true, cert }))
+    }
+
+    /// Serves Go's UDP peers (`--udp-peer`) on `sock`, bound for the listener `url`, with
+    /// link cost `cost`, until `stop` (or the node) is cancelled.
+    pub fn serve_udp(&self, sock: tokio::net::UdpSocket, url: &PeerUrl, cost: f64, stop: CancellationToken) {
+        let node = self.clone();
+        let parts = super::udp::ListenerParts {
+            url: url.to_string(),
+            cost,
+            cmds: self.inner.cmds.clone(),
+            stop,
+            lim: self.inner.udp_limits,
+            next_link: Arc::new(move || node.inner.next_link.fetch_add(1, Ordering::Relaxed)),
+            tracker: self.inner.tracker.clone(),
+        };
+        self.inner.tracker.spawn(super::udp::serve(sock, parts));
     }
 
     /// The node IDs the native plane holds: from now on no netceptor peer may claim one

@@ -96,6 +96,7 @@ impl Listener {
             (Scheme::Tcp, _) => None,
             (Scheme::Tls, Some(ctx)) => Some(ctx),
             (Scheme::Tls, None) => return Err(TransportError::NoTls(url.to_string())),
+            (Scheme::Udp, _) => return Err(TransportError::Netceptor(url.to_string())),
         };
         let inner = TcpListener::bind((url.host.as_str(), url.port))
             .await
@@ -133,6 +134,7 @@ pub async fn dial(
         (Scheme::Tcp, _) => None,
         (Scheme::Tls, Some(ctx)) => Some(ctx),
         (Scheme::Tls, None) => return Err(TransportError::NoTls(url.to_string())),
+        (Scheme::Udp, _) => return Err(TransportError::Netceptor(url.to_string())),
     };
     match tokio::time::timeout(timeout, connect(url, ctx, ws::Mode::Stream)).await {
         Err(_) => Err(TransportError::Timeout { url: url.to_string(), timeout }),

@@ -8,6 +8,9 @@
 //! protocol, default ports 80 and 443), `netceptor+ws://host:port/path` and
 //! `netceptor+wss://…` (Go Receptor's `--ws-listener`). The path and the HTTP side of such a
 //! link (extra headers, bounds) are its [`WsTarget`].
+//! (TLS); Go backends have no default port, so these need one. `netceptor+udp://host:port`
+//! is Go's UDP backend (`--udp-peer`, `--udp-listener`; one packet per datagram), spoken
+//! only with Go peers: receptord's own protocol does not run over UDP.
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,6 +24,8 @@ pub const DEFAULT_TLS_PORT: u16 = 8899;
 pub enum Scheme {
     Tcp,
     Tls,
+    /// Datagrams (netceptor only).
+    Udp,
 }
 
 /// Which wire protocol a link speaks.
@@ -68,7 +73,7 @@ fn valid_ws_path(path: &str) -> bool {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UrlError {
     #[error(
-        "unsupported scheme {0:?} (use receptor://, rnp://, receptors://, rnps://, ws://, wss://, or netceptor://, netceptors://, netceptor+ws:// and netceptor+wss:// for Go Receptor peers)"
+        "unsupported scheme {0:?} (use receptor://, rnp://, receptors://, rnps://, ws://, wss://, or netceptor://, netceptors://, netceptor+ws://, netceptor+wss:// and netceptor+udp:// for Go Receptor peers)"
     )]
     Scheme(String),
     #[error("missing host in {0:?}")]
@@ -93,6 +98,7 @@ impl FromStr for PeerUrl {
             Some(("netceptor", rest)) => (Protocol::Netceptor, Scheme::Tcp, rest),
             Some(("netceptors", rest)) => (Protocol::Netceptor, Scheme::Tls, rest),
             Some(("ws" | "wss" | "netceptor+ws" | "netceptor+wss", _)) => return parse_ws(s),
+            Some(("netceptor+udp", rest)) => (Protocol::Netceptor, Scheme::Udp, rest),
             Some((other, _)) => return Err(UrlError::Scheme(other.to_owned())),
             None => (Protocol::Native, Scheme::Tcp, s),
         };
@@ -101,7 +107,7 @@ impl FromStr for PeerUrl {
             return Err(UrlError::Path(s.to_owned()));
         }
         let default_port = match scheme {
-            Scheme::Tcp => DEFAULT_TCP_PORT,
+            Scheme::Tcp | Scheme::Udp => DEFAULT_TCP_PORT,
             Scheme::Tls => DEFAULT_TLS_PORT,
         };
         let (host, port) = host_port(rest, s, protocol, default_port)?;
@@ -170,6 +176,9 @@ impl fmt::Display for PeerUrl {
             (Protocol::Native, Scheme::Tls, true) => "wss",
             (Protocol::Netceptor, Scheme::Tcp, true) => "netceptor+ws",
             (Protocol::Netceptor, Scheme::Tls, true) => "netceptor+wss",
+            (Protocol::Netceptor, Scheme::Udp, _) => "netceptor+udp",
+            // Not produced by parsing: receptord's protocol has no UDP backend.
+            (Protocol::Native, Scheme::Udp, _) => "udp",
         };
         if self.host.contains(':') {
             write!(f, "{scheme}://[{}]:{}", self.host, self.port)?;
@@ -236,6 +245,11 @@ mod tests {
         let t = p("netceptors://[::1]:5");
         assert_eq!((t.protocol, t.scheme), (Protocol::Netceptor, Scheme::Tls));
         assert_eq!(t.to_string(), "netceptors://[::1]:5");
+        let u = p("netceptor+udp://127.0.0.1:27200");
+        assert_eq!((u.protocol, u.scheme, u.port), (Protocol::Netceptor, Scheme::Udp, 27200));
+        assert_eq!(u.to_string(), "netceptor+udp://127.0.0.1:27200");
+        assert!(matches!("netceptor+udp://h".parse::<PeerUrl>(), Err(UrlError::NoPort(_))));
+        assert!(matches!("udp://h:1".parse::<PeerUrl>(), Err(UrlError::Scheme(_))));
     }
 
     #[test]

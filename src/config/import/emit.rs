@@ -46,6 +46,8 @@ const HEADER: &str = "\
 #   and receptord's ws:// peers alike.
 # - ws-peer -> [[peers]] netceptor+ws:// (netceptor+wss:// for wss://; ws:// and wss:// with
 #   --native-peers); extraheader -> headers; proxies from HTTP(S)_PROXY as in Go.
+# - udp-listener/udp-peer -> [[listeners]]/[[peers]] netceptor+udp:// (Go peers only; no TLS,
+#   and UDP sources are spoofable: docs/SECURITY.md).
 # - tls-server/tls-client -> the one [tls] section: receptord presents one certificate on
 #   every TLS link, and a peer's certificate must name its node ID (Go checks the chain).
 # - control-service -> [control] (its socket and mode; tcplisten with tcptls= -> tcp_listen

@@ -53,7 +53,6 @@ fn what_has_no_equivalent_is_listed_by_path() {
             "[1].tcp-peer.redial",
             "[2].tcp-listener.nodecost",
             "[2].tcp-listener.frobnicate",
-            "[3].udp-peer",
             "[4].work-python",
             "[5].trace",
             "[6].control-service.service",
@@ -61,10 +60,28 @@ fn what_has_no_equivalent_is_listed_by_path() {
             "[7].mystery",
         ]
     );
-    assert!(i.left_out[9].reason.contains("insecure_plaintext_control"), "{}", i.left_out[9]);
+    assert!(i.left_out[8].reason.contains("insecure_plaintext_control"), "{}", i.left_out[8]);
     let cfg = load(&i);
     assert!(cfg.control.tcp_listen.is_none(), "no unauthenticated control port is opened");
-    assert!(i.toml.contains("# - [3].udp-peer: "), "{}", i.toml);
+    assert!(cfg.peers.iter().any(|p| p.url.to_string() == "netceptor+udp://a:2"), "{}", i.toml);
+}
+
+#[test]
+fn udp_backends_become_netceptor_udp_links() {
+    let i = import(
+        "- udp-listener:\n    port: 27200\n    cost: 2\n- udp-listener:\n    port: 1\n    bindaddr: '::1'\n\
+         - udp-peer:\n    address: go1:27201\n    redial: false\n- tcp-listener: 4000\n",
+    );
+    assert_eq!(left_paths(&i), ["[2].udp-peer.redial"], "{:#?}", i.left_out);
+    let cfg = load(&i);
+    let urls: Vec<String> = cfg.listeners.iter().map(|l| l.url.to_string()).collect();
+    assert_eq!(urls, ["netceptor+udp://0.0.0.0:27200", "netceptor+udp://[::1]:1", "receptor://0.0.0.0:4000"]);
+    assert_eq!(cfg.listeners[0].cost, 2.0);
+    assert_eq!(cfg.peers[0].url.to_string(), "netceptor+udp://go1:27201");
+    assert!(matches!(
+        import_str("- udp-listener:\n    port: x\n", &ImportOptions::default()),
+        Err(ImportError::Invalid { .. })
+    ));
 }
 
 #[test]
