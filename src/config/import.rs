@@ -161,7 +161,6 @@ struct Translation {
     left_out: Vec<LeftOut>,
 }
 
-
 impl Translation {
     fn left(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.left_out.push(LeftOut { path: path.into(), reason: reason.into() });
@@ -326,7 +325,7 @@ impl Translation {
         let cost = self.link_common(e)?;
         let host = if bind.contains(':') { format!("[{bind}]") } else { bind };
         let url = parse_url(&e.path, &format!("netceptor+udp://{host}:{port}"))?;
-        self.listeners.push(Link { path: e.path.clone(), url, cost, tls: None });
+        self.listeners.push(Link { path: e.path.clone(), url, cost, tls: None, headers: Vec::new() });
         Ok(())
     }
 
@@ -342,7 +341,7 @@ impl Translation {
             self.left(redial_at, "receptord always redials its peers");
         }
         let url = parse_url(&e.path, &format!("netceptor+udp://{address}"))?;
-        self.peers.push(Link { path: e.path.clone(), url, cost, tls: None });
+        self.peers.push(Link { path: e.path.clone(), url, cost, tls: None, headers: Vec::new() });
         Ok(())
     }
 

@@ -122,7 +122,7 @@ pub async fn connect(
     mode: Mode,
 ) -> Result<BoxedIo, WsError> {
     let (ws_scheme, http_scheme) = match scheme {
-        Scheme::Tcp => ("ws", "http"),
+        Scheme::Tcp | Scheme::Udp => ("ws", "http"),
         Scheme::Tls => ("wss", "https"),
     };
     let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
