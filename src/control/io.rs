@@ -13,7 +13,6 @@ use crate::mesh::{Chunk, StreamReader, StreamWriter};
 
 const READ_CHUNK: usize = 64 * 1024;
 
-
 /// A source of bytes; `None` at end of input.
 pub trait ByteRead: Send {
     fn read(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;

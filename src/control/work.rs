@@ -245,9 +245,15 @@ async fn submit<R: ByteRead, W: ByteWrite>(
         ctl.units.forward_while_arriving(&unit, rx);
         std::sync::Arc::new(tx)
     });
-    let received =
-        receive_payload(rd, &unit.stdin_path(), ctl.units.max_payload(), ctl.idle_timeout(), digest, arrival.clone())
-            .await;
+    let received = receive_payload(
+        rd,
+        &unit.stdin_path(),
+        ctl.units.max_payload(),
+        ctl.idle_timeout(),
+        digest,
+        arrival.clone(),
+    )
+    .await;
     drop(attached);
     let (sha256, len) = match received {
         Ok(got) => got,
@@ -297,9 +303,15 @@ async fn receive_payload<R: ByteRead>(
         Ok(Err(e)) => return Err(format!("opening {}: {e}", path.display())),
         Err(e) => return Err(format!("opening {}: {e}", path.display())),
     };
+    // The forwarder is told in steps of a read block or more: nothing waits on a payload
+    // before it is complete, so fewer, larger reads cost less.
+    let mut told = 0u64;
     let on_written: crate::work::sink::OnWritten = match arrival {
         Some(a) => Box::new(move |len| {
-            a.send_replace(Arrival::Arriving(len));
+            if len - told >= crate::work::payload::READ_BLOCK as u64 {
+                told = len;
+                a.send_replace(Arrival::Arriving(len));
+            }
         }),
         None => Box::new(|_| {}),
     };

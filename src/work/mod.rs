@@ -17,8 +17,8 @@ mod proctree;
 pub mod remote;
 pub mod replay;
 pub mod service;
-pub mod sink;
 pub mod signing;
+pub mod sink;
 pub mod supervisor;
 pub mod units;
 

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 /// Largest read of the payload file: each read is a hop to the blocking pool.
-const READ_BLOCK: usize = 1 << 20;
+pub const READ_BLOCK: usize = 1 << 20;
 
 /// How far a payload has arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,8 @@ impl PayloadReader {
     /// Reads `path`; `arrival` says how far it has arrived (`None`: it is complete).
     pub async fn open(path: &Path, arrival: Option<ArrivalWatch>) -> io::Result<PayloadReader> {
         let path = path.to_owned();
-        let file = tokio::task::spawn_blocking(move || File::open(path)).await.map_err(io::Error::other)??;
+        let file =
+            tokio::task::spawn_blocking(move || File::open(path)).await.map_err(io::Error::other)??;
         let arrival = match arrival {
             Some(a) => a,
             None => {

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 const QUEUE: usize = 64;
 
 /// Told the file's length after each write (bytes in the page cache, not yet synced).
-pub type OnWritten = Box<dyn Fn(u64) + Send>;
+pub type OnWritten = Box<dyn FnMut(u64) + Send>;
 
 /// See the module documentation.
 pub struct FileSink {
@@ -27,7 +27,7 @@ pub struct FileSink {
 impl FileSink {
     /// Writes after the file's current end (the file is opened by the caller: append mode
     /// or positioned at its end). `on_written` is told the length after each write.
-    pub fn new(file: File, on_written: OnWritten) -> FileSink {
+    pub fn new(file: File, mut on_written: OnWritten) -> FileSink {
         let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
         let thread = tokio::task::spawn_blocking(move || -> io::Result<(File, u64)> {
             let mut file = file;

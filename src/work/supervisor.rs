@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use super::units::{MONITOR_TICK, State, UnitKind, UnitStatus, read_json, write_json};
 use super::sink::FileSink;
+use super::units::{MONITOR_TICK, State, UnitKind, UnitStatus, read_json, write_json};
 use super::{Job, JobInput, JobOutput, JobResult};
 
 /// Runs the unit in `dir` to completion; returns the process exit code.

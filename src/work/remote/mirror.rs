@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::drive::Step;
-use crate::work::sink::FileSink;
 use super::*;
+use crate::work::sink::FileSink;
 
 /// Downloads output from where the local copy ends, mirroring state as it goes; finishes
 /// the unit once the remote one is complete and every byte is here.
@@ -23,11 +23,9 @@ pub(super) async fn mirror(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> S
     };
     let opened = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || {
-            std::fs::OpenOptions::new().create(true).append(true).open(path)
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().create(true).append(true).open(path))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     };
     let file = match opened {
         Ok(f) => f,
