@@ -330,7 +330,8 @@ async fn receive_payload<R: ByteRead>(
                 if let Some(d) = digest.as_mut() {
                     d.update(&data);
                 }
-                if file.write(data).await.is_err() {
+                // Nothing waits on a payload before it is whole: gather large batches.
+                if file.write_more(data, true).await.is_err() {
                     break;
                 }
             }

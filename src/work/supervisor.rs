@@ -152,7 +152,9 @@ async fn supervise(dir: &Path) -> Result<(), String> {
         let mut out = FileSink::new(out, Box::new(move |len| told.store(len, Ordering::SeqCst)));
         let mut failed = false;
         while let Some(chunk) = rx.recv().await {
-            if !failed && out.write(chunk).await.is_err() {
+            // Output queued behind this chunk goes to the thread with it; a lone chunk
+            // goes at once.
+            if !failed && out.write_more(chunk, !rx.is_empty()).await.is_err() {
                 // The reason comes from `finish` below.
                 failed = true;
                 stop_job.cancel();
