@@ -11,8 +11,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Batches queued ahead of the writing thread (the channel's bound).
-const QUEUE: usize = 8;
+/// Batches queued ahead of the writing thread (the channel's bound): with [`BATCH`], at
+/// most 5 MiB of one transfer wait in memory (a payload on each of `control_sessions`).
+const QUEUE: usize = 4;
 /// Chunks a writer that says more is coming gathers (without copying) before handing
 /// them over: one wake-up of the thread per this many bytes, not per 64 KiB chunk.
 pub const BATCH: usize = 1 << 20;
