@@ -265,6 +265,7 @@ fn a_signed_work_unit_runs_only_the_payload_its_token_names() {
             work_type: "secure".into(),
             params: Default::default(),
             stdin: stdin.to_path_buf(),
+            arrival: None,
             signature: Some(signer.token(&grant).expect("token")),
             lease: None,
         };
@@ -310,6 +311,7 @@ fn a_go_receptor_token_may_still_cancel_the_requesters_own_unit() {
         work_type: "sleeper".into(),
         params: Default::default(),
         stdin: payload,
+        arrival: None,
         signature: Some(signer.token(&grant).expect("token")),
         lease: None,
     };

@@ -565,3 +565,84 @@ fn an_interrupted_remote_submission_is_discarded_and_sent_again_never_run_twice(
         .collect();
     assert_eq!(left, [st["ExtraData"]["RemoteUnitID"].as_str().expect("id")], "{st}");
 }
+
+/// A remote unit's payload goes on to the remote node while the client still sends it,
+/// and the remote node runs it only once it is whole: a payload cut short (here: over
+/// node1's `limits.max_payload`) resets the forwarding stream and never runs there.
+#[test]
+fn a_remote_payload_is_forwarded_while_it_arrives_and_never_runs_cut_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let count = "[[work.command]]\nname = \"count\"\nprogram = \"wc\"\nargs = [\"-c\"]\n";
+    let limits = "[limits]\nmax_payload = 16777216\n";
+    let n1 = Daemon::start(Spec::new("node1").extra(&format!("{ctl}{FAST_MESH}{limits}")));
+    let n2 = Daemon::start(Spec::new("node2").peer(n1.port).extra(FAST_MESH));
+    let n3 = Daemon::start(Spec::new("node3").peer(n2.port).extra(&format!("{FAST_MESH}{count}")));
+    wait_route(&n1, "node3");
+    let units3 = n3.data_dir().join("units");
+    let block = vec![b'x'; 1 << 20];
+    let open_submit = || {
+        let s = UnixStream::connect(&sock).expect("connect");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        read_reply(&mut r);
+        let mut w = s;
+        w.write_all(
+            b"{\"command\":\"work\",\"subcommand\":\"submit\",\"node\":\"node3\",\"worktype\":\"count\"}\n",
+        )
+        .expect("submit");
+        let created = read_reply(&mut r);
+        let id = created.split("with ID ").nth(1).and_then(|t| t.split('.').next()).expect("id").to_owned();
+        (w, r, id)
+    };
+    // The remote unit's stdin, on node3, once it holds at least `n` bytes.
+    let remote_stdin_reaches = |n: u64| {
+        wait_until("the payload forwarded while it arrives", Duration::from_secs(30), || {
+            std::fs::read_dir(&units3)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| std::fs::metadata(e.path().join("stdin")).map(|m| m.len()).unwrap_or(0) >= n)
+        });
+    };
+
+    // Whole: most of 4 MiB reach node3 before the client ends its payload (node1 forwards
+    // in steps of 1 MiB); the job sees all of it.
+    let (mut w, mut r, id) = open_submit();
+    for _ in 0..4 {
+        w.write_all(&block).expect("payload");
+    }
+    remote_stdin_reaches(2 << 20);
+    let remote: Vec<_> = std::fs::read_dir(&units3).expect("units").flatten().collect();
+    assert_eq!(remote.len(), 1);
+    let st = std::fs::read_to_string(remote[0].path().join("status")).expect("status");
+    assert!(st.contains("Waiting for Input Data"), "node3 must not start before the end: {st}");
+    w.write_all(&block).expect("payload");
+    w.shutdown(std::net::Shutdown::Write).expect("end of payload");
+    assert!(read_reply(&mut r).contains("Job Started"));
+    wait_state(&sock, &id, "Succeeded");
+    assert_eq!(results(&sock, &id).trim(), (5u64 << 20).to_string());
+    let done = std::fs::read_dir(&units3).expect("units").count();
+
+    // Cut short: 8 MiB forwarded, then the payload goes over node1's limit.
+    let (mut w, mut r, id) = open_submit();
+    for _ in 0..8 {
+        w.write_all(&block).expect("payload");
+    }
+    remote_stdin_reaches(6 << 20);
+    let mut refused = false;
+    for _ in 0..16 {
+        if w.write_all(&block).is_err() {
+            refused = true;
+            break;
+        }
+    }
+    let reply = read_reply(&mut r);
+    assert!(reply.contains("limits.max_payload"), "refused: {refused}, {reply}");
+    let st = wait_state(&sock, &id, "Failed");
+    assert!(st["Detail"].as_str().unwrap_or("").contains("Error reading input data"), "{st}");
+    // node3 discards its half of it (never run): only the finished unit is left.
+    wait_until("node3 discards the cut-short unit", Duration::from_secs(30), || {
+        std::fs::read_dir(&units3).map(|d| d.count()).unwrap_or(0) == done
+    });
+    n3.wait_log("discarding a work unit whose payload never arrived whole", Duration::from_secs(10));
+}

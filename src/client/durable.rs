@@ -332,6 +332,7 @@ async fn submit_unit(
             work_type: WORK_TYPE.to_owned(),
             params: Default::default(),
             stdin: payload.to_path_buf(),
+            arrival: None,
             signature: entry.sign(node, Op::Submit, None, digest.clone())?,
             lease: Some(lease),
         };

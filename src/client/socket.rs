@@ -152,12 +152,12 @@ impl RemoteControl for SocketUnits {
             if let Some(lease) = req.lease {
                 fields.insert("lease".into(), json!(format!("{}ms", lease.as_millis())));
             }
-            let file = tokio::fs::File::open(&req.stdin)
+            let file = crate::work::payload::PayloadReader::open(&req.stdin, req.arrival)
                 .await
                 .map_err(|e| RemoteError::Refused(format!("reading the payload: {e}")))?;
             let id = c.submit_create(fields).await.map_err(|e| remote_err(ctl(path, e)))?;
             on_created(&id);
-            c.submit_payload(IoRead(file)).await.map_err(|e| remote_err(ctl(path, e)))?;
+            c.submit_payload(file).await.map_err(|e| remote_err(ctl(path, e)))?;
             Ok(id)
         })
     }

@@ -8,10 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::io::{ByteRead, ByteWrite, IoRead, Line, LineReader, MeshWrite};
+use super::io::{ByteRead, ByteWrite, Line, LineReader, MeshWrite};
 use super::{CONTROL_SERVICE, MAX_LINE, gojson};
 use crate::mesh::{Node, StreamReader};
 use crate::wire::NodeId;
+use crate::work::payload::PayloadReader;
 use crate::work::remote::{BoxFut, RemoteBytes, RemoteControl, RemoteError, RemoteOp, RemoteSubmit};
 use crate::work::units::UnitStatus;
 
@@ -262,12 +263,14 @@ pub(crate) mod unit_requests {
         if let Some(lease) = req.lease.filter(|_| lease) {
             fields.insert("lease".into(), json!(format!("{}ms", lease.as_millis())));
         }
-        let file = tokio::fs::File::open(&req.stdin)
+        let payload = PayloadReader::open(&req.stdin, req.arrival)
             .await
             .map_err(|e| RemoteError::Refused(format!("reading stdin: {e}")))?;
         let id = c.submit_create(fields.into_iter().collect()).await.map_err(classify)?;
         on_created(&id);
-        c.submit_payload(IoRead(file)).await.map_err(classify)?;
+        // A payload that fails to arrive here fails the read: the session is dropped
+        // unended (its stream reset), so the remote node never runs a truncated one.
+        c.submit_payload(payload).await.map_err(classify)?;
         Ok(id)
     }
 

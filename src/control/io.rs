@@ -13,10 +13,6 @@ use crate::mesh::{Chunk, StreamReader, StreamWriter};
 
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Block size of a payload written to a work unit's `stdin` file (issue 26: a `tokio::fs`
-/// write is a hop to the blocking pool, so 64 KiB socket reads are gathered first).
-pub(crate) const PAYLOAD_WRITE: usize = 1 << 20;
-
 /// A source of bytes; `None` at end of input.
 pub trait ByteRead: Send {
     fn read(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;
@@ -55,6 +51,12 @@ impl<R: AsyncRead + Unpin + Send> ByteRead for IoRead<R> {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl ByteRead for crate::work::payload::PayloadReader {
+    async fn read(&mut self) -> io::Result<Option<Bytes>> {
+        crate::work::payload::PayloadReader::read(self).await
     }
 }
 

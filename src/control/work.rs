@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use tokio::io::AsyncWriteExt;
 
 use super::io::{ByteRead, ByteWrite, LineReader};
 use super::{Control, Flow, Request, reply_line};
 use crate::config::parse_go_duration;
 use crate::wire::NodeId;
+use crate::work::payload::Arrival;
+use crate::work::sink::FileSink;
 use crate::work::units::{Origin, Outcome, Started, SubmitRequest, UnitStatus};
 
 /// Keys of a JSON submit that are not work parameters.
@@ -238,19 +239,41 @@ async fn submit<R: ByteRead, W: ByteWrite>(
     // The submitting client holds the lease while its payload arrives.
     let attached = unit.attach();
     let digest = unit.expects_payload_digest();
-    let received =
-        receive_payload(rd, &unit.stdin_path(), ctl.units.max_payload(), ctl.idle_timeout(), digest).await;
+    // A remote unit's payload goes on to its node while it arrives (`work::payload`).
+    let arrival = unit.forwards_while_arriving().then(|| {
+        let (tx, rx) = crate::work::payload::arriving();
+        ctl.units.forward_while_arriving(&unit, rx);
+        std::sync::Arc::new(tx)
+    });
+    let received = receive_payload(
+        rd,
+        &unit.stdin_path(),
+        ctl.units.max_payload(),
+        ctl.idle_timeout(),
+        digest,
+        arrival.clone(),
+    )
+    .await;
     drop(attached);
-    let sha256 = match received {
-        Ok(digest) => digest,
+    let (sha256, len) = match received {
+        Ok(got) => got,
         Err(e) => {
+            if let Some(a) = &arrival {
+                a.send_replace(Arrival::Failed);
+            }
             ctl.units.input_failed(origin, &unit, &e).await;
             // The rest of the client's input is payload, never commands: answer and close.
             reply(wr, Err(e)).await?;
             return Ok(Flow::End);
         }
     };
-    let r = match ctl.units.check_payload(&unit, &sha256).and_then(|()| ctl.units.start(&unit)) {
+    let started = ctl.units.check_payload(&unit, &sha256).and_then(|()| ctl.units.start(&unit));
+    if let Some(a) = &arrival {
+        // Only now, with the payload synced and the unit recorded as starting, may the
+        // remote node see the payload's end.
+        a.send_replace(if started.is_ok() { Arrival::Complete(len) } else { Arrival::Failed });
+    }
+    let r = match started {
         Ok(Started::Started) => Ok(json!({"result": "Job Started", "unitid": unit.id})),
         Ok(Started::Submitted) => Ok(json!({"result": "Job Submitted", "unitid": unit.id})),
         Err(e) => Err(e.to_string()),
@@ -260,22 +283,39 @@ async fn submit<R: ByteRead, W: ByteWrite>(
 
 /// Copies the raw payload (everything up to the client's end of input) into `stdin`;
 /// returns its SHA-256 (hex) when `hash` (a signed submission's payload binding), else
-/// an empty string. Written in large blocks (`PAYLOAD_WRITE`): each write of a
-/// `tokio::fs` file is a hop to the blocking pool.
+/// an empty string, and its length. Written by one thread (`work::sink`), which tells
+/// `arrival` how far the file has got; synced before this returns.
 async fn receive_payload<R: ByteRead>(
     rd: &mut LineReader<R>,
     path: &std::path::Path,
     max: u64,
     idle: std::time::Duration,
     hash: bool,
-) -> Result<String, String> {
+    arrival: Option<std::sync::Arc<crate::work::payload::ArrivalSender>>,
+) -> Result<(String, u64), String> {
     let mut digest = hash.then(|| ring::digest::Context::new(&ring::digest::SHA256));
-    let file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .await
-        .map_err(|e| format!("opening {}: {e}", path.display()))?;
-    let mut file = tokio::io::BufWriter::with_capacity(crate::control::io::PAYLOAD_WRITE, file);
+    let opened = {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().append(true).open(path)).await
+    };
+    let file = match opened {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return Err(format!("opening {}: {e}", path.display())),
+        Err(e) => return Err(format!("opening {}: {e}", path.display())),
+    };
+    // The forwarder is told in steps of a read block or more: nothing waits on a payload
+    // before it is complete, so fewer, larger reads cost less.
+    let mut told = 0u64;
+    let on_written: crate::work::sink::OnWritten = match arrival {
+        Some(a) => Box::new(move |len| {
+            if len - told >= crate::work::payload::READ_BLOCK as u64 {
+                told = len;
+                a.send_replace(Arrival::Arriving(len));
+            }
+        }),
+        None => Box::new(|_| {}),
+    };
+    let mut file = FileSink::new(file, on_written);
     let mut total = 0u64;
     loop {
         let Ok(next) = tokio::time::timeout(idle, rd.raw()).await else {
@@ -290,15 +330,17 @@ async fn receive_payload<R: ByteRead>(
                 if let Some(d) = digest.as_mut() {
                     d.update(&data);
                 }
-                file.write_all(&data).await.map_err(|e| format!("writing {}: {e}", path.display()))?;
+                // Nothing waits on a payload before it is whole: gather large batches.
+                if file.write_more(data, true).await.is_err() {
+                    break;
+                }
             }
             Ok(None) => break,
             Err(e) => return Err(format!("the client went away: {e}")),
         }
     }
-    file.flush().await.map_err(|e| e.to_string())?;
-    file.get_ref().sync_all().await.map_err(|e| e.to_string())?;
-    Ok(digest.map(|d| crate::transport::tls::hex(d.finish().as_ref())).unwrap_or_default())
+    let len = file.finish(true).await.map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok((digest.map(|d| crate::transport::tls::hex(d.finish().as_ref())).unwrap_or_default(), len))
 }
 
 async fn results<R: ByteRead, W: ByteWrite>(

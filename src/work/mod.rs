@@ -11,12 +11,14 @@ pub mod command;
 pub mod integrity;
 pub mod io;
 pub mod lease;
+pub mod payload;
 pub mod process;
 mod proctree;
 pub mod remote;
 pub mod replay;
 pub mod service;
 pub mod signing;
+pub mod sink;
 pub mod supervisor;
 pub mod units;
 

@@ -7,20 +7,18 @@
 //! SIGINT means "cancel" (the unit ends Canceled); SIGTERM means the host is stopping it
 //! (the unit ends Failed, "Killed"). Either way the job's whole process tree is stopped.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+use super::sink::FileSink;
 use super::units::{MONITOR_TICK, State, UnitKind, UnitStatus, read_json, write_json};
 use super::{Job, JobInput, JobOutput, JobResult};
-
-/// Most output gathered into one write of the unit's `stdout` file.
-const OUTPUT_BATCH: usize = 1 << 20;
 
 /// Runs the unit in `dir` to completion; returns the process exit code.
 pub fn main(dir: &Path) -> i32 {
@@ -91,14 +89,13 @@ async fn supervise(dir: &Path) -> Result<(), String> {
     let UnitKind::Local(unit) = kind else { return Err("not a local unit".into()) };
     let id = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
     let stdout_path = dir.join("stdout");
-    let mut out = tokio::fs::OpenOptions::new()
+    let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(&stdout_path)
-        .await
         .map_err(|e| format!("opening {}: {e}", stdout_path.display()))?;
-    let size = Arc::new(AtomicU64::new(out.metadata().await.map(|m| m.len()).unwrap_or(0)));
+    let size = Arc::new(AtomicU64::new(out.metadata().map(|m| m.len()).unwrap_or(0)));
     let stdin = tokio::fs::File::open(dir.join("stdin")).await.map_err(|e| format!("opening stdin: {e}"))?;
     let pid = std::process::id();
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -148,48 +145,33 @@ async fn supervise(dir: &Path) -> Result<(), String> {
     // cannot be written (a full disk) stops the job: a unit's output is never silently cut.
     let written = size.clone();
     let stop_job = cancel.clone();
-    // Chunks already queued behind one go out in the same write (each `tokio::fs` write
-    // is a hop to the blocking pool); a lone chunk is written at once, so followers see
-    // output as soon as it comes.
+    // One thread writes the output as it comes (`work::sink`), whatever has queued in
+    // one go; a lone chunk is written at once, so followers see output as soon as it comes.
     let writer = async move {
-        let mut err = None;
-        while let Some(first) = rx.recv().await {
-            if err.is_some() {
-                continue;
-            }
-            let mut chunk = first;
-            if !rx.is_empty() {
-                let mut batch = bytes::BytesMut::from(&chunk[..]);
-                while batch.len() < OUTPUT_BATCH {
-                    match rx.try_recv() {
-                        Ok(more) => batch.extend_from_slice(&more),
-                        Err(_) => break,
-                    }
-                }
-                chunk = batch.freeze();
-            }
-            match out.write_all(&chunk).await {
-                Ok(()) => {
-                    written.fetch_add(chunk.len() as u64, Ordering::SeqCst);
-                }
-                Err(e) => {
-                    log(format_args!("writing output: {e}; stopping the job"));
-                    err = Some(e.to_string());
-                    stop_job.cancel();
-                }
+        let told = written.clone();
+        let mut out = FileSink::new(out, Box::new(move |len| told.store(len, Ordering::SeqCst)));
+        let mut failed = false;
+        while let Some(chunk) = rx.recv().await {
+            // Output queued behind this chunk goes to the thread with it; a lone chunk
+            // goes at once.
+            if !failed && out.write_more(chunk, !rx.is_empty()).await.is_err() {
+                // The reason comes from `finish` below.
+                failed = true;
+                stop_job.cancel();
             }
         }
-        if err.is_none() {
-            if let Err(e) = out.flush().await {
-                err = Some(e.to_string());
-            }
-        }
-        let _ = out.sync_all().await;
         // What the status reports is what is on disk.
-        if let Ok(m) = out.metadata().await {
-            written.store(m.len(), Ordering::SeqCst);
+        match out.finish(true).await {
+            Ok(len) => {
+                written.store(len, Ordering::SeqCst);
+                None
+            }
+            Err(e) => {
+                log(format_args!("writing output: {e}; stopping the job"));
+                stop_job.cancel();
+                Some(e.to_string())
+            }
         }
-        err
     };
 
     let mut stop = Stop::None;

@@ -169,6 +169,7 @@ impl Units {
             releasing: AtomicBool::new(false),
             lease: Arc::default(),
             expect_payload: Mutex::default(),
+            arrival: Mutex::default(),
         });
         self.lock().insert(id.to_owned(), unit.clone());
         unit

@@ -178,6 +178,8 @@ pub struct Unit {
     pub(crate) lease: Arc<crate::work::lease::LeaseState>,
     /// The payload digest the submission's token demanded (checked before it starts).
     pub(super) expect_payload: Mutex<Option<String>>,
+    /// How far the payload has arrived, for a remote unit forwarding it as it arrives.
+    pub(super) arrival: Mutex<Option<crate::work::payload::ArrivalWatch>>,
 }
 
 impl Unit {
@@ -188,6 +190,16 @@ impl Unit {
     /// Whether the submission's token bound the payload's SHA-256, so the payload must be
     /// hashed as it arrives (unsigned payloads are not: hashing was a tenth of the CPU
     /// of a remote unit's three daemons).
+    pub fn arrival(&self) -> Option<crate::work::payload::ArrivalWatch> {
+        self.arrival.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the unit's payload is forwarded to its remote node while it arrives: a
+    /// remote unit this node does not sign (a signature binds the whole payload's digest).
+    pub fn forwards_while_arriving(&self) -> bool {
+        matches!(self.kind(), UnitKind::Remote(r) if !r.sign_work)
+    }
+
     pub fn expects_payload_digest(&self) -> bool {
         self.expect_payload.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }

@@ -4,8 +4,26 @@
 use super::*;
 
 impl Units {
+    /// Starts forwarding a remote unit's payload while it arrives (see `work::payload`):
+    /// its driver submits it at once and sends the payload as `arrival` reports it.
+    pub fn forward_while_arriving(&self, unit: &Arc<Unit>, arrival: crate::work::payload::ArrivalWatch) {
+        *unit.arrival.lock().unwrap_or_else(|p| p.into_inner()) = Some(arrival);
+        crate::work::remote::spawn_driver(self.clone(), unit.clone());
+    }
+
     /// Starts a unit whose `stdin` is complete.
     pub fn start(&self, unit: &Arc<Unit>) -> Result<Started, UnitError> {
+        if let (UnitKind::Remote(r), Some(_)) = (unit.kind(), unit.arrival()) {
+            // Its driver runs already: the answer is as for a unit started now (what
+            // becomes of it the unit's status says, as for any remote unit).
+            let _ = unit.update_status(|st| {
+                if st.state == State::Pending && st.detail == "Waiting for Input Data" {
+                    st.detail = "Starting Worker".into();
+                }
+            });
+            let reachable = self.inner.remote.reachable(&r.node);
+            return Ok(if reachable { Started::Started } else { Started::Submitted });
+        }
         if unit.status().state != State::Pending {
             return Err(UnitError::Refused(format!(
                 "work unit {} is {}, not waiting to start",
