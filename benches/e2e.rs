@@ -8,6 +8,11 @@
 //! and read its greeting: the stream alone). Protected streams are measured between nodes
 //! that talked recently (resumed, issue 26) and, with a client whose resumption is off,
 //! as first contacts. Figures only: nothing here asserts on time.
+//!
+//! `E2E_SETUP_ONLY=1` prints the protected set-up figures alone (no transfers, no
+//! unprotected line) and `E2E_SETUP_N` sets how many `control` set-ups each median takes
+//! (200): set-up is a few hundred microseconds, so on a shared machine a larger sample
+//! steadies it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -110,7 +115,7 @@ async fn measure(pki: &Path, port: u16, protect: bool, resume: bool, all: bool) 
     }
 
     let mut control = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..setup_samples() {
         control.push(control_setup(&node, &node3).await);
     }
     let setup_control = median(control);
@@ -163,6 +168,14 @@ async fn measure(pki: &Path, port: u16, protect: bool, resume: bool, all: bool) 
     }
 }
 
+fn setup_only() -> bool {
+    std::env::var_os("E2E_SETUP_ONLY").is_some()
+}
+
+fn setup_samples() -> usize {
+    std::env::var("E2E_SETUP_N").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(200)
+}
+
 /// Milliseconds to open a stream to a `cat` job and get one byte back through it.
 async fn cat_setup(node: &Node, node3: &NodeId) -> f64 {
     let t = Instant::now();
@@ -180,7 +193,7 @@ fn line(pki: &Path, protect: bool) -> (Figures, Option<Figures>) {
     let n2 = start(dir.path(), pki, "node2", Some(n1.port), protect);
     let _n3 = start(dir.path(), pki, "node3", Some(n2.port), protect);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let figures = rt.block_on(measure(pki, n1.port, protect, true, true));
+    let figures = rt.block_on(measure(pki, n1.port, protect, true, !setup_only()));
     let first = protect.then(|| rt.block_on(measure(pki, n1.port, protect, false, false)));
     drop(n2);
     (figures, first)
@@ -191,6 +204,16 @@ fn main() {
     harness::issue_pki(RECEPTOR, pki.path(), &["node1", "node2", "node3", "bench"]);
     let (on, first) = line(pki.path(), true);
     let first = first.expect("first-contact figures");
+    if setup_only() {
+        println!(
+            "| protected stream set-up, median of {} | `control` greeting | `cat` job + 1-byte round trip |",
+            setup_samples()
+        );
+        println!("|---|---|---|");
+        println!("| talked recently (resumed) | {:.3} ms | {:.3} ms |", on.setup_control, on.setup);
+        println!("| first contact | {:.3} ms | {:.3} ms |", first.setup_control, first.setup);
+        return;
+    }
     let (off, _) = line(pki.path(), false);
     let ratio = on.mib_s / off.mib_s;
     let mark = |ok: bool| if ok { "met" } else { "missed" };

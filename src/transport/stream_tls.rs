@@ -26,6 +26,20 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 /// sealed records"; an acceptor that selects it sends one ([`crate::mesh`]'s e2e).
 pub(crate) const RESUME_ALPN: &[u8] = b"receptord-e2e-resume/1";
 
+/// The cipher suite an opener offers first (the acceptor follows the opener's order): its
+/// SHA-256 key schedule runs on the CPU's SHA extensions where SHA-384's has none, and a
+/// resumed stream handshake is mostly key schedule. The records of a protected stream are
+/// AES-256-GCM either way: their keys are exported from the handshake (`mesh::seal`).
+const PREFERRED_SUITE: rustls::CipherSuite = rustls::CipherSuite::TLS13_AES_128_GCM_SHA256;
+
+/// The provider of stream handshakes: `base` with [`PREFERRED_SUITE`] first and every
+/// other suite kept (older openers may prefer another; both ends still agree).
+fn stream_provider(base: &rustls::crypto::CryptoProvider) -> rustls::crypto::CryptoProvider {
+    let mut provider = base.clone();
+    provider.cipher_suites.sort_by_key(|s| s.suite() != PREFERRED_SUITE);
+    provider
+}
+
 /// Acceptors whose tickets an opener keeps (least recently used forgotten first).
 const TICKET_CACHE_NODES: usize = 1024;
 
@@ -137,6 +151,7 @@ pub(super) fn build(
     resumption: Duration,
 ) -> Result<StreamTls, TlsError> {
     let cfg = |e: rustls::Error| TlsError::Config(format!("end-to-end stream TLS: {e}"));
+    let provider = Arc::new(stream_provider(&provider));
     let tls13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
     let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
         .build()

@@ -76,6 +76,10 @@ fn handshake(
         super::tls::node_ids_in_der(leaf).unwrap_or_default()
     };
     assert_eq!(c.handshake_kind(), s.handshake_kind());
+    // The SHA-256 suite is the opener's first choice, on full and resumed handshakes.
+    let suite = |conn: &Connection| conn.negotiated_cipher_suite().map(|s| s.suite());
+    assert_eq!(suite(&c), Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+    assert_eq!(suite(&s), suite(&c));
     (c.handshake_kind().expect("kind"), ids(&c), ids(&s))
 }
 
