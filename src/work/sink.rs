@@ -42,7 +42,12 @@ impl FileSink {
                 // Whatever queued meanwhile goes out before the length is told.
                 loop {
                     for chunk in batch {
-                        file.write_all(&chunk)?;
+                        if let Err(e) = file.write_all(&chunk) {
+                            // A write that failed part-way (a full disk) still left bytes
+                            // in the file: the length told is the file's, never less.
+                            on_written(file.metadata().map_or(len, |m| m.len()));
+                            return Err(e);
+                        }
                         len += chunk.len() as u64;
                     }
                     match rx.try_recv() {
