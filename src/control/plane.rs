@@ -1,8 +1,10 @@
 //! Work units on Go Receptor nodes (receptord as the controller, Go as the executor): a
 //! [`RemoteControl`] that reaches a node's control service over a netceptor stream (QUIC;
 //! user TLS with this node's `[tls]` when the node advertises it with ConnType 2, as Go's
-//! `control-service tls=` does, Go's insecure mode otherwise) when only the netceptor
-//! plane knows the node, and the native mesh otherwise. Each request is its own stream, as Go's `remote_work.go` does it; the
+//! `control-service tls=` does, or always for a unit submitted with `tlsclient`; Go's
+//! insecure mode otherwise) when only the netceptor plane knows the node, and the native
+//! mesh otherwise (for `tlsclient` units only over end-to-end protected streams). Each
+//! request is its own stream, as Go's `remote_work.go` does it; the
 //! requests are Go's (`work submit` JSON with string values, `work status`, `results`
 //! with `startpos`, `cancel`, `release`), so the Go node sees an ordinary remote unit.
 
