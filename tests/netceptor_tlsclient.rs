@@ -177,3 +177,39 @@ fn the_requirement_survives_a_restart() {
     assert!(detail.contains("must be reached with TLS (tlsclient)"), "{detail}");
     assert!(go_ran_nothing(&g), "nothing ran on goexec");
 }
+
+/// With `[tls] e2e_streams = false` native streams are not authenticated end to end, so
+/// a `tlsclient` unit to a node the native plane reaches is refused rather than sent over
+/// them.
+#[test]
+fn tlsclient_without_end_to_end_streams_is_refused() {
+    let pki = GoPki::new();
+    pki.issue("rnode", "rnode");
+    let other = Daemon::start(Spec::new("other").extra(CAT));
+    let (control, sock) = with_socket("rnode", pki.dir.path());
+    let tls = format!("{}e2e_streams = false\n", pki.tls_toml("rnode"));
+    let _r = Daemon::start(Spec::new("rnode").peer(other.port).extra(&control).extra(&tls).extra(CAT));
+    wait_until("rnode routes to other", RUN, || {
+        let st: Value = serde_json::from_str(&ctl(&sock, "status")).unwrap_or_default();
+        st["RoutingTable"].get("other").is_some()
+    });
+    let (file, _) = payload(pki.dir.path(), 16);
+    let out = common::receptorctl(
+        &sock,
+        &[
+            "work",
+            "submit",
+            "--node",
+            "other",
+            "--tls-client",
+            "anything",
+            "cat",
+            "--payload",
+            &file.to_string_lossy(),
+        ],
+    );
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("tlsclient=anything") && said.contains("e2e_streams = false"), "{said}");
+    assert!(ctl(&sock, "work list").trim() == "{}", "no unit was created");
+}
