@@ -24,6 +24,11 @@ mod metrics;
 mod netceptor;
 mod pattern;
 mod typed;
+mod work;
+
+pub use work::{
+    AllowRule, AnsibleRunnerSection, CommandSection, SigningSection, VerificationSection, WorkSection,
+};
 
 /// Environment variables starting with this prefix override file keys:
 /// `RECEPTOR_NODE__ID=node1`, `RECEPTOR_LOG__LEVEL=debug` (`__` separates levels).
@@ -268,136 +273,6 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WorkSection {
-    pub command: Vec<CommandSection>,
-    pub ansible_runner: AnsibleRunnerSection,
-    /// Most jobs running at once; further requests are refused until one ends.
-    pub max_jobs: usize,
-    /// Who may submit what. No rules: any node admitted to the mesh may submit any work
-    /// type (admission is the trust boundary: with mutual TLS, holders of a certificate
-    /// from your CA). With rules, only what a rule allows.
-    pub allow: Vec<AllowRule>,
-    /// Completed work units older than this are released automatically ("0s": never).
-    #[serde(with = "humantime_serde")]
-    pub unit_retention: Duration,
-    /// Signs remote work units submitted with `signwork` (JWT RS512).
-    pub signing: Option<SigningSection>,
-    /// Verifies signed submissions for work types with `verify_signature`.
-    pub verification: Option<VerificationSection>,
-    /// Under systemd, as root: run each work unit (its supervisor and job) in its own
-    /// transient scope `receptord-unit-<ID>.scope` in `receptord-units.slice`, outside the
-    /// service's control group, so restarts and upgrades leave nothing behind in it.
-    pub unit_scopes: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigningSection {
-    /// PEM RSA private key (PKCS#1 or PKCS#8).
-    pub private_key: PathBuf,
-    /// Lifetime of each token.
-    #[serde(with = "humantime_serde", default = "default_token_expiration")]
-    pub token_expiration: Duration,
-}
-
-fn default_token_expiration() -> Duration {
-    Duration::from_secs(300)
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerificationSection {
-    /// PEM RSA public key (PKIX `PUBLIC KEY`).
-    pub public_key: PathBuf,
-    /// Also accept Go Receptor's tokens (only `aud` and `exp`: not bound to the request,
-    /// replayable by anyone who sees one until it expires) for submissions. Without it
-    /// they are accepted only for cancel, release and results of a unit the requester
-    /// owns. See docs/SECURITY.md.
-    #[serde(default)]
-    pub accept_replayable_go_tokens: bool,
-}
-
-/// Lets `submitters` (node IDs; `*` alone or as a suffix wildcard) run `work_types`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AllowRule {
-    pub submitters: Vec<String>,
-    pub work_types: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandSection {
-    pub name: String,
-    pub program: PathBuf,
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default = "default_version")]
-    pub version: String,
-    #[serde(default)]
-    pub cwd: Option<PathBuf>,
-    #[serde(default)]
-    pub env: std::collections::BTreeMap<String, String>,
-    /// Whether a work unit submitted through the control socket may add arguments
-    /// (receptorctl's `params`); they are split shell-like, never run through a shell.
-    #[serde(default)]
-    pub allow_runtime_params: bool,
-    /// Whether submissions that do not come through the Unix control socket must carry a
-    /// token signed by the key in `[work.verification]` (Go Receptor's `verifysignature`).
-    #[serde(default)]
-    pub verify_signature: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AnsibleRunnerSection {
-    /// `auto` registers the worker when ansible-runner is found; `false` never does.
-    pub enabled: bool,
-    /// An explicit `ansible-runner` executable.
-    pub path: Option<PathBuf>,
-    /// A virtualenv whose `bin/ansible-runner` to use.
-    pub virtualenv: Option<PathBuf>,
-    pub keep_job_dirs: bool,
-    /// Like a command type's `verify_signature`: submissions from outside the Unix socket
-    /// must carry a signed token (AWX execution nodes: its control node signs).
-    pub verify_signature: bool,
-    pub max_archive_bytes: u64,
-    pub max_archive_entries: u64,
-    pub max_compression_ratio: u64,
-}
-
-impl Default for AnsibleRunnerSection {
-    fn default() -> Self {
-        AnsibleRunnerSection {
-            enabled: true,
-            path: None,
-            virtualenv: None,
-            keep_job_dirs: false,
-            verify_signature: false,
-            max_archive_bytes: 1 << 30,
-            max_archive_entries: 100_000,
-            max_compression_ratio: 200,
-        }
-    }
-}
-
-impl Default for WorkSection {
-    fn default() -> Self {
-        WorkSection {
-            command: Vec::new(),
-            ansible_runner: AnsibleRunnerSection::default(),
-            max_jobs: 64,
-            allow: Vec::new(),
-            unit_retention: Duration::from_secs(7 * 24 * 3600),
-            signing: None,
-            verification: None,
-            unit_scopes: true,
-        }
-    }
-}
-
 impl Default for MeshSection {
     fn default() -> Self {
         MeshSection {
@@ -431,9 +306,6 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_grace() -> Duration {
     Duration::from_secs(10)
-}
-fn default_version() -> String {
-    "1".into()
 }
 fn one() -> f64 {
     1.0
@@ -638,134 +510,4 @@ pub fn resolve_program(program: &Path) -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load_text(text: &str) -> Result<Config, ConfigError> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("receptor.toml");
-        std::fs::write(&path, text).expect("write");
-        Config::load(&path)
-    }
-
-    #[test]
-    fn the_shipped_example_is_valid_and_complete() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/receptor.toml");
-        let cfg = Config::load(&path).expect("config/receptor.toml loads");
-        assert_eq!(cfg.node.id.as_str(), "node1");
-        assert_eq!(cfg.listeners.len(), 1);
-        assert_eq!(cfg.work.command[0].name, "echo");
-        assert!(cfg.work.ansible_runner.enabled);
-    }
-
-    #[test]
-    fn relay_policy_is_checked_at_load_and_names_the_key() {
-        let listening =
-            "[node]\nid = \"n\"\n[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\nrelays = false\n";
-        let cfg = load_text(&format!("{listening}[mesh]\nrelays = [\"hub-*\", \"core\"]\n")).expect("loads");
-        assert!(!cfg.listeners[0].relays);
-        assert_eq!(cfg.mesh.relays.as_deref(), Some(&["hub-*".to_owned(), "core".to_owned()][..]));
-        let err = load_text(&format!("{listening}[mesh]\nrelays = [\"h*b\"]\n")).expect_err("bad pattern");
-        assert!(err.to_string().contains("mesh.relays"), "{err}");
-        let err = load_text("[node]\nid = \"n\"\n[[peers]]\nurl = \"receptor://h:1\"\nrelays = false\n")
-            .expect_err("peers");
-        assert!(err.to_string().contains("peers[0].relays"), "{err}");
-        assert!(load_text("[node]\nid = \"n\"\n").expect("loads").mesh.relays.is_none());
-    }
-
-    #[test]
-    fn websocket_headers_are_checked_and_reach_the_url() {
-        let peer = |url: &str, headers: &str| {
-            format!("[node]\nid = \"n\"\n[[peers]]\nurl = \"{url}\"\nheaders = {headers}\n")
-        };
-        let cfg = load_text(&format!(
-            "{}[limits.websocket]\nmax_message = 70000\n",
-            peer("ws://h:1/p", "{ Authorization = \"Bearer t\" }")
-        ))
-        .expect("loads");
-        let ws = cfg.peers[0].url.ws.as_ref().expect("ws");
-        assert_eq!(ws.headers.len(), 1);
-        assert_eq!(ws.headers[0].1, "Bearer t");
-        assert_eq!(ws.limits.max_message, 70000);
-        for (text, key) in [
-            (peer("receptor://h:1", "{ A = \"b\" }"), "peers[0].headers"),
-            (peer("ws://h:1/", "{ Host = \"x\" }"), "peers[0].headers"),
-            (peer("ws://h:1/", "{ \"a b\" = \"x\" }"), "peers[0].headers"),
-            (
-                "[node]\nid = \"n\"\n[[listeners]]\nurl = \"ws://h:1/\"\nheaders = { A = \"b\" }\n".into(),
-                "listeners[0].headers",
-            ),
-            ("[node]\nid = \"n\"\n[[listeners]]\nurl = \"netceptor+ws://h:1/\"\n".into(), "listeners[0].url"),
-            (
-                "[node]\nid = \"n\"\n[limits.websocket]\nmax_message = 10\n".into(),
-                "limits.websocket.max_message",
-            ),
-        ] {
-            let err = load_text(&text).expect_err(&text).to_string();
-            assert!(err.contains(key), "{key}: {err}");
-        }
-    }
-
-    #[test]
-    fn the_node_id_defaults_to_the_host_name() {
-        let cfg = load_text("[node]\n").expect("loads");
-        assert!(!cfg.node.id.as_str().is_empty());
-    }
-
-    #[test]
-    fn minimal_config_gets_defaults() {
-        let cfg = load_text("[node]\nid = \"n\"\n").expect("loads");
-        assert_eq!(cfg.node.data_dir, PathBuf::from("/var/lib/receptor"));
-        assert_eq!(cfg.mesh.max_hops, 30);
-        assert_eq!(cfg.log.format, LogFormat::Text);
-    }
-
-    #[test]
-    fn tls_and_authorization_sections_parse() {
-        let cfg = load_text(
-            "[node]\nid = \"n\"\n[[listeners]]\nurl = \"receptors://0.0.0.0\"\n[tls]\ncert = \"c\"\nkey = \"k\"\nca = [\"a\"]\n\
-             [mesh]\nallowed_peers = [\"x\"]\n[[work.allow]]\nsubmitters = [\"*\"]\nwork_types = [\"cat\"]\n",
-        )
-        .expect("loads");
-        assert_eq!(cfg.listeners[0].url.port, 8899);
-        let tls = cfg.tls.expect("tls");
-        assert!(tls.require_client_cert);
-        assert!(tls.e2e_streams, "streams are protected end to end by default");
-        assert_eq!(cfg.work.allow.len(), 1);
-        let err =
-            load_text("[node]\nid = \"n\"\n[[listeners]]\nurl = \"receptors://h\"\n").expect_err("no tls");
-        assert!(err.to_string().contains("listeners[0].url"), "{err}");
-    }
-
-    #[test]
-    fn without_a_role_a_node_that_accepts_no_links_is_a_leaf() {
-        let listening = "[[listeners]]\nurl = \"receptor://127.0.0.1:0\"\n";
-        let cases = [
-            ("", true),
-            (listening, false),
-            ("[mesh]\nrole = \"auto\"\n", true),
-            ("[mesh]\nrole = \"hub\"\n", false),
-            (&format!("{listening}[mesh]\nrole = \"leaf\"\n"), true),
-        ];
-        for (extra, leaf) in cases {
-            let cfg = load_text(&format!("[node]\nid = \"n\"\n{extra}")).expect("valid");
-            assert_eq!(cfg.is_leaf(), leaf, "{extra}");
-        }
-        let err = load_text("[node]\nid = \"n\"\n[mesh]\nrole = \"spoke\"\n").expect_err("invalid");
-        assert!(err.to_string().contains("spoke"), "{err}");
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let err = load_text("[node]\nid = \"n\"\n[mesh]\nmax_hops = 0\n").expect_err("invalid");
-        assert!(err.to_string().contains("mesh.max_hops"), "{err}");
-        let err = load_text("[node]\nid = \"bad id\"\n").expect_err("invalid");
-        assert!(err.to_string().contains("bad id"), "{err}");
-        let err =
-            load_text("[node]\nid = \"n\"\n[[work.command]]\nname = \"x\"\nprogram = \"/nonexistent\"\n")
-                .expect_err("invalid");
-        assert!(err.to_string().contains("work.command[0].program"), "{err}");
-        let err = load_text("[node]\nid = \"n\"\n[log]\nformat = \"xml\"\n").expect_err("invalid");
-        assert!(err.to_string().contains("xml"), "{err}");
-    }
-}
+mod tests;

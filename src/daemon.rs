@@ -218,6 +218,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     let mut opts = node_options(&cfg);
     opts.tls = tls.clone();
     opts.e2e_streams = cfg.tls.as_ref().is_none_or(|t| t.e2e_streams);
+    let e2e_streams = opts.e2e_streams;
     let node = Node::start(opts);
     // Work is served before any link exists, so nothing reaches a node without its service.
     let work = WorkService::new(node.clone(), build_registry(&cfg), data_dir.clone())
@@ -230,7 +231,11 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     work.start();
     let net = netceptor::wanted(&cfg).then(|| netceptor::start(&cfg, &node, tls.clone()));
     let remote = netceptor::remote_control(
-        Arc::new(crate::control::client::MeshControl { node: node.clone(), tls_only: tls_only(&cfg) }),
+        Arc::new(crate::control::client::MeshControl {
+            node: node.clone(),
+            tls_only: tls_only(&cfg),
+            streams: crate::control::client::StreamAuth::of(tls.is_some(), e2e_streams),
+        }),
         net.as_ref(),
     );
     let units = Units::open(units_cfg, work.admission(), remote, node.tracker(), node.cancel_token())

@@ -250,7 +250,11 @@ fn a_signed_work_unit_runs_only_the_payload_its_token_names() {
     std::fs::write(&swapped, "another payload\n").expect("write");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let client = join(&rt, &n1, "ctl");
-    let ctl = receptord::control::client::MeshControl { node: client.node().clone(), tls_only: false };
+    let ctl = receptord::control::client::MeshControl {
+        node: client.node().clone(),
+        tls_only: false,
+        streams: receptord::control::client::StreamAuth::NoTls,
+    };
     let submit = |stdin: &Path| {
         let grant = Grant {
             node: "node3".into(),
@@ -294,7 +298,11 @@ fn a_go_receptor_token_may_still_cancel_the_requesters_own_unit() {
     wait_route(&n1, "node3");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let client = join(&rt, &n1, "ctl");
-    let ctl = receptord::control::client::MeshControl { node: client.node().clone(), tls_only: false };
+    let ctl = receptord::control::client::MeshControl {
+        node: client.node().clone(),
+        tls_only: false,
+        streams: receptord::control::client::StreamAuth::NoTls,
+    };
     let signer = Signer::load(&private, Duration::from_secs(60)).expect("signer");
     let payload = dir.path().join("empty");
     std::fs::write(&payload, "").expect("write");

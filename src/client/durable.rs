@@ -117,7 +117,11 @@ impl Entry {
             client.close().await;
             return Err(RunError::Client(ClientError::Open(e)));
         }
-        let ctl = MeshControl { node: client.node().clone(), tls_only: req.tls.is_some() };
+        let ctl = MeshControl {
+            node: client.node().clone(),
+            tls_only: req.tls.is_some(),
+            streams: crate::control::client::StreamAuth::of(req.tls.is_some(), true),
+        };
         Ok(Entry::Mesh { client, peer, ctl, signer: req.signer.clone() })
     }
 

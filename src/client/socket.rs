@@ -124,6 +124,15 @@ impl RemoteControl for SocketUnits {
         false
     }
 
+    // The daemon behind the socket mirrors units it submits; this client passes no
+    // `tlsclient` on, so it cannot promise what that asks.
+    fn user_tls(
+        self: std::sync::Arc<Self>,
+        _node: &NodeId,
+    ) -> Result<std::sync::Arc<dyn RemoteControl>, RemoteError> {
+        Err(RemoteError::Refused("tlsclient is not passed on through the local control socket".into()))
+    }
+
     // The local daemon's Unix socket: no relay between, so no path to name and nothing
     // to tell tampering from a reroute by (the daemon's own mirror does that).
     fn path<'a>(&'a self, _node: &'a NodeId) -> BoxFut<'a, String> {

@@ -3,6 +3,7 @@
 //! over mesh streams to drive work units on other nodes (remote units).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -153,7 +154,48 @@ pub struct MeshControl {
     pub node: Node,
     /// Whether every mesh link of this node is TLS (secrets may travel).
     pub tls_only: bool,
+    /// What authenticates the streams this node opens.
+    pub streams: StreamAuth,
 }
+
+/// What authenticates the streams a node opens to other native nodes (`[tls]`,
+/// `[tls] e2e_streams`): what a unit submitted with `tlsclient` needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamAuth {
+    /// No `[tls]`: there is no identity to authenticate with.
+    NoTls,
+    /// `[tls] e2e_streams = false`: streams are not protected end to end.
+    Unprotected,
+    /// Every stream to another node is a TLS 1.3 session with it, end to end (`mesh::e2e`).
+    EndToEnd,
+}
+
+impl StreamAuth {
+    /// The protection a node with (`tls`) or without `[tls]` and `e2e_streams` gives.
+    pub fn of(tls: bool, e2e_streams: bool) -> StreamAuth {
+        match (tls, e2e_streams) {
+            (false, _) => StreamAuth::NoTls,
+            (true, false) => StreamAuth::Unprotected,
+            (true, true) => StreamAuth::EndToEnd,
+        }
+    }
+
+    /// Why a stream to `node` cannot be authenticated with `[tls]` (`None`: it can).
+    pub fn refusal(self, node: &NodeId) -> Option<RemoteError> {
+        match self {
+            StreamAuth::EndToEnd => None,
+            StreamAuth::NoTls => Some(RemoteError::Refused(NO_TLS.into())),
+            StreamAuth::Unprotected => Some(RemoteError::Refused(format!(
+                "streams to {node} would not be authenticated: this node opens them without \
+                 end-to-end protection ([tls] e2e_streams = false)"
+            ))),
+        }
+    }
+}
+
+/// Why a unit's streams cannot be authenticated on a node without `[tls]`.
+pub const NO_TLS: &str = "this node has no [tls] section to authenticate the unit's streams with \
+                          (receptord has one TLS identity, [tls], rather than named TLS configs)";
 
 type MeshClient = ControlClient<StreamReader, MeshWrite>;
 
@@ -328,6 +370,14 @@ impl RemoteControl for MeshControl {
 
     fn links_are_tls(&self) -> bool {
         self.tls_only
+    }
+
+    /// Native streams are authenticated end to end by the mesh itself, or not at all.
+    fn user_tls(self: Arc<Self>, node: &NodeId) -> Result<Arc<dyn RemoteControl>, RemoteError> {
+        match self.streams.refusal(node) {
+            None => Ok(self),
+            Some(e) => Err(e),
+        }
     }
 
     fn submit<'a>(

@@ -1,8 +1,10 @@
 //! Work units on Go Receptor nodes (receptord as the controller, Go as the executor): a
 //! [`RemoteControl`] that reaches a node's control service over a netceptor stream (QUIC;
 //! user TLS with this node's `[tls]` when the node advertises it with ConnType 2, as Go's
-//! `control-service tls=` does, Go's insecure mode otherwise) when only the netceptor
-//! plane knows the node, and the native mesh otherwise. Each request is its own stream, as Go's `remote_work.go` does it; the
+//! `control-service tls=` does, or always for a unit submitted with `tlsclient`; Go's
+//! insecure mode otherwise) when only the netceptor plane knows the node, and the native
+//! mesh otherwise (for `tlsclient` units only over end-to-end protected streams). Each
+//! request is its own stream, as Go's `remote_work.go` does it; the
 //! requests are Go's (`work submit` JSON with string values, `work status`, `results`
 //! with `startpos`, `cancel`, `release`), so the Go node sees an ordinary remote unit.
 
@@ -29,6 +31,10 @@ type NetClient = ControlClient<IoRead<quinn::RecvStream>, DialWrite>;
 pub struct PlaneControl {
     pub mesh: Arc<dyn RemoteControl>,
     pub net: NetceptorNode,
+    /// Every stream authenticated with `[tls]` (a unit submitted with `tlsclient`): Go
+    /// nodes dialed with user TLS whatever they advertise, native ones only over
+    /// end-to-end protected streams.
+    pub user_tls: bool,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> RemoteError {
@@ -49,6 +55,19 @@ impl PlaneControl {
         self.mesh.reachable(node) || !self.net.routable(node.as_str())
     }
 
+    /// The native plane for `node`, held to this view's promise.
+    fn mesh_for(&self, node: &NodeId) -> Result<Arc<dyn RemoteControl>, RemoteError> {
+        if !self.user_tls {
+            return Ok(self.mesh.clone());
+        }
+        match self.mesh.clone().user_tls(node) {
+            Ok(mesh) => Ok(mesh),
+            // Nowhere to go now: nothing was sent unprotected; try again later.
+            Err(_) if !self.mesh.reachable(node) => Err(unreachable(format!("node {node} is not reachable"))),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn session(&self, node: &NodeId) -> Result<NetClient, RemoteError> {
         Ok(self.session_authenticated(node).await?.0)
     }
@@ -56,10 +75,20 @@ impl PlaneControl {
     /// A session, and whether the server proved its node ID (user TLS).
     async fn session_authenticated(&self, node: &NodeId) -> Result<(NetClient, bool), RemoteError> {
         use crate::netceptor::quic::dial::DialError;
-        let d = match self.net.dial(node.as_str(), super::CONTROL_SERVICE).await {
+        let dialed = if self.user_tls {
+            self.net.dial_user_tls(node.as_str(), super::CONTROL_SERVICE).await
+        } else {
+            self.net.dial(node.as_str(), super::CONTROL_SERVICE).await
+        };
+        let d = match dialed {
             Ok(d) => d,
             // Certificates and configuration do not fix themselves on a retry.
-            Err(e @ (DialError::Tls { .. } | DialError::NeedsTls { .. })) => {
+            Err(
+                e @ (DialError::Tls { .. }
+                | DialError::NeedsTls { .. }
+                | DialError::NotServedWithTls { .. }
+                | DialError::Config(_)),
+            ) => {
                 return Err(RemoteError::Refused(e.to_string()));
             }
             Err(e) => return Err(unreachable(e)),
@@ -103,6 +132,18 @@ impl RemoteControl for PlaneControl {
         self.mesh.links_are_tls()
     }
 
+    fn user_tls(self: Arc<Self>, node: &NodeId) -> Result<Arc<dyn RemoteControl>, RemoteError> {
+        if self.net.user_tls().is_none() {
+            return Err(RemoteError::Refused(super::client::NO_TLS.into()));
+        }
+        // A node the native plane reaches now must get protected streams there: refused
+        // at once rather than at the first request.
+        if self.mesh.reachable(node) {
+            self.mesh.clone().user_tls(node)?;
+        }
+        Ok(Arc::new(PlaneControl { mesh: self.mesh.clone(), net: self.net.clone(), user_tls: true }))
+    }
+
     fn path<'a>(&'a self, node: &'a NodeId) -> BoxFut<'a, String> {
         self.mesh.path(node)
     }
@@ -122,7 +163,10 @@ impl RemoteControl for PlaneControl {
         on_created: &'a (dyn Fn(&str) + Send + Sync),
     ) -> BoxFut<'a, Result<String, RemoteError>> {
         if self.native(node) {
-            return self.mesh.submit(node, req, on_created);
+            return Box::pin(async move {
+                let mesh = self.mesh_for(node)?;
+                mesh.submit(node, req, on_created).await
+            });
         }
         Box::pin(async move {
             let (mut c, authenticated) = self.session_authenticated(node).await?;
@@ -139,7 +183,10 @@ impl RemoteControl for PlaneControl {
 
     fn status<'a>(&'a self, node: &'a NodeId, unit: &'a str) -> BoxFut<'a, Result<UnitStatus, RemoteError>> {
         if self.native(node) {
-            return self.mesh.status(node, unit);
+            return Box::pin(async move {
+                let mesh = self.mesh_for(node)?;
+                mesh.status(node, unit).await
+            });
         }
         Box::pin(async move {
             let v = self.request(node, &format!("work status {unit}")).await?;
@@ -155,7 +202,10 @@ impl RemoteControl for PlaneControl {
         signature: Option<String>,
     ) -> BoxFut<'a, Result<Box<dyn RemoteBytes>, RemoteError>> {
         if self.native(node) {
-            return self.mesh.results(node, unit, from, signature);
+            return Box::pin(async move {
+                let mesh = self.mesh_for(node)?;
+                mesh.results(node, unit, from, signature).await
+            });
         }
         Box::pin(async move {
             let mut c = self.session(node).await?;
@@ -174,7 +224,10 @@ impl RemoteControl for PlaneControl {
         signature: Option<String>,
     ) -> BoxFut<'a, Result<(), RemoteError>> {
         if self.native(node) {
-            return self.mesh.operate(node, unit, op, signature);
+            return Box::pin(async move {
+                let mesh = self.mesh_for(node)?;
+                mesh.operate(node, unit, op, signature).await
+            });
         }
         Box::pin(async move {
             self.request(node, &unit_requests::operate_line(unit, op, signature)).await?;

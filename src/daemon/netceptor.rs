@@ -115,7 +115,9 @@ pub(super) fn remote_control(
     net: Option<&NetceptorNode>,
 ) -> Arc<dyn crate::work::remote::RemoteControl> {
     match net {
-        Some(net) => Arc::new(crate::control::plane::PlaneControl { mesh, net: net.clone() }),
+        Some(net) => {
+            Arc::new(crate::control::plane::PlaneControl { mesh, net: net.clone(), user_tls: false })
+        }
         None => mesh,
     }
 }

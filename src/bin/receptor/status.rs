@@ -66,7 +66,11 @@ async fn go_nodes(client: &MeshClient, st: &MeshStatus) -> Vec<serde_json::Value
         .filter(|n| n.origin == me)
         .flat_map(|n| n.neighbors.iter().map(|(p, _)| p.clone()))
         .collect();
-    let ctl = receptord::control::client::MeshControl { node: client.node().clone(), tls_only: false };
+    let ctl = receptord::control::client::MeshControl {
+        node: client.node().clone(),
+        tls_only: false,
+        streams: receptord::control::client::StreamAuth::NoTls,
+    };
     let mut out = Vec::new();
     for p in peers {
         let asked = tokio::time::timeout(Duration::from_secs(5), ctl.request(&p, "status")).await;

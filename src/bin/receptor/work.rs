@@ -211,7 +211,11 @@ pub async fn list_on(
     unit: Option<String>,
     quiet: bool,
 ) -> anyhow::Result<u8> {
-    let ctl = receptord::control::client::MeshControl { node: client.node().clone(), tls_only: false };
+    let ctl = receptord::control::client::MeshControl {
+        node: client.node().clone(),
+        tls_only: false,
+        streams: receptord::control::client::StreamAuth::NoTls,
+    };
     let v = ctl.request(node, &list_line(unit)).await.with_context(|| format!("work list on {node}"))?;
     print_list(&v, quiet)
 }

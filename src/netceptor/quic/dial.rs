@@ -38,6 +38,21 @@ pub enum DialError {
     NeedsTls { node: String, service: String },
     #[error("TLS with {node} refused: {reason}")]
     Tls { node: String, reason: String },
+    /// A stream that had to be user TLS (`tlsclient`) to a service not advertised so.
+    #[error(
+        "{node}:{service} must be reached with TLS (tlsclient) but is advertised {}; \
+         the TLS handshake failed: {reason}",
+        advertised_as(*advertised)
+    )]
+    NotServedWithTls { node: String, service: String, advertised: Option<u8>, reason: String },
+}
+
+fn advertised_as(conn_type: Option<u8>) -> &'static str {
+    match conn_type {
+        None => "by no advertisement yet",
+        Some(crate::netceptor::wire::CONN_STREAM_TLS) => "with TLS (ConnType 2)",
+        Some(_) => "without TLS (Go's insecure mode)",
+    }
 }
 
 /// Accepts a server certificate iff one presented certificate has the insecure common
@@ -166,6 +181,25 @@ impl NetceptorNode {
             return self.dial_with(node, service, client, &sni(node), Some(refusal)).await;
         }
         self.dial_with(node, service, insecure_client()?, INSECURE_CN, None).await
+    }
+
+    /// Opens a stream to `node:service` with user TLS whatever its advertisement says (a
+    /// unit submitted with `tlsclient`): the server must prove it is `node`, so a Go node
+    /// serving in insecure mode is refused in the handshake, before any request.
+    pub async fn dial_user_tls(&self, node: &str, service: &str) -> Result<Dialed, DialError> {
+        let tls = self.user_tls().ok_or_else(|| {
+            ConfigError::Cert("user TLS streams need the [tls] section (this node's certificate)".into())
+        })?;
+        let advertised = self.conn_type(node, service).await;
+        let (client, refusal) = tls.client(node)?;
+        match self.dial_with(node, service, client, &sni(node), Some(refusal)).await {
+            Err(DialError::Tls { node, reason })
+                if advertised != Some(crate::netceptor::wire::CONN_STREAM_TLS) =>
+            {
+                Err(DialError::NotServedWithTls { node, service: service.into(), advertised, reason })
+            }
+            r => r,
+        }
     }
 
     /// Opens a stream to `node:service` with the QUIC client config `client`: user TLS

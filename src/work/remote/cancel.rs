@@ -17,6 +17,9 @@ pub(in crate::work) async fn cancel(
         r.local_released |= release;
     })?;
     let _ = unit.update_status(|st| st.extra = extra);
+    // The unit's streams, as it was submitted (`tlsclient`): a cancel or release never
+    // goes where its submission would not have.
+    let remote = reach(units, &r);
     if !r.remote_started {
         unit.stop.cancel();
         // Read again: the stopped submission may have just recorded a remote unit.
@@ -24,8 +27,13 @@ pub(in crate::work) async fn cancel(
         if !r.remote_unit_id.is_empty() {
             // A submission was under way: do not leave its unit behind on the remote node.
             let signature = sign(units, &r, Op::Release, Some(&r.remote_unit_id), None).unwrap_or(None);
-            let remote = units.inner.remote.clone();
-            let attempt = remote.operate(&r.node, &r.remote_unit_id, RemoteOp::ForceRelease, signature).await;
+            let attempt = match &remote {
+                Ok(remote) => {
+                    remote.operate(&r.node, &r.remote_unit_id, RemoteOp::ForceRelease, signature).await
+                }
+                Err(e) if !force => return Err(UnitError::Refused(e.to_string())),
+                Err(e) => Err(e.clone()),
+            };
             if let Err(RemoteError::Unreachable(why)) = attempt {
                 tracing::info!(unit = %unit.id, %why, "remote node unreachable; will retry the release there");
                 if !release && !unit.status().state.is_final() {
@@ -49,8 +57,10 @@ pub(in crate::work) async fn cancel(
     };
     let signature =
         sign(units, &r, op.signed_op(), Some(&r.remote_unit_id), None).map_err(UnitError::Signature)?;
-    let remote = units.inner.remote.clone();
-    let attempt = remote.operate(&r.node, &r.remote_unit_id, op, signature.clone()).await;
+    let attempt = match &remote {
+        Ok(remote) => remote.operate(&r.node, &r.remote_unit_id, op, signature.clone()).await,
+        Err(e) => Err(e.clone()),
+    };
     match attempt {
         Ok(()) => {}
         Err(RemoteError::UnknownUnit(_)) if release => {}
@@ -93,7 +103,11 @@ pub(in crate::work) fn spawn_retry(units: Units, unit: Arc<Unit>) {
                 (true, false) => RemoteOp::Cancel,
             };
             let signature = sign(&units, &r, op.signed_op(), Some(&r.remote_unit_id), None).unwrap_or(None);
-            match units.inner.remote.operate(&r.node, &r.remote_unit_id, op, signature).await {
+            let attempt = match reach(&units, &r) {
+                Ok(remote) => remote.operate(&r.node, &r.remote_unit_id, op, signature).await,
+                Err(e) => Err(e),
+            };
+            match attempt {
                 Err(RemoteError::Unreachable(_)) => continue,
                 Err(RemoteError::Refused(msg)) => {
                     tracing::warn!(unit = %unit.id, "remote {op:?} refused: {msg}");

@@ -28,9 +28,19 @@ async fn drive(units: &Units, unit: &Arc<Unit>) {
         if unit.status().state.is_final() {
             return;
         }
+        // A unit submitted with `tlsclient` whose streams cannot be authenticated fails:
+        // refusing beats pretending.
+        let remote = match reach(units, &r) {
+            Ok(remote) => remote,
+            Err(e) if r.remote_started => return fail(unit, e.to_string()),
+            Err(e) => return fail(unit, format!("Error starting worker: {e}")),
+        };
         integrity.begin(units.inner.remote.as_ref());
-        let step =
-            if r.remote_started { mirror(units, unit, &r).await } else { submit(units, unit, &r).await };
+        let step = if r.remote_started {
+            mirror(units, &remote, unit, &r).await
+        } else {
+            submit(units, &remote, unit, &r).await
+        };
         match step {
             Step::Done => return,
             Step::Progress => {
@@ -82,7 +92,12 @@ async fn fail_tampered(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit, why: Str
     if r.remote_unit_id.is_empty() {
         return;
     }
-    let remote = units.inner.remote.clone();
+    let remote = match reach(units, r) {
+        Ok(remote) => remote,
+        Err(e) => {
+            return tracing::info!(unit = %unit.id, %e, "cannot release the remote unit; its lease will");
+        }
+    };
     let signature = sign(units, r, Op::Release, Some(&r.remote_unit_id), None).unwrap_or(None);
     let released = remote.operate(&r.node, &r.remote_unit_id, RemoteOp::ForceRelease, signature);
     match tokio::time::timeout(Duration::from_secs(10), released).await {
@@ -98,8 +113,12 @@ async fn fail_tampered(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit, why: Str
 /// off before it was confirmed. If the payload arrived whole the unit runs there: adopt it.
 /// If not (still waiting for input, or failed reading it), release it so the job does not
 /// run twice. `None`: submit again.
-async fn settle_earlier_attempt(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Option<Step> {
-    let remote = units.inner.remote.clone();
+async fn settle_earlier_attempt(
+    units: &Units,
+    remote: &Arc<dyn RemoteControl>,
+    unit: &Arc<Unit>,
+    r: &RemoteUnit,
+) -> Option<Step> {
     let rid = r.remote_unit_id.as_str();
     match remote.status(&r.node, rid).await {
         Ok(st) => {
@@ -139,7 +158,7 @@ async fn settle_earlier_attempt(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit)
     }
 }
 
-async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
+async fn submit(units: &Units, remote: &Arc<dyn RemoteControl>, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
     if let Some(exp) = r.expiration {
         if SystemTime::now() >= exp {
             let when = humantime::format_rfc3339_seconds(exp);
@@ -147,7 +166,6 @@ async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
             return Step::Done;
         }
     }
-    let remote = units.inner.remote.clone();
     if !remote.reachable(&r.node) {
         return Step::Retry(format!("node {} is not reachable", r.node));
     }
@@ -171,7 +189,7 @@ async fn submit(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
     // An earlier attempt got as far as creating a unit there: find out what became of it.
     if !r.remote_unit_id.is_empty() {
         // `None`: gone or discarded, so submit afresh.
-        if let Some(step) = settle_earlier_attempt(units, unit, r).await {
+        if let Some(step) = settle_earlier_attempt(units, remote, unit, r).await {
             return step;
         }
     }

@@ -11,8 +11,12 @@ use crate::work::sink::FileSink;
 
 /// Downloads output from where the local copy ends, mirroring state as it goes; finishes
 /// the unit once the remote one is complete and every byte is here.
-pub(super) async fn mirror(units: &Units, unit: &Arc<Unit>, r: &RemoteUnit) -> Step {
-    let remote = units.inner.remote.clone();
+pub(super) async fn mirror(
+    units: &Units,
+    remote: &Arc<dyn RemoteControl>,
+    unit: &Arc<Unit>,
+    r: &RemoteUnit,
+) -> Step {
     let rid = r.remote_unit_id.as_str();
     let path = unit.stdout_path();
     let mut have = file_len(&path);

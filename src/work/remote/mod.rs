@@ -49,6 +49,11 @@ pub struct RemoteUnit {
     /// to the remote node, where this node's mirror is the attached client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Duration>,
+    /// `work submit tlsclient=`, as given (empty: none). Any name means every stream of
+    /// this unit is authenticated with this node's `[tls]` identity ([`RemoteControl::user_tls`]);
+    /// kept here so that holds after a restart too.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tls_client: String,
 }
 
 impl RemoteUnit {
@@ -69,7 +74,7 @@ impl RemoteUnit {
             "LocalCancelled": self.local_cancelled,
             "LocalReleased": self.local_released,
             "SignWork": self.sign_work,
-            "TLSClient": "",
+            "TLSClient": self.tls_client,
             "Expiration": self.expiration.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), rfc3339),
         })
     }
@@ -164,6 +169,12 @@ pub trait RemoteControl: Send + Sync {
     fn rerouted_since(&self, node: &NodeId, mark: Option<crate::mesh::reroute::RouteMark>) -> bool;
     /// Whether the mesh links are TLS (secrets may be sent).
     fn links_are_tls(&self) -> bool;
+    /// The same way of reaching units, with every stream to `node` authenticated end to
+    /// end with this node's `[tls]` identity, whichever plane carries it (a unit submitted
+    /// with `tlsclient`); or why that cannot be promised, as far as can be told now. The
+    /// view refuses, per request, any stream it could not authenticate. No default: a way
+    /// of reaching units that cannot promise it must say so.
+    fn user_tls(self: Arc<Self>, node: &NodeId) -> Result<Arc<dyn RemoteControl>, RemoteError>;
     /// Creates the unit on `node` and sends its payload; returns the remote unit ID.
     /// `on_created` is told the remote unit's ID as soon as it exists, before the payload
     /// is sent, so an interrupted submission can be found again.
@@ -188,6 +199,13 @@ pub trait RemoteControl: Send + Sync {
         op: RemoteOp,
         signature: Option<String>,
     ) -> BoxFut<'a, Result<(), RemoteError>>;
+}
+
+/// How `r`'s streams go: the node's way of reaching units, authenticated with `[tls]`
+/// when the unit was submitted with `tlsclient`.
+fn reach(units: &Units, r: &RemoteUnit) -> Result<Arc<dyn RemoteControl>, RemoteError> {
+    let remote = units.inner.remote.clone();
+    if r.tls_client.is_empty() { Ok(remote) } else { remote.user_tls(&r.node) }
 }
 
 fn remote_of(unit: &Unit) -> Option<RemoteUnit> {
@@ -273,12 +291,18 @@ mod tests {
             local_cancelled: false,
             local_released: false,
             lease: None,
+            tls_client: String::new(),
         };
         let text = serde_json::to_string(&r.extra_data()).unwrap_or_default();
         assert_eq!(
             text,
             r#"{"RemoteNode":"bar","RemoteWorkType":"echo","RemoteParams":{"params":"-x"},"RemoteUnitID":"AbC","RemoteStarted":true,"LocalCancelled":false,"LocalReleased":false,"SignWork":false,"TLSClient":"","Expiration":"0001-01-01T00:00:00Z"}"#
         );
+        let r = RemoteUnit { tls_client: "tlsclient".into(), ..r };
+        assert_eq!(r.extra_data()["TLSClient"], "tlsclient", "the name given, as Go shows it");
+        let stored = serde_json::to_string(&r).unwrap_or_default();
+        let back: RemoteUnit = serde_json::from_str(&stored).expect("unit.json");
+        assert_eq!(back.tls_client, "tlsclient", "the requirement outlives a restart");
     }
 
     #[test]

@@ -278,12 +278,19 @@ impl Units {
                 "remote work units can only be created from the local control socket".into(),
             ));
         }
-        if let Some(name) = req.tls_client.as_deref().filter(|n| !n.is_empty()) {
-            return Err(UnitError::Refused(format!(
-                "unknown TLS config {name} (receptord secures mesh links themselves: configure [tls] and use receptors:// links)"
-            )));
+        // `tlsclient` names a TLS config in Go; receptord has one identity, `[tls]`, so any
+        // name asks that every stream of the unit be authenticated with it. Refused now
+        // if that cannot be promised; each stream is held to it later (`work::remote`).
+        let tls_client = req.tls_client.unwrap_or_default();
+        if !tls_client.is_empty() {
+            if let Err(e) = self.inner.remote.clone().user_tls(&node) {
+                return Err(UnitError::Refused(format!("tlsclient={tls_client}: {e}")));
+            }
         }
+        // Secrets travel where the links are TLS, or over streams authenticated and
+        // encrypted end to end with `[tls]` (`tlsclient`).
         if req.params.keys().any(|k| k.to_ascii_lowercase().starts_with("secret_"))
+            && tls_client.is_empty()
             && !self.inner.remote.links_are_tls()
         {
             return Err(UnitError::SecretsInClear);
@@ -303,6 +310,7 @@ impl Units {
             local_cancelled: false,
             local_released: false,
             lease: req.lease,
+            tls_client,
         };
         let status = UnitStatus::new("remote", "Waiting for Input Data", remote.extra_data());
         self.allocate(UnitKind::Remote(remote), status)
