@@ -6,7 +6,8 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::go::GoPki;
@@ -38,10 +39,23 @@ fn context(pki: &GoPki, name: &str) -> TlsContext {
     .expect("TLS material")
 }
 
-/// Accepts any server certificate after blocking its connection's thread for a while: a
-/// client that stops in the middle of the handshake (it sends nothing meanwhile).
-#[derive(Debug)]
-struct Stall;
+/// Accepts no server certificate: blocks its connection's thread until the gate opens (a
+/// client that stops in the middle of the handshake, sending nothing meanwhile), after
+/// counting that it got this far, i.e. that the server accepted the connection and sent
+/// its certificate.
+#[derive(Debug, Default)]
+struct Stall {
+    reached: AtomicUsize,
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Stall {
+    fn release(&self) {
+        *self.open.lock().expect("gate") = true;
+        self.opened.notify_all();
+    }
+}
 
 impl ServerCertVerifier for Stall {
     fn verify_server_cert(
@@ -52,7 +66,9 @@ impl ServerCertVerifier for Stall {
         _: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        std::thread::sleep(Duration::from_secs(40));
+        self.reached.fetch_add(1, Ordering::SeqCst);
+        let open = self.open.lock().expect("gate");
+        let _ = self.opened.wait_timeout_while(open, 3 * WITHIN, |open| !*open);
         Err(rustls::Error::General("stalled".into()))
     }
 
@@ -176,15 +192,52 @@ fn hostile_tls_clients_cost_only_their_own_connections() {
         until_good(&net, true, "places freed by closed connections").await;
 
         // Handshakes that stall midway hold their places only until the handshake bound.
-        for _ in 0..2 {
-            let n = net.clone();
-            let stall = client(vec![leaf.clone()], key.clone_key(), Arc::new(Stall));
-            tokio::spawn(
-                async move { n.dial_with("rnode", "control", stall, "rnode", None).await.map(|_| ()) },
-            );
+        // Each stall runs on a thread of its own (its verifier blocks that thread, never
+        // this runtime's workers) and is dialed again until the server accepted it: the
+        // place a just-closed session held may not be free yet.
+        let stall = Arc::new(Stall::default());
+        for held in 1..=2 {
+            let deadline = tokio::time::Instant::now() + WITHIN;
+            loop {
+                let (n, s) = (net.clone(), stall.clone());
+                let (tx, mut rx) = tokio::sync::oneshot::channel();
+                let cfg = client(vec![leaf.clone()], key.clone_key(), s);
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+                    let r = rt.block_on(n.dial_with("rnode", "control", cfg, "rnode", None)).map(|_| ());
+                    let _ = tx.send(r);
+                });
+                let refused = loop {
+                    if stall.reached.load(Ordering::SeqCst) == held {
+                        break None;
+                    }
+                    if let Ok(r) = rx.try_recv() {
+                        break Some(r);
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "stalled handshake {held}: not within {WITHIN:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                match refused {
+                    None => break,
+                    Some(r) => eprintln!("stalled handshake {held} dialed again after {r:?}"),
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "stalled handshake {held}: not within {WITHIN:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
-        until_good(&net, false, "the stalled handshakes hold evil's places").await;
+        let stalled = std::time::Instant::now();
+        let third = good(&net).await;
+        eprintln!("while two handshakes stall: {:?}", third.as_ref().err());
+        assert!(third.is_err(), "the stalled handshakes hold evil's places");
         until_good(&net, true, "the stalled handshakes dropped").await;
+        eprintln!("places held by stalled handshakes freed after {:?}", stalled.elapsed());
+        stall.release();
         cancel.cancel();
     });
     rt.shutdown_background();
