@@ -273,19 +273,11 @@ impl Translation {
     }
 
     fn tcp_listener(&mut self, e: &mut yaml::Entry) -> Result<(), ImportError> {
-        let port_at = e.at("port");
-        let port: u16 = e
-            .str("port")?
-            .ok_or_else(|| ImportError::Invalid { path: port_at.clone(), reason: "is required".into() })?
-            .trim()
-            .parse()
-            .map_err(|_| ImportError::Invalid { path: port_at, reason: "must be a TCP port".into() })?;
-        let bind = e.str("bindaddr")?.unwrap_or_else(|| "0.0.0.0".into());
+        let authority = listen_authority(e, "TCP")?;
         let tls = e.str("tls")?.filter(|s| !s.is_empty());
         let cost = self.link_common(e)?;
-        let host = if bind.contains(':') { format!("[{bind}]") } else { bind };
         let scheme = if tls.is_some() { "receptors" } else { "receptor" };
-        let url = parse_url(&e.path, &format!("{scheme}://{host}:{port}"))?;
+        let url = parse_url(&e.path, &format!("{scheme}://{authority}"))?;
         self.listeners.push(Link { path: e.path.clone(), url, cost, tls, headers: Vec::new() });
         Ok(())
     }
@@ -314,17 +306,9 @@ impl Translation {
 
     /// Go's UDP listener: a `netceptor+udp://` listener (Go peers only).
     fn udp_listener(&mut self, e: &mut yaml::Entry) -> Result<(), ImportError> {
-        let port_at = e.at("port");
-        let port: u16 = e
-            .str("port")?
-            .ok_or_else(|| ImportError::Invalid { path: port_at.clone(), reason: "is required".into() })?
-            .trim()
-            .parse()
-            .map_err(|_| ImportError::Invalid { path: port_at, reason: "must be a UDP port".into() })?;
-        let bind = e.str("bindaddr")?.unwrap_or_else(|| "0.0.0.0".into());
+        let authority = listen_authority(e, "UDP")?;
         let cost = self.link_common(e)?;
-        let host = if bind.contains(':') { format!("[{bind}]") } else { bind };
-        let url = parse_url(&e.path, &format!("netceptor+udp://{host}:{port}"))?;
+        let url = parse_url(&e.path, &format!("netceptor+udp://{authority}"))?;
         self.listeners.push(Link { path: e.path.clone(), url, cost, tls: None, headers: Vec::new() });
         Ok(())
     }
@@ -585,6 +569,21 @@ impl Translation {
             }
         }
     }
+}
+
+/// A listener entry's `port` (required) and `bindaddr` (default: all addresses) as the
+/// `host:port` of a URL; `kind` names the port in the error.
+pub(super) fn listen_authority(e: &mut yaml::Entry, kind: &str) -> Result<String, ImportError> {
+    let port_at = e.at("port");
+    let port: u16 = e
+        .str("port")?
+        .ok_or_else(|| ImportError::Invalid { path: port_at.clone(), reason: "is required".into() })?
+        .trim()
+        .parse()
+        .map_err(|_| ImportError::Invalid { path: port_at, reason: format!("must be a {kind} port") })?;
+    let bind = e.str("bindaddr")?.unwrap_or_else(|| "0.0.0.0".into());
+    let host = if bind.contains(':') { format!("[{bind}]") } else { bind };
+    Ok(format!("{host}:{port}"))
 }
 
 fn parse_url(path: &str, url: &str) -> Result<PeerUrl, ImportError> {

@@ -8,21 +8,13 @@ impl Translation {
     /// `ws-listener` → `[[listeners]]` `ws://` (`wss://` with `tls=`), on its `path`: it
     /// takes Go's `--ws-peer` and receptord's `ws://` peers alike.
     pub(super) fn ws_listener(&mut self, e: &mut yaml::Entry) -> Result<(), ImportError> {
-        let port_at = e.at("port");
-        let port: u16 = e
-            .str("port")?
-            .ok_or_else(|| ImportError::Invalid { path: port_at.clone(), reason: "is required".into() })?
-            .trim()
-            .parse()
-            .map_err(|_| ImportError::Invalid { path: port_at, reason: "must be a TCP port".into() })?;
-        let bind = e.str("bindaddr")?.unwrap_or_else(|| "0.0.0.0".into());
+        let authority = super::listen_authority(e, "TCP")?;
         let path = e.str("path")?.filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
         let tls = e.str("tls")?.filter(|s| !s.is_empty());
         let cost = self.link_common(e)?;
-        let host = if bind.contains(':') { format!("[{bind}]") } else { bind };
         let scheme = if tls.is_some() { "wss" } else { "ws" };
         let path = if path.starts_with('/') { path } else { format!("/{path}") };
-        let url = parse_url(&e.path, &format!("{scheme}://{host}:{port}{path}"))?;
+        let url = parse_url(&e.path, &format!("{scheme}://{authority}{path}"))?;
         self.listeners.push(Link { path: e.path.clone(), url, cost, tls, headers: Vec::new() });
         Ok(())
     }
