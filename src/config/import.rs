@@ -582,8 +582,7 @@ pub(super) fn listen_authority(e: &mut yaml::Entry, kind: &str) -> Result<String
         .parse()
         .map_err(|_| ImportError::Invalid { path: port_at, reason: format!("must be a {kind} port") })?;
     let bind = e.str("bindaddr")?.unwrap_or_else(|| "0.0.0.0".into());
-    let host = if bind.contains(':') { format!("[{bind}]") } else { bind };
-    Ok(format!("{host}:{port}"))
+    Ok(crate::transport::authority(&bind, port))
 }
 
 fn parse_url(path: &str, url: &str) -> Result<PeerUrl, ImportError> {

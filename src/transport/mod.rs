@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 pub use tls::{Credentials, PeerIdentity, TlsContext, TlsError, TlsSettings};
-pub use url::{PeerUrl, Protocol, Scheme, UrlError, WsTarget};
+pub use url::{PeerUrl, Protocol, Scheme, UrlError, WsTarget, authority};
 
 /// A connected, bidirectional byte stream of any transport.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}

@@ -87,16 +87,7 @@ pub fn parse(url: &str) -> Result<Proxy, ProxyError> {
         Some((a, h)) => (Some(percent_decode(a).ok_or_else(bad)?), h),
         None => (None, rest),
     };
-    let (host, port) = match hostport.strip_prefix('[') {
-        Some(v6) => {
-            let (h, after) = v6.split_once(']').ok_or_else(bad)?;
-            (h, after.strip_prefix(':'))
-        }
-        None => match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        },
-    };
+    let (host, port) = super::url::split_host_port(hostport, url).map_err(|_| bad())?;
     let port = match port {
         None => 80,
         Some(p) => p.parse().map_err(|_| bad())?,
@@ -143,16 +134,12 @@ pub async fn tunnel(
     port: u16,
     limits: &WsLimits,
 ) -> Result<TcpStream, ProxyError> {
-    let addr = if proxy.host.contains(':') {
-        format!("[{}]:{}", proxy.host, proxy.port)
-    } else {
-        format!("{}:{}", proxy.host, proxy.port)
-    };
+    let addr = super::url::authority(&proxy.host, proxy.port);
     let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port))
         .await
         .map_err(|source| ProxyError::Connect { addr: addr.clone(), source })?;
     let _ = tcp.set_nodelay(true);
-    let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let target = super::url::authority(host, port);
     let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
     if let Some(auth) = &proxy.auth {
         let b64 = base64::engine::general_purpose::STANDARD.encode(auth);

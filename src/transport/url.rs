@@ -151,7 +151,16 @@ fn host_port(rest: &str, s: &str, protocol: Protocol, default_port: u16) -> Resu
 }
 
 /// Splits `host[:port]`, accepting bracketed IPv6 literals.
-fn split_host_port<'a>(rest: &'a str, whole: &str) -> Result<(&'a str, Option<&'a str>), UrlError> {
+/// `host:port` as it goes in a URL or an HTTP request (an IPv6 address in brackets).
+pub fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
+/// Splits `host[:port]` (`[v6][:port]`); `whole` names the input in errors.
+pub(crate) fn split_host_port<'a>(
+    rest: &'a str,
+    whole: &str,
+) -> Result<(&'a str, Option<&'a str>), UrlError> {
     if let Some(v6) = rest.strip_prefix('[') {
         let (host, after) = v6.split_once(']').ok_or_else(|| UrlError::Host(whole.to_owned()))?;
         return match after {
@@ -180,11 +189,7 @@ impl fmt::Display for PeerUrl {
             // Not produced by parsing: receptord's protocol has no UDP backend.
             (Protocol::Native, Scheme::Udp, _) => "udp",
         };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)?;
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)?;
-        }
+        write!(f, "{scheme}://{}", authority(&self.host, self.port))?;
         match &self.ws {
             Some(ws) => f.write_str(&ws.path),
             None => Ok(()),

@@ -125,7 +125,7 @@ pub async fn connect(
         Scheme::Tcp | Scheme::Udp => ("ws", "http"),
         Scheme::Tls => ("wss", "https"),
     };
-    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let authority = super::url::authority(host, port);
     let mut req = format!("{ws_scheme}://{authority}{}", target.path).into_client_request()?;
     let origin = HeaderValue::from_str(&format!("{http_scheme}://{authority}"))
         .map_err(|_| WsError::Header("Origin".into()))?;
