@@ -39,6 +39,9 @@ pub(crate) enum Cmd {
     },
     Closed {
         link: LinkId,
+        /// What ended it, when the link task saw it (the peer closed, an I/O error); the
+        /// driver's own closes are logged with their reason where they are decided.
+        cause: Option<String>,
     },
     Services(Vec<LocalService>),
     Status(oneshot::Sender<NetStatus>),
@@ -159,10 +162,16 @@ impl Driver {
                 let _ = reply.send(self.state.probe(now, &from, &node, hops));
             }
             Cmd::Packet { link, bytes } => self.state.link_packet(now, link, &bytes),
-            Cmd::Closed { link } => {
+            Cmd::Closed { link, cause } => {
                 if let Some(l) = links.remove(&link) {
-                    if let Some(peer) = l.peer {
-                        tracing::info!(%peer, remote = %l.remote, "netceptor link down");
+                    match (l.peer, cause) {
+                        (Some(peer), Some(cause)) => {
+                            tracing::info!(%peer, remote = %l.remote, %cause, "netceptor link down")
+                        }
+                        (Some(peer), None) => {
+                            tracing::info!(%peer, remote = %l.remote, "netceptor link down")
+                        }
+                        (None, _) => {}
                     }
                 }
                 self.state.link_closed(now, link);

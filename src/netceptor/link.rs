@@ -117,6 +117,8 @@ pub(crate) async fn run(
     let (rd, mut wr) = tokio::io::split(s.io);
     let rd = std::io::Cursor::new(s.prefix).chain(rd);
     let mut reader = FramedRead::new(rd, PacketCodec::new(lim.max_packet));
+    // Ends with the write error when one failed: the peer closed, perhaps right after a
+    // reject.
     let writer = async {
         while let Some(p) = out_rx.recv().await {
             queued.fetch_sub(p.len(), Ordering::AcqRel);
@@ -129,26 +131,45 @@ pub(crate) async fn run(
             };
             match tokio::time::timeout(lim.stall, write).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => break,
+                Ok(Err(e)) => return Some(format!("write failed: {e}")),
                 Err(_) => {
                     tracing::info!(link, "netceptor peer stopped reading (limits.stall_timeout); closing");
-                    break;
+                    return None;
                 }
             }
         }
+        None
     };
     let reader_loop = async {
-        while let Some(Ok(bytes)) = reader.next().await {
-            if cmds.send(Cmd::Packet { link, bytes }).await.is_err() {
-                break;
+        loop {
+            match reader.next().await {
+                Some(Ok(bytes)) => {
+                    if cmds.send(Cmd::Packet { link, bytes }).await.is_err() {
+                        return None;
+                    }
+                }
+                Some(Err(e)) => return Some(format!("read failed: {e}")),
+                None => return Some("closed by the peer".to_owned()),
             }
         }
     };
-    tokio::select! {
-        _ = close.cancelled() => {}
-        _ = writer => {}
-        _ = reader_loop => {}
-    }
+    tokio::pin!(reader_loop);
+    let cause = tokio::select! {
+        _ = close.cancelled() => None,
+        failed = writer => match failed {
+            // A peer that refuses a link (Go's allowedpeers, a duplicate) sends a reject
+            // and closes (Go's own race sometimes loses the reject); our next write then
+            // fails, but what it did send is still in the socket. Read it (for a second at
+            // most) so the driver learns why, and tell the read's end over the write's.
+            Some(write) => tokio::time::timeout(Duration::from_secs(1), &mut reader_loop)
+                .await
+                .ok()
+                .flatten()
+                .or(Some(write)),
+            None => None,
+        },
+        ended = &mut reader_loop => ended,
+    };
     // Let a reject queued just before the close reach the peer (within a second in all:
     // a peer that does not read gets nothing more).
     let flush = async {
@@ -162,5 +183,5 @@ pub(crate) async fn run(
         let _ = wr.shutdown().await;
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
-    let _ = cmds.send(Cmd::Closed { link }).await;
+    let _ = cmds.send(Cmd::Closed { link, cause }).await;
 }

@@ -142,7 +142,7 @@ pub(crate) async fn run_dialed(
         _ = writer => {}
         _ = reader => {}
     }
-    let _ = cmds.send(Cmd::Closed { link }).await;
+    let _ = cmds.send(Cmd::Closed { link, cause: None }).await;
 }
 
 /// One session of a listener.
@@ -321,7 +321,7 @@ async fn write_session(
         _ = close.cancelled() => {}
         _ = writer => {}
     }
-    let _ = cmds.send(Cmd::Closed { link }).await;
+    let _ = cmds.send(Cmd::Closed { link, cause: None }).await;
     let _ = gone.send((to, link));
 }
 
