@@ -230,6 +230,10 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
     live.map_err(DaemonError::TokenJournal)?;
     work.start();
     let net = netceptor::wanted(&cfg).then(|| netceptor::start(&cfg, &node, tls.clone()));
+    if let Some(net) = net.as_ref().filter(|_| cfg.netceptor.native_links) {
+        // Before any link exists: every native link offers to carry the plane's packets.
+        node.set_carrier(netceptor::carrier(net));
+    }
     let remote = netceptor::remote_control(
         Arc::new(crate::control::client::MeshControl {
             node: node.clone(),

@@ -24,11 +24,16 @@ pub struct NetceptorSection {
     /// advertised ConnType and submit with their TLS client); `false` serves Go's insecure
     /// mode (ConnType 1), for Go controllers that submit without `--tls-client`.
     pub control_tls: Option<bool>,
+    /// Carry netceptor packets over native (`receptor://`) links whose peers offer to, so
+    /// Go nodes reach receptord nodes linked only natively: the plane runs on every node
+    /// (idle, and silent, until a Go node is linked somewhere in the mesh). `false`: the
+    /// plane runs only with netceptor peers or listeners, and native links carry nothing.
+    pub native_links: bool,
 }
 
 impl Default for NetceptorSection {
     fn default() -> Self {
-        NetceptorSection { accept: true, advertise_control: true, control_tls: None }
+        NetceptorSection { accept: true, advertise_control: true, control_tls: None, native_links: true }
     }
 }
 

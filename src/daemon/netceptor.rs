@@ -1,7 +1,7 @@
 //! The daemon's netceptor plane (Go Receptor peers): started when the config dials a
-//! `netceptor://` peer, has a `netceptor+udp://` listener or lets `receptor://` listeners
-//! accept Go peers, advertising the
-//! control service with this node's work types.
+//! `netceptor://` peer, has a `netceptor+udp://` listener, lets `receptor://` listeners
+//! accept Go peers or carries netceptor over native links (`[netceptor] native_links`),
+//! advertising the control service with this node's work types.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,6 +18,19 @@ use crate::work::units::Units;
 pub(super) fn wanted(cfg: &Config) -> bool {
     cfg.peers.iter().chain(&cfg.listeners).any(|p| p.url.protocol == Protocol::Netceptor)
         || (cfg.netceptor.accept && !cfg.listeners.is_empty())
+        || cfg.netceptor.native_links
+}
+
+/// The hook by which native links carry the plane's sessions (`[netceptor] native_links`).
+pub(super) fn carrier(net: &NetceptorNode) -> crate::mesh::Carrier {
+    let open_net = net.clone();
+    crate::mesh::Carrier {
+        active: net.active(),
+        open: Arc::new(move |l: crate::mesh::CarriedLink| {
+            let (inbound, outbound) = open_net.carry(&l.peer, l.cost);
+            crate::mesh::CarriedPorts { inbound, outbound: Box::pin(outbound) }
+        }),
+    }
 }
 
 /// Starts the plane under the mesh node's tracker and cancellation, with `[limits.netceptor]`,

@@ -82,6 +82,8 @@ fn frames() -> Vec<Frame> {
         routed(Body::Fin { stream: 4, from: Side::Opener, trailer: Bytes::new() }),
         routed(Body::Reset { stream: 4, from: Side::Acceptor, reason: Reason::new("r") }),
         routed(Body::Stop { stream: 4, from: Side::Acceptor }),
+        // A carried netceptor packet (a routing update, as Go frames it).
+        Frame::Netceptor(Bytes::from_static(b"\x01{\"NodeID\":\"a\",\"ForwardingNode\":\"a\"}")),
     ]
 }
 

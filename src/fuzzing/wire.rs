@@ -102,6 +102,7 @@ pub fn handshake(data: &[u8]) {
         origins: crate::mesh::origin::OriginCheck::TrustedNetwork,
         relays: Arc::new(crate::mesh::relay::RelayPolicy::any()),
         adverts_in_flight: Arc::new(tokio::sync::Semaphore::new(link::ADVERTS_IN_FLIGHT)),
+        carrier: None,
     };
     let (ours, mut theirs) = tokio::io::duplex(peer_bytes.len() + 64 * 1024);
     super::runtime().block_on(async {

@@ -53,6 +53,8 @@ pub(crate) struct LinkCtx {
     /// ([`ADVERTS_IN_FLIGHT`]): a reader waits for room, so a flood queues on the
     /// sockets, not in memory.
     pub(crate) adverts_in_flight: Arc<tokio::sync::Semaphore>,
+    /// The netceptor plane, when this node carries its packets (`super::carry`).
+    pub(crate) carrier: Option<super::carry::Carrier>,
 }
 
 /// Most encoded bytes of advertisements decoded and waiting for the driver at once, over
@@ -110,6 +112,8 @@ impl LinkError {
 pub(crate) struct Established {
     pub(crate) link: LinkId,
     pub(crate) peer: Hello,
+    /// The cost this side assigns to the link.
+    cost: f64,
     /// The link showed the peer is not a relay ([`super::relay::not_relay`]).
     not_relay: bool,
     reader: FramedRead<ReadHalf<BoxedIo>, FrameCodec>,
@@ -172,7 +176,7 @@ pub(crate) async fn handshake(
         }
     }
     match within(deadline, reader.next()).await? {
-        Some(Ok(Frame::Admit)) => Ok(Established { link, peer, not_relay, reader, writer: wr }),
+        Some(Ok(Frame::Admit)) => Ok(Established { link, peer, cost, not_relay, reader, writer: wr }),
         Some(Ok(Frame::Reject { reason })) => Err(LinkError::Refused(reason.into_string())),
         Some(Ok(other)) => Err(LinkError::Protocol(format!("expected admit, got {}", other.kind()))),
         Some(Err(e)) => Err(e.into()),
@@ -221,7 +225,7 @@ async fn within<F: std::future::Future>(deadline: Instant, f: F) -> Result<F::Ou
 
 /// Runs an established link until it fails, the peer leaves, or the node stops.
 pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError> {
-    let Established { link, peer, not_relay, mut reader, writer } = est;
+    let Established { link, peer, cost, not_relay, mut reader, writer } = est;
     super::linkio::link_up(link, &peer);
     let idle = Duration::from_millis(u64::from(ctx.hello.idle_timeout_ms.max(peer.idle_timeout_ms)));
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
@@ -241,7 +245,18 @@ pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError
     let lanes = Lanes { ctrl: ctrl_rx, adverts: tx.adverts.clone(), data: data_rx };
     let keepalive = idle * KEEPALIVE_FRACTION.0 / KEEPALIVE_FRACTION.1;
     let write_task = tokio::spawn(write_loop(writer, lanes, keepalive, stop.clone()));
-    let result = read_loop(ctx, link, &peer, &tx, &mut reader, idle, &stop).await;
+    // Netceptor packets, when both ends offered to carry them.
+    let (carried, carry_task) = match &ctx.carrier {
+        Some(c) if peer.caps & crate::wire::caps::NETCEPTOR != 0 => {
+            let (in_tx, in_rx) = mpsc::channel(super::carry::INBOUND_QUEUE);
+            // Both ends must agree on the cost (netceptor closes links whose ends do not).
+            let cl = super::carry::CarriedLink { peer: peer.node_id.clone(), cost: cost.max(peer.cost) };
+            let task = tokio::spawn(super::carry::run(c.clone(), cl, in_rx, tx.data.clone(), stop.clone()));
+            (Some(in_tx), Some(task))
+        }
+        _ => (None, None),
+    };
+    let result = read_loop(ctx, link, &peer, &tx, carried.as_ref(), &mut reader, idle, &stop).await;
     if let Err(
         e @ (LinkError::Flood(_) | LinkError::Forged(_) | LinkError::Protocol(_) | LinkError::Codec(_)),
     ) = &result
@@ -252,14 +267,19 @@ pub(crate) async fn run(ctx: &LinkCtx, est: Established) -> Result<(), LinkError
     }
     stop.cancel();
     let _ = write_task.await;
+    if let Some(t) = carry_task {
+        let _ = t.await;
+    }
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_loop(
     ctx: &LinkCtx,
     link: LinkId,
     peer: &Hello,
     tx: &LinkTx,
+    carried: Option<&mpsc::Sender<Bytes>>,
     reader: &mut FramedRead<ReadHalf<BoxedIo>, FrameCodec>,
     idle: Duration,
     stop: &CancellationToken,
@@ -328,7 +348,7 @@ async fn read_loop(
         tokio::select! {
             biased;
             _ = stop.cancelled() => return Err(LinkError::Shutdown),
-            r = handle(ctx, link, tx, frame) => {
+            r = handle(ctx, link, tx, carried, frame) => {
                 if r? {
                     return Ok(());
                 }
@@ -368,9 +388,22 @@ fn presumed_dead(
 }
 
 /// Handles one frame after the handshake; true when the peer said goodbye.
-async fn handle(ctx: &LinkCtx, link: LinkId, tx: &LinkTx, frame: Frame) -> Result<bool, LinkError> {
+async fn handle(
+    ctx: &LinkCtx,
+    link: LinkId,
+    tx: &LinkTx,
+    carried: Option<&mpsc::Sender<Bytes>>,
+    frame: Frame,
+) -> Result<bool, LinkError> {
     match frame {
         Frame::Keepalive => {}
+        // Only where both hellos offered it (otherwise unexpected, below); a full queue
+        // drops the packet, as a netceptor link does.
+        Frame::Netceptor(p) if carried.is_some() => {
+            if let Some(c) = carried {
+                let _ = c.try_send(p);
+            }
+        }
         Frame::Routed(r) => ctx.router.route_from(r, tx).await,
         Frame::Lsa(lsa) => {
             let len = u32::try_from(lsa.encoded_len()).unwrap_or(u32::MAX).min(ADVERTS_IN_FLIGHT as u32);

@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub(crate) mod budget;
+pub mod carry;
 pub mod driver;
 pub(crate) mod e2e;
 #[doc(hidden)]
@@ -27,6 +28,7 @@ mod sealed;
 pub mod state;
 pub mod stream;
 
+pub use carry::{CarriedLink, CarriedPorts, Carrier};
 pub use driver::{MeshStatus, RouteInfo, Topology};
 pub use e2e::HandshakeError;
 pub use foreign::{Foreign, ForeignConn};

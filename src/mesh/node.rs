@@ -162,6 +162,8 @@ struct Inner {
     opts: NodeOptions,
     /// Shared by every link's reader (`link::ADVERTS_IN_FLIGHT`).
     adverts_in_flight: Arc<tokio::sync::Semaphore>,
+    /// The netceptor plane's hook, once set: links offer and carry its packets.
+    carrier: std::sync::OnceLock<super::carry::Carrier>,
 }
 
 /// A fresh connection waiting for its handshake.
@@ -248,6 +250,7 @@ impl Node {
             origins,
             opts,
             adverts_in_flight: Arc::new(tokio::sync::Semaphore::new(link::ADVERTS_IN_FLIGHT)),
+            carrier: std::sync::OnceLock::new(),
         };
         Node { inner: Arc::new(inner) }
     }
@@ -273,12 +276,25 @@ impl Node {
         self.inner.tracker.clone()
     }
 
+    /// Lets links carry another plane's packets (netceptor sessions over native links):
+    /// links set up from now on offer [`caps::NETCEPTOR`]. Set once, before links start;
+    /// later calls are ignored.
+    pub fn set_carrier(&self, carrier: super::carry::Carrier) {
+        let _ = self.inner.carrier.set(carrier);
+    }
+
     fn ctx(&self, cancel: CancellationToken) -> LinkCtx {
+        let carrier = self.inner.carrier.get().cloned();
+        let mut hello = self.inner.hello.clone();
+        if carrier.is_some() {
+            hello.caps |= caps::NETCEPTOR;
+        }
         LinkCtx {
             allowed_peers: Arc::new(self.inner.opts.allowed_peers.clone()),
             router: self.inner.router.clone(),
             events: self.inner.events.clone(),
-            hello: self.inner.hello.clone(),
+            hello,
+            carrier,
             cancel,
             limits: self.inner.limits.clone(),
             origins: self.inner.origins.clone(),

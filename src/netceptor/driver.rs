@@ -79,6 +79,10 @@ pub(crate) enum Cmd {
         hops: u8,
         reply: oneshot::Sender<Result<(), SendError>>,
     },
+    /// The session on `link` (just opened) is carried over a native link.
+    Carried {
+        link: LinkId,
+    },
     /// The node IDs the native plane holds.
     Reserved(std::collections::BTreeSet<String>),
     /// Wait until `node` is reachable (or the reply is dropped at shutdown).
@@ -94,6 +98,7 @@ struct LinkIo {
     remote: String,
     dialed: bool,
     peer: Option<String>,
+    carried: bool,
 }
 
 pub(crate) struct Driver {
@@ -103,6 +108,8 @@ pub(crate) struct Driver {
     pub fatal: watch::Sender<Option<String>>,
     /// The nodes with a route from here, published when the routes change.
     pub routable: watch::Sender<std::sync::Arc<std::collections::BTreeSet<String>>>,
+    /// Whether some link is up (native links then carry sessions unasked).
+    pub active: watch::Sender<bool>,
 }
 
 impl Driver {
@@ -124,6 +131,8 @@ impl Driver {
             while let Some(a) = self.state.poll_action() {
                 self.act(a, &mut links, &mut bound);
             }
+            let active = self.state.established().next().is_some();
+            self.active.send_if_modified(|a| std::mem::replace(a, active) != active);
             if self.state.routes_generation() != published {
                 published = self.state.routes_generation();
                 let set = self.state.routes().keys().cloned().collect();
@@ -154,8 +163,14 @@ impl Driver {
         let now = Instant::now();
         match cmd {
             Cmd::Opened { link, cost, out, close, remote, dialed, cert } => {
-                links.insert(link, LinkIo { out, close, remote, dialed, peer: None });
+                links.insert(link, LinkIo { out, close, remote, dialed, peer: None, carried: false });
                 self.state.link_opened_with(now, link, cost, cert);
+            }
+            Cmd::Carried { link } => {
+                if let Some(l) = links.get_mut(&link) {
+                    l.carried = true;
+                }
+                self.state.mark_carried(link);
             }
             Cmd::Reserved(ids) => self.state.set_reserved(now, ids),
             Cmd::Probe { from, node, hops, reply } => {
@@ -262,6 +277,7 @@ impl Driver {
                     cost,
                     remote: l.remote.clone(),
                     dialed: l.dialed,
+                    carried: l.carried,
                 })
             })
             .collect();

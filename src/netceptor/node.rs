@@ -52,6 +52,7 @@ struct Inner {
     udp_limits: super::udp::UdpLimits,
     limits: super::proto::Limits,
     routable: watch::Receiver<Arc<std::collections::BTreeSet<String>>>,
+    active: watch::Receiver<bool>,
     /// This node's TLS material (`[tls]`), for `netceptors://` peers.
     tls: Option<TlsContext>,
     /// The same material for user-TLS streams (Go's ConnType 2).
@@ -89,8 +90,15 @@ impl NetceptorNode {
         let limits = cfg.limits.clone();
         let state = Netceptor::new(cfg, Instant::now(), time::OffsetDateTime::now_utc());
         let (routable_tx, routable) = watch::channel(Arc::default());
-        let driver =
-            Driver { state, cmds: rx, cancel: cancel.clone(), fatal: fatal_tx, routable: routable_tx };
+        let (active_tx, active) = watch::channel(false);
+        let driver = Driver {
+            state,
+            cmds: rx,
+            cancel: cancel.clone(),
+            fatal: fatal_tx,
+            routable: routable_tx,
+            active: active_tx,
+        };
         tracker.spawn(driver.run());
         NetceptorNode {
             inner: Arc::new(Inner {
@@ -104,6 +112,7 @@ impl NetceptorNode {
                 udp_limits,
                 limits,
                 routable,
+                active,
                 user_tls: tls.clone().map(|t| Arc::new(super::quic::tls::UserTls::new(t))),
                 tls_seen: std::sync::Mutex::default(),
                 tls,
@@ -137,6 +146,69 @@ impl NetceptorNode {
     pub fn accept(&self, session: Session) {
         let (link, cmds, stop) = self.link_parts();
         self.inner.tracker.spawn(link::run(link, session, cmds, stop, self.inner.link_limits));
+    }
+
+    /// True while some link of this plane is up: native links then carry sessions
+    /// without waiting for their peers (docs/PROTOCOL.md, "Netceptor over native links").
+    pub fn active(&self) -> watch::Receiver<bool> {
+        self.inner.active.clone()
+    }
+
+    /// Opens a session carried over the native link with `peer` (which authenticated it)
+    /// at `cost`: packets from the peer go into the returned sender (dropping it ends the
+    /// session; one over `limits.netceptor.max_packet` closes it), the session's packets
+    /// come out of the stream, which ends when the session is closed.
+    pub fn carry(
+        &self,
+        peer: &NodeId,
+        cost: f64,
+    ) -> (mpsc::Sender<Bytes>, impl futures_util::Stream<Item = Bytes> + Send + 'static) {
+        let (link, cmds, stop) = self.link_parts();
+        let (out, out_rx) = link::Outbox::new(self.inner.link_limits.queue_bytes);
+        let (in_tx, mut in_rx) = mpsc::channel::<Bytes>(64);
+        let close = stop.child_token();
+        let max = self.inner.link_limits.max_packet;
+        let peer_name = peer.as_str().to_owned();
+        let opened = Cmd::Opened {
+            link,
+            cost,
+            out,
+            close: close.clone(),
+            remote: format!("receptor://{peer} (native link)"),
+            dialed: false,
+            // The native link proved the peer (TLS) or holds the trust a plain-TCP mesh
+            // has: its netceptor ID must be the same.
+            cert: Some(vec![peer.as_str().to_owned()]),
+        };
+        self.inner.tracker.spawn(async move {
+            if cmds.send(opened).await.is_err() || cmds.send(Cmd::Carried { link }).await.is_err() {
+                return;
+            }
+            let cause = loop {
+                tokio::select! {
+                    _ = close.cancelled() => break None,
+                    p = in_rx.recv() => match p {
+                        None => break Some("the native link ended".to_owned()),
+                        Some(p) if p.len() > max => {
+                            tracing::info!(peer = %peer_name, len = p.len(), max, "carried netceptor packet over limits.netceptor.max_packet; closing the session (the native link stays)");
+                            break Some(format!(
+                                "a carried packet of {} bytes exceeds limits.netceptor.max_packet ({max})",
+                                p.len()
+                            ));
+                        }
+                        Some(bytes) => {
+                            if cmds.send(Cmd::Packet { link, bytes }).await.is_err() {
+                                break None;
+                            }
+                        }
+                    },
+                }
+            };
+            let _ = cmds.send(Cmd::Closed { link, cause }).await;
+        });
+        let packets =
+            futures_util::stream::unfold(out_rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
+        (in_tx, packets)
     }
 
     fn link_parts(&self) -> (u64, mpsc::Sender<Cmd>, CancellationToken) {

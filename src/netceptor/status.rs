@@ -18,6 +18,9 @@ pub struct LinkStatus {
     pub remote: String,
     /// This node dialed it (`[[peers]]`) rather than accepted it.
     pub dialed: bool,
+    /// A session carried over the native link with `peer` (docs/PROTOCOL.md, "Netceptor
+    /// over native links").
+    pub carried: bool,
 }
 
 /// A snapshot of the netceptor plane.
@@ -46,9 +49,14 @@ pub fn merge_go_style(doc: &mut serde_json::Map<String, serde_json::Value>, st: 
         for c in conns.iter_mut() {
             if let Value::Object(o) = c {
                 o.entry("Protocol").or_insert_with(|| json!("receptor"));
+                // A native link that carries a netceptor session says so (one entry).
+                let peer = o.get("NodeID").and_then(Value::as_str).map(str::to_owned);
+                if st.links.iter().any(|l| l.carried && peer.as_deref() == Some(l.peer.as_str())) {
+                    o.insert("Carries".into(), json!("netceptor"));
+                }
             }
         }
-        for l in &st.links {
+        for l in st.links.iter().filter(|l| !l.carried) {
             conns.push(json!({"NodeID": l.peer, "Cost": l.cost, "Protocol": "netceptor"}));
         }
     }

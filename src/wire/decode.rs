@@ -5,7 +5,8 @@ use bytes::{Buf, Bytes};
 use super::encode::{LSA_LEAF, LSA_SIGNED, tag};
 use super::{
     Body, DecodeError, Frame, Hello, Lsa, LsaSig, MAX_DATA_CHUNK, MAX_LSA_ITEMS, MAX_META, MAX_NAME,
-    MAX_REASON, MAX_SIG_CERT, MAX_SIG_CHAIN, MAX_SIGNATURE, Name, NodeId, Reason, Routed, Side, WorkTypeAd,
+    MAX_NETCEPTOR_PACKET, MAX_REASON, MAX_SIG_CERT, MAX_SIG_CHAIN, MAX_SIGNATURE, Name, NodeId, Reason,
+    Routed, Side, WorkTypeAd,
 };
 
 impl Frame {
@@ -20,6 +21,16 @@ impl Frame {
             tag::SYNC_DONE => Frame::SyncDone,
             tag::GOODBYE => Frame::Goodbye { reason: get_reason(&mut b)? },
             tag::ROUTED => Frame::Routed(decode_routed(&mut b)?),
+            tag::NETCEPTOR => {
+                if b.len() > MAX_NETCEPTOR_PACKET {
+                    return Err(DecodeError::TooLong {
+                        what: "netceptor packet",
+                        len: b.len(),
+                        max: MAX_NETCEPTOR_PACKET,
+                    });
+                }
+                Frame::Netceptor(b.split_off(0))
+            }
             other => return Err(DecodeError::UnknownType(other)),
         };
         if b.has_remaining() {

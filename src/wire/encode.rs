@@ -12,6 +12,7 @@ pub(super) mod tag {
     pub const LSA: u8 = 0x05;
     pub const SYNC_DONE: u8 = 0x06;
     pub const GOODBYE: u8 = 0x07;
+    pub const NETCEPTOR: u8 = 0x08;
     pub const ROUTED: u8 = 0x10;
 
     pub const PING: u8 = 0x01;
@@ -46,6 +47,7 @@ impl Frame {
     fn size_hint(&self) -> usize {
         match self {
             Frame::Routed(Routed { body: Body::Data { data, .. }, .. }) => data.len() + 160,
+            Frame::Netceptor(p) => p.len() + 1,
             _ => 256,
         }
     }
@@ -66,8 +68,21 @@ impl Frame {
                 put_str(buf, reason);
             }
             Frame::Routed(r) => encode_routed(r, buf),
+            Frame::Netceptor(p) => {
+                buf.put_u8(tag::NETCEPTOR);
+                buf.put_slice(p);
+            }
         }
     }
+}
+
+/// The length prefix and tag of a [`Frame::Netceptor`] carrying `len` bytes: sent before
+/// the packet itself, which is never copied into a new frame.
+pub fn netceptor_head(len: usize) -> Bytes {
+    let mut buf = BytesMut::with_capacity(5);
+    buf.put_u32(len as u32 + 1);
+    buf.put_u8(tag::NETCEPTOR);
+    buf.freeze()
 }
 
 /// Domain separation of advertisement signatures: what is signed can never be mistaken

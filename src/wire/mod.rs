@@ -15,7 +15,7 @@ mod text;
 use bytes::Bytes;
 
 pub use codec::FrameCodec;
-pub use encode::LSA_SIG_CONTEXT;
+pub use encode::{LSA_SIG_CONTEXT, netceptor_head};
 pub use node_id::{MAX_LEN as MAX_NODE_ID_LEN, NodeId, NodeIdError};
 pub use text::{MAX_NAME, Name, NameError, Reason};
 
@@ -41,6 +41,9 @@ pub const MAX_SIG_CHAIN: usize = 4;
 pub const MAX_SIG_CERT: usize = 16 * 1024;
 /// Largest signature of an advertisement, in bytes (RSA-8192 needs 1024).
 pub const MAX_SIGNATURE: usize = 1024;
+/// Largest netceptor packet one [`Frame::Netceptor`] carries (netceptor's own framing
+/// ceiling; `limits.netceptor.max_packet` may be lower, checked by the plane).
+pub const MAX_NETCEPTOR_PACKET: usize = 65535;
 /// Default hop budget of a routed frame.
 pub const DEFAULT_HOPS: u8 = 30;
 
@@ -53,6 +56,9 @@ pub mod caps {
     /// The node is a leaf (`[mesh] role = "leaf"`): it neither receives nor forwards the
     /// link-state database and relays nothing; it reaches the mesh through its hubs.
     pub const LEAF: u32 = 1 << 2;
+    /// The node can carry Go Receptor's netceptor packets on this link
+    /// ([`super::Frame::Netceptor`]): its netceptor plane serves a session carried over it.
+    pub const NETCEPTOR: u32 = 1 << 3;
 }
 
 /// One frame on a link.
@@ -74,6 +80,10 @@ pub enum Frame {
     Goodbye { reason: Reason },
     /// A message routed between two nodes, possibly across relays.
     Routed(Routed),
+    /// One netceptor packet of the session carried over this link (docs/PROTOCOL.md,
+    /// "Netceptor over native links"): link-local, never routed or forwarded, sent only to
+    /// a peer whose hello offered [`caps::NETCEPTOR`]. At most [`MAX_NETCEPTOR_PACKET`] bytes.
+    Netceptor(Bytes),
 }
 
 /// Handshake contents.
@@ -294,6 +304,7 @@ impl Frame {
             Frame::SyncDone => "sync-done",
             Frame::Goodbye { .. } => "goodbye",
             Frame::Routed(_) => "routed",
+            Frame::Netceptor(_) => "netceptor",
         }
     }
 }

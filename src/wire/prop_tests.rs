@@ -107,6 +107,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         reason().prop_map(|reason| Frame::Goodbye { reason }),
         (node_id(), node_id(), any::<u8>(), body())
             .prop_map(|(src, dst, hops_left, body)| Frame::Routed(Routed { src, dst, hops_left, body })),
+        blob(MAX_NETCEPTOR_PACKET).prop_map(Frame::Netceptor),
     ]
 }
 
@@ -124,4 +125,19 @@ proptest! {
         let decoded = tokio_util::codec::Decoder::decode(&mut FrameCodec::default(), &mut buf);
         prop_assert_eq!(decoded.expect("decodes"), Some(f));
     }
+}
+
+#[test]
+fn a_carried_netceptor_packet_is_bounded_and_its_head_matches_the_frame() {
+    let p = Bytes::from(vec![7u8; 300]);
+    let mut head = netceptor_head(p.len()).to_vec();
+    head.extend_from_slice(&p);
+    assert_eq!(head, Frame::Netceptor(p).encode().to_vec(), "head + packet is the frame");
+    let mut body = vec![0x08];
+    body.extend(std::iter::repeat_n(0u8, MAX_NETCEPTOR_PACKET + 1));
+    assert!(matches!(
+        Frame::decode(Bytes::from(body)),
+        Err(DecodeError::TooLong { what: "netceptor packet", .. })
+    ));
+    assert_eq!(Frame::decode(Bytes::from_static(&[0x08])), Ok(Frame::Netceptor(Bytes::new())));
 }

@@ -34,6 +34,8 @@ pub const INIT_PERIOD: Duration = Duration::from_secs(1);
 pub const INIT_TRIES: u32 = 11;
 pub const FLOOD_DELAY: Duration = Duration::from_millis(100);
 pub const SEEN_UPDATE_TTL: Duration = Duration::from_secs(3600);
+/// How long a plane without links sleeps at most (it then only expires remembered update IDs).
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
 /// Go drops a link silent for `2 × route update period + 1 s`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(21);
 
@@ -146,6 +148,9 @@ struct Link {
     listed_us: bool,
     /// The node IDs the peer's TLS certificate names (`None`: no certificate).
     cert: Option<Vec<String>>,
+    /// Carried over a native link (`crate::mesh::carry`): the peer is a receptord
+    /// neighbour the native link authenticated, trusted to relay claims about reserved IDs.
+    carried: bool,
     /// Routing updates and advertisements the peer may still deliver.
     adverts: TokenBucket,
     advert_drops: WindowCount,
@@ -209,6 +214,9 @@ pub struct Netceptor {
     /// Node IDs the native plane knows (authenticated there): no netceptor peer may
     /// claim them but one whose certificate names them.
     reserved: BTreeSet<String>,
+    /// Nodes whose latest believed routing update came over a carried link: claims about
+    /// them, reserved or not, were vouched for by a receptord neighbour.
+    vouched: std::collections::HashSet<String>,
     actions: VecDeque<Action>,
     next_update: Instant,
     next_ads: Instant,
@@ -241,6 +249,7 @@ impl Netceptor {
             bound: vec!["ping".into()],
             names,
             reserved: BTreeSet::new(),
+            vouched: Default::default(),
             actions: VecDeque::new(),
             next_update: now + ROUTE_UPDATE_PERIOD,
             next_ads: now + AD_PERIOD,
@@ -267,6 +276,11 @@ impl Netceptor {
 
     /// When [`Netceptor::tick`] must next run.
     pub fn next_deadline(&self) -> Instant {
+        if self.links.is_empty() && self.flood_due.is_none() && self.routes_due.is_none() {
+            // Nothing to send to anyone: a plane without links (a node that only serves
+            // carried sessions, none yet) does not wake up every update period.
+            return self.next_update.max(self.next_ads) + IDLE_WAKE;
+        }
         let mut t = self.next_update.min(self.next_ads);
         for d in [self.flood_due, self.routes_due].into_iter().flatten() {
             t = t.min(d);
@@ -302,6 +316,7 @@ impl Netceptor {
             next_init: now,
             listed_us: false,
             cert,
+            carried: false,
             adverts: TokenBucket::new(lim.advert_rate, lim.advert_burst, lim.advert_burst, now),
             advert_drops: WindowCount::new(Duration::from_secs(60), lim.advert_drops_to_close),
         };
@@ -332,8 +347,12 @@ impl Netceptor {
             self.close(link, CloseReason::Reserved(p), true);
         }
         let is_proven = |n: &str| proven.iter().any(|(_, p)| p == n);
-        let gone: Vec<String> =
-            reserved.iter().filter(|n| !self.reserved.contains(*n) && !is_proven(n)).cloned().collect();
+        let vouched = &self.vouched;
+        let gone: Vec<String> = reserved
+            .iter()
+            .filter(|n| !self.reserved.contains(*n) && !is_proven(n) && !vouched.contains(*n))
+            .cloned()
+            .collect();
         if !gone.is_empty() {
             for n in &gone {
                 self.known.remove(n);
@@ -348,16 +367,47 @@ impl Netceptor {
         self.reserved = reserved;
     }
 
+    /// The session on `link` is carried over a native link (`crate::mesh::carry`): its
+    /// peer, proven by the native link, may relay claims about reserved IDs.
+    pub fn mark_carried(&mut self, link: LinkId) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.carried = true;
+        }
+    }
+
     /// Whether a claim about `node` arriving on `link` is to be dropped: `node` is held
-    /// by the native plane and the link's peer did not prove to be it.
+    /// by the native plane, and the link's peer neither proved to be it nor is a receptord
+    /// neighbour on a carried link (which applied this same rule before relaying).
     fn reserved_claim(&self, link: Option<LinkId>, node: &str) -> bool {
         if !self.reserved.contains(node) {
             return false;
         }
-        let proven = link
-            .and_then(|id| self.links.get(&id))
-            .is_some_and(|l| l.proven() && l.peer.as_ref().is_some_and(|p| p.as_str() == node));
-        !proven
+        let believed = link.and_then(|id| self.links.get(&id)).is_some_and(|l| {
+            l.peer.is_some()
+                && (l.carried || (l.proven() && l.peer.as_ref().is_some_and(|p| p.as_str() == node)))
+        });
+        !believed
+    }
+
+    /// Records where `node`'s believed routing update came from: over a carried link it is
+    /// vouched for (so becoming reserved later does not make this node forget it).
+    fn note_source(&mut self, link: LinkId, node: &str) {
+        let carried = self.links.get(&link).is_some_and(|l| l.carried);
+        if !carried {
+            self.vouched.remove(node);
+        } else if self.vouched.len() < 2 * self.cfg.limits.max_nodes {
+            self.vouched.insert(node.to_owned());
+        }
+    }
+
+    /// Whether `node`'s update may list a link to `to`: always, unless `to` is reserved;
+    /// then only when `node` is reserved too (its update was believed, so it came from
+    /// `node` itself or over carried links) or a link here proved to be `to`. A netceptor
+    /// peer thus cannot draw a path to a native node through itself.
+    fn reserved_edge(&self, node: &str, to: &str) -> bool {
+        !self.reserved.contains(to)
+            || self.reserved.contains(node)
+            || self.links.values().any(|l| l.proven() && l.peer.as_ref().is_some_and(|p| p.as_str() == to))
     }
 
     /// Charges a routing update or advertisement of `len` bytes to `link`'s budget;

@@ -107,6 +107,7 @@ impl Netceptor {
             self.drops.reserved += 1;
             return;
         }
+        self.note_source(from, node.as_str());
         let first_sight = !self.known.contains_key(node.as_str());
         if first_sight && self.known.len() >= self.cfg.limits.max_nodes {
             self.drops.over_limits += 1;
@@ -134,7 +135,7 @@ impl Netceptor {
                 .connections
                 .iter()
                 .filter(|(k, c)| NodeId::new(k.as_str()).is_ok() && c.is_finite() && **c > 0.0)
-                .filter(|(k, _)| !self.reserved_unproven(k))
+                .filter(|(k, _)| self.reserved_edge(node.as_str(), k))
                 .map(|(k, c)| (k.clone(), *c))
                 .collect();
             if self.edges.get(node.as_str()) != Some(&conns) {
@@ -192,9 +193,11 @@ impl Netceptor {
         self.routes_generation
     }
 
-    /// A node ID the native plane holds that no link of this plane proved.
+    /// A node ID the native plane holds that no link of this plane proved and no carried
+    /// link vouched for.
     pub(super) fn reserved_unproven(&self, node: &str) -> bool {
         self.reserved.contains(node)
+            && !self.vouched.contains(node)
             && !self.links.values().any(|l| l.proven() && l.peer.as_ref().is_some_and(|p| p.as_str() == node))
     }
 
