@@ -140,3 +140,73 @@ async fn drain(inbound: &mut mpsc::Receiver<Bytes>, stop: &CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A carrier whose sessions echo nothing; counts the sessions opened and hands their
+    /// ends to the test.
+    fn carrier(
+        active: watch::Receiver<bool>,
+    ) -> (Carrier, Arc<AtomicUsize>, mpsc::Receiver<mpsc::Receiver<Bytes>>) {
+        let opened = Arc::new(AtomicUsize::new(0));
+        let (ends_tx, ends) = mpsc::channel(8);
+        let count = opened.clone();
+        let open = Arc::new(move |_l: CarriedLink| {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (inbound, rx) = mpsc::channel(8);
+            let _ = ends_tx.try_send(rx);
+            let out = futures_util::stream::iter(vec![Bytes::from_static(b"\x01{}")])
+                .chain(futures_util::stream::pending());
+            CarriedPorts { inbound, outbound: Box::pin(out) }
+        });
+        (Carrier { active, open }, opened, ends)
+    }
+
+    fn link() -> CarriedLink {
+        CarriedLink { peer: NodeId::new("peer").expect("id"), cost: 1.0 }
+    }
+
+    #[tokio::test]
+    async fn an_inactive_plane_sends_nothing_until_the_peer_does() {
+        let (_active_tx, active) = watch::channel(false);
+        let (c, opened, mut ends) = carrier(active);
+        let (in_tx, in_rx) = mpsc::channel(4);
+        let (data_tx, mut data) = mpsc::channel(4);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(c, link(), in_rx, data_tx, stop.clone()));
+        // The link stays idle: nothing is opened, nothing written, until the task ends.
+        tokio::task::yield_now().await;
+        assert_eq!(opened.load(Ordering::SeqCst), 0);
+        assert!(data.try_recv().is_err());
+        // The peer's first packet opens a session and reaches it; the session's packet is
+        // written as a netceptor frame.
+        in_tx.send(Bytes::from_static(b"first")).await.expect("send");
+        let mut session = ends.recv().await.expect("a session opened");
+        assert_eq!(session.recv().await.as_deref(), Some(&b"first"[..]));
+        let (head, body) = data.recv().await.expect("a frame");
+        assert_eq!(head, crate::wire::netceptor_head(body.len()));
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+        stop.cancel();
+        task.await.expect("ends");
+    }
+
+    #[tokio::test]
+    async fn an_active_plane_opens_without_waiting_for_the_peer() {
+        let (active_tx, active) = watch::channel(false);
+        let (c, opened, mut ends) = carrier(active);
+        let (_in_tx, in_rx) = mpsc::channel::<Bytes>(4);
+        let (data_tx, mut data) = mpsc::channel(4);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(c, link(), in_rx, data_tx, stop.clone()));
+        active_tx.send_replace(true);
+        ends.recv().await.expect("a session opened");
+        assert!(data.recv().await.is_some(), "the session's packets go out");
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+        stop.cancel();
+        task.await.expect("ends");
+    }
+}

@@ -402,12 +402,16 @@ impl Netceptor {
 
     /// Whether `node`'s update may list a link to `to`: always, unless `to` is reserved;
     /// then only when `node` is reserved too (its update was believed, so it came from
-    /// `node` itself or over carried links) or a link here proved to be `to`. A netceptor
-    /// peer thus cannot draw a path to a native node through itself.
+    /// `node` itself or over carried links) or a netceptor TLS link here proved to be `to`
+    /// (`to` then speaks netceptor to Go nodes itself). A netceptor peer thus cannot draw a
+    /// path to a native node through itself.
     fn reserved_edge(&self, node: &str, to: &str) -> bool {
         !self.reserved.contains(to)
             || self.reserved.contains(node)
-            || self.links.values().any(|l| l.proven() && l.peer.as_ref().is_some_and(|p| p.as_str() == to))
+            || self
+                .links
+                .values()
+                .any(|l| !l.carried && l.proven() && l.peer.as_ref().is_some_and(|p| p.as_str() == to))
     }
 
     /// Charges a routing update or advertisement of `len` bytes to `link`'s budget;

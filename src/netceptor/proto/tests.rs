@@ -392,3 +392,68 @@ fn a_peer_cannot_claim_this_nodes_id_or_route_through_it() {
     assert_eq!(s.nodes[0].next_hop("ghost"), None);
     assert!(s.duplicates.is_empty(), "same epoch rules: no accusation, no stop");
 }
+
+impl Sim {
+    /// A session carried over the native link between `a` and `b`: each end's certificate
+    /// is the native peer's ID, and the link relays reserved IDs.
+    fn connect_carried(&mut self, a: usize, b: usize) -> (LinkId, LinkId) {
+        let (la, lb) = (self.next_link, self.next_link + 1);
+        self.next_link += 2;
+        self.wires.insert((a, la), (b, lb));
+        self.wires.insert((b, lb), (a, la));
+        let (ida, idb) = (self.nodes[a].id().as_str().to_owned(), self.nodes[b].id().as_str().to_owned());
+        self.nodes[a].link_opened_with(self.now, la, 1.0, Some(vec![idb]));
+        self.nodes[a].mark_carried(la);
+        self.nodes[b].link_opened_with(self.now, lb, 1.0, Some(vec![ida]));
+        self.nodes[b].mark_carried(lb);
+        (la, lb)
+    }
+}
+
+#[test]
+fn carried_links_relay_reserved_ids_and_go_links_still_cannot() {
+    // g (Go) – h ⇐ m ⇐ l (receptord, carried over native links); e is a second Go peer of h.
+    let (g, h, m, l, e) = (0, 1, 2, 3, 4);
+    let mut s = Sim::new(&["g", "h", "m", "l", "e"]);
+    let native: std::collections::BTreeSet<String> =
+        ["h", "m", "l"].iter().map(|n| (*n).to_owned()).collect();
+    for n in [h, m, l] {
+        s.nodes[n].set_reserved(s.now, native.clone());
+    }
+    s.connect(g, h, 1.0);
+    let (_, eh) = s.connect(e, h, 1.0);
+    s.connect_carried(h, m);
+    s.connect_carried(m, l);
+    s.run(Duration::from_secs(25), MS100);
+    assert_eq!(s.nodes[h].next_hop("l"), Some("m"), "two native hops away, relayed by m: {:?}", s.closed);
+    assert_eq!(s.nodes[g].next_hop("l"), Some("h"));
+    assert_eq!(s.nodes[l].next_hop("g"), Some("m"));
+    assert!(s.closed.is_empty(), "{:?}", s.closed);
+
+    // A Go peer cannot claim l, nor draw a cheaper path to it through itself.
+    let before = s.nodes[h].drops.reserved;
+    s.nodes[h].link_packet(s.now, eh, &update("l", "forged-l", 99, &[("e", 0.01)], "e"));
+    s.nodes[h].link_packet(s.now, eh, &update("e", "e-lies", 99, &[("h", 1.0), ("l", 0.01)], "e"));
+    s.run(Duration::from_secs(1), MS100);
+    assert!(s.nodes[h].drops.reserved > before, "the claim to be l is dropped");
+    assert!(
+        !s.nodes[h].edges().get("e").is_some_and(|c| c.contains_key("l")),
+        "e's link to l is not believed"
+    );
+    assert_eq!(s.nodes[h].next_hop("l"), Some("m"));
+}
+
+#[test]
+fn a_node_learned_over_a_carried_link_is_kept_when_it_becomes_reserved() {
+    // h ⇐ m ⇐ l: h's native plane learns of l only after its netceptor update arrived.
+    let (h, m, l) = (0, 1, 2);
+    let mut s = Sim::new(&["h", "m", "l"]);
+    s.connect_carried(h, m);
+    s.connect_carried(m, l);
+    s.run(Duration::from_secs(12), MS100);
+    assert_eq!(s.nodes[h].next_hop("l"), Some("m"));
+    s.nodes[h].set_reserved(s.now, ["m".to_owned(), "l".to_owned()].into());
+    s.run(Duration::from_secs(1), MS100);
+    assert_eq!(s.nodes[h].next_hop("l"), Some("m"), "vouched for by a carried link: not forgotten");
+    assert!(s.nodes[h].known_nodes().any(|n| n == "l"));
+}
