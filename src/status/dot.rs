@@ -95,6 +95,8 @@ fn link_line(out: &mut String, l: &LinkDoc) {
         (None, None) => String::new(),
     };
     let style = if l.confirmed { "solid" } else { "dashed" };
+    // A native link carrying a netceptor session says so in its label.
+    let label = if l.carries.is_some() { format!("{label} (+netceptor)") } else { label };
     if l.protocol == "netceptor" {
         // Go Receptor (netceptor) links: a different colour, the protocol in the label.
         let label = format!("{label} (netceptor)");

@@ -76,6 +76,10 @@ pub struct LinkDoc {
     /// The wire protocol the link speaks: `receptor` or `netceptor` (Go Receptor).
     #[serde(default = "native")]
     pub protocol: String,
+    /// A native link that also carries a netceptor session (`"netceptor"`), as the
+    /// daemon at one end reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carries: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +154,7 @@ impl StatusDoc {
                 cost_b,
                 confirmed: cost_a.is_some() && cost_b.is_some(),
                 protocol: native(),
+                carries: None,
             })
             .collect();
         let mut routes: Vec<RouteDoc> = st

@@ -25,6 +25,12 @@ pub fn merge(doc: &mut StatusDoc, daemon_status: &Value) {
     };
     let mut go_nodes: Vec<String> = Vec::new();
     for c in daemon_status["Connections"].as_array().into_iter().flatten() {
+        if let (true, Some(peer)) = (c.get("Carries").is_some_and(|v| v == NETCEPTOR), c["NodeID"].as_str()) {
+            let (a, b) = if daemon < peer { (daemon, peer) } else { (peer, daemon) };
+            if let Some(l) = doc.links.iter_mut().find(|l| l.a == a && l.b == b) {
+                l.carries = Some(NETCEPTOR.into());
+            }
+        }
         if c["Protocol"] == NETCEPTOR {
             if let (Some(peer), Some(cost)) = (c["NodeID"].as_str(), c["Cost"].as_f64()) {
                 put(daemon, peer, cost);
@@ -80,6 +86,7 @@ pub fn merge(doc: &mut StatusDoc, daemon_status: &Value) {
             cost_b,
             confirmed: cost_a.is_some() && cost_b.is_some(),
             protocol: NETCEPTOR.into(),
+            carries: None,
         });
     }
     doc.links.sort_by(|x, y| (&x.a, &x.b).cmp(&(&y.a, &y.b)));
@@ -94,7 +101,7 @@ mod tests {
     fn go_nodes_and_netceptor_links_join_the_document() {
         let mut doc = StatusDoc::from_mesh(&sample());
         let go: Value = serde_json::from_str(
-            r#"{"NodeID":"n1","Connections":[{"NodeID":"n2","Cost":1,"Protocol":"receptor"},{"NodeID":"go1","Cost":1,"Protocol":"netceptor"}],
+            r#"{"NodeID":"n1","Connections":[{"NodeID":"n2","Cost":1,"Protocol":"receptor","Carries":"netceptor"},{"NodeID":"go1","Cost":1,"Protocol":"netceptor"}],
                "KnownConnectionCosts":{"n1":{"go1":1},"go1":{"n1":1,"go2":2},"go2":{"go1":2}},
                "Advertisements":[{"NodeID":"go1","Service":"control","WorkCommands":[{"WorkType":"cat","Secure":false}]}]}"#,
         )
@@ -106,6 +113,8 @@ mod tests {
         let l = doc.links.iter().find(|l| l.a == "go1" && l.b == "n1").expect("n1-go1");
         assert!(l.confirmed && l.protocol == "netceptor", "{l:?}");
         assert!(doc.links.iter().any(|l| l.a == "go1" && l.b == "go2" && l.confirmed));
+        let native = doc.links.iter().find(|l| l.a == "n1" && l.b == "n2").expect("n1-n2");
+        assert_eq!((native.protocol.as_str(), native.carries.as_deref()), ("receptor", Some("netceptor")));
         assert_eq!(doc.nodes.iter().filter(|n| n.id == "n1").count(), 1, "native entries kept");
     }
 }
