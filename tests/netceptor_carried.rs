@@ -175,6 +175,17 @@ fn a_native_peer_abusing_its_carried_session_loses_the_session_not_the_link() {
     // The native link stayed up all along (one link: never redialed).
     assert!(!hub.log().contains("dropped connection"), "{}", hub.log());
 
+    // A session whose first update names another node than the native peer is refused.
+    let mut liar = FakePeer::try_join_caps(hub.port, "liar", caps::STREAMS | caps::NETCEPTOR).expect("join");
+    liar.send(&update("goctl", "goctl", 1)).expect("send");
+    let rejected = liar.recv_until(Duration::from_secs(10), |f| match f {
+        Frame::Netceptor(p) => matches!(Packet::decode(&p), Ok(Packet::Reject)).then_some(()),
+        _ => None,
+    });
+    assert!(rejected.is_some(), "a reject on the carried session");
+    hub.wait_log("certificate does not name goctl", CONVERGE);
+    assert_eq!(conn(&status(&hub_sock), "liar"), Some(("receptor".into(), false)), "the native link stays");
+
     // A peer that did not offer the capability: the frame is a protocol violation.
     let mut plain = FakePeer::try_join_caps(hub.port, "plain", caps::STREAMS).expect("join");
     plain.send(&update("plain", "plain", 1)).expect("send");
