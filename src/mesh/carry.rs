@@ -100,6 +100,10 @@ pub(crate) async fn run(
         };
         let down = async {
             while let Some(p) = outbound.next().await {
+                if p.len() > crate::wire::MAX_NETCEPTOR_PACKET {
+                    // The peer would take it for a malformed frame and close the link.
+                    continue;
+                }
                 let head = crate::wire::netceptor_head(p.len());
                 if data.send((head, p)).await.is_err() {
                     return true;
