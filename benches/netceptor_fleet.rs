@@ -7,8 +7,11 @@
 //! `goctl` starts and links to the hub. Printed per fleet: the time until `goctl`'s
 //! `status` (as `receptorctl status` reads it) routes to the hub and every leaf; goctl's
 //! CPU seconds until then and over the following minute; goctl's and the hub's RSS and
-//! the hub's CPU over that minute; all leaves' RSS together. Every wait is bounded (a
-//! wait that runs out is printed as such). Figures only: nothing asserts on time.
+//! the hub's CPU over that minute; all leaves' RSS together; then the steady-state line:
+//! the hub's CPU-s and context switches per minute (issue 22: with 300 leaves the hub
+//! relays 9,000 routing updates a second). Every wait is bounded (a wait that runs out is
+//! printed as such). Figures only: nothing asserts on time. Run: `cargo bench --bench
+//! netceptor_fleet` (`NETCEPTOR_LEAVES=100`, `NETCEPTOR_FLEETS=receptord` or `go`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -58,6 +61,21 @@ fn cpu_secs(pid: u32) -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = [11, 12].iter().filter_map(|&i| f.get(i)?.parse::<u64>().ok()).sum();
     ticks as f64 / 100.0 // USER_HZ
+}
+
+/// Context switches of a process so far, voluntary and not, over all its threads (each a
+/// wake-up or a preemption; 0 once it is gone).
+fn ctx_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// A Go node: `listen` on a TCP port, `peer` dialed, control socket `sock` if given.
@@ -183,10 +201,11 @@ fn fleet(
     let ctl = go(dir, "goctl", None, Some(port), Some(&ctl_sock));
     let conv = wait_routes(&ctl_sock, leaves + 1, t0);
     let cpu_conv = cpu_secs(ctl.pid());
-    let (ctl_cpu0, hub_cpu0) = (cpu_secs(ctl.pid()), cpu_secs(h.pid()));
+    let (ctl_cpu0, hub_cpu0, hub_cs0) = (cpu_secs(ctl.pid()), cpu_secs(h.pid()), ctx_switches(h.pid()));
     std::thread::sleep(STEADY);
     let ctl_steady = cpu_secs(ctl.pid()) - ctl_cpu0;
     let hub_steady = cpu_secs(h.pid()) - hub_cpu0;
+    let hub_cs = ctx_switches(h.pid()).saturating_sub(hub_cs0);
     let leaves_rss: u64 = fleet.iter().map(|p| harness::rss_kib(p.pid())).sum();
     let alive = fleet.iter().filter(|p| harness::rss_kib(p.pid()) > 0).count();
     println!(
@@ -203,6 +222,16 @@ fn fleet(
         STEADY.as_secs(),
         mib(leaves_rss),
         mib(leaves_rss) / alive.max(1) as f64,
+    );
+    // The steady-state line (issue 22): the hub's CPU per minute with N leaves; the
+    // context switches show its wake-ups (a write per relayed packet was one each).
+    let per_min = 60.0 / STEADY.as_secs_f64();
+    println!(
+        "{name}: steady state with {leaves} leaves: hub {:.2} CPU-s per minute, {:.0} context switches per minute; \
+         goctl {:.2} CPU-s per minute",
+        hub_steady * per_min,
+        hub_cs as f64 * per_min,
+        ctl_steady * per_min,
     );
     drop(ctl);
     drop(fleet);

@@ -3,7 +3,8 @@
 //! `receptorctl status` on a Go node lists receptord, work through a Go node over UDP, Go
 //! nodes restarting on both ends; and hostile senders: a flood from spoofed source ports
 //! and addresses stays within `limits.netceptor.udp_*` while the real peer keeps its link,
-//! and oversize, empty and garbage datagrams are dropped without costing a link.
+//! and oversize, empty and garbage datagrams are dropped without costing a link, each drop
+//! counted by reason in `receptor_netceptor_dropped_total`.
 
 mod common;
 
@@ -120,6 +121,43 @@ fn go_nodes_restarting_on_either_end_relink_over_udp() {
     wait_until("rnode pings gonode2 again", CONVERGE, || ping_ok(&ctl(&sock, "ping gonode2")));
 }
 
+/// A metrics endpoint on an ephemeral port.
+const METRICS: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+
+/// The port `d`'s metrics endpoint got.
+fn metrics_port(d: &Daemon) -> u16 {
+    d.wait_log("metrics endpoint ready", Duration::from_secs(10));
+    d.log()
+        .lines()
+        .find(|l| l.contains("metrics endpoint ready"))
+        .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("metrics port in the log")
+}
+
+/// `receptor_netceptor_dropped_total{reason}` on the metrics endpoint at `port` (0 when
+/// absent or unreadable).
+fn dropped(port: u16, reason: &str) -> u64 {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .expect("curl (install it: make test does)");
+    let series = format!("receptor_netceptor_dropped_total{{reason=\"{reason}\"}} ");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls until the drops for `reason` reach `at_least`.
+fn wait_dropped(port: u16, reason: &str, at_least: u64) {
+    wait_until(&format!("{at_least} datagrams dropped for {reason}"), CONVERGE, || {
+        dropped(port, reason) >= at_least
+    });
+}
+
 /// A socket bound to `ip` (127.0.0.x), any port.
 fn socket_on(ip: &str, rp: u16) -> Option<UdpSocket> {
     let s = UdpSocket::bind((ip, 0)).ok()?;
@@ -139,7 +177,8 @@ fn a_spoofed_source_flood_stays_bounded_and_the_real_peer_keeps_its_link() {
     let tmp = tempfile::tempdir().expect("tmp");
     let rp = free_udp_port();
     let limits = "[limits.netceptor]\nudp_sessions = 8\nudp_sessions_per_ip = 3\nudp_session_rate = 1000\n";
-    let (_r, sock) = rnode(tmp.path(), None, rp, limits);
+    let (r, sock) = rnode(tmp.path(), None, rp, &format!("{limits}{METRICS}"));
+    let mp = metrics_port(&r);
     let g = GoNode::start("gonode", false, &udp_peer(rp));
     wait_until("gonode lists rnode", CONVERGE, || linked(&g.status(), "rnode"));
 
@@ -175,13 +214,19 @@ fn a_spoofed_source_flood_stays_bounded_and_the_real_peer_keeps_its_link() {
     assert!(c.iter().any(|(n, _, _)| n == "gonode"), "rnode lost gonode: {c:?}");
     assert!(linked(&g.status(), "rnode"), "gonode lost its link");
     wait_until("gonode pings rnode after the flood", CONVERGE, || ping_ok(&g.ctl("ping rnode")));
+    // Each refusal was counted by its reason: 127.0.0.1's ports beyond its 3 sessions
+    // (200 sources, three rounds), and the sources beyond the listener's 8 sessions.
+    wait_dropped(mp, "udp_sessions_per_ip", 100);
+    wait_dropped(mp, "udp_sessions", 100);
+    assert_eq!(dropped(mp, "udp_not_opening"), 0, "every flood datagram opened like an update");
 }
 
 #[test]
 fn oversize_empty_and_garbage_datagrams_cost_no_link() {
     let tmp = tempfile::tempdir().expect("tmp");
     let rp = free_udp_port();
-    let (_r, sock) = rnode(tmp.path(), None, rp, "[limits.netceptor]\nmax_packet = 2000\n");
+    let (r, sock) = rnode(tmp.path(), None, rp, &format!("[limits.netceptor]\nmax_packet = 2000\n{METRICS}"));
+    let mp = metrics_port(&r);
     let fake = UdpSocket::bind("127.0.0.1:0").expect("bind");
     fake.connect(("127.0.0.1", rp)).expect("connect");
     fake.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
@@ -220,6 +265,12 @@ fn oversize_empty_and_garbage_datagrams_cost_no_link() {
     assert!(connections(&status(&sock)).iter().any(|(n, _, _)| n == "fake"), "fake kept its link");
     assert!(!answered(&stranger), "garbage from a stranger got an answer");
     assert_eq!(connections(&status(&sock)).len(), 1, "no session for the stranger");
+    // Counted by reason: the stranger's request opens no session; its 3000 bytes, fake's
+    // empty datagram and the two oversize ones are the wrong size (the other junk reached
+    // fake's link, whose state machine counts what it cannot decode).
+    wait_dropped(mp, "udp_not_opening", 1);
+    wait_dropped(mp, "udp_size", 4);
+    wait_dropped(mp, "undecodable", 2);
 }
 
 #[test]

@@ -67,6 +67,7 @@ pub struct Metrics {
     stream_auth_failed: Family<Labels, Counter>,
     stream_handshakes: Family<Labels, Counter>,
     route_computations: Counter,
+    netceptor_dropped: Family<Labels, Counter>,
     streams_open: Gauge,
     control_sessions: Gauge,
     control_sessions_total: Counter,
@@ -226,6 +227,12 @@ impl Metrics {
                 "Shortest-path computations",
                 Counter::default()
             ),
+            netceptor_dropped: reg!(
+                r,
+                "netceptor_dropped",
+                "Netceptor (Go Receptor) packets and datagrams dropped, by reason (docs/METRICS.md)",
+                Family::default()
+            ),
             streams_open: reg!(r, "streams_open", "Stream ends open at this node", Gauge::default()),
             control_sessions: reg!(r, "control_sessions_open", "Control sessions open", Gauge::default()),
             control_sessions_total: reg!(
@@ -352,6 +359,13 @@ impl Metrics {
     }
     pub fn route_computation(&self) {
         self.route_computations.inc();
+    }
+    /// `n` netceptor packets or datagrams dropped; `reason` is one of the fixed names of
+    /// `netceptor::proto::Drops::by_reason` (a bounded set).
+    pub fn netceptor_dropped(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.netceptor_dropped.get_or_create(&label("reason", reason)).inc_by(n);
+        }
     }
 
     /// A stream end opened; it counts as open while the guard lives.

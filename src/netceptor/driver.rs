@@ -118,6 +118,8 @@ impl Driver {
         let mut bound: HashMap<String, mpsc::Sender<Datagram>> = HashMap::new();
         let mut waiting: Vec<(String, oneshot::Sender<()>)> = Vec::new();
         let mut published = 0u64;
+        // The drop counters last added to the metrics.
+        let mut counted = super::proto::Drops::default();
         loop {
             let deadline = self.state.next_deadline();
             tokio::select! {
@@ -133,6 +135,15 @@ impl Driver {
             }
             let active = self.state.established().next().is_some();
             self.active.send_if_modified(|a| std::mem::replace(a, active) != active);
+            if self.state.drops != counted {
+                let m = crate::metrics::global();
+                for ((reason, now), (_, then)) in
+                    self.state.drops.by_reason().into_iter().zip(counted.by_reason())
+                {
+                    m.netceptor_dropped(reason, now.saturating_sub(then));
+                }
+                counted = self.state.drops.clone();
+            }
             if self.state.routes_generation() != published {
                 published = self.state.routes_generation();
                 let set = self.state.routes().keys().cloned().collect();

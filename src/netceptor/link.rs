@@ -23,6 +23,9 @@ use super::framing::{PacketCodec, frame};
 use super::proto::LinkId;
 use crate::transport::BoxedIo;
 
+/// Queued packets are written together up to about this many bytes.
+const COALESCE_BYTES: usize = 64 * 1024;
+
 /// The bounds of one link.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LinkLimits {
@@ -121,8 +124,22 @@ pub(crate) async fn run(
     // reject.
     let writer = async {
         while let Some(p) = out_rx.recv().await {
-            queued.fetch_sub(p.len(), Ordering::AcqRel);
-            let Ok(f) = frame(&p) else { continue };
+            // What is queued already goes in the same write (a relay batch: one write,
+            // one wake-up of the peer, rather than one per packet).
+            let mut f = Vec::new();
+            let mut next = Some(p);
+            while let Some(p) = next.take() {
+                queued.fetch_sub(p.len(), Ordering::AcqRel);
+                if let Ok(framed) = frame(&p) {
+                    f.extend_from_slice(&framed);
+                }
+                if f.len() < COALESCE_BYTES {
+                    next = out_rx.try_recv().ok();
+                }
+            }
+            if f.is_empty() {
+                continue;
+            }
             // A peer that stops reading holds this write: past the stall timeout the link goes.
             // The flush is free on TCP and hands a WebSocket link its message now.
             let write = async {

@@ -60,6 +60,8 @@ struct Inner {
     /// `(node, service)` pairs once advertised with ConnType 2: dialed with user TLS from
     /// then on, whatever later (unsigned, forgeable) advertisements say.
     tls_seen: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// Why the UDP listeners dropped datagrams.
+    udp_drops: Arc<super::udp::UdpCounters>,
 }
 
 impl NetceptorNode {
@@ -115,6 +117,7 @@ impl NetceptorNode {
                 active,
                 user_tls: tls.clone().map(|t| Arc::new(super::quic::tls::UserTls::new(t))),
                 tls_seen: std::sync::Mutex::default(),
+                udp_drops: Arc::default(),
                 tls,
             }),
         }
@@ -340,6 +343,7 @@ impl NetceptorNode {
             lim: self.inner.udp_limits,
             next_link: Arc::new(move || node.inner.next_link.fetch_add(1, Ordering::Relaxed)),
             tracker: self.inner.tracker.clone(),
+            drops: self.inner.udp_drops.clone(),
         };
         self.inner.tracker.spawn(super::udp::serve(sock, parts));
     }
@@ -377,7 +381,9 @@ impl NetceptorNode {
     pub async fn status(&self) -> Option<NetStatus> {
         let (tx, rx) = oneshot::channel();
         self.inner.cmds.send(Cmd::Status(tx)).await.ok()?;
-        rx.await.ok()
+        let mut st = rx.await.ok()?;
+        st.drops.udp = self.inner.udp_drops.snapshot();
+        Some(st)
     }
 
     /// Receives datagrams sent to local `service` (and `unreach` reports about packets it

@@ -8,12 +8,15 @@
 //! datagram that opens like a routing update (Go's first packet), datagrams from unknown
 //! sources dropped when full, sessions silent for the idle timeout expired, one receive
 //! buffer per socket (a datagram is copied out at its own size, at most `max_packet`).
-//! Go's listener bounds none of these (docs/SECURITY.md).
+//! Go's listener bounds none of these (docs/SECURITY.md). Every datagram a listener drops
+//! is counted by reason (`UdpCounters`: the plane's status and
+//! `receptor_netceptor_dropped_total`).
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::driver::Cmd;
 use super::link::Outbox;
-use super::proto::LinkId;
+use super::proto::{LinkId, UdpDrops};
 use crate::mesh::budget::TokenBucket;
 
 /// The largest UDP payload over IPv4 (Go's limit, `udp.go:20`).
@@ -152,7 +155,41 @@ struct Entry {
     last_rx: Instant,
 }
 
-/// Why datagrams were dropped on a listener (logged, at most once per reason a minute).
+/// Why the plane's listeners dropped datagrams, summed over them: the plane's status
+/// shows them (`Drops::udp`), and each drop counts in `receptor_netceptor_dropped_total`.
+#[derive(Debug, Default)]
+pub(crate) struct UdpCounters {
+    sessions: AtomicU64,
+    sessions_per_ip: AtomicU64,
+    session_rate: AtomicU64,
+    not_opening: AtomicU64,
+    size: AtomicU64,
+}
+
+impl UdpCounters {
+    pub(crate) fn snapshot(&self) -> UdpDrops {
+        let get = |c: &AtomicU64| c.load(AtomicOrdering::Relaxed);
+        UdpDrops {
+            sessions: get(&self.sessions),
+            sessions_per_ip: get(&self.sessions_per_ip),
+            session_rate: get(&self.session_rate),
+            not_opening: get(&self.not_opening),
+            size: get(&self.size),
+        }
+    }
+}
+
+/// Why a listener dropped a datagram.
+#[derive(Debug, Clone, Copy)]
+enum Reason {
+    Sessions,
+    PerIp,
+    Rate,
+    NotOpening,
+    Size,
+}
+
+/// Why datagrams were dropped on one listener (logged, at most once a minute).
 #[derive(Debug, Default)]
 struct Dropped {
     full: u64,
@@ -164,6 +201,20 @@ struct Dropped {
 }
 
 impl Dropped {
+    /// Counts a drop here, in the plane's counters and in the metrics.
+    fn count(&mut self, why: Reason, shared: &UdpCounters) {
+        let (mine, all, label) = match why {
+            Reason::Sessions => (&mut self.full, &shared.sessions, "udp_sessions"),
+            Reason::PerIp => (&mut self.per_ip, &shared.sessions_per_ip, "udp_sessions_per_ip"),
+            Reason::Rate => (&mut self.rate, &shared.session_rate, "udp_session_rate"),
+            Reason::NotOpening => (&mut self.not_opening, &shared.not_opening, "udp_not_opening"),
+            Reason::Size => (&mut self.size, &shared.size, "udp_size"),
+        };
+        *mine += 1;
+        all.fetch_add(1, AtomicOrdering::Relaxed);
+        crate::metrics::global().netceptor_dropped(label, 1);
+    }
+
     fn log(&mut self, url: &str, now: Instant) {
         if self.logged.is_some_and(|t| now.duration_since(t) < Duration::from_secs(60)) {
             return;
@@ -191,6 +242,8 @@ pub(crate) struct ListenerParts {
     /// Hands out link IDs.
     pub next_link: Arc<dyn Fn() -> LinkId + Send + Sync>,
     pub tracker: tokio_util::task::TaskTracker,
+    /// The plane's drop counters.
+    pub drops: Arc<UdpCounters>,
 }
 
 /// Serves a listener socket until `stop`: demultiplexes datagrams into sessions by
@@ -244,7 +297,7 @@ pub(crate) async fn serve(sock: UdpSocket, p: ListenerParts) {
         };
         let now = Instant::now();
         if !lim.fits(n) {
-            dropped.size += 1;
+            dropped.count(Reason::Size, &p.drops);
             dropped.log(&p.url, now);
             continue;
         }
@@ -259,18 +312,18 @@ pub(crate) async fn serve(sock: UdpSocket, p: ListenerParts) {
         }
         // An unknown source: a new session only within every bound.
         let refused = if !opens_session(datagram) {
-            Some(&mut dropped.not_opening)
+            Some(Reason::NotOpening)
         } else if sessions.len() >= lim.sessions {
-            Some(&mut dropped.full)
+            Some(Reason::Sessions)
         } else if per_ip.get(&from.ip()).copied().unwrap_or(0) >= lim.sessions_per_ip {
-            Some(&mut dropped.per_ip)
+            Some(Reason::PerIp)
         } else if !bucket.take(1, now) {
-            Some(&mut dropped.rate)
+            Some(Reason::Rate)
         } else {
             None
         };
-        if let Some(count) = refused {
-            *count += 1;
+        if let Some(why) = refused {
+            dropped.count(why, &p.drops);
             dropped.log(&p.url, now);
             continue;
         }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{Action, LinkId, Netceptor};
+use super::{Action, LinkId, Netceptor, Relay};
 use crate::netceptor::names::name_hash;
 use crate::netceptor::wire::{
     DataPacket, MAX_HOPS, MAX_SERVICE, Packet, ServiceAd, Unreachable, encode_unreachable,
@@ -28,7 +28,7 @@ pub enum SendError {
 
 impl Netceptor {
     /// A service advertisement: stored when newer than the one held, then flooded on.
-    pub(super) fn service_ad(&mut self, _now: Instant, from: Option<LinkId>, ad: ServiceAd) {
+    pub(super) fn service_ad(&mut self, now: Instant, from: Option<LinkId>, ad: ServiceAd) {
         if ad.node_id == self.cfg.id.as_str() || NodeId::new(&ad.node_id).is_err() {
             return;
         }
@@ -37,9 +37,12 @@ impl Netceptor {
             return;
         }
         let key = (ad.node_id.clone(), ad.service.clone());
-        if self.ads.get(&key).is_some_and(|held| ad.time <= held.time) {
+        let held = self.ads.get(&key);
+        if held.is_some_and(|held| ad.time <= held.time) {
             return;
         }
+        // The periodic renewal of an advertisement held as it is: relayed in the next batch.
+        let renewal = !ad.cancel && held.is_some_and(|h| ServiceAd { time: ad.time, ..h.clone() } == ad);
         if ad.cancel {
             self.ads.remove(&key);
         } else {
@@ -49,7 +52,14 @@ impl Netceptor {
             }
             self.ads.insert(key, ad.clone());
         }
-        self.flood_packet(from, &Packet::Service(ad));
+        let relay = Relay::Ad(ad.node_id.clone(), ad.service.clone());
+        match from {
+            Some(link) if renewal => self.relay_later(now, link, relay, &Packet::Service(ad)),
+            _ => {
+                self.relays.remove(&relay);
+                self.flood_packet(from, &Packet::Service(ad));
+            }
+        }
     }
 
     /// Advertisements held from other nodes.

@@ -9,6 +9,7 @@
 //! stricter where Go is unbounded: every table has a limit ([`Limits`]).
 
 pub mod data;
+mod drops;
 mod routing;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ use super::names::NameTable;
 use super::wire::{Packet, RoutingUpdate, ServiceAd, WorkCommand};
 use crate::mesh::budget::{TokenBucket, WindowCount};
 use crate::wire::NodeId;
+pub use drops::{Drops, UdpDrops};
 
 /// A link's handle, chosen by the driver.
 pub type LinkId = u64;
@@ -38,6 +40,15 @@ pub const SEEN_UPDATE_TTL: Duration = Duration::from_secs(3600);
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
 /// Go drops a link silent for `2 × route update period + 1 s`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(21);
+/// How long relays that tell nothing new — a known node's periodic routing update with
+/// the connections it had, an advertisement renewed unchanged — are held, so that each
+/// link gets them together. Go relays every update at once; a hub relays every node's
+/// update on every link every 10 s, and sent one by one that is one write, and one
+/// wake-up of the peer, per update per link (issue 22: the hub's CPU grew with the
+/// square of its leaves and more, the kernel's wake-ups costing more the busier the host).
+/// News (a first sight, changed connections, duplicates, new or changed services) is
+/// relayed at once, as Go does.
+pub const RELAY_BATCH: Duration = Duration::from_secs(1);
 
 /// Bounds of the state a peer can make this node hold: `[limits.netceptor]`.
 pub use crate::limits::NetceptorLimits as Limits;
@@ -173,21 +184,13 @@ struct Known {
     sequence: u64,
 }
 
-/// Counters of what was dropped, for status and metrics.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Drops {
-    pub undecodable: u64,
-    pub unknown_hash: u64,
-    pub no_route: u64,
-    pub expired: u64,
-    pub over_limits: u64,
-    pub service_unknown: u64,
-    /// Claims about node IDs the native plane holds, from no certificate naming them.
-    pub reserved: u64,
-    /// Routing updates and advertisements beyond a link's `advert_rate`.
-    pub advert_rate: u64,
-    /// Packets for a link whose queue held `link_queue_bytes` already.
-    pub link_queue: u64,
+/// What a held relay is about: a newer one about the same thing replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Relay {
+    /// A node's routing update.
+    Update(String),
+    /// A node's advertisement of a service.
+    Ad(String, String),
 }
 
 /// The state machine.
@@ -222,6 +225,12 @@ pub struct Netceptor {
     next_ads: Instant,
     flood_due: Option<Instant>,
     routes_due: Option<Instant>,
+    /// Relays held for the next batch ([`RELAY_BATCH`]): the link each came from and the
+    /// packet, encoded once. Bounded by the known nodes and advertisements.
+    relays: BTreeMap<Relay, (LinkId, Bytes)>,
+    relay_due: Option<Instant>,
+    /// Relay batches sent so far.
+    pub(super) relay_batches: u64,
     mono0: Instant,
     wall0: time::OffsetDateTime,
     pub drops: Drops,
@@ -255,6 +264,9 @@ impl Netceptor {
             next_ads: now + AD_PERIOD,
             flood_due: None,
             routes_due: None,
+            relays: BTreeMap::new(),
+            relay_due: None,
+            relay_batches: 0,
             mono0: now,
             wall0: wall,
             drops: Drops::default(),
@@ -282,7 +294,7 @@ impl Netceptor {
             return self.next_update.max(self.next_ads) + IDLE_WAKE;
         }
         let mut t = self.next_update.min(self.next_ads);
-        for d in [self.flood_due, self.routes_due].into_iter().flatten() {
+        for d in [self.flood_due, self.routes_due, self.relay_due].into_iter().flatten() {
             t = t.min(d);
         }
         for l in self.links.values() {
@@ -505,6 +517,9 @@ impl Netceptor {
         if self.next_ads <= now {
             self.next_ads = now + AD_PERIOD;
             self.send_local_ads(now, None);
+        }
+        if self.relay_due.is_some_and(|t| t <= now) {
+            self.flush_relays();
         }
         self.expire_seen(now);
     }

@@ -1,13 +1,15 @@
-//! Link establishment, routing updates (flooding, epochs, duplicate IDs) and route
-//! computation of the netceptor state machine (Go `runProtocol`, `handleRoutingUpdate`,
-//! `updateRoutingTable`).
+//! Link establishment, routing updates (flooding, epochs, duplicate IDs, relay batches)
+//! and route computation of the netceptor state machine (Go `runProtocol`,
+//! `handleRoutingUpdate`, `updateRoutingTable`).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use tokio::time::Instant;
 
-use super::{Action, CloseReason, FLOOD_DELAY, Known, LinkId, Netceptor, SEEN_UPDATE_TTL};
+use super::{
+    Action, CloseReason, FLOOD_DELAY, Known, LinkId, Netceptor, RELAY_BATCH, Relay, SEEN_UPDATE_TTL,
+};
 use crate::netceptor::wire::{Packet, RoutingUpdate, ServiceAd};
 use crate::wire::NodeId;
 
@@ -114,6 +116,9 @@ impl Netceptor {
             return;
         }
         self.remember(now, &u.update_id);
+        // Whether the update tells the others anything new; a known node's periodic
+        // refresh (same connections) does not, and is relayed in the next batch.
+        let mut news = true;
         if u.suspected_duplicate != 0 {
             if let Some(k) = self.known.get_mut(node.as_str()) {
                 if k.epoch == u.suspected_duplicate {
@@ -138,7 +143,9 @@ impl Netceptor {
                 .filter(|(k, _)| self.reserved_edge(node.as_str(), k))
                 .map(|(k, c)| (k.clone(), *c))
                 .collect();
+            news = first_sight;
             if self.edges.get(node.as_str()) != Some(&conns) {
+                news = true;
                 let me = self.cfg.id.as_str();
                 for (x, e) in self.edges.iter_mut() {
                     if x != me && x != node.as_str() && !conns.contains_key(x) {
@@ -150,7 +157,45 @@ impl Netceptor {
             }
         }
         u.forwarding_node = self.cfg.id.as_str().to_owned();
-        self.flood_packet(Some(from), &Packet::Routing(u));
+        let key = Relay::Update(u.node_id.clone());
+        if news {
+            self.relays.remove(&key);
+            self.flood_packet(Some(from), &Packet::Routing(u));
+        } else {
+            self.relay_later(now, from, key, &Packet::Routing(u));
+        }
+    }
+
+    /// Holds `p` (from link `from`) for the next relay batch, in place of an older one
+    /// about the same thing.
+    pub(super) fn relay_later(&mut self, now: Instant, from: LinkId, key: Relay, p: &Packet) {
+        let Ok(packet) = p.encode() else {
+            self.drops.over_limits += 1;
+            return;
+        };
+        self.relays.insert(key, (from, packet));
+        self.relay_due.get_or_insert(now + RELAY_BATCH);
+    }
+
+    /// Sends the held relays: every link gets its whole batch at once (one write on a
+    /// stream link), each packet encoded once, none back where it came from.
+    pub(super) fn flush_relays(&mut self) {
+        self.relay_due = None;
+        let held = std::mem::take(&mut self.relays);
+        if held.is_empty() {
+            return;
+        }
+        self.relay_batches += 1;
+        for (id, l) in &self.links {
+            if l.peer.is_none() {
+                continue;
+            }
+            for (from, packet) in held.values() {
+                if from != id {
+                    self.actions.push_back(Action::Send { link: *id, packet: packet.clone() });
+                }
+            }
+        }
     }
 
     fn remember(&mut self, now: Instant, id: &str) {

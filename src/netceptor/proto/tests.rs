@@ -20,6 +20,8 @@ struct Sim {
     delivered: Vec<(usize, String, String, Bytes)>,
     duplicates: Vec<usize>,
     next_link: LinkId,
+    /// Every packet sent: (node, link, when).
+    sent: Vec<(usize, LinkId, Instant)>,
 }
 
 impl Sim {
@@ -45,6 +47,7 @@ impl Sim {
             delivered: Vec::new(),
             duplicates: Vec::new(),
             next_link: 1,
+            sent: Vec::new(),
         }
     }
 
@@ -81,6 +84,7 @@ impl Sim {
                     any = true;
                     match a {
                         Action::Send { link, packet } => {
+                            self.sent.push((i, link, self.now));
                             if let Some(&(j, lj)) = self.wires.get(&(i, link)) {
                                 self.nodes[j].link_packet(self.now, lj, &packet);
                             }
@@ -456,4 +460,59 @@ fn a_node_learned_over_a_carried_link_is_kept_when_it_becomes_reserved() {
     s.run(Duration::from_secs(1), MS100);
     assert_eq!(s.nodes[h].next_hop("l"), Some("m"), "vouched for by a carried link: not forgotten");
     assert!(s.nodes[h].known_nodes().any(|n| n == "l"));
+}
+
+/// Issue 22: a hub relays every leaf's periodic update to every other leaf. Relays that
+/// tell nothing new go out in batches, so a link gets them in one burst per
+/// [`RELAY_BATCH`] (one write, one wake-up of the peer) rather than one per leaf; nothing
+/// is lost (every leaf still hears every other one each period) and an unchanged mesh
+/// costs no route computation.
+#[test]
+fn a_hub_relays_periodic_updates_in_batches() {
+    let n = 30;
+    let ids: Vec<String> =
+        std::iter::once("hub".to_owned()).chain((0..n).map(|i| format!("leaf{i}"))).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut s = Sim::new(&refs);
+    // Leaves join 100 ms apart, so their periodic updates fall at 30 different moments.
+    let mut to_leaf0 = 0;
+    for i in 1..=n {
+        let (hub_side, _) = s.connect(0, i, 1.0);
+        if i == 1 {
+            to_leaf0 = hub_side;
+        }
+        s.run(MS100, MS100);
+    }
+    s.run(Duration::from_secs(30), MS100);
+    for i in 1..=n {
+        assert_eq!(s.nodes[i].routes().len(), n, "leaf {i} routes to the hub and every other leaf");
+    }
+    let (from, generation, batches) = (s.now, s.nodes[0].routes_generation, s.nodes[0].relay_batches);
+    s.sent.clear();
+    s.run(Duration::from_secs(60), MS100);
+    let to0: Vec<Instant> =
+        s.sent.iter().filter(|(n, l, t)| *n == 0 && *l == to_leaf0 && *t > from).map(|e| e.2).collect();
+    let moments: std::collections::BTreeSet<Instant> = to0.iter().copied().collect();
+    // The other 29 leaves' updates, six periods each (and the hub's own, and ads).
+    assert!(to0.len() >= (n - 1) * 6, "{} packets to leaf0 in a minute", to0.len());
+    // One relay burst a second at most, plus the hub's own six updates and its ads; sent
+    // one by one they would fall at about 30 × 6 moments.
+    let bound = (60 / RELAY_BATCH.as_secs()) as usize + 6 + 2;
+    assert!(moments.len() <= bound, "{} send moments to leaf0 in a minute (at most {bound})", moments.len());
+    assert!(s.nodes[0].relay_batches > batches);
+    assert_eq!(s.nodes[0].routes_generation, generation, "nothing changed: no route computation");
+
+    // News is not held: a new leaf's first update reaches the others at once.
+    let late = NodeId::new("late").expect("id");
+    s.nodes.push(Netceptor::new(
+        Config::new(late, new_epoch(5000, 7)),
+        s.now,
+        time::OffsetDateTime::now_utc(),
+    ));
+    s.connect(0, n + 1, 1.0);
+    s.run(Duration::from_millis(400), MS100);
+    assert!(
+        s.nodes[1].known_nodes().any(|k| k == "late"),
+        "the new leaf's first update is relayed at once, not held for the batch"
+    );
 }
