@@ -29,6 +29,11 @@ use crate::work::lease::DEFAULT_LEASE;
 use crate::work::remote::{RemoteControl, RemoteError, RemoteOp, RemoteSubmit};
 use crate::work::signing::{Grant, Op, Signer, payload_digest, string_params_digest};
 
+mod attach_ref;
+mod stop;
+pub use attach_ref::{UnitRef, attach_options};
+use stop::{stop_error, stop_signal};
+
 /// How often the client polls for the unit's final state once the worker stream ended.
 const FINAL_POLL: Duration = Duration::from_millis(10);
 /// How long the client waits for the final state after the worker stream's end.
@@ -52,30 +57,6 @@ async fn answered_within<T>(
     tokio::time::timeout(wait, f)
         .await
         .unwrap_or_else(|_| Err(RemoteError::Unreachable(format!("no answer within {wait:?}"))))
-}
-
-/// A run's work unit: the node it runs on and its unit ID there (for a run through a
-/// local daemon, the ID of that daemon's unit). Written and parsed as `NODE:UNIT`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnitRef {
-    pub node: NodeId,
-    pub unit: String,
-}
-
-impl std::fmt::Display for UnitRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.node, self.unit)
-    }
-}
-
-impl std::str::FromStr for UnitRef {
-    type Err = String;
-    fn from_str(s: &str) -> Result<UnitRef, String> {
-        let (node, unit) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not NODE:UNIT"))?;
-        let node = NodeId::new(node).map_err(|e| format!("{s:?}: {e}"))?;
-        crate::work::units::valid_id(unit).map_err(|e| e.to_string())?;
-        Ok(UnitRef { node, unit: unit.to_owned() })
-    }
 }
 
 /// How the client reaches the unit: its own mesh node, or a local daemon's socket.
@@ -493,72 +474,6 @@ async fn release_attempts(entry: &Entry, at: &UnitRef, cb: &mut Callbacks) {
     }
 }
 
-/// Why a run was stopped from this side.
-enum Stop {
-    Interrupted,
-    Terminated,
-    TimedOut(Duration),
-}
-
-/// Resolves when the run must stop: SIGINT, SIGTERM, or its timeout.
-async fn stop_signal(timeout: Option<Duration>) -> Stop {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        return std::future::pending().await;
-    };
-    let timer = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = int.recv() => Stop::Interrupted,
-        _ = term.recv() => Stop::Terminated,
-        () = timer => Stop::TimedOut(timeout.unwrap_or_default()),
-    }
-}
-
-fn stop_error(stop: Stop) -> RunError {
-    match stop {
-        Stop::Interrupted => RunError::Stopped("interrupted".into()),
-        Stop::Terminated => RunError::Stopped("terminated".into()),
-        Stop::TimedOut(t) => RunError::Stopped(format!("timed out after {t:?}")),
-    }
-}
-
-/// The options another client needs to attach to this run, as they would be typed: where
-/// it enters the mesh (unless the default), who it speaks as, its TLS material.
-/// Through a local daemon (`control_socket`) there is nothing to add.
-pub fn attach_options(req: &RunRequest, node_id: Option<&NodeId>) -> String {
-    if req.control_socket.is_some() {
-        return String::new();
-    }
-    let mut out = String::new();
-    if let Some(peer) = req.receptor_peer.as_ref().map(ToString::to_string) {
-        if peer != super::DEFAULT_PEER {
-            out.push_str(&format!(" --receptor-peer {}", shell_word(&peer)));
-        }
-    }
-    if let Some(id) = node_id {
-        out.push_str(&format!(" --receptor-node-id {}", id.principal()));
-    }
-    if let Some(tls) = &req.tls {
-        out.push_str(&format!(" --tls-cert {}", shell_word(&tls.cert.to_string_lossy())));
-        out.push_str(&format!(" --tls-key {}", shell_word(&tls.key.to_string_lossy())));
-        for ca in &tls.ca {
-            out.push_str(&format!(" --tls-ca {}", shell_word(&ca.to_string_lossy())));
-        }
-    }
-    out
-}
-
-/// `s` quoted for a POSIX shell when it needs to be.
-fn shell_word(s: &str) -> String {
-    shlex::try_quote(s).map(|q| q.into_owned()).unwrap_or_else(|_| s.to_owned())
-}
-
 /// Submits the run and follows it to the end; interrupted (Ctrl-C, SIGTERM) or timed
 /// out, the unit is cancelled and released.
 pub(super) async fn run_unit(
@@ -669,20 +584,4 @@ pub async fn attach(req: &RunRequest, at: &UnitRef, mut cb: Callbacks) -> Result
     entry.close().await;
     let status = outcome?;
     Ok(super::run::finish(&req.options, &pdd, status, ident, artifact_dir))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unit_refs_parse_and_print() {
-        let r: UnitRef = "node3:AbC123".parse().expect("parse");
-        assert_eq!(r.node.as_str(), "node3");
-        assert_eq!(r.unit, "AbC123");
-        assert_eq!(r.to_string(), "node3:AbC123");
-        for bad in ["node3", "node3:", ":AbC", "node3:../x", "node3:a b"] {
-            assert!(bad.parse::<UnitRef>().is_err(), "{bad}");
-        }
-    }
 }
