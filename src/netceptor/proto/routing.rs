@@ -238,14 +238,6 @@ impl Netceptor {
         self.routes_generation
     }
 
-    /// A node ID the native plane holds that no link of this plane proved and no carried
-    /// link vouched for.
-    pub(super) fn reserved_unproven(&self, node: &str) -> bool {
-        self.reserved.contains(node)
-            && !self.vouched.contains(node)
-            && !self.links.values().any(|l| l.proven() && l.peer.as_ref().is_some_and(|p| p.as_str() == node))
-    }
-
     /// The next hop towards `node`.
     pub fn next_hop(&self, node: &str) -> Option<&str> {
         self.routes.get(node).map(String::as_str)
