@@ -4,13 +4,15 @@
 //! (`[[peers]] url = "receptor://…"`, no netceptor settings: Go sees them through netceptor
 //! packets carried over the native links, `[netceptor] native_links`, on by default); the
 //! same with each leaf dialing the hub's `receptor://` listener with `netceptor://`; and the
-//! all-Go fleet (Go hub, Go leaves, `--tcp-peer`). The hub and leaves start first, and once the hub routes to every leaf
-//! `goctl` starts and links to the hub. Printed per fleet: the time until `goctl`'s
-//! `status` (as `receptorctl status` reads it) routes to the hub and every leaf; goctl's
-//! CPU seconds until then and over the following minute; goctl's and the hub's RSS and
-//! the hub's CPU over that minute; all leaves' RSS together; then the steady-state line:
-//! the hub's CPU-s and context switches per minute (issue 22: with 300 leaves the hub
-//! relays 9,000 routing updates a second). Every wait is bounded (a wait that runs out is
+//! all-Go fleet (Go hub, Go leaves, `--tcp-peer`). The hub and leaves start first, and
+//! once the hub routes to every leaf `goctl` starts and links to the hub. Printed per
+//! fleet: the time until `goctl`'s `status` (as `receptorctl status` reads it) routes to
+//! the hub and every leaf; goctl's CPU seconds until then and over the following minute;
+//! goctl's and the hub's RSS and the hub's CPU over that minute; all leaves' RSS together;
+//! then the steady-state line: the hub's CPU-s and context switches per minute (issue 22:
+//! with 300 leaves the hub relays 9,000 routing updates a second), goctl's and the
+//! leaves' CPU-s per minute (together and the median leaf), and how many nodes goctl
+//! still routes to after that minute (a flapping session shows there). Every wait is bounded (a wait that runs out is
 //! printed as such), and the load average is printed before and after each fleet (the
 //! machine may be shared). Figures only: nothing asserts on time. Run: `cargo bench --bench
 //! netceptor_fleet` (`NETCEPTOR_LEAVES=100`; `NETCEPTOR_FLEETS=receptord` or `go`, both by
