@@ -1,17 +1,23 @@
 //! A Go control node in front of a fleet (issue 22): Go Receptor 1.4.0 `goctl` linked to a
 //! hub with N leaves behind it (`NETCEPTOR_LEAVES`, default 300), every leaf running the
-//! `cat` work type and linked to the hub over netceptor — the only way Go sees a node.
-//! Two fleets side by side: a receptord hub with receptord leaves (each dialing the hub's
-//! `receptor://` listener with `netceptor://`), and the all-Go fleet (Go hub, Go leaves,
-//! `--tcp-peer`). The hub and leaves start first, and once the hub routes to every leaf
-//! `goctl` starts and links to the hub. Printed per fleet: the time until `goctl`'s
-//! `status` (as `receptorctl status` reads it) routes to the hub and every leaf; goctl's
-//! CPU seconds until then and over the following minute; goctl's and the hub's RSS and
-//! the hub's CPU over that minute; all leaves' RSS together; then the steady-state line:
-//! the hub's CPU-s and context switches per minute (issue 22: with 300 leaves the hub
-//! relays 9,000 routing updates a second). Every wait is bounded (a wait that runs out is
-//! printed as such). Figures only: nothing asserts on time. Run: `cargo bench --bench
-//! netceptor_fleet` (`NETCEPTOR_LEAVES=100`, `NETCEPTOR_FLEETS=receptord` or `go`).
+//! `cat` work type. Three fleets: a receptord hub with receptord leaves linked **natively**
+//! (`[[peers]] url = "receptor://…"`, no netceptor settings: Go sees them through netceptor
+//! packets carried over the native links, `[netceptor] native_links`, on by default); the
+//! same with each leaf dialing the hub's `receptor://` listener with `netceptor://`; and the
+//! all-Go fleet (Go hub, Go leaves, `--tcp-peer`). The hub and leaves start first, and
+//! once the hub routes to every leaf `goctl` starts and links to the hub. Printed per
+//! fleet: the time until `goctl`'s `status` (as `receptorctl status` reads it) routes to
+//! the hub and every leaf; goctl's CPU seconds until then and over the following minute;
+//! goctl's and the hub's RSS and the hub's CPU over that minute; all leaves' RSS together;
+//! then the steady-state line: the hub's CPU-s and context switches per minute (issue 22:
+//! with 300 leaves the hub relays 9,000 routing updates a second), goctl's and the
+//! leaves' CPU-s per minute (together and the median leaf), and how many nodes goctl
+//! still routes to after that minute (a flapping session shows there). Every wait is bounded (a wait that runs out is
+//! printed as such), and the load average is printed before and after each fleet (the
+//! machine may be shared). Figures only: nothing asserts on time. Run: `cargo bench --bench
+//! netceptor_fleet` (`NETCEPTOR_LEAVES=100`; `NETCEPTOR_FLEETS=receptord` or `go`, both by
+//! default; `NETCEPTOR_LEAF_LINKS=native` (the default), `netceptor`, or `native,netceptor`
+//! for the receptord leaves' links, one receptord fleet each).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -109,13 +115,14 @@ fn go(dir: &Path, id: &str, listen: Option<u16>, peer: Option<u16>, sock: Option
     Proc(child)
 }
 
-/// A receptord leaf: no listener, `cat`, a netceptor link to the hub's `receptor://` port.
-fn receptord_leaf(dir: &Path, id: &str, hub: u16) -> Proc {
+/// A receptord leaf: no listener, `cat`, a link to the hub's `receptor://` port dialed with
+/// `scheme` (`receptor`: native; `netceptor`: a netceptor link).
+fn receptord_leaf(dir: &Path, id: &str, hub: u16, scheme: &str) -> Proc {
     let cfg = dir.join(format!("{id}.toml"));
     let text = format!(
         "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\n[log]\nlevel = \"error\"\n\
          [control]\nsocket = \"{}\"\n[[work.command]]\nname = \"cat\"\nprogram = \"cat\"\n\
-         [[peers]]\nurl = \"netceptor://127.0.0.1:{hub}\"\n",
+         [[peers]]\nurl = \"{scheme}://127.0.0.1:{hub}\"\n",
         dir.join(id).display(),
         dir.join(format!("{id}.sock")).display()
     );
@@ -163,6 +170,18 @@ fn wait_routes(sock: &Path, want: usize, since: Instant) -> Option<Duration> {
     }
 }
 
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// The median of `v` (0 if empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -176,6 +195,7 @@ fn fleet(
     hub: impl Fn(u16, &Path) -> Proc,
     leaf: impl Fn(usize, u16) -> Proc,
 ) {
+    println!("{name}: load average {} before", loadavg());
     let port = free_port();
     let hub_sock = dir.join("hub.sock");
     let h = hub(port, &hub_sock);
@@ -202,10 +222,18 @@ fn fleet(
     let conv = wait_routes(&ctl_sock, leaves + 1, t0);
     let cpu_conv = cpu_secs(ctl.pid());
     let (ctl_cpu0, hub_cpu0, hub_cs0) = (cpu_secs(ctl.pid()), cpu_secs(h.pid()), ctx_switches(h.pid()));
+    let leaves_cpu0: Vec<f64> = fleet.iter().map(|p| cpu_secs(p.pid())).collect();
     std::thread::sleep(STEADY);
     let ctl_steady = cpu_secs(ctl.pid()) - ctl_cpu0;
     let hub_steady = cpu_secs(h.pid()) - hub_cpu0;
     let hub_cs = ctx_switches(h.pid()).saturating_sub(hub_cs0);
+    let leaves_cpu: Vec<f64> =
+        fleet.iter().zip(&leaves_cpu0).map(|(p, c0)| (cpu_secs(p.pid()) - c0).max(0.0)).collect();
+    let leaves_cpu_sum: f64 = leaves_cpu.iter().sum();
+    // goctl's view after the minute: a leaf lost meanwhile (a flapping session) shows here.
+    let ctl_routes = routed(&ctl_sock)
+        .map(|r| r.iter().filter(|n| *n == "hub" || n.starts_with("leaf")).count().to_string())
+        .unwrap_or_else(|| "no answer".into());
     let leaves_rss: u64 = fleet.iter().map(|p| harness::rss_kib(p.pid())).sum();
     let alive = fleet.iter().filter(|p| harness::rss_kib(p.pid()) > 0).count();
     println!(
@@ -228,10 +256,15 @@ fn fleet(
     let per_min = 60.0 / STEADY.as_secs_f64();
     println!(
         "{name}: steady state with {leaves} leaves: hub {:.2} CPU-s per minute, {:.0} context switches per minute; \
-         goctl {:.2} CPU-s per minute",
+         goctl {:.2} CPU-s per minute; leaves {:.2} CPU-s per minute together (median leaf {:.3}); \
+         goctl routes to {ctl_routes} of {} nodes after the minute; load average {} after",
         hub_steady * per_min,
         hub_cs as f64 * per_min,
         ctl_steady * per_min,
+        leaves_cpu_sum * per_min,
+        median(leaves_cpu) * per_min,
+        leaves + 1,
+        loadavg(),
     );
     drop(ctl);
     drop(fleet);
@@ -245,13 +278,19 @@ fn main() {
     }
     let leaves: usize = std::env::var("NETCEPTOR_LEAVES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     let only = std::env::var("NETCEPTOR_FLEETS").unwrap_or_else(|_| "receptord,go".into());
-    println!("netceptor fleet: Go control node → hub → {leaves} leaves (netceptor links), on loopback");
+    let links = std::env::var("NETCEPTOR_LEAF_LINKS").unwrap_or_else(|_| "native".into());
+    println!("netceptor fleet: Go control node → hub → {leaves} leaves, on loopback");
 
-    if only.contains("receptord") {
+    for mode in links.split(',').map(str::trim).filter(|m| only.contains("receptord") && !m.is_empty()) {
+        let scheme = match mode {
+            "native" => "receptor",
+            "netceptor" => "netceptor",
+            other => panic!("NETCEPTOR_LEAF_LINKS: {other:?} is neither native nor netceptor"),
+        };
         let tmp = tempfile::tempdir().expect("tmp");
         let d = tmp.path().to_owned();
         fleet(
-            "receptord hub + receptord leaves",
+            &format!("receptord hub + receptord leaves ({mode} leaf links)"),
             &d,
             leaves,
             |port, sock| {
@@ -278,7 +317,7 @@ fn main() {
                     .expect("receptord");
                 Proc(child)
             },
-            |i, port| receptord_leaf(&d, &format!("leaf{i:03}"), port),
+            |i, port| receptord_leaf(&d, &format!("leaf{i:03}"), port, scheme),
         );
     }
     if only.contains("go") {
