@@ -2,7 +2,9 @@
 //! control node linked to a receptord hub sees, pings and runs work on receptord nodes
 //! linked to that hub only with `receptor://` (one and two native hops away, their configs
 //! saying nothing about netceptor); a fleet with no Go node never sends a netceptor
-//! packet; a native peer that abuses the carried session loses the session, not its link.
+//! packet; a native peer that abuses the carried session loses the session, not its link;
+//! and the other way round, a receptord node linked only natively pings and runs work on a
+//! Go node behind the hub.
 
 mod common;
 
@@ -92,6 +94,44 @@ fn a_go_node_reaches_receptord_nodes_linked_only_natively() {
         assert!(out.status.success(), "{n}: {}", stderr(&out));
         assert!(out.stdout == data, "{n}: {} bytes back of {}", out.stdout.len(), data.len());
     }
+}
+
+#[test]
+fn a_natively_linked_receptord_node_runs_work_on_a_go_node_behind_the_hub() {
+    let g = GoNode::start(
+        "goexec",
+        true,
+        &["--work-command".into(), "worktype=gocat".into(), "command=cat".into()],
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let go_peer = format!("[[peers]]\nurl = \"netceptor://127.0.0.1:{}\"\n", g.port.expect("port"));
+    let hub = Daemon::start(Spec::new("hub").extra(&go_peer));
+    // The leaf's config says nothing about netceptor; it reaches Go through the hub.
+    let (leaf_ctl, leaf_sock) = with_socket("leaf", tmp.path());
+    let _leaf = Daemon::start(Spec::new("leaf").peer(hub.port).extra(&leaf_ctl));
+    wait_until("leaf pings goexec", CONVERGE, || ping_ok(&ctl(&leaf_sock, "ping goexec")));
+    wait_until("leaf sees goexec's work type", CONVERGE, || {
+        work_types(&status(&leaf_sock), "goexec") == ["gocat"]
+    });
+
+    // The AWX path from the leaf's socket to the Go node, byte-identical.
+    let data: Vec<u8> = (0..(1 << 20)).map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let file = tmp.path().join("payload.bin");
+    std::fs::write(&file, &data).expect("payload");
+    let out = std::process::Command::new(common::venv_bin().join("receptorctl"))
+        .env("PATH", common::path_with_venv())
+        .arg("--socket")
+        .arg(&leaf_sock)
+        .args(["work", "submit", "--node", "goexec", "gocat", "-f", "--payload"])
+        .arg(&file)
+        .output()
+        .expect("receptorctl");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == data, "{} bytes back of {}", out.stdout.len(), data.len());
+    // Go ran it as an ordinary unit.
+    let list: Value = serde_json::from_str(&g.ctl("work list")).expect("list");
+    let (_, st) = list.as_object().and_then(|m| m.iter().next()).expect("a unit on goexec");
+    assert_eq!(st["State"], 2, "{st}");
 }
 
 #[test]
