@@ -14,8 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -100,13 +100,26 @@ pub(crate) async fn run(
         };
         let down = async {
             while let Some(p) = outbound.next().await {
-                if p.len() > crate::wire::MAX_NETCEPTOR_PACKET {
-                    // The peer would take it for a malformed frame and close the link.
-                    continue;
+                // What the session has queued already goes in one item (a relay batch:
+                // one hand-off to the link's writer and one write, not one per packet).
+                let mut batch = BytesMut::new();
+                let mut next = Some(p);
+                let mut ended = false;
+                while let Some(p) = next.take() {
+                    append_frame(&mut batch, &p);
+                    if batch.len() < BATCH_BYTES {
+                        match outbound.next().now_or_never() {
+                            Some(Some(p)) => next = Some(p),
+                            Some(None) => ended = true,
+                            None => {}
+                        }
+                    }
                 }
-                let head = crate::wire::netceptor_head(p.len());
-                if data.send((head, p)).await.is_err() {
+                if !batch.is_empty() && data.send((batch.freeze(), Bytes::new())).await.is_err() {
                     return true;
+                }
+                if ended {
+                    return false;
                 }
             }
             false
@@ -132,6 +145,18 @@ pub(crate) async fn run(
                 p = inbound.recv() => if p.is_none() { return },
             }
         }
+    }
+}
+
+/// Most bytes of netceptor frames handed to the link's writer as one item.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Appends `p` as a netceptor frame, unless the peer would take it for a malformed frame
+/// (over the wire's ceiling) and close the link: such a packet is dropped.
+fn append_frame(batch: &mut BytesMut, p: &Bytes) {
+    if p.len() <= crate::wire::MAX_NETCEPTOR_PACKET {
+        batch.extend_from_slice(&crate::wire::netceptor_head(p.len()));
+        batch.extend_from_slice(p);
     }
 }
 
@@ -163,7 +188,7 @@ mod tests {
             count.fetch_add(1, Ordering::SeqCst);
             let (inbound, rx) = mpsc::channel(8);
             let _ = ends_tx.try_send(rx);
-            let out = futures_util::stream::iter(vec![Bytes::from_static(b"\x01{}")])
+            let out = futures_util::stream::iter(vec![Bytes::from_static(b"\x01{}"); 3])
                 .chain(futures_util::stream::pending());
             CarriedPorts { inbound, outbound: Box::pin(out) }
         });
@@ -191,8 +216,12 @@ mod tests {
         in_tx.send(Bytes::from_static(b"first")).await.expect("send");
         let mut session = ends.recv().await.expect("a session opened");
         assert_eq!(session.recv().await.as_deref(), Some(&b"first"[..]));
-        let (head, body) = data.recv().await.expect("a frame");
-        assert_eq!(head, crate::wire::netceptor_head(body.len()));
+        // The session's three queued packets go to the writer as one item of three frames.
+        let (frames, rest) = data.recv().await.expect("frames");
+        assert!(rest.is_empty());
+        let one = [&crate::wire::netceptor_head(3)[..], b"\x01{}"].concat();
+        assert_eq!(&frames[..], &one.repeat(3)[..]);
+        assert!(data.try_recv().is_err(), "one hand-off for the batch");
         assert_eq!(opened.load(Ordering::SeqCst), 1);
         stop.cancel();
         task.await.expect("ends");
