@@ -448,14 +448,7 @@ fn metered_pair(
     wait_until("route from alpha to beta", Duration::from_secs(20), || {
         raw_session(&sock, b"ping beta\n", 1)[0].contains("\"Success\":true")
     });
-    beta.wait_log("metrics endpoint ready", Duration::from_secs(10));
-    let port: u16 = beta
-        .log()
-        .lines()
-        .find(|l| l.contains("metrics endpoint ready"))
-        .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
-        .and_then(|p| p.split_whitespace().next()?.parse().ok())
-        .expect("metrics port");
+    let port = metrics_port(&beta);
     (alpha, beta, sock, port)
 }
 

@@ -11,20 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const METRICS: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
-
-/// The port the daemon's metrics endpoint got.
-fn metrics_port(d: &Daemon) -> u16 {
-    d.wait_log("metrics endpoint ready", Duration::from_secs(10));
-    d.log()
-        .lines()
-        .find(|l| l.contains("metrics endpoint ready"))
-        .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
-        .and_then(|p| p.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("metrics port in the log")
-}
-
 /// GET with curl (a real HTTP client): status code and body.
 fn get(port: u16, path: &str) -> (u16, String) {
     let out = Command::new("curl")

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::fakego::FakeGo;
 use common::go::{GoNode, connections, ctl, work_types};
-use common::{CAT, Daemon, Spec, receptorctl, stderr, stdout, wait_until, with_socket};
+use common::{
+    CAT, Daemon, METRICS, Spec, metrics_port, receptorctl, stderr, stdout, wait_until, with_socket,
+};
 use serde_json::Value;
 
 /// Go learns distant nodes from their periodic updates (every 10 s); a restarted Go node
@@ -119,21 +121,6 @@ fn go_nodes_restarting_on_either_end_relink_over_udp() {
     wait_until("the restarted gonode2 lists rnode", CONVERGE, || linked(&g2.status(), "rnode"));
     wait_until("gonode2 pings rnode again", CONVERGE, || ping_ok(&g2.ctl("ping rnode")));
     wait_until("rnode pings gonode2 again", CONVERGE, || ping_ok(&ctl(&sock, "ping gonode2")));
-}
-
-/// A metrics endpoint on an ephemeral port.
-const METRICS: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
-
-/// The port `d`'s metrics endpoint got.
-fn metrics_port(d: &Daemon) -> u16 {
-    d.wait_log("metrics endpoint ready", Duration::from_secs(10));
-    d.log()
-        .lines()
-        .find(|l| l.contains("metrics endpoint ready"))
-        .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
-        .and_then(|p| p.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("metrics port in the log")
 }
 
 /// `receptor_netceptor_dropped_total{reason}` on the metrics endpoint at `port` (0 when

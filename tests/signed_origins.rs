@@ -152,15 +152,7 @@ impl PingLoop {
 
 /// The daemon's `/metrics` (curl, a real HTTP client).
 fn scrape(d: &Daemon) -> String {
-    d.wait_log("metrics endpoint ready", Duration::from_secs(10));
-    let port: u16 = d
-        .log()
-        .lines()
-        .find(|l| l.contains("metrics endpoint ready"))
-        .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
-        .and_then(|p| p.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("metrics port in the log");
+    let port = metrics_port(d);
     let out = std::process::Command::new("curl")
         .args(["-s", "--max-time", "10"])
         .arg(format!("http://127.0.0.1:{port}/metrics"))

@@ -303,6 +303,21 @@ pub fn receptor_cmd(peer: &Daemon) -> Command {
     cmd
 }
 
+/// A `[metrics]` endpoint on an ephemeral port (see [`metrics_port`]).
+pub const METRICS: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+
+/// The port a daemon's metrics endpoint got, from its log.
+pub fn metrics_port(d: &Daemon) -> u16 {
+    d.wait_log("metrics endpoint ready", Duration::from_secs(10));
+    d.log()
+        .lines()
+        .find(|l| l.contains("metrics endpoint ready"))
+        .and_then(|l| l.split("addr=127.0.0.1:").nth(1))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("metrics port in the log")
+}
+
 /// The TCP port of a daemon's control listener, from its log.
 pub fn control_port(d: &Daemon) -> u16 {
     let mut port = 0;
