@@ -32,6 +32,9 @@ pub(crate) enum Cmd {
         remote: String,
         dialed: bool,
         cert: Option<Vec<String>>,
+        /// Carried over a native link (`crate::mesh::carry`): its peer, proven by that
+        /// link, may relay claims about reserved IDs.
+        carried: bool,
     },
     Packet {
         link: LinkId,
@@ -78,10 +81,6 @@ pub(crate) enum Cmd {
         node: String,
         hops: u8,
         reply: oneshot::Sender<Result<(), SendError>>,
-    },
-    /// The session on `link` (just opened) is carried over a native link.
-    Carried {
-        link: LinkId,
     },
     /// The node IDs the native plane holds.
     Reserved(std::collections::BTreeSet<String>),
@@ -173,15 +172,12 @@ impl Driver {
     ) {
         let now = Instant::now();
         match cmd {
-            Cmd::Opened { link, cost, out, close, remote, dialed, cert } => {
-                links.insert(link, LinkIo { out, close, remote, dialed, peer: None, carried: false });
+            Cmd::Opened { link, cost, out, close, remote, dialed, cert, carried } => {
+                links.insert(link, LinkIo { out, close, remote, dialed, peer: None, carried });
                 self.state.link_opened_with(now, link, cost, cert);
-            }
-            Cmd::Carried { link } => {
-                if let Some(l) = links.get_mut(&link) {
-                    l.carried = true;
+                if carried {
+                    self.state.mark_carried(link);
                 }
-                self.state.mark_carried(link);
             }
             Cmd::Reserved(ids) => self.state.set_reserved(now, ids),
             Cmd::Probe { from, node, hops, reply } => {

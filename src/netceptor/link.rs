@@ -112,6 +112,7 @@ pub(crate) async fn run(
         close: close.clone(),
         remote: s.remote,
         dialed: s.dialed,
+        carried: false,
         cert: s.cert,
     };
     if cmds.send(opened).await.is_err() {

@@ -182,9 +182,10 @@ impl NetceptorNode {
             // The native link proved the peer (TLS) or holds the trust a plain-TCP mesh
             // has: its netceptor ID must be the same.
             cert: Some(vec![peer.as_str().to_owned()]),
+            carried: true,
         };
         self.inner.tracker.spawn(async move {
-            if cmds.send(opened).await.is_err() || cmds.send(Cmd::Carried { link }).await.is_err() {
+            if cmds.send(opened).await.is_err() {
                 return;
             }
             let cause = loop {

@@ -91,7 +91,8 @@ async fn open(
 ) -> Option<(crate::netceptor::link::OutboxRx, CancellationToken)> {
     let (out, rx) = Outbox::new(lim.queue_bytes);
     let close = stop.child_token();
-    let opened = Cmd::Opened { link, cost, out, close: close.clone(), remote, dialed, cert: None };
+    let opened =
+        Cmd::Opened { link, cost, out, close: close.clone(), remote, dialed, cert: None, carried: false };
     cmds.send(opened).await.ok()?;
     Some((rx, close))
 }
