@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::go::{GoNode, ctl, work_types};
 use common::hostile::FakePeer;
-use common::{CAT, Daemon, Spec, stderr, wait_until, with_socket};
+use common::{CAT, Daemon, Spec, receptorctl, stderr, wait_until, with_socket};
 use receptord::netceptor::wire::{Packet, RoutingUpdate};
 use receptord::wire::{Frame, caps};
 use serde_json::Value;
@@ -82,15 +82,9 @@ fn a_go_node_reaches_receptord_nodes_linked_only_natively() {
     let data: Vec<u8> = (0..(3 << 19)).map(|i: usize| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
     let file = tmp.path().join("payload.bin");
     std::fs::write(&file, &data).expect("payload");
+    let payload = file.to_str().expect("a UTF-8 temp path");
     for n in ["leaf2", "leaf"] {
-        let out = std::process::Command::new(common::venv_bin().join("receptorctl"))
-            .env("PATH", common::path_with_venv())
-            .arg("--socket")
-            .arg(&g.sock)
-            .args(["work", "submit", "--node", n, "cat", "-f", "--payload"])
-            .arg(&file)
-            .output()
-            .expect("receptorctl");
+        let out = receptorctl(&g.sock, &["work", "submit", "--node", n, "cat", "-f", "--payload", payload]);
         assert!(out.status.success(), "{n}: {}", stderr(&out));
         assert!(out.stdout == data, "{n}: {} bytes back of {}", out.stdout.len(), data.len());
     }
@@ -118,14 +112,9 @@ fn a_natively_linked_receptord_node_runs_work_on_a_go_node_behind_the_hub() {
     let data: Vec<u8> = (0..(1 << 20)).map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let file = tmp.path().join("payload.bin");
     std::fs::write(&file, &data).expect("payload");
-    let out = std::process::Command::new(common::venv_bin().join("receptorctl"))
-        .env("PATH", common::path_with_venv())
-        .arg("--socket")
-        .arg(&leaf_sock)
-        .args(["work", "submit", "--node", "goexec", "gocat", "-f", "--payload"])
-        .arg(&file)
-        .output()
-        .expect("receptorctl");
+    let payload = file.to_str().expect("a UTF-8 temp path");
+    let out =
+        receptorctl(&leaf_sock, &["work", "submit", "--node", "goexec", "gocat", "-f", "--payload", payload]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out.stdout == data, "{} bytes back of {}", out.stdout.len(), data.len());
     // Go ran it as an ordinary unit.
