@@ -162,7 +162,15 @@ fn every_kind_of_tampering_by_a_relay_fails_the_unit_for_good_and_says_so() {
         mode.store(m, Ordering::Relaxed);
         let out = follow(&sock, &file, name);
         assert!(data.starts_with(&out.stdout), "{name}: the follower got altered bytes");
-        assert!(!out.status.success(), "{name}: the follower reports the failure");
+        assert!(
+            !out.status.success(),
+            "{name}: the follower reports the failure; it got {} of {} bytes, stderr {:?}; units on alpha {:#?}, on beta {:#?}",
+            out.stdout.len(),
+            data.len(),
+            String::from_utf8_lossy(&out.stderr),
+            units(&sock),
+            units(&beta_sock),
+        );
         let all = units(&sock);
         let (id, unit) = all
             .iter()

@@ -157,20 +157,7 @@ impl Units {
     }
 
     fn insert(&self, id: &str, dir: &Path, kind: UnitKind, status: UnitStatus) -> Arc<Unit> {
-        let unit = Arc::new(Unit {
-            id: id.to_owned(),
-            dir: dir.to_path_buf(),
-            status: watch::Sender::new(status),
-            kind: Mutex::new(kind),
-            stop: self.inner.cancel.child_token(),
-            supervised: AtomicBool::new(false),
-            write_lock: Mutex::new(()),
-            retrying: AtomicBool::new(false),
-            releasing: AtomicBool::new(false),
-            lease: Arc::default(),
-            expect_payload: Mutex::default(),
-            arrival: Mutex::default(),
-        });
+        let unit = Arc::new(Unit::new(id, dir, kind, status, self.inner.cancel.child_token()));
         self.lock().insert(id.to_owned(), unit.clone());
         unit
     }
@@ -388,12 +375,12 @@ impl Units {
 
     /// Deletes a unit's directory and forgets it.
     pub(super) fn forget(&self, unit: &Unit, force: bool) -> Result<(), UnitError> {
-        unit.releasing.store(true, Ordering::SeqCst);
         unit.stop.cancel();
-        let last = match std::fs::remove_dir_all(&unit.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", &unit.dir)(e)),
-            _ => Ok(()),
-        };
+        let last = unit.remove_dir();
+        if force {
+            // Forgotten even so: followers must notice.
+            unit.releasing.store(true, Ordering::SeqCst);
+        }
         if last.is_ok() || force {
             self.lock().remove(&unit.id);
             // Wake followers so they notice the release.

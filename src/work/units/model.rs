@@ -224,11 +224,56 @@ impl Unit {
         self.kind.lock().map(|k| k.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    pub(super) fn new(
+        id: &str,
+        dir: &Path,
+        kind: UnitKind,
+        status: UnitStatus,
+        stop: CancellationToken,
+    ) -> Unit {
+        Unit {
+            id: id.to_owned(),
+            dir: dir.to_path_buf(),
+            status: watch::Sender::new(status),
+            kind: Mutex::new(kind),
+            stop,
+            supervised: AtomicBool::new(false),
+            write_lock: Mutex::new(()),
+            retrying: AtomicBool::new(false),
+            releasing: AtomicBool::new(false),
+            lease: Arc::default(),
+            expect_payload: Mutex::default(),
+            arrival: Mutex::default(),
+        }
+    }
+
+    /// Marks the unit as releasing and removes its directory. Writers check the mark under
+    /// the same locks, so none writes into the directory while it goes: a file written
+    /// meanwhile (the monitor of a supervisor that just exited recording its end) would
+    /// make the removal fail and leave a released unit listed. If the removal fails, the
+    /// mark is lifted again: the unit stays, so its status may still be written.
+    pub(super) fn remove_dir(&self) -> Result<(), UnitError> {
+        let _status = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _kind = self.kind.lock().unwrap_or_else(|p| p.into_inner());
+        self.releasing.store(true, Ordering::SeqCst);
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                self.releasing.store(false, Ordering::SeqCst);
+                Err(io_err("removing", &self.dir)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Changes `unit.json` (memory and disk, in one step: concurrent updates never
     /// leave an older copy on disk).
     pub(crate) fn update_kind(&self, f: impl FnOnce(&mut UnitKind)) -> Result<(), UnitError> {
         let mut k = self.kind.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut k);
+        if self.is_releasing() {
+            // Its directory is going (or gone): nothing may be written back into it.
+            return Ok(());
+        }
         write_json(&self.dir.join("unit.json"), &*k)
     }
 
@@ -245,6 +290,11 @@ impl Unit {
     /// Changes the status (memory and disk, serialised with other writers).
     pub(crate) fn update_status(&self, f: impl FnOnce(&mut UnitStatus)) -> Result<(), UnitError> {
         let _writer = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_releasing() {
+            // A late writer (the monitor of a supervisor that just exited) must neither
+            // write into the directory being removed nor show followers a new state.
+            return Ok(());
+        }
         let mut snapshot = None;
         self.status.send_modify(|st| {
             f(st);
@@ -272,5 +322,60 @@ impl Unit {
     /// Counts a client as attached (for the lease) while the guard lives.
     pub fn attach(&self) -> crate::work::lease::Attached {
         self.lease.attach()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit_in(dir: &Path) -> Unit {
+        let remote = RemoteUnit {
+            node: NodeId::new("node3").expect("node ID"),
+            work_type: "cat".into(),
+            params: Default::default(),
+            sign_work: false,
+            expiration: None,
+            remote_unit_id: String::new(),
+            remote_started: false,
+            local_cancelled: false,
+            local_released: false,
+            lease: None,
+            tls_client: String::new(),
+        };
+        let status = UnitStatus::new("remote", "Running", Value::Null);
+        Unit::new("u1", dir, UnitKind::Remote(remote), status, CancellationToken::new())
+    }
+
+    /// A writer that comes after the release began (the monitor of a supervisor that
+    /// exited just then) neither recreates files in the directory nor changes the
+    /// status followers see.
+    #[test]
+    fn nothing_is_written_once_a_release_removed_the_directory() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("u1");
+        std::fs::create_dir(&dir).expect("unit dir");
+        let unit = unit_in(&dir);
+        unit.update_status(|st| st.state = State::Running).expect("written while live");
+        assert!(dir.join("status").exists());
+        unit.remove_dir().expect("removed");
+        assert!(unit.is_releasing());
+        // Recreate the directory as a stand-in for one being emptied: a late write would land here.
+        std::fs::create_dir(&dir).expect("recreated");
+        unit.update_status(|st| st.state = State::Failed).expect("a late write is not an error");
+        unit.update_kind(|_| {}).expect("a late kind change is not an error");
+        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0, "nothing written into it");
+        assert_eq!(unit.status().state, State::Running, "followers see no new state");
+    }
+
+    /// A removal that fails leaves the unit as it was: still recorded, still written.
+    #[test]
+    fn a_failed_removal_lifts_the_mark() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let file = root.path().join("not-a-dir");
+        std::fs::write(&file, b"x").expect("file");
+        let unit = unit_in(&file.join("u1"));
+        assert!(unit.remove_dir().is_err(), "a path under a file cannot be removed");
+        assert!(!unit.is_releasing());
     }
 }

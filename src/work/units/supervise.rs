@@ -151,6 +151,11 @@ impl Units {
                 }
             };
             count_output();
+            if unit.is_releasing() {
+                // Released meanwhile (a release cancels first): its directory is going.
+                unit_finished(State::Canceled, since);
+                return;
+            }
             // It may have written its result just before exiting.
             if let Some(st) = unit.refresh().filter(|s| s.state.is_final()) {
                 tracing::info!(unit = %unit.id, state = st.state.name(), detail = %st.detail, "work unit finished");
