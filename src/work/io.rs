@@ -36,6 +36,15 @@ impl JobInput {
         JobInput { source: Source::File(file) }
     }
 
+    /// The file this input reads from, from where it stands, for a child to read itself
+    /// (a work unit's `stdin`, complete before its job starts); a stream gives itself back.
+    pub async fn into_file(self) -> Result<std::fs::File, JobInput> {
+        match self.source {
+            Source::File(file) => Ok(file.into_std().await),
+            source => Err(JobInput { source }),
+        }
+    }
+
     /// The next chunk of input, or `None` at its end.
     pub async fn read(&mut self) -> Result<Option<Bytes>, PipeError> {
         let result = match &mut self.source {

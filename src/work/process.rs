@@ -86,9 +86,27 @@ pub async fn run_child(
         // Before the spec's own environment, which may override it.
         cmd.env("TMPDIR", tmp);
     }
+    // A work unit's stdin file is the child's stdin itself when nothing goes before it:
+    // the child reads it with no copy through this process and a pipe (as Go Receptor's
+    // command units do). A stream, or a prelude, is fed through a pipe.
+    let input = match (input, &prelude) {
+        (Some(i), None) => match i.into_file().await {
+            Ok(file) => {
+                cmd.stdin(file);
+                None
+            }
+            Err(stream) => {
+                cmd.stdin(Stdio::piped());
+                Some(stream)
+            }
+        },
+        (input, _) => {
+            cmd.stdin(Stdio::piped());
+            input
+        }
+    };
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)

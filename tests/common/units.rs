@@ -1,5 +1,7 @@
 //! Work units through the real receptorctl: submit, list, wait for a state, read results.
 
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -43,4 +45,24 @@ pub fn wait_state(sock: &Path, id: &str, state: &str) -> Value {
 pub fn results(sock: &Path, id: &str) -> String {
     let out = receptorctl(sock, &["work", "results", id]);
     stdout(&out)
+}
+
+/// Work types for the tests: `echo` prints its payload then `done`; `sh` runs what the
+/// submitter passes in `params`.
+pub const UNIT_WORK: &str = r#"
+[[work.command]]
+name = "echo"
+program = "/bin/sh"
+args = ["-c", "cat; echo done"]
+[[work.command]]
+name = "sh"
+program = "/bin/sh"
+allow_runtime_params = true
+"#;
+
+/// Reads one line from a raw session.
+pub fn read_reply(r: &mut BufReader<UnixStream>) -> String {
+    let mut l = String::new();
+    r.read_line(&mut l).expect("reply");
+    l
 }
