@@ -9,6 +9,7 @@
 mod common;
 
 use std::net::UdpSocket;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::fakego::FakeGo;
@@ -258,6 +259,18 @@ fn oversize_empty_and_garbage_datagrams_cost_no_link() {
     wait_dropped(mp, "udp_not_opening", 1);
     wait_dropped(mp, "udp_size", 4);
     wait_dropped(mp, "undecodable", 2);
+    // The same counts in the control `status` and in `receptor status` (JSON and table).
+    let st = status(&sock);
+    assert_eq!(st["NetceptorDropped"]["udp_size"].as_u64(), Some(dropped(mp, "udp_size")), "{st}");
+    let cli = |args: &[&str]| {
+        let out = Command::new(common::RECEPTOR).arg("--socket").arg(&sock).args(args).output();
+        let out = out.expect("receptor status");
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let doc: Value = serde_json::from_str(&cli(&["status", "--json"])).expect("status JSON");
+    assert!(doc["netceptor_dropped"]["rnode"]["undecodable"].as_u64() >= Some(2), "{doc}");
+    assert!(cli(&["status"]).contains("Netceptor packets rnode dropped: "), "the table says so");
 }
 
 #[test]

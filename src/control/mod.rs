@@ -287,7 +287,11 @@ impl Control {
         // local socket: only when asked for by name, so Go's reply stays as it is.
         if wanted.as_ref().is_some_and(|f| f.iter().any(|k| k == STATUS_DOC_FIELD)) {
             let st = self.node.status().await.ok_or("the node is shutting down")?;
-            let doc = crate::status::StatusDoc::from_mesh(&st);
+            let mut doc = crate::status::StatusDoc::from_mesh(&st);
+            if self.netceptor.is_some() {
+                // Its netceptor plane too, as the mesh client's view adds it.
+                crate::status::netceptor::merge(&mut doc, &Value::Object(full.clone()));
+            }
             full.insert(STATUS_DOC_FIELD.into(), serde_json::to_value(doc).map_err(|e| e.to_string())?);
         }
         Ok(Value::Object(match wanted {

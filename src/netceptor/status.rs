@@ -41,8 +41,8 @@ pub struct NetStatus {
 /// Adds the netceptor plane to a Go-style `status` document (the control service's):
 /// its links in `Connections` (each entry saying which protocol it speaks), Go nodes'
 /// links in `KnownConnectionCosts`, their routes in `RoutingTable` and their service
-/// advertisements in `Advertisements`. Where both planes know a node, the native
-/// entries stay.
+/// advertisements in `Advertisements`, and what it dropped, by reason, in
+/// `NetceptorDropped`. Where both planes know a node, the native entries stay.
 pub fn merge_go_style(doc: &mut serde_json::Map<String, serde_json::Value>, st: &NetStatus) {
     use serde_json::{Value, json};
     if let Some(Value::Array(conns)) = doc.get_mut("Connections") {
@@ -60,6 +60,10 @@ pub fn merge_go_style(doc: &mut serde_json::Map<String, serde_json::Value>, st: 
             conns.push(json!({"NodeID": l.peer, "Cost": l.cost, "Protocol": "netceptor"}));
         }
     }
+    // What the plane dropped, by reason (as in `receptor_netceptor_dropped_total`).
+    let dropped: serde_json::Map<String, Value> =
+        st.drops.by_reason().into_iter().map(|(reason, n)| (reason.to_owned(), json!(n))).collect();
+    doc.insert("NetceptorDropped".into(), Value::Object(dropped));
     if let Some(Value::Object(costs)) = doc.get_mut("KnownConnectionCosts") {
         for (node, links) in &st.edges {
             if !links.is_empty() && !costs.contains_key(node) {

@@ -6,6 +6,8 @@ pub mod dot;
 pub mod netceptor;
 pub mod svg;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::mesh::MeshStatus;
@@ -25,6 +27,10 @@ pub struct StatusDoc {
     pub links: Vec<LinkDoc>,
     /// Routes from `node_id`, sorted by destination.
     pub routes: Vec<RouteDoc>,
+    /// What the netceptor plane of each daemon this view came through dropped, by reason
+    /// (`receptor_netceptor_dropped_total`'s reasons): daemon → reason → count.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub netceptor_dropped: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,7 +174,14 @@ impl StatusDoc {
             })
             .collect();
         routes.sort_by(|a, b| a.destination.cmp(&b.destination));
-        StatusDoc { schema_version: SCHEMA_VERSION, node_id: st.node_id.to_string(), nodes, links, routes }
+        StatusDoc {
+            schema_version: SCHEMA_VERSION,
+            node_id: st.node_id.to_string(),
+            nodes,
+            links,
+            routes,
+            netceptor_dropped: BTreeMap::new(),
+        }
     }
 }
 

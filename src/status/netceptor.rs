@@ -11,10 +11,15 @@ use super::{LinkDoc, NodeDoc, StatusDoc, WorkTypeDoc};
 const NETCEPTOR: &str = "netceptor";
 
 /// Adds what `daemon_status` (a daemon's control `status` reply) says about its netceptor
-/// plane: its netceptor links, the Go nodes it knows and their links and work types.
+/// plane: its netceptor links, the Go nodes it knows and their links and work types, and
+/// what it dropped.
 /// Nodes already in the document keep their native entries.
 pub fn merge(doc: &mut StatusDoc, daemon_status: &Value) {
     let Some(daemon) = daemon_status["NodeID"].as_str() else { return };
+    if let Some(dropped) = daemon_status["NetceptorDropped"].as_object() {
+        let counts = dropped.iter().filter_map(|(reason, n)| Some((reason.clone(), n.as_u64()?))).collect();
+        doc.netceptor_dropped.insert(daemon.to_owned(), counts);
+    }
     let mut costs: BTreeMap<(String, String), (Option<f64>, Option<f64>)> = BTreeMap::new();
     let mut put = |from: &str, to: &str, cost: f64| {
         if from < to {

@@ -158,5 +158,12 @@ fn table(doc: &StatusDoc) -> anyhow::Result<u8> {
     for r in &doc.routes {
         writeln!(out, "{:<w$}{:<w$}{:>6} {:>5}", r.destination, r.next_hop, r.cost, r.hops)?;
     }
+    for (daemon, counts) in &doc.netceptor_dropped {
+        let nonzero: Vec<String> =
+            counts.iter().filter(|(_, n)| **n > 0).map(|(reason, n)| format!("{reason} {n}")).collect();
+        if !nonzero.is_empty() {
+            writeln!(out, "\nNetceptor packets {daemon} dropped: {}", nonzero.join(", "))?;
+        }
+    }
     Ok(0)
 }
