@@ -292,3 +292,36 @@ fn a_reload_moves_a_udp_listener() {
     let g = GoNode::start("gonode", false, &udp_peer(rp2));
     wait_until("gonode lists rnode on the new port", CONVERGE, || linked(&g.status(), "rnode"));
 }
+
+/// A session receptord dialed drops and counts what its peer sends at the wrong size, as
+/// a listener does, and keeps the link.
+#[test]
+fn a_dialed_session_counts_what_it_drops() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    peer.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let port = peer.local_addr().expect("addr").port();
+    let extra = format!("[limits.netceptor]\nmax_packet = 2000\n{METRICS}");
+    let (r, sock) = rnode(tmp.path(), Some(port), free_udp_port(), &extra);
+    let mp = metrics_port(&r);
+    // rnode's first routing update names the source its dialed session sends from.
+    let mut buf = [0u8; 65536];
+    let start = Instant::now();
+    let from = loop {
+        assert!(start.elapsed() < CONVERGE, "rnode never dialed");
+        if let Ok((n, from)) = peer.recv_from(&mut buf) {
+            if n > 0 {
+                break from;
+            }
+        }
+    };
+    peer.connect(from).expect("connect");
+    peer.send(&FakeGo::update_packet("fake", "fake", 1, r#""rnode":1"#)).expect("send");
+    wait_until("rnode lists fake", CONVERGE, || {
+        connections(&status(&sock)).iter().any(|(n, _, _)| n == "fake")
+    });
+    peer.send(&vec![1u8; 2001]).expect("send");
+    peer.send(&vec![0u8; 65507]).expect("send");
+    wait_dropped(mp, "udp_size", 2);
+    assert!(connections(&status(&sock)).iter().any(|(n, _, _)| n == "fake"), "fake kept its link");
+}

@@ -252,8 +252,13 @@ impl NetceptorNode {
                                 link::run(link, session, cmds, stop.clone(), self.inner.link_limits).await;
                             }
                             Dialed::Udp(sock, addr) => {
-                                let lim = self.inner.udp_limits;
-                                super::udp::run_dialed(link, sock, addr, cost, cmds, stop.clone(), lim).await;
+                                let plane = super::udp::DialedPlane {
+                                    cmds,
+                                    stop: stop.clone(),
+                                    lim: self.inner.udp_limits,
+                                    drops: self.inner.udp_drops.clone(),
+                                };
+                                super::udp::run_dialed(link, sock, addr, cost, plane).await;
                             }
                         }
                     };

@@ -104,10 +104,9 @@ pub(crate) async fn run_dialed(
     sock: UdpSocket,
     remote: SocketAddr,
     cost: f64,
-    cmds: mpsc::Sender<Cmd>,
-    stop: CancellationToken,
-    lim: UdpLimits,
+    plane: DialedPlane,
 ) {
+    let DialedPlane { cmds, stop, lim, drops } = plane;
     let Some((mut out, close)) = open(link, format!("udp://{remote}"), cost, true, &cmds, &stop, &lim).await
     else {
         return;
@@ -133,7 +132,8 @@ pub(crate) async fn run_dialed(
                         break;
                     }
                 }
-                Ok(_) => {} // empty or longer than max_packet: dropped
+                // Empty or longer than max_packet: dropped, and counted as a listener does.
+                Ok(_) => drops.add(Reason::Size),
                 Err(e) => {
                     tracing::debug!(%remote, error = %e, "netceptor UDP peer unreachable");
                     break;
@@ -147,6 +147,15 @@ pub(crate) async fn run_dialed(
         _ = reader => {}
     }
     let _ = cmds.send(Cmd::Closed { link, cause: None }).await;
+}
+
+/// What a dialed UDP session needs of its plane.
+pub(crate) struct DialedPlane {
+    pub cmds: mpsc::Sender<Cmd>,
+    pub stop: CancellationToken,
+    pub lim: UdpLimits,
+    /// Where its drops are counted, with the listeners'.
+    pub drops: Arc<UdpCounters>,
 }
 
 /// One session of a listener.
@@ -168,6 +177,19 @@ pub(crate) struct UdpCounters {
 }
 
 impl UdpCounters {
+    /// Counts one drop in the plane's counters and in the metrics.
+    fn add(&self, why: Reason) {
+        let (counter, label) = match why {
+            Reason::Sessions => (&self.sessions, "udp_sessions"),
+            Reason::PerIp => (&self.sessions_per_ip, "udp_sessions_per_ip"),
+            Reason::Rate => (&self.session_rate, "udp_session_rate"),
+            Reason::NotOpening => (&self.not_opening, "udp_not_opening"),
+            Reason::Size => (&self.size, "udp_size"),
+        };
+        counter.fetch_add(1, AtomicOrdering::Relaxed);
+        crate::metrics::global().netceptor_dropped(label, 1);
+    }
+
     pub(crate) fn snapshot(&self) -> UdpDrops {
         let get = |c: &AtomicU64| c.load(AtomicOrdering::Relaxed);
         UdpDrops {
@@ -204,16 +226,15 @@ struct Dropped {
 impl Dropped {
     /// Counts a drop here, in the plane's counters and in the metrics.
     fn count(&mut self, why: Reason, shared: &UdpCounters) {
-        let (mine, all, label) = match why {
-            Reason::Sessions => (&mut self.full, &shared.sessions, "udp_sessions"),
-            Reason::PerIp => (&mut self.per_ip, &shared.sessions_per_ip, "udp_sessions_per_ip"),
-            Reason::Rate => (&mut self.rate, &shared.session_rate, "udp_session_rate"),
-            Reason::NotOpening => (&mut self.not_opening, &shared.not_opening, "udp_not_opening"),
-            Reason::Size => (&mut self.size, &shared.size, "udp_size"),
+        let mine = match why {
+            Reason::Sessions => &mut self.full,
+            Reason::PerIp => &mut self.per_ip,
+            Reason::Rate => &mut self.rate,
+            Reason::NotOpening => &mut self.not_opening,
+            Reason::Size => &mut self.size,
         };
         *mine += 1;
-        all.fetch_add(1, AtomicOrdering::Relaxed);
-        crate::metrics::global().netceptor_dropped(label, 1);
+        shared.add(why);
     }
 
     fn log(&mut self, url: &str, now: Instant) {
