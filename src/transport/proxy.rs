@@ -49,7 +49,9 @@ pub fn from_env(host: &str, port: u16, tls: bool) -> Result<Option<Proxy>, Proxy
 }
 
 /// Whether a `NO_PROXY` list exempts `host:port`: `*`, an exact name or address, a domain
-/// and its subdomains (`example.com`, `.example.com`), each optionally with `:port`.
+/// and its subdomains (`example.com`, `.example.com`), each optionally with `:port`, or an
+/// address range (`10.0.0.0/8`, `fd00::/8`) containing a host given as an address (names
+/// are not resolved for it, as Go and curl do).
 pub fn no_proxy(list: &str, host: &str, port: u16) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
     list.split(',').map(str::trim).filter(|e| !e.is_empty()).any(|entry| {
@@ -65,9 +67,32 @@ pub fn no_proxy(list: &str, host: &str, port: u16) -> bool {
             return false;
         }
         let name = name.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        if let Some((net, bits)) = name.split_once('/') {
+            return in_range(&host, net, bits);
+        }
         let domain = name.trim_start_matches('.');
         host == domain || host.ends_with(&format!(".{domain}"))
     })
+}
+
+/// Whether `host` is an address inside `net/bits` (false for names and malformed ranges).
+fn in_range(host: &str, net: &str, bits: &str) -> bool {
+    use std::net::IpAddr;
+    let (Ok(host), Ok(net), Ok(bits)) = (host.parse::<IpAddr>(), net.parse::<IpAddr>(), bits.parse::<u32>())
+    else {
+        return false;
+    };
+    let (h, n, width) = match (host, net) {
+        (IpAddr::V4(h), IpAddr::V4(n)) => (u128::from(u32::from(h)), u128::from(u32::from(n)), 32),
+        (IpAddr::V6(h), IpAddr::V6(n)) => (u128::from(h), u128::from(n), 128),
+        _ => return false,
+    };
+    if bits > width {
+        return false;
+    }
+    // The top `bits` of the address, within its own width.
+    let mask = if bits == 0 { 0 } else { (u128::MAX << (width - bits)) & (u128::MAX >> (128 - width)) };
+    h & mask == n & mask
 }
 
 /// Parses `http://[user:password@]host[:port][/]` (a bare `host:port` is taken as
@@ -221,5 +246,18 @@ mod tests {
         assert!(no_proxy("::1", "[::1]", 5));
         assert!(no_proxy("[::1]:5", "::1", 5));
         assert!(!no_proxy("", "h", 1));
+        // Address ranges match addresses, not names.
+        assert!(no_proxy("10.0.0.0/8", "10.2.3.4", 1));
+        assert!(!no_proxy("10.0.0.0/8", "11.0.0.1", 1));
+        assert!(no_proxy("192.168.1.0/24:27199", "192.168.1.9", 27199));
+        assert!(!no_proxy("192.168.1.0/24:27199", "192.168.1.9", 1));
+        assert!(no_proxy("fd00::/8", "[fd12::1]", 1));
+        assert!(!no_proxy("fd00::/8", "fe80::1", 1));
+        assert!(no_proxy("0.0.0.0/0", "8.8.8.8", 1));
+        assert!(no_proxy("10.1.2.3/32", "10.1.2.3", 1));
+        assert!(!no_proxy("10.1.2.3/32", "10.1.2.4", 1));
+        assert!(!no_proxy("10.0.0.0/8", "ten.example", 1), "names are not resolved");
+        assert!(!no_proxy("10.0.0.0/33", "10.0.0.1", 1), "a malformed range matches nothing");
+        assert!(!no_proxy("10.0.0.0/8", "::ffff:10.0.0.1", 1));
     }
 }
