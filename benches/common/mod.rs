@@ -126,3 +126,34 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
 }
+
+/// CPU-seconds the calling thread has run (`/proc/thread-self/schedstat`, nanoseconds).
+fn thread_cpu_s() -> f64 {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    text.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
+}
+
+/// What writing `size` bytes to a file in `dir` costs this machine in CPU-seconds: into
+/// page-cache pages never used before (a new file, the previous one kept), and into pages
+/// just freed (after deleting a file as large). On a virtual machine that gives free
+/// memory back to its host (free page reporting, DAMON), the first touch of a page is a
+/// fault on the host, which every byte a daemon stores pays.
+pub fn page_cache_cost(dir: &Path, size: u64) -> (f64, f64) {
+    let block = vec![7u8; 1 << 20];
+    let write = |name: &str| {
+        let start = thread_cpu_s();
+        let mut f = std::fs::File::create(dir.join(name)).expect("calibration file");
+        for _ in 0..size >> 20 {
+            f.write_all(&block).expect("calibration write");
+        }
+        thread_cpu_s() - start
+    };
+    let _ = write("calibrate-0");
+    let fresh = write("calibrate-1");
+    std::fs::remove_file(dir.join("calibrate-0")).expect("remove");
+    let recycled = write("calibrate-2");
+    for f in ["calibrate-1", "calibrate-2"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    (fresh, recycled)
+}
