@@ -30,7 +30,10 @@ pub struct ClientOptions {
     pub receptor_peer: Option<PeerUrl>,
     /// This client's node ID; default a unique temporary ID.
     pub receptor_node_id: Option<NodeId>,
-    /// How long joining may take.
+    /// How long the peer may take to send its routing table once linked (default 15 s: a
+    /// peer under an advertisement flood sends a database bounded by its limits, which on a
+    /// loaded host can take more than a few seconds; a peer that refuses or does not answer
+    /// fails at once, or at the dial and handshake timeouts).
     pub join_timeout: Duration,
     /// TLS material for `receptors://` peers; the node ID must be in the certificate.
     pub tls: Option<crate::transport::TlsSettings>,
@@ -43,7 +46,7 @@ impl Default for ClientOptions {
         ClientOptions {
             receptor_peer: None,
             receptor_node_id: None,
-            join_timeout: Duration::from_secs(5),
+            join_timeout: Duration::from_secs(15),
             tls: None,
             signer: None,
         }
