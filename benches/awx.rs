@@ -257,7 +257,93 @@ fn cpu_cell(t: &Transfer) -> String {
     format!("{:.2} CPU-s ({:.1} per GiB)", t.daemons, t.per_gib())
 }
 
+/// The floor under any daemon's ping on this machine: the same four loopback crossings
+/// (client -> relay -> echo -> relay -> client, 29-byte frames, `TCP_NODELAY`) between
+/// threads blocked in `read`, nothing else; median of `PINGS` round trips in ms, 5 ms apart
+/// like the daemons' pings.
+fn floor_ping() -> f64 {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    const F: usize = 29;
+    fn relay(mut from: TcpStream, mut to: TcpStream) {
+        let mut b = [0u8; F];
+        while from.read_exact(&mut b).is_ok() && to.write_all(&b).is_ok() {}
+    }
+    let bind = || TcpListener::bind("127.0.0.1:0").expect("bind");
+    let connect = |a| {
+        let s = TcpStream::connect(a).expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        s
+    };
+    let accept = |l: &TcpListener| {
+        let s = l.accept().expect("accept").0;
+        s.set_nodelay(true).expect("nodelay");
+        s
+    };
+    let (l2, l3) = (bind(), bind());
+    let (a2, a3) = (l2.local_addr().expect("addr"), l3.local_addr().expect("addr"));
+    let mut client = connect(a2);
+    let up = accept(&l2);
+    let down = connect(a3);
+    let echo = accept(&l3);
+    let (up2, down2) = (up.try_clone().expect("clone"), down.try_clone().expect("clone"));
+    std::thread::spawn(move || relay(echo.try_clone().expect("clone"), echo));
+    std::thread::spawn(move || relay(up, down));
+    std::thread::spawn(move || relay(down2, up2));
+    let mut ms: Vec<f64> = (0..PINGS)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            let t = Instant::now();
+            client.write_all(&[7u8; F]).expect("write");
+            client.read_exact(&mut [0u8; F]).expect("read");
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms[ms.len() / 2]
+}
+
+/// `AWX_PING_ONLY=N`: only the ping, N rounds of 200 alternating between the receptord and
+/// the Go line (both up at once), with the load average; for working on the ping alone.
+fn ping_only(rounds: usize) {
+    let ours = receptord_line(None);
+    // `AWX_PING_GO=0`: the receptord line alone (to count a daemon's work per ping).
+    let go = if std::env::var("AWX_PING_GO").is_ok_and(|v| v == "0") { None } else { go_line() };
+    std::thread::sleep(Duration::from_secs(3));
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average before: {}", load().trim());
+    let (mut all_ours, mut all_go, mut all_floor) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let f = floor_ping();
+        all_floor.push(f);
+        let a = ours.ping_median();
+        let g = go.as_ref().map(Line::ping_median);
+        all_ours.push(a);
+        let ratio = g.map_or(String::new(), |g| {
+            all_go.push(g);
+            format!(" | Go {g:.3} ms | {:.2} ×", a / g)
+        });
+        println!("round {r}: receptord {a:.3} ms{ratio} | floor {f:.3} ms");
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let (a, g) = (med(&mut all_ours), med(&mut all_go));
+    let f = med(&mut all_floor);
+    println!(
+        "median of round medians: receptord {a:.3} ms, Go {g:.3} ms, {:.2} × Go's; floor {f:.3} ms ({:.2} × Go's)",
+        a / g,
+        f / g
+    );
+    println!("load average after: {}", load().trim());
+}
+
 fn main() {
+    if let Some(n) = std::env::var("AWX_PING_ONLY").ok().and_then(|v| v.parse().ok()) {
+        ping_only(n);
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let payload = dir.path().join("payload");
     {
