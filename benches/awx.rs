@@ -257,50 +257,70 @@ fn cpu_cell(t: &Transfer) -> String {
     format!("{:.2} CPU-s ({:.1} per GiB)", t.daemons, t.per_gib())
 }
 
+/// Frame size of the floor's ping: a routed ping frame's size on the wire.
+const FLOOR_FRAME: usize = 29;
+
 /// The floor under any daemon's ping on this machine: the same four loopback crossings
-/// (client -> relay -> echo -> relay -> client, 29-byte frames, `TCP_NODELAY`) between
-/// threads blocked in `read`, nothing else; median of `PINGS` round trips in ms, 5 ms apart
-/// like the daemons' pings.
+/// between three processes (this one -> relay -> echo -> relay -> this one, 29-byte frames,
+/// `TCP_NODELAY`), each side a thread blocked in `read`, nothing else; median of `PINGS`
+/// round trips in ms, 5 ms apart like the daemons' pings. The relay and the echo are this
+/// executable again ([`floor_role`]).
 fn floor_ping() -> f64 {
     use std::io::Read;
-    use std::net::{TcpListener, TcpStream};
-    const F: usize = 29;
-    fn relay(mut from: TcpStream, mut to: TcpStream) {
-        let mut b = [0u8; F];
-        while from.read_exact(&mut b).is_ok() && to.write_all(&b).is_ok() {}
-    }
-    let bind = || TcpListener::bind("127.0.0.1:0").expect("bind");
-    let connect = |a| {
-        let s = TcpStream::connect(a).expect("connect");
-        s.set_nodelay(true).expect("nodelay");
-        s
+    let spawn = |role: &str, to: Option<u16>| {
+        let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+        cmd.env("AWX_FLOOR", role).stdout(Stdio::piped()).stderr(Stdio::null());
+        if let Some(p) = to {
+            cmd.env("AWX_FLOOR_TO", p.to_string());
+        }
+        let mut child = cmd.spawn().expect("floor process");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("port");
+        (GoChild(child), line.trim().parse::<u16>().expect("port"))
     };
-    let accept = |l: &TcpListener| {
-        let s = l.accept().expect("accept").0;
-        s.set_nodelay(true).expect("nodelay");
-        s
-    };
-    let (l2, l3) = (bind(), bind());
-    let (a2, a3) = (l2.local_addr().expect("addr"), l3.local_addr().expect("addr"));
-    let mut client = connect(a2);
-    let up = accept(&l2);
-    let down = connect(a3);
-    let echo = accept(&l3);
-    let (up2, down2) = (up.try_clone().expect("clone"), down.try_clone().expect("clone"));
-    std::thread::spawn(move || relay(echo.try_clone().expect("clone"), echo));
-    std::thread::spawn(move || relay(up, down));
-    std::thread::spawn(move || relay(down2, up2));
+    let (_echo, echo_port) = spawn("echo", None);
+    let (_relay, relay_port) = spawn("relay", Some(echo_port));
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", relay_port)).expect("connect");
+    client.set_nodelay(true).expect("nodelay");
     let mut ms: Vec<f64> = (0..PINGS)
         .map(|_| {
             std::thread::sleep(Duration::from_millis(5));
             let t = Instant::now();
-            client.write_all(&[7u8; F]).expect("write");
-            client.read_exact(&mut [0u8; F]).expect("read");
+            client.write_all(&[7u8; FLOOR_FRAME]).expect("write");
+            client.read_exact(&mut [0u8; FLOOR_FRAME]).expect("read");
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
     ms.sort_by(f64::total_cmp);
     ms[ms.len() / 2]
+}
+
+/// `AWX_FLOOR=echo|relay` (with `AWX_FLOOR_TO=PORT`): this process is one of the floor's
+/// processes; it prints its port, serves one connection and exits with it.
+fn floor_role() -> bool {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    fn pass(mut from: TcpStream, mut to: TcpStream) {
+        let mut b = [0u8; FLOOR_FRAME];
+        while from.read_exact(&mut b).is_ok() && to.write_all(&b).is_ok() {}
+    }
+    let Ok(role) = std::env::var("AWX_FLOOR") else { return false };
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    println!("{}", l.local_addr().expect("addr").port());
+    std::io::stdout().flush().expect("flush");
+    let up = l.accept().expect("accept").0;
+    up.set_nodelay(true).expect("nodelay");
+    if role == "echo" {
+        pass(up.try_clone().expect("clone"), up);
+        return true;
+    }
+    let to: u16 = std::env::var("AWX_FLOOR_TO").ok().and_then(|p| p.parse().ok()).expect("AWX_FLOOR_TO");
+    let down = TcpStream::connect(("127.0.0.1", to)).expect("connect");
+    down.set_nodelay(true).expect("nodelay");
+    let (up2, down2) = (up.try_clone().expect("clone"), down.try_clone().expect("clone"));
+    std::thread::spawn(move || pass(down2, up2));
+    pass(up, down);
+    true
 }
 
 /// `AWX_PING_ONLY=N`: only the ping, N rounds of 200 alternating between the receptord and
@@ -340,6 +360,9 @@ fn ping_only(rounds: usize) {
 }
 
 fn main() {
+    if floor_role() {
+        return;
+    }
     if let Some(n) = std::env::var("AWX_PING_ONLY").ok().and_then(|v| v.parse().ok()) {
         ping_only(n);
         return;
