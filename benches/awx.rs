@@ -7,6 +7,9 @@
 //! prints MiB/s, the CPU-seconds of the three daemons (and per GiB) and of the client; then
 //! the ping median node1 -> node3 through the control socket and the idle RSS and PSS of
 //! each node.
+//! `AWX_PING_ONLY=N` runs only the ping: N rounds alternating between receptord, Go and a
+//! floor (the same four loopback crossings between three processes that only `read` and
+//! `write`), with the load average (`AWX_PING_GO=0`: without the Go line).
 //! Figures only: nothing here asserts on time.
 
 use std::io::{BufRead, BufReader, Write};
@@ -383,6 +386,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(3));
     let idle = plain.idle_rss_mib();
     let ping = plain.ping_median();
+    let floor = floor_ping();
     let own = plain.own_client(&payload);
     let ctl = plain.receptorctl(&payload);
     drop(plain);
@@ -423,6 +427,11 @@ fn main() {
         &format!("ping median node1 -> node3 (control socket, {PINGS})"),
         &format!("{ping:.3} ms{}", go_ping.map_or(String::new(), |g| format!(" ({:.2} × Go's)", ping / g))),
         &go_ping.map_or(none.clone(), |g| format!("{g:.3} ms")),
+    );
+    row(
+        "the floor: the same four crossings between processes that only read and write",
+        &format!("{floor:.3} ms{}", go_ping.map_or(String::new(), |g| format!(" ({:.2} × Go's)", floor / g))),
+        &none,
     );
     let rss =
         |v: &[(f64, f64)]| v.iter().map(|m| format!("{:.1}", m.0)).collect::<Vec<_>>().join(" / ") + " MiB";
