@@ -7,6 +7,9 @@
 //! prints MiB/s, the CPU-seconds of the three daemons (and per GiB) and of the client; then
 //! the ping median node1 -> node3 through the control socket and the idle RSS and PSS of
 //! each node.
+//! `AWX_PING_ONLY=N` runs only the ping: N rounds alternating between receptord, Go and a
+//! floor (the same four loopback crossings between three processes that only `read` and
+//! `write`), with the load average (`AWX_PING_GO=0`: without the Go line).
 //! Figures only: nothing here asserts on time.
 
 use std::io::{BufRead, BufReader, Write};
@@ -257,7 +260,116 @@ fn cpu_cell(t: &Transfer) -> String {
     format!("{:.2} CPU-s ({:.1} per GiB)", t.daemons, t.per_gib())
 }
 
+/// Frame size of the floor's ping: a routed ping frame's size on the wire.
+const FLOOR_FRAME: usize = 29;
+
+/// The floor under any daemon's ping on this machine: the same four loopback crossings
+/// between three processes (this one -> relay -> echo -> relay -> this one, 29-byte frames,
+/// `TCP_NODELAY`), each side a thread blocked in `read`, nothing else; median of `PINGS`
+/// round trips in ms, 5 ms apart like the daemons' pings. The relay and the echo are this
+/// executable again ([`floor_role`]).
+fn floor_ping() -> f64 {
+    use std::io::Read;
+    let spawn = |role: &str, to: Option<u16>| {
+        let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+        cmd.env("AWX_FLOOR", role).stdout(Stdio::piped()).stderr(Stdio::null());
+        if let Some(p) = to {
+            cmd.env("AWX_FLOOR_TO", p.to_string());
+        }
+        let mut child = cmd.spawn().expect("floor process");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("port");
+        (GoChild(child), line.trim().parse::<u16>().expect("port"))
+    };
+    let (_echo, echo_port) = spawn("echo", None);
+    let (_relay, relay_port) = spawn("relay", Some(echo_port));
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", relay_port)).expect("connect");
+    client.set_nodelay(true).expect("nodelay");
+    let mut ms: Vec<f64> = (0..PINGS)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            let t = Instant::now();
+            client.write_all(&[7u8; FLOOR_FRAME]).expect("write");
+            client.read_exact(&mut [0u8; FLOOR_FRAME]).expect("read");
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms[ms.len() / 2]
+}
+
+/// `AWX_FLOOR=echo|relay` (with `AWX_FLOOR_TO=PORT`): this process is one of the floor's
+/// processes; it prints its port, serves one connection and exits with it.
+fn floor_role() -> bool {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    fn pass(mut from: TcpStream, mut to: TcpStream) {
+        let mut b = [0u8; FLOOR_FRAME];
+        while from.read_exact(&mut b).is_ok() && to.write_all(&b).is_ok() {}
+    }
+    let Ok(role) = std::env::var("AWX_FLOOR") else { return false };
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    println!("{}", l.local_addr().expect("addr").port());
+    std::io::stdout().flush().expect("flush");
+    let up = l.accept().expect("accept").0;
+    up.set_nodelay(true).expect("nodelay");
+    if role == "echo" {
+        pass(up.try_clone().expect("clone"), up);
+        return true;
+    }
+    let to: u16 = std::env::var("AWX_FLOOR_TO").ok().and_then(|p| p.parse().ok()).expect("AWX_FLOOR_TO");
+    let down = TcpStream::connect(("127.0.0.1", to)).expect("connect");
+    down.set_nodelay(true).expect("nodelay");
+    let (up2, down2) = (up.try_clone().expect("clone"), down.try_clone().expect("clone"));
+    std::thread::spawn(move || pass(down2, up2));
+    pass(up, down);
+    true
+}
+
+/// `AWX_PING_ONLY=N`: only the ping, N rounds of 200 alternating between the receptord and
+/// the Go line (both up at once), with the load average; for working on the ping alone.
+fn ping_only(rounds: usize) {
+    let ours = receptord_line(None);
+    // `AWX_PING_GO=0`: the receptord line alone (to count a daemon's work per ping).
+    let go = if std::env::var("AWX_PING_GO").is_ok_and(|v| v == "0") { None } else { go_line() };
+    std::thread::sleep(Duration::from_secs(3));
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average before: {}", load().trim());
+    let (mut all_ours, mut all_go, mut all_floor) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let f = floor_ping();
+        all_floor.push(f);
+        let a = ours.ping_median();
+        let g = go.as_ref().map(Line::ping_median);
+        all_ours.push(a);
+        let ratio = g.map_or(String::new(), |g| {
+            all_go.push(g);
+            format!(" | Go {g:.3} ms | {:.2} ×", a / g)
+        });
+        println!("round {r}: receptord {a:.3} ms{ratio} | floor {f:.3} ms");
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let (a, g) = (med(&mut all_ours), med(&mut all_go));
+    let f = med(&mut all_floor);
+    println!(
+        "median of round medians: receptord {a:.3} ms, Go {g:.3} ms, {:.2} × Go's; floor {f:.3} ms ({:.2} × Go's)",
+        a / g,
+        f / g
+    );
+    println!("load average after: {}", load().trim());
+}
+
 fn main() {
+    if floor_role() {
+        return;
+    }
+    if let Some(n) = std::env::var("AWX_PING_ONLY").ok().and_then(|v| v.parse().ok()) {
+        ping_only(n);
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let payload = dir.path().join("payload");
     {
@@ -275,6 +387,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(3));
     let idle = plain.idle_rss_mib();
     let ping = plain.ping_median();
+    let floor = floor_ping();
     let own = plain.own_client(&payload);
     let ctl = plain.receptorctl(&payload);
     drop(plain);
@@ -315,6 +428,11 @@ fn main() {
         &format!("ping median node1 -> node3 (control socket, {PINGS})"),
         &format!("{ping:.3} ms{}", go_ping.map_or(String::new(), |g| format!(" ({:.2} × Go's)", ping / g))),
         &go_ping.map_or(none.clone(), |g| format!("{g:.3} ms")),
+    );
+    row(
+        "the floor: the same four crossings between processes that only read and write",
+        &format!("{floor:.3} ms{}", go_ping.map_or(String::new(), |g| format!(" ({:.2} × Go's)", floor / g))),
+        &none,
     );
     let rss =
         |v: &[(f64, f64)]| v.iter().map(|m| format!("{:.1}", m.0)).collect::<Vec<_>>().join(" / ") + " MiB";

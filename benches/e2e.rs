@@ -193,8 +193,19 @@ fn line(pki: &Path, protect: bool) -> (Figures, Option<Figures>) {
     let n2 = start(dir.path(), pki, "node2", Some(n1.port), protect);
     let _n3 = start(dir.path(), pki, "node3", Some(n2.port), protect);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let figures = rt.block_on(measure(pki, n1.port, protect, true, !setup_only()));
-    let first = protect.then(|| rt.block_on(measure(pki, n1.port, protect, false, false)));
+    // The client runs on a runtime worker, as a stream opened inside a daemon does, not on
+    // the thread of `block_on` (which adds a hand-off between threads at every step).
+    let run = |resume: bool, all: bool| {
+        let pki = pki.to_path_buf();
+        let port = n1.port;
+        rt.block_on(async move {
+            tokio::spawn(async move { measure(&pki, port, protect, resume, all).await })
+                .await
+                .expect("measure")
+        })
+    };
+    let figures = run(true, !setup_only());
+    let first = protect.then(|| run(false, false));
     drop(n2);
     (figures, first)
 }

@@ -136,11 +136,14 @@ impl E2e {
     }
 
     /// The acceptor's side: `hello` is the `Open` header after [`MARKER`]. Returns the
-    /// stream's real header once the opener proved it is `src`.
+    /// stream's real header once the opener proved it is `src`. `grant` (the opener's
+    /// credit) is sent once the first flight is ready, right before it, so that both
+    /// leave in one link write.
     pub(crate) async fn accept(
         &self,
         hello: &[u8],
         stream: Binding<'_>,
+        grant: impl Future<Output = ()>,
         writer: &mut StreamWriter,
         reader: &mut StreamReader,
     ) -> Result<Bytes, HandshakeError> {
@@ -148,7 +151,9 @@ impl E2e {
         let mut conn = Connection::Server(rustls::ServerConnection::new(cfg).map_err(tls_err)?);
         // A ticket issued after a resumption keeps the proof time of the one resumed.
         let ticket = crate::transport::stream_tls::proof_scope(async {
-            feed(&mut conn, hello)?;
+            let fed = feed(&mut conn, hello);
+            grant.await;
+            fed?;
             drive(&mut conn, writer, reader).await
         })
         .await?;

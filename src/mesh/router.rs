@@ -490,12 +490,15 @@ impl Router {
             return;
         };
         let (mut writer, mut reader) = self.endpoints(key, window);
-        self.originate(&src, Body::Credit { stream: id, from: Side::Acceptor, n: self.window }).await;
         let (me, service) = (self.me.clone(), service.to_owned());
+        let (router, n) = (self.self_arc(), self.window);
         self.tracker.spawn(async move {
             let _permit = permit;
             let binding = super::e2e::Binding { id, opener: &src, acceptor: &me };
-            let shake = e2e.accept(&hello, binding, &mut writer, &mut reader);
+            // The opener's credit goes out with the acceptor's first flight (one link write
+            // and one crossing of each relay, not two).
+            let grant = router.originate(&src, Body::Credit { stream: id, from: Side::Acceptor, n });
+            let shake = e2e.accept(&hello, binding, grant, &mut writer, &mut reader);
             let result = match tokio::time::timeout(e2e.timeout, shake).await {
                 Ok(r) => r,
                 Err(_) => Err(super::e2e::HandshakeError::Timeout(e2e.timeout)),
