@@ -27,12 +27,13 @@ pub fn release_free_memory() -> bool {
     false
 }
 
-/// What [`release_executable_pages`] unmapped: how many mappings and how many KiB of
-/// them were resident just before.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Released {
+/// The executable's mappings whose pages [`ExecutablePages::release`] drops: how many
+/// and how many KiB of them were resident when they were listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutablePages {
     pub mappings: usize,
     pub resident_kib: u64,
+    ranges: Vec<Range>,
 }
 
 /// One mapping of `/proc/self/smaps` that may be released.
@@ -90,29 +91,40 @@ fn mapping_header(line: &str, exe: &str) -> Option<(Range, bool)> {
     (end > start).then_some((Range { start, end, resident_kib: 0 }, eligible))
 }
 
-/// Drops this process's page-table entries for its own executable's read-only file
-/// mappings (text and read-only data, not the relocated RELRO segment): the pages stay in
-/// the page cache, and the next access to any of them is a minor fault that maps it (and
-/// its fault-around neighbourhood) again from there. Called once start-up is over, what
-/// the daemon keeps running comes back; what only start-up ran stays out of its RSS and
-/// becomes page cache the kernel can reclaim. Elsewhere than Linux: nothing.
+/// This process's own executable's read-only file mappings (text and read-only data, not
+/// the relocated RELRO segment) that hold resident pages. Elsewhere than Linux: none.
 #[cfg(target_os = "linux")]
-pub fn release_executable_pages() -> std::io::Result<Released> {
+pub fn executable_pages() -> std::io::Result<ExecutablePages> {
     let exe = std::fs::read_link("/proc/self/exe")?;
     let exe = exe.to_str().ok_or_else(|| std::io::Error::other("executable path is not UTF-8"))?;
-    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
-    let mut released = Released::default();
-    for r in releasable(&smaps, exe) {
-        advise_dontneed(r.start, r.end - r.start)?;
-        released.mappings += 1;
-        released.resident_kib += r.resident_kib;
-    }
-    Ok(released)
+    let ranges = releasable(&std::fs::read_to_string("/proc/self/smaps")?, exe);
+    let resident_kib = ranges.iter().map(|r| r.resident_kib).sum();
+    Ok(ExecutablePages { mappings: ranges.len(), resident_kib, ranges })
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn release_executable_pages() -> std::io::Result<Released> {
-    Ok(Released::default())
+pub fn executable_pages() -> std::io::Result<ExecutablePages> {
+    Ok(ExecutablePages::default())
+}
+
+impl ExecutablePages {
+    /// Drops this process's page-table entries for these mappings: the pages stay in the
+    /// page cache, and the next access to any of them is a minor fault that maps it (and
+    /// its fault-around neighbourhood) again from there. Called once start-up is over, what
+    /// the daemon keeps running comes back; what only start-up ran stays out of its RSS
+    /// and becomes page cache the kernel can reclaim. Whatever runs between listing and
+    /// releasing (say, logging what is released) is mapped back only if it runs again.
+    pub fn release(self) -> std::io::Result<()> {
+        for r in &self.ranges {
+            advise_dontneed(r.start, r.end - r.start)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_dontneed(_start: usize, _len: usize) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]
@@ -196,8 +208,9 @@ mod tests {
             t
         };
         let before: u64 = std::hint::black_box(&TABLE).iter().fold(0, |a, v| a ^ v);
-        let released = release_executable_pages().expect("release");
-        assert!(released.mappings > 0, "the test binary's own mappings were not found");
+        let pages = executable_pages().expect("list");
+        assert!(pages.mappings > 0, "the test binary's own mappings were not found");
+        pages.release().expect("release");
         let after: u64 = std::hint::black_box(&TABLE).iter().fold(0, |a, v| a ^ v);
         assert_eq!(before, after);
         // A panic (unwinding tables in the released read-only data) still unwinds.

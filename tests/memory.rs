@@ -1,4 +1,4 @@
-//! The daemon gives back its executable's start-up pages (`alloc::release_executable_pages`,
+//! The daemon gives back its executable's start-up pages (`alloc::executable_pages`,
 //! `daemon::memory`) once ready, again once settled and after a reload: a line of three
 //! keeps routing, answering pings and running work across a hop after each of these
 //! releases. Figures (idle RSS, PSS) are printed by `benches/awx.rs`, never asserted here.
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 
-const RELEASED: &str = "released the executable's start-up pages";
+const RELEASED: &str = "releasing the executable's start-up pages";
 
 /// The release the log reports `after` this moment, which must have found the executable.
 fn wait_release(d: &Daemon, after: &str) {

@@ -1,5 +1,5 @@
 //! When the daemon gives back the executable's pages that only start-up used
-//! (`alloc::release_executable_pages`): once it is ready (argument and config parsing,
+//! (`alloc::executable_pages`): once it is ready (argument and config parsing,
 //! TLS material, binding are over), again [`SETTLE`] later (the configured peers dialled,
 //! their handshakes and first advertisements done), and after each reload, which runs the
 //! configuration code once more. Why it helps and what it costs: docs/LIMITS.md, "Memory".
@@ -24,15 +24,19 @@ pub(super) fn after_start_up(tracker: &TaskTracker, cancel: CancellationToken) {
     });
 }
 
-/// Releases what start-up (or a reload) mapped of the executable, and says how much.
+/// Releases what start-up (or a reload) mapped of the executable, saying how much first:
+/// the formatting code of a log line is code an idle daemon does not run either.
 pub(super) fn release(after: &str) {
-    match crate::alloc::release_executable_pages() {
-        Ok(r) => tracing::info!(
+    let released = crate::alloc::executable_pages().and_then(|pages| {
+        tracing::info!(
             after,
-            mappings = r.mappings,
-            resident_kib = r.resident_kib,
-            "released the executable's start-up pages"
-        ),
-        Err(e) => tracing::warn!(after, "could not release the executable's start-up pages: {e}"),
+            mappings = pages.mappings,
+            resident_kib = pages.resident_kib,
+            "releasing the executable's start-up pages"
+        );
+        pages.release()
+    });
+    if let Err(e) = released {
+        tracing::warn!(after, "could not release the executable's start-up pages: {e}");
     }
 }
