@@ -5,8 +5,10 @@
 //! and over TLS links with end-to-end protection, and once with the unmodified
 //! `receptorctl` (the project venv) against receptord and against Go Receptor. For each it
 //! prints MiB/s, the CPU-seconds of the three daemons (and per GiB) and of the client; then
-//! the ping median node1 -> node3 through the control socket and the idle RSS and PSS of
-//! each node.
+//! the ping median node1 -> node3 through the control socket and the idle RSS, PSS and
+//! private memory of each node, [`IDLE`] after the line is up (both implementations): past
+//! receptord's second release of its start-up pages (`daemon::memory::SETTLE`, 10 s after
+//! start-up), so the figure is what an idle daemon keeps mapped, not what start-up mapped.
 //! `AWX_PING_ONLY=N` runs only the ping: N rounds alternating between receptord, Go and a
 //! floor (the same four loopback crossings between three processes that only `read` and
 //! `write`), with the load average (`AWX_PING_GO=0`: without the Go line).
@@ -27,6 +29,8 @@ const RECEPTOR: &str = env!("CARGO_BIN_EXE_receptor");
 const GO: &str = "/work/shared/peers/go-receptor/receptor";
 const SIZE: u64 = 256 << 20;
 const PINGS: usize = 200;
+/// How long a line idles before its memory is read.
+const IDLE: Duration = Duration::from_secs(15);
 
 /// A line of three daemons, whichever implementation, and node1's control socket.
 struct Line {
@@ -226,22 +230,28 @@ impl Line {
         ms[ms.len() / 2]
     }
 
-    /// (RSS, PSS) of each node in MiB. RSS counts every page of the shared executable a
-    /// node has mapped in full; PSS splits shared pages among the processes mapping them.
-    fn idle_rss_mib(&self) -> Vec<(f64, f64)> {
+    /// (RSS, PSS, private) of each node in MiB. RSS counts every page of the shared
+    /// executable and libraries a node has mapped in full; PSS splits shared pages among
+    /// the processes mapping them; private is what no other process maps (heap, stacks,
+    /// relocated data, pages of the executable only this node ran).
+    fn idle_rss_mib(&self) -> Vec<(f64, f64, f64)> {
+        let mib = |kib: u64| kib as f64 / 1024.0;
         self.pids
             .iter()
-            .map(|p| (harness::rss_kib(*p) as f64 / 1024.0, pss_kib(*p) as f64 / 1024.0))
+            .map(|p| {
+                let private = rollup_kib(*p, "Private_Clean:") + rollup_kib(*p, "Private_Dirty:");
+                (mib(harness::rss_kib(*p)), mib(rollup_kib(*p, "Pss:")), mib(private))
+            })
             .collect()
     }
 }
 
-/// Proportional set size of a process, in KiB (0 if it is gone).
-fn pss_kib(pid: u32) -> u64 {
+/// One `KEY: N kB` figure of a process's `/proc/PID/smaps_rollup`, in KiB (0 if it is gone).
+fn rollup_kib(pid: u32, key: &str) -> u64 {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     rollup
         .lines()
-        .find(|l| l.starts_with("Pss:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
 }
@@ -384,7 +394,7 @@ fn main() {
     let (fresh, recycled) = harness::page_cache_cost(dir.path(), SIZE);
 
     let plain = receptord_line(None);
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(IDLE);
     let idle = plain.idle_rss_mib();
     let ping = plain.ping_median();
     let floor = floor_ping();
@@ -397,7 +407,7 @@ fn main() {
     drop(tls);
 
     let go = go_line().map(|g| {
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(IDLE);
         let idle = g.idle_rss_mib();
         let ping = g.ping_median();
         let ctl = g.receptorctl(&payload);
@@ -434,16 +444,16 @@ fn main() {
         &format!("{floor:.3} ms{}", go_ping.map_or(String::new(), |g| format!(" ({:.2} × Go's)", floor / g))),
         &none,
     );
-    let rss =
-        |v: &[(f64, f64)]| v.iter().map(|m| format!("{:.1}", m.0)).collect::<Vec<_>>().join(" / ") + " MiB";
-    let pss =
-        |v: &[(f64, f64)]| v.iter().map(|m| format!("{:.1}", m.1)).collect::<Vec<_>>().join(" / ") + " MiB";
-    row("idle RSS node1 / node2 / node3", &rss(&idle), &go.as_ref().map_or(none.clone(), |g| rss(&g.0)));
-    row(
-        "idle PSS node1 / node2 / node3 (shared executable pages split)",
-        &pss(&idle),
-        &go.as_ref().map_or(none, |g| pss(&g.0)),
-    );
+    let fig = |v: &[(f64, f64, f64)], pick: fn(&(f64, f64, f64)) -> f64| {
+        v.iter().map(|m| format!("{:.1}", pick(m))).collect::<Vec<_>>().join(" / ") + " MiB"
+    };
+    let idle_row = |name: String, pick: fn(&(f64, f64, f64)) -> f64| {
+        row(&name, &fig(&idle, pick), &go.as_ref().map_or(none.clone(), |g| fig(&g.0, pick)));
+    };
+    let after = IDLE.as_secs();
+    idle_row(format!("idle RSS node1 / node2 / node3 ({after} s idle)"), |m| m.0);
+    idle_row("idle PSS node1 / node2 / node3 (shared pages split)".into(), |m| m.1);
+    idle_row("idle private memory node1 / node2 / node3".into(), |m| m.2);
     println!(
         "\nThis machine (the bench process itself): writing 256 MiB into new page-cache pages costs \
          {fresh:.2} CPU-s ({:.1} per GiB), into pages just freed {recycled:.2} CPU-s ({:.1} per GiB); \

@@ -2,6 +2,7 @@
 //! work registry, serves work, and handles signals (SIGTERM/SIGINT: drain then stop).
 
 mod health;
+mod memory;
 mod netceptor;
 mod reload;
 
@@ -319,13 +320,17 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<(), DaemonError> {
         )
     });
     crate::systemd::ready();
+    memory::after_start_up(&node.tracker(), node.cancel_token());
     let mut fatal = node.fatal();
     let mut net_fatal = net.as_ref().map(|n| n.fatal());
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break Ok(()) }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break Ok(()) }
-            _ = sighup.recv() => { let _ = reloader.reload().await; }
+            _ = sighup.recv() => {
+                let _ = reloader.reload().await;
+                memory::release("reload");
+            }
             r = fatal.wait_for(Option::is_some) => {
                 let msg = r.ok().and_then(|m| m.clone()).unwrap_or_default();
                 break Err(DaemonError::Fatal(msg));
