@@ -32,6 +32,19 @@ fn line_of_three_carries_bytes_exactly_and_propagates_exit_codes() {
     let out = receptor(&n1, &["work", "submit", "fail", "--node", "node3", "--payload", p]);
     assert_eq!(out.status.code(), Some(3), "stderr: {}", stderr(&out));
     assert!(stderr(&out).contains("oops"), "stderr tail is reported: {}", stderr(&out));
+
+    // A literal payload goes too; --follow and --rm are what the mesh path does anyway.
+    let out = receptor(&n1, &["work", "submit", "cat", "--node", "node3", "-l", "hello", "-f", "--rm"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "hello\n");
+    // Options about a stored unit are refused, never silently ignored.
+    for opt in [&["--json"][..], &["--ttl", "1m"], &["--signwork"]] {
+        let mut args = vec!["work", "submit", "cat", "--node", "node3", "-l", "x"];
+        args.extend_from_slice(opt);
+        let out = receptor(&n1, &args);
+        assert!(!out.status.success(), "{opt:?} was accepted over the mesh");
+        assert!(stderr(&out).contains(opt[0]), "the refusal names {}: {}", opt[0], stderr(&out));
+    }
 }
 
 #[test]

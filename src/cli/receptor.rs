@@ -313,7 +313,8 @@ pub struct RunArgs {
 
 /// Work units of the local daemon, through its control socket (as receptorctl does).
 /// `work submit` with --receptor-peer instead runs the work directly over the mesh on
-/// --node and prints its output (nothing is kept).
+/// --node and prints its output (nothing is kept: --follow and --rm are implied; --ttl,
+/// --signwork and --json, which concern a stored unit, are refused).
 #[derive(Subcommand, Debug)]
 pub enum WorkCommand {
     /// Submit a work unit of WORK_TYPE, on this node or on --node.

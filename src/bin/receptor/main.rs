@@ -175,11 +175,23 @@ async fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Status { json, graph, svg, .. } => status::run(&client, json, graph, svg).await,
         Command::Traceroute { node, timeout, json, .. } => traceroute(&client, &node, timeout, json).await,
         Command::Work(WorkArgs {
-            command: WorkCommand::Submit { work_type, node, payload, params, .. },
+            command:
+                WorkCommand::Submit {
+                    work_type, node, payload, payload_literal, params, ttl, signwork, json, ..
+                },
             ..
-        }) => match node {
-            Some(node) => submit(&client, &node, &work_type, payload, &params).await,
-            None => Err(anyhow::anyhow!("--node is required to run work over the mesh (--receptor-peer)")),
+        }) => match (node, mesh_submit_refusal(ttl.is_some(), signwork, json)) {
+            (_, Some(why)) => Err(anyhow::anyhow!(why)),
+            (Some(node), None) => {
+                let payload = match payload_literal {
+                    Some(text) => Payload::Literal(format!("{text}\n")),
+                    None => payload.map_or(Payload::Empty, Payload::File),
+                };
+                submit(&client, &node, &work_type, payload, &params).await
+            }
+            (None, None) => {
+                Err(anyhow::anyhow!("--node is required to run work over the mesh (--receptor-peer)"))
+            }
         },
         Command::Work(WorkArgs { command: WorkCommand::List { unit, quiet, node: Some(node) }, .. }) => {
             work::list_on(&client, &node, unit, quiet).await
@@ -243,11 +255,37 @@ async fn traceroute(client: &MeshClient, node: &NodeId, timeout: Duration, json:
     Ok(u8::from(failed))
 }
 
+/// What `work submit` over the mesh sends as the job's stdin.
+enum Payload {
+    Empty,
+    /// A file, or `-` for this command's stdin.
+    File(PathBuf),
+    /// `--payload-literal`'s text and a newline.
+    Literal(String),
+}
+
+/// Why a `work submit` option cannot apply over the mesh (`--receptor-peer`), where the
+/// work runs as a job whose output is printed as it comes and nothing is kept: `--follow`
+/// and `--rm` are what it does anyway; options about a stored unit are refused rather
+/// than ignored.
+fn mesh_submit_refusal(ttl: bool, signwork: bool, json: bool) -> Option<&'static str> {
+    match (ttl, signwork, json) {
+        (true, _, _) => {
+            Some("--ttl applies to work units on a daemon (--socket); over the mesh the job starts at once")
+        }
+        (_, true, _) => {
+            Some("--signwork signs with a daemon's key (--socket); over the mesh use --signing-key")
+        }
+        (_, _, true) => Some("--json prints a work unit's ID (--socket); over the mesh no unit is kept"),
+        _ => None,
+    }
+}
+
 async fn submit(
     client: &MeshClient,
     node: &NodeId,
     work_type: &str,
-    payload: Option<PathBuf>,
+    payload: Payload,
     params: &[String],
 ) -> anyhow::Result<u8> {
     let mut map = serde_json::Map::new();
@@ -256,9 +294,10 @@ async fn submit(
         map.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
     }
     let payload: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match payload {
-        None => Box::new(tokio::io::empty()),
-        Some(p) if p.as_os_str() == "-" => Box::new(tokio::io::stdin()),
-        Some(p) => Box::new(
+        Payload::Empty => Box::new(tokio::io::empty()),
+        Payload::Literal(text) => Box::new(std::io::Cursor::new(text.into_bytes())),
+        Payload::File(p) if p.as_os_str() == "-" => Box::new(tokio::io::stdin()),
+        Payload::File(p) => Box::new(
             tokio::fs::File::open(&p)
                 .await
                 .with_context(|| format!("cannot open payload {}", p.display()))?,
