@@ -1,7 +1,8 @@
 //! The daemon gives back its executable's start-up pages (`alloc::executable_pages`,
 //! `daemon::memory`) once ready, again once settled and after a reload: a line of three
 //! keeps routing, answering pings and running work across a hop after each of these
-//! releases. Figures (idle RSS, PSS) are printed by `benches/awx.rs`, never asserted here.
+//! releases; a work unit's supervisor does the same while its job runs, and still records
+//! the job's output and outcome. Figures (idle RSS, PSS) are printed by `benches/awx.rs`, never asserted here.
 
 mod common;
 
@@ -54,4 +55,25 @@ fn a_line_keeps_serving_after_its_nodes_give_back_their_start_up_pages() {
         wait_release(d, "reload");
     }
     serves(&n1, "reload");
+}
+
+/// A unit's supervisor gives back its start-up pages once the job has run a while, then
+/// still writes what the job prints and records how it ended.
+#[test]
+fn a_units_supervisor_gives_back_its_start_up_pages_and_still_records_the_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, sock) = with_socket("node1", dir.path());
+    let n1 = Daemon::start(Spec::new("node1").extra(&format!("{ctl}{}", common::units::UNIT_WORK)));
+    let script = "params=-c 'echo before; sleep 12; seq 1 5000; echo after'";
+    let id = common::units::submit(&sock, &["sh", "-n", "-a", script]);
+    let log = n1.data_dir().join("units").join(&id).join("supervisor.log");
+    wait_until("the supervisor releases", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains(RELEASED))
+    });
+    common::units::wait_state(&sock, &id, "Succeeded");
+    let expected: String =
+        ["before\n".to_owned(), (1..=5000).map(|i| format!("{i}\n")).collect(), "after\n".into()].concat();
+    assert_eq!(common::units::results(&sock, &id), expected);
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!log.contains("could not release") && !log.contains("panicked"), "{log}");
 }

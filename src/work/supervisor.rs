@@ -20,6 +20,9 @@ use super::sink::FileSink;
 use super::units::{MONITOR_TICK, State, UnitKind, UnitStatus, read_json, write_json};
 use super::{Job, JobInput, JobOutput, JobResult};
 
+/// How long a job runs before its supervisor gives back its start-up pages.
+const SUPERVISOR_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the unit in `dir` to completion; returns the process exit code.
 pub fn main(dir: &Path) -> i32 {
     let lock = match std::fs::OpenOptions::new()
@@ -176,6 +179,12 @@ async fn supervise(dir: &Path) -> Result<(), String> {
 
     let mut stop = Stop::None;
     let mut ticker = tokio::time::interval(MONITOR_TICK);
+    // A supervisor lives as long as its job, often hours: once the job has run a while,
+    // the pages of the executable only its start-up used are given back, as the daemon's
+    // are (`alloc::executable_pages`, docs/LIMITS.md "Memory of an idle daemon").
+    let settle = tokio::time::sleep(SUPERVISOR_SETTLE);
+    tokio::pin!(settle);
+    let mut settled = false;
     let mut reported = size.load(Ordering::SeqCst);
     let both = async { tokio::join!(work, writer) };
     tokio::pin!(both);
@@ -184,6 +193,17 @@ async fn supervise(dir: &Path) -> Result<(), String> {
             r = &mut both => break r,
             _ = sigint.recv(), if stop == Stop::None => { stop = Stop::Cancel; cancel.cancel(); }
             _ = sigterm.recv(), if stop == Stop::None => { stop = Stop::Kill; cancel.cancel(); }
+            _ = &mut settle, if !settled => {
+                settled = true;
+                let released = crate::alloc::executable_pages().and_then(|pages| {
+                    // Said before: formatting is code the job's wait does not run either.
+                    log(format_args!("releasing the executable's start-up pages ({} KiB)", pages.resident_kib));
+                    pages.release()
+                });
+                if let Err(e) = released {
+                    log(format_args!("could not release the executable's start-up pages: {e}"));
+                }
+            }
             _ = ticker.tick() => {
                 let now = size.load(Ordering::SeqCst);
                 if now != reported {
