@@ -1,7 +1,7 @@
 //! A relay that tampers with a protected stream ends the run loudly, and an honest reroute
-//! does not: every kind of tampering (flip, drop, duplicate, reorder, inject, cut) makes
-//! the remote work unit fail for good after `limits.integrity_attempts` with a reason that
-//! names it and the path; a link on the path going down mid-stream, with another path
+//! does not: every kind of tampering (flip, drop, duplicate, reorder, inject, cut, withhold
+//! the rest) makes the remote work unit fail for good after `limits.integrity_attempts`
+//! with a reason that names it and the path; a link on the path going down mid-stream, with another path
 //! there, is a link failure that is retried and the unit completes.
 
 mod common;
@@ -25,6 +25,7 @@ const DUPLICATE: u8 = 3;
 const REORDER: u8 = 4;
 const INJECT: u8 = 5;
 const CUT: u8 = 6;
+const WITHHOLD: u8 = 7;
 
 /// Past the end-to-end handshake of every stream beta sends back (a work unit's results:
 /// its first `skip` bytes and data frames), tampers once per stream in the way `mode` says.
@@ -32,11 +33,21 @@ fn tamperer(mode: Arc<AtomicU8>, (skip, frames): (u64, usize)) -> Rewrite {
     let held: Mutex<HashMap<u64, Routed>> = Mutex::new(HashMap::new());
     let done: Mutex<HashSet<u64>> = Mutex::new(HashSet::new());
     let seen: Mutex<HashMap<u64, usize>> = Mutex::new(HashMap::new());
+    // Streams whose rest (their end included) the relay swallows.
+    let withheld: Mutex<HashSet<u64>> = Mutex::new(HashSet::new());
     Arc::new(move |mut r: Routed| {
         let (stream, offset) = match &r.body {
             Body::Data { stream, from: Side::Acceptor, offset, .. } => (*stream, *offset),
+            Body::Fin { stream, from: Side::Acceptor, .. }
+                if withheld.lock().expect("withheld").contains(stream) =>
+            {
+                return Vec::new();
+            }
             _ => return vec![r],
         };
+        if withheld.lock().expect("withheld").contains(&stream) {
+            return Vec::new();
+        }
         let n = {
             let mut seen = seen.lock().expect("seen");
             let n = seen.entry(stream).or_insert(0);
@@ -82,6 +93,10 @@ fn tamperer(mode: Arc<AtomicU8>, (skip, frames): (u64, usize)) -> Rewrite {
             CUT => {
                 r.body = Body::Fin { stream, from: Side::Acceptor, trailer: Bytes::new() };
                 vec![r]
+            }
+            WITHHOLD => {
+                withheld.lock().expect("withheld").insert(stream);
+                Vec::new()
             }
             _ => vec![r],
         }
@@ -156,6 +171,8 @@ fn every_kind_of_tampering_by_a_relay_fails_the_unit_for_good_and_says_so() {
         ("reorder", REORDER, "the path did not change"),
         ("inject", INJECT, "integrity check failed"),
         ("cut", CUT, "the path did not change"),
+        // The stream never ends: the remote unit is complete and bytes are missing.
+        ("withhold", WITHHOLD, "the results stream stalled"),
     ];
     let mut seen = HashSet::new();
     for (name, m, says) in cases {

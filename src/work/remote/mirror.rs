@@ -9,6 +9,10 @@ use super::drive::Step;
 use super::*;
 use crate::work::sink::FileSink;
 
+/// Status polls (one a second) in a row finding the remote unit complete, bytes missing
+/// here and none arriving, before the results stream is given up as stalled.
+const STALLED_POLLS: u32 = 5;
+
 /// Downloads output from where the local copy ends, mirroring state as it goes; finishes
 /// the unit once the remote one is complete and every byte is here.
 pub(super) async fn mirror(
@@ -51,6 +55,10 @@ pub(super) async fn mirror(
     );
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     let mut progressed = false;
+    // Polls in a row that found the remote unit complete with bytes still missing here
+    // and none arriving: frames (its end among them) lost in a relay that froze before
+    // the links around it were declared down leave a stream that never ends by itself.
+    let (mut stalled, mut had) = (0u32, have);
     let ended = loop {
         tokio::select! {
             chunk = stream.next() => match chunk {
@@ -73,6 +81,16 @@ pub(super) async fn mirror(
                         // Complete, every byte here; a Go node never ends the results
                         // stream of a cancelled unit, so do not wait for it.
                         break Ok(());
+                    }
+                    stalled = if st.state.is_final() && have == had { stalled + 1 } else { 0 };
+                    had = have;
+                    if stalled >= STALLED_POLLS {
+                        // Judged as a gap (`work::integrity`): a retry from what is here
+                        // after a reroute, tampering on a path that did not change.
+                        break Err(RemoteError::Sequence(format!(
+                            "the results stream stalled: the remote unit is complete with {} bytes, {have} arrived",
+                            st.stdout_size
+                        )));
                     }
                     if !st.state.is_final() {
                         let _ = unit.update_status(|local| {
