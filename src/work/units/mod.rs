@@ -376,11 +376,7 @@ impl Units {
     /// Deletes a unit's directory and forgets it.
     pub(super) fn forget(&self, unit: &Unit, force: bool) -> Result<(), UnitError> {
         unit.stop.cancel();
-        let last = unit.remove_dir();
-        if force {
-            // Forgotten even so: followers must notice.
-            unit.releasing.store(true, Ordering::SeqCst);
-        }
+        let last = unit.remove_dir(force);
         if last.is_ok() || force {
             self.lock().remove(&unit.id);
             // Wake followers so they notice the release.

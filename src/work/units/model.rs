@@ -251,14 +251,15 @@ impl Unit {
     /// the same locks, so none writes into the directory while it goes: a file written
     /// meanwhile (the monitor of a supervisor that just exited recording its end) would
     /// make the removal fail and leave a released unit listed. If the removal fails, the
-    /// mark is lifted again: the unit stays, so its status may still be written.
-    pub(super) fn remove_dir(&self) -> Result<(), UnitError> {
+    /// mark is lifted again unless `force` (the unit is forgotten even so): a unit that
+    /// stays may still have its status written.
+    pub(super) fn remove_dir(&self, force: bool) -> Result<(), UnitError> {
         let _status = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let _kind = self.kind.lock().unwrap_or_else(|p| p.into_inner());
         self.releasing.store(true, Ordering::SeqCst);
         match std::fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                self.releasing.store(false, Ordering::SeqCst);
+                self.releasing.store(force, Ordering::SeqCst);
                 Err(io_err("removing", &self.dir)(e))
             }
             _ => Ok(()),
@@ -358,7 +359,7 @@ mod tests {
         let unit = unit_in(&dir);
         unit.update_status(|st| st.state = State::Running).expect("written while live");
         assert!(dir.join("status").exists());
-        unit.remove_dir().expect("removed");
+        unit.remove_dir(false).expect("removed");
         assert!(unit.is_releasing());
         // Recreate the directory as a stand-in for one being emptied: a late write would land here.
         std::fs::create_dir(&dir).expect("recreated");
@@ -375,7 +376,7 @@ mod tests {
         let file = root.path().join("not-a-dir");
         std::fs::write(&file, b"x").expect("file");
         let unit = unit_in(&file.join("u1"));
-        assert!(unit.remove_dir().is_err(), "a path under a file cannot be removed");
+        assert!(unit.remove_dir(false).is_err(), "a path under a file cannot be removed");
         assert!(!unit.is_releasing());
     }
 }
