@@ -181,12 +181,13 @@ fn every_kind_of_tampering_by_a_relay_fails_the_unit_for_good_and_says_so() {
         assert!(data.starts_with(&out.stdout), "{name}: the follower got altered bytes");
         assert!(
             !out.status.success(),
-            "{name}: the follower reports the failure; it got {} of {} bytes, stderr {:?}; units on alpha {:#?}, on beta {:#?}",
+            "{name}: the follower reports the failure; it got {} of {} bytes, stderr {:?}; units on alpha {:#?}, on beta {:#?}; alpha's remote-unit log:\n{}",
             out.stdout.len(),
             data.len(),
             String::from_utf8_lossy(&out.stderr),
             units(&sock),
             units(&beta_sock),
+            alpha.log().lines().filter(|l| l.contains("remote work unit")).collect::<Vec<_>>().join("\n"),
         );
         let all = units(&sock);
         let (id, unit) = all
