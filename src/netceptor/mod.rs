@@ -13,6 +13,7 @@ pub mod framing;
 pub mod link;
 pub mod names;
 mod node;
+mod probe;
 pub mod proto;
 pub mod quic;
 pub mod status;
@@ -21,5 +22,6 @@ pub mod wire;
 
 pub use driver::Datagram;
 pub use link::Session;
-pub use node::{NetceptorNode, PingError};
+pub use node::NetceptorNode;
+pub use probe::PingError;
 pub use status::{LinkStatus, NetStatus};
