@@ -93,6 +93,7 @@ systemd-test-tools:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --no-deps --lib
 
 fmt:
 	$(CARGO) fmt --all

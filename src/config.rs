@@ -237,7 +237,7 @@ pub struct MeshSection {
     pub stream_window: u32,
     /// `hub` (a full member), `leaf` (advertises itself, receives no database, relays
     /// nothing, reaches the mesh through its hubs) or `auto`, the default: a node with
-    /// `[[listeners]]` is a hub, one that accepts no links a leaf ([`Config::role`]).
+    /// `[[listeners]]` is a hub, one that accepts no links a leaf ([`Config::is_leaf`]).
     pub role: MeshRole,
     /// If non-empty, only these node IDs may link with this node.
     pub allowed_peers: Vec<NodeId>,

@@ -47,7 +47,7 @@ pub struct MeshArgs {
     /// CA certificate the peer must chain to (repeatable).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Vec<PathBuf>,
-    /// Client config file (TOML: peer, node_id, [tls] cert/key/ca); flags take precedence.
+    /// Client config file (TOML: peer, node_id, `[tls]` cert/key/ca); flags take precedence.
     #[arg(long, value_name = "FILE", env = "RECEPTOR_CLIENT_CONFIG")]
     pub client_config: Option<PathBuf>,
     /// The local daemon's control socket, for `work` and for `run` without a peer

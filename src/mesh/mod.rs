@@ -1,8 +1,8 @@
 //! The mesh: membership, link-state routing and flow-controlled streams.
 //!
 //! [`state`] and [`routing`] are pure (fed events and time); [`driver`] is the thin tokio
-//! task around them; [`link`] runs connections, [`router`] forwards frames, [`stream`]
-//! carries work end to end ([`e2e`] authenticates and protects it between its two
+//! task around them; [`link`] runs connections, `router` forwards frames, [`stream`]
+//! carries work end to end (`e2e` authenticates and protects it between its two
 //! ends), and [`node`] is the handle the rest of the program uses.
 
 pub mod backoff;

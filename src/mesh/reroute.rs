@@ -13,7 +13,7 @@ use super::routing::Route;
 use super::state::LinkId;
 use crate::wire::NodeId;
 
-/// A point in this node's history of route changes (see [`RouteChanges::mark`]).
+/// A point in this node's history of route changes (see `RouteChanges::mark`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteMark(u64);
 

@@ -1,6 +1,6 @@
 //! The daemon's Prometheus metrics: one process-wide registry of counters and gauges, no
 //! I/O. Other modules only bump counters through the small typed methods below (a relaxed
-//! atomic add each); [`http`] serves them, with `/healthz` and `/readyz`; [`probe`] fills
+//! atomic add each); [`http`] serves them, with `/healthz` and `/readyz`; `probe` fills
 //! the gauges that are read from live state at scrape time and samples link round trips.
 //!
 //! One registry per process: a `receptord` process is one mesh node. (A client process

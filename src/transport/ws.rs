@@ -289,7 +289,7 @@ impl AsyncWrite for WsIo {
     }
 }
 
-/// A stream that refuses to read more than a budget until [`Capped::lift`]: the HTTP
+/// A stream that refuses to read more than a budget until `Capped::lift`: the HTTP
 /// exchange of an upgrade may not grow without end (tungstenite bounds the number of
 /// headers, not their bytes).
 pub struct Capped {

@@ -27,7 +27,7 @@ pub const PROTOCOL_VERSION: u16 = 2;
 pub const PREFACE: [u8; 4] = *b"RCPT";
 /// Largest frame body accepted from the network, in bytes.
 pub const MAX_FRAME: usize = 256 * 1024;
-/// Largest payload of one [`Routed::Data`] frame.
+/// Largest payload of one [`Body::Data`] frame.
 pub const MAX_DATA_CHUNK: usize = 64 * 1024;
 /// Largest opaque header/trailer of a stream, in bytes.
 pub const MAX_META: usize = 64 * 1024;
