@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -154,4 +155,55 @@ fn connect_bridges_to_another_nodes_control_service() {
     let out = receptorctl(&sock, &["work", "list", "--node", "nosuch"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("nosuch"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_client_failing_mid_connect_resets_the_far_stream_and_no_cut_payload_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl1, sock1) = with_socket("node1", dir.path());
+    let (ctl2, sock2) = with_socket("node2", dir.path());
+    let n1 = Daemon::start(Spec::new("node1").extra(&ctl1));
+    let _n2 = Daemon::start(Spec::new("node2").peer(n1.port).extra(&format!("{ctl2}{CAT}")));
+    wait_route(&n1, "node2");
+    // Through `connect node2 control`, submit a `cat` unit and send part of its payload,
+    // then close while node2's replies are still unread: a Unix socket closed with unread
+    // data makes the other end's next read fail (ECONNRESET), as a crashed client's does.
+    let py = format!(
+        "import select, socket, sys, time\n\
+         s = socket.socket(socket.AF_UNIX)\n\
+         s.connect('{sock}')\n\
+         def line():\n\
+         \x20   b = b''\n\
+         \x20   while not b.endswith(b'\\n'):\n\
+         \x20       c = s.recv(1)\n\
+         \x20       if not c: sys.exit('closed after %r' % b)\n\
+         \x20       b += c\n\
+         \x20   return b.decode().strip()\n\
+         print(line())\n\
+         s.sendall(b'connect node2 control\\n')\n\
+         print(line())\n\
+         s.sendall(b'work submit localhost cat\\n' + b'PART-OF-A-PAYLOAD ' * 1000)\n\
+         deadline = time.time() + 20\n\
+         while not select.select([s], [], [], 0.2)[0] and time.time() < deadline: pass\n\
+         print('unread' if select.select([s], [], [], 0)[0] else 'nothing arrived')\n\
+         s.close()\n",
+        sock = sock1.display()
+    );
+    let out = python(&py);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Receptor Control, node node1\nConnecting\nunread\n");
+    // node2 saw its input fail, not end: the unit failed reading it and `cat` never ran
+    // on the part that arrived.
+    let unit = || -> Option<serde_json::Value> {
+        let out = receptorctl(&sock2, &["work", "list"]);
+        let all: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        all.as_object()?.values().next().cloned()
+    };
+    wait_until("node2's unit to end", Duration::from_secs(20), || {
+        unit().is_some_and(|u| u["State"] == 3 || u["State"] == 2)
+    });
+    let u = unit().expect("unit");
+    assert_eq!(u["State"], 3, "the unit failed: {u}");
+    let detail = u["Detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("Error reading input data"), "{detail}");
 }

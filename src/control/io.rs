@@ -30,6 +30,11 @@ pub trait ByteWrite: Send {
     /// Ends this direction (after flushing); further writes fail.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 
+    /// Ends this direction because what it relays failed, so that the other end does not
+    /// take it for a complete end: a mesh or QUIC stream is reset; a socket can only be
+    /// closed (its peer cannot tell).
+    fn abort(&mut self, why: &str) -> impl Future<Output = ()> + Send;
+
     /// Resolves once the transport is reset under a writer that is not writing (a mesh
     /// stream's reset or lost path); `None` for sockets, whose writes report it.
     fn close_watch(&self) -> Option<crate::mesh::CloseWatch> {
@@ -72,6 +77,10 @@ impl<W: AsyncWrite + Unpin + Send> ByteWrite for IoWrite<W> {
         let _ = self.0.flush().await;
         let _ = self.0.shutdown().await;
     }
+
+    async fn abort(&mut self, _why: &str) {
+        self.close().await;
+    }
 }
 
 impl ByteRead for StreamReader {
@@ -104,6 +113,12 @@ impl ByteWrite for MeshWrite {
     async fn close(&mut self) {
         if let Some(w) = self.0.take() {
             w.finish(Bytes::new()).await;
+        }
+    }
+
+    async fn abort(&mut self, why: &str) {
+        if let Some(w) = self.0.take() {
+            w.reset(why).await;
         }
     }
 

@@ -323,6 +323,10 @@ impl<W: ByteWrite> ByteWrite for Deadline<W> {
         let _ = tokio::time::timeout(self.after, self.inner.close()).await;
     }
 
+    async fn abort(&mut self, why: &str) {
+        let _ = tokio::time::timeout(self.after, self.inner.abort(why)).await;
+    }
+
     fn close_watch(&self) -> Option<crate::mesh::CloseWatch> {
         self.inner.close_watch()
     }

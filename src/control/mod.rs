@@ -239,18 +239,35 @@ impl Control {
             }
         };
         wr.write(Bytes::from_static(b"Connecting\n")).await?;
+        // A side that fails is passed on as a failure, never as an end: the other side
+        // would take what arrived for all there is (a payload cut short would run).
         let up = async {
-            while let Ok(Some(data)) = rd.raw().await {
-                if mw.write(data).await.is_err() {
-                    return;
+            loop {
+                match rd.raw().await {
+                    Ok(Some(data)) => {
+                        if mw.write(data).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return mw.reset(&format!("the client's connection failed: {e}")).await,
                 }
             }
             mw.finish(Bytes::new()).await;
         };
         let down = async {
-            while let Ok(Some(data)) = mr.read().await {
-                if wr.write(data).await.is_err() {
-                    break;
+            loop {
+                match mr.read().await {
+                    Ok(Some(data)) => {
+                        if wr.write(data).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(%node, %service, "connect: the service's stream failed: {e}");
+                        return wr.abort(&format!("the stream from {service} on {node} failed: {e}")).await;
+                    }
                 }
             }
             wr.close().await;

@@ -73,6 +73,10 @@ impl ByteWrite for QuicWrite {
             let _ = tokio::time::timeout(config::IDLE_TIMEOUT, conn.closed()).await;
         });
     }
+
+    async fn abort(&mut self, _why: &str) {
+        let _ = self.send.reset(quinn::VarInt::from_u32(0));
+    }
 }
 
 impl Pending for NetStream {
@@ -183,5 +187,9 @@ impl ByteWrite for DialWrite {
 
     async fn close(&mut self) {
         let _ = self.send.finish();
+    }
+
+    async fn abort(&mut self, _why: &str) {
+        let _ = self.send.reset(quinn::VarInt::from_u32(0));
     }
 }

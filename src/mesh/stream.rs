@@ -379,7 +379,11 @@ impl StreamWriter {
     pub async fn finish(mut self, trailer: Bytes) {
         if self.seal.is_some() {
             // The end and its trailer travel sealed, so a relay can neither cut the
-            // stream short unnoticed nor change the trailer.
+            // stream short unnoticed nor change the trailer. After a `Stop` nobody reads
+            // them: a half-close (see below).
+            if self.credit.stopped.load(Ordering::Acquire) {
+                return self.finish_raw(Bytes::new()).await;
+            }
             if trailer.len() > MAX_PAYLOAD {
                 return self.reset("stream trailer too large for a protected stream").await;
             }
