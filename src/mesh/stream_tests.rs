@@ -46,25 +46,10 @@ fn protected_loop() -> (Arc<Router>, StreamWriter, StreamReader, StreamWriter, S
     let keys = |n: u8| ([n; KEY_LEN], [n; IV_LEN]);
     let ((ok, oiv), (ak, aiv)) = (keys(1), keys(2));
     let end = |local: Side, seal: Sealer, unseal: Unsealer| {
-        let key = StreamKey { peer: me.clone(), id: 7, local };
-        let (rx, credit) = router.streams.register(key.clone(), 64 * 1024, 64 * 1024);
-        let writer = StreamWriter {
-            key: key.clone(),
-            router: router.clone(),
-            credit,
-            offset: 0,
-            done: false,
-            seal: Some(Box::new(seal)),
-        };
-        let reader = StreamReader {
-            key,
-            router: router.clone(),
-            rx,
-            window: 64 * 1024,
-            unacked: 0,
-            ended: false,
-            unseal: Some(Box::new(unseal)),
-        };
+        let (mut writer, mut reader) =
+            router.endpoints(StreamKey { peer: me.clone(), id: 7, local }, 64 * 1024);
+        writer.protect(seal);
+        reader.protect(unseal);
         (writer, reader)
     };
     let (ow, or) = end(Side::Opener, Sealer::new(&ok, &oiv), Unsealer::new(&ak, &aiv));
