@@ -37,17 +37,14 @@ fn tamperer(mode: Arc<AtomicU8>, (skip, frames): (u64, usize)) -> Rewrite {
     let withheld: Mutex<HashSet<u64>> = Mutex::new(HashSet::new());
     Arc::new(move |mut r: Routed| {
         let (stream, offset) = match &r.body {
-            Body::Data { stream, from: Side::Acceptor, offset, .. } => (*stream, *offset),
-            Body::Fin { stream, from: Side::Acceptor, .. }
-                if withheld.lock().expect("withheld").contains(stream) =>
-            {
-                return Vec::new();
-            }
+            Body::Data { stream, from: Side::Acceptor, offset, .. } => (*stream, Some(*offset)),
+            Body::Fin { stream, from: Side::Acceptor, .. } => (*stream, None),
             _ => return vec![r],
         };
         if withheld.lock().expect("withheld").contains(&stream) {
             return Vec::new();
         }
+        let Some(offset) = offset else { return vec![r] };
         let n = {
             let mut seen = seen.lock().expect("seen");
             let n = seen.entry(stream).or_insert(0);

@@ -379,27 +379,23 @@ impl StreamWriter {
     pub async fn finish(mut self, trailer: Bytes) {
         if self.seal.is_some() {
             // The end and its trailer travel sealed, so a relay can neither cut the
-            // stream short unnoticed nor change the trailer. After a `Stop` nobody reads
-            // them: a half-close (see below).
-            if self.credit.stopped.load(Ordering::Acquire) {
-                return self.finish_raw(Bytes::new()).await;
-            }
-            if trailer.len() > MAX_PAYLOAD {
-                return self.reset("stream trailer too large for a protected stream").await;
-            }
-            let sent = match self.sealed(Kind::End, &trailer) {
-                Ok(record) => self.write_raw(record).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = sent {
-                if self.credit.stopped.load(Ordering::Acquire) {
-                    // The remote stopped reading before our end record could go: a
-                    // half-close, as on an unprotected stream. Resetting would also end
-                    // the direction still delivering to us, and would turn a stream whose
-                    // rest a relay withholds into an ordinary reset instead of a gap.
-                    return self.finish_raw(Bytes::new()).await;
+            // stream short unnoticed nor change the trailer.
+            let sent = if trailer.len() > MAX_PAYLOAD {
+                Err("stream trailer too large for a protected stream".to_owned())
+            } else {
+                match self.sealed(Kind::End, &trailer) {
+                    Ok(record) => self.write_raw(record).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
                 }
-                return self.reset(&e.to_string()).await;
+            };
+            match sent {
+                // The remote stopped reading (before or during the write), so nobody reads
+                // the end record: a half-close, as on an unprotected stream. Resetting would
+                // also end the direction still delivering to us, and would turn a stream
+                // whose rest a relay withholds into an ordinary reset instead of a gap.
+                Err(_) if self.credit.stopped.load(Ordering::Acquire) => {}
+                Err(why) => return self.reset(&why).await,
+                Ok(()) => {}
             }
             return self.finish_raw(Bytes::new()).await;
         }
