@@ -12,6 +12,9 @@
 //! `AWX_PING_ONLY=N` runs only the ping: N rounds alternating between receptord, Go and a
 //! floor (the same four loopback crossings between three processes that only `read` and
 //! `write`), with the load average (`AWX_PING_GO=0`: without the Go line).
+//! `AWX_ONLY=own|tls|ctl` runs only that transfer, `AWX_ROUNDS` times (default 3) on one
+//! line, printing each round and the daemons' PIDs first: the mode to profile under
+//! (`perf record -a -g` while it runs).
 //! Figures only: nothing here asserts on time.
 
 use std::io::{BufRead, BufReader, Write};
@@ -372,6 +375,29 @@ fn ping_only(rounds: usize) {
     println!("load average after: {}", load().trim());
 }
 
+fn write_payload(path: &Path) {
+    let mut f = std::fs::File::create(path).expect("payload");
+    let block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    for _ in 0..SIZE >> 20 {
+        f.write_all(&block).expect("write payload");
+    }
+}
+
+/// `AWX_ONLY`: one kind of transfer, round after round on one line, for a profiler.
+fn only(which: &str, payload: &Path, pki: &Path) {
+    let rounds: usize = std::env::var("AWX_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let line = receptord_line((which == "tls").then_some(pki));
+    println!("daemons' PIDs: {:?}", line.pids);
+    for round in 1..=rounds {
+        let t = match which {
+            "own" | "tls" => line.own_client(payload),
+            "ctl" => line.receptorctl(payload),
+            other => panic!("AWX_ONLY={other}: expected own, tls or ctl"),
+        };
+        println!("round {round}: {:.0} MiB/s, {}, client {:.2} CPU-s", t.mib_s, cpu_cell(&t), t.client);
+    }
+}
+
 fn main() {
     if floor_role() {
         return;
@@ -382,15 +408,13 @@ fn main() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let payload = dir.path().join("payload");
-    {
-        let mut f = std::fs::File::create(&payload).expect("payload");
-        let block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
-        for _ in 0..SIZE >> 20 {
-            f.write_all(&block).expect("write payload");
-        }
-    }
+    write_payload(&payload);
     let pki = tempfile::tempdir().expect("tempdir");
     harness::issue_pki(RECEPTOR, pki.path(), &["node1", "node2", "node3"]);
+    if let Ok(which) = std::env::var("AWX_ONLY") {
+        only(&which, &payload, pki.path());
+        return;
+    }
     let (fresh, recycled) = harness::page_cache_cost(dir.path(), SIZE);
 
     let plain = receptord_line(None);

@@ -209,10 +209,10 @@ fn bad_work_requests_get_clear_errors_and_nothing_escapes_the_data_dir() {
 }
 
 #[test]
-fn completed_units_are_released_after_the_retention_period() {
+fn completed_units_are_released_after_the_retention_period_and_their_files_deleted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, sock) = with_socket("node1", dir.path());
-    let n1 = Daemon::start(
+    let mut n1 = Daemon::start(
         Spec::new("node1").extra(&format!("{ctl}{UNIT_WORK}\n[work]\nunit_retention = \"2s\"\n")),
     );
     let id = submit(&sock, &["echo", "-l", "x"]);
@@ -220,6 +220,16 @@ fn completed_units_are_released_after_the_retention_period() {
     wait_until("unit released by retention", Duration::from_secs(20), || list(&sock).get(&id).is_none());
     assert!(!n1.data_dir().join("units").join(&id).exists());
     n1.wait_log("releasing expired work unit", Duration::from_secs(1));
+    // Its files are deleted behind the release, and what a stopped daemon left to delete
+    // is deleted when it starts again.
+    let released = n1.data_dir().join("units").join(".released");
+    let empty = |d: &std::path::Path| std::fs::read_dir(d).map(|mut e| e.next().is_none()).unwrap_or(false);
+    wait_until("the released unit's files deleted", Duration::from_secs(20), || empty(&released));
+    n1.stop();
+    std::fs::create_dir_all(released.join("left.1")).expect("left-over dir");
+    std::fs::write(released.join("left.1").join("stdout"), b"output").expect("left-over file");
+    n1.restart();
+    wait_until("left-over released files deleted at start-up", Duration::from_secs(20), || empty(&released));
 }
 
 #[test]

@@ -278,7 +278,7 @@ fn an_interrupted_remote_submission_is_discarded_and_sent_again_never_run_twice(
     // Stop node3 as soon as its unit exists, while node1 is still sending the payload.
     let units3 = n3.data_dir().join("units");
     let started = std::time::Instant::now();
-    while std::fs::read_dir(&units3).map(|d| d.count()).unwrap_or(0) == 0 {
+    while unit_dirs(&units3).is_empty() {
         assert!(started.elapsed() < Duration::from_secs(20), "node3 never got the unit");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -290,11 +290,8 @@ fn an_interrupted_remote_submission_is_discarded_and_sent_again_never_run_twice(
     // submission"), unless node3 already failed and dropped it: either way one unit is left.
     assert_eq!(results(&sock, &id).trim(), size.to_string(), "the whole payload, once");
     // node3 ran it once: the half-sent unit was released, only the resent one is left.
-    let left: Vec<String> = std::fs::read_dir(&units3)
-        .expect("units")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let left: Vec<String> =
+        unit_dirs(&units3).iter().map(|p| p.file_name().expect("name").to_string_lossy().into_owned()).collect();
     assert_eq!(left, [st["ExtraData"]["RemoteUnitID"].as_str().expect("id")], "{st}");
 }
 
@@ -329,11 +326,7 @@ fn a_remote_payload_is_forwarded_while_it_arrives_and_never_runs_cut_short() {
     // The remote unit's stdin, on node3, once it holds at least `n` bytes.
     let remote_stdin_reaches = |n: u64| {
         wait_until("the payload forwarded while it arrives", Duration::from_secs(30), || {
-            std::fs::read_dir(&units3)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| std::fs::metadata(e.path().join("stdin")).map(|m| m.len()).unwrap_or(0) >= n)
+            unit_dirs(&units3).iter().any(|p| std::fs::metadata(p.join("stdin")).map(|m| m.len()).unwrap_or(0) >= n)
         });
     };
 
@@ -344,16 +337,16 @@ fn a_remote_payload_is_forwarded_while_it_arrives_and_never_runs_cut_short() {
         w.write_all(&block).expect("payload");
     }
     remote_stdin_reaches(2 << 20);
-    let remote: Vec<_> = std::fs::read_dir(&units3).expect("units").flatten().collect();
+    let remote = unit_dirs(&units3);
     assert_eq!(remote.len(), 1);
-    let st = std::fs::read_to_string(remote[0].path().join("status")).expect("status");
+    let st = std::fs::read_to_string(remote[0].join("status")).expect("status");
     assert!(st.contains("Waiting for Input Data"), "node3 must not start before the end: {st}");
     w.write_all(&block).expect("payload");
     w.shutdown(std::net::Shutdown::Write).expect("end of payload");
     assert!(read_reply(&mut r).contains("Job Started"));
     wait_state(&sock, &id, "Succeeded");
     assert_eq!(results(&sock, &id).trim(), (5u64 << 20).to_string());
-    let done = std::fs::read_dir(&units3).expect("units").count();
+    let done = unit_dirs(&units3).len();
 
     // Cut short: 8 MiB forwarded, then the payload goes over node1's limit.
     let (mut w, mut r, id) = open_submit();
@@ -374,7 +367,7 @@ fn a_remote_payload_is_forwarded_while_it_arrives_and_never_runs_cut_short() {
     assert!(st["Detail"].as_str().unwrap_or("").contains("Error reading input data"), "{st}");
     // node3 discards its half of it (never run): only the finished unit is left.
     wait_until("node3 discards the cut-short unit", Duration::from_secs(30), || {
-        std::fs::read_dir(&units3).map(|d| d.count()).unwrap_or(0) == done
+        unit_dirs(&units3).len() == done
     });
     n3.wait_log("discarding a work unit whose payload never arrived whole", Duration::from_secs(10));
 }

@@ -2,12 +2,19 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::{receptorctl, stderr, stdout, wait_until};
+
+/// The unit directories in a node's `units/` (its `.released/`, where released units wait
+/// for their deletion, is not one).
+pub fn unit_dirs(units: &Path) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir(units).into_iter().flatten().flatten();
+    entries.filter(|e| !e.file_name().to_string_lossy().starts_with('.')).map(|e| e.path()).collect()
+}
 
 pub fn list(sock: &Path) -> Value {
     let out = receptorctl(sock, &["work", "list"]);

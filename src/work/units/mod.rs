@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -83,6 +83,10 @@ pub struct Units {
     pub(super) inner: Arc<Inner>,
 }
 
+/// Where released units' directories wait for their deletion, under the store's root
+/// (a name no unit ID can take: IDs are alphanumeric).
+pub(super) const RELEASED: &str = ".released";
+
 /// How many lease-released unit IDs are remembered (in memory) to be named as expired.
 const EXPIRED_KEPT: usize = 1024;
 
@@ -131,6 +135,7 @@ impl Units {
             }),
         };
         units.recover()?;
+        units.empty_released();
         units.spawn_retention();
         Ok(units)
     }
@@ -376,14 +381,38 @@ impl Units {
     /// Deletes a unit's directory and forgets it.
     pub(super) fn forget(&self, unit: &Unit, force: bool) -> Result<(), UnitError> {
         unit.stop.cancel();
-        let last = unit.remove_dir(force);
+        let last = unit.remove_dir(force).map(|trash| trash.map(|t| self.delete_in_background(t)));
         if last.is_ok() || force {
             self.lock().remove(&unit.id);
             // Wake followers so they notice the release.
             unit.status.send_modify(|_| {});
             tracing::info!(unit = %unit.id, "work unit released");
         }
-        if force { Ok(()) } else { last }
+        if force { Ok(()) } else { last.map(|_| ()) }
+    }
+
+    /// Deletes a released unit's directory on the blocking pool (inline outside a
+    /// runtime). A failure is logged: the directory is gone from the store either way, and
+    /// the next start-up empties [`RELEASED`].
+    fn delete_in_background(&self, dir: PathBuf) {
+        let delete = move || {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), "cannot delete a released unit's files: {e}");
+            }
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.inner.tracker.spawn_blocking(delete);
+        } else {
+            delete();
+        }
+    }
+
+    /// Deletes what an earlier run released but did not get to delete (it stopped first).
+    fn empty_released(&self) {
+        let Ok(left) = std::fs::read_dir(self.inner.root.join(RELEASED)) else { return };
+        for entry in left.flatten() {
+            self.delete_in_background(entry.path());
+        }
     }
 
     /// Another node (over the mesh, or a TLS control client with its certificate) may
