@@ -13,8 +13,8 @@
 //! floor (the same four loopback crossings between three processes that only `read` and
 //! `write`), with the load average (`AWX_PING_GO=0`: without the Go line).
 //! `AWX_ONLY=own|tls|ctl` runs only that transfer, `AWX_ROUNDS` times (default 3) on one
-//! line, printing each round and the daemons' PIDs first: the mode to profile under
-//! (`perf record -a -g` while it runs).
+//! line, printing each round and the daemons' PIDs first (the mode to profile under:
+//! `perf record -a -g` while it runs), then the daemons' RSS right after and once idle.
 //! Figures only: nothing here asserts on time.
 
 use std::io::{BufRead, BufReader, Write};
@@ -396,6 +396,10 @@ fn only(which: &str, payload: &Path, pki: &Path) {
         };
         println!("round {round}: {:.0} MiB/s, {}, client {:.2} CPU-s", t.mib_s, cpu_cell(&t), t.client);
     }
+    let rss = |m: &[(f64, f64, f64)]| m.iter().map(|m| format!("{:.1}", m.0)).collect::<Vec<_>>().join(" / ");
+    println!("RSS right after: {} MiB", rss(&line.idle_rss_mib()));
+    std::thread::sleep(IDLE);
+    println!("RSS {} s later: {} MiB", IDLE.as_secs(), rss(&line.idle_rss_mib()));
 }
 
 fn main() {

@@ -2,7 +2,9 @@
 //! `daemon::memory`) once ready, again once settled and after a reload: a line of three
 //! keeps routing, answering pings and running work across a hop after each of these
 //! releases; a work unit's supervisor does the same while its job runs, and still records
-//! the job's output and outcome. Figures (idle RSS, PSS) are printed by `benches/awx.rs`, never asserted here.
+//! the job's output and outcome. After a burst of traffic each node gives back the heap
+//! it freed once its links are quiet (`alloc::TRAFFIC`). Figures (idle RSS, PSS, and RSS
+//! after transfers) are printed by `benches/awx.rs`, never asserted here.
 
 mod common;
 
@@ -76,4 +78,27 @@ fn a_units_supervisor_gives_back_its_start_up_pages_and_still_records_the_job() 
     assert_eq!(common::units::results(&sock, &id), expected);
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!log.contains("could not release") && !log.contains("panicked"), "{log}");
+}
+
+/// A transfer through the line is a burst on every node's links; a few seconds after it
+/// each node gives its freed heap back (and says so at debug level), and the line still
+/// serves.
+#[test]
+fn every_node_gives_back_its_freed_heap_once_a_burst_of_traffic_is_over() {
+    const QUIET_TRIM: &str = "the links went quiet: freed heap given back";
+    let (n1, n2, n3) = line3(&format!("{CAT}[log]\nlevel = \"debug\"\n"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let payload = dir.path().join("payload");
+    let data: Vec<u8> = (0..8_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&payload, &data).expect("write payload");
+    let p = payload.to_str().expect("utf8 path");
+    let out = receptor(&n1, &["work", "submit", "cat", "--node", "node3", "--payload", p]);
+    assert!(out.status.success(), "work: {}", stderr(&out));
+    assert!(out.stdout == data, "{} of {} bytes came back", out.stdout.len(), data.len());
+    for d in [&n1, &n2, &n3] {
+        wait_until(&format!("{} giving back its heap", d.id), Duration::from_secs(30), || {
+            d.log().contains(QUIET_TRIM)
+        });
+    }
+    serves(&n1, "after the heap was given back");
 }

@@ -290,8 +290,10 @@ fn an_interrupted_remote_submission_is_discarded_and_sent_again_never_run_twice(
     // submission"), unless node3 already failed and dropped it: either way one unit is left.
     assert_eq!(results(&sock, &id).trim(), size.to_string(), "the whole payload, once");
     // node3 ran it once: the half-sent unit was released, only the resent one is left.
-    let left: Vec<String> =
-        unit_dirs(&units3).iter().map(|p| p.file_name().expect("name").to_string_lossy().into_owned()).collect();
+    let left: Vec<String> = unit_dirs(&units3)
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
     assert_eq!(left, [st["ExtraData"]["RemoteUnitID"].as_str().expect("id")], "{st}");
 }
 
@@ -326,7 +328,9 @@ fn a_remote_payload_is_forwarded_while_it_arrives_and_never_runs_cut_short() {
     // The remote unit's stdin, on node3, once it holds at least `n` bytes.
     let remote_stdin_reaches = |n: u64| {
         wait_until("the payload forwarded while it arrives", Duration::from_secs(30), || {
-            unit_dirs(&units3).iter().any(|p| std::fs::metadata(p.join("stdin")).map(|m| m.len()).unwrap_or(0) >= n)
+            unit_dirs(&units3)
+                .iter()
+                .any(|p| std::fs::metadata(p.join("stdin")).map(|m| m.len()).unwrap_or(0) >= n)
         });
     };
 

@@ -20,6 +20,7 @@ fn fatal(msg: &str) {
 }
 
 fn main() -> ExitCode {
+    receptord::alloc::hold_freed_memory();
     let args = Args::parse();
     if let Some(dir) = &args.supervise_unit {
         // Its stderr is the unit's supervisor.log.

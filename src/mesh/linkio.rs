@@ -164,6 +164,7 @@ impl AsyncRead for CountingIo {
         if let Poll::Ready(Ok(())) = r {
             let new = &buf.filled()[before..];
             if !new.is_empty() {
+                crate::alloc::TRAFFIC.note(new.len() as u64);
                 let frames = this.rd.feed(new);
                 this.count(new.len() as u64, frames, 0, 0);
             }

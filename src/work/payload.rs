@@ -7,15 +7,24 @@
 //! never ended, so the remote node never runs a truncated payload.
 
 use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read};
 use std::path::Path;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::watch;
 
 /// Largest read of the payload file: each read is a hop to the blocking pool.
 pub const READ_BLOCK: usize = 1 << 20;
+
+/// Up to `max` bytes from the file's position (fewer at its current end), read straight
+/// into a buffer that is never zeroed first (`read_to_end` fills spare capacity): a unit's
+/// files are read in 1 MiB blocks, and zeroing each block before the read overwrites it
+/// cost as much as a copy. Blocking: call it on the blocking pool.
+pub(crate) fn read_up_to(file: &mut File, max: usize) -> io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(max);
+    file.take(max as u64).read_to_end(&mut buf)?;
+    Ok(Bytes::from(buf))
+}
 
 /// How far a payload has arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +83,17 @@ impl PayloadReader {
                 let want = (end - self.pos).min(READ_BLOCK as u64) as usize;
                 let file = self.file.take().ok_or_else(|| io::Error::other("payload reader failed"))?;
                 let pos = self.pos;
+                // The file is read in order from its start: its own position is `pos`.
                 let (file, block) = tokio::task::spawn_blocking(move || {
-                    let mut buf = BytesMut::zeroed(want);
-                    let r = file.read_exact_at(&mut buf, pos);
-                    (file, r.map(|()| buf.freeze()))
+                    let mut file = file;
+                    let r = read_up_to(&mut file, want).and_then(|b| match b.len() == want {
+                        true => Ok(b),
+                        false => Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the payload file ends before byte {}", pos + want as u64),
+                        )),
+                    });
+                    (file, r)
                 })
                 .await
                 .map_err(io::Error::other)?;

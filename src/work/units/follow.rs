@@ -1,5 +1,7 @@
 //! `work results`: a unit's output from any byte offset, following it while it runs.
 
+use std::io::Seek;
+
 use super::*;
 
 impl Units {
@@ -29,7 +31,7 @@ impl Units {
 pub struct Follow {
     unit: Arc<Unit>,
     rx: watch::Receiver<UnitStatus>,
-    file: Option<tokio::fs::File>,
+    file: Option<std::fs::File>,
     pos: u64,
     idle: Duration,
     /// A follower keeps the unit's lease.
@@ -40,45 +42,54 @@ impl Follow {
     /// The next bytes, or `None` once the unit is complete and everything was read (or
     /// the unit was released).
     pub async fn next(&mut self) -> std::io::Result<Option<Bytes>> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
         loop {
             if self.unit.is_releasing() {
                 return Ok(None);
             }
-            if self.file.is_none() {
-                match tokio::fs::File::open(self.unit.stdout_path()).await {
-                    Ok(mut f) => {
-                        f.seek(std::io::SeekFrom::Start(self.pos)).await?;
-                        self.file = Some(f);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if let Some(f) = self.file.as_mut() {
-                let mut buf = BytesMut::with_capacity(FOLLOW_CHUNK);
-                let n = f.read_buf(&mut buf).await?;
-                if n > 0 {
-                    self.pos += n as u64;
-                    self.idle = Duration::ZERO;
-                    return Ok(Some(buf.freeze()));
-                }
+            if let Some(block) = self.read().await? {
+                self.idle = Duration::ZERO;
+                return Ok(Some(block));
             }
             let st = self.rx.borrow_and_update().clone();
             if st.state.is_final() && (self.pos >= st.stdout_size || self.file.is_none()) {
                 // One last look: the final status is written after the last byte.
-                if let Some(f) = self.file.as_mut() {
-                    let mut buf = BytesMut::with_capacity(FOLLOW_CHUNK);
-                    if f.read_buf(&mut buf).await? > 0 {
-                        self.pos += buf.len() as u64;
-                        return Ok(Some(buf.freeze()));
-                    }
-                }
-                return Ok(None);
+                return self.read().await;
             }
             // Back off while nothing arrives (1 ms up to 64 ms); a status change wakes us.
             self.idle = (self.idle * 2).clamp(Duration::from_millis(1), Duration::from_millis(64));
             let _ = tokio::time::timeout(self.idle, self.rx.changed()).await;
         }
+    }
+
+    /// What the file holds past `pos` (up to [`FOLLOW_CHUNK`]), opening it at `pos` first
+    /// if it exists by now; `None` if nothing is there yet. One hop to the blocking pool,
+    /// reading straight into the block handed on (a `tokio::fs::File` reads into a buffer
+    /// of its own and copies from it).
+    async fn read(&mut self) -> std::io::Result<Option<Bytes>> {
+        let (file, path, pos) = (self.file.take(), self.unit.stdout_path(), self.pos);
+        let (file, block) = tokio::task::spawn_blocking(move || {
+            let file = match file {
+                Some(f) => f,
+                None => match std::fs::File::open(path) {
+                    Ok(mut f) => {
+                        f.seek(std::io::SeekFrom::Start(pos))?;
+                        f
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, Bytes::new())),
+                    Err(e) => return Err(e),
+                },
+            };
+            let mut file = file;
+            let block = crate::work::payload::read_up_to(&mut file, FOLLOW_CHUNK)?;
+            Ok((Some(file), block))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.file = file;
+        if block.is_empty() {
+            return Ok(None);
+        }
+        self.pos += block.len() as u64;
+        Ok(Some(block))
     }
 }

@@ -285,9 +285,8 @@ impl Unit {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return None,
             _ => {}
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         Some(trash.join(format!("{}.{nanos}.{}.{seq}", self.id, std::process::id())))
     }
