@@ -13,7 +13,8 @@
 //! floor (the same four loopback crossings between three processes that only `read` and
 //! `write`), with the load average (`AWX_PING_GO=0`: without the Go line).
 //! `AWX_ONLY=own|tls|ctl` runs only that transfer, `AWX_ROUNDS` times (default 3) on one
-//! line, printing each round and the daemons' PIDs first (the mode to profile under:
+//! line (`AWX_RECEPTORD=PATH`: that build of the daemon), printing each round and the
+//! daemons' PIDs first (the mode to profile under:
 //! `perf record -a -g` while it runs), then the daemons' RSS right after and once idle.
 //! Figures only: nothing here asserts on time.
 
@@ -64,7 +65,9 @@ fn receptord_line(pki: Option<&Path>) -> Line {
         );
         let peer = daemons.last().map(|d| d.port);
         let cfg = harness::node_config(dir.path(), id, peer, pki, &extra, "");
-        daemons.push(harness::spawn(RECEPTORD, &cfg, None));
+        // `AWX_RECEPTORD`: another build of the daemon, for an A/B comparison in one run.
+        let exe = std::env::var("AWX_RECEPTORD").unwrap_or_else(|_| RECEPTORD.to_owned());
+        daemons.push(harness::spawn(&exe, &cfg, None));
     }
     let sock = dir.path().join("node1.sock");
     let pids = daemons.iter().map(|d| d.child.id()).collect();
