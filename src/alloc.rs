@@ -59,10 +59,10 @@ pub struct Traffic {
 
 /// Bytes moved since the last trim that make one due once traffic stops: keepalives and
 /// advertisements never do.
-const WORTH_TRIMMING: u64 = 4 << 20;
+pub const WORTH_TRIMMING: u64 = 4 << 20;
 
 /// What links carry while idle (keepalives, advertisements, pings) in a quiet period.
-const IDLE_TRICKLE: u64 = 64 << 10;
+pub const IDLE_TRICKLE: u64 = 64 << 10;
 
 /// See [`Traffic`].
 pub static TRAFFIC: Traffic = Traffic {
