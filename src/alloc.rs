@@ -10,6 +10,8 @@
 //!   arena only, so with glibc's arena per thread a daemon kept 2 MiB per arena after a
 //!   transfer, 14 MiB RSS at rest against 5.8 MiB with one (one arena cost no throughput
 //!   on the AWX path). [`Traffic`] says when the data path is quiet, to give it back.
+//!   Only the daemon does this: a unit's supervisor (one per running job, living as long
+//!   as it) and the short-lived client keep glibc's defaults.
 //!
 //! * glibc keeps what the process freed in its arenas (a flood of advertisements leaves
 //!   tens of MiB resident after the nodes it named are forgotten); `malloc_trim(0)` returns
@@ -22,7 +24,7 @@
 //!   read-only file mappings) leaves the pages in the page cache, shared and clean, and
 //!   lets what the daemon keeps running fault back in from there (docs/LIMITS.md, "Memory").
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
@@ -47,39 +49,42 @@ pub fn hold_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn hold_freed_memory() {}
 
-/// Bytes the links have carried, and whether a trim is due once they stop (one per
-/// process: the data path notes its bytes, `daemon::memory` waits on it).
+/// Bytes the links have carried, and when a trim is due once they stop (one per process:
+/// the data path notes its bytes, `daemon::memory` waits on it).
 pub struct Traffic {
     moved: AtomicU64,
-    /// `moved` at the last trim.
-    trimmed_at: AtomicU64,
-    armed: AtomicBool,
+    /// `moved` from which a burst is under way and a trim due once it ends; `u64::MAX`
+    /// while the waiter has been told (one thread wins the exchange that tells it).
+    arm_at: AtomicU64,
     wake: Notify,
 }
 
-/// Bytes moved since the last trim that make one due once traffic stops: keepalives and
-/// advertisements never do.
+/// Bytes moved since the last trim that make one due once traffic stops (what idle
+/// links carry reaches it only over many minutes).
 pub const WORTH_TRIMMING: u64 = 4 << 20;
 
 /// What links carry while idle (keepalives, advertisements, pings) in a quiet period.
 pub const IDLE_TRICKLE: u64 = 64 << 10;
 
 /// See [`Traffic`].
-pub static TRAFFIC: Traffic = Traffic {
-    moved: AtomicU64::new(0),
-    trimmed_at: AtomicU64::new(0),
-    armed: AtomicBool::new(false),
-    wake: Notify::const_new(),
-};
+pub static TRAFFIC: Traffic = Traffic::new();
 
 impl Traffic {
-    /// Counts `n` bytes read from a link: two atomic operations, and a wake-up of the
+    pub const fn new() -> Traffic {
+        Traffic {
+            moved: AtomicU64::new(0),
+            arm_at: AtomicU64::new(WORTH_TRIMMING),
+            wake: Notify::const_new(),
+        }
+    }
+
+    /// Counts `n` bytes a link read or wrote: two atomic operations, and a wake-up of the
     /// waiter once per burst.
     pub fn note(&self, n: u64) {
-        let moved = self.moved.fetch_add(n, Ordering::Relaxed) + n;
-        if moved - self.trimmed_at.load(Ordering::Relaxed) >= WORTH_TRIMMING
-            && !self.armed.load(Ordering::Relaxed)
-            && !self.armed.swap(true, Ordering::AcqRel)
+        let moved = self.moved.fetch_add(n, Ordering::Relaxed).saturating_add(n);
+        let at = self.arm_at.load(Ordering::Relaxed);
+        if moved >= at
+            && self.arm_at.compare_exchange(at, u64::MAX, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             self.wake.notify_one();
         }
@@ -93,12 +98,17 @@ impl Traffic {
             let before = self.moved.load(Ordering::Relaxed);
             tokio::time::sleep(quiet).await;
             let now = self.moved.load(Ordering::Relaxed);
-            if now - before < IDLE_TRICKLE {
-                self.trimmed_at.store(now, Ordering::Relaxed);
-                self.armed.store(false, Ordering::Release);
+            if now.saturating_sub(before) < IDLE_TRICKLE {
+                self.arm_at.store(now.saturating_add(WORTH_TRIMMING), Ordering::Release);
                 return;
             }
         }
+    }
+}
+
+impl Default for Traffic {
+    fn default() -> Traffic {
+        Traffic::new()
     }
 }
 
@@ -235,6 +245,34 @@ fn advise_dontneed(start: usize, len: usize) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A burst wakes the waiter once; it returns only after a quiet period; what idle
+    /// links carry neither ends a burst's quiet wait early nor arms the next one.
+    #[tokio::test(start_paused = true)]
+    async fn a_trim_comes_once_per_burst_and_only_after_the_links_go_quiet() {
+        use std::time::Duration;
+        let t = Traffic::new();
+        let quiet = Duration::from_secs(5);
+        t.note(WORTH_TRIMMING - 1);
+        assert!(tokio::time::timeout(quiet * 4, t.burst_then_quiet(quiet)).await.is_err(), "no burst yet");
+        t.note(1);
+        t.note(WORTH_TRIMMING);
+        // Busy for a while: each period moves more than a trickle, so no trim yet.
+        let busy = async {
+            for _ in 0..6 {
+                tokio::time::sleep(quiet / 2).await;
+                t.note(IDLE_TRICKLE);
+            }
+        };
+        let started = tokio::time::Instant::now();
+        tokio::join!(busy, t.burst_then_quiet(quiet));
+        assert!(started.elapsed() >= quiet * 3, "trimmed while still busy: {:?}", started.elapsed());
+        // Idle traffic after the trim does not make another one due.
+        t.note(IDLE_TRICKLE);
+        assert!(tokio::time::timeout(quiet * 4, t.burst_then_quiet(quiet)).await.is_err(), "trimmed again");
+        t.note(WORTH_TRIMMING);
+        assert!(tokio::time::timeout(quiet * 4, t.burst_then_quiet(quiet)).await.is_ok(), "the next burst");
+    }
 
     const EXE: &str = "/usr/bin/receptord";
 

@@ -20,7 +20,6 @@ fn fatal(msg: &str) {
 }
 
 fn main() -> ExitCode {
-    receptord::alloc::hold_freed_memory();
     let args = Args::parse();
     if let Some(dir) = &args.supervise_unit {
         // Its stderr is the unit's supervisor.log.
@@ -28,6 +27,9 @@ fn main() -> ExitCode {
         let code = receptord::work::supervisor::main(dir);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    // The daemon only (docs/LIMITS.md, "The heap after work"); a supervisor keeps glibc's
+    // defaults. Before the runtime starts its threads.
+    receptord::alloc::hold_freed_memory();
     if let Some(pid) = args.reload_service {
         return match receptord::systemd::reload_service(pid) {
             Ok(how) => {

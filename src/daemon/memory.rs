@@ -23,10 +23,14 @@ pub(super) const QUIET: Duration = Duration::from_secs(5);
 /// freed heap back after each burst of traffic until the daemon stops.
 pub(super) fn after_start_up(tracker: &TaskTracker, cancel: CancellationToken) {
     release("start-up");
-    let stop = cancel.clone();
+    let (stop, tasks) = (cancel.clone(), tracker.clone());
     tracker.spawn(async move {
         tokio::select! {
-            _ = tokio::time::sleep(SETTLE) => release("settling"),
+            _ = tokio::time::sleep(SETTLE) => {
+                release("settling");
+                // And what start-up freed (config parsing, TLS material, first handshakes).
+                let _ = tasks.spawn_blocking(crate::alloc::release_free_memory).await;
+            }
             _ = stop.cancelled() => {}
         }
     });
@@ -46,8 +50,7 @@ pub(super) fn after_start_up(tracker: &TaskTracker, cancel: CancellationToken) {
 /// What the log says when the links went quiet and the heap was given back.
 const QUIET_TRIM: &str = "the links went quiet: freed heap given back";
 
-/// Releases what start-up (or a reload) mapped of the executable and the heap it freed,
-/// saying how much first:
+/// Releases what start-up (or a reload) mapped of the executable, saying how much first:
 /// the formatting code of a log line is code an idle daemon does not run either.
 pub(super) fn release(after: &str) {
     let released = crate::alloc::executable_pages().and_then(|pages| {
@@ -62,5 +65,4 @@ pub(super) fn release(after: &str) {
     if let Err(e) = released {
         tracing::warn!(after, "could not release the executable's start-up pages: {e}");
     }
-    crate::alloc::release_free_memory();
 }

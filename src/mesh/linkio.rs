@@ -179,6 +179,7 @@ impl AsyncWrite for CountingIo {
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             if let Some(written) = buf.get(..n).filter(|w| !w.is_empty()) {
+                crate::alloc::TRAFFIC.note(n as u64);
                 let frames = this.wr.feed(written);
                 this.count(0, 0, n as u64, frames);
             }

@@ -97,8 +97,10 @@ impl PayloadReader {
                 })
                 .await
                 .map_err(io::Error::other)?;
-                self.file = Some(file);
+                // A failed read leaves the file's position unknown: no later read may
+                // go on from it (the reader fails from now on).
                 let block = block?;
+                self.file = Some(file);
                 self.pos += block.len() as u64;
                 return Ok(Some(block));
             }
@@ -138,6 +140,20 @@ mod tests {
         }
         more.await.expect("writer");
         assert_eq!(rest, b"de");
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_announced_is_an_error_and_stays_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stdin");
+        std::fs::write(&path, b"abc").expect("write");
+        let (tx, rx) = arriving();
+        tx.send_replace(Arrival::Complete(5));
+        let mut r = PayloadReader::open(&path, Some(rx)).await.expect("open");
+        let e = r.read().await.expect_err("two bytes are missing");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        std::fs::write(&path, b"abcde").expect("the rest, too late");
+        assert!(r.read().await.is_err(), "no read goes on from an unknown position");
     }
 
     #[tokio::test]

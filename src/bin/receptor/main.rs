@@ -20,7 +20,6 @@ mod stream;
 mod work;
 
 fn main() -> ExitCode {
-    receptord::alloc::hold_freed_memory();
     let cli = receptord::cli::receptor::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -134,8 +134,9 @@ impl Units {
                 cancel,
             }),
         };
-        units.recover()?;
+        // First: a unit recovery releases goes there too, and is deleted once.
         units.empty_released();
+        units.recover()?;
         units.spawn_retention();
         Ok(units)
     }
@@ -396,8 +397,16 @@ impl Units {
     /// the next start-up empties [`RELEASED`].
     fn delete_in_background(&self, dir: PathBuf) {
         let delete = move || {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), "cannot delete a released unit's files: {e}");
+            let deleted = match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&dir),
+                Ok(_) => std::fs::remove_file(&dir),
+                Err(e) => Err(e),
+            };
+            match deleted {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(dir = %dir.display(), "cannot delete a released unit's files: {e}");
+                }
+                _ => {}
             }
         };
         if tokio::runtime::Handle::try_current().is_ok() {
