@@ -30,9 +30,14 @@ fn wait_release(d: &Daemon, after: &str) {
 fn serves(n1: &Daemon, round: &str) {
     let out = receptor(n1, &["ping", "node3", "-c", "3"]);
     assert!(out.status.success(), "{round}: ping: {}", stderr(&out));
+    cat_on_node3(n1, 1_000_000, round);
+}
+
+/// `bytes` of payload through `cat` on node3 and back, compared.
+fn cat_on_node3(n1: &Daemon, bytes: u32, round: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let payload = dir.path().join("payload");
-    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let data: Vec<u8> = (0..bytes).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
     std::fs::write(&payload, &data).expect("write payload");
     let p = payload.to_str().expect("utf8 path");
     let out = receptor(n1, &["work", "submit", "cat", "--node", "node3", "--payload", p]);
@@ -87,14 +92,7 @@ fn a_units_supervisor_gives_back_its_start_up_pages_and_still_records_the_job() 
 fn every_node_gives_back_its_freed_heap_once_a_burst_of_traffic_is_over() {
     const QUIET_TRIM: &str = "the links went quiet: freed heap given back";
     let (n1, n2, n3) = line3(&format!("{CAT}[log]\nlevel = \"debug\"\n"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let payload = dir.path().join("payload");
-    let data: Vec<u8> = (0..8_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    std::fs::write(&payload, &data).expect("write payload");
-    let p = payload.to_str().expect("utf8 path");
-    let out = receptor(&n1, &["work", "submit", "cat", "--node", "node3", "--payload", p]);
-    assert!(out.status.success(), "work: {}", stderr(&out));
-    assert!(out.stdout == data, "{} of {} bytes came back", out.stdout.len(), data.len());
+    cat_on_node3(&n1, 8_000_000, "the burst");
     for d in [&n1, &n2, &n3] {
         wait_until(&format!("{} giving back its heap", d.id), Duration::from_secs(30), || {
             d.log().contains(QUIET_TRIM)
