@@ -13,9 +13,8 @@
 //! floor (the same four loopback crossings between three processes that only `read` and
 //! `write`), with the load average (`AWX_PING_GO=0`: without the Go line).
 //! `AWX_ONLY=own|tls|ctl` runs only that transfer, `AWX_ROUNDS` times (default 3) on one
-//! line, printing each round and the
-//! daemons' PIDs first (the mode to profile under:
-//! `perf record -a -g` while it runs), then the daemons' RSS right after and once idle.
+//! line, printing the daemons' PIDs first (the mode to profile under: `perf record -a -g`
+//! while it runs), each round, then the daemons' RSS right after and once idle.
 //! `AWX_RECEPTORD=PATH` and `AWX_RECEPTOR=PATH` run those builds of the daemon and the
 //! client (`make bench`: the shipped ones, whole-program optimised; `cargo bench` alone
 //! builds them without LTO), also for an A/B comparison of two builds in one run.
@@ -48,6 +47,11 @@ struct Line {
     _dir: tempfile::TempDir,
 }
 
+/// The build named by `var` (`AWX_RECEPTORD`, `AWX_RECEPTOR`), else this bench's own.
+fn build(var: &str, own: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| own.to_owned())
+}
+
 /// A Go Receptor process, killed on drop.
 struct GoChild(Child);
 
@@ -68,8 +72,7 @@ fn receptord_line(pki: Option<&Path>) -> Line {
         );
         let peer = daemons.last().map(|d| d.port);
         let cfg = harness::node_config(dir.path(), id, peer, pki, &extra, "");
-        let exe = std::env::var("AWX_RECEPTORD").unwrap_or_else(|_| RECEPTORD.to_owned());
-        daemons.push(harness::spawn(&exe, &cfg, None));
+        daemons.push(harness::spawn(&build("AWX_RECEPTORD", RECEPTORD), &cfg, None));
     }
     let sock = dir.path().join("node1.sock");
     let pids = daemons.iter().map(|d| d.child.id()).collect();
@@ -203,7 +206,7 @@ impl Line {
 
     /// `receptor --socket node1.sock work submit --node node3 cat -p FILE -f --rm`.
     fn own_client(&self, payload: &Path) -> Transfer {
-        let mut cmd = Command::new(std::env::var("AWX_RECEPTOR").unwrap_or_else(|_| RECEPTOR.to_owned()));
+        let mut cmd = Command::new(build("AWX_RECEPTOR", RECEPTOR));
         cmd.arg("--socket")
             .arg(&self.sock)
             .args(["work", "submit", "--node", "node3", "cat", "-f", "--rm", "-p"]);
@@ -449,10 +452,13 @@ fn main() {
 
     let mib = |t: &Transfer| format!("{:.0} MiB/s", t.mib_s);
     let none = "—".to_string();
-    let build =
-        if std::env::var_os("AWX_RECEPTORD").is_some() { "the given build" } else { "bench profile, no LTO" };
+    let which = if build("AWX_RECEPTORD", RECEPTORD) == RECEPTORD {
+        "bench profile, no LTO"
+    } else {
+        "the given build"
+    };
     println!(
-        "| figure (3-node line on loopback, 256 MiB, one run; receptord: {build}) | receptord | Go Receptor 1.4 (same run) |"
+        "| figure (3-node line on loopback, 256 MiB, one run; receptord: {which}) | receptord | Go Receptor 1.4 (same run) |"
     );
     println!("|---|---|---|");
     row("`receptor --socket work submit --node node3 cat -p FILE -f`, plain TCP", &mib(&own), &none);

@@ -86,12 +86,12 @@ impl PayloadReader {
                 // The file is read in order from its start: its own position is `pos`.
                 let (file, block) = tokio::task::spawn_blocking(move || {
                     let mut file = file;
-                    let r = read_up_to(&mut file, want).and_then(|b| match b.len() == want {
-                        true => Ok(b),
-                        false => Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("the payload file ends before byte {}", pos + want as u64),
-                        )),
+                    let r = read_up_to(&mut file, want).and_then(|b| {
+                        if b.len() == want {
+                            return Ok(b);
+                        }
+                        let why = format!("the payload file ends before byte {}", pos + want as u64);
+                        Err(io::Error::new(io::ErrorKind::UnexpectedEof, why))
                     });
                     (file, r)
                 })

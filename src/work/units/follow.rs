@@ -68,7 +68,7 @@ impl Follow {
     async fn read(&mut self) -> std::io::Result<Option<Bytes>> {
         let (file, path, pos) = (self.file.take(), self.unit.stdout_path(), self.pos);
         let (file, block) = tokio::task::spawn_blocking(move || {
-            let file = match file {
+            let mut file = match file {
                 Some(f) => f,
                 None => match std::fs::File::open(path) {
                     Ok(mut f) => {
@@ -79,7 +79,6 @@ impl Follow {
                     Err(e) => return Err(e),
                 },
             };
-            let mut file = file;
             let block = crate::work::payload::read_up_to(&mut file, FOLLOW_CHUNK)?;
             Ok((Some(file), block))
         })

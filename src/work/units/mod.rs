@@ -14,6 +14,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use released::{RELEASED, Reaper};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +36,7 @@ mod disk;
 mod follow;
 mod model;
 mod recover;
+mod released;
 mod supervise;
 
 pub(super) use disk::{file_len, read_json, write_json};
@@ -83,10 +86,6 @@ pub struct Units {
     pub(super) inner: Arc<Inner>,
 }
 
-/// Where released units' directories wait for their deletion, under the store's root
-/// (a name no unit ID can take: IDs are alphanumeric).
-pub(super) const RELEASED: &str = ".released";
-
 /// How many lease-released unit IDs are remembered (in memory) to be named as expired.
 const EXPIRED_KEPT: usize = 1024;
 
@@ -103,6 +102,7 @@ pub(super) struct Inner {
     expired: Mutex<std::collections::VecDeque<(String, Duration)>>,
     pub(super) tracker: TaskTracker,
     pub(super) cancel: CancellationToken,
+    reaper: Reaper,
 }
 
 impl Units {
@@ -132,10 +132,12 @@ impl Units {
                 expired: Mutex::default(),
                 tracker,
                 cancel,
+                reaper: Reaper::default(),
             }),
         };
-        // First: a unit recovery releases goes there too, and is deleted once.
-        units.empty_released();
+        Units::open_released(&units.inner.root)?;
+        // What an earlier run left to delete; units recovery releases join it.
+        units.reap();
         units.recover()?;
         units.spawn_retention();
         Ok(units)
@@ -382,46 +384,18 @@ impl Units {
     /// Deletes a unit's directory and forgets it.
     pub(super) fn forget(&self, unit: &Unit, force: bool) -> Result<(), UnitError> {
         unit.stop.cancel();
-        let last = unit.remove_dir(force).map(|trash| trash.map(|t| self.delete_in_background(t)));
+        let last = unit.remove_dir(force).map(|moved| {
+            if moved {
+                self.reap();
+            }
+        });
         if last.is_ok() || force {
             self.lock().remove(&unit.id);
             // Wake followers so they notice the release.
             unit.status.send_modify(|_| {});
             tracing::info!(unit = %unit.id, "work unit released");
         }
-        if force { Ok(()) } else { last.map(|_| ()) }
-    }
-
-    /// Deletes a released unit's directory on the blocking pool (inline outside a
-    /// runtime). A failure is logged: the directory is gone from the store either way, and
-    /// the next start-up empties [`RELEASED`].
-    fn delete_in_background(&self, dir: PathBuf) {
-        let delete = move || {
-            let deleted = match std::fs::symlink_metadata(&dir) {
-                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&dir),
-                Ok(_) => std::fs::remove_file(&dir),
-                Err(e) => Err(e),
-            };
-            match deleted {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::warn!(dir = %dir.display(), "cannot delete a released unit's files: {e}");
-                }
-                _ => {}
-            }
-        };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            self.inner.tracker.spawn_blocking(delete);
-        } else {
-            delete();
-        }
-    }
-
-    /// Deletes what an earlier run released but did not get to delete (it stopped first).
-    fn empty_released(&self) {
-        let Ok(left) = std::fs::read_dir(self.inner.root.join(RELEASED)) else { return };
-        for entry in left.flatten() {
-            self.delete_in_background(entry.path());
-        }
+        if force { Ok(()) } else { last }
     }
 
     /// Another node (over the mesh, or a TLS control client with its certificate) may

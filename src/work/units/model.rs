@@ -248,7 +248,7 @@ impl Unit {
     }
 
     /// Marks the unit as releasing and takes its directory out of the store: renamed into
-    /// [`RELEASED`] under the store's root, whose contents the caller deletes in the
+    /// [`RELEASED`] under the store's root, whose contents the store deletes in the
     /// background (a unit's files can be hundreds of MiB: deleting them took 70 ms per
     /// 256 MiB file, which a release no longer waits for); where the rename fails, the
     /// directory is removed here. Writers check the mark under the same locks, so none
@@ -256,15 +256,15 @@ impl Unit {
     /// supervisor that just exited recording its end) would make the removal fail and
     /// leave a released unit listed. If the removal fails, the mark is lifted again unless
     /// `force` (the unit is forgotten even so): a unit that stays may still have its status
-    /// written. Returns the renamed directory, left for the caller to delete.
-    pub(super) fn remove_dir(&self, force: bool) -> Result<Option<PathBuf>, UnitError> {
+    /// written. Whether the directory was moved into [`RELEASED`] (left to be deleted).
+    pub(super) fn remove_dir(&self, force: bool) -> Result<bool, UnitError> {
         let _status = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let _kind = self.kind.lock().unwrap_or_else(|p| p.into_inner());
         self.releasing.store(true, Ordering::SeqCst);
-        if let Some(trash) = self.released_path() {
-            match std::fs::rename(&self.dir, &trash) {
-                Ok(()) => return Ok(Some(trash)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.exists() => return Ok(None),
+        if let Some(moved) = self.released_path() {
+            match std::fs::rename(&self.dir, &moved) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.exists() => return Ok(false),
                 Err(_) => {}
             }
         }
@@ -273,22 +273,18 @@ impl Unit {
                 self.releasing.store(force, Ordering::SeqCst);
                 Err(io_err("removing", &self.dir)(e))
             }
-            _ => Ok(None),
+            _ => Ok(false),
         }
     }
 
-    /// A fresh name for this unit's directory in [`RELEASED`] (created if missing).
+    /// A fresh name for this unit's directory in [`RELEASED`] (the store made it).
     fn released_path(&self) -> Option<PathBuf> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let trash = self.dir.parent()?.join(RELEASED);
-        match std::fs::DirBuilder::new().mode(0o700).create(&trash) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return None,
-            _ => {}
-        }
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        Some(trash.join(format!("{}.{nanos}.{}.{seq}", self.id, std::process::id())))
+        let name = format!("{}.{nanos}.{}.{seq}", self.id, std::process::id());
+        Some(self.dir.parent()?.join(RELEASED).join(name))
     }
 
     /// Changes `unit.json` (memory and disk, in one step: concurrent updates never
@@ -384,11 +380,14 @@ mod tests {
         let unit = unit_in(&dir);
         unit.update_status(|st| st.state = State::Running).expect("written while live");
         assert!(dir.join("status").exists());
-        let trash = unit.remove_dir(false).expect("removed").expect("moved aside");
+        std::fs::create_dir(root.path().join(RELEASED)).expect("the store's released dir");
+        assert!(unit.remove_dir(false).expect("removed"), "moved aside");
         assert!(unit.is_releasing());
         // Moved aside whole, for the store to delete behind the release.
-        assert_eq!(trash.parent(), Some(root.path().join(RELEASED).as_path()));
-        assert!(trash.join("status").exists());
+        let moved: Vec<_> =
+            std::fs::read_dir(root.path().join(RELEASED)).expect("released").flatten().collect();
+        assert_eq!(moved.len(), 1);
+        assert!(moved[0].path().join("status").exists());
         // Recreate the directory as a stand-in for one being emptied: a late write would land here.
         std::fs::create_dir(&dir).expect("recreated");
         unit.update_status(|st| st.state = State::Failed).expect("a late write is not an error");
